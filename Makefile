@@ -1,0 +1,65 @@
+# tcpwatch: `make run` builds and runs it, `make test` runs the whole suite.
+# Both install what they need first (Debian packages for the BPF toolchain).
+
+GO        ?= go
+CLANG     ?= clang-14
+BINARY    := tcpwatch
+ARGS      ?=
+GOTESTFLAGS ?= -count=1
+# Packages the BPF toolchain and the tests need on a fresh Debian machine.
+DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## install the BPF toolchain (clang-14, libbpf headers, bpftool) if missing
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+.PHONY: generate
+generate: deps ## rebuild the BPF object and its Go bindings (bpf2go)
+	$(GO) generate ./tracer/
+
+.PHONY: check-generated
+check-generated: generate ## fail if the committed BPF object or bindings are stale
+	@git diff --exit-code -- tracer/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
+
+.PHONY: build
+build: ## build ./tcpwatch (needs no clang: the BPF object is committed)
+	$(GO) build -o $(BINARY) ./cmd/tcpwatch
+
+.PHONY: run
+run: build ## build and run tcpwatch as root, e.g. make run ARGS="--events -o json"
+	@if [ "$$(id -u)" != 0 ]; then exec sudo ./$(BINARY) $(ARGS); else exec ./$(BINARY) $(ARGS); fi
+
+.PHONY: test
+test: deps ## the whole suite: vet, unit tests, and the privileged tests (run as root)
+	$(GO) vet ./...
+	@if [ "$$(id -u)" != 0 ]; then echo "make test: privileged tests need root: rerunning with sudo" >&2; \
+		exec sudo -E env "PATH=$$PATH" $(GO) test $(GOTESTFLAGS) ./...; fi
+	$(GO) test $(GOTESTFLAGS) ./...
+
+.PHONY: test-unit
+test-unit: ## only the tests that need no root
+	$(GO) test -short $(GOTESTFLAGS) ./...
+
+.PHONY: bench
+bench: ## Go benchmarks (decode path)
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer/ ./output/
+
+.PHONY: vmlinux
+vmlinux: deps ## regenerate vmlinux.h from this kernel's BTF
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
+	@echo "vmlinux.h regenerated from $$(uname -r)"
+
+.PHONY: clean
+clean: ## remove build output
+	rm -f $(BINARY)
+	$(GO) clean -testcache

@@ -1,0 +1,700 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tcpwatch's kernel half: watches the four TCP code paths that decide how a
+ * connection fails (tcp_retransmit_skb, tcp_keepalive_timer, tcp_set_state,
+ * tcp_send_active_reset) and the tracepoints that complete the story, and
+ * sends one `struct event` per happening to user space.
+ *
+ * Every hook is a BTF tracepoint (tp_btf): fentry and kprobes are not
+ * available everywhere tcpwatch must run, tracepoints are.
+ *
+ * Per-socket state lives here, not in user space: who owns the socket, and
+ * whether anything about it is worth a narrative. A connection that is born
+ * and dies normally costs one map entry and no ring-buffer record unless the
+ * user asked for everything (emit_all).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "tcpwatch.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define PF_EXITING 0x00000004
+#define TCP_RTO_MAX_MS 120000
+#define EAGAIN 11
+
+/* Set by the loader before load (spec.Variables). */
+const volatile __u8 emit_all = 0;           /* --events / --all: send every event */
+const volatile __u32 hz = 250;              /* kernel CONFIG_HZ, for jiffies */
+const volatile __u64 keepalive_timer_fn = 0; /* &tcp_keepalive_timer from kallsyms */
+const volatile __u32 filter_netns = 0;      /* 0 = any */
+const volatile __u16 filter_port = 0;       /* 0 = any; either side */
+const volatile __u32 filter_pid = 0;        /* 0 = any; owner's tgid */
+
+/* Unused except to make bpf2go emit the Go type. */
+const struct event *unused_event __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* resized by the loader (--ring-size) */
+} events SEC(".maps");
+
+enum tw_counter {
+	TW_CNT_LOST = 0,     /* ring buffer full: record dropped */
+	TW_CNT_MAX,
+};
+
+/* Written by every program on ring-buffer failure, read by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TW_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+enum tw_sock_flag {
+	TW_SK_NOTABLE = 1 << 0, /* something happened that may become a narrative */
+	TW_SK_EXITING = 1 << 1, /* closed by an exiting owner */
+};
+
+/*
+ * What tcpwatch remembers per socket, keyed by socket cookie.
+ * Written: created by any hook that sees a TCP socket first (set_state,
+ * send/recv); owner updated from task context only (connect, close,
+ * send/recv). Deleted: tcp_destroy_sock. LRU so a missed destroy (a socket
+ * that died while tcpwatch was not running) can never fill the table.
+ * A cookie, not the sk pointer, so the keepalive timer hook (which only has
+ * an untrusted pointer derived from the timer) can find the entry too.
+ */
+struct sock_info {
+	__u64 first_seen_ns;
+	__u32 pid;
+	__u32 exit_code;
+	__u8 comm[TW_COMM_LEN];
+	__u8 flags;
+	__u8 last_probes_out; /* probes_out after the keepalive timer last ran */
+	__u16 sport;          /* local port once bound: CLOSE and SYN_SENT records lack it */
+	__u8 _pad[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 17); /* resized by the loader (--max-sockets) */
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+/*
+ * The keepalive timer's entry/exit window on this CPU. Timer callbacks do
+ * not nest on a CPU, so one slot per CPU is enough. Written at
+ * timer_expire_entry, marked by set_state/send_reset inside the window,
+ * consumed at timer_expire_exit.
+ */
+struct ka_window {
+	__u64 timer;   /* the timer_list being run; 0 when no window is open */
+	__u64 sk;      /* the socket it belongs to */
+	__u8 killed;   /* the socket went to CLOSE inside the window */
+	__u8 _pad[7];
+	struct event entry; /* figures at entry: used for a kill, when sk may be gone */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ka_window);
+} ka_windows SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 jiffies_to_ms(__u64 j)
+{
+	return (__u32)(j * 1000 / (hz ? hz : 250));
+}
+
+static __always_inline int is_tcp(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+static __always_inline struct sock_info *sock_info_lookup(__u64 cookie)
+{
+	if (!cookie)
+		return NULL;
+	return bpf_map_lookup_elem(&socks, &cookie);
+}
+
+static __always_inline struct sock_info *sock_info_get(__u64 cookie)
+{
+	struct sock_info *info = sock_info_lookup(cookie);
+	if (info || !cookie)
+		return info;
+	struct sock_info fresh = { .first_seen_ns = bpf_ktime_get_ns() };
+	bpf_map_update_elem(&socks, &cookie, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&socks, &cookie);
+}
+
+/* Only from task context: the current task really acts on the socket. */
+static __always_inline void set_owner(struct sock_info *info)
+{
+	if (!info)
+		return;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == 0)
+		return;
+	if (info->pid != tgid) {
+		info->pid = tgid;
+		bpf_get_current_comm(&info->comm, sizeof(info->comm));
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, flags) & PF_EXITING) {
+		info->flags |= TW_SK_EXITING;
+		info->exit_code = BPF_CORE_READ(task, exit_code);
+	}
+}
+
+/*
+ * The default mode sends only what can become a narrative: once a socket
+ * is notable, everything about it is sent so its story is whole.
+ */
+static __always_inline int wanted(struct sock_info *info, int notable_now)
+{
+	if (info && notable_now)
+		info->flags |= TW_SK_NOTABLE;
+	if (emit_all)
+		return 1;
+	if (notable_now)
+		return 1;
+	return info && (info->flags & TW_SK_NOTABLE);
+}
+
+static __always_inline void fill_tuple(struct event *e, const struct sock *sk)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+/* The socket's own figures: everything the verdict and its explanation need. */
+static __always_inline void fill_figures(struct event *e, const struct sock *sk)
+{
+	const struct inet_connection_sock *icsk = (const void *)sk;
+	const struct tcp_sock *tp = (const void *)sk;
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+
+	e->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+	e->retransmits = BPF_CORE_READ(icsk, icsk_retransmits);
+	e->backoff = BPF_CORE_READ(icsk, icsk_backoff);
+	e->probes_out = BPF_CORE_READ(icsk, icsk_probes_out);
+	e->rto_ms = jiffies_to_ms(BPF_CORE_READ(icsk, icsk_rto));
+	e->rto_max_ms = TCP_RTO_MAX_MS;
+	if (bpf_core_field_exists(icsk->icsk_rto_max))
+		e->rto_max_ms = BPF_CORE_READ(icsk, icsk_rto_max) ?: TCP_RTO_MAX_MS;
+	e->user_timeout_ms = BPF_CORE_READ(icsk, icsk_user_timeout);
+	e->sk_err = BPF_CORE_READ(sk, sk_err);
+	e->sk_err_soft = BPF_CORE_READ(sk, sk_err_soft);
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	e->packets_out = BPF_CORE_READ(tp, packets_out);
+	e->retrans_out = BPF_CORE_READ(tp, retrans_out);
+	e->bytes_in_flight = BPF_CORE_READ(tp, snd_nxt) - BPF_CORE_READ(tp, snd_una);
+	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	e->keepalive_on = (BPF_CORE_READ(sk, __sk_common.skc_flags) >> SOCK_KEEPOPEN) & 1;
+
+	/* 0 in the socket means "the namespace's sysctl" (keepalive_*_when()). */
+	__u32 ka_time = BPF_CORE_READ(tp, keepalive_time);
+	__u32 ka_intvl = BPF_CORE_READ(tp, keepalive_intvl);
+	__u8 ka_probes = BPF_CORE_READ(tp, keepalive_probes);
+	if (!ka_time)
+		ka_time = BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_time);
+	if (!ka_intvl)
+		ka_intvl = BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_intvl);
+	if (!ka_probes)
+		ka_probes = BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_probes);
+	e->keepalive_time_ms = jiffies_to_ms(ka_time);
+	e->keepalive_intvl_ms = jiffies_to_ms(ka_intvl);
+	e->keepalive_probes = ka_probes;
+	e->retries2 = BPF_CORE_READ(net, ipv4.sysctl_tcp_retries2);
+	e->syn_retries = BPF_CORE_READ(net, ipv4.sysctl_tcp_syn_retries);
+
+	/* Nothing was ever acknowledged before the handshake completes. */
+	__u32 rcv_tstamp = BPF_CORE_READ(tp, rcv_tstamp);
+	if (rcv_tstamp && e->state != TCP_SYN_SENT && e->state != TCP_LISTEN)
+		e->ack_age_ms = jiffies_to_ms((__u32)bpf_jiffies64() - rcv_tstamp);
+}
+
+static __always_inline void fill_owner(struct event *e, struct sock_info *info)
+{
+	if (!info)
+		return;
+	e->first_seen_ns = info->first_seen_ns;
+	/* The port is released before the CLOSE tracepoint fires. */
+	if (e->sport)
+		info->sport = e->sport;
+	else
+		e->sport = info->sport;
+	e->pid = info->pid;
+	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
+	if (info->flags & TW_SK_EXITING) {
+		e->flags |= TW_F_OWNER_EXITING;
+		e->exit_code = info->exit_code;
+	}
+}
+
+static __always_inline int filtered_out(const struct event *e)
+{
+	if (filter_netns && e->netns != filter_netns)
+		return 1;
+	if (filter_port && e->sport != filter_port && e->dport != filter_port)
+		return 1;
+	if (filter_pid && e->pid != filter_pid)
+		return 1;
+	return 0;
+}
+
+static __always_inline struct event *reserve(void)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(TW_CNT_LOST);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	return e;
+}
+
+static __always_inline void submit(struct event *e)
+{
+	if (filtered_out(e)) {
+		bpf_ringbuf_discard(e, 0);
+		return;
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* The common case: one full TCP socket, one event. */
+static __always_inline struct event *emit_sk(const struct sock *sk, __u64 cookie,
+					     struct sock_info *info, __u8 kind)
+{
+	struct event *e = reserve();
+	if (!e)
+		return NULL;
+	e->kind = kind;
+	e->cookie = cookie;
+	fill_tuple(e, sk);
+	fill_figures(e, sk);
+	fill_owner(e, info);
+	return e;
+}
+
+/* Inside an open keepalive window for this socket on this CPU? */
+static __always_inline struct ka_window *ka_window_for(const struct sock *sk)
+{
+	__u32 zero = 0;
+	struct ka_window *w = bpf_map_lookup_elem(&ka_windows, &zero);
+	if (w && w->timer && w->sk == (__u64)sk)
+		return w;
+	return NULL;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	if (!is_tcp(sk))
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	struct sock_info *info = sock_info_get(cookie);
+	int notable = 0;
+
+	/* Transitions that only happen in the owner's own syscalls (or exit). */
+	if (newstate == TCP_SYN_SENT ||
+	    (oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) ||
+	    (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK)) {
+		set_owner(info);
+		if (info && (info->flags & TW_SK_EXITING))
+			notable = 1;
+	}
+
+	struct ka_window *w = NULL;
+	if (newstate == TCP_CLOSE) {
+		w = ka_window_for(sk);
+		if (w)
+			w->killed = 1;
+		/* A connection that dies with an error is always worth a story. */
+		if (BPF_CORE_READ(sk, sk_err))
+			notable = 1;
+	}
+
+	if (!wanted(info, notable))
+		return 0;
+	struct event *e = emit_sk(sk, cookie, info, TW_EV_STATE);
+	if (!e)
+		return 0;
+	e->state = newstate;
+	e->old_state = oldstate;
+	if (w)
+		e->flags |= TW_F_IN_KA_TIMER;
+	submit(e);
+	return 0;
+}
+
+static __always_inline int handle_retransmit(const struct sock *sk, int err)
+{
+	if (!sk)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	struct sock_info *info = sock_info_get(cookie);
+	const struct inet_connection_sock *icsk = (const void *)sk;
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	__u8 ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+
+	/*
+	 * An RTO retransmission (the peer stopped acknowledging) or a SYN
+	 * retransmission is the start of a stall. Fast retransmits and loss
+	 * probes are routine: counted by the kernel (total_retrans), not sent.
+	 */
+	int rto = ca_state == TCP_CA_Loss || state == TCP_SYN_SENT || state == TCP_SYN_RECV;
+	if (!emit_all && !rto)
+		return 0;
+	if (!wanted(info, rto))
+		return 0;
+	struct event *e = emit_sk(sk, cookie, info, TW_EV_RETRANSMIT);
+	if (!e)
+		return 0;
+	e->detail = err;
+	submit(e);
+	return 0;
+}
+
+/* 6.17+: also fires for failed attempts, with their error. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tw_retransmit_err, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	return handle_retransmit(sk, err);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tw_retransmit, const struct sock *sk, const struct sk_buff *skb)
+{
+	return handle_retransmit(sk, 0);
+}
+
+static __always_inline int reason_is_owner_close(int reason)
+{
+	if (reason < 0)
+		return 0;
+	return reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_ABORT_ON_CLOSE) ||
+	       reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_ABORT_ON_LINGER) ||
+	       reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_DISCONNECT_WITH_DATA);
+}
+
+/* A reset sent with no full socket behind it: the tuple comes from the packet. */
+static __always_inline void emit_reply_reset_nosock(const struct sk_buff *skb, int reason)
+{
+	struct event *e = reserve();
+	if (!e)
+		return;
+	e->kind = TW_EV_SEND_RESET;
+	e->flags = TW_F_REPLY_RESET | TW_F_NO_SOCK;
+	e->detail = reason;
+	e->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	struct tcphdr tcp;
+	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th)) {
+		bpf_ringbuf_discard(e, 0);
+		return;
+	}
+	/* The reset answers the received segment: it goes back to its source. */
+	e->sport = bpf_ntohs(tcp.dest);
+	e->dport = bpf_ntohs(tcp.source);
+	__u8 version = 0;
+	bpf_probe_read_kernel(&version, 1, head + nh);
+	if ((version >> 4) == 6) {
+		struct ipv6hdr ip6;
+		bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh);
+		e->family = AF_INET6;
+		__builtin_memcpy(e->saddr, &ip6.daddr, 16);
+		__builtin_memcpy(e->daddr, &ip6.saddr, 16);
+	} else {
+		struct iphdr ip4;
+		bpf_probe_read_kernel(&ip4, sizeof(ip4), head + nh);
+		e->family = AF_INET;
+		__builtin_memcpy(e->saddr, &ip4.daddr, 4);
+		__builtin_memcpy(e->daddr, &ip4.saddr, 4);
+	}
+	submit(e);
+}
+
+static __always_inline int handle_send_reset(const struct sock *sk, const struct sk_buff *skb,
+					     int reason)
+{
+	/*
+	 * Replies to a received segment carry an skb; on 6.10+ sk may be NULL
+	 * or a request/timewait socket. Only a full socket has our figures.
+	 */
+	__u8 state = sk ? BPF_CORE_READ(sk, __sk_common.skc_state) : 0;
+	int full = sk && state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
+	if (!full) {
+		if (emit_all && skb)
+			emit_reply_reset_nosock(skb, reason);
+		return 0;
+	}
+	if (!is_tcp(sk))
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	struct sock_info *info = sock_info_get(cookie);
+	/* close()/disconnect with unread data or SO_LINGER 0: the owner is acting. */
+	if (!skb && reason_is_owner_close(reason))
+		set_owner(info);
+	if (!wanted(info, 1))
+		return 0;
+	struct event *e = emit_sk(sk, cookie, info, TW_EV_SEND_RESET);
+	if (!e)
+		return 0;
+	e->detail = reason;
+	if (skb)
+		e->flags |= TW_F_REPLY_RESET;
+	if (!skb && ka_window_for(sk))
+		e->flags |= TW_F_IN_KA_TIMER;
+	submit(e);
+	return 0;
+}
+
+/* 6.10+: the kernel says why. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tw_send_reset_reason, const struct sock *sk, const struct sk_buff *skb,
+	     enum sk_rst_reason reason)
+{
+	return handle_send_reset(sk, skb, (int)reason);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tw_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	return handle_send_reset(sk, skb, TW_RST_REASON_UNKNOWN);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tw_receive_reset, struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct sock_info *info = sock_info_get(cookie);
+	if (!wanted(info, 1))
+		return 0;
+	struct event *e = emit_sk(sk, cookie, info, TW_EV_RECV_RESET);
+	if (e)
+		submit(e);
+	return 0;
+}
+
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(tw_error_report, const struct sock *sk)
+{
+	if (!is_tcp(sk))
+		return 0;
+	int err = BPF_CORE_READ(sk, sk_err);
+	/* error == 0 is ICMP error-queue noise, not an error the application sees. */
+	if (!err)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	struct sock_info *info = sock_info_get(cookie);
+	if (!wanted(info, 1))
+		return 0;
+	struct event *e = emit_sk(sk, cookie, info, TW_EV_ERROR);
+	if (!e)
+		return 0;
+	e->detail = err;
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/tcp_cong_state_set")
+int BPF_PROG(tw_cong_state, struct sock *sk, const __u8 ca_state)
+{
+	const struct inet_connection_sock *icsk = (const void *)sk;
+	/* Fires before the store: the old state is still in the socket. */
+	__u8 old = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+	if (old == ca_state)
+		return 0;
+	/* By default only the end of an RTO episode matters: Loss -> anything. */
+	if (!emit_all && old != TCP_CA_Loss)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct sock_info *info = emit_all ? sock_info_get(cookie) : sock_info_lookup(cookie);
+	if (!wanted(info, 0))
+		return 0;
+	struct event *e = emit_sk(sk, cookie, info, TW_EV_CONG_STATE);
+	if (!e)
+		return 0;
+	e->old_state = old;
+	e->ca_state = ca_state;
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tw_destroy_sock, struct sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct sock_info *info = sock_info_lookup(cookie);
+	if (wanted(info, 0)) {
+		struct event *e = emit_sk(sk, cookie, info, TW_EV_DESTROY);
+		if (e)
+			submit(e);
+	}
+	if (cookie)
+		bpf_map_delete_elem(&socks, &cookie);
+	return 0;
+}
+
+/* The owner is whoever sends and receives: the only trace of accept(). */
+static __always_inline void handle_app_io(struct sock *sk, int ret, __u8 send_flag)
+{
+	if (!sk || !is_tcp(sk))
+		return;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct sock_info *info = sock_info_get(cookie);
+	set_owner(info);
+	if (ret >= 0 || ret == -EAGAIN)
+		return;
+	/* The error the application really saw: evidence for a notable socket. */
+	if (!wanted(info, 0))
+		return;
+	struct event *e = emit_sk(sk, cookie, info, TW_EV_APP_ERROR);
+	if (!e)
+		return;
+	e->detail = ret;
+	e->flags |= send_flag;
+	submit(e);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tw_sock_send, struct sock *sk, int ret, int flags)
+{
+	handle_app_io(sk, ret, TW_F_APP_SEND);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tw_sock_recv, struct sock *sk, int ret, int flags)
+{
+	handle_app_io(sk, ret, 0);
+	return 0;
+}
+
+/*
+ * tcp_keepalive_timer has no tracepoint: watch the timer core run it.
+ * Up to 6.18 the keepalive timer is sk->sk_timer; a later series moves it
+ * to icsk->icsk_keepalive_timer.
+ */
+struct inet_connection_sock___ka {
+	struct timer_list icsk_keepalive_timer;
+} __attribute__((preserve_access_index));
+
+static __always_inline const struct sock *keepalive_sock(const struct timer_list *timer)
+{
+	if (bpf_core_field_exists(struct inet_connection_sock___ka, icsk_keepalive_timer))
+		return (const void *)timer -
+		       bpf_core_field_offset(struct inet_connection_sock___ka, icsk_keepalive_timer);
+	return (const void *)timer - bpf_core_field_offset(struct sock, sk_timer);
+}
+
+SEC("tp_btf/timer_expire_entry")
+int BPF_PROG(tw_timer_entry, struct timer_list *timer, unsigned long baseclk)
+{
+	if (!keepalive_timer_fn || (__u64)BPF_CORE_READ(timer, function) != keepalive_timer_fn)
+		return 0;
+	__u32 zero = 0;
+	struct ka_window *w = bpf_map_lookup_elem(&ka_windows, &zero);
+	if (!w)
+		return 0;
+	const struct sock *sk = keepalive_sock(timer);
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	/* The same handler runs orphaned FIN_WAIT2 timeouts: not keepalive. */
+	if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT) {
+		w->timer = 0;
+		return 0;
+	}
+	w->timer = (__u64)timer;
+	w->sk = (__u64)sk;
+	w->killed = 0;
+	__builtin_memset(&w->entry, 0, sizeof(w->entry));
+	w->entry.kind = TW_EV_KEEPALIVE;
+	/* Read, never generate: this pointer is not one helpers accept. */
+	w->entry.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	fill_tuple(&w->entry, sk);
+	fill_figures(&w->entry, sk);
+	return 0;
+}
+
+SEC("tp_btf/timer_expire_exit")
+int BPF_PROG(tw_timer_exit, struct timer_list *timer)
+{
+	__u32 zero = 0;
+	struct ka_window *w = bpf_map_lookup_elem(&ka_windows, &zero);
+	if (!w || !w->timer || w->timer != (__u64)timer)
+		return 0;
+	w->timer = 0;
+
+	struct sock_info *info = sock_info_lookup(w->entry.cookie);
+	__u8 probes_before = w->entry.probes_out;
+	__u8 flags = TW_F_IN_KA_TIMER;
+	__u8 probes_now = probes_before;
+
+	if (w->killed) {
+		/* The timer may have dropped the last reference: do not touch sk. */
+		flags |= TW_F_KA_KILLED;
+	} else {
+		const struct inet_connection_sock *icsk = (const void *)w->sk;
+		probes_now = BPF_CORE_READ(icsk, icsk_probes_out);
+		if (probes_now > probes_before)
+			flags |= TW_F_KA_PROBE;
+		/* ACKs reset probes_out; the peer answered since we last looked. */
+		if (info && info->last_probes_out && probes_before == 0)
+			flags |= TW_F_KA_ANSWERED;
+	}
+	if (info)
+		info->last_probes_out = probes_now;
+
+	if (!(flags & (TW_F_KA_KILLED | TW_F_KA_PROBE | TW_F_KA_ANSWERED)))
+		return 0;
+	int notable = (flags & (TW_F_KA_KILLED | TW_F_KA_PROBE)) != 0;
+	if (!wanted(info, notable))
+		return 0;
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	__u64 ts = e->ts_ns;
+	__builtin_memcpy(e, &w->entry, sizeof(*e));
+	e->ts_ns = ts;
+	e->probes_out = probes_now;
+	e->flags |= flags;
+	fill_owner(e, info);
+	submit(e);
+	return 0;
+}

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The record the kernel half sends to user space through the ring buffer.
+ * Shared with Go through bpf2go (-type event): keep every field naturally
+ * aligned and never pack, so the Go struct has the same layout with no
+ * decoding work beyond a length-checked copy.
+ */
+#ifndef TCPWATCH_H
+#define TCPWATCH_H
+
+#define TW_COMM_LEN 16
+
+/* What happened. Values are part of the Go decoder's contract. */
+enum tw_event_kind {
+	TW_EV_STATE = 1,        /* inet_sock_set_state: old_state -> state */
+	TW_EV_RETRANSMIT = 2,   /* tcp_retransmit_skb; detail = err (6.17+) */
+	TW_EV_SEND_RESET = 3,   /* tcp_send_reset; detail = sk_rst_reason or -1 */
+	TW_EV_RECV_RESET = 4,   /* tcp_receive_reset */
+	TW_EV_ERROR = 5,        /* inet_sk_error_report; detail = sk_err */
+	TW_EV_CONG_STATE = 6,   /* tcp_cong_state_set: old_state(ca) -> ca_state */
+	TW_EV_KEEPALIVE = 7,    /* tcp_keepalive_timer ran and did something */
+	TW_EV_DESTROY = 8,      /* tcp_destroy_sock: the socket is gone */
+	TW_EV_APP_ERROR = 9,    /* a send/recv syscall returned detail (< 0) */
+};
+
+/* Event flags. */
+enum tw_event_flag {
+	TW_F_OWNER_EXITING = 1 << 0, /* the owning task was exiting (PF_EXITING) */
+	TW_F_REPLY_RESET = 1 << 1,   /* reset in reply to a received segment (skb != NULL) */
+	TW_F_KA_PROBE = 1 << 2,      /* keepalive: a probe went out (probes_out grew) */
+	TW_F_KA_KILLED = 1 << 3,     /* keepalive: the timer gave up and killed the socket */
+	TW_F_KA_ANSWERED = 1 << 4,   /* keepalive: earlier probes were answered (probes_out back to 0) */
+	TW_F_IN_KA_TIMER = 1 << 5,   /* emitted from inside tcp_keepalive_timer */
+	TW_F_NO_SOCK = 1 << 6,       /* no full socket: tuple and netns come from the packet */
+	TW_F_APP_SEND = 1 << 7,      /* APP_ERROR: the failing call was a send (else a recv) */
+};
+
+/* Event-specific `detail` when a reset reason is unknown (kernel < 6.10). */
+#define TW_RST_REASON_UNKNOWN (-1)
+
+struct event {
+	__u64 ts_ns;            /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 cookie;           /* socket cookie (as in ss -e / sock_diag); 0 if none */
+	__u64 first_seen_ns;    /* when tcpwatch first saw this socket; 0 unknown */
+	__u8 saddr[16];         /* IPv4 in the first 4 bytes, or IPv6 */
+	__u8 daddr[16];
+	__u32 netns;            /* network namespace inode */
+	__u32 pid;              /* owning process (tgid); 0 if unknown */
+	__u8 comm[TW_COMM_LEN]; /* owning process name */
+	__u16 family;           /* AF_INET or AF_INET6 */
+	__u16 sport;            /* host byte order */
+	__u16 dport;            /* host byte order */
+	__u8 kind;              /* enum tw_event_kind */
+	__u8 state;             /* TCP state; for STATE the new one */
+	__u8 old_state;         /* STATE: previous TCP state; CONG_STATE: previous ca_state */
+	__u8 ca_state;          /* congestion state (icsk_ca_state); CONG_STATE: the new one */
+	__u8 retransmits;       /* icsk_retransmits */
+	__u8 backoff;           /* icsk_backoff */
+	__u8 probes_out;        /* icsk_probes_out */
+	__u8 keepalive_probes;  /* effective: per-socket or the netns sysctl */
+	__u8 retries2;          /* netns tcp_retries2 */
+	__u8 syn_retries;       /* netns tcp_syn_retries */
+	__u8 flags;             /* enum tw_event_flag */
+	__u8 keepalive_on;      /* SO_KEEPALIVE set */
+	__u8 _pad[2];
+	__s32 sk_err;
+	__s32 sk_err_soft;
+	__s32 detail;           /* see enum tw_event_kind */
+	__u32 exit_code;        /* owner's task->exit_code when TW_F_OWNER_EXITING */
+	__u32 rto_ms;           /* icsk_rto */
+	__u32 rto_max_ms;       /* icsk_rto_max (6.15+) or TCP_RTO_MAX */
+	__u32 srtt_us;          /* smoothed RTT */
+	__u32 packets_out;      /* segments in flight */
+	__u32 retrans_out;      /* retransmitted segments in flight */
+	__u32 bytes_in_flight;  /* snd_nxt - snd_una */
+	__u32 total_retrans;    /* retransmissions over the connection's life */
+	__u32 keepalive_time_ms;  /* effective keepalive idle time */
+	__u32 keepalive_intvl_ms; /* effective keepalive probe interval */
+	__u32 user_timeout_ms;  /* TCP_USER_TIMEOUT, 0 if unset */
+	__u32 ack_age_ms;       /* time since the peer last acknowledged anything */
+};
+
+#endif /* TCPWATCH_H */

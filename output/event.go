@@ -1,0 +1,249 @@
+package output
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer"
+)
+
+// EventRecord is the JSON form of one kernel event (`type: "event"`,
+// with --events). Its fields are documented in the README.
+type EventRecord struct {
+	Type          string         `json:"type"`
+	Time          string         `json:"time"`
+	Kind          string         `json:"kind"`
+	Cookie        uint64         `json:"cookie"`
+	Family        string         `json:"family"`
+	LAddr         string         `json:"laddr"`
+	LPort         uint16         `json:"lport"`
+	RAddr         string         `json:"raddr"`
+	RPort         uint16         `json:"rport"`
+	NetNS         uint32         `json:"netns"`
+	PID           uint32         `json:"pid"`
+	Comm          string         `json:"comm"`
+	State         string         `json:"state,omitempty"`
+	OldState      string         `json:"old_state,omitempty"`
+	CAState       string         `json:"ca_state,omitempty"`
+	OldCAState    string         `json:"old_ca_state,omitempty"`
+	Retransmits   uint8          `json:"retransmits"`
+	Backoff       uint8          `json:"backoff"`
+	Probes        uint8          `json:"probes"`
+	RTOMs         int64          `json:"rto_ms"`
+	SRTTUs        int64          `json:"srtt_us"`
+	PacketsOut    uint32         `json:"packets_out"`
+	RetransOut    uint32         `json:"retrans_out"`
+	BytesInFlight uint32         `json:"bytes_in_flight"`
+	TotalRetrans  uint32         `json:"total_retrans"`
+	AckAgeMs      int64          `json:"ack_age_ms"`
+	SkErr         string         `json:"sk_err,omitempty"`
+	SkErrSoft     string         `json:"sk_err_soft,omitempty"`
+	Errno         string         `json:"errno,omitempty"`
+	ResetReason   string         `json:"reset_reason,omitempty"`
+	ReplyReset    bool           `json:"reply_reset,omitempty"`
+	Keepalive     string         `json:"keepalive,omitempty"`
+	OwnerExiting  bool           `json:"owner_exiting,omitempty"`
+	ExitSignal    int            `json:"exit_signal,omitempty"`
+	ExitCode      int            `json:"exit_code,omitempty"`
+	Settings      SettingsRecord `json:"settings"`
+}
+
+// SettingsRecord is the `settings` object: what decides when the kernel
+// gives up on this connection.
+type SettingsRecord struct {
+	TCPRetries2      uint8 `json:"tcp_retries2"`
+	TCPSynRetries    uint8 `json:"tcp_syn_retries"`
+	RetransBudgetMs  int64 `json:"retrans_budget_ms"`
+	RTOMaxMs         int64 `json:"rto_max_ms"`
+	UserTimeoutMs    int64 `json:"user_timeout_ms"`
+	Keepalive        bool  `json:"keepalive"`
+	KeepaliveTimeS   int64 `json:"keepalive_time_s"`
+	KeepaliveIntvlS  int64 `json:"keepalive_intvl_s"`
+	KeepaliveProbes  uint8 `json:"keepalive_probes"`
+	KeepaliveBudgetS int64 `json:"keepalive_budget_s"`
+}
+
+// NewSettingsRecord summarises an event's settings, with the budgets they imply.
+func NewSettingsRecord(ev *tracer.Event) SettingsRecord {
+	s := ev.Settings
+	return SettingsRecord{
+		TCPRetries2:      s.Retries2,
+		TCPSynRetries:    s.SynRetries,
+		RetransBudgetMs:  tracer.RetransmitBudget(s.Retries2, ev.RTOMax).Milliseconds(),
+		RTOMaxMs:         ev.RTOMax.Milliseconds(),
+		UserTimeoutMs:    s.UserTimeout.Milliseconds(),
+		Keepalive:        s.KeepaliveOn,
+		KeepaliveTimeS:   int64(s.KeepaliveTime / time.Second),
+		KeepaliveIntvlS:  int64(s.KeepaliveIntvl / time.Second),
+		KeepaliveProbes:  s.KeepaliveProbes,
+		KeepaliveBudgetS: int64((s.KeepaliveTime + time.Duration(s.KeepaliveProbes)*s.KeepaliveIntvl) / time.Second),
+	}
+}
+
+func familyName(ev *tracer.Event) string {
+	if ev.Local.Addr().Is6() {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// keepaliveAction names what the keepalive timer did.
+func keepaliveAction(f tracer.Flags) string {
+	switch {
+	case f&tracer.FlagKeepaliveKill != 0:
+		return "killed"
+	case f&tracer.FlagProbeSent != 0:
+		return "probe_sent"
+	case f&tracer.FlagProbeAnswered != 0:
+		return "probe_answered"
+	}
+	return ""
+}
+
+// NewEventRecord builds the JSON form of ev.
+func NewEventRecord(ev *tracer.Event, reasons tracer.ResetReasons) EventRecord {
+	r := EventRecord{
+		Type:          "event",
+		Time:          ev.Time.Format(TimeLayout),
+		Kind:          ev.Kind.String(),
+		Cookie:        ev.Cookie,
+		Family:        familyName(ev),
+		LAddr:         ev.Local.Addr().String(),
+		LPort:         ev.Local.Port(),
+		RAddr:         ev.Remote.Addr().String(),
+		RPort:         ev.Remote.Port(),
+		NetNS:         ev.NetNS,
+		PID:           ev.PID,
+		Comm:          ev.Comm(),
+		Retransmits:   ev.Retransmits,
+		Backoff:       ev.Backoff,
+		Probes:        ev.ProbesOut,
+		RTOMs:         ev.RTO.Milliseconds(),
+		SRTTUs:        ev.SRTT.Microseconds(),
+		PacketsOut:    ev.PacketsOut,
+		RetransOut:    ev.RetransOut,
+		BytesInFlight: ev.BytesInFlight,
+		TotalRetrans:  ev.TotalRetrans,
+		AckAgeMs:      ev.AckAge.Milliseconds(),
+		SkErr:         tracer.ErrnoName(ev.SkErr),
+		SkErrSoft:     tracer.ErrnoName(ev.SkErrSoft),
+		ReplyReset:    ev.Flags&tracer.FlagReplyReset != 0,
+		Keepalive:     keepaliveAction(ev.Flags),
+		OwnerExiting:  ev.Flags&tracer.FlagOwnerExiting != 0,
+		Settings:      NewSettingsRecord(ev),
+	}
+	if ev.Flags&tracer.FlagNoSocket == 0 {
+		r.State = ev.State.String()
+		r.CAState = ev.CAState.String()
+	}
+	switch ev.Kind {
+	case tracer.KindState:
+		r.OldState = ev.OldState.String()
+	case tracer.KindCongState:
+		r.OldCAState = ev.OldCA.String()
+	case tracer.KindSendReset:
+		r.ResetReason = reasons.Name(ev.Detail)
+	case tracer.KindError, tracer.KindAppError:
+		r.Errno = tracer.ErrnoName(ev.Detail)
+	case tracer.KindRetransmit:
+		r.Errno = tracer.ErrnoName(ev.Detail)
+	}
+	if r.OwnerExiting {
+		r.ExitSignal, r.ExitCode = ev.ExitSignal(), ev.ExitStatus()
+	}
+	return r
+}
+
+// Event writes one raw kernel event.
+func (w *Writer) Event(ev *tracer.Event, reasons tracer.ResetReasons) error {
+	if w.format == JSON {
+		return w.writeJSON(NewEventRecord(ev, reasons))
+	}
+	w.line = appendEventText(w.line[:0], ev, reasons)
+	return w.writeLine()
+}
+
+func appendEventText(b []byte, ev *tracer.Event, reasons tracer.ResetReasons) []byte {
+	b = ev.Time.AppendFormat(b, "15:04:05.000000")
+	b = append(b, ' ')
+	b = fmt.Appendf(b, "%-13s ", ev.Kind)
+	b = append(b, ev.Local.String()...)
+	b = append(b, " > "...)
+	b = append(b, ev.Remote.String()...)
+	if ev.Flags&tracer.FlagNoSocket != 0 {
+		b = append(b, " (no socket)"...)
+	} else if ev.Kind == tracer.KindState {
+		b = fmt.Appendf(b, " %s->%s", ev.OldState, ev.State)
+	} else {
+		b = append(b, ' ')
+		b = append(b, ev.State.String()...)
+	}
+	switch ev.Kind {
+	case tracer.KindCongState:
+		b = fmt.Appendf(b, " ca=%s->%s", ev.OldCA, ev.CAState)
+	case tracer.KindSendReset:
+		if n := reasons.Name(ev.Detail); n != "" {
+			b = append(b, " reason="...)
+			b = append(b, n...)
+		}
+		if ev.Flags&tracer.FlagReplyReset != 0 {
+			b = append(b, " reply"...)
+		}
+	case tracer.KindError, tracer.KindAppError:
+		b = append(b, " errno="...)
+		b = append(b, tracer.ErrnoName(ev.Detail)...)
+		if ev.Kind == tracer.KindAppError {
+			if ev.Flags&tracer.FlagAppSend != 0 {
+				b = append(b, " call=send"...)
+			} else {
+				b = append(b, " call=recv"...)
+			}
+		}
+	case tracer.KindKeepalive:
+		b = append(b, " keepalive="...)
+		b = append(b, keepaliveAction(ev.Flags)...)
+	case tracer.KindRetransmit:
+		if ev.Detail != 0 {
+			b = append(b, " failed="...)
+			b = append(b, tracer.ErrnoName(ev.Detail)...)
+		}
+	}
+	if ev.Flags&tracer.FlagNoSocket == 0 {
+		if ev.Kind != tracer.KindCongState {
+			b = fmt.Appendf(b, " ca=%s", ev.CAState)
+		}
+		b = fmt.Appendf(b, " retrans=%d backoff=%d rto=%s ack_age=%s inflight=%d",
+			ev.Retransmits, ev.Backoff, ev.RTO, ev.AckAge, ev.PacketsOut)
+		if ev.ProbesOut > 0 || ev.Kind == tracer.KindKeepalive {
+			b = fmt.Appendf(b, " probes=%d/%d", ev.ProbesOut, ev.Settings.KeepaliveProbes)
+		}
+		if ev.SkErr != 0 {
+			b = append(b, " sk_err="...)
+			b = append(b, tracer.ErrnoName(ev.SkErr)...)
+		}
+		if ev.SkErrSoft != 0 {
+			b = append(b, " sk_err_soft="...)
+			b = append(b, tracer.ErrnoName(ev.SkErrSoft)...)
+		}
+	}
+	if ev.PID != 0 {
+		b = append(b, " pid="...)
+		b = strconv.AppendUint(b, uint64(ev.PID), 10)
+		b = append(b, " comm="...)
+		b = append(b, Sanitize(ev.Comm())...)
+	}
+	if ev.Flags&tracer.FlagOwnerExiting != 0 {
+		if sig := ev.ExitSignal(); sig != 0 {
+			b = fmt.Appendf(b, " exiting(signal %d)", sig)
+		} else {
+			b = fmt.Appendf(b, " exiting(status %d)", ev.ExitStatus())
+		}
+	}
+	b = append(b, " netns="...)
+	b = strconv.AppendUint(b, uint64(ev.NetNS), 10)
+	if ev.Cookie != 0 {
+		b = fmt.Appendf(b, " sk=%x", ev.Cookie)
+	}
+	return b
+}

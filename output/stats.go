@@ -1,0 +1,49 @@
+package output
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Stats is the last record tcpwatch writes (`type: "stats"`): how much it
+// saw and whether anything was lost.
+type Stats struct {
+	Type       string         `json:"type"`
+	Time       string         `json:"time"`
+	Events     uint64         `json:"events"`
+	Lost       uint64         `json:"lost"`
+	Narratives map[string]int `json:"narratives"`
+	Evictions  uint64         `json:"evictions"`
+	Tracked    int            `json:"tracked"`
+}
+
+// Stats writes the closing summary.
+func (w *Writer) Stats(s Stats) error {
+	s.Type = "stats"
+	s.Time = time.Now().Format(TimeLayout)
+	if s.Narratives == nil {
+		s.Narratives = map[string]int{}
+	}
+	if w.format == JSON {
+		return w.writeJSON(s)
+	}
+	var verdicts []string
+	for v, n := range s.Narratives {
+		verdicts = append(verdicts, fmt.Sprintf("%s=%d", v, n))
+	}
+	sort.Strings(verdicts)
+	line := fmt.Sprintf("stats: %d kernel events, %d lost", s.Events, s.Lost)
+	if s.Lost > 0 {
+		line += " (ring buffer full: raise --ring-size or narrow the filters)"
+	}
+	if len(verdicts) > 0 {
+		line += ", narratives: " + strings.Join(verdicts, " ")
+	}
+	if s.Evictions > 0 {
+		line += fmt.Sprintf(", %d connections evicted from the tracker", s.Evictions)
+	}
+	w.line = append(w.line[:0], line...)
+	return w.writeLine()
+}

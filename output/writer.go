@@ -1,0 +1,85 @@
+package output
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Format is how records are written.
+type Format int
+
+const (
+	Text Format = iota // one line per record, for a person
+	JSON               // one JSON object per line, for pipelines
+)
+
+// ParseFormat reads the -o flag.
+func ParseFormat(s string) (Format, error) {
+	switch s {
+	case "text":
+		return Text, nil
+	case "json":
+		return JSON, nil
+	}
+	return 0, fmt.Errorf("unknown output format %q (want text or json)", s)
+}
+
+// TimeLayout is RFC 3339 with nanoseconds, the `time` field of every record.
+const TimeLayout = time.RFC3339Nano
+
+// Writer writes records one line at a time, each line in one write so
+// that a pipeline never sees half a record.
+type Writer struct {
+	out     io.Writer
+	format  Format
+	color   bool
+	explain bool
+	line    []byte
+}
+
+// Options tune the text format.
+type Options struct {
+	Color   bool // ANSI colour for verdicts; only for a terminal
+	Explain bool // add each narrative's explanation in text mode
+}
+
+// NewWriter writes to out in the given format.
+func NewWriter(out io.Writer, format Format, opts Options) *Writer {
+	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain}
+}
+
+// IsTerminal says whether f is a terminal (for colour).
+func IsTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// ErrClosedOutput means the reader went away (`tcpwatch | head`): stop
+// quietly, it is not a failure.
+var ErrClosedOutput = errors.New("output closed")
+
+func (w *Writer) writeLine() error {
+	w.line = append(w.line, '\n')
+	_, err := w.out.Write(w.line)
+	w.line = w.line[:0]
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrClosed) {
+		return ErrClosedOutput
+	}
+	return err
+}
+
+func (w *Writer) writeJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.line = append(w.line[:0], b...)
+	return w.writeLine()
+}

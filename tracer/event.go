@@ -1,0 +1,279 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+	"unsafe"
+)
+
+// Kind says which kernel path produced an Event. The values are those of
+// enum tw_event_kind in bpf/tcpwatch.h.
+type Kind uint8
+
+const (
+	KindState      Kind = 1 // inet_sock_set_state
+	KindRetransmit Kind = 2 // tcp_retransmit_skb
+	KindSendReset  Kind = 3 // tcp_send_reset
+	KindRecvReset  Kind = 4 // tcp_receive_reset
+	KindError      Kind = 5 // inet_sk_error_report
+	KindCongState  Kind = 6 // tcp_cong_state_set
+	KindKeepalive  Kind = 7 // tcp_keepalive_timer (via timer_expire_entry/exit)
+	KindDestroy    Kind = 8 // tcp_destroy_sock
+	KindAppError   Kind = 9 // a send/recv system call failed
+	kindUpperBound      = 10
+)
+
+var kindNames = [kindUpperBound]string{
+	KindState:      "state",
+	KindRetransmit: "retransmit",
+	KindSendReset:  "send_reset",
+	KindRecvReset:  "receive_reset",
+	KindError:      "error",
+	KindCongState:  "cong_state",
+	KindKeepalive:  "keepalive",
+	KindDestroy:    "destroy",
+	KindAppError:   "app_error",
+}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Flags qualify an Event; values are enum tw_event_flag in bpf/tcpwatch.h.
+type Flags uint8
+
+const (
+	FlagOwnerExiting  Flags = 1 << 0 // the owner was exiting when it closed the socket
+	FlagReplyReset    Flags = 1 << 1 // the reset answered a received segment
+	FlagProbeSent     Flags = 1 << 2 // keepalive: a probe went out
+	FlagKeepaliveKill Flags = 1 << 3 // keepalive: the timer gave up and killed the socket
+	FlagProbeAnswered Flags = 1 << 4 // keepalive: the peer answered earlier probes
+	FlagInKeepalive   Flags = 1 << 5 // happened inside tcp_keepalive_timer
+	FlagNoSocket      Flags = 1 << 6 // no full socket: tuple from the packet, no figures
+	FlagAppSend       Flags = 1 << 7 // app_error: the failing call was a send
+)
+
+// RSTReasonUnknown is Event.Detail of a send_reset on kernels before 6.10,
+// which do not say why they reset.
+const RSTReasonUnknown = -1
+
+// Event is one decoded kernel record. It holds no pointers to the ring
+// buffer and allocates nothing to decode: strings are made only by whoever
+// prints it.
+type Event struct {
+	Mono      time.Duration // kernel CLOCK_MONOTONIC
+	Time      time.Time     // wall clock
+	Kind      Kind
+	Flags     Flags
+	Cookie    uint64        // socket cookie, as sock_diag and `ss -e` show it
+	FirstSeen time.Duration // CLOCK_MONOTONIC when tcpwatch first saw the socket; 0 unknown
+	Local     netip.AddrPort
+	Remote    netip.AddrPort
+	NetNS     uint32
+	PID       uint32 // owning process; 0 unknown
+	comm      [16]byte
+
+	State    State // for KindState, the new state
+	OldState State // KindState only
+	CAState  CAState
+	OldCA    CAState // KindCongState only
+
+	Retransmits   uint8 // icsk_retransmits: consecutive RTO retransmissions
+	Backoff       uint8 // icsk_backoff: RTO doublings
+	ProbesOut     uint8 // icsk_probes_out: unanswered keepalive/window probes
+	SkErr         int32
+	SkErrSoft     int32
+	Detail        int32 // reset reason, reported errno, retransmit error, syscall error
+	ExitCode      uint32
+	RTO           time.Duration
+	RTOMax        time.Duration
+	SRTT          time.Duration
+	PacketsOut    uint32
+	RetransOut    uint32
+	BytesInFlight uint32
+	TotalRetrans  uint32
+	AckAge        time.Duration // since the peer last acknowledged anything
+
+	Settings Settings
+}
+
+// Settings are the knobs that decide when the kernel gives up, as they were
+// for this socket at the moment of the event.
+type Settings struct {
+	Retries2        uint8
+	SynRetries      uint8
+	KeepaliveOn     bool
+	KeepaliveTime   time.Duration
+	KeepaliveIntvl  time.Duration
+	KeepaliveProbes uint8
+	UserTimeout     time.Duration
+}
+
+// Comm is the owning process's name as the kernel had it; it may hold any
+// bytes, so printers must sanitise it.
+func (e *Event) Comm() string {
+	n := 0
+	for n < len(e.comm) && e.comm[n] != 0 {
+		n++
+	}
+	return string(e.comm[:n])
+}
+
+// SetComm is for building events outside the kernel (tests, replays).
+func (e *Event) SetComm(s string) {
+	e.comm = [16]byte{}
+	copy(e.comm[:15], s)
+}
+
+// ExitSignal returns the signal that killed the owner, or 0 if it exited.
+func (e *Event) ExitSignal() int { return int(e.ExitCode & 0x7f) }
+
+// ExitStatus returns the owner's exit status when it exited normally.
+func (e *Event) ExitStatus() int { return int(e.ExitCode>>8) & 0xff }
+
+// ErrRecordSize is returned for a record whose length is not an event's.
+var ErrRecordSize = errors.New("ring buffer record has the wrong size")
+
+// recordSize is the size of struct event; the generated type is its Go twin.
+const recordSize = int(unsafe.Sizeof(tcpwatchEvent{}))
+
+// Clock turns kernel CLOCK_MONOTONIC stamps into wall-clock time.
+type Clock struct {
+	wallAtZero time.Time
+}
+
+// NewClock anchors the kernel's monotonic clock to the wall clock now.
+func NewClock(monoNow time.Duration, wallNow time.Time) Clock {
+	return Clock{wallAtZero: wallNow.Add(-monoNow)}
+}
+
+// Wall converts a CLOCK_MONOTONIC stamp.
+func (c Clock) Wall(mono time.Duration) time.Time { return c.wallAtZero.Add(mono) }
+
+// Decode fills ev from one ring-buffer record. It checks the length, then
+// reads the record in place: no reflection, no allocation.
+func Decode(raw []byte, clock Clock, ev *Event) error {
+	if len(raw) < recordSize {
+		return fmt.Errorf("%w: %d bytes, want %d", ErrRecordSize, len(raw), recordSize)
+	}
+	r := (*tcpwatchEvent)(unsafe.Pointer(&raw[0]))
+	*ev = Event{
+		Mono:      time.Duration(r.TsNs),
+		Kind:      Kind(r.Kind),
+		Flags:     Flags(r.Flags),
+		Cookie:    r.Cookie,
+		FirstSeen: time.Duration(r.FirstSeenNs),
+		NetNS:     r.Netns,
+		PID:       r.Pid,
+		comm:      r.Comm,
+
+		State:    State(r.State),
+		CAState:  CAState(r.CaState),
+		OldState: State(r.OldState),
+
+		Retransmits:   r.Retransmits,
+		Backoff:       r.Backoff,
+		ProbesOut:     r.ProbesOut,
+		SkErr:         r.SkErr,
+		SkErrSoft:     r.SkErrSoft,
+		Detail:        r.Detail,
+		ExitCode:      r.ExitCode,
+		RTO:           time.Duration(r.RtoMs) * time.Millisecond,
+		RTOMax:        time.Duration(r.RtoMaxMs) * time.Millisecond,
+		SRTT:          time.Duration(r.SrttUs) * time.Microsecond,
+		PacketsOut:    r.PacketsOut,
+		RetransOut:    r.RetransOut,
+		BytesInFlight: r.BytesInFlight,
+		TotalRetrans:  r.TotalRetrans,
+		AckAge:        time.Duration(r.AckAgeMs) * time.Millisecond,
+
+		Settings: Settings{
+			Retries2:        r.Retries2,
+			SynRetries:      r.SynRetries,
+			KeepaliveOn:     r.KeepaliveOn != 0,
+			KeepaliveTime:   time.Duration(r.KeepaliveTimeMs) * time.Millisecond,
+			KeepaliveIntvl:  time.Duration(r.KeepaliveIntvlMs) * time.Millisecond,
+			KeepaliveProbes: r.KeepaliveProbes,
+			UserTimeout:     time.Duration(r.UserTimeoutMs) * time.Millisecond,
+		},
+	}
+	ev.Time = clock.Wall(ev.Mono)
+	if ev.Kind == KindCongState {
+		// The record reuses old_state for the previous congestion state.
+		ev.OldCA, ev.OldState = CAState(r.OldState), 0
+	}
+	const afInet6 = 10
+	if r.Family == afInet6 {
+		ev.Local = netip.AddrPortFrom(netip.AddrFrom16(r.Saddr), r.Sport)
+		ev.Remote = netip.AddrPortFrom(netip.AddrFrom16(r.Daddr), r.Dport)
+	} else {
+		ev.Local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Saddr[:4])), r.Sport)
+		ev.Remote = netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Daddr[:4])), r.Dport)
+	}
+	return nil
+}
+
+// Encode is Decode's inverse, for tests and recorded scenarios: it builds
+// the bytes the kernel would have sent for ev.
+func Encode(ev *Event) []byte {
+	r := tcpwatchEvent{
+		TsNs:             uint64(ev.Mono),
+		Cookie:           ev.Cookie,
+		FirstSeenNs:      uint64(ev.FirstSeen),
+		Netns:            ev.NetNS,
+		Pid:              ev.PID,
+		Comm:             ev.comm,
+		Sport:            ev.Local.Port(),
+		Dport:            ev.Remote.Port(),
+		Kind:             uint8(ev.Kind),
+		State:            uint8(ev.State),
+		OldState:         uint8(ev.OldState),
+		CaState:          uint8(ev.CAState),
+		Retransmits:      ev.Retransmits,
+		Backoff:          ev.Backoff,
+		ProbesOut:        ev.ProbesOut,
+		KeepaliveProbes:  ev.Settings.KeepaliveProbes,
+		Retries2:         ev.Settings.Retries2,
+		SynRetries:       ev.Settings.SynRetries,
+		Flags:            uint8(ev.Flags),
+		SkErr:            ev.SkErr,
+		SkErrSoft:        ev.SkErrSoft,
+		Detail:           ev.Detail,
+		ExitCode:         ev.ExitCode,
+		RtoMs:            uint32(ev.RTO / time.Millisecond),
+		RtoMaxMs:         uint32(ev.RTOMax / time.Millisecond),
+		SrttUs:           uint32(ev.SRTT / time.Microsecond),
+		PacketsOut:       ev.PacketsOut,
+		RetransOut:       ev.RetransOut,
+		BytesInFlight:    ev.BytesInFlight,
+		TotalRetrans:     ev.TotalRetrans,
+		KeepaliveTimeMs:  uint32(ev.Settings.KeepaliveTime / time.Millisecond),
+		KeepaliveIntvlMs: uint32(ev.Settings.KeepaliveIntvl / time.Millisecond),
+		UserTimeoutMs:    uint32(ev.Settings.UserTimeout / time.Millisecond),
+		AckAgeMs:         uint32(ev.AckAge / time.Millisecond),
+	}
+	if ev.Settings.KeepaliveOn {
+		r.KeepaliveOn = 1
+	}
+	if ev.Kind == KindCongState {
+		r.OldState = uint8(ev.OldCA)
+	}
+	if ev.Local.Addr().Is6() {
+		r.Family = 10
+		r.Saddr = ev.Local.Addr().As16()
+		r.Daddr = ev.Remote.Addr().As16()
+	} else {
+		r.Family = 2
+		s, d := ev.Local.Addr().As4(), ev.Remote.Addr().As4()
+		copy(r.Saddr[:], s[:])
+		copy(r.Daddr[:], d[:])
+	}
+	buf := make([]byte, recordSize)
+	*(*tcpwatchEvent)(unsafe.Pointer(&buf[0])) = r
+	return buf
+}

@@ -1,0 +1,311 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// Offsets of struct event in bpf/tcpwatch.h, written out by hand so the
+// decoder is checked against the C layout, not against itself.
+const (
+	offTs, offCookie, offFirstSeen        = 0, 8, 16
+	offSaddr, offDaddr                    = 24, 40
+	offNetns, offPid, offComm             = 56, 60, 64
+	offFamily, offSport, offDport         = 80, 82, 84
+	offKind, offState, offOldState        = 86, 87, 88
+	offCAState, offRetransmits            = 89, 90
+	offBackoff, offProbesOut, offKAProbes = 91, 92, 93
+	offRetries2, offSynRetries, offFlags  = 94, 95, 96
+	offKAOn                               = 97
+	offSkErr, offSkErrSoft, offDetail     = 100, 104, 108
+	offExitCode, offRTO, offRTOMax        = 112, 116, 120
+	offSRTT, offPacketsOut, offRetransOut = 124, 128, 132
+	offBytesInFlight, offTotalRetrans     = 136, 140
+	offKATime, offKAIntvl, offUserTimeout = 144, 148, 152
+	offAckAge                             = 156
+	wantRecordSize                        = 160
+)
+
+type rawRecord []byte
+
+func newRaw() rawRecord { return make(rawRecord, wantRecordSize) }
+
+func (r rawRecord) u8(off int, v uint8)   { r[off] = v }
+func (r rawRecord) u16(off int, v uint16) { binary.LittleEndian.PutUint16(r[off:], v) }
+func (r rawRecord) u32(off int, v uint32) { binary.LittleEndian.PutUint32(r[off:], v) }
+func (r rawRecord) u64(off int, v uint64) { binary.LittleEndian.PutUint64(r[off:], v) }
+
+// baseRecord is an established IPv4 connection 10.0.0.1:40000 -> 10.0.0.2:80.
+func baseRecord(kind Kind) rawRecord {
+	r := newRaw()
+	r.u64(offTs, 5_000_000_000)
+	r.u64(offCookie, 0xabc)
+	r.u64(offFirstSeen, 1_000_000_000)
+	copy(r[offSaddr:], []byte{10, 0, 0, 1})
+	copy(r[offDaddr:], []byte{10, 0, 0, 2})
+	r.u32(offNetns, 4026531840)
+	r.u32(offPid, 4242)
+	copy(r[offComm:], "curl")
+	r.u16(offFamily, 2)
+	r.u16(offSport, 40000)
+	r.u16(offDport, 80)
+	r.u8(offKind, uint8(kind))
+	r.u8(offState, uint8(StateEstablished))
+	r.u8(offRetries2, 15)
+	r.u8(offSynRetries, 6)
+	r.u8(offKAProbes, 9)
+	r.u32(offRTO, 200)
+	r.u32(offRTOMax, 120000)
+	r.u32(offKATime, 7200000)
+	r.u32(offKAIntvl, 75000)
+	return r
+}
+
+func decode(t *testing.T, r rawRecord) Event {
+	t.Helper()
+	var ev Event
+	if err := Decode(r, NewClock(0, time.Unix(1_700_000_000, 0)), &ev); err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	return ev
+}
+
+func TestRecordSizeMatchesC(t *testing.T) {
+	if recordSize != wantRecordSize {
+		t.Fatalf("Go record is %d bytes, struct event is %d", recordSize, wantRecordSize)
+	}
+}
+
+// The offsets above must be the compiler's: read them from the BTF of the
+// committed BPF object.
+func TestOffsetsMatchBTF(t *testing.T) {
+	spec, err := loadTcpwatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *btf.Struct
+	if err := spec.Types.TypeByName("event", &st); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{
+		"ts_ns": offTs, "cookie": offCookie, "first_seen_ns": offFirstSeen, "saddr": offSaddr,
+		"daddr": offDaddr, "netns": offNetns, "pid": offPid, "comm": offComm, "family": offFamily,
+		"sport": offSport, "dport": offDport, "kind": offKind, "state": offState,
+		"old_state": offOldState, "ca_state": offCAState, "retransmits": offRetransmits,
+		"backoff": offBackoff, "probes_out": offProbesOut, "keepalive_probes": offKAProbes,
+		"retries2": offRetries2, "syn_retries": offSynRetries, "flags": offFlags,
+		"keepalive_on": offKAOn, "sk_err": offSkErr, "sk_err_soft": offSkErrSoft,
+		"detail": offDetail, "exit_code": offExitCode, "rto_ms": offRTO, "rto_max_ms": offRTOMax,
+		"srtt_us": offSRTT, "packets_out": offPacketsOut, "retrans_out": offRetransOut,
+		"bytes_in_flight": offBytesInFlight, "total_retrans": offTotalRetrans,
+		"keepalive_time_ms": offKATime, "keepalive_intvl_ms": offKAIntvl,
+		"user_timeout_ms": offUserTimeout, "ack_age_ms": offAckAge,
+	}
+	for _, m := range st.Members {
+		off, ok := want[m.Name]
+		if !ok {
+			if m.Name != "_pad" {
+				t.Errorf("struct event has a member %q the test does not know", m.Name)
+			}
+			continue
+		}
+		if int(m.Offset.Bytes()) != off {
+			t.Errorf("%s: BTF offset %d, test assumes %d", m.Name, m.Offset.Bytes(), off)
+		}
+	}
+	if int(st.Size) != wantRecordSize {
+		t.Errorf("struct event is %d bytes in BTF", st.Size)
+	}
+}
+
+func TestDecodeCommonFields(t *testing.T) {
+	ev := decode(t, baseRecord(KindState))
+	if ev.Mono != 5*time.Second || ev.FirstSeen != time.Second {
+		t.Errorf("times: mono %v first %v", ev.Mono, ev.FirstSeen)
+	}
+	if want := time.Unix(1_700_000_005, 0); !ev.Time.Equal(want) {
+		t.Errorf("wall time %v, want %v", ev.Time, want)
+	}
+	if ev.Local != netip.MustParseAddrPort("10.0.0.1:40000") || ev.Remote != netip.MustParseAddrPort("10.0.0.2:80") {
+		t.Errorf("tuple %v > %v", ev.Local, ev.Remote)
+	}
+	if ev.Cookie != 0xabc || ev.NetNS != 4026531840 || ev.PID != 4242 || ev.Comm() != "curl" {
+		t.Errorf("identity: cookie %x netns %d pid %d comm %q", ev.Cookie, ev.NetNS, ev.PID, ev.Comm())
+	}
+	s := ev.Settings
+	if s.Retries2 != 15 || s.SynRetries != 6 || s.KeepaliveTime != 2*time.Hour ||
+		s.KeepaliveIntvl != 75*time.Second || s.KeepaliveProbes != 9 {
+		t.Errorf("settings %+v", s)
+	}
+	if ev.RTO != 200*time.Millisecond || ev.RTOMax != 120*time.Second {
+		t.Errorf("rto %v max %v", ev.RTO, ev.RTOMax)
+	}
+}
+
+func TestDecodeEveryKind(t *testing.T) {
+	tests := []struct {
+		name  string
+		build func() rawRecord
+		check func(t *testing.T, ev Event)
+	}{
+		{"state", func() rawRecord {
+			r := baseRecord(KindState)
+			r.u8(offOldState, uint8(StateEstablished))
+			r.u8(offState, uint8(StateClose))
+			r.u32(offSkErr, 110)
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ev.Kind != KindState || ev.OldState != StateEstablished || ev.State != StateClose || ev.SkErr != 110 {
+				t.Errorf("%v %v->%v err %d", ev.Kind, ev.OldState, ev.State, ev.SkErr)
+			}
+			if ErrnoName(ev.SkErr) != "ETIMEDOUT" {
+				t.Errorf("errno name %q", ErrnoName(ev.SkErr))
+			}
+		}},
+		{"retransmit", func() rawRecord {
+			r := baseRecord(KindRetransmit)
+			r.u8(offCAState, uint8(CALoss))
+			r.u8(offRetransmits, 3)
+			r.u8(offBackoff, 3)
+			r.u32(offRTO, 1600)
+			r.u32(offPacketsOut, 4)
+			r.u32(offRetransOut, 1)
+			r.u32(offBytesInFlight, 5792)
+			r.u32(offTotalRetrans, 7)
+			r.u32(offAckAge, 3200)
+			r.u32(offSRTT, 150)
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ev.CAState != CALoss || ev.Retransmits != 3 || ev.Backoff != 3 || ev.RTO != 1600*time.Millisecond ||
+				ev.PacketsOut != 4 || ev.RetransOut != 1 || ev.BytesInFlight != 5792 || ev.TotalRetrans != 7 ||
+				ev.AckAge != 3200*time.Millisecond || ev.SRTT != 150*time.Microsecond {
+				t.Errorf("%+v", ev)
+			}
+		}},
+		{"send_reset", func() rawRecord {
+			r := baseRecord(KindSendReset)
+			r.u32(offDetail, 11)
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ev.Detail != 11 || fallbackResetReasons.Name(ev.Detail) != "TCP_ABORT_ON_CLOSE" {
+				t.Errorf("reason %d %q", ev.Detail, fallbackResetReasons.Name(ev.Detail))
+			}
+		}},
+		{"send_reset without a socket (IPv6)", func() rawRecord {
+			r := newRaw()
+			r.u8(offKind, uint8(KindSendReset))
+			r.u8(offFlags, uint8(FlagReplyReset|FlagNoSocket))
+			r.u16(offFamily, 10)
+			copy(r[offSaddr:], netip.MustParseAddr("fd00::2").AsSlice())
+			copy(r[offDaddr:], netip.MustParseAddr("fd00::1").AsSlice())
+			r.u16(offSport, 80)
+			r.u16(offDport, 5555)
+			r.u32(offDetail, 1)
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ev.Flags != FlagReplyReset|FlagNoSocket || ev.Local != netip.MustParseAddrPort("[fd00::2]:80") ||
+				ev.Remote != netip.MustParseAddrPort("[fd00::1]:5555") || fallbackResetReasons.Name(ev.Detail) != "NO_SOCKET" {
+				t.Errorf("%v > %v flags %b reason %d", ev.Local, ev.Remote, ev.Flags, ev.Detail)
+			}
+		}},
+		{"receive_reset", func() rawRecord { return baseRecord(KindRecvReset) }, func(t *testing.T, ev Event) {
+			if ev.Kind != KindRecvReset || ev.Kind.String() != "receive_reset" {
+				t.Errorf("kind %v", ev.Kind)
+			}
+		}},
+		{"error", func() rawRecord {
+			r := baseRecord(KindError)
+			r.u32(offDetail, 113)
+			r.u32(offSkErrSoft, 113)
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ErrnoName(ev.Detail) != "EHOSTUNREACH" || ev.SkErrSoft != 113 {
+				t.Errorf("detail %d soft %d", ev.Detail, ev.SkErrSoft)
+			}
+		}},
+		{"cong_state", func() rawRecord {
+			r := baseRecord(KindCongState)
+			r.u8(offOldState, uint8(CALoss))
+			r.u8(offCAState, uint8(CAOpen))
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ev.OldCA != CALoss || ev.CAState != CAOpen || ev.OldState != 0 {
+				t.Errorf("ca %v->%v old state %v", ev.OldCA, ev.CAState, ev.OldState)
+			}
+		}},
+		{"keepalive", func() rawRecord {
+			r := baseRecord(KindKeepalive)
+			r.u8(offFlags, uint8(FlagProbeSent|FlagInKeepalive))
+			r.u8(offProbesOut, 2)
+			r.u8(offKAOn, 1)
+			r.u32(offUserTimeout, 30000)
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ev.Flags&FlagProbeSent == 0 || ev.ProbesOut != 2 || !ev.Settings.KeepaliveOn ||
+				ev.Settings.UserTimeout != 30*time.Second {
+				t.Errorf("%+v", ev)
+			}
+		}},
+		{"destroy", func() rawRecord { return baseRecord(KindDestroy) }, func(t *testing.T, ev Event) {
+			if ev.Kind.String() != "destroy" {
+				t.Errorf("kind %v", ev.Kind)
+			}
+		}},
+		{"app_error from an exiting owner", func() rawRecord {
+			r := baseRecord(KindAppError)
+			r.u32(offDetail, uint32(0xffffffff-32+1)) // -EPIPE
+			r.u8(offFlags, uint8(FlagAppSend|FlagOwnerExiting))
+			r.u32(offExitCode, 9)
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ev.Detail != -32 || ErrnoName(ev.Detail) != "EPIPE" || ev.Flags&FlagAppSend == 0 ||
+				ev.ExitSignal() != 9 || ev.ExitStatus() != 0 {
+				t.Errorf("detail %d flags %b exit %d", ev.Detail, ev.Flags, ev.ExitCode)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.check(t, decode(t, tc.build())) })
+	}
+}
+
+func TestDecodeRejectsShortRecord(t *testing.T) {
+	var ev Event
+	err := Decode(make([]byte, wantRecordSize-1), Clock{}, &ev)
+	if !errors.Is(err, ErrRecordSize) {
+		t.Fatalf("got %v, want ErrRecordSize", err)
+	}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	want := decode(t, baseRecord(KindRetransmit))
+	got := decode(t, Encode(&want))
+	if got != want {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	ev := Event{ExitCode: 3 << 8}
+	if ev.ExitSignal() != 0 || ev.ExitStatus() != 3 {
+		t.Errorf("signal %d status %d", ev.ExitSignal(), ev.ExitStatus())
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	raw := baseRecord(KindRetransmit)
+	clock := NewClock(0, time.Now())
+	var ev Event
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Decode(raw, clock, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/record")
+}

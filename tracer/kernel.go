@@ -1,0 +1,226 @@
+package tracer
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+// KernelInfo is what tcpwatch learns about the running kernel before it
+// loads anything.
+type KernelInfo struct {
+	Release   string
+	BTFSource string // file the kernel's types came from
+	HZ        uint32
+	HZSource  string
+	// KeepaliveTimer is &tcp_keepalive_timer, 0 when kallsyms hides it.
+	KeepaliveTimer uint64
+	ResetReasons   ResetReasons
+
+	btf *btf.Spec
+}
+
+const defaultBTFPath = "/sys/kernel/btf/vmlinux"
+
+// ErrNoBTF means the kernel exposes no type information; CO-RE cannot
+// relocate without it.
+var ErrNoBTF = errors.New("this kernel has no BTF type information")
+
+// ProbeKernel reads the kernel's types and the few facts BPF cannot know by
+// itself. btfPath overrides /sys/kernel/btf/vmlinux (for kernels without
+// CONFIG_DEBUG_INFO_BTF, a file made with pahole or from btfhub).
+func ProbeKernel(btfPath string) (*KernelInfo, error) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return nil, fmt.Errorf("uname: %w", err)
+	}
+	ki := &KernelInfo{Release: unix.ByteSliceToString(uts.Release[:])}
+
+	path := btfPath
+	if path == "" {
+		path = defaultBTFPath
+	}
+	spec, err := btf.LoadSpec(path)
+	if err != nil {
+		if btfPath == "" && errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w (%s is missing): give a BTF file with --kernel-btf", ErrNoBTF, defaultBTFPath)
+		}
+		return nil, fmt.Errorf("reading kernel BTF from %s: %w", path, err)
+	}
+	ki.btf, ki.BTFSource = spec, path
+
+	ki.HZ, ki.HZSource, err = kernelHZ(ki.Release)
+	if err != nil {
+		return nil, err
+	}
+	ki.KeepaliveTimer, _ = kallsymsAddr("/proc/kallsyms", "tcp_keepalive_timer")
+	ki.ResetReasons = resetReasonsFromBTF(spec)
+	return ki, nil
+}
+
+// tracepointParams returns how many arguments a BTF tracepoint passes to a
+// tp_btf program (its btf_trace_<name> prototype less the leading context
+// pointer), or -1 if the kernel has no such tracepoint.
+func (ki *KernelInfo) tracepointParams(name string) int {
+	var td *btf.Typedef
+	if err := ki.btf.TypeByName("btf_trace_"+name, &td); err != nil {
+		return -1
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return -1
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok || len(proto.Params) == 0 {
+		return -1
+	}
+	return len(proto.Params) - 1
+}
+
+func resetReasonsFromBTF(spec *btf.Spec) ResetReasons {
+	var enum *btf.Enum
+	if err := spec.TypeByName("sk_rst_reason", &enum); err != nil {
+		return fallbackResetReasons
+	}
+	r := make(ResetReasons, len(enum.Values))
+	for _, v := range enum.Values {
+		r[int32(v.Value)] = trimReasonPrefix(v.Name)
+	}
+	return r
+}
+
+// kernelHZ finds CONFIG_HZ: socket timers (RTO, keepalive) are in jiffies.
+// The kernel config says it exactly; without one, count jiffies against
+// the clock.
+func kernelHZ(release string) (uint32, string, error) {
+	for _, path := range []string{"/proc/config.gz", "/boot/config-" + release} {
+		hz, err := hzFromConfig(path)
+		if err == nil {
+			return hz, path, nil
+		}
+	}
+	hz, err := hzFromTimerList()
+	if err != nil {
+		return 0, "", fmt.Errorf("cannot tell the kernel's HZ (no kernel config, %v)", err)
+	}
+	return hz, "/proc/timer_list (measured)", nil
+}
+
+func hzFromConfig(path string) (uint32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			return 0, err
+		}
+		defer gz.Close()
+		r = gz
+	}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "CONFIG_HZ="); ok {
+			hz, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || hz == 0 {
+				return 0, fmt.Errorf("%s: bad CONFIG_HZ %q", path, v)
+			}
+			return uint32(hz), nil
+		}
+	}
+	return 0, fmt.Errorf("%s: no CONFIG_HZ", path)
+}
+
+func hzFromTimerList() (uint32, error) {
+	sample := func() (ns, jiffies uint64, err error) {
+		b, err := os.ReadFile("/proc/timer_list")
+		if err != nil {
+			return 0, 0, err
+		}
+		for line := range bytes.Lines(b) {
+			s := strings.TrimSpace(string(line))
+			if v, ok := strings.CutPrefix(s, "now at "); ok && ns == 0 {
+				ns, _ = strconv.ParseUint(strings.TrimSuffix(v, " nsecs"), 10, 64)
+			} else if v, ok := strings.CutPrefix(s, "jiffies: "); ok && jiffies == 0 {
+				jiffies, _ = strconv.ParseUint(v, 10, 64)
+			}
+		}
+		if ns == 0 || jiffies == 0 {
+			return 0, 0, errors.New("/proc/timer_list has no jiffies")
+		}
+		return ns, jiffies, nil
+	}
+	ns1, j1, err := sample()
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(200 * time.Millisecond)
+	ns2, j2, err := sample()
+	if err != nil || ns2 <= ns1 {
+		return 0, errors.New("/proc/timer_list did not advance")
+	}
+	measured := float64(j2-j1) / (float64(ns2-ns1) / 1e9)
+	best, bestDiff := uint32(0), 1e9
+	for _, hz := range []uint32{100, 250, 300, 1000} {
+		if d := abs(measured - float64(hz)); d < bestDiff {
+			best, bestDiff = hz, d
+		}
+	}
+	return best, nil
+}
+
+func abs(f float64) float64 {
+	if f < 0 {
+		return -f
+	}
+	return f
+}
+
+// kallsymsAddr finds a (possibly static) kernel function's address. It is 0
+// when kptr_restrict hides addresses from us.
+func kallsymsAddr(path, name string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 || fields[2] != name || (fields[1] != "t" && fields[1] != "T") {
+			continue
+		}
+		addr, err := strconv.ParseUint(fields[0], 16, 64)
+		if err != nil {
+			return 0, err
+		}
+		if addr == 0 {
+			return 0, fmt.Errorf("%s: address hidden (kernel.kptr_restrict)", name)
+		}
+		return addr, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s not in %s", name, path)
+}
+
+// MonotonicNow reads CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() uses.
+func MonotonicNow() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
