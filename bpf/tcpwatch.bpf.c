@@ -209,7 +209,7 @@ static __always_inline void fill_figures(struct event *e, const struct sock *sk)
 	e->rto_ms = jiffies_to_ms(BPF_CORE_READ(icsk, icsk_rto));
 	e->rto_max_ms = TCP_RTO_MAX_MS;
 	if (bpf_core_field_exists(icsk->icsk_rto_max))
-		e->rto_max_ms = BPF_CORE_READ(icsk, icsk_rto_max) ?: TCP_RTO_MAX_MS;
+		e->rto_max_ms = jiffies_to_ms(BPF_CORE_READ(icsk, icsk_rto_max)) ?: TCP_RTO_MAX_MS;
 	e->user_timeout_ms = BPF_CORE_READ(icsk, icsk_user_timeout);
 	e->sk_err = BPF_CORE_READ(sk, sk_err);
 	e->sk_err_soft = BPF_CORE_READ(sk, sk_err_soft);
@@ -333,6 +333,13 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		set_owner(info);
 		if (info && (info->flags & TW_SK_EXITING))
 			notable = 1;
+	}
+
+	/* Remember the port while it is bound: the CLOSE record comes after its release. */
+	if (info) {
+		__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		if (sport)
+			info->sport = sport;
 	}
 
 	struct ka_window *w = NULL;
@@ -683,7 +690,11 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 
 	if (!(flags & (TW_F_KA_KILLED | TW_F_KA_PROBE | TW_F_KA_ANSWERED)))
 		return 0;
-	int notable = (flags & (TW_F_KA_KILLED | TW_F_KA_PROBE)) != 0;
+	/*
+	 * A healthy peer answers the first probe at once; only a second probe
+	 * (the first went unanswered for a whole interval) or a kill is news.
+	 */
+	int notable = (flags & TW_F_KA_KILLED) || ((flags & TW_F_KA_PROBE) && probes_now >= 2);
 	if (!wanted(info, notable))
 		return 0;
 	struct event *e = reserve();

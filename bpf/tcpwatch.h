@@ -21,6 +21,7 @@ enum tw_event_kind {
 	TW_EV_KEEPALIVE = 7,    /* tcp_keepalive_timer ran and did something */
 	TW_EV_DESTROY = 8,      /* tcp_destroy_sock: the socket is gone */
 	TW_EV_APP_ERROR = 9,    /* a send/recv syscall returned detail (< 0) */
+	/* 10 is user space's: a connection found by sock_diag at start-up. */
 };
 
 /* Event flags. */

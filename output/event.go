@@ -2,6 +2,7 @@ package output
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -11,18 +12,10 @@ import (
 // EventRecord is the JSON form of one kernel event (`type: "event"`,
 // with --events). Its fields are documented in the README.
 type EventRecord struct {
-	Type          string         `json:"type"`
-	Time          string         `json:"time"`
-	Kind          string         `json:"kind"`
-	Cookie        uint64         `json:"cookie"`
-	Family        string         `json:"family"`
-	LAddr         string         `json:"laddr"`
-	LPort         uint16         `json:"lport"`
-	RAddr         string         `json:"raddr"`
-	RPort         uint16         `json:"rport"`
-	NetNS         uint32         `json:"netns"`
-	PID           uint32         `json:"pid"`
-	Comm          string         `json:"comm"`
+	Type string `json:"type"`
+	Time string `json:"time"`
+	Kind string `json:"kind"`
+	ConnFields
 	State         string         `json:"state,omitempty"`
 	OldState      string         `json:"old_state,omitempty"`
 	CAState       string         `json:"ca_state,omitempty"`
@@ -81,11 +74,26 @@ func NewSettingsRecord(ev *tracer.Event) SettingsRecord {
 	}
 }
 
-func familyName(ev *tracer.Event) string {
-	if ev.Local.Addr().Is6() {
-		return "ipv6"
+// ConnFields identify a connection in every JSON record that is about one.
+type ConnFields struct {
+	Cookie uint64 `json:"cookie"`
+	Family string `json:"family"`
+	LAddr  string `json:"laddr"`
+	LPort  uint16 `json:"lport"`
+	RAddr  string `json:"raddr"`
+	RPort  uint16 `json:"rport"`
+	NetNS  uint32 `json:"netns"`
+	PID    uint32 `json:"pid"`
+	Comm   string `json:"comm"`
+}
+
+func connFields(cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
+	f := ConnFields{Cookie: cookie, Family: "ipv4", LAddr: local.Addr().String(), LPort: local.Port(),
+		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm}
+	if local.Addr().Is6() {
+		f.Family = "ipv6"
 	}
-	return "ipv4"
+	return f
 }
 
 // keepaliveAction names what the keepalive timer did.
@@ -107,15 +115,7 @@ func NewEventRecord(ev *tracer.Event, reasons tracer.ResetReasons) EventRecord {
 		Type:          "event",
 		Time:          ev.Time.Format(TimeLayout),
 		Kind:          ev.Kind.String(),
-		Cookie:        ev.Cookie,
-		Family:        familyName(ev),
-		LAddr:         ev.Local.Addr().String(),
-		LPort:         ev.Local.Port(),
-		RAddr:         ev.Remote.Addr().String(),
-		RPort:         ev.Remote.Port(),
-		NetNS:         ev.NetNS,
-		PID:           ev.PID,
-		Comm:          ev.Comm(),
+		ConnFields:    connFields(ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm()),
 		Retransmits:   ev.Retransmits,
 		Backoff:       ev.Backoff,
 		Probes:        ev.ProbesOut,

@@ -75,6 +75,18 @@ func (w *Writer) writeLine() error {
 	return err
 }
 
+// Line writes one already formatted text line.
+func (w *Writer) Line(s string) error {
+	w.line = append(w.line[:0], s...)
+	return w.writeLine()
+}
+
+// JSON writes v as one JSON line.
+func (w *Writer) JSON(v any) error { return w.writeJSON(v) }
+
+// Format is the writer's format.
+func (w *Writer) Format() Format { return w.format }
+
 func (w *Writer) writeJSON(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -22,7 +22,10 @@ const (
 	KindKeepalive  Kind = 7 // tcp_keepalive_timer (via timer_expire_entry/exit)
 	KindDestroy    Kind = 8 // tcp_destroy_sock
 	KindAppError   Kind = 9 // a send/recv system call failed
-	kindUpperBound      = 10
+	// KindSnapshot is not from the kernel half: it describes a connection
+	// that existed before tcpwatch started (sock_diag).
+	KindSnapshot   Kind = 10
+	kindUpperBound      = 11
 )
 
 var kindNames = [kindUpperBound]string{
@@ -35,6 +38,7 @@ var kindNames = [kindUpperBound]string{
 	KindKeepalive:  "keepalive",
 	KindDestroy:    "destroy",
 	KindAppError:   "app_error",
+	KindSnapshot:   "snapshot",
 }
 
 func (k Kind) String() string {

@@ -94,7 +94,7 @@ type Tracer struct {
 }
 
 // ErrNotPermitted means the caller lacks the privileges to load BPF.
-var ErrNotPermitted = errors.New("tcpwatch needs root (CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or CAP_SYS_ADMIN)")
+var ErrNotPermitted = errors.New("not permitted to load BPF programs: run tcpwatch as root (it needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)")
 
 // CheckPrivileges fails early and plainly instead of with a verifier EPERM.
 func CheckPrivileges() error {
@@ -305,6 +305,30 @@ func (t *Tracer) Read(ev *Event) error {
 	}
 	return Decode(t.record.RawSample, t.clock, ev)
 }
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded when no record
+// arrives before t, so a caller can do periodic work on one goroutine.
+func (t *Tracer) SetDeadline(deadline time.Time) { t.reader.SetDeadline(deadline) }
+
+// SeedOwner tells the kernel half who owns a socket that existed before
+// tcpwatch started, so its events carry the owner; notable marks a socket
+// already in trouble, whose every event should be sent. An entry the
+// kernel made meanwhile is kept.
+func (t *Tracer) SeedOwner(cookie uint64, pid uint32, comm string, notable bool) error {
+	info := tcpwatchSockInfo{Pid: pid}
+	copy(info.Comm[:len(info.Comm)-1], comm)
+	if notable {
+		info.Flags = sockNotable
+	}
+	err := t.coll.Maps["socks"].Update(cookie, &info, ebpf.UpdateNoExist)
+	if errors.Is(err, ebpf.ErrKeyExist) {
+		return nil
+	}
+	return err
+}
+
+// sockNotable is TW_SK_NOTABLE in bpf/tcpwatch.bpf.c.
+const sockNotable = 1
 
 // ErrClosed is returned by Read after Close.
 var ErrClosed = errors.New("tracer closed")

@@ -3,10 +3,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,8 +16,11 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcpwatch/tcpwatch/lab"
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
 const usage = `tcpwatch: why is this TCP connection failing, or why did it die?
@@ -24,11 +29,15 @@ Usage:
   tcpwatch [flags]          watch every TCP connection and narrate failures
   tcpwatch --events [flags] print every decoded kernel event
   tcpwatch check            show the kernel, its BTF and which hooks attach
+  tcpwatch lab ...          reproduce a failure scenario in namespaces (tcpwatch lab --help)
 
 Flags:
 `
 
 func main() {
+	if lab.IsAgent() {
+		os.Exit(lab.AgentMain(os.Args[1:]))
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "tcpwatch: %v\n", err)
 		os.Exit(exitCode(err))
@@ -49,6 +58,12 @@ func exitCode(err error) int {
 type options struct {
 	events     bool
 	all        bool
+	explain    bool
+	record     string
+	maxConns   int
+	comm       string
+	addr       netip.Prefix
+	addrText   string
 	output     string
 	duration   time.Duration
 	kernelBTF  string
@@ -69,6 +84,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	}
 	fs.BoolVar(&o.events, "events", false, "print every decoded kernel event instead of narratives")
 	fs.BoolVar(&o.all, "all", false, "also narrate normal lifecycles and routine kernel events")
+	fs.BoolVar(&o.explain, "explain", false, "text output: add each narrative's explanation (JSON always has it)")
+	fs.StringVar(&o.record, "record", "", "also append every kernel event to this file (hex records, replayable in tests)")
 	fs.StringVarP(&o.output, "output", "o", "text", "output format: text or json (JSON lines)")
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); 0 runs until SIGINT/SIGTERM")
 	fs.StringVar(&o.kernelBTF, "kernel-btf", "", "kernel BTF file, for kernels without /sys/kernel/btf/vmlinux")
@@ -76,7 +93,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.IntVar(&o.maxSockets, "max-sockets", 1<<17, "sockets the kernel-side table remembers (owner, state)")
 	fs.Uint32Var(&o.pid, "pid", 0, "only connections owned by this process (tgid)")
 	fs.Uint16Var(&o.port, "port", 0, "only connections with this port on either side")
-	fs.Uint32Var(&o.netns, "netns", 0, "only connections in this network namespace (inode, as in ls -L /proc/PID/ns/net)")
+	fs.Uint32Var(&o.netns, "netns", 0, "only connections in this network namespace (inode: stat -L -c %i /proc/PID/ns/net)")
+	fs.StringVar(&o.comm, "comm", "", "only connections owned by a process with this name")
+	fs.StringVar(&o.addrText, "addr", "", "only connections with an address in this CIDR (or address) on either side")
+	fs.IntVar(&o.maxConns, "max-connections", 1<<18, "connections the tracker remembers (least recently active evicted)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil, nil, err
@@ -85,6 +105,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	}
 	if o.duration < 0 {
 		return nil, nil, usageError{fmt.Errorf("--duration must not be negative")}
+	}
+	if o.addrText != "" {
+		p, err := parsePrefix(o.addrText)
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		o.addr = p
+	}
+	if o.maxConns <= 0 {
+		return nil, nil, usageError{fmt.Errorf("--max-connections must be positive")}
 	}
 	if o.maxSockets <= 0 {
 		return nil, nil, usageError{fmt.Errorf("--max-sockets must be positive")}
@@ -96,6 +126,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "lab" {
+		return runLab(args[1:], stdout, stderr)
+	}
 	o, rest, err := parseFlags(args, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
 		return nil
@@ -144,8 +177,49 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer t.Close()
 	warnMissingHooks(t, stderr)
 
-	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout)})
-	return watchEvents(ctx, t, w)
+	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain})
+	err = watch(ctx, t, w, o, seedExisting(t, o, stderr))
+	if errors.Is(err, output.ErrClosedOutput) {
+		return nil // the reader went away: not a failure
+	}
+	return err
+}
+
+// seedExisting finds the connections that existed before tcpwatch: their
+// owners go to the kernel half, and those already in trouble are returned
+// for the tracker to narrate at once.
+func seedExisting(t *tracer.Tracer, o *options, stderr io.Writer) []tracer.Event {
+	socks, err := sockdiag.Snapshot(o.netns)
+	if err != nil {
+		fmt.Fprintf(stderr, "tcpwatch: warning: existing connections only partly known: %v\n", err)
+	}
+	mono, wall := tracer.MonotonicNow(), time.Now()
+	var trouble []tracer.Event
+	for i := range socks {
+		s := &socks[i]
+		if s.Cookie == 0 {
+			continue
+		}
+		if err := t.SeedOwner(s.Cookie, s.PID, s.Comm, s.InTrouble()); err != nil {
+			fmt.Fprintf(stderr, "tcpwatch: warning: cannot seed the owner of existing connections: %v\n", err)
+			break
+		}
+		if s.InTrouble() {
+			trouble = append(trouble, s.Event(mono, wall))
+		}
+	}
+	return trouble
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("--addr %q is neither a CIDR nor an address", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func isTerminal(w io.Writer) bool {
@@ -162,33 +236,115 @@ func warnMissingHooks(t *tracer.Tracer, stderr io.Writer) {
 	}
 }
 
-// watchEvents prints every event until ctx ends, then the lost-record count.
-func watchEvents(ctx context.Context, t *tracer.Tracer, w *output.Writer) error {
+// userFilter applies the filters the kernel cannot: process name and CIDR.
+type userFilter struct {
+	comm string
+	addr netip.Prefix
+}
+
+func (f userFilter) match(pid uint32, comm string, local, remote netip.Addr) bool {
+	if f.comm != "" && comm != f.comm {
+		return false
+	}
+	if f.addr.IsValid() && !f.addr.Contains(local.Unmap()) && !f.addr.Contains(remote.Unmap()) {
+		return false
+	}
+	return true
+}
+
+// tickEvery is how often the tracker is told the time when no event comes,
+// so that closes are narrated promptly.
+const tickEvery = 100 * time.Millisecond
+
+// watch runs the pipeline until ctx ends: kernel events, then either raw
+// event output (--events) or the connection tracker and its narratives.
+func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, existing []tracer.Event) error {
 	go func() {
 		<-ctx.Done()
 		t.Stop()
 	}()
+	filter := userFilter{comm: o.comm, addr: o.addr}
+	reasons := t.Kernel.ResetReasons
+	var writeErr error
+	var tr *tracker.Tracker
+	if !o.events {
+		tr = tracker.New(tracker.Config{All: o.all, MaxConns: o.maxConns, ResetReasons: reasons}, func(n *tracker.Narrative) {
+			if writeErr == nil && filter.match(n.PID, n.Comm, n.Local.Addr(), n.Remote.Addr()) {
+				writeErr = w.Narrative(n)
+			}
+		})
+	}
+
+	if tr != nil {
+		for i := range existing {
+			tr.Handle(&existing[i])
+		}
+	}
+
+	var record io.Writer
+	if o.record != "" {
+		f, err := os.OpenFile(o.record, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("--record: %w", err)
+		}
+		defer f.Close()
+		bw := bufio.NewWriter(f)
+		defer bw.Flush()
+		record = bw
+	}
+
 	var ev tracer.Event
-	var n uint64
-	for {
+	var events uint64
+	for writeErr == nil {
+		t.SetDeadline(time.Now().Add(tickEvery))
 		err := t.Read(&ev)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if tr != nil {
+				tr.Tick(tracer.MonotonicNow())
+			}
+			continue
+		}
 		if errors.Is(err, tracer.ErrClosed) {
 			break
 		}
 		if err != nil {
 			return err
 		}
-		n++
-		if err := w.Event(&ev, t.Kernel.ResetReasons); err != nil {
-			if errors.Is(err, output.ErrClosedOutput) {
-				return nil
+		events++
+		if record != nil {
+			if err := tracer.WriteRecord(record, &ev); err != nil {
+				return fmt.Errorf("--record: %w", err)
 			}
-			return err
 		}
+		if tr == nil {
+			if filter.match(ev.PID, ev.Comm(), ev.Local.Addr(), ev.Remote.Addr()) {
+				writeErr = w.Event(&ev, reasons)
+			}
+			continue
+		}
+		tr.Handle(&ev)
+		// With --all, routine happenings that are not narratives still show.
+		if o.all && ev.Kind == tracer.KindKeepalive && ev.Flags&tracer.FlagProbeAnswered != 0 &&
+			filter.match(ev.PID, ev.Comm(), ev.Local.Addr(), ev.Remote.Addr()) && writeErr == nil {
+			writeErr = w.Event(&ev, reasons)
+		}
+	}
+	if writeErr != nil {
+		return writeErr
+	}
+	stats := output.Stats{Events: events}
+	if tr != nil {
+		tr.Flush(tracer.MonotonicNow())
+		if writeErr != nil {
+			return writeErr
+		}
+		ts := tr.Stats()
+		stats.Narratives, stats.Evictions, stats.Tracked = ts.Narratives, ts.Evictions, ts.Tracked
 	}
 	lost, err := t.Lost()
 	if err != nil {
 		return err
 	}
-	return w.Stats(output.Stats{Events: n, Lost: lost})
+	stats.Lost = lost
+	return w.Stats(stats)
 }

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/lab"
+	"github.com/tcpwatch/tcpwatch/output"
+)
+
+// The test binary is also tcpwatch (TCPWATCH_MAIN=1) and the lab's
+// applications, so the tests run the real command without building it.
+func TestMain(m *testing.M) {
+	if lab.IsAgent() {
+		os.Exit(lab.AgentMain(os.Args[1:]))
+	}
+	if os.Getenv("TCPWATCH_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// tcpwatch returns a command that runs tcpwatch with args.
+func tcpwatch(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), "TCPWATCH_MAIN=1")
+	return cmd
+}
+
+func TestBadInputIsOneLineAndNonZero(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--no-such-flag"}, 2, "unknown flag"},
+		{[]string{"-o", "xml"}, 2, "unknown output format"},
+		{[]string{"--duration", "-1s"}, 2, "must not be negative"},
+		{[]string{"--ring-size", "1000"}, 2, "power of two"},
+		{[]string{"--addr", "not-an-ip"}, 2, "neither a CIDR"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"lab", "run", "no-such-scenario"}, 2, "no scenario"},
+		{[]string{"lab", "teleport"}, 2, "unknown lab command"},
+		{[]string{"--kernel-btf", "/nonexistent", "check"}, 1, "/nonexistent"},
+	} {
+		var stderr bytes.Buffer
+		cmd := tcpwatch(t, tc.args...)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		code := cmd.ProcessState.ExitCode()
+		first, _, _ := strings.Cut(stderr.String(), "\n")
+		if code != tc.code || !strings.HasPrefix(first, "tcpwatch: ") || !strings.Contains(first, tc.want) {
+			t.Errorf("%v: exit %d (%v), first line %q; want exit %d and %q", tc.args, code, err, first, tc.code, tc.want)
+		}
+		if strings.Contains(stderr.String(), "panic") || strings.Contains(stderr.String(), "goroutine ") {
+			t.Errorf("%v: panicked: %s", tc.args, stderr.String())
+		}
+	}
+}
+
+func TestNotRoot(t *testing.T) {
+	testenv.RequirePrivileged(t) // needs root to drop to nobody
+	// The test binary lives in a directory only root may enter: give
+	// nobody a copy it can run.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "tcpwatch-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyExe := filepath.Join(dir, "tcpwatch")
+	if err := os.WriteFile(copyExe, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(copyExe, "--duration", "1s")
+	cmd.Env = append(os.Environ(), "TCPWATCH_MAIN=1")
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	runErr := cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.HasPrefix(stderr.String(), "tcpwatch: not permitted to load BPF programs: run tcpwatch as root") {
+		t.Errorf("as nobody: exit %d (%v), stderr %q", code, runErr, stderr.String())
+	}
+}
+
+func TestCheck(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	out, err := tcpwatch(t, "check").Output()
+	if err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	for _, want := range []string{"btf      /sys/kernel/btf/vmlinux", "ok       tcp_retransmit_skb", "ok       tcp_keepalive_timer",
+		"ok       tcp_send_active_reset", "ok       tcp_set_state", "every verdict is available"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// --duration ends the run with exit 0 and a stats line; so does SIGTERM.
+func TestStopsCleanly(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	out, err := tcpwatch(t, "-o", "json", "--duration", "1s").Output()
+	if err != nil {
+		t.Fatalf("--duration: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var stats output.Stats
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &stats); err != nil || stats.Type != "stats" {
+		t.Fatalf("last line is not stats: %q (%v)", lines[len(lines)-1], err)
+	}
+
+	cmd := tcpwatch(t, "--events")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	if !strings.Contains(stdout.String(), "stats: ") {
+		t.Errorf("no stats line after SIGTERM: %q", stdout.String())
+	}
+}
+
+// `tcpwatch --events | head -1`: a closed stdout ends tcpwatch quietly, exit 0.
+func TestClosedStdout(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	cmd := tcpwatch(t, "--events")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Make events until tcpwatch has printed one line.
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+				if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+					c.Close()
+				}
+				ln.Close()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	defer close(stop)
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		t.Fatalf("no event line: %v", err)
+	}
+	out.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil || stderr.Len() > 0 {
+			t.Errorf("after its reader went away: %v, stderr %q", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("tcpwatch kept running with a closed stdout")
+	}
+}
+
+// narrativeJSON is what the end-to-end tests read from tcpwatch -o json.
+type narrativeJSON struct {
+	output.NarrativeRecord
+}
+
+// End to end: the real tcpwatch command, in its default mode (the kernel
+// filters what it sends), narrates the lab's scenarios; its JSON carries the
+// verdict, the tuple, the owner, the errno and the counts.
+func TestEndToEndJSON(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	type want struct {
+		verdict  string
+		errno    string
+		counts   func(n narrativeJSON) bool
+		ownerApp bool // the owner pid is the host's lab application
+	}
+	retrans := func(n narrativeJSON) bool { return n.Retransmits >= 1 }
+	probes := func(n narrativeJSON) bool { return n.Probes >= 2 }
+	tests := map[string]map[string][]want{
+		"process-crash":        {"A": {{"peer_closed", "EPIPE", nil, true}}, "B": {{"local_process_exited", "", nil, true}}},
+		"process-crash-unread": {"A": {{"peer_reset", "ECONNRESET", nil, true}}, "B": {{"local_process_exited", "", nil, true}}},
+		"host-down":            {"A": {{"stalled", "", retrans, true}, {"retransmit_timeout", "ETIMEDOUT", retrans, true}}},
+		"cable-replug":         {"A": {{"stalled", "", retrans, true}, {"recovered", "", retrans, true}}},
+		"host-reboot":          {"A": {{"stalled", "", retrans, true}, {"peer_lost_state", "ECONNRESET", retrans, true}}},
+		"keepalive-dead":       {"A": {{"keepalive_probing", "", probes, true}, {"keepalive_timeout", "ETIMEDOUT", probes, true}}},
+		"router-unreachable":   {"A": {{"stalled", "", retrans, true}, {"host_unreachable", "EHOSTUNREACH", retrans, true}}},
+		"local-abort-unread":   {"A": {{"local_abort", "", nil, true}}, "B": {{"peer_reset", "ECONNRESET", nil, true}}},
+		"connect-refused":      {"A": {{"connect_refused", "ECONNREFUSED", nil, true}}},
+		"connect-timeout":      {"A": {{"connect_timeout", "ETIMEDOUT", retrans, true}}},
+	}
+	names := make([]string, 0, len(tests))
+	for name := range tests {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			cmd := tcpwatch(t, "-o", "json")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(1500 * time.Millisecond) // attached and seeded
+			res, err := lab.Run(context.Background(), name, lab.Options{}, func(lab.Record) {})
+			time.Sleep(300 * time.Millisecond)
+			cmd.Process.Signal(syscall.SIGINT)
+			if werr := cmd.Wait(); werr != nil {
+				t.Errorf("tcpwatch: %v: %s", werr, stderr.String())
+			}
+			if err != nil {
+				t.Fatalf("lab: %v", err)
+			}
+			byHost := map[string][]narrativeJSON{}
+			for _, line := range strings.Split(stdout.String(), "\n") {
+				var n narrativeJSON
+				if json.Unmarshal([]byte(line), &n) != nil || n.Type != "narrative" {
+					continue
+				}
+				for host, inodes := range res.NetNS {
+					if slices.Contains(inodes, n.NetNS) {
+						byHost[host] = append(byHost[host], n)
+					}
+				}
+			}
+			for host, wants := range tests[name] {
+				got := byHost[host]
+				i := 0
+				for _, w := range wants {
+					for i < len(got) && got[i].Verdict != w.verdict {
+						i++
+					}
+					if i == len(got) {
+						t.Errorf("%s: no %s in order among %v", host, w.verdict, verdicts(byHost[host]))
+						break
+					}
+					n := got[i]
+					if n.Errno != w.errno {
+						t.Errorf("%s %s: errno %q, want %q", host, w.verdict, n.Errno, w.errno)
+					}
+					if w.counts != nil && !w.counts(n) {
+						t.Errorf("%s %s: counts retransmits=%d probes=%d", host, w.verdict, n.Retransmits, n.Probes)
+					}
+					if w.ownerApp && !slices.Contains(res.PIDs[host], int(n.PID)) {
+						t.Errorf("%s %s: owner pid %d (%s), the application is %v", host, w.verdict, n.PID, n.Comm, res.PIDs[host])
+					}
+					if n.LPort == 0 || n.RPort == 0 || n.LAddr == n.RAddr || n.Summary == "" || n.Explanation == "" {
+						t.Errorf("%s %s: tuple %s:%d > %s:%d summary %q", host, w.verdict, n.LAddr, n.LPort, n.RAddr, n.RPort, n.Summary)
+					}
+					if w.verdict == "stalled" && (n.Final || n.GiveUpInMs <= 0) {
+						t.Errorf("stalled: final %v giveup_in_ms %d", n.Final, n.GiveUpInMs)
+					}
+					i++
+				}
+			}
+			if t.Failed() {
+				t.Logf("tcpwatch output:\n%s", stdout.String())
+			}
+		})
+	}
+}
+
+func verdicts(ns []narrativeJSON) []string {
+	var out []string
+	for _, n := range ns {
+		out = append(out, n.Verdict)
+	}
+	return out
+}

@@ -1,0 +1,294 @@
+package lab
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/tracer"
+)
+
+// The lab's applications are this same executable, started in a host's
+// namespace with agentEnv set: separate processes, so that a crash is a
+// real process death and a reboot really kills them.
+const agentEnv = "TCPWATCH_LAB_AGENT"
+
+// IsAgent reports whether this process was started as a lab application.
+// main (and the lab's TestMain) must check it first and call AgentMain.
+func IsAgent() bool { return os.Getenv(agentEnv) == "1" }
+
+// AppEvent is one line an application reports on its stdout: what it did
+// and what its system calls returned.
+type AppEvent struct {
+	Time  time.Time `json:"time"`
+	Role  string    `json:"role"`
+	PID   int       `json:"pid"`
+	What  string    `json:"what"`
+	Errno string    `json:"errno,omitempty"`
+	Local string    `json:"local,omitempty"`
+	Peer  string    `json:"peer,omitempty"`
+}
+
+type agentOptions struct {
+	role         string
+	addr         string
+	localPort    int
+	sendEvery    time.Duration
+	sendFor      time.Duration
+	writeAfter   time.Duration
+	read         bool
+	sendOnAccept int
+	keepalive    []string
+	userTimeout  time.Duration
+	linger0      bool
+	closeAfter   time.Duration
+	hold         time.Duration
+}
+
+// AgentMain runs a lab application and returns its exit status.
+func AgentMain(args []string) int {
+	enc := json.NewEncoder(os.Stdout)
+	o := agentOptions{}
+	fs := pflag.NewFlagSet("lab-agent", pflag.ContinueOnError)
+	fs.StringVar(&o.role, "role", "", "client or server")
+	fs.StringVar(&o.addr, "addr", "", "server: listen address; client: address to connect to")
+	fs.IntVar(&o.localPort, "local-port", 0, "client: bind to this local port first (with SO_REUSEADDR)")
+	fs.DurationVar(&o.sendEvery, "send-every", 0, "write 100 bytes this often (0: never)")
+	fs.DurationVar(&o.sendFor, "send-for", 0, "stop the periodic writes after this long (0: never)")
+	fs.DurationVar(&o.writeAfter, "write-after", 0, "write once after this long (0: never)")
+	fs.BoolVar(&o.read, "read", true, "read everything that arrives")
+	fs.IntVar(&o.sendOnAccept, "send-on-connect", 0, "write this many bytes as soon as connected")
+	fs.StringSliceVar(&o.keepalive, "keepalive", nil, "SO_KEEPALIVE with idle,interval,count (seconds)")
+	fs.DurationVar(&o.userTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT")
+	fs.BoolVar(&o.linger0, "linger0", false, "SO_LINGER with a zero timeout (close sends RST)")
+	fs.DurationVar(&o.closeAfter, "close-after", 0, "close the connection after this long (0: never)")
+	fs.DurationVar(&o.hold, "hold", time.Hour, "exit after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	a := &agent{o: o, enc: enc, pid: os.Getpid()}
+	if err := a.run(); err != nil {
+		a.report("failed", err, nil)
+		return 1
+	}
+	return 0
+}
+
+type agent struct {
+	o   agentOptions
+	enc *json.Encoder
+	pid int
+}
+
+func (a *agent) report(what string, err error, c net.Conn) {
+	ev := AppEvent{Time: time.Now(), Role: a.o.role, PID: a.pid, What: what, Errno: errnoOf(err)}
+	if c != nil {
+		ev.Local, ev.Peer = c.LocalAddr().String(), c.RemoteAddr().String()
+	}
+	if err != nil && ev.Errno == "" {
+		ev.What += ": " + err.Error()
+	}
+	_ = a.enc.Encode(ev)
+}
+
+// errnoOf names the errno behind a network error, as the application saw it.
+func errnoOf(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return tracer.ErrnoName(int32(errno))
+	}
+	if errors.Is(err, io.EOF) {
+		return "EOF"
+	}
+	return ""
+}
+
+func (a *agent) run() error {
+	var conn *net.TCPConn
+	switch a.o.role {
+	case "server":
+		ln, err := net.Listen("tcp", a.o.addr)
+		if err != nil {
+			return err
+		}
+		a.report("listening", nil, nil)
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		ln.Close()
+		conn = c.(*net.TCPConn)
+		a.report("accepted", nil, conn)
+	case "client":
+		d := net.Dialer{Timeout: 0}
+		if a.o.localPort != 0 {
+			d.LocalAddr = &net.TCPAddr{Port: a.o.localPort}
+			d.Control = func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+				})
+				return errors.Join(err, serr)
+			}
+		}
+		a.report("connecting", nil, nil)
+		c, err := d.Dial("tcp", a.o.addr)
+		if err != nil {
+			a.report("connect failed", err, nil)
+			return nil
+		}
+		conn = c.(*net.TCPConn)
+		a.report("connected", nil, conn)
+	default:
+		return fmt.Errorf("unknown role %q", a.o.role)
+	}
+	if err := a.configure(conn); err != nil {
+		return err
+	}
+	if a.o.sendOnAccept > 0 {
+		if _, err := conn.Write(make([]byte, a.o.sendOnAccept)); err != nil {
+			a.report("write failed", err, conn)
+		}
+	}
+	done := make(chan struct{})
+	if a.o.read {
+		go a.reader(conn, done)
+	}
+	a.writer(conn, done)
+	return nil
+}
+
+func (a *agent) configure(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		set := func(level, opt, v int) {
+			if e := unix.SetsockoptInt(int(fd), level, opt, v); e != nil && serr == nil {
+				serr = e
+			}
+		}
+		if len(a.o.keepalive) == 3 {
+			var idle, intvl, cnt int
+			fmt.Sscan(strings.Join(a.o.keepalive, " "), &idle, &intvl, &cnt)
+			set(unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+			set(unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, idle)
+			set(unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, intvl)
+			set(unix.IPPROTO_TCP, unix.TCP_KEEPCNT, cnt)
+		}
+		if a.o.userTimeout > 0 {
+			set(unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(a.o.userTimeout/time.Millisecond))
+		}
+		if a.o.linger0 {
+			if e := unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); e != nil {
+				serr = e
+			}
+		}
+	})
+	return errors.Join(err, serr)
+}
+
+func (a *agent) reader(c *net.TCPConn, done chan struct{}) {
+	buf := make([]byte, 64<<10)
+	for {
+		_, err := c.Read(buf)
+		if err == nil {
+			continue
+		}
+		select {
+		case <-done:
+			return // our own close
+		default:
+		}
+		if errors.Is(err, io.EOF) {
+			a.report("read returned EOF (peer closed)", nil, c)
+		} else {
+			a.report("read failed", err, c)
+		}
+		return
+	}
+}
+
+func (a *agent) writer(c *net.TCPConn, done chan struct{}) {
+	start := time.Now()
+	var tick <-chan time.Time
+	if a.o.sendEvery > 0 {
+		t := time.NewTicker(a.o.sendEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	var writeOnce, closeAt <-chan time.Time
+	if a.o.writeAfter > 0 {
+		writeOnce = time.After(a.o.writeAfter)
+	}
+	if a.o.closeAfter > 0 {
+		closeAt = time.After(a.o.closeAfter)
+	}
+	end := time.After(a.o.hold)
+	// The lab steers an application through its stdin: "write", "close".
+	cmds := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- strings.TrimSpace(sc.Text())
+		}
+	}()
+	payload := make([]byte, 100)
+	writeFailed := false
+	write := func() {
+		if writeFailed {
+			return
+		}
+		if _, err := c.Write(payload); err != nil {
+			writeFailed = true
+			a.report("write failed", err, c)
+		}
+	}
+	for {
+		select {
+		case <-tick:
+			if a.o.sendFor == 0 || time.Since(start) < a.o.sendFor {
+				write()
+			}
+		case <-writeOnce:
+			write()
+			a.report("wrote once", nil, c)
+		case cmd := <-cmds:
+			switch cmd {
+			case "write":
+				writeFailed = false
+				write()
+				a.report("wrote once", nil, c)
+			case "close":
+				a.close(c, done)
+			}
+		case <-closeAt:
+			a.close(c, done)
+		case <-end:
+			return
+		}
+	}
+}
+
+func (a *agent) close(c *net.TCPConn, done chan struct{}) {
+	select {
+	case <-done:
+		return
+	default:
+	}
+	close(done)
+	err := c.Close()
+	a.report("closed", err, nil)
+}

@@ -1,0 +1,218 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/internal/testenv"
+)
+
+// The test binary doubles as the lab's application (IsAgent) and, for the
+// kill test, as a lab runner that gets killed mid-run.
+func TestMain(m *testing.M) {
+	if IsAgent() {
+		os.Exit(AgentMain(os.Args[1:]))
+	}
+	if name := os.Getenv("TCPWATCH_LAB_RUN"); name != "" {
+		_, err := Run(context.Background(), name, Options{}, func(Record) {})
+		if err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// labNamespaces lists this process's lab namespaces (other test binaries
+// may run labs of their own at the same time).
+func labNamespaces(t *testing.T, pid int) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), fmt.Sprintf("tw-%d-", pid)) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// labProcesses lists live processes whose executable is a lab application.
+func labProcesses() []string {
+	var out []string
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		comm, err := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
+		if err != nil {
+			continue
+		}
+		c := strings.TrimSpace(string(comm))
+		if c == "lab-client" || c == "lab-server" {
+			if st, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat")); err == nil && !strings.Contains(string(st), ") Z ") {
+				out = append(out, p.Name()+":"+c)
+			}
+		}
+	}
+	return out
+}
+
+// hostLinks are the veth links the lab would leave in this namespace if it
+// leaked (it never creates any here, but a bug could).
+func hostLinks(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/sys/class/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// Every scenario, run for real: the verdicts of each traced host, the
+// error each application saw, and nothing left behind.
+func TestScenarios(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	linksBefore := hostLinks(t)
+	for _, sc := range Scenarios {
+		t.Run(sc.Name, func(t *testing.T) {
+			var lines []Record
+			defer func() {
+				if t.Failed() {
+					for _, l := range lines {
+						t.Logf("%s", describe(l))
+					}
+				}
+			}()
+			start := time.Now()
+			res, err := Run(context.Background(), sc.Name, Options{}, func(r Record) { lines = append(lines, r) })
+			elapsed := time.Since(start)
+			if err != nil {
+				t.Fatalf("run: %v (verdicts %+v)", err, res)
+			}
+			if !res.OK {
+				t.Errorf("verdicts %v, missing or unexpected %v", res.Verdicts, res.Missing)
+			}
+			for host, want := range sc.AppErrno {
+				if !slices.Contains(res.AppErrno[host], want) {
+					t.Errorf("%s's application saw %v, want %s", host, res.AppErrno[host], want)
+				}
+			}
+			if elapsed > 20*time.Second {
+				t.Errorf("took %v; a shortened scenario must finish in under 20s", elapsed)
+			}
+			if ns := labNamespaces(t, os.Getpid()); len(ns) > 0 {
+				t.Errorf("namespaces left behind: %v", ns)
+			}
+			if ps := labProcesses(); len(ps) > 0 {
+				t.Errorf("processes left behind: %v", ps)
+			}
+		})
+	}
+	if after := hostLinks(t); !slices.Equal(linksBefore, after) {
+		t.Errorf("links of the test's namespace changed: %v -> %v", linksBefore, after)
+	}
+}
+
+// A lab killed mid-run (SIGKILL: no deferred cleanup runs) leaves its
+// namespaces; its applications die with it, and the next run, or
+// `tcpwatch lab cleanup`, removes the rest.
+func TestCleanupAfterKill(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "TCPWATCH_LAB_RUN=host-down")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the run is under way: its hosts exist and its applications run.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(labProcesses()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(labProcesses()) < 2 {
+		cmd.Process.Kill()
+		t.Fatal("the lab run did not start its applications")
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	left := labNamespaces(t, cmd.Process.Pid)
+	if len(left) == 0 {
+		t.Fatal("the killed run left no namespace: the test did not kill it mid-run")
+	}
+	removed, err := Cleanup()
+	if err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	for _, ns := range left {
+		if !slices.Contains(removed, ns) {
+			t.Errorf("cleanup did not report removing %s (removed %v)", ns, removed)
+		}
+	}
+	if ns := labNamespaces(t, cmd.Process.Pid); len(ns) > 0 {
+		t.Errorf("namespaces left after cleanup: %v", ns)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for len(labProcesses()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ps := labProcesses(); len(ps) > 0 {
+		t.Errorf("applications outlived the killed lab: %v", ps)
+	}
+}
+
+func describe(r Record) string {
+	switch {
+	case r.Narrative != nil:
+		n := r.Narrative
+		return fmt.Sprintf("+%v %s narrative %s %v>%v pid=%d %s errno=%d: %s", r.T, r.Host, n.Verdict, n.Local, n.Remote, n.PID, n.Comm, n.Errno, n.Summary)
+	case r.App != nil:
+		return fmt.Sprintf("+%v %s app %s pid=%d: %s %s", r.T, r.Host, r.App.Role, r.App.PID, r.App.What, r.App.Errno)
+	}
+	return fmt.Sprintf("+%v %s %s %s", r.T, r.Host, r.Type, r.What)
+}
+
+func TestScenarioCatalogue(t *testing.T) {
+	seen := map[string]bool{}
+	rows := map[int]bool{}
+	for _, sc := range Scenarios {
+		if seen[sc.Name] {
+			t.Errorf("duplicate scenario %s", sc.Name)
+		}
+		seen[sc.Name] = true
+		rows[sc.Row] = true
+		if sc.Summary == "" || sc.Act == nil {
+			t.Errorf("%s: no summary or action", sc.Name)
+		}
+	}
+	for row := 1; row <= 13; row++ {
+		if !rows[row] {
+			t.Errorf("scenarios.md row %d has no scenario", row)
+		}
+	}
+}
+
+func TestRunRejectsUnknownScenario(t *testing.T) {
+	if _, err := Run(context.Background(), "no-such-thing", Options{}, func(Record) {}); err == nil ||
+		!strings.Contains(err.Error(), "no scenario") {
+		t.Fatalf("got %v", err)
+	}
+}

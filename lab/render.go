@@ -1,0 +1,106 @@
+package lab
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/tcpwatch/tcpwatch/output"
+	"github.com/tcpwatch/tcpwatch/tracer"
+)
+
+// Printer renders a run's records as they come: text lines with the time
+// since the run started and the host, or JSON lines (`-o json`) whose
+// narratives have the same fields as tcpwatch's plus `host`.
+func Printer(w *output.Writer, reasons tracer.ResetReasons) Sink {
+	return func(rec Record) {
+		if w.Format() == output.JSON {
+			_ = w.JSON(jsonRecord(rec, reasons))
+			return
+		}
+		prefix := fmt.Sprintf("+%6.2fs %-4s ", rec.T.Seconds(), rec.Host)
+		switch rec.Type {
+		case "lab_step":
+			_ = w.Line(prefix + rec.What)
+		case "narrative":
+			_ = w.Line(prefix + string(w.AppendNarrativeText(nil, rec.Narrative)))
+		case "event":
+			_ = w.Line(prefix + "event: keepalive probe answered (shown with --all)")
+		case "app":
+			what := rec.App.What
+			if rec.App.Errno != "" {
+				what += " " + rec.App.Errno
+			}
+			_ = w.Line(fmt.Sprintf("%sapp  %s (pid %d): %s", prefix, rec.App.Role, rec.App.PID, output.Sanitize(what)))
+		case "lab_result":
+			_ = w.Line(prefix + resultText(rec.Result))
+		}
+	}
+}
+
+func resultText(res *Result) string {
+	var hosts []string
+	for h := range res.Verdicts {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	var parts []string
+	for _, h := range hosts {
+		parts = append(parts, fmt.Sprintf("%s: %s", h, strings.Join(res.Verdicts[h], ", ")))
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "no narrative")
+	}
+	verdict := "as expected"
+	if !res.OK {
+		verdict = "NOT as expected (" + strings.Join(res.Missing, ", ") + ")"
+	}
+	return fmt.Sprintf("result of %s after %.1fs: %s; %s", res.Scenario, res.Duration.Seconds(), strings.Join(parts, "; "), verdict)
+}
+
+type jsonStep struct {
+	Type string `json:"type"`
+	TMs  int64  `json:"t_ms"`
+	Host string `json:"host"`
+	What string `json:"what"`
+}
+
+type jsonApp struct {
+	Type string `json:"type"`
+	TMs  int64  `json:"t_ms"`
+	Host string `json:"host"`
+	AppEvent
+}
+
+type jsonNarrative struct {
+	Host string `json:"host"`
+	TMs  int64  `json:"t_ms"`
+	output.NarrativeRecord
+}
+
+type jsonEvent struct {
+	Host string `json:"host"`
+	TMs  int64  `json:"t_ms"`
+	output.EventRecord
+}
+
+type jsonResult struct {
+	Type       string `json:"type"`
+	TMs        int64  `json:"t_ms"`
+	DurationMs int64  `json:"duration_ms"`
+	*Result
+}
+
+func jsonRecord(rec Record, reasons tracer.ResetReasons) any {
+	switch rec.Type {
+	case "narrative":
+		return jsonNarrative{Host: rec.Host, TMs: rec.TMs, NarrativeRecord: output.NewNarrativeRecord(rec.Narrative)}
+	case "event":
+		return jsonEvent{Host: rec.Host, TMs: rec.TMs, EventRecord: output.NewEventRecord(rec.Event, reasons)}
+	case "app":
+		return jsonApp{Type: "app", TMs: rec.TMs, Host: rec.Host, AppEvent: *rec.App}
+	case "lab_result":
+		return jsonResult{Type: "lab_result", TMs: rec.TMs, DurationMs: rec.Result.Duration.Milliseconds(), Result: rec.Result}
+	}
+	return jsonStep{Type: rec.Type, TMs: rec.TMs, Host: rec.Host, What: rec.What}
+}

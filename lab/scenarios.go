@@ -1,0 +1,467 @@
+package lab
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+)
+
+// Scenario is one failure the lab can reproduce. A is the client host
+// (tcpwatch's point of view in scenarios.md), B the server.
+type Scenario struct {
+	Name    string
+	Row     int // row of docs/scenarios.md
+	Summary string
+	IPv6    bool
+	Router  bool
+	// Expect lists, per host, verdicts that must be given in this order.
+	Expect map[string][]tracker.Verdict
+	// Forbid lists verdicts that must not be given.
+	Forbid map[string][]tracker.Verdict
+	// AppErrno is, per host, the error its application must see.
+	AppErrno map[string]string
+	Act      func(r *run) error
+}
+
+const port = 8080
+
+var finals = []tracker.Verdict{tracker.PeerClosed, tracker.PeerReset, tracker.PeerLostState,
+	tracker.RetransmitTimeout, tracker.HostUnreachable, tracker.KeepaliveTimeout, tracker.LocalAbort,
+	tracker.Stalled, tracker.KeepaliveProbing}
+
+// Scenarios is the catalogue, in scenarios.md order.
+var Scenarios = withIPv6([]*Scenario{
+	{
+		Name: "process-crash", Row: 1,
+		Summary: "B's server is killed (kill -9) with an empty receive buffer while A keeps writing",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.PeerClosed}, "B": {tracker.LocalProcessExited}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			return r.then(r.killServer("its receive buffer is empty: its kernel will send FIN"))
+		},
+	},
+	{
+		Name: "process-crash-unread", Row: 2,
+		Summary:  "B's server is killed with data it never read: its kernel resets instead of closing",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.PeerReset}, "B": {tracker.LocalProcessExited}},
+		AppErrno: map[string]string{"A": "ECONNRESET"},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, "--read=false"), client(r, "--send-on-connect=1000")); err != nil {
+				return err
+			}
+			if err := r.sleep(300 * time.Millisecond); err != nil {
+				return err
+			}
+			return r.then(r.killServer("1000 bytes sit unread in its receive buffer: its kernel will send RST"))
+		},
+	},
+	{
+		Name: "host-down-idle", Row: 3,
+		Summary: "B's host vanishes while the connection is idle and has no keepalive: nothing ever notices",
+		Forbid:  map[string][]tracker.Verdict{"A": finals},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r)); err != nil {
+				return err
+			}
+			if err := r.pull(); err != nil {
+				return err
+			}
+			if err := r.sleep(4 * time.Second); err != nil {
+				return err
+			}
+			return r.reportUnprotected("A")
+		},
+	},
+	{
+		Name: "host-down", Row: 4,
+		Summary:  "B's host dies (nothing leaves or answers) while A keeps sending: A retransmits until tcp_retries2's budget runs out",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if _, err := r.blackhole("B died: from now on nothing leaves B and nothing reaches it"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "cable-pull", Row: 4,
+		Summary: "the cable is pulled while A sends, and never put back: A retransmits, then gives up (EHOSTUNREACH if neighbour discovery failed first)",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.Stalled, oneOf(tracker.RetransmitTimeout, tracker.HostUnreachable)}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if err := r.pull(); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "cable-replug", Row: 5,
+		Summary: "the cable is pulled while A sends and put back before the budget runs out: the connection survives",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.Recovered}},
+		Forbid:  map[string][]tracker.Verdict{"A": {tracker.RetransmitTimeout, tracker.HostUnreachable}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if err := r.pull(); err != nil {
+				return err
+			}
+			if err := r.sleep(r.opt.ReplugAfter); err != nil {
+				return err
+			}
+			if err := r.plug(); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "cable-replug-late", Row: 6,
+		Summary:  "the cable is put back after A gave up; then B writes, and A's kernel, with no socket left, answers RST",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}, "B": {tracker.PeerReset}},
+		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if err := r.pull(); err != nil {
+				return err
+			}
+			if err := r.waitVerdict("A", tracker.RetransmitTimeout); err != nil {
+				return err
+			}
+			if err := r.plug(); err != nil {
+				return err
+			}
+			r.step("B's server writes to the connection A has forgotten")
+			if err := r.tell("B", "write"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "host-reboot", Row: 7,
+		Summary: "B's host crashes and reboots while A sends: the rebooted B answers A's retransmission with RST",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.PeerLostState}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if err := r.reboot(); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "keepalive-dead", Row: 8,
+		Summary:  "an idle connection with keepalive on; B's host vanishes: the probes go unanswered and the kernel kills it",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.KeepaliveProbing, tracker.KeepaliveTimeout}},
+		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, keepalive(r))); err != nil {
+				return err
+			}
+			if _, err := r.blackhole("B's host is gone: nothing reaches it, nothing comes back"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "keepalive-reboot", Row: 9,
+		Summary: "an idle connection with keepalive on; B reboots: it answers the first probe with RST",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.PeerLostState}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, keepalive(r))); err != nil {
+				return err
+			}
+			if err := r.reboot(); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "keepalive-alive", Row: 10,
+		Summary: "an idle connection with keepalive on and B alive: each probe is answered, nothing to report",
+		Forbid:  map[string][]tracker.Verdict{"A": finals},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, keepalive(r))); err != nil {
+				return err
+			}
+			r.step("waiting through three keepalive periods: each probe is answered (tcpwatch --all shows them)")
+			return r.sleep(3*r.opt.KeepaliveTime + 500*time.Millisecond)
+		},
+	},
+	{
+		Name: "router-unreachable", Row: 11, Router: true,
+		Summary:  "a router between A and B loses its route to B and answers A's packets with ICMP host unreachable",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.HostUnreachable}},
+		AppErrno: map[string]string{"A": "EHOSTUNREACH"},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if _, err := r.hosts["R"].RouteUnreachable(r.hosts["B"].Addr4()); err != nil {
+				return err
+			}
+			r.step("router R lost its route to B: it answers with ICMP host unreachable")
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "local-abort-unread", Row: 12,
+		Summary:  "A's application closes its socket with data it never read: A's kernel resets the connection",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.LocalAbort}, "B": {tracker.PeerReset}},
+		AppErrno: map[string]string{"B": "ECONNRESET"},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, "--send-on-connect=1000"), client(r, "--read=false")); err != nil {
+				return err
+			}
+			if err := r.sleep(300 * time.Millisecond); err != nil {
+				return err
+			}
+			r.step("A's client closes the socket with 1000 unread bytes")
+			if err := r.tell("A", "close"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "local-abort-linger", Row: 12,
+		Summary:  "A's application sets SO_LINGER to 0 and closes: an abortive close, RST instead of FIN",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.LocalAbort}, "B": {tracker.PeerReset}},
+		AppErrno: map[string]string{"B": "ECONNRESET"},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--linger0")); err != nil {
+				return err
+			}
+			r.step("A's client closes the socket with SO_LINGER {on, 0}")
+			if err := r.tell("A", "close"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "connect-refused", Row: 13,
+		Summary:  "A connects to a port of B where nothing listens: B's kernel answers the SYN with RST",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.ConnectRefused}},
+		AppErrno: map[string]string{"A": "ECONNREFUSED"},
+		Act: func(r *run) error {
+			if err := r.startApp("A", client(r)...); err != nil {
+				return err
+			}
+			r.step("A connects to %s, where nothing listens", r.serverAddr(port))
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "connect-timeout", Row: 13,
+		Summary:  "A connects to B through a black hole: SYN retransmissions until tcp_syn_retries runs out",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.ConnectTimeout}},
+		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		Act: func(r *run) error {
+			if _, err := r.blackhole("everything to and from B is dropped"); err != nil {
+				return err
+			}
+			if err := r.startApp("A", client(r)...); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+})
+
+// oneOf expects any of several verdicts: where the kernel's choice depends
+// on a race (did neighbour discovery fail before the budget ran out?).
+func oneOf(vs ...tracker.Verdict) tracker.Verdict {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = string(v)
+	}
+	return tracker.Verdict(strings.Join(parts, "|"))
+}
+
+// matches says whether got satisfies an expected verdict (or alternatives).
+func matches(want tracker.Verdict, got string) bool {
+	for _, alt := range strings.Split(string(want), "|") {
+		if alt == got {
+			return true
+		}
+	}
+	return false
+}
+
+// withIPv6 adds IPv6 twins of the cable, reboot and keepalive scenarios.
+func withIPv6(list []*Scenario) []*Scenario {
+	out := list
+	for _, sc := range list {
+		switch sc.Name {
+		case "cable-pull", "cable-replug", "host-reboot", "keepalive-dead", "keepalive-reboot":
+			v6 := *sc
+			v6.Name += "-v6"
+			v6.IPv6 = true
+			v6.Summary += " (IPv6)"
+			out = append(out, &v6)
+		}
+	}
+	return out
+}
+
+// Find returns the named scenario, or nil.
+func Find(name string) *Scenario {
+	for _, sc := range Scenarios {
+		if sc.Name == name {
+			return sc
+		}
+	}
+	return nil
+}
+
+func server(r *run, extra ...string) []string {
+	return append([]string{"--role=server", "--addr=" + r.serverAddr(port)}, extra...)
+}
+
+func client(r *run, extra ...string) []string {
+	return append([]string{"--role=client", "--addr=" + r.serverAddr(port)}, extra...)
+}
+
+func keepalive(r *run) string {
+	return fmt.Sprintf("--keepalive=%d,%d,%d", int(r.opt.KeepaliveTime/time.Second),
+		int(r.opt.KeepaliveIntvl/time.Second), r.opt.KeepaliveProbe)
+}
+
+// connect starts B's server, then A's client, and waits until they are
+// connected.
+func (r *run) connect(serverArgs, clientArgs []string) error {
+	if err := r.startApp("B", serverArgs...); err != nil {
+		return err
+	}
+	if err := r.waitAppSaid("B", "listening"); err != nil {
+		return err
+	}
+	if err := r.startApp("A", clientArgs...); err != nil {
+		return err
+	}
+	if err := r.waitAppSaid("A", "connected"); err != nil {
+		return err
+	}
+	if err := r.waitAppSaid("B", "accepted"); err != nil {
+		return err
+	}
+	r.step("A's client is connected to B's server %s", r.serverAddr(port))
+	return r.sleep(300 * time.Millisecond)
+}
+
+// then waits for the expected verdicts after err-free setup.
+func (r *run) then(err error) error {
+	if err != nil {
+		return err
+	}
+	return r.waitExpected()
+}
+
+func (r *run) killServer(why string) error {
+	r.step("killed B's server with SIGKILL: %s", why)
+	return r.kill("B", syscall.SIGKILL)
+}
+
+func (r *run) pull() error {
+	if r.cable == nil {
+		return fmt.Errorf("this scenario has no cable")
+	}
+	if err := r.cable.Pull(); err != nil {
+		return err
+	}
+	r.step("pulled the cable between A and B (both lose carrier; nothing gets through)")
+	return nil
+}
+
+func (r *run) plug() error {
+	if err := r.cable.Plug(); err != nil {
+		return err
+	}
+	r.step("plugged the cable back in")
+	return nil
+}
+
+func (r *run) blackhole(why string) (func() error, error) {
+	peer := r.hosts["B"].Addr4()
+	if r.sc.IPv6 {
+		peer = r.hosts["B"].Addr6()
+	}
+	undo, err := r.hosts["A"].Blackhole(peer)
+	if err != nil {
+		return nil, err
+	}
+	r.step("black hole between A and B: %s", why)
+	return undo, nil
+}
+
+// reboot crashes B without letting anything out (a crash sends no FIN),
+// reboots it, and reconnects it.
+func (r *run) reboot() error {
+	undo, err := r.blackhole("B crashes: nothing leaves it any more (the lab kills its processes; their FIN dies in the black hole, as in a real crash)")
+	if err != nil {
+		return err
+	}
+	if err := r.hosts["B"].Reboot(); err != nil {
+		return err
+	}
+	r.refreshNetns()
+	r.step("B rebooted: same addresses, no sockets")
+	if err := r.sleep(500 * time.Millisecond); err != nil {
+		return err
+	}
+	if err := undo(); err != nil {
+		return err
+	}
+	r.step("B is reachable again")
+	return nil
+}
+
+// reportUnprotected says what the kernel of host knows about its idle
+// connections: nothing will ever end one with no keepalive and no data.
+func (r *run) reportUnprotected(host string) error {
+	r.mu.Lock()
+	var inode uint32
+	for ino, h := range r.netnsHost {
+		if h == host {
+			inode = ino
+		}
+	}
+	r.mu.Unlock()
+	socks, err := sockdiag.Snapshot(inode)
+	if err != nil {
+		return err
+	}
+	for _, s := range socks {
+		if s.State.String() != "ESTABLISHED" {
+			continue
+		}
+		ka := "off"
+		if s.KeepaliveOn {
+			ka = "on"
+		}
+		r.step("%s still has %s -> %s ESTABLISHED: keepalive %s, %d unacknowledged, last ACK %s ago: unprotected, nothing will ever end it",
+			host, s.Local, s.Remote, ka, s.Unacked, s.LastAckRecv)
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+package output
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+)
+
+// NarrativeRecord is the JSON form of a narrative (`type: "narrative"`).
+// Its fields are a stable schema, documented in the README.
+type NarrativeRecord struct {
+	Type    string `json:"type"`
+	Time    string `json:"time"`
+	Verdict string `json:"verdict"`
+	Final   bool   `json:"final"`
+	ConnFields
+	State       string         `json:"state"`
+	Errno       string         `json:"errno"`
+	ResetReason string         `json:"reset_reason"`
+	Retransmits int            `json:"retransmits"`
+	Probes      int            `json:"probes"`
+	OutageMs    int64          `json:"outage_ms"`
+	GiveUpInMs  int64          `json:"giveup_in_ms"`
+	RTOsMs      []int64        `json:"rtos_ms"`
+	ExitSignal  int            `json:"exit_signal,omitempty"`
+	ExitStatus  int            `json:"exit_status,omitempty"`
+	SentReset   bool           `json:"sent_reset,omitempty"`
+	Summary     string         `json:"summary"`
+	Explanation string         `json:"explanation"`
+	Timeline    []TimelineStep `json:"timeline"`
+	Settings    SettingsRecord `json:"settings"`
+}
+
+// TimelineStep is one kernel event in a narrative's timeline.
+type TimelineStep struct {
+	TMs   int64  `json:"t_ms"`
+	Event string `json:"event"`
+}
+
+// NewNarrativeRecord builds the JSON form of n.
+func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
+	r := NarrativeRecord{
+		Type:        "narrative",
+		Time:        n.Time.Format(TimeLayout),
+		Verdict:     string(n.Verdict),
+		Final:       n.Final,
+		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.PID, n.Comm),
+		State:       n.State.String(),
+		Errno:       tracer.ErrnoName(n.Errno),
+		ResetReason: n.ResetReason,
+		Retransmits: n.Retransmits,
+		Probes:      n.Probes,
+		OutageMs:    n.Outage.Milliseconds(),
+		GiveUpInMs:  n.GiveUpIn.Milliseconds(),
+		RTOsMs:      make([]int64, len(n.RTOs)),
+		ExitSignal:  n.ExitSignal,
+		ExitStatus:  n.ExitStatus,
+		SentReset:   n.SentReset,
+		Summary:     n.Summary,
+		Explanation: n.Explanation,
+		Timeline:    make([]TimelineStep, len(n.Timeline)),
+		Settings:    NewSettingsRecord(&tracer.Event{Settings: n.Settings, RTOMax: n.RTOMax}),
+	}
+	for i, d := range n.RTOs {
+		r.RTOsMs[i] = d.Milliseconds()
+	}
+	for i, s := range n.Timeline {
+		r.Timeline[i] = TimelineStep{TMs: s.At.Milliseconds(), Event: s.Event}
+	}
+	return r
+}
+
+const (
+	ansiReset  = "\x1b[0m"
+	ansiRed    = "\x1b[1;31m"
+	ansiYellow = "\x1b[1;33m"
+	ansiGreen  = "\x1b[1;32m"
+)
+
+// Narrative writes one narrative: in text, one line with the verdict first,
+// then the connection, its owner, the evidence, and the summary last.
+func (w *Writer) Narrative(n *tracker.Narrative) error {
+	if w.format == JSON {
+		return w.writeJSON(NewNarrativeRecord(n))
+	}
+	w.line = w.AppendNarrativeText(w.line[:0], n)
+	return w.writeLine()
+}
+
+// AppendNarrativeText appends the text form of n (without a newline).
+func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative) []byte {
+	b = n.Time.AppendFormat(b, "15:04:05.000 ")
+	verdict := string(n.Verdict)
+	if !n.Final && !n.Verdict.Episode() {
+		verdict += "?"
+	}
+	if w.color {
+		color := ansiRed
+		switch n.Verdict {
+		case tracker.Stalled, tracker.KeepaliveProbing:
+			color = ansiYellow
+		case tracker.Recovered, tracker.LocalClosed, tracker.PeerClosed:
+			color = ansiGreen
+		}
+		b = fmt.Appendf(b, "%s%-20s%s", color, verdict, ansiReset)
+	} else {
+		b = fmt.Appendf(b, "%-20s", verdict)
+	}
+	b = fmt.Appendf(b, " %s -> %s", n.Local, n.Remote)
+	if n.PID != 0 {
+		b = fmt.Appendf(b, " pid=%d comm=%s", n.PID, Sanitize(n.Comm))
+	}
+	b = append(b, evidence(n)...)
+	b = append(b, " | "...)
+	b = append(b, Sanitize(n.Summary)...)
+	if w.explain && n.Explanation != "" {
+		b = append(b, "\n    why: "...)
+		b = append(b, Sanitize(n.Explanation)...)
+	}
+	return b
+}
+
+func evidence(n *tracker.Narrative) string {
+	var parts []string
+	if n.Retransmits > 0 {
+		parts = append(parts, fmt.Sprintf("retrans=%d", n.Retransmits))
+	}
+	if n.Probes > 0 {
+		parts = append(parts, fmt.Sprintf("probes=%d/%d", n.Probes, n.Settings.KeepaliveProbes))
+	}
+	if n.Outage > 0 {
+		parts = append(parts, "outage="+n.Outage.Round(1e6).String())
+	}
+	if n.GiveUpIn > 0 {
+		parts = append(parts, "giveup_in="+n.GiveUpIn.Round(1e6).String())
+	}
+	if n.Errno != 0 {
+		parts = append(parts, "errno="+tracer.ErrnoName(n.Errno))
+	}
+	if n.ResetReason != "" {
+		parts = append(parts, "rst="+n.ResetReason)
+	}
+	if n.ExitSignal != 0 {
+		parts = append(parts, fmt.Sprintf("signal=%d", n.ExitSignal))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " " + strings.Join(parts, " ")
+}

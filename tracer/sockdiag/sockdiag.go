@@ -1,0 +1,295 @@
+// Package sockdiag lists the TCP connections that already exist when
+// tcpwatch starts, in every network namespace, with their owners: incidents
+// begin before the tool does.
+package sockdiag
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/tracer"
+)
+
+// Socket is one existing TCP socket, as sock_diag and /proc describe it.
+type Socket struct {
+	Cookie        uint64
+	NetNS         uint32
+	Local, Remote netip.AddrPort
+	State         tracer.State
+	Inode         uint32
+	PID           uint32
+	Comm          string
+	KeepaliveOn   bool // the keepalive timer is armed
+
+	CAState      tracer.CAState
+	Retransmits  uint8
+	Backoff      uint8
+	Probes       uint8
+	RTO          time.Duration
+	SRTT         time.Duration
+	Unacked      uint32
+	Retrans      uint32
+	TotalRetrans uint32
+	LastAckRecv  time.Duration
+	Settings     tracer.Settings
+	RTOMax       time.Duration
+}
+
+// Snapshot lists the TCP sockets (all states but LISTEN) of every network
+// namespace with a process in it or a name under /var/run/netns; onlyNetNS
+// limits it to one.
+func Snapshot(onlyNetNS uint32) ([]Socket, error) {
+	spaces, err := namespaces()
+	if err != nil {
+		return nil, err
+	}
+	owners := socketOwners()
+	var out []Socket
+	var errs []error
+	for inode, path := range spaces {
+		if onlyNetNS != 0 && inode != onlyNetNS {
+			continue
+		}
+		socks, err := snapshotNetNS(inode, path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("netns %d: %w", inode, err))
+			continue
+		}
+		for i := range socks {
+			if o, ok := owners[socks[i].Inode]; ok && socks[i].Inode != 0 {
+				socks[i].PID, socks[i].Comm = o.pid, o.comm
+			}
+		}
+		out = append(out, socks...)
+	}
+	return out, errors.Join(errs...)
+}
+
+// namespaces maps every reachable network namespace inode to a path that
+// opens it.
+func namespaces() (map[uint32]string, error) {
+	spaces := map[uint32]string{}
+	add := func(path string) {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) == nil {
+			if _, ok := spaces[uint32(st.Ino)]; !ok {
+				spaces[uint32(st.Ino)] = path
+			}
+		}
+	}
+	add("/proc/self/ns/net")
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err == nil {
+			add(filepath.Join("/proc", p.Name(), "ns/net"))
+		}
+	}
+	if named, err := os.ReadDir("/var/run/netns"); err == nil {
+		for _, n := range named {
+			add(filepath.Join("/var/run/netns", n.Name()))
+		}
+	}
+	return spaces, nil
+}
+
+type owner struct {
+	pid  uint32
+	comm string
+}
+
+// socketOwners maps socket inodes to the process holding them, from
+// /proc/PID/fd. A socket shared by several processes gets the first found.
+func socketOwners() map[uint32]owner {
+	owners := map[uint32]owner{}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return owners
+	}
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		dir := filepath.Join("/proc", p.Name(), "fd")
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		var comm string
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(dir, fd.Name()))
+			if err != nil || !strings.HasPrefix(target, "socket:[") {
+				continue
+			}
+			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 32)
+			if err != nil {
+				continue
+			}
+			if _, ok := owners[uint32(ino)]; ok {
+				continue
+			}
+			if comm == "" {
+				b, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
+				comm = strings.TrimSpace(string(b))
+			}
+			owners[uint32(ino)] = owner{pid: uint32(pid), comm: comm}
+		}
+	}
+	return owners
+}
+
+const (
+	timerKeepalive = 2 // idiag_timer: the keepalive timer is pending
+	afInet         = syscall.AF_INET
+	afInet6        = syscall.AF_INET6
+)
+
+func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	settings, rtoMax := readSettings(path)
+	var out []Socket
+	for _, family := range []uint8{afInet, afInet6} {
+		resps, err := h.SocketDiagTCPInfo(family)
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag: %w", err)
+		}
+		for _, r := range resps {
+			m := r.InetDiagMsg
+			if m == nil || tracer.State(m.State) == tracer.StateListen {
+				continue
+			}
+			s := Socket{
+				Cookie:      uint64(m.ID.Cookie[0]) | uint64(m.ID.Cookie[1])<<32,
+				NetNS:       inode,
+				Local:       addrPort(m.ID.Source, m.ID.SourcePort),
+				Remote:      addrPort(m.ID.Destination, m.ID.DestinationPort),
+				State:       tracer.State(m.State),
+				Inode:       m.INode,
+				KeepaliveOn: m.Timer == timerKeepalive,
+				Settings:    settings,
+				RTOMax:      rtoMax,
+			}
+			s.Settings.KeepaliveOn = s.KeepaliveOn
+			if ti := r.TCPInfo; ti != nil {
+				s.CAState = tracer.CAState(ti.Ca_state)
+				s.Retransmits = ti.Retransmits
+				s.Backoff = ti.Backoff
+				s.Probes = ti.Probes
+				s.RTO = time.Duration(ti.Rto) * time.Microsecond
+				s.SRTT = time.Duration(ti.Rtt) * time.Microsecond
+				s.Unacked = ti.Unacked
+				s.Retrans = ti.Retrans
+				s.TotalRetrans = ti.Total_retrans
+				s.LastAckRecv = time.Duration(ti.Last_ack_recv) * time.Millisecond
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func addrPort(ip []byte, port uint16) netip.AddrPort {
+	a, _ := netip.AddrFromSlice(ip)
+	return netip.AddrPortFrom(a.Unmap(), port)
+}
+
+// readSettings reads a namespace's TCP sysctls; sock_diag does not report
+// the per-socket overrides, so these are the defaults its sockets use.
+func readSettings(nsPath string) (tracer.Settings, time.Duration) {
+	var s tracer.Settings
+	rtoMax := 120 * time.Second
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return s, rtoMax
+	}
+	defer ns.Close()
+	_ = inNetNS(ns, func() {
+		read := func(name string) int {
+			b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
+			if err != nil {
+				return 0
+			}
+			v, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			return v
+		}
+		s.Retries2 = uint8(read("tcp_retries2"))
+		s.SynRetries = uint8(read("tcp_syn_retries"))
+		s.KeepaliveTime = time.Duration(read("tcp_keepalive_time")) * time.Second
+		s.KeepaliveIntvl = time.Duration(read("tcp_keepalive_intvl")) * time.Second
+		s.KeepaliveProbes = uint8(read("tcp_keepalive_probes"))
+		if ms := read("tcp_rto_max_ms"); ms > 0 {
+			rtoMax = time.Duration(ms) * time.Millisecond
+		}
+	})
+	return s, rtoMax
+}
+
+// inNetNS runs fn on a thread switched into ns. If the thread cannot be
+// switched back it is left locked, so Go retires it with the goroutine.
+func inNetNS(ns netns.NsHandle, fn func()) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			done <- err
+			return
+		}
+		fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- nil
+	}()
+	return <-done
+}
+
+// InTrouble says whether the connection is already in an outage: RTO
+// retransmissions or unanswered keepalive probes.
+func (s *Socket) InTrouble() bool {
+	return (s.CAState == tracer.CALoss && s.Retransmits > 0) || (s.KeepaliveOn && s.Probes > 0)
+}
+
+// Event describes the socket as a snapshot event for the tracker, stamped
+// with the current kernel time.
+func (s *Socket) Event(mono time.Duration, wall time.Time) tracer.Event {
+	ev := tracer.Event{
+		Mono: mono, Time: wall, Kind: tracer.KindSnapshot,
+		Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, NetNS: s.NetNS, PID: s.PID,
+		State: s.State, CAState: s.CAState, Retransmits: s.Retransmits, Backoff: s.Backoff,
+		ProbesOut: s.Probes, RTO: s.RTO, RTOMax: s.RTOMax, SRTT: s.SRTT, PacketsOut: s.Unacked,
+		RetransOut: s.Retrans, TotalRetrans: s.TotalRetrans, AckAge: s.LastAckRecv,
+		Settings: s.Settings,
+	}
+	ev.SetComm(s.Comm)
+	return ev
+}

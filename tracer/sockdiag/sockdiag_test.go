@@ -1,0 +1,43 @@
+package sockdiag
+
+import (
+	"net"
+	"testing"
+
+	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/tracer"
+)
+
+// A connection made before the snapshot is found, with its owner (us).
+func TestSnapshotFindsOwnConnection(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	socks, err := Snapshot(0)
+	if err != nil {
+		t.Logf("snapshot warnings: %v", err)
+	}
+	for _, s := range socks {
+		if s.Local.String() == c.LocalAddr().String() && s.Remote.String() == c.RemoteAddr().String() {
+			if s.State != tracer.StateEstablished || s.Cookie == 0 || s.NetNS == 0 {
+				t.Errorf("socket %+v", s)
+			}
+			if s.Comm == "" || s.PID == 0 {
+				t.Errorf("owner not found: %+v", s)
+			}
+			if s.Settings.Retries2 == 0 || s.Settings.KeepaliveTime == 0 {
+				t.Errorf("settings not read: %+v", s.Settings)
+			}
+			return
+		}
+	}
+	t.Fatalf("connection %v -> %v not in the snapshot of %d sockets", c.LocalAddr(), c.RemoteAddr(), len(socks))
+}

@@ -1,0 +1,496 @@
+package tracer_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/lab/netlab"
+	"github.com/tcpwatch/tcpwatch/tracer"
+)
+
+// collector reads a live tracer into memory so tests can wait for events.
+type collector struct {
+	t      *tracer.Tracer
+	mu     sync.Mutex
+	events []tracer.Event
+	done   chan struct{}
+}
+
+func startTracer(tb testing.TB, cfg tracer.Config) *collector {
+	tb.Helper()
+	tr, err := tracer.New(cfg)
+	if err != nil {
+		tb.Fatalf("tracer.New: %v", err)
+	}
+	c := &collector{t: tr, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		var ev tracer.Event
+		for {
+			if err := tr.Read(&ev); err != nil {
+				return
+			}
+			c.mu.Lock()
+			c.events = append(c.events, ev)
+			c.mu.Unlock()
+		}
+	}()
+	tb.Cleanup(func() {
+		tr.Stop()
+		<-c.done
+		tr.Close()
+	})
+	return c
+}
+
+// wait returns the first event matching pred, waiting up to d.
+func (c *collector) wait(tb testing.TB, d time.Duration, what string, pred func(*tracer.Event) bool) tracer.Event {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		c.mu.Lock()
+		for i := range c.events {
+			if pred(&c.events[i]) {
+				ev := c.events[i]
+				c.mu.Unlock()
+				return ev
+			}
+		}
+		n := len(c.events)
+		c.mu.Unlock()
+		if time.Now().After(deadline) {
+			c.dump(tb)
+			tb.Fatalf("no %s among %d events within %v", what, n, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *collector) dump(tb testing.TB) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.events {
+		tb.Logf("%v %v>%v %v->%v ca=%v retr=%d err=%d detail=%d flags=%b pid=%d", e.Kind, e.Local, e.Remote,
+			e.OldState, e.State, e.CAState, e.Retransmits, e.SkErr, e.Detail, e.Flags, e.PID)
+	}
+}
+
+func netnsOf(tb testing.TB, path string) uint32 {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		tb.Fatal(err)
+	}
+	return uint32(st.Ino)
+}
+
+// pair builds two hosts joined by a cable, with short timers.
+func pair(tb testing.TB) (a, b *netlab.Host) {
+	tb.Helper()
+	l, err := netlab.New()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	if a, err = l.AddHost("a"); err != nil {
+		tb.Fatal(err)
+	}
+	if b, err = l.AddHost("b"); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := l.Cable(a, b, netlab.CableOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	for _, h := range []*netlab.Host{a, b} {
+		if err := h.Sysctl("net/ipv4/tcp_retries2", "3"); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return a, b
+}
+
+// connectPair makes a connection from a to b:port and returns both ends.
+func connectPair(tb testing.TB, a, b *netlab.Host, port int) (client, server *net.TCPConn) {
+	tb.Helper()
+	var ln net.Listener
+	addr := netip.AddrPortFrom(b.Addr4(), uint16(port)).String()
+	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	var c net.Conn
+	if err := a.Do(func() (err error) { c, err = net.Dial("tcp", addr); return err }); err != nil {
+		tb.Fatal(err)
+	}
+	s, ok := <-accepted
+	if !ok {
+		tb.Fatal("accept failed")
+	}
+	tb.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+func setsockopt(tb testing.TB, c *net.TCPConn, level, opt, val int) {
+	tb.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, val) }); err != nil || serr != nil {
+		tb.Fatal(err, serr)
+	}
+}
+
+func TestLifecycleOnLoopback(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	col := startTracer(t, tracer.Config{All: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srvPort := uint16(ln.Addr().(*net.TCPAddr).Port)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliPort := uint16(c.LocalAddr().(*net.TCPAddr).Port)
+	if _, err := s.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if _, err := s.Read(buf); err != io.EOF {
+		t.Fatalf("server read: %v", err)
+	}
+	s.Close()
+
+	me := uint32(os.Getpid())
+	local := netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", cliPort))
+	remote := netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", srvPort))
+	est := col.wait(t, 5*time.Second, "client SYN_SENT -> ESTABLISHED", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindState && e.Local == local && e.Remote == remote &&
+			e.OldState == tracer.StateSynSent && e.State == tracer.StateEstablished
+	})
+	if est.PID != me || est.Cookie == 0 || est.NetNS == 0 || est.Settings.Retries2 == 0 {
+		t.Errorf("connect: pid %d (want %d) cookie %x netns %d retries2 %d", est.PID, me, est.Cookie, est.NetNS, est.Settings.Retries2)
+	}
+	col.wait(t, 5*time.Second, "accepted socket SYN_RECV -> ESTABLISHED", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindState && e.Local == remote && e.Remote == local && e.State == tracer.StateEstablished
+	})
+	fin := col.wait(t, 5*time.Second, "client ESTABLISHED -> FIN_WAIT1", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindState && e.Cookie == est.Cookie && e.OldState == tracer.StateEstablished && e.State == tracer.StateFinWait1
+	})
+	if fin.PID != me || fin.Flags&tracer.FlagOwnerExiting != 0 {
+		t.Errorf("close: pid %d flags %b", fin.PID, fin.Flags)
+	}
+	// The accepted socket's owner is learnt from its first send.
+	cw := col.wait(t, 5*time.Second, "server ESTABLISHED -> CLOSE_WAIT", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindState && e.Local == remote && e.State == tracer.StateCloseWait
+	})
+	if cw.PID != me {
+		t.Errorf("accepted socket's owner %d, want %d", cw.PID, me)
+	}
+	// The client's CLOSE record still names its port, released by then.
+	col.wait(t, 5*time.Second, "client -> CLOSE with its port", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindState && e.Cookie == est.Cookie && e.State == tracer.StateClose && e.Local == local
+	})
+	col.wait(t, 5*time.Second, "destroy", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindDestroy && e.Cookie == est.Cookie
+	})
+}
+
+// A reset sent on close with unread data carries the kernel's reason; the
+// peer's tcp_receive_reset and the error it is reported arrive too.
+func TestResetsOnLoopback(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	col := startTracer(t, tracer.Config{All: true})
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp6", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	s.Close() // 100 unread bytes: RST, not FIN
+	_, rerr := c.Read(make([]byte, 10))
+	if !errors.Is(rerr, syscall.ECONNRESET) {
+		t.Fatalf("client read: %v, want ECONNRESET", rerr)
+	}
+	srvLocal := netip.MustParseAddrPort(s.LocalAddr().String())
+	rst := col.wait(t, 5*time.Second, "active reset", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindSendReset && e.Local == srvLocal && e.Flags&tracer.FlagReplyReset == 0
+	})
+	if got := col.t.Kernel.ResetReasons.Name(rst.Detail); got != "TCP_ABORT_ON_CLOSE" {
+		t.Errorf("reset reason %q (%d), want TCP_ABORT_ON_CLOSE", got, rst.Detail)
+	}
+	if !rst.Local.Addr().Is6() || rst.PID != uint32(os.Getpid()) {
+		t.Errorf("reset on %v by pid %d", rst.Local, rst.PID)
+	}
+	cliLocal := netip.MustParseAddrPort(c.LocalAddr().String())
+	col.wait(t, 5*time.Second, "received reset", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindRecvReset && e.Local == cliLocal && e.State == tracer.StateEstablished
+	})
+	rep := col.wait(t, 5*time.Second, "error report", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindError && e.Local.Addr() == cliLocal.Addr() && e.Remote == srvLocal
+	})
+	if tracer.ErrnoName(rep.Detail) != "ECONNRESET" {
+		t.Errorf("reported %s", tracer.ErrnoName(rep.Detail))
+	}
+	col.wait(t, 5*time.Second, "the application's recv error", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindAppError && e.Remote == srvLocal && tracer.ErrnoName(e.Detail) == "ECONNRESET"
+	})
+}
+
+// RTO retransmissions through a black hole, ending in ETIMEDOUT after the
+// shortened tcp_retries2 budget; the default mode sends them too.
+func TestRetransmitTimeoutInNamespaces(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.Config{})
+	client, _ := connectPair(t, a, b, 7001)
+	undo, err := a.Blackhole(b.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	if _, err := client.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	_, rerr := client.Read(make([]byte, 1))
+	if !errors.Is(rerr, syscall.ETIMEDOUT) {
+		t.Fatalf("read: %v, want ETIMEDOUT", rerr)
+	}
+	local := netip.MustParseAddrPort(client.LocalAddr().String())
+	ns := netnsOf(t, a.NetnsPath())
+	first := col.wait(t, 5*time.Second, "first RTO retransmission", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindRetransmit && e.Local == local && e.CAState == tracer.CALoss && e.Retransmits == 1
+	})
+	if first.NetNS != ns || first.Settings.Retries2 != 3 || first.PID != uint32(os.Getpid()) || first.PacketsOut == 0 || first.RTO <= 0 {
+		t.Errorf("retransmit: netns %d/%d retries2 %d pid %d packets_out %d rto %v", first.NetNS, ns,
+			first.Settings.Retries2, first.PID, first.PacketsOut, first.RTO)
+	}
+	third := col.wait(t, 5*time.Second, "third RTO retransmission", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindRetransmit && e.Local == local && e.Retransmits == 3
+	})
+	if third.Backoff < 2 || third.RTO < 2*first.RTO {
+		t.Errorf("backoff %d rto %v after %v", third.Backoff, third.RTO, first.RTO)
+	}
+	closed := col.wait(t, 5*time.Second, "-> CLOSE with ETIMEDOUT", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindState && e.Cookie == first.Cookie && e.State == tracer.StateClose
+	})
+	if tracer.ErrnoName(closed.SkErr) != "ETIMEDOUT" {
+		t.Errorf("sk_err %s", tracer.ErrnoName(closed.SkErr))
+	}
+	col.wait(t, 5*time.Second, "error report ETIMEDOUT", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindError && e.Cookie == first.Cookie && tracer.ErrnoName(e.Detail) == "ETIMEDOUT"
+	})
+}
+
+// Keepalive: probe N sent, then the kill, from the timer hook, with the
+// owner learnt in task context even though the timer runs in softirq.
+func TestKeepaliveProbeAndKill(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.Config{All: true})
+	client, _ := connectPair(t, a, b, 7002)
+	setsockopt(t, client, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
+	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
+	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 2)
+	undo, err := a.Blackhole(b.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	_, rerr := client.Read(make([]byte, 1))
+	if !errors.Is(rerr, syscall.ETIMEDOUT) {
+		t.Fatalf("read: %v, want ETIMEDOUT", rerr)
+	}
+	local := netip.MustParseAddrPort(client.LocalAddr().String())
+	probe := col.wait(t, 5*time.Second, "keepalive probe 1", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindKeepalive && e.Local == local && e.Flags&tracer.FlagProbeSent != 0 && e.ProbesOut == 1
+	})
+	if probe.PID != uint32(os.Getpid()) {
+		t.Errorf("timer-driven event owner %d, want %d (the socket's, not the CPU's current task)", probe.PID, os.Getpid())
+	}
+	s := probe.Settings
+	if !s.KeepaliveOn || s.KeepaliveTime != time.Second || s.KeepaliveIntvl != time.Second || s.KeepaliveProbes != 2 {
+		t.Errorf("keepalive settings %+v", s)
+	}
+	col.wait(t, 5*time.Second, "keepalive probe 2", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindKeepalive && e.Cookie == probe.Cookie && e.ProbesOut == 2
+	})
+	kill := col.wait(t, 5*time.Second, "keepalive kill", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindKeepalive && e.Cookie == probe.Cookie && e.Flags&tracer.FlagKeepaliveKill != 0
+	})
+	if kill.PID != uint32(os.Getpid()) {
+		t.Errorf("kill owner %d", kill.PID)
+	}
+	rst := col.wait(t, 5*time.Second, "keepalive reset", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindSendReset && e.Cookie == probe.Cookie
+	})
+	if got := col.t.Kernel.ResetReasons.Name(rst.Detail); got != "TCP_KEEPALIVE_TIMEOUT" || rst.Flags&tracer.FlagInKeepalive == 0 {
+		t.Errorf("reset reason %q flags %b", got, rst.Flags)
+	}
+}
+
+// Without --all, a healthy connection sends nothing to user space.
+func TestDefaultModeSendsNothingForHealthyConnections(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.Config{FilterNetNS: netnsOf(t, a.NetnsPath())})
+	for i := 0; i < 20; i++ {
+		c, s := connectPair(t, a, b, 7100+i)
+		c.Write([]byte("x"))
+		s.Read(make([]byte, 1))
+		c.Close()
+		s.Close()
+	}
+	time.Sleep(300 * time.Millisecond)
+	col.mu.Lock()
+	n := len(col.events)
+	col.mu.Unlock()
+	if n != 0 {
+		col.dump(t)
+		t.Errorf("%d events for 20 healthy connections", n)
+	}
+}
+
+// After tcpwatch exits, even by SIGKILL, none of its programs is attached
+// or loaded: links are file descriptors the kernel closes.
+func TestNothingStaysAttachedAfterSIGKILL(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	if os.Getenv("TCPWATCH_TEST_HOLD") == "1" {
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestHoldTracer$")
+	cmd.Env = append(os.Environ(), "TCPWATCH_TEST_HOLD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, _ := io.ReadAtLeast(out, buf, len("attached"))
+	if !strings.Contains(string(buf[:n]), "attached") {
+		cmd.Process.Kill()
+		t.Fatalf("child did not attach: %q", buf[:n])
+	}
+	if got := twPrograms(t); len(got) == 0 {
+		t.Fatal("no tw_ program visible while the child runs: the check cannot see them")
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(twPrograms(t)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := twPrograms(t); len(got) > 0 {
+		t.Fatalf("programs still loaded after SIGKILL: %v", got)
+	}
+}
+
+// TestHoldTracer is the child of TestNothingStaysAttachedAfterSIGKILL.
+func TestHoldTracer(t *testing.T) {
+	if os.Getenv("TCPWATCH_TEST_HOLD") != "1" {
+		t.Skip("helper process for TestNothingStaysAttachedAfterSIGKILL")
+	}
+	tr, err := tracer.New(tracer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	fmt.Println("attached")
+	time.Sleep(time.Minute)
+}
+
+// twPrograms lists loaded BPF programs named like tcpwatch's (as bpftool prog would).
+func twPrograms(t *testing.T) []string {
+	t.Helper()
+	var names []string
+	id := ebpf.ProgramID(0)
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			break
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil && strings.HasPrefix(info.Name, "tw_") {
+			names = append(names, fmt.Sprintf("%d:%s", id, info.Name))
+		}
+		p.Close()
+	}
+	return names
+}
+
+func TestCheckPrivilegesAsRoot(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	if err := tracer.CheckPrivileges(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProbeKernel(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ki, err := tracer.ProbeKernel("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ki.HZ == 0 || ki.KeepaliveTimer == 0 || ki.ResetReasons.Name(15) != "TCP_KEEPALIVE_TIMEOUT" {
+		t.Errorf("%+v", ki)
+	}
+	if _, err := tracer.ProbeKernel("/nonexistent/vmlinux"); err == nil {
+		t.Error("a missing --kernel-btf file was accepted")
+	}
+}
