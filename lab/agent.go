@@ -53,6 +53,8 @@ type agentOptions struct {
 	linger0      bool
 	closeAfter   time.Duration
 	hold         time.Duration
+	accept       int
+	reconnect    time.Duration
 }
 
 // AgentMain runs a lab application and returns its exit status.
@@ -73,6 +75,8 @@ func AgentMain(args []string) int {
 	fs.BoolVar(&o.linger0, "linger0", false, "SO_LINGER with a zero timeout (close sends RST)")
 	fs.DurationVar(&o.closeAfter, "close-after", 0, "close the connection after this long (0: never)")
 	fs.DurationVar(&o.hold, "hold", time.Hour, "exit after this long")
+	fs.IntVar(&o.accept, "accept", 1, "server: accept this many connections (the last one is the one it works with)")
+	fs.DurationVar(&o.reconnect, "reconnect-after", 0, "client: close at once, then connect again from the same local port after this long")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -122,13 +126,19 @@ func (a *agent) run() error {
 			return err
 		}
 		a.report("listening", nil, nil)
-		c, err := ln.Accept()
-		if err != nil {
-			return err
+		for i := 0; i < max(a.o.accept, 1); i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			a.report("accepted", nil, c)
+			if i < a.o.accept-1 {
+				go drain(c) // an earlier connection: read it to its end, then close
+				continue
+			}
+			conn = c.(*net.TCPConn)
 		}
 		ln.Close()
-		conn = c.(*net.TCPConn)
-		a.report("accepted", nil, conn)
 	case "client":
 		d := net.Dialer{Timeout: 0}
 		if a.o.localPort != 0 {
@@ -149,6 +159,19 @@ func (a *agent) run() error {
 		}
 		conn = c.(*net.TCPConn)
 		a.report("connected", nil, conn)
+		if a.o.reconnect > 0 {
+			// Closing first leaves this side's 4-tuple in TIME_WAIT.
+			conn.Close()
+			a.report("closed", nil, nil)
+			time.Sleep(a.o.reconnect)
+			c, err := d.Dial("tcp", a.o.addr)
+			if err != nil {
+				a.report("reconnect failed", err, nil)
+				return nil
+			}
+			conn = c.(*net.TCPConn)
+			a.report("reconnected", nil, conn)
+		}
 	default:
 		return fmt.Errorf("unknown role %q", a.o.role)
 	}
@@ -166,6 +189,11 @@ func (a *agent) run() error {
 	}
 	a.writer(conn, done)
 	return nil
+}
+
+func drain(c net.Conn) {
+	_, _ = io.Copy(io.Discard, c)
+	c.Close()
 }
 
 func (a *agent) configure(c *net.TCPConn) error {

@@ -87,6 +87,7 @@ type Record struct {
 	Host      string             `json:"host,omitempty"`
 	What      string             `json:"what,omitempty"`
 	Narrative *tracker.Narrative `json:"-"`
+	Notice    *tracker.Notice    `json:"-"`
 	Event     *tracer.Event      `json:"-"`
 	App       *AppEvent          `json:"-"`
 	Result    *Result            `json:"-"`
@@ -96,6 +97,7 @@ type Record struct {
 type Result struct {
 	Scenario string              `json:"scenario"`
 	Verdicts map[string][]string `json:"verdicts"`  // host -> verdicts in order
+	Notices  map[string][]string `json:"notices"`   // host -> notices (time_wait_reuse)
 	AppErrno map[string][]string `json:"app_errno"` // host -> errnos its application saw
 	Expected map[string][]string `json:"expected"`
 	// NetNS lists each host's namespace inodes (a reboot adds one).
@@ -127,6 +129,7 @@ type run struct {
 	mu         sync.Mutex
 	netnsHost  map[uint32]string
 	verdicts   map[string][]string
+	notices    map[string][]string
 	appErrno   map[string][]string
 	appWhat    map[string][]string
 	stdin      map[string]io.WriteCloser
@@ -190,7 +193,7 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 
 	r := &run{sc: sc, opt: opt, ctx: ctx, start: time.Now(), sink: sink,
 		hosts: map[string]*netlab.Host{}, apps: map[string]*exec.Cmd{},
-		netnsHost: map[uint32]string{}, verdicts: map[string][]string{}, appErrno: map[string][]string{},
+		netnsHost: map[uint32]string{}, verdicts: map[string][]string{}, notices: map[string][]string{}, appErrno: map[string][]string{},
 		appWhat: map[string][]string{}, stdin: map[string]io.WriteCloser{}, appPIDs: map[string][]int{},
 		changed: make(chan struct{}, 1), kernelDone: make(chan struct{})}
 
@@ -239,6 +242,7 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 	if r.opt.Record != nil {
 		for _, h := range []string{"A", "B"} {
 			fmt.Fprintf(r.opt.Record, "# verdicts %s %s\n", h, strings.Join(res.Verdicts[h], " "))
+			fmt.Fprintf(r.opt.Record, "# notices %s %s\n", h, strings.Join(res.Notices[h], " "))
 		}
 	}
 	r.emit(Record{Type: "lab_result", Result: res})
@@ -293,6 +297,12 @@ func (r *run) build() error {
 	} else {
 		r.step("kept the kernel's default timers (tcp_retries2=15: a 924.6s budget)")
 	}
+	for key, value := range sc.Sysctls {
+		if err := r.hosts["A"].Sysctl(key, value); err != nil {
+			return err
+		}
+		r.step("set %s=%s in A", key, value)
+	}
 	r.refreshNetns()
 	return nil
 }
@@ -332,7 +342,16 @@ func (r *run) refreshNetns() {
 // trace feeds the lab's kernel events to a tracker and records what it says.
 func (r *run) trace(t *tracer.Tracer) {
 	defer close(r.kernelDone)
-	tr := tracker.New(tracker.Config{ResetReasons: t.Kernel.ResetReasons}, func(n *tracker.Narrative) {
+	notices := func(n *tracker.Notice) {
+		r.mu.Lock()
+		host := r.netnsHost[n.NetNS]
+		r.notices[host] = append(r.notices[host], n.Kind)
+		r.mu.Unlock()
+		cp := *n
+		r.emit(Record{Type: "notice", Host: host, Notice: &cp})
+		r.notify()
+	}
+	tr := tracker.New(tracker.Config{ResetReasons: t.Kernel.ResetReasons, Notices: notices}, func(n *tracker.Narrative) {
 		r.mu.Lock()
 		host := r.netnsHost[n.NetNS]
 		r.verdicts[host] = append(r.verdicts[host], string(n.Verdict))
@@ -542,6 +561,13 @@ func (r *run) missing() []string {
 			out = append(out, host+":"+string(want[i]))
 		}
 	}
+	for host, kinds := range r.sc.ExpectNotice {
+		for _, k := range kinds {
+			if !slices.Contains(r.notices[host], k) {
+				out = append(out, host+":"+k)
+			}
+		}
+	}
 	sort.Strings(out)
 	return out
 }
@@ -550,7 +576,11 @@ func (r *run) result() *Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	res := &Result{Scenario: r.sc.Name, Verdicts: map[string][]string{}, AppErrno: map[string][]string{},
-		Expected: map[string][]string{}, NetNS: map[string][]uint32{}, PIDs: map[string][]int{}, Duration: r.since()}
+		Expected: map[string][]string{}, NetNS: map[string][]uint32{}, PIDs: map[string][]int{}, Duration: r.since(),
+		Notices: map[string][]string{}}
+	for h, n := range r.notices {
+		res.Notices[h] = append([]string(nil), n...)
+	}
 	for ino, h := range r.netnsHost {
 		res.NetNS[h] = append(res.NetNS[h], ino)
 	}

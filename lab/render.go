@@ -26,6 +26,8 @@ func Printer(w *output.Writer, reasons tracer.ResetReasons) Sink {
 			_ = w.Line(prefix + string(w.AppendNarrativeText(nil, rec.Narrative)))
 		case "event":
 			_ = w.Line(prefix + "event: keepalive probe answered (shown with --all)")
+		case "notice":
+			_ = w.Line(prefix + string(w.AppendNoticeText(nil, rec.Notice)) + " (shown with --all)")
 		case "app":
 			what := rec.App.What
 			if rec.App.Errno != "" {
@@ -47,6 +49,14 @@ func resultText(res *Result) string {
 	var parts []string
 	for _, h := range hosts {
 		parts = append(parts, fmt.Sprintf("%s: %s", h, strings.Join(res.Verdicts[h], ", ")))
+	}
+	var nh []string
+	for h := range res.Notices {
+		nh = append(nh, h)
+	}
+	sort.Strings(nh)
+	for _, h := range nh {
+		parts = append(parts, fmt.Sprintf("%s notices: %s", h, strings.Join(res.Notices[h], ", ")))
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "no narrative")
@@ -84,6 +94,12 @@ type jsonEvent struct {
 	output.EventRecord
 }
 
+type jsonNotice struct {
+	Host string `json:"host"`
+	TMs  int64  `json:"t_ms"`
+	output.NoticeRecord
+}
+
 type jsonResult struct {
 	Type       string `json:"type"`
 	TMs        int64  `json:"t_ms"`
@@ -97,6 +113,8 @@ func jsonRecord(rec Record, reasons tracer.ResetReasons) any {
 		return jsonNarrative{Host: rec.Host, TMs: rec.TMs, NarrativeRecord: output.NewNarrativeRecord(rec.Narrative)}
 	case "event":
 		return jsonEvent{Host: rec.Host, TMs: rec.TMs, EventRecord: output.NewEventRecord(rec.Event, reasons)}
+	case "notice":
+		return jsonNotice{Host: rec.Host, TMs: rec.TMs, NoticeRecord: output.NewNoticeRecord(rec.Notice)}
 	case "app":
 		return jsonApp{Type: "app", TMs: rec.TMs, Host: rec.Host, AppEvent: *rec.App}
 	case "lab_result":

@@ -24,7 +24,11 @@ type Scenario struct {
 	Forbid map[string][]tracker.Verdict
 	// AppErrno is, per host, the error its application must see.
 	AppErrno map[string]string
-	Act      func(r *run) error
+	// ExpectNotice lists, per host, notices that must be given.
+	ExpectNotice map[string][]string
+	// Sysctls are set in A before the applications start.
+	Sysctls map[string]string
+	Act     func(r *run) error
 }
 
 const port = 8080
@@ -282,6 +286,29 @@ var Scenarios = withIPv6([]*Scenario{
 				return err
 			}
 			if err := r.startApp("A", client(r)...); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "timewait-reuse", Row: 14,
+		Summary:      "A closes first (its side keeps the 4-tuple in TIME_WAIT), then connects again from the same port: tcp_tw_reuse lets the new connection take the 4-tuple over",
+		ExpectNotice: map[string][]string{"A": {"time_wait_reuse"}},
+		Forbid:       map[string][]tracker.Verdict{"A": finals},
+		Sysctls:      map[string]string{"net/ipv4/tcp_tw_reuse": "1"},
+		Act: func(r *run) error {
+			if err := r.startApp("B", server(r, "--accept=2")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("B", "listening"); err != nil {
+				return err
+			}
+			r.step("A connects from port 40000, closes first (TIME_WAIT on A), and connects again from port 40000 after 1.5s")
+			if err := r.startApp("A", client(r, "--local-port=40000", "--reconnect-after=1500ms")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("A", "reconnected"); err != nil {
 				return err
 			}
 			return r.waitExpected()

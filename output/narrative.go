@@ -150,3 +150,46 @@ func evidence(n *tracker.Narrative) string {
 	}
 	return " " + strings.Join(parts, " ")
 }
+
+// NoticeRecord is the JSON form of a notice: `type: "event"` with a `kind`
+// that no kernel event has (`time_wait_reuse`).
+type NoticeRecord struct {
+	Type string `json:"type"`
+	Time string `json:"time"`
+	Kind string `json:"kind"`
+	ConnFields
+	Summary     string `json:"summary"`
+	Explanation string `json:"explanation"`
+}
+
+// NewNoticeRecord builds the JSON form of n.
+func NewNoticeRecord(n *tracker.Notice) NoticeRecord {
+	return NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
+		ConnFields: connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.PID, n.Comm),
+		Summary:    n.Summary, Explanation: n.Explanation}
+}
+
+// Notice writes a notice (shown with --all).
+func (w *Writer) Notice(n *tracker.Notice) error {
+	if w.format == JSON {
+		return w.writeJSON(NewNoticeRecord(n))
+	}
+	w.line = w.AppendNoticeText(w.line[:0], n)
+	return w.writeLine()
+}
+
+// AppendNoticeText appends the text form of a notice.
+func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice) []byte {
+	b = n.Time.AppendFormat(b, "15:04:05.000 ")
+	b = fmt.Appendf(b, "%-20s %s -> %s", n.Kind, n.Local, n.Remote)
+	if n.PID != 0 {
+		b = fmt.Appendf(b, " pid=%d comm=%s", n.PID, Sanitize(n.Comm))
+	}
+	b = append(b, " | "...)
+	b = append(b, Sanitize(n.Summary)...)
+	if w.explain {
+		b = append(b, "\n    why: "...)
+		b = append(b, Sanitize(n.Explanation)...)
+	}
+	return b
+}

@@ -268,7 +268,15 @@ func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, 
 	var writeErr error
 	var tr *tracker.Tracker
 	if !o.events {
-		tr = tracker.New(tracker.Config{All: o.all, MaxConns: o.maxConns, ResetReasons: reasons}, func(n *tracker.Narrative) {
+		cfg := tracker.Config{All: o.all, MaxConns: o.maxConns, ResetReasons: reasons}
+		if o.all {
+			cfg.Notices = func(n *tracker.Notice) {
+				if writeErr == nil && filter.match(n.PID, n.Comm, n.Local.Addr(), n.Remote.Addr()) {
+					writeErr = w.Notice(n)
+				}
+			}
+		}
+		tr = tracker.New(cfg, func(n *tracker.Narrative) {
 			if writeErr == nil && filter.match(n.PID, n.Comm, n.Local.Addr(), n.Remote.Addr()) {
 				writeErr = w.Narrative(n)
 			}

@@ -192,8 +192,8 @@ func (x *explainer) explain() {
 
 	case PeerClosed:
 		if c.recvReset {
-			n.Summary = fmt.Sprintf("the peer closed the connection (FIN), then refused the data we sent after it with RST: its process is gone (%s)", errnoLabel(n.Errno))
-			n.Explanation = "ESTABLISHED -> CLOSE_WAIT: a FIN arrived. A process that exits or crashes gets the same FIN from its kernel, so on the wire a crash with an empty receive buffer looks exactly like close(). Data sent after it met a socket that no longer reads (RST, reason TCP_ABORT_ON_DATA on the peer): write() then fails with EPIPE, read() with ECONNRESET."
+			n.Summary = fmt.Sprintf("the peer closed the connection (FIN), then reset it: it no longer has this connection, most likely its process closed or died (%s)", errnoLabel(n.Errno))
+			n.Explanation = "ESTABLISHED -> CLOSE_WAIT: a FIN arrived. A process that exits or crashes gets the same FIN from its kernel, so on the wire a crash with an empty receive buffer looks exactly like close(). The RST that followed (typically the peer refusing data we sent after its FIN, reason TCP_ABORT_ON_DATA on its side) says its socket no longer reads: write() then fails with EPIPE, read() with ECONNRESET."
 		} else {
 			n.Summary = "the peer closed the connection (FIN)"
 			n.Explanation = "ESTABLISHED -> CLOSE_WAIT: a FIN arrived, read() returns 0. A peer process that exited or crashed with an empty receive buffer sends exactly the same FIN."

@@ -87,3 +87,18 @@ type Narrative struct {
 func (v Verdict) Episode() bool {
 	return v == Stalled || v == Recovered || v == KeepaliveProbing
 }
+
+// Notice is something worth showing with --all that is not a verdict about
+// a failure: today, a TIME_WAIT 4-tuple taken over by a new connection.
+type Notice struct {
+	Time        time.Time
+	Kind        string // "time_wait_reuse"
+	Cookie      uint64
+	Local       netip.AddrPort
+	Remote      netip.AddrPort
+	NetNS       uint32
+	PID         uint32
+	Comm        string
+	Summary     string
+	Explanation string
+}

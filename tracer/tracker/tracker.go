@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"fmt"
 	"hash/fnv"
 	"net/netip"
 	"time"
@@ -21,6 +22,9 @@ type Config struct {
 	Grace time.Duration
 	// ResetReasons names the kernel's reset reasons.
 	ResetReasons tracer.ResetReasons
+	// Notices, when set, receives notices (TIME_WAIT reuse); the tracker
+	// then remembers recently closed 4-tuples to recognise them.
+	Notices func(*Notice)
 }
 
 // Tracker holds per-connection state and emits narratives. It is not safe
@@ -33,7 +37,18 @@ type Tracker struct {
 	closing   []*conn
 	evictions uint64
 	counts    map[Verdict]int
+	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
 }
+
+type tupleKey struct {
+	netns         uint32
+	local, remote netip.AddrPort
+}
+
+const (
+	timeWaitLen     = 60 * time.Second // TCP_TIMEWAIT_LEN
+	maxTimeWaitKept = 1 << 16
+)
 
 // New returns a tracker that calls emit for every narrative. emit must not
 // keep the *Narrative beyond the call.
@@ -47,7 +62,8 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 	if cfg.ResetReasons == nil {
 		cfg.ResetReasons = tracer.ResetReasons{}
 	}
-	t := &Tracker{cfg: cfg, emit: emit, conns: make(map[uint64]*conn), counts: make(map[Verdict]int)}
+	t := &Tracker{cfg: cfg, emit: emit, conns: make(map[uint64]*conn), counts: make(map[Verdict]int),
+		timeWait: make(map[tupleKey]time.Duration)}
 	t.lru.prev, t.lru.next = &t.lru, &t.lru
 	return t
 }
@@ -277,6 +293,9 @@ func (t *Tracker) onState(c *conn, ev *tracer.Event) {
 	if ev.State == tracer.StateListen || (ev.OldState == tracer.StateListen && ev.State == tracer.StateClose) {
 		c.listener = true
 	}
+	if t.cfg.Notices != nil {
+		t.watchTimeWait(c, ev)
+	}
 	switch {
 	case ev.State == tracer.StateCloseWait:
 		c.sawPeerFIN = true
@@ -315,6 +334,41 @@ func (t *Tracker) onRetransmit(c *conn, ev *tracer.Event) {
 		c.rtos = append(c.rtos, ev.RTO)
 	}
 	t.narrate(c, Stalled, false, ev.Mono)
+}
+
+// watchTimeWait remembers the 4-tuples the active closer leaves in TIME_WAIT
+// (the full socket goes FIN_WAIT2/CLOSING -> CLOSE and a timewait socket
+// takes its place), and tells when a new connection takes one over.
+func (t *Tracker) watchTimeWait(c *conn, ev *tracer.Event) {
+	key := tupleKey{c.netns, c.local, c.remote}
+	switch {
+	case ev.State == tracer.StateClose && (ev.OldState == tracer.StateFinWait2 || ev.OldState == tracer.StateClosing):
+		if len(t.timeWait) >= maxTimeWaitKept {
+			for k, at := range t.timeWait {
+				if ev.Mono-at > timeWaitLen {
+					delete(t.timeWait, k)
+				}
+			}
+		}
+		if len(t.timeWait) < maxTimeWaitKept {
+			t.timeWait[key] = ev.Mono
+		}
+	case ev.OldState == tracer.StateSynSent && ev.State == tracer.StateEstablished:
+		at, ok := t.timeWait[key]
+		if !ok {
+			return
+		}
+		delete(t.timeWait, key)
+		if age := ev.Mono - at; age < timeWaitLen {
+			t.cfg.Notices(&Notice{
+				Time: ev.Time, Kind: "time_wait_reuse", Cookie: c.cookie, Local: c.local, Remote: c.remote,
+				NetNS: c.netns, PID: c.pid, Comm: c.comm,
+				Summary: fmt.Sprintf("a new connection took over a 4-tuple still in TIME_WAIT (closed %s ago)", secs(age)),
+				Explanation: fmt.Sprintf("The earlier connection on %s -> %s closed actively %s ago; its TIME_WAIT (60 s, TCP_TIMEWAIT_LEN) guards against old duplicates. connect() reused it anyway, which tcp_tw_reuse allows for outgoing connections once the TIME_WAIT is over a second old, with TCP timestamps to tell old segments from new (PAWS).",
+					c.local, c.remote, secs(age)),
+			})
+		}
+	}
 }
 
 // onSnapshot picks up a connection that was already in trouble when

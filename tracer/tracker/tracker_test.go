@@ -21,6 +21,7 @@ type recording struct {
 	events   []tracer.Event
 	hostOf   map[uint32]string
 	verdicts map[string][]string
+	notices  map[string][]string
 }
 
 func loadRecording(t *testing.T, name string) recording {
@@ -29,7 +30,7 @@ func loadRecording(t *testing.T, name string) recording {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := recording{hostOf: map[uint32]string{}, verdicts: map[string][]string{}}
+	rec := recording{hostOf: map[uint32]string{}, verdicts: map[string][]string{}, notices: map[string][]string{}}
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -39,6 +40,8 @@ func loadRecording(t *testing.T, name string) recording {
 			rec.hostOf[uint32(ino)] = f[2]
 		case len(f) >= 3 && f[0] == "#" && f[1] == "verdicts":
 			rec.verdicts[f[2]] = f[3:]
+		case len(f) >= 3 && f[0] == "#" && f[1] == "notices":
+			rec.notices[f[2]] = f[3:]
 		}
 	}
 	rec.events, err = tracer.ReadRecording(bytes.NewReader(raw), time.Unix(1_800_000_000, 0))
@@ -49,12 +52,16 @@ func loadRecording(t *testing.T, name string) recording {
 }
 
 // replay feeds a recording to a fresh tracker, as the lab did live, and
-// returns the narratives per host.
+// returns the narratives per host (and the notices, under "notice:HOST").
 func replay(t *testing.T, rec recording, cfg Config) map[string][]Narrative {
 	t.Helper()
 	got := map[string][]Narrative{}
 	if cfg.ResetReasons == nil {
 		cfg.ResetReasons = testReasons
+	}
+	cfg.Notices = func(n *Notice) {
+		key := "notice:" + rec.hostOf[n.NetNS]
+		got[key] = append(got[key], Narrative{Verdict: Verdict(n.Kind), Summary: n.Summary, Local: n.Local})
 	}
 	tr := New(cfg, func(n *Narrative) {
 		got[rec.hostOf[n.NetNS]] = append(got[rec.hostOf[n.NetNS]], *n)
@@ -186,6 +193,12 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("errno %s remote %v", tracer.ErrnoName(n.Errno), n.Remote)
 			}
 		},
+		"timewait-reuse": func(t *testing.T, got map[string][]Narrative) {
+			n := got["notice:A"]
+			if len(n) != 1 || n[0].Local.Port() != 40000 || len(got["A"])+len(got["B"]) != 0 {
+				t.Errorf("notices %v, narratives %v %v", n, verdictsOf(got["A"]), verdictsOf(got["B"]))
+			}
+		},
 		"connect-timeout": func(t *testing.T, got map[string][]Narrative) {
 			n := last(t, got["A"], ConnectTimeout)
 			// tcp_syn_retries=1 is a time budget (tcp_model_timeout: 3 s from
@@ -208,6 +221,9 @@ func TestRecordedScenarios(t *testing.T) {
 			for _, host := range []string{"A", "B"} {
 				if want := rec.verdicts[host]; !slices.Equal(verdictsOf(got[host]), want) {
 					t.Errorf("%s: replayed %v, live run gave %v", host, verdictsOf(got[host]), want)
+				}
+				if want := rec.notices[host]; len(want) > 0 && !slices.Equal(verdictsOf(got["notice:"+host]), want) {
+					t.Errorf("%s: replayed notices %v, live run gave %v", host, verdictsOf(got["notice:"+host]), want)
 				}
 			}
 			if check, ok := checks[strings.TrimSuffix(name, "-v6")]; ok {

@@ -1,0 +1,57 @@
+package tracer
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tcpwatch/tcpwatch/internal/testenv"
+)
+
+// A hook whose tracepoint the kernel lacks is dropped before load, with a
+// reason and what it costs; a required one is an error.
+func TestChooseProgramsDropsMissingHooks(t *testing.T) {
+	testenv.RequirePrivileged(t) // reads the running kernel's BTF
+	ki, err := ProbeKernel("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := loadTcpwatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &Tracer{Kernel: ki, Hooks: hooks()}
+	for _, h := range tr.Hooks {
+		if h.Name == "tcp_cong_state_set" {
+			h.Tracepoints = []string{"tcp:tcp_no_such_tracepoint"}
+		}
+	}
+	if err := tr.choosePrograms(spec); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range tr.Hooks {
+		switch h.Name {
+		case "tcp_cong_state_set":
+			if h.Program != "" || !strings.Contains(h.Reason, "tcp_no_such_tracepoint") || !strings.Contains(h.Loses, "recovered") {
+				t.Errorf("missing hook: program %q reason %q loses %q", h.Program, h.Reason, h.Loses)
+			}
+			if _, ok := spec.Programs["tw_cong_state"]; ok {
+				t.Error("the program of a missing hook is still in the spec")
+			}
+		case "tcp_retransmit_skb":
+			// 6.17+ passes err: the variant that reads it is chosen, the other removed.
+			if h.Program != "tw_retransmit_err" {
+				t.Errorf("retransmit variant %q", h.Program)
+			}
+			if _, ok := spec.Programs["tw_retransmit"]; ok {
+				t.Error("the unused retransmit variant is still in the spec")
+			}
+		}
+	}
+
+	spec, _ = loadTcpwatch()
+	tr = &Tracer{Kernel: ki, Hooks: hooks()}
+	tr.Hooks[0].Tracepoints = []string{"sock:no_such_state_tracepoint"}
+	if err := tr.choosePrograms(spec); err == nil || !strings.Contains(err.Error(), "no_such_state_tracepoint") {
+		t.Errorf("a missing required hook gave %v", err)
+	}
+}
