@@ -9,9 +9,13 @@
  * available everywhere tcpwatch must run, tracepoints are.
  *
  * Per-socket state lives here, not in user space: who owns the socket, and
- * whether anything about it is worth a narrative. A connection that is born
- * and dies normally costs one map entry and no ring-buffer record unless the
- * user asked for everything (emit_all).
+ * whether anything about it is worth a narrative. It is socket-local
+ * storage, found from the socket without hashing and freed by the kernel
+ * with the socket. A connection that is born and dies normally costs a few
+ * loads per tracepoint and no ring-buffer record, unless the user asked for
+ * everything (emit_all). The hot paths read the (trusted) socket directly;
+ * BPF_CORE_READ's probe reads are for building records and for the timer
+ * path, whose socket pointer is derived from the timer.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -64,13 +68,11 @@ enum tw_sock_flag {
 };
 
 /*
- * What tcpwatch remembers per socket, keyed by socket cookie.
- * Written: created by any hook that sees a TCP socket first (set_state,
- * send/recv); owner updated from task context only (connect, close,
- * send/recv). Deleted: tcp_destroy_sock. LRU so a missed destroy (a socket
- * that died while tcpwatch was not running) can never fill the table.
- * A cookie, not the sk pointer, so the keepalive timer hook (which only has
- * an untrusted pointer derived from the timer) can find the entry too.
+ * What tcpwatch remembers per socket. Created when a task first acts on
+ * the socket (connect, send, receive, close) or when it becomes notable;
+ * seeded from user space for sockets that existed before tcpwatch; freed by
+ * the kernel with the socket. Owners are written from task context only:
+ * timer and softirq events run in whatever task is on the CPU.
  */
 struct sock_info {
 	__u64 first_seen_ns;
@@ -78,17 +80,29 @@ struct sock_info {
 	__u32 exit_code;
 	__u8 comm[TW_COMM_LEN];
 	__u8 flags;
-	__u8 last_probes_out; /* probes_out after the keepalive timer last ran */
-	__u16 sport;          /* local port once bound: CLOSE and SYN_SENT records lack it */
-	__u8 _pad[4];
+	__u8 _pad[7];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1 << 17); /* resized by the loader (--max-sockets) */
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct sock_info);
-} socks SEC(".maps");
+} sock_infos SEC(".maps");
+
+/*
+ * icsk_probes_out after the keepalive timer last ran, keyed by socket
+ * cookie: "the peer answered our probes" shows as a drop to 0 at the next
+ * run. Written and deleted by the timer path only, for sockets whose
+ * probes went out; LRU, so a socket that died mid-probing cannot pin an
+ * entry.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, __u64);
+	__type(value, __u8);
+} ka_probes SEC(".maps");
 
 /*
  * The keepalive timer's entry/exit window on this CPU. Timer callbacks do
@@ -100,8 +114,10 @@ struct ka_window {
 	__u64 timer;   /* the timer_list being run; 0 when no window is open */
 	__u64 sk;      /* the socket it belongs to */
 	__u8 killed;   /* the socket went to CLOSE inside the window */
-	__u8 _pad[7];
-	struct event entry; /* figures at entry: used for a kill, when sk may be gone */
+	__u8 have_info;
+	__u8 _pad[6];
+	struct sock_info info; /* the socket's owner, read at entry */
+	struct event entry;    /* figures at entry: used for a kill, when sk may be gone */
 };
 
 struct {
@@ -123,26 +139,31 @@ static __always_inline __u32 jiffies_to_ms(__u64 j)
 	return (__u32)(j * 1000 / (hz ? hz : 250));
 }
 
+/* sk is a trusted tracepoint argument: a direct (CO-RE relocated) load. */
 static __always_inline int is_tcp(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+	return sk->sk_protocol == IPPROTO_TCP;
 }
 
-static __always_inline struct sock_info *sock_info_lookup(__u64 cookie)
+static __always_inline struct sock_info *sock_info_lookup(const struct sock *sk)
 {
-	if (!cookie)
-		return NULL;
-	return bpf_map_lookup_elem(&socks, &cookie);
+	return bpf_sk_storage_get(&sock_infos, (void *)sk, 0, 0);
 }
 
-static __always_inline struct sock_info *sock_info_get(__u64 cookie)
+static __always_inline struct sock_info *sock_info_create(const struct sock *sk)
 {
-	struct sock_info *info = sock_info_lookup(cookie);
-	if (info || !cookie)
-		return info;
-	struct sock_info fresh = { .first_seen_ns = bpf_ktime_get_ns() };
-	bpf_map_update_elem(&socks, &cookie, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&socks, &cookie);
+	struct sock_info *info = bpf_sk_storage_get(&sock_infos, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (info && !info->first_seen_ns)
+		info->first_seen_ns = bpf_ktime_get_ns();
+	return info;
+}
+
+/* Without --all, storage is made only for sockets tasks act on or that matter. */
+static __always_inline struct sock_info *sock_info_for_event(const struct sock *sk, int notable)
+{
+	if (emit_all || notable)
+		return sock_info_create(sk);
+	return sock_info_lookup(sk);
 }
 
 /* Only from task context: the current task really acts on the socket. */
@@ -151,16 +172,19 @@ static __always_inline void set_owner(struct sock_info *info)
 	if (!info)
 		return;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (tgid == 0)
-		return;
-	if (info->pid != tgid) {
+	if (tgid && info->pid != tgid) {
 		info->pid = tgid;
 		bpf_get_current_comm(&info->comm, sizeof(info->comm));
 	}
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	if (BPF_CORE_READ(task, flags) & PF_EXITING) {
+}
+
+/* On the close paths: is the owner closing because it is exiting? */
+static __always_inline void note_exit(struct sock_info *info)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (info && (task->flags & PF_EXITING)) {
 		info->flags |= TW_SK_EXITING;
-		info->exit_code = BPF_CORE_READ(task, exit_code);
+		info->exit_code = task->exit_code;
 	}
 }
 
@@ -183,6 +207,9 @@ static __always_inline void fill_tuple(struct event *e, const struct sock *sk)
 {
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* inet_put_port() zeroes inet_num before the CLOSE tracepoint; inet_sport stays. */
+	if (!e->sport)
+		e->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
@@ -242,16 +269,11 @@ static __always_inline void fill_figures(struct event *e, const struct sock *sk)
 		e->ack_age_ms = jiffies_to_ms((__u32)bpf_jiffies64() - rcv_tstamp);
 }
 
-static __always_inline void fill_owner(struct event *e, struct sock_info *info)
+static __always_inline void fill_owner(struct event *e, const struct sock_info *info)
 {
 	if (!info)
 		return;
 	e->first_seen_ns = info->first_seen_ns;
-	/* The port is released before the CLOSE tracepoint fires. */
-	if (e->sport)
-		info->sport = e->sport;
-	else
-		e->sport = info->sport;
 	e->pid = info->pid;
 	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
 	if (info->flags & TW_SK_EXITING) {
@@ -293,14 +315,13 @@ static __always_inline void submit(struct event *e)
 }
 
 /* The common case: one full TCP socket, one event. */
-static __always_inline struct event *emit_sk(const struct sock *sk, __u64 cookie,
-					     struct sock_info *info, __u8 kind)
+static __always_inline struct event *emit_sk(const struct sock *sk, const struct sock_info *info, __u8 kind)
 {
 	struct event *e = reserve();
 	if (!e)
 		return NULL;
 	e->kind = kind;
-	e->cookie = cookie;
+	e->cookie = bpf_get_socket_cookie((void *)sk);
 	fill_tuple(e, sk);
 	fill_figures(e, sk);
 	fill_owner(e, info);
@@ -322,39 +343,44 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 {
 	if (!is_tcp(sk))
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	struct sock_info *info = sock_info_get(cookie);
 	int notable = 0;
+	struct sock_info *info;
 
 	/* Transitions that only happen in the owner's own syscalls (or exit). */
 	if (newstate == TCP_SYN_SENT ||
 	    (oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) ||
 	    (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK)) {
+		info = sock_info_create(sk);
 		set_owner(info);
+		if (newstate != TCP_SYN_SENT)
+			note_exit(info);
 		if (info && (info->flags & TW_SK_EXITING))
 			notable = 1;
+	} else if (newstate == TCP_CLOSE) {
+		/* A connection that dies with an error is always worth a story. */
+		notable = sk->sk_err != 0;
+		info = sock_info_for_event(sk, notable);
+	} else if (emit_all) {
+		info = sock_info_create(sk);
+	} else {
+		/*
+		 * The steps in between (handshake, FIN received, FIN_WAIT2) are
+		 * not sent without --all, even for a notable socket: its
+		 * records carry their state, and this keeps the common
+		 * transitions down to a few loads.
+		 */
+		return 0;
 	}
-
-	/* Remember the port while it is bound: the CLOSE record comes after its release. */
-	if (info) {
-		__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-		if (sport)
-			info->sport = sport;
-	}
-
 	struct ka_window *w = NULL;
 	if (newstate == TCP_CLOSE) {
 		w = ka_window_for(sk);
 		if (w)
 			w->killed = 1;
-		/* A connection that dies with an error is always worth a story. */
-		if (BPF_CORE_READ(sk, sk_err))
-			notable = 1;
 	}
 
 	if (!wanted(info, notable))
 		return 0;
-	struct event *e = emit_sk(sk, cookie, info, TW_EV_STATE);
+	struct event *e = emit_sk(sk, info, TW_EV_STATE);
 	if (!e)
 		return 0;
 	e->state = newstate;
@@ -369,10 +395,8 @@ static __always_inline int handle_retransmit(const struct sock *sk, int err)
 {
 	if (!sk)
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	struct sock_info *info = sock_info_get(cookie);
 	const struct inet_connection_sock *icsk = (const void *)sk;
-	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	__u8 state = sk->__sk_common.skc_state;
 	__u8 ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
 
 	/*
@@ -383,9 +407,10 @@ static __always_inline int handle_retransmit(const struct sock *sk, int err)
 	int rto = ca_state == TCP_CA_Loss || state == TCP_SYN_SENT || state == TCP_SYN_RECV;
 	if (!emit_all && !rto)
 		return 0;
+	struct sock_info *info = sock_info_for_event(sk, rto);
 	if (!wanted(info, rto))
 		return 0;
-	struct event *e = emit_sk(sk, cookie, info, TW_EV_RETRANSMIT);
+	struct event *e = emit_sk(sk, info, TW_EV_RETRANSMIT);
 	if (!e)
 		return 0;
 	e->detail = err;
@@ -462,7 +487,7 @@ static __always_inline int handle_send_reset(const struct sock *sk, const struct
 	 * Replies to a received segment carry an skb; on 6.10+ sk may be NULL
 	 * or a request/timewait socket. Only a full socket has our figures.
 	 */
-	__u8 state = sk ? BPF_CORE_READ(sk, __sk_common.skc_state) : 0;
+	__u8 state = sk ? sk->__sk_common.skc_state : 0;
 	int full = sk && state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
 	if (!full) {
 		if (emit_all && skb)
@@ -471,14 +496,15 @@ static __always_inline int handle_send_reset(const struct sock *sk, const struct
 	}
 	if (!is_tcp(sk))
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	struct sock_info *info = sock_info_get(cookie);
+	struct sock_info *info = sock_info_create(sk);
 	/* close()/disconnect with unread data or SO_LINGER 0: the owner is acting. */
-	if (!skb && reason_is_owner_close(reason))
+	if (!skb && reason_is_owner_close(reason)) {
 		set_owner(info);
+		note_exit(info);
+	}
 	if (!wanted(info, 1))
 		return 0;
-	struct event *e = emit_sk(sk, cookie, info, TW_EV_SEND_RESET);
+	struct event *e = emit_sk(sk, info, TW_EV_SEND_RESET);
 	if (!e)
 		return 0;
 	e->detail = reason;
@@ -509,11 +535,10 @@ int BPF_PROG(tw_receive_reset, struct sock *sk)
 {
 	if (!sk)
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct sock_info *info = sock_info_get(cookie);
+	struct sock_info *info = sock_info_create(sk);
 	if (!wanted(info, 1))
 		return 0;
-	struct event *e = emit_sk(sk, cookie, info, TW_EV_RECV_RESET);
+	struct event *e = emit_sk(sk, info, TW_EV_RECV_RESET);
 	if (e)
 		submit(e);
 	return 0;
@@ -524,15 +549,14 @@ int BPF_PROG(tw_error_report, const struct sock *sk)
 {
 	if (!is_tcp(sk))
 		return 0;
-	int err = BPF_CORE_READ(sk, sk_err);
+	int err = sk->sk_err;
 	/* error == 0 is ICMP error-queue noise, not an error the application sees. */
 	if (!err)
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	struct sock_info *info = sock_info_get(cookie);
+	struct sock_info *info = sock_info_create(sk);
 	if (!wanted(info, 1))
 		return 0;
-	struct event *e = emit_sk(sk, cookie, info, TW_EV_ERROR);
+	struct event *e = emit_sk(sk, info, TW_EV_ERROR);
 	if (!e)
 		return 0;
 	e->detail = err;
@@ -551,11 +575,10 @@ int BPF_PROG(tw_cong_state, struct sock *sk, const __u8 ca_state)
 	/* By default only the end of an RTO episode matters: Loss -> anything. */
 	if (!emit_all && old != TCP_CA_Loss)
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct sock_info *info = emit_all ? sock_info_get(cookie) : sock_info_lookup(cookie);
+	struct sock_info *info = sock_info_for_event(sk, 0);
 	if (!wanted(info, 0))
 		return 0;
-	struct event *e = emit_sk(sk, cookie, info, TW_EV_CONG_STATE);
+	struct event *e = emit_sk(sk, info, TW_EV_CONG_STATE);
 	if (!e)
 		return 0;
 	e->old_state = old;
@@ -567,15 +590,13 @@ int BPF_PROG(tw_cong_state, struct sock *sk, const __u8 ca_state)
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tw_destroy_sock, struct sock *sk)
 {
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct sock_info *info = sock_info_lookup(cookie);
-	if (wanted(info, 0)) {
-		struct event *e = emit_sk(sk, cookie, info, TW_EV_DESTROY);
-		if (e)
-			submit(e);
-	}
-	if (cookie)
-		bpf_map_delete_elem(&socks, &cookie);
+	/* The storage goes with the socket; only a notable one is told. */
+	struct sock_info *info = sock_info_lookup(sk);
+	if (!wanted(info, 0))
+		return 0;
+	struct event *e = emit_sk(sk, info, TW_EV_DESTROY);
+	if (e)
+		submit(e);
 	return 0;
 }
 
@@ -584,15 +605,16 @@ static __always_inline void handle_app_io(struct sock *sk, int ret, __u8 send_fl
 {
 	if (!sk || !is_tcp(sk))
 		return;
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct sock_info *info = sock_info_get(cookie);
+	struct sock_info *info = sock_info_lookup(sk);
+	if (!info || !info->pid)
+		info = sock_info_create(sk);
 	set_owner(info);
 	if (ret >= 0 || ret == -EAGAIN)
 		return;
 	/* The error the application really saw: evidence for a notable socket. */
 	if (!wanted(info, 0))
 		return;
-	struct event *e = emit_sk(sk, cookie, info, TW_EV_APP_ERROR);
+	struct event *e = emit_sk(sk, info, TW_EV_APP_ERROR);
 	if (!e)
 		return;
 	e->detail = ret;
@@ -631,10 +653,43 @@ static __always_inline const struct sock *keepalive_sock(const struct timer_list
 	return (const void *)timer - bpf_core_field_offset(struct sock, sk_timer);
 }
 
+/*
+ * The socket pointer derived from the timer is not one helpers accept, so
+ * sk_storage cannot be asked for it. Read our storage the way the helper
+ * finds it: the socket's local-storage cache, at our map's slot.
+ */
+static __always_inline int read_sock_info(const struct sock *sk, struct sock_info *out)
+{
+	struct bpf_local_storage_map *smap = (void *)&sock_infos;
+	__u16 idx = smap->cache_idx;
+	__u32 id = smap->map.id;
+	struct bpf_local_storage *st = BPF_CORE_READ(sk, sk_bpf_storage);
+	if (!st || idx >= 16)
+		return 0;
+	struct bpf_local_storage_data *sdata = NULL;
+	bpf_probe_read_kernel(&sdata, sizeof(sdata), &st->cache[idx]);
+	if (sdata && BPF_CORE_READ(sdata, smap, map.id) == id)
+		return bpf_probe_read_kernel(out, sizeof(*out), sdata->data) == 0;
+
+	/* Not cached (storage seeded from user space is not): walk the socket's list. */
+	struct hlist_node *node = BPF_CORE_READ(st, list.first);
+	__u32 snode_off = bpf_core_field_offset(struct bpf_local_storage_elem, snode);
+	__u32 sdata_off = bpf_core_field_offset(struct bpf_local_storage_elem, sdata);
+	for (int i = 0; i < 4; i++) {
+		if (!node)
+			break;
+		struct bpf_local_storage_data *d = (void *)node - snode_off + sdata_off;
+		if (BPF_CORE_READ(d, smap, map.id) == id)
+			return bpf_probe_read_kernel(out, sizeof(*out), d->data) == 0;
+		node = BPF_CORE_READ(node, next);
+	}
+	return 0;
+}
+
 SEC("tp_btf/timer_expire_entry")
 int BPF_PROG(tw_timer_entry, struct timer_list *timer, unsigned long baseclk)
 {
-	if (!keepalive_timer_fn || (__u64)BPF_CORE_READ(timer, function) != keepalive_timer_fn)
+	if (!keepalive_timer_fn || (__u64)timer->function != keepalive_timer_fn)
 		return 0;
 	__u32 zero = 0;
 	struct ka_window *w = bpf_map_lookup_elem(&ka_windows, &zero);
@@ -656,6 +711,7 @@ int BPF_PROG(tw_timer_entry, struct timer_list *timer, unsigned long baseclk)
 	w->entry.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	fill_tuple(&w->entry, sk);
 	fill_figures(&w->entry, sk);
+	w->have_info = read_sock_info(sk, &w->info);
 	return 0;
 }
 
@@ -668,10 +724,12 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 		return 0;
 	w->timer = 0;
 
-	struct sock_info *info = sock_info_lookup(w->entry.cookie);
+	__u64 cookie = w->entry.cookie;
 	__u8 probes_before = w->entry.probes_out;
 	__u8 flags = TW_F_IN_KA_TIMER;
 	__u8 probes_now = probes_before;
+	__u8 *last = cookie ? bpf_map_lookup_elem(&ka_probes, &cookie) : NULL;
+	__u8 last_probes = last ? *last : 0;
 
 	if (w->killed) {
 		/* The timer may have dropped the last reference: do not touch sk. */
@@ -682,20 +740,26 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 		if (probes_now > probes_before)
 			flags |= TW_F_KA_PROBE;
 		/* ACKs reset probes_out; the peer answered since we last looked. */
-		if (info && info->last_probes_out && probes_before == 0)
+		if (last_probes && probes_before == 0)
 			flags |= TW_F_KA_ANSWERED;
 	}
-	if (info)
-		info->last_probes_out = probes_now;
+	if (cookie) {
+		if (probes_now && !(flags & TW_F_KA_KILLED))
+			bpf_map_update_elem(&ka_probes, &cookie, &probes_now, BPF_ANY);
+		else if (last)
+			bpf_map_delete_elem(&ka_probes, &cookie);
+	}
 
 	if (!(flags & (TW_F_KA_KILLED | TW_F_KA_PROBE | TW_F_KA_ANSWERED)))
 		return 0;
 	/*
 	 * A healthy peer answers the first probe at once; only a second probe
-	 * (the first went unanswered for a whole interval) or a kill is news.
+	 * (the first went unanswered for a whole interval), a kill, or the
+	 * answer that ends such probing is news.
 	 */
-	int notable = (flags & TW_F_KA_KILLED) || ((flags & TW_F_KA_PROBE) && probes_now >= 2);
-	if (!wanted(info, notable))
+	int notable = (flags & TW_F_KA_KILLED) || ((flags & TW_F_KA_PROBE) && probes_now >= 2) ||
+		      ((flags & TW_F_KA_ANSWERED) && last_probes >= 2);
+	if (!emit_all && !notable && !(w->have_info && (w->info.flags & TW_SK_NOTABLE)))
 		return 0;
 	struct event *e = reserve();
 	if (!e)
@@ -705,7 +769,8 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 	e->ts_ns = ts;
 	e->probes_out = probes_now;
 	e->flags |= flags;
-	fill_owner(e, info);
+	if (w->have_info)
+		fill_owner(e, &w->info);
 	submit(e);
 	return 0;
 }

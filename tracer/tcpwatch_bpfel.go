@@ -57,24 +57,24 @@ type tcpwatchEvent struct {
 }
 
 type tcpwatchKaWindow struct {
-	_      structs.HostLayout
-	Timer  uint64
-	Sk     uint64
-	Killed uint8
-	Pad    [7]uint8
-	Entry  tcpwatchEvent
+	_        structs.HostLayout
+	Timer    uint64
+	Sk       uint64
+	Killed   uint8
+	HaveInfo uint8
+	Pad      [6]uint8
+	Info     tcpwatchSockInfo
+	Entry    tcpwatchEvent
 }
 
 type tcpwatchSockInfo struct {
-	_             structs.HostLayout
-	FirstSeenNs   uint64
-	Pid           uint32
-	ExitCode      uint32
-	Comm          [16]uint8
-	Flags         uint8
-	LastProbesOut uint8
-	Sport         uint16
-	Pad           [4]uint8
+	_           structs.HostLayout
+	FirstSeenNs uint64
+	Pid         uint32
+	ExitCode    uint32
+	Comm        [16]uint8
+	Flags       uint8
+	Pad         [7]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -83,8 +83,9 @@ type tcpwatchSockInfo struct {
 const (
 	tcpwatchMapCounters           = "counters"
 	tcpwatchMapEvents             = "events"
+	tcpwatchMapKaProbes           = "ka_probes"
 	tcpwatchMapKaWindows          = "ka_windows"
-	tcpwatchMapSocks              = "socks"
+	tcpwatchMapSockInfos          = "sock_infos"
 	tcpwatchProgTwCongState       = "tw_cong_state"
 	tcpwatchProgTwDestroySock     = "tw_destroy_sock"
 	tcpwatchProgTwErrorReport     = "tw_error_report"
@@ -170,8 +171,9 @@ type tcpwatchProgramSpecs struct {
 type tcpwatchMapSpecs struct {
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
+	KaProbes  *ebpf.MapSpec `ebpf:"ka_probes"`
 	KaWindows *ebpf.MapSpec `ebpf:"ka_windows"`
-	Socks     *ebpf.MapSpec `ebpf:"socks"`
+	SockInfos *ebpf.MapSpec `ebpf:"sock_infos"`
 }
 
 // tcpwatchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -209,16 +211,18 @@ func (o *tcpwatchObjects) Close() error {
 type tcpwatchMaps struct {
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Events    *ebpf.Map `ebpf:"events"`
+	KaProbes  *ebpf.Map `ebpf:"ka_probes"`
 	KaWindows *ebpf.Map `ebpf:"ka_windows"`
-	Socks     *ebpf.Map `ebpf:"socks"`
+	SockInfos *ebpf.Map `ebpf:"sock_infos"`
 }
 
 func (m *tcpwatchMaps) Close() error {
 	return _TcpwatchClose(
 		m.Counters,
 		m.Events,
+		m.KaProbes,
 		m.KaWindows,
-		m.Socks,
+		m.SockInfos,
 	)
 }
 

@@ -21,8 +21,6 @@ type Config struct {
 	// RingSize is the ring buffer's size in bytes (a power of two, a
 	// multiple of the page size); 0 means 4 MiB.
 	RingSize int
-	// MaxSockets bounds the kernel's per-socket table; 0 means 131072.
-	MaxSockets int
 	// Kernel-side filters; zero values match everything.
 	FilterNetNS uint32
 	FilterPort  uint16
@@ -236,9 +234,6 @@ func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
 		return fmt.Errorf("ring buffer size %d is not a power of two of at least a page", ring)
 	}
 	spec.Maps["events"].MaxEntries = uint32(ring)
-	if cfg.MaxSockets > 0 {
-		spec.Maps["socks"].MaxEntries = uint32(cfg.MaxSockets)
-	}
 	for _, err := range []error{
 		set("emit_all", all),
 		set("hz", ki.HZ),
@@ -312,15 +307,27 @@ func (t *Tracer) SetDeadline(deadline time.Time) { t.reader.SetDeadline(deadline
 
 // SeedOwner tells the kernel half who owns a socket that existed before
 // tcpwatch started, so its events carry the owner; notable marks a socket
-// already in trouble, whose every event should be sent. An entry the
-// kernel made meanwhile is kept.
-func (t *Tracer) SeedOwner(cookie uint64, pid uint32, comm string, notable bool) error {
-	info := tcpwatchSockInfo{Pid: pid}
+// already in trouble, whose every event should be sent. The socket is named
+// by its owner's pid and file descriptor: socket-local storage is keyed by
+// a socket fd, so tcpwatch borrows a duplicate with pidfd_getfd (5.6+).
+// Storage the kernel half made meanwhile is kept.
+func (t *Tracer) SeedOwner(pid, fd int, comm string, notable bool) error {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open(%d): %w", pid, err)
+	}
+	defer unix.Close(pidfd)
+	sockfd, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_getfd(%d, %d): %w", pid, fd, err)
+	}
+	defer unix.Close(sockfd)
+	info := tcpwatchSockInfo{Pid: uint32(pid)}
 	copy(info.Comm[:len(info.Comm)-1], comm)
 	if notable {
 		info.Flags = sockNotable
 	}
-	err := t.coll.Maps["socks"].Update(cookie, &info, ebpf.UpdateNoExist)
+	err = t.coll.Maps["sock_infos"].Update(uint32(sockfd), &info, ebpf.UpdateNoExist)
 	if errors.Is(err, ebpf.ErrKeyExist) {
 		return nil
 	}

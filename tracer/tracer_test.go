@@ -20,6 +20,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
 )
 
 // collector reads a live tracer into memory so tests can wait for events.
@@ -492,5 +493,52 @@ func TestProbeKernel(t *testing.T) {
 	}
 	if _, err := tracer.ProbeKernel("/nonexistent/vmlinux"); err == nil {
 		t.Error("a missing --kernel-btf file was accepted")
+	}
+}
+
+// A connection made before the tracer started gets its owner from the
+// start-up snapshot (sock_diag + pidfd_getfd into socket storage): its
+// keepalive probes, which run in softirq with no syscall of the owner's,
+// still name the owner.
+func TestSeededOwnerOnExistingConnection(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := pair(t)
+	client, _ := connectPair(t, a, b, 7003)
+	setsockopt(t, client, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
+	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
+	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3)
+	undo, err := a.Blackhole(b.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+
+	col := startTracer(t, tracer.Config{All: true})
+	socks, err := sockdiag.Snapshot(netnsOf(t, a.NetnsPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddrPort(client.LocalAddr().String())
+	seeded := false
+	for _, s := range socks {
+		if s.Local == local {
+			if s.PID != uint32(os.Getpid()) || s.FD <= 0 {
+				t.Fatalf("snapshot owner %d fd %d", s.PID, s.FD)
+			}
+			if err := col.t.SeedOwner(int(s.PID), s.FD, s.Comm, false); err != nil {
+				t.Fatalf("seed: %v", err)
+			}
+			seeded = true
+		}
+	}
+	if !seeded {
+		t.Fatalf("%v not in the snapshot", local)
+	}
+	probe := col.wait(t, 5*time.Second, "keepalive probe of the existing connection", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindKeepalive && e.Local == local && e.Flags&tracer.FlagProbeSent != 0
+	})
+	if probe.PID != uint32(os.Getpid()) || probe.Comm() == "" {
+		t.Errorf("probe owner %d %q, want %d (seeded)", probe.PID, probe.Comm(), os.Getpid())
 	}
 }

@@ -10,7 +10,7 @@ import (
 // runCheck loads and attaches everything, reports what this kernel gives
 // tcpwatch, then detaches.
 func runCheck(o *options, stdout io.Writer) error {
-	t, err := tracer.New(tracer.Config{KernelBTF: o.kernelBTF, RingSize: o.ringSize, MaxSockets: o.maxSockets})
+	t, err := tracer.New(tracer.Config{KernelBTF: o.kernelBTF, RingSize: o.ringSize})
 	if err != nil {
 		return err
 	}

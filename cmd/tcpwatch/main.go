@@ -56,22 +56,21 @@ func exitCode(err error) int {
 }
 
 type options struct {
-	events     bool
-	all        bool
-	explain    bool
-	record     string
-	maxConns   int
-	comm       string
-	addr       netip.Prefix
-	addrText   string
-	output     string
-	duration   time.Duration
-	kernelBTF  string
-	ringSize   int
-	maxSockets int
-	pid        uint32
-	port       uint16
-	netns      uint32
+	events    bool
+	all       bool
+	explain   bool
+	record    string
+	maxConns  int
+	comm      string
+	addr      netip.Prefix
+	addrText  string
+	output    string
+	duration  time.Duration
+	kernelBTF string
+	ringSize  int
+	pid       uint32
+	port      uint16
+	netns     uint32
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
@@ -90,7 +89,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); 0 runs until SIGINT/SIGTERM")
 	fs.StringVar(&o.kernelBTF, "kernel-btf", "", "kernel BTF file, for kernels without /sys/kernel/btf/vmlinux")
 	fs.IntVar(&o.ringSize, "ring-size", 4<<20, "ring buffer size in bytes (power of two)")
-	fs.IntVar(&o.maxSockets, "max-sockets", 1<<17, "sockets the kernel-side table remembers (owner, state)")
 	fs.Uint32Var(&o.pid, "pid", 0, "only connections owned by this process (tgid)")
 	fs.Uint16Var(&o.port, "port", 0, "only connections with this port on either side")
 	fs.Uint32Var(&o.netns, "netns", 0, "only connections in this network namespace (inode: stat -L -c %i /proc/PID/ns/net)")
@@ -115,9 +113,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	}
 	if o.maxConns <= 0 {
 		return nil, nil, usageError{fmt.Errorf("--max-connections must be positive")}
-	}
-	if o.maxSockets <= 0 {
-		return nil, nil, usageError{fmt.Errorf("--max-sockets must be positive")}
 	}
 	if o.ringSize < os.Getpagesize() || o.ringSize&(o.ringSize-1) != 0 {
 		return nil, nil, usageError{fmt.Errorf("--ring-size must be a power of two of at least %d", os.Getpagesize())}
@@ -165,7 +160,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	t, err := tracer.New(tracer.Config{
 		All:         o.all || o.events,
 		RingSize:    o.ringSize,
-		MaxSockets:  o.maxSockets,
 		FilterNetNS: o.netns,
 		FilterPort:  o.port,
 		FilterPID:   o.pid,
@@ -200,9 +194,12 @@ func seedExisting(t *tracer.Tracer, o *options, stderr io.Writer) []tracer.Event
 		if s.Cookie == 0 {
 			continue
 		}
-		if err := t.SeedOwner(s.Cookie, s.PID, s.Comm, s.InTrouble()); err != nil {
-			fmt.Fprintf(stderr, "tcpwatch: warning: cannot seed the owner of existing connections: %v\n", err)
-			break
+		if s.PID == 0 {
+			continue
+		}
+		if err := t.SeedOwner(int(s.PID), s.FD, s.Comm, s.InTrouble()); err != nil {
+			// The process may have closed it or exited meanwhile: not worth a warning.
+			continue
 		}
 		if s.InTrouble() {
 			trouble = append(trouble, s.Event(mono, wall))

@@ -163,3 +163,52 @@ func ifname(name string) []byte {
 	copy(b, name)
 	return b
 }
+
+// Lossy makes the cable drop the given percentage of IP packets at random,
+// both ways (ARP and neighbour discovery pass): a bad link, for tests and
+// benchmarks of retransmission under steady loss. undo removes it.
+func (c *Cable) Lossy(percent int) (undo func() error, err error) {
+	l := c.lab
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errClosed
+	}
+	if percent < 1 || percent > 99 {
+		return nil, fmt.Errorf("netlab: Lossy wants a percentage from 1 to 99, not %d", percent)
+	}
+	l.nftSeq++
+	table := &nftables.Table{Name: fmt.Sprintf("lossy%d", l.nftSeq), Family: nftables.TableFamilyBridge}
+	err = withNft(l.nsPath(wireName), func(nc *nftables.Conn) error {
+		nc.AddTable(table)
+		ch := nc.AddChain(&nftables.Chain{
+			Name: "forward", Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
+		})
+		for _, proto := range []uint16{unix.ETH_P_IP, unix.ETH_P_IPV6} {
+			for _, e := range c.ends {
+				nc.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: []expr.Any{
+					&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(e.port)},
+					&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(proto)},
+					&expr.Numgen{Register: 1, Modulus: 100, Type: unix.NFT_NG_RANDOM},
+					// numgen yields host order; "<" compares bytes, so make it big-endian first (as nft does).
+					&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+					&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: binaryutil.BigEndian.PutUint32(uint32(percent))},
+					&expr.Verdict{Kind: expr.VerdictDrop},
+				}})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("netlab: Lossy %d%%: %w", percent, err)
+	}
+	return l.undoFunc(func() bool { return true }, func() error {
+		return withNft(l.nsPath(wireName), func(nc *nftables.Conn) error {
+			nc.DelTable(table)
+			return nil
+		})
+	}), nil
+}

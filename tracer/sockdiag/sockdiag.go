@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -29,7 +28,8 @@ type Socket struct {
 	Local, Remote netip.AddrPort
 	State         tracer.State
 	Inode         uint32
-	PID           uint32
+	PID           uint32 // owner, 0 if no process holds it (orphaned)
+	FD            int    // the owner's file descriptor for it
 	Comm          string
 	KeepaliveOn   bool // the keepalive timer is armed
 
@@ -47,7 +47,8 @@ type Socket struct {
 	RTOMax       time.Duration
 }
 
-// Snapshot lists the TCP sockets (all states but LISTEN) of every network
+// Snapshot lists the TCP sockets that can hold a connection (not LISTEN,
+// TIME_WAIT or request sockets) of every network
 // namespace with a process in it or a name under /var/run/netns; onlyNetNS
 // limits it to one.
 func Snapshot(onlyNetNS uint32) ([]Socket, error) {
@@ -69,7 +70,7 @@ func Snapshot(onlyNetNS uint32) ([]Socket, error) {
 		}
 		for i := range socks {
 			if o, ok := owners[socks[i].Inode]; ok && socks[i].Inode != 0 {
-				socks[i].PID, socks[i].Comm = o.pid, o.comm
+				socks[i].PID, socks[i].FD, socks[i].Comm = o.pid, o.fd, o.comm
 			}
 		}
 		out = append(out, socks...)
@@ -109,6 +110,7 @@ func namespaces() (map[uint32]string, error) {
 
 type owner struct {
 	pid  uint32
+	fd   int
 	comm string
 }
 
@@ -147,7 +149,8 @@ func socketOwners() map[uint32]owner {
 				b, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
 				comm = strings.TrimSpace(string(b))
 			}
-			owners[uint32(ino)] = owner{pid: uint32(pid), comm: comm}
+			fdNum, _ := strconv.Atoi(fd.Name())
+			owners[uint32(ino)] = owner{pid: uint32(pid), fd: fdNum, comm: comm}
 		}
 	}
 	return owners
@@ -165,36 +168,38 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 		return nil, err
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
+	// The socket belongs to the namespace it was created in.
+	fd := -1
+	if err := inNetNS(ns, func() {
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	}); err != nil {
 		return nil, err
 	}
-	defer h.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag socket: %w", err)
+	}
+	defer unix.Close(fd)
 	settings, rtoMax := readSettings(path)
 	var out []Socket
 	for _, family := range []uint8{afInet, afInet6} {
-		resps, err := h.SocketDiagTCPInfo(family)
+		socks, err := dumpTCP(fd, family)
 		if err != nil {
-			return nil, fmt.Errorf("sock_diag: %w", err)
+			return nil, err
 		}
-		for _, r := range resps {
-			m := r.InetDiagMsg
-			if m == nil || tracer.State(m.State) == tracer.StateListen {
-				continue
-			}
+		for _, d := range socks {
 			s := Socket{
-				Cookie:      uint64(m.ID.Cookie[0]) | uint64(m.ID.Cookie[1])<<32,
+				Cookie:      d.cookie,
 				NetNS:       inode,
-				Local:       addrPort(m.ID.Source, m.ID.SourcePort),
-				Remote:      addrPort(m.ID.Destination, m.ID.DestinationPort),
-				State:       tracer.State(m.State),
-				Inode:       m.INode,
-				KeepaliveOn: m.Timer == timerKeepalive,
+				Local:       d.local,
+				Remote:      d.remote,
+				State:       tracer.State(d.state),
+				Inode:       d.inode,
+				KeepaliveOn: d.timer == timerKeepalive,
 				Settings:    settings,
 				RTOMax:      rtoMax,
 			}
 			s.Settings.KeepaliveOn = s.KeepaliveOn
-			if ti := r.TCPInfo; ti != nil {
+			if ti := d.tcpInfo; ti != nil {
 				s.CAState = tracer.CAState(ti.Ca_state)
 				s.Retransmits = ti.Retransmits
 				s.Backoff = ti.Backoff
@@ -210,11 +215,6 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 		}
 	}
 	return out, nil
-}
-
-func addrPort(ip []byte, port uint16) netip.AddrPort {
-	a, _ := netip.AddrFromSlice(ip)
-	return netip.AddrPortFrom(a.Unmap(), port)
 }
 
 // readSettings reads a namespace's TCP sysctls; sock_diag does not report
