@@ -26,12 +26,12 @@ deps: ## install the BPF toolchain (clang-14, libbpf headers, bpftool) if missin
 	fi
 
 .PHONY: generate
-generate: deps ## rebuild the BPF object and its Go bindings (bpf2go)
-	$(GO) generate ./tracer/
+generate: deps ## rebuild the BPF objects and their Go bindings (bpf2go)
+	$(GO) generate ./tracer/ ./cmd/tcpwatch-bench/
 
 .PHONY: check-generated
 check-generated: generate ## fail if the committed BPF object or bindings are stale
-	@git diff --exit-code -- tracer/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
+	@git diff --exit-code -- tracer/ cmd/tcpwatch-bench/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
 
 .PHONY: build
 build: ## build ./tcpwatch (needs no clang: the BPF object is committed)
@@ -53,8 +53,9 @@ test-unit: ## only the tests that need no root
 	$(GO) test -short $(GOTESTFLAGS) ./...
 
 .PHONY: bench
-bench: ## Go benchmarks (decode path)
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer/ ./output/
+bench: deps build ## measure tracing cost beside the floor and bpftrace; writes docs/performance.md (root, ~15 min)
+	@command -v bpftrace >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null; }
+	$(GO) run ./cmd/tcpwatch-bench --tcpwatch ./$(BINARY) --out docs/performance.md
 
 .PHONY: vmlinux
 vmlinux: deps ## regenerate vmlinux.h from this kernel's BTF

@@ -40,6 +40,12 @@ const volatile __u64 keepalive_timer_fn = 0; /* &tcp_keepalive_timer from kallsy
 const volatile __u32 filter_netns = 0;      /* 0 = any */
 const volatile __u16 filter_port = 0;       /* 0 = any; either side */
 const volatile __u32 filter_pid = 0;        /* 0 = any; owner's tgid */
+/*
+ * With --all every event is a record: waking the reader for each costs
+ * more than the record. Records then go without a wakeup (the reader
+ * polls) unless the ring holds more than this many bytes. 0: always wake.
+ */
+const volatile __u64 lazy_wakeup_bytes = 0;
 
 /* Unused except to make bpf2go emit the Go type. */
 const struct event *unused_event __attribute__((unused));
@@ -203,70 +209,92 @@ static __always_inline int wanted(struct sock_info *info, int notable_now)
 	return info && (info->flags & TW_SK_NOTABLE);
 }
 
-static __always_inline void fill_tuple(struct event *e, const struct sock *sk)
+/*
+ * Records are filled twice over: with direct loads from a trusted socket
+ * (tracepoint arguments: a load each) and with probe reads from the socket
+ * the keepalive timer hook derives (a helper call each). One body, two
+ * readers.
+ */
+#define RD_DIRECT(p, f) ((p)->f)
+#define RD_PROBED(p, f) BPF_CORE_READ(p, f)
+
+#define FILL_RECORD(e, tp, RD, RD_BF)                                                         \
+	do {                                                                                   \
+		const struct sock *__sk = &(tp)->inet_conn.icsk_inet.sk;                       \
+		struct net *__net = RD(__sk, __sk_common.skc_net.net);                         \
+		(e)->family = RD(__sk, __sk_common.skc_family);                                \
+		(e)->sport = RD(__sk, __sk_common.skc_num);                                    \
+		/* inet_put_port() zeroes inet_num before the CLOSE tracepoint; inet_sport stays. */ \
+		if (!(e)->sport)                                                               \
+			(e)->sport = bpf_ntohs(RD(tp, inet_conn.icsk_inet.inet_sport));        \
+		(e)->dport = bpf_ntohs(RD(__sk, __sk_common.skc_dport));                       \
+		(e)->netns = RD(__net, ns.inum);                                               \
+		(e)->state = RD(__sk, __sk_common.skc_state);                                  \
+		if ((e)->family == AF_INET6) {                                                 \
+			*(__u64 *)&(e)->saddr[0] = RD(__sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0]) | \
+				(__u64)RD(__sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1]) << 32; \
+			*(__u64 *)&(e)->saddr[8] = RD(__sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2]) | \
+				(__u64)RD(__sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3]) << 32; \
+			*(__u64 *)&(e)->daddr[0] = RD(__sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32[0]) | \
+				(__u64)RD(__sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32[1]) << 32; \
+			*(__u64 *)&(e)->daddr[8] = RD(__sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32[2]) | \
+				(__u64)RD(__sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32[3]) << 32; \
+		} else {                                                                       \
+			*(__u32 *)(e)->saddr = RD(__sk, __sk_common.skc_rcv_saddr);            \
+			*(__u32 *)(e)->daddr = RD(__sk, __sk_common.skc_daddr);                \
+		}                                                                              \
+		(e)->ca_state = RD_BF(&(tp)->inet_conn, icsk_ca_state);                        \
+		(e)->retransmits = RD(tp, inet_conn.icsk_retransmits);                         \
+		(e)->backoff = RD(tp, inet_conn.icsk_backoff);                                 \
+		(e)->probes_out = RD(tp, inet_conn.icsk_probes_out);                           \
+		(e)->rto_ms = jiffies_to_ms(RD(tp, inet_conn.icsk_rto));                       \
+		(e)->rto_max_ms = TCP_RTO_MAX_MS;                                              \
+		if (bpf_core_field_exists(struct inet_connection_sock, icsk_rto_max))          \
+			(e)->rto_max_ms = jiffies_to_ms(RD(tp, inet_conn.icsk_rto_max)) ?: TCP_RTO_MAX_MS; \
+		(e)->user_timeout_ms = RD(tp, inet_conn.icsk_user_timeout);                    \
+		(e)->sk_err = RD(__sk, sk_err);                                                \
+		(e)->sk_err_soft = RD(__sk, sk_err_soft);                                      \
+		(e)->srtt_us = RD(tp, srtt_us) >> 3;                                           \
+		(e)->packets_out = RD(tp, packets_out);                                        \
+		(e)->retrans_out = RD(tp, retrans_out);                                        \
+		(e)->bytes_in_flight = RD(tp, snd_nxt) - RD(tp, snd_una);                      \
+		(e)->total_retrans = RD(tp, total_retrans);                                    \
+		(e)->keepalive_on = (RD(__sk, __sk_common.skc_flags) >> SOCK_KEEPOPEN) & 1;    \
+		/* 0 in the socket means "the namespace's sysctl" (keepalive_*_when()). */     \
+		__u32 __ka_time = RD(tp, keepalive_time);                                      \
+		__u32 __ka_intvl = RD(tp, keepalive_intvl);                                    \
+		__u8 __ka_probes = RD(tp, keepalive_probes);                                   \
+		if (!__ka_time)                                                                \
+			__ka_time = RD(__net, ipv4.sysctl_tcp_keepalive_time);                 \
+		if (!__ka_intvl)                                                               \
+			__ka_intvl = RD(__net, ipv4.sysctl_tcp_keepalive_intvl);               \
+		if (!__ka_probes)                                                              \
+			__ka_probes = RD(__net, ipv4.sysctl_tcp_keepalive_probes);             \
+		(e)->keepalive_time_ms = jiffies_to_ms(__ka_time);                             \
+		(e)->keepalive_intvl_ms = jiffies_to_ms(__ka_intvl);                           \
+		(e)->keepalive_probes = __ka_probes;                                           \
+		(e)->retries2 = RD(__net, ipv4.sysctl_tcp_retries2);                           \
+		(e)->syn_retries = RD(__net, ipv4.sysctl_tcp_syn_retries);                     \
+		/* Nothing was ever acknowledged before the handshake completes. */            \
+		__u32 __rcv = RD(tp, rcv_tstamp);                                              \
+		if (__rcv && (e)->state != TCP_SYN_SENT && (e)->state != TCP_LISTEN)           \
+			(e)->ack_age_ms = jiffies_to_ms((__u32)bpf_jiffies64() - __rcv);       \
+	} while (0)
+
+/* A trusted tracepoint socket: its tcp_sock view makes every field a load. */
+static __always_inline void fill_from_sk(struct event *e, const struct sock *sk)
 {
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	/* inet_put_port() zeroes inet_num before the CLOSE tracepoint; inet_sport stays. */
-	if (!e->sport)
-		e->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	if (e->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	} else {
-		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
-	}
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (tp)
+		FILL_RECORD(e, tp, RD_DIRECT, BPF_CORE_READ_BITFIELD);
+	else
+		FILL_RECORD(e, (const struct tcp_sock *)sk, RD_PROBED, BPF_CORE_READ_BITFIELD_PROBED);
 }
 
-/* The socket's own figures: everything the verdict and its explanation need. */
-static __always_inline void fill_figures(struct event *e, const struct sock *sk)
+/* A socket pointer helpers do not accept (the keepalive timer's). */
+static __always_inline void fill_from_untrusted(struct event *e, const struct sock *sk)
 {
-	const struct inet_connection_sock *icsk = (const void *)sk;
-	const struct tcp_sock *tp = (const void *)sk;
-	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
-
-	e->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
-	e->retransmits = BPF_CORE_READ(icsk, icsk_retransmits);
-	e->backoff = BPF_CORE_READ(icsk, icsk_backoff);
-	e->probes_out = BPF_CORE_READ(icsk, icsk_probes_out);
-	e->rto_ms = jiffies_to_ms(BPF_CORE_READ(icsk, icsk_rto));
-	e->rto_max_ms = TCP_RTO_MAX_MS;
-	if (bpf_core_field_exists(icsk->icsk_rto_max))
-		e->rto_max_ms = jiffies_to_ms(BPF_CORE_READ(icsk, icsk_rto_max)) ?: TCP_RTO_MAX_MS;
-	e->user_timeout_ms = BPF_CORE_READ(icsk, icsk_user_timeout);
-	e->sk_err = BPF_CORE_READ(sk, sk_err);
-	e->sk_err_soft = BPF_CORE_READ(sk, sk_err_soft);
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	e->packets_out = BPF_CORE_READ(tp, packets_out);
-	e->retrans_out = BPF_CORE_READ(tp, retrans_out);
-	e->bytes_in_flight = BPF_CORE_READ(tp, snd_nxt) - BPF_CORE_READ(tp, snd_una);
-	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
-	e->keepalive_on = (BPF_CORE_READ(sk, __sk_common.skc_flags) >> SOCK_KEEPOPEN) & 1;
-
-	/* 0 in the socket means "the namespace's sysctl" (keepalive_*_when()). */
-	__u32 ka_time = BPF_CORE_READ(tp, keepalive_time);
-	__u32 ka_intvl = BPF_CORE_READ(tp, keepalive_intvl);
-	__u8 ka_probes = BPF_CORE_READ(tp, keepalive_probes);
-	if (!ka_time)
-		ka_time = BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_time);
-	if (!ka_intvl)
-		ka_intvl = BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_intvl);
-	if (!ka_probes)
-		ka_probes = BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_probes);
-	e->keepalive_time_ms = jiffies_to_ms(ka_time);
-	e->keepalive_intvl_ms = jiffies_to_ms(ka_intvl);
-	e->keepalive_probes = ka_probes;
-	e->retries2 = BPF_CORE_READ(net, ipv4.sysctl_tcp_retries2);
-	e->syn_retries = BPF_CORE_READ(net, ipv4.sysctl_tcp_syn_retries);
-
-	/* Nothing was ever acknowledged before the handshake completes. */
-	__u32 rcv_tstamp = BPF_CORE_READ(tp, rcv_tstamp);
-	if (rcv_tstamp && e->state != TCP_SYN_SENT && e->state != TCP_LISTEN)
-		e->ack_age_ms = jiffies_to_ms((__u32)bpf_jiffies64() - rcv_tstamp);
+	FILL_RECORD(e, (const struct tcp_sock *)sk, RD_PROBED, BPF_CORE_READ_BITFIELD_PROBED);
 }
 
 static __always_inline void fill_owner(struct event *e, const struct sock_info *info)
@@ -308,10 +336,14 @@ static __always_inline struct event *reserve(void)
 static __always_inline void submit(struct event *e)
 {
 	if (filtered_out(e)) {
-		bpf_ringbuf_discard(e, 0);
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return;
 	}
-	bpf_ringbuf_submit(e, 0);
+	__u64 flags = 0;
+	if (lazy_wakeup_bytes)
+		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > lazy_wakeup_bytes ?
+				BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 /* The common case: one full TCP socket, one event. */
@@ -322,8 +354,7 @@ static __always_inline struct event *emit_sk(const struct sock *sk, const struct
 		return NULL;
 	e->kind = kind;
 	e->cookie = bpf_get_socket_cookie((void *)sk);
-	fill_tuple(e, sk);
-	fill_figures(e, sk);
+	fill_from_sk(e, sk);
 	fill_owner(e, info);
 	return e;
 }
@@ -709,8 +740,7 @@ int BPF_PROG(tw_timer_entry, struct timer_list *timer, unsigned long baseclk)
 	w->entry.kind = TW_EV_KEEPALIVE;
 	/* Read, never generate: this pointer is not one helpers accept. */
 	w->entry.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	fill_tuple(&w->entry, sk);
-	fill_figures(&w->entry, sk);
+	fill_from_untrusted(&w->entry, sk);
 	w->have_info = read_sock_info(sk, &w->info);
 	return 0;
 }

@@ -83,7 +83,9 @@ const (
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative) error {
 	if w.format == JSON {
-		return w.writeJSON(NewNarrativeRecord(n))
+		rec := NewNarrativeRecord(n)
+		w.line = appendNarrativeJSON(w.line[:0], &rec)
+		return w.writeLine()
 	}
 	w.line = w.AppendNarrativeText(w.line[:0], n)
 	return w.writeLine()

@@ -3,13 +3,16 @@ package output
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/netip"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
 func sampleEvent(local, remote string) *tracer.Event {
@@ -113,5 +116,83 @@ func TestClosedOutput(t *testing.T) {
 	w := NewWriter(brokenPipe{}, Text, Options{})
 	if err := w.Event(sampleEvent("10.0.0.1:1", "10.0.0.2:2"), nil); err != ErrClosedOutput {
 		t.Fatalf("got %v, want ErrClosedOutput", err)
+	}
+}
+
+func TestNarrativeJSONMatchesEncodingJSON(t *testing.T) {
+	for _, n := range []*tracker.Narrative{
+		{
+			Time: time.Date(2026, 11, 21, 3, 4, 5, 6, time.UTC), Verdict: tracker.LocalProcessExited, Final: true,
+			Cookie: 99, Local: netip.MustParseAddrPort("[fd00::1]:1"), Remote: netip.MustParseAddrPort("[fd00::2]:2"),
+			NetNS: 7, PID: 42, Comm: "we\"ird\\name\x01\u2028<&>\xff", State: tracer.StateFinWait1,
+			Errno: 32, ResetReason: "TCP_ABORT_ON_CLOSE", Retransmits: 3, Probes: 2,
+			Outage: 1500 * time.Millisecond, GiveUpIn: time.Second, RTOs: []time.Duration{200 * time.Millisecond, 400 * time.Millisecond},
+			ExitSignal: 9, ExitStatus: 0, SentReset: true, Summary: "a\tb\nc", Explanation: "ünïcode ✓",
+			Timeline: []tracker.Step{{At: time.Millisecond, Event: "CLOSE -> SYN_SENT"}, {At: 2 * time.Second, Event: "x"}},
+			Settings: tracer.Settings{Retries2: 15, SynRetries: 6, KeepaliveOn: true, KeepaliveTime: time.Hour,
+				KeepaliveIntvl: time.Minute, KeepaliveProbes: 9, UserTimeout: 5 * time.Second},
+			RTOMax: 120 * time.Second,
+		},
+		{Verdict: tracker.Stalled, Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2")},
+	} {
+		rec := NewNarrativeRecord(n)
+		want, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendNarrativeJSON(nil, &rec)
+		var g, w map[string]any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("hand-written JSON does not parse: %v\n%s", err, got)
+		}
+		json.Unmarshal(want, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("hand-written JSON differs:\n got %s\nwant %s", got, want)
+		}
+		if keyOrder(t, got) != keyOrder(t, want) {
+			t.Errorf("field order differs:\n got %s\nwant %s", keyOrder(t, got), keyOrder(t, want))
+		}
+	}
+}
+
+func keyOrder(t *testing.T, b []byte) string {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var keys []string
+	depth := 0
+	expectKey := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			if v == '{' {
+				depth++
+				expectKey = true
+			} else if v == '}' {
+				depth--
+			}
+			continue
+		case string:
+			if expectKey && depth == 1 {
+				keys = append(keys, v)
+			}
+		}
+		expectKey = dec.More() && depth >= 1
+	}
+	return strings.Join(keys, ",")
+}
+
+func BenchmarkNarrativeJSON(b *testing.B) {
+	n := &tracker.Narrative{Verdict: tracker.LocalClosed, Final: true, Local: netip.MustParseAddrPort("10.0.0.1:1"),
+		Remote: netip.MustParseAddrPort("10.0.0.2:2"), Summary: "this side closed the connection normally",
+		Explanation: "close() or shutdown() sent FIN (ESTABLISHED -> FIN_WAIT1); the peer acknowledged and closed its side.",
+		Timeline:    []tracker.Step{{Event: "CLOSE -> SYN_SENT"}, {Event: "SYN_SENT -> ESTABLISHED"}, {Event: "ESTABLISHED -> FIN_WAIT1"}}}
+	w := NewWriter(io.Discard, JSON, Options{})
+	b.ReportAllocs()
+	for b.Loop() {
+		w.Narrative(n)
 	}
 }

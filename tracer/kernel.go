@@ -46,18 +46,22 @@ func ProbeKernel(btfPath string) (*KernelInfo, error) {
 	}
 	ki := &KernelInfo{Release: unix.ByteSliceToString(uts.Release[:])}
 
-	path := btfPath
-	if path == "" {
-		path = defaultBTFPath
-	}
-	spec, err := btf.LoadSpec(path)
-	if err != nil {
-		if btfPath == "" && errors.Is(err, os.ErrNotExist) {
+	var spec *btf.Spec
+	var err error
+	if btfPath == "" {
+		// Memory-mapped and decoded lazily: far less resident than a full parse.
+		if _, statErr := os.Stat(defaultBTFPath); statErr != nil {
 			return nil, fmt.Errorf("%w (%s is missing): give a BTF file with --kernel-btf", ErrNoBTF, defaultBTFPath)
 		}
-		return nil, fmt.Errorf("reading kernel BTF from %s: %w", path, err)
+		spec, err = btf.LoadKernelSpec()
+		btfPath = defaultBTFPath
+	} else {
+		spec, err = btf.LoadSpec(btfPath)
 	}
-	ki.btf, ki.BTFSource = spec, path
+	if err != nil {
+		return nil, fmt.Errorf("reading kernel BTF from %s: %w", btfPath, err)
+	}
+	ki.btf, ki.BTFSource = spec, btfPath
 
 	ki.HZ, ki.HZSource, err = kernelHZ(ki.Release)
 	if err != nil {

@@ -105,6 +105,7 @@ const (
 	tcpwatchVarFilterPort         = "filter_port"
 	tcpwatchVarHz                 = "hz"
 	tcpwatchVarKeepaliveTimerFn   = "keepalive_timer_fn"
+	tcpwatchVarLazyWakeupBytes    = "lazy_wakeup_bytes"
 	tcpwatchVarUnusedEvent        = "unused_event"
 )
 
@@ -186,6 +187,7 @@ type tcpwatchVariableSpecs struct {
 	FilterPort       *ebpf.VariableSpec `ebpf:"filter_port"`
 	Hz               *ebpf.VariableSpec `ebpf:"hz"`
 	KeepaliveTimerFn *ebpf.VariableSpec `ebpf:"keepalive_timer_fn"`
+	LazyWakeupBytes  *ebpf.VariableSpec `ebpf:"lazy_wakeup_bytes"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
@@ -236,6 +238,7 @@ type tcpwatchVariables struct {
 	FilterPort       *ebpf.Variable `ebpf:"filter_port"`
 	Hz               *ebpf.Variable `ebpf:"hz"`
 	KeepaliveTimerFn *ebpf.Variable `ebpf:"keepalive_timer_fn"`
+	LazyWakeupBytes  *ebpf.Variable `ebpf:"lazy_wakeup_bytes"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 }
 

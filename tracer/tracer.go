@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -84,11 +85,13 @@ type Tracer struct {
 	Kernel *KernelInfo
 	Hooks  []*Hook
 
-	coll   *ebpf.Collection
-	links  []link.Link
-	reader *ringbuf.Reader
-	record ringbuf.Record
-	clock  Clock
+	coll     *ebpf.Collection
+	links    []link.Link
+	reader   *ringbuf.Reader
+	record   ringbuf.Record
+	clock    Clock
+	lazy     bool      // records are written without waking the reader
+	deadline time.Time // the caller's, for Read
 }
 
 // ErrNotPermitted means the caller lacks the privileges to load BPF.
@@ -112,6 +115,9 @@ func CheckPrivileges() error {
 // ring buffer. Hooks the kernel lacks are reported in Hooks, not as errors;
 // a required hook missing, a verifier rejection or missing privileges are.
 func New(cfg Config) (*Tracer, error) {
+	if cfg.RingSize == 0 {
+		cfg.RingSize = 4 << 20
+	}
 	if err := CheckPrivileges(); err != nil {
 		return nil, err
 	}
@@ -150,6 +156,11 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
 	}
 	t.clock = NewClock(MonotonicNow(), time.Now())
+	t.lazy = lazyWakeup(cfg.All, cfg.RingSize) != 0
+	// The kernel's types were needed to choose and load the programs only;
+	// hand their memory back before the long run.
+	ki.btf = nil
+	debug.FreeOSMemory()
 	return t, nil
 }
 
@@ -227,9 +238,6 @@ func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
 		all = 1
 	}
 	ring := cfg.RingSize
-	if ring == 0 {
-		ring = 4 << 20
-	}
 	if ring < os.Getpagesize() || ring&(ring-1) != 0 {
 		return fmt.Errorf("ring buffer size %d is not a power of two of at least a page", ring)
 	}
@@ -241,12 +249,27 @@ func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
 		set("filter_netns", cfg.FilterNetNS),
 		set("filter_port", cfg.FilterPort),
 		set("filter_pid", cfg.FilterPID),
+		set("lazy_wakeup_bytes", lazyWakeup(cfg.All, ring)),
 	} {
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// PollInterval is how often a reader of an All tracer must look at the ring
+// buffer: records are then written without waking it (see lazyWakeup).
+const PollInterval = 50 * time.Millisecond
+
+// lazyWakeup is the ring fill above which records wake the reader; below
+// it, with All, they wait for the reader's next poll. A quarter of the ring
+// leaves room for the bursts between two polls.
+func lazyWakeup(all bool, ring int) uint64 {
+	if !all {
+		return 0
+	}
+	return uint64(ring / 4)
 }
 
 // loadError turns a load failure into one line that says what to do; the
@@ -290,20 +313,45 @@ func (t *Tracer) attach() error {
 }
 
 // Read blocks for the next event and decodes it into ev, reusing one
-// record buffer. It returns ErrClosed once Close has been called.
+// record buffer. It returns ErrClosed once Stop or Close has been called,
+// and os.ErrDeadlineExceeded when a deadline set with SetDeadline passes.
 func (t *Tracer) Read(ev *Event) error {
-	if err := t.reader.ReadInto(&t.record); err != nil {
+	for {
+		if t.lazy {
+			// Records arrive without a wakeup (see lazyWakeup): look at
+			// the ring at least every PollInterval.
+			poll := time.Now().Add(PollInterval)
+			if !t.deadline.IsZero() && t.deadline.Before(poll) {
+				poll = t.deadline
+			}
+			t.reader.SetDeadline(poll)
+		}
+		err := t.reader.ReadInto(&t.record)
+		if errors.Is(err, os.ErrDeadlineExceeded) && t.lazy && (t.deadline.IsZero() || time.Now().Before(t.deadline)) {
+			continue
+		}
 		if errors.Is(err, ringbuf.ErrClosed) {
 			return ErrClosed
 		}
-		return fmt.Errorf("reading the ring buffer: %w", err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("reading the ring buffer: %w", err)
+		}
+		return Decode(t.record.RawSample, t.clock, ev)
 	}
-	return Decode(t.record.RawSample, t.clock, ev)
 }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded when no record
-// arrives before t, so a caller can do periodic work on one goroutine.
-func (t *Tracer) SetDeadline(deadline time.Time) { t.reader.SetDeadline(deadline) }
+// arrives before deadline (the zero time: no deadline), so a caller can do
+// periodic work on one goroutine.
+func (t *Tracer) SetDeadline(deadline time.Time) {
+	t.deadline = deadline
+	if !t.lazy {
+		t.reader.SetDeadline(deadline)
+	}
+}
 
 // SeedOwner tells the kernel half who owns a socket that existed before
 // tcpwatch started, so its events carry the owner; notable marks a socket

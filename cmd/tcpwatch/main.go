@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -300,12 +301,18 @@ func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, 
 
 	var ev tracer.Event
 	var events uint64
+	var mem memoryReturn
+	tick := tickEvery
+	if o.all || o.events {
+		tick = tracer.PollInterval
+	}
 	for writeErr == nil {
-		t.SetDeadline(time.Now().Add(tickEvery))
+		t.SetDeadline(time.Now().Add(tick))
 		err := t.Read(&ev)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			if tr != nil {
 				tr.Tick(tracer.MonotonicNow())
+				mem.afterTick(tr.Stats().Tracked)
 			}
 			continue
 		}
@@ -352,4 +359,17 @@ func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, 
 	}
 	stats.Lost = lost
 	return w.Stats(stats)
+}
+
+// memoryReturn gives memory back to the system after the tracker shrinks a
+// lot (a burst of connections ended): the Go runtime would otherwise keep
+// the peak's pages for minutes.
+type memoryReturn struct{ peak int }
+
+func (m *memoryReturn) afterTick(tracked int) {
+	m.peak = max(m.peak, tracked)
+	if m.peak >= 10000 && tracked < m.peak/4 {
+		debug.FreeOSMemory()
+		m.peak = tracked
+	}
 }

@@ -15,7 +15,7 @@ import (
 func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) {
 	ev := &c.last
 	n := &Narrative{
-		Time:     ev.Time.Add(now - ev.Mono),
+		Time:     t.wallAtZero.Add(now),
 		Verdict:  v,
 		Final:    final,
 		Cookie:   c.cookie,
@@ -72,7 +72,7 @@ func (c *conn) errnoSeen(v Verdict) int32 {
 type explainer struct {
 	n   *Narrative
 	c   *conn
-	ev  *tracer.Event
+	ev  *figures
 	now time.Duration
 }
 
@@ -258,7 +258,7 @@ func abortExplanation(reason string) string {
 // projectGiveUp simulates the retransmission timer from the last expiry:
 // the kernel checks the budget only when the RTO fires, so death comes at
 // the first expiry at or past first-retransmission + budget.
-func projectGiveUp(first time.Duration, ev *tracer.Event, budget time.Duration) time.Duration {
+func projectGiveUp(first time.Duration, ev *figures, budget time.Duration) time.Duration {
 	deadline := first + budget
 	t, rto := ev.Mono, ev.RTO
 	rtoMax := ev.RTOMax
@@ -284,7 +284,7 @@ func projectGiveUp(first time.Duration, ev *tracer.Event, budget time.Duration) 
 
 func isUnreachable(e int32) bool { return e == errEHOSTUNREACH || e == errENETUNREACH }
 
-func expectedTimeoutErrno(ev *tracer.Event) string {
+func expectedTimeoutErrno(ev *figures) string {
 	if isUnreachable(ev.SkErrSoft) {
 		return errnoLabel(ev.SkErrSoft)
 	}
@@ -381,7 +381,7 @@ func (t *Tracker) timeline(c *conn) []Step {
 func (t *Tracker) stepText(s *step) string {
 	switch s.kind {
 	case tracer.KindState:
-		return fmt.Sprintf("%s -> %s", s.old, s.state)
+		return s.old.String() + " -> " + s.state.String()
 	case tracer.KindRetransmit:
 		kind := "retransmission"
 		switch {
@@ -392,7 +392,7 @@ func (t *Tracker) stepText(s *step) string {
 		case s.ca == tracer.CARecovery:
 			kind = "fast retransmission"
 		}
-		txt := fmt.Sprintf("%s #%d (rto %s)", kind, s.retransmits, secs(s.rto))
+		txt := kind + " #" + strconv.Itoa(int(s.retransmits)) + " (rto " + secs(time.Duration(s.rtoMs)*time.Millisecond) + ")"
 		if s.detail != 0 {
 			txt += " failed: " + tracer.ErrnoName(s.detail)
 		}
@@ -411,13 +411,13 @@ func (t *Tracker) stepText(s *step) string {
 	case tracer.KindError:
 		return "error reported: " + tracer.ErrnoName(s.detail)
 	case tracer.KindCongState:
-		return fmt.Sprintf("congestion state %s -> %s", s.oldCA, s.ca)
+		return "congestion state " + s.oldCA.String() + " -> " + s.ca.String()
 	case tracer.KindKeepalive:
 		switch {
 		case s.flags&tracer.FlagKeepaliveKill != 0:
-			return fmt.Sprintf("keepalive timer gave up after %d probes", s.probes)
+			return "keepalive timer gave up after " + strconv.Itoa(int(s.probes)) + " probes"
 		case s.flags&tracer.FlagProbeSent != 0:
-			return fmt.Sprintf("keepalive probe %d sent", s.probes)
+			return "keepalive probe " + strconv.Itoa(int(s.probes)) + " sent"
 		}
 		return "keepalive probe answered"
 	case tracer.KindDestroy:
@@ -427,7 +427,9 @@ func (t *Tracker) stepText(s *step) string {
 		if s.flags&tracer.FlagAppSend != 0 {
 			call = "send"
 		}
-		return fmt.Sprintf("application's %s() failed: %s", call, tracer.ErrnoName(s.detail))
+		return "application's " + call + "() failed: " + tracer.ErrnoName(s.detail)
+	case tracer.KindSnapshot:
+		return "found at start-up in " + s.state.String()
 	}
 	return s.kind.String()
 }

@@ -38,6 +38,12 @@ type Tracker struct {
 	evictions uint64
 	counts    map[Verdict]int
 	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
+	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
+	wallAtZero time.Time
+	// peakConns is the most connections tracked since the map was last
+	// rebuilt: Go maps keep their buckets, so a map that held a peak is
+	// rebuilt when it shrinks to a quarter of it.
+	peakConns int
 }
 
 type tupleKey struct {
@@ -71,16 +77,27 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 // maxSteps bounds a connection's timeline; older steps are dropped and counted.
 const maxSteps = 32
 
+// step is one kernel event of a connection's timeline, kept small: a
+// tracker with --all holds one timeline per connection on the host.
 type step struct {
 	mono        time.Duration
+	detail      int32
+	rtoMs       uint32
 	kind        tracer.Kind
 	flags       tracer.Flags
 	state, old  tracer.State
 	ca, oldCA   tracer.CAState
 	retransmits uint8
 	probes      uint8
-	detail      int32
-	rto         time.Duration
+}
+
+// figures are what the narratives need of a connection's latest event.
+type figures struct {
+	Mono, RTO, RTOMax, AckAge time.Duration
+	Settings                  tracer.Settings
+	SkErrSoft                 int32
+	CAState                   tracer.CAState
+	Retransmits               uint8
 }
 
 // conn is what the tracker knows about one connection.
@@ -94,7 +111,7 @@ type conn struct {
 	pid           uint32
 	comm          string
 	firstMono     time.Duration
-	last          tracer.Event // the latest figures
+	last          figures // from the latest event
 	steps         []step
 	droppedSteps  int
 
@@ -162,6 +179,13 @@ func (t *Tracker) remove(c *conn) {
 	c.prev.next, c.next.prev = c.next, c.prev
 	c.prev, c.next = nil, nil
 	delete(t.conns, c.key)
+	if n := len(t.conns); t.peakConns > 4096 && n < t.peakConns/4 {
+		fresh := make(map[uint64]*conn, n)
+		for k, v := range t.conns {
+			fresh[k] = v
+		}
+		t.conns, t.peakConns = fresh, n
+	}
 }
 
 func (t *Tracker) lookup(ev *tracer.Event) *conn {
@@ -186,11 +210,15 @@ func (t *Tracker) lookup(ev *tracer.Event) *conn {
 	t.lru.next.prev = c
 	t.lru.next = c
 	t.conns[key] = c
+	t.peakConns = max(t.peakConns, len(t.conns))
 	return c
 }
 
 // Handle feeds one kernel event to the tracker.
 func (t *Tracker) Handle(ev *tracer.Event) {
+	if !ev.Time.IsZero() {
+		t.wallAtZero = ev.Time.Add(-ev.Mono)
+	}
 	t.Tick(ev.Mono)
 	if ev.Flags&tracer.FlagNoSocket != 0 {
 		return // a reset for a 4-tuple with no socket: nothing to track
@@ -277,10 +305,11 @@ func (c *conn) observe(ev *tracer.Event) {
 	if ev.Kind != tracer.KindKeepalive || ev.Flags&tracer.FlagKeepaliveKill == 0 {
 		c.state = ev.State
 	}
-	c.last = *ev
+	c.last = figures{Mono: ev.Mono, RTO: ev.RTO, RTOMax: ev.RTOMax, AckAge: ev.AckAge, Settings: ev.Settings,
+		SkErrSoft: ev.SkErrSoft, CAState: ev.CAState, Retransmits: ev.Retransmits}
 	s := step{mono: ev.Mono, kind: ev.Kind, flags: ev.Flags, state: ev.State, old: ev.OldState,
 		ca: ev.CAState, oldCA: ev.OldCA, retransmits: ev.Retransmits, probes: ev.ProbesOut,
-		detail: ev.Detail, rto: ev.RTO}
+		detail: ev.Detail, rtoMs: uint32(ev.RTO / time.Millisecond)}
 	if len(c.steps) == maxSteps {
 		copy(c.steps, c.steps[1:])
 		c.steps = c.steps[:maxSteps-1]

@@ -297,7 +297,7 @@ func TestEntriesEndWithTheConnection(t *testing.T) {
 }
 
 func TestProjectGiveUp(t *testing.T) {
-	ev := &tracer.Event{Mono: 10 * time.Second, RTO: 200 * time.Millisecond, RTOMax: 120 * time.Second,
+	ev := &figures{Mono: 10 * time.Second, RTO: 200 * time.Millisecond, RTOMax: 120 * time.Second,
 		Settings: tracer.Settings{Retries2: 15}}
 	// First retransmission now: RTOs double 0.4, 0.8, ... until the 924.6 s
 	// budget is passed at an expiry.

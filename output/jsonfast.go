@@ -1,0 +1,160 @@
+package output
+
+import (
+	"strconv"
+	"unicode/utf8"
+)
+
+// Narratives are the records tcpwatch writes most with --all: they are
+// encoded by hand, in the field order of NarrativeRecord, instead of
+// through encoding/json's reflection, which took more CPU than everything
+// else tcpwatch does per connection. TestNarrativeJSONMatchesEncodingJSON
+// keeps the two the same.
+
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+func appendKey(b []byte, key string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	return append(b, '"', ':')
+}
+
+func appendStringField(b []byte, key, v string) []byte {
+	return appendJSONString(appendKey(b, key), v)
+}
+
+func appendIntField(b []byte, key string, v int64) []byte {
+	return strconv.AppendInt(appendKey(b, key), v, 10)
+}
+
+func appendUintField(b []byte, key string, v uint64) []byte {
+	return strconv.AppendUint(appendKey(b, key), v, 10)
+}
+
+func appendBoolField(b []byte, key string, v bool) []byte {
+	return strconv.AppendBool(appendKey(b, key), v)
+}
+
+func appendConnFields(b []byte, f *ConnFields) []byte {
+	b = appendUintField(b, "cookie", f.Cookie)
+	b = appendStringField(b, "family", f.Family)
+	b = appendStringField(b, "laddr", f.LAddr)
+	b = appendUintField(b, "lport", uint64(f.LPort))
+	b = appendStringField(b, "raddr", f.RAddr)
+	b = appendUintField(b, "rport", uint64(f.RPort))
+	b = appendUintField(b, "netns", uint64(f.NetNS))
+	b = appendUintField(b, "pid", uint64(f.PID))
+	return appendStringField(b, "comm", f.Comm)
+}
+
+func appendSettings(b []byte, s *SettingsRecord) []byte {
+	b = append(b, `{"tcp_retries2":`...)
+	b = strconv.AppendUint(b, uint64(s.TCPRetries2), 10)
+	b = appendUintField(b, "tcp_syn_retries", uint64(s.TCPSynRetries))
+	b = appendIntField(b, "retrans_budget_ms", s.RetransBudgetMs)
+	b = appendIntField(b, "rto_max_ms", s.RTOMaxMs)
+	b = appendIntField(b, "user_timeout_ms", s.UserTimeoutMs)
+	b = appendBoolField(b, "keepalive", s.Keepalive)
+	b = appendIntField(b, "keepalive_time_s", s.KeepaliveTimeS)
+	b = appendIntField(b, "keepalive_intvl_s", s.KeepaliveIntvlS)
+	b = appendUintField(b, "keepalive_probes", uint64(s.KeepaliveProbes))
+	b = appendIntField(b, "keepalive_budget_s", s.KeepaliveBudgetS)
+	return append(b, '}')
+}
+
+// appendNarrativeJSON encodes r with the fields, order and values
+// encoding/json gives it (it does not escape <, > and & for HTML).
+func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
+	b = append(b, `{"type":`...)
+	b = appendJSONString(b, r.Type)
+	b = appendStringField(b, "time", r.Time)
+	b = appendStringField(b, "verdict", r.Verdict)
+	b = appendBoolField(b, "final", r.Final)
+	b = appendConnFields(b, &r.ConnFields)
+	b = appendStringField(b, "state", r.State)
+	b = appendStringField(b, "errno", r.Errno)
+	b = appendStringField(b, "reset_reason", r.ResetReason)
+	b = appendIntField(b, "retransmits", int64(r.Retransmits))
+	b = appendIntField(b, "probes", int64(r.Probes))
+	b = appendIntField(b, "outage_ms", r.OutageMs)
+	b = appendIntField(b, "giveup_in_ms", r.GiveUpInMs)
+	b = append(appendKey(b, "rtos_ms"), '[')
+	for i, v := range r.RTOsMs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	b = append(b, ']')
+	if r.ExitSignal != 0 {
+		b = appendIntField(b, "exit_signal", int64(r.ExitSignal))
+	}
+	if r.ExitStatus != 0 {
+		b = appendIntField(b, "exit_status", int64(r.ExitStatus))
+	}
+	if r.SentReset {
+		b = appendBoolField(b, "sent_reset", true)
+	}
+	b = appendStringField(b, "summary", r.Summary)
+	b = appendStringField(b, "explanation", r.Explanation)
+	b = append(appendKey(b, "timeline"), '[')
+	for i, s := range r.Timeline {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"t_ms":`...)
+		b = strconv.AppendInt(b, s.TMs, 10)
+		b = appendStringField(b, "event", s.Event)
+		b = append(b, '}')
+	}
+	b = append(b, ']')
+	b = appendSettings(appendKey(b, "settings"), &r.Settings)
+	return append(b, '}')
+}
