@@ -119,9 +119,11 @@ struct {
 struct ka_window {
 	__u64 timer;   /* the timer_list being run; 0 when no window is open */
 	__u64 sk;      /* the socket it belongs to */
+	__u64 cookie;  /* its cookie, 0 if never generated */
 	__u8 killed;   /* the socket went to CLOSE inside the window */
 	__u8 have_info;
-	__u8 _pad[6];
+	__u8 probes_before; /* icsk_probes_out at entry */
+	__u8 _pad[5];
 	struct sock_info info; /* the socket's owner, read at entry */
 	struct event entry;    /* figures at entry: used for a kill, when sk may be gone */
 };
@@ -717,6 +719,16 @@ static __always_inline int read_sock_info(const struct sock *sk, struct sock_inf
 	return 0;
 }
 
+/* The keepalive record: the socket's figures and owner, read untrusted. */
+static __always_inline void fill_keepalive_record(struct ka_window *w, const struct sock *sk)
+{
+	__builtin_memset(&w->entry, 0, sizeof(w->entry));
+	w->entry.kind = TW_EV_KEEPALIVE;
+	w->entry.cookie = w->cookie;
+	fill_from_untrusted(&w->entry, sk);
+	w->have_info = read_sock_info(sk, &w->info);
+}
+
 SEC("tp_btf/timer_expire_entry")
 int BPF_PROG(tw_timer_entry, struct timer_list *timer, unsigned long baseclk)
 {
@@ -736,12 +748,27 @@ int BPF_PROG(tw_timer_entry, struct timer_list *timer, unsigned long baseclk)
 	w->timer = (__u64)timer;
 	w->sk = (__u64)sk;
 	w->killed = 0;
-	__builtin_memset(&w->entry, 0, sizeof(w->entry));
-	w->entry.kind = TW_EV_KEEPALIVE;
+	w->have_info = 0;
+	w->entry.kind = 0;
 	/* Read, never generate: this pointer is not one helpers accept. */
-	w->entry.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	fill_from_untrusted(&w->entry, sk);
-	w->have_info = read_sock_info(sk, &w->info);
+	w->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	w->probes_before = BPF_CORE_READ((const struct inet_connection_sock *)sk, icsk_probes_out);
+
+	/*
+	 * Most runs re-arm the timer or send one answered probe: a few reads.
+	 * Only a run that may kill the socket (probes used up, or a
+	 * TCP_USER_TIMEOUT) records everything now, since the socket may be
+	 * gone at exit.
+	 */
+	const struct tcp_sock *tp = (const void *)sk;
+	__u8 probes = BPF_CORE_READ(tp, keepalive_probes);
+	if (!probes) {
+		struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+		probes = BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_probes);
+	}
+	if (w->probes_before >= probes || BPF_CORE_READ(tp, inet_conn.icsk_user_timeout)) {
+		fill_keepalive_record(w, sk);
+	}
 	return 0;
 }
 
@@ -754,8 +781,8 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 		return 0;
 	w->timer = 0;
 
-	__u64 cookie = w->entry.cookie;
-	__u8 probes_before = w->entry.probes_out;
+	__u64 cookie = w->cookie;
+	__u8 probes_before = w->probes_before;
 	__u8 flags = TW_F_IN_KA_TIMER;
 	__u8 probes_now = probes_before;
 	__u8 *last = cookie ? bpf_map_lookup_elem(&ka_probes, &cookie) : NULL;
@@ -789,6 +816,14 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 	 */
 	int notable = (flags & TW_F_KA_KILLED) || ((flags & TW_F_KA_PROBE) && probes_now >= 2) ||
 		      ((flags & TW_F_KA_ANSWERED) && last_probes >= 2);
+	if (!(flags & TW_F_KA_KILLED) && !w->entry.kind) {
+		/* The socket lives: its figures now, after the probe. */
+		if (!emit_all && !notable)
+			return 0;
+		fill_keepalive_record(w, (const void *)w->sk);
+	}
+	if (!w->entry.kind)
+		return 0; /* killed without a record from entry: its reset and CLOSE tell it */
 	if (!emit_all && !notable && !(w->have_info && (w->info.flags & TW_SK_NOTABLE)))
 		return 0;
 	struct event *e = reserve();

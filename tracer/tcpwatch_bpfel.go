@@ -57,14 +57,16 @@ type tcpwatchEvent struct {
 }
 
 type tcpwatchKaWindow struct {
-	_        structs.HostLayout
-	Timer    uint64
-	Sk       uint64
-	Killed   uint8
-	HaveInfo uint8
-	Pad      [6]uint8
-	Info     tcpwatchSockInfo
-	Entry    tcpwatchEvent
+	_            structs.HostLayout
+	Timer        uint64
+	Sk           uint64
+	Cookie       uint64
+	Killed       uint8
+	HaveInfo     uint8
+	ProbesBefore uint8
+	Pad          [5]uint8
+	Info         tcpwatchSockInfo
+	Entry        tcpwatchEvent
 }
 
 type tcpwatchSockInfo struct {

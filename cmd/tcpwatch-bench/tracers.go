@@ -237,20 +237,30 @@ func processCPU(pid int) (uint64, error) {
 	return sum, nil
 }
 
-// rssKiB is the resident set of pid.
-func rssKiB(pid int) (int, error) {
+// rss is the resident set of pid, in KiB: all of it, and the anonymous
+// part (the Go heap and stacks; the rest is the binary and the ring
+// buffer's mapping).
+type rss struct{ total, anon int }
+
+func rssKiB(pid int) (rss, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return rss{}, err
 	}
 	defer f.Close()
+	var r rss
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		for key, dst := range map[string]*int{"VmRSS:": &r.total, "RssAnon:": &r.anon} {
+			if v, ok := strings.CutPrefix(sc.Text(), key); ok {
+				*dst, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			}
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	if r.total == 0 {
+		return r, errors.New("no VmRSS")
+	}
+	return r, nil
 }
 
 // lastStats finds tcpwatch's closing stats record in its JSON output.

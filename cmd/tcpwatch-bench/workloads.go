@@ -341,12 +341,7 @@ func raiseNofile(n uint64) {
 // not open more than RLIMIT_NOFILE descriptors, and root cannot raise that
 // here.
 func benchMemory(ctx context.Context, c config, rep *report) error {
-	// A 64 MiB ring: this workload measures the tracker's memory, so every
-	// connection must reach it even when the helpers hog both cores.
-	big := tracer{name: "tcpwatch --all --ring-size 64MiB", args: func(c config) []string {
-		return []string{c.tcpwatch, "-o", "json", "--all", "--ring-size", "67108864"}
-	}}
-	r, err := big.start(ctx, c, true)
+	r, err := tcpwatchAll.start(ctx, c, true)
 	if err != nil {
 		return err
 	}
@@ -397,17 +392,15 @@ func benchMemory(ctx context.Context, c config, rep *report) error {
 	if err != nil {
 		return err
 	}
-	for _, h := range holders {
+	for _, h := range holders { // one at a time: a steady rate of closes
 		h.Process.Signal(syscall.SIGTERM)
-	}
-	for _, h := range holders {
 		h.Wait()
 	}
 	holders = nil
 	if err := sleepCtx(ctx, 5*time.Second); err != nil {
 		return err
 	}
-	after, err := rssKiB(pid)
+	after, err := rssKiB(pid) // after the holders closed everything and exited
 	if err != nil {
 		return err
 	}
@@ -445,9 +438,9 @@ func runHold(arg string) error {
 	}()
 	conns := make([]net.Conn, 0, 2*n)
 	for i := 0; i < n; i++ {
-		if i%20 == 0 {
-			// About 10,000 connections a second: a steady arrival rate a
-			// tracer can follow, not a burst that only measures the ring.
+		if i%10 == 0 {
+			// About 5,000 connections a second: a steady arrival rate, not
+			// a burst that would measure the ring buffer instead.
 			time.Sleep(2 * time.Millisecond)
 		}
 		c, err := net.Dial("tcp", ln.Addr().String())
@@ -460,7 +453,10 @@ func runHold(arg string) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
 	<-sig
-	for _, c := range conns {
+	for i, c := range conns {
+		if i%20 == 0 {
+			time.Sleep(2 * time.Millisecond) // the same steady rate as the opening
+		}
 		c.Close()
 	}
 	return nil
@@ -468,7 +464,7 @@ func runHold(arg string) error {
 
 type memoryResult struct {
 	conns                      int
-	idleKiB, peakKiB, afterKiB int
+	idleKiB, peakKiB, afterKiB rss
 	events, lost               uint64
 	evictions                  int
 	opened                     time.Duration
