@@ -164,6 +164,14 @@ func setsockopt(tb testing.TB, c *net.TCPConn, level, opt, val int) {
 	}
 }
 
+// keepalive turns on SO_KEEPALIVE with a 1 s idle time and interval.
+func keepalive(tb testing.TB, c *net.TCPConn, probes int) {
+	setsockopt(tb, c, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	setsockopt(tb, c, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
+	setsockopt(tb, c, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
+	setsockopt(tb, c, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, probes)
+}
+
 func TestLifecycleOnLoopback(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	col := startTracer(t, tracer.Config{All: true})
@@ -335,10 +343,7 @@ func TestKeepaliveProbeAndKill(t *testing.T) {
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{All: true})
 	client, _ := connectPair(t, a, b, 7002)
-	setsockopt(t, client, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
-	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
-	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 2)
+	keepalive(t, client, 2)
 	undo, err := a.Blackhole(b.Addr4())
 	if err != nil {
 		t.Fatal(err)
@@ -504,10 +509,7 @@ func TestSeededOwnerOnExistingConnection(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	a, b := pair(t)
 	client, _ := connectPair(t, a, b, 7003)
-	setsockopt(t, client, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
-	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
-	setsockopt(t, client, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3)
+	keepalive(t, client, 3)
 	undo, err := a.Blackhole(b.Addr4())
 	if err != nil {
 		t.Fatal(err)
