@@ -544,3 +544,41 @@ func TestSeededOwnerOnExistingConnection(t *testing.T) {
 		t.Errorf("probe owner %d %q, want %d (seeded)", probe.PID, probe.Comm(), os.Getpid())
 	}
 }
+
+// The kernel-side filters drop other connections' events before the ring
+// buffer: with --port, only that port's connections arrive.
+func TestKernelPortFilter(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	lnA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lnA.Close()
+	lnB, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lnB.Close()
+	portA := uint16(lnA.Addr().(*net.TCPAddr).Port)
+	col := startTracer(t, tracer.Config{All: true, FilterPort: portA})
+	for _, ln := range []net.Listener{lnA, lnB} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := ln.Accept()
+		c.Close()
+		s.Close()
+	}
+	col.wait(t, 5*time.Second, "an event of the filtered port", func(e *tracer.Event) bool {
+		return e.Remote.Port() == portA || e.Local.Port() == portA
+	})
+	time.Sleep(200 * time.Millisecond)
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	for _, e := range col.events {
+		if e.Local.Port() != portA && e.Remote.Port() != portA {
+			t.Errorf("event of another port passed the filter: %v %v > %v", e.Kind, e.Local, e.Remote)
+		}
+	}
+}
