@@ -319,8 +319,10 @@ func TestRetransmitTimeoutInNamespaces(t *testing.T) {
 		t.Errorf("retransmit: netns %d/%d retries2 %d pid %d packets_out %d rto %v", first.NetNS, ns,
 			first.Settings.Retries2, first.PID, first.PacketsOut, first.RTO)
 	}
-	third := col.wait(t, 5*time.Second, "third RTO retransmission", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindRetransmit && e.Local == local && e.Retransmits == 3
+	// A third or later one: not every expiry reaches the tracepoint (a CI
+	// run saw icsk_retransmits 1, 2, then 4), so the count may skip one.
+	third := col.wait(t, 5*time.Second, "a third or later RTO retransmission", func(e *tracer.Event) bool {
+		return e.Kind == tracer.KindRetransmit && e.Local == local && e.Retransmits >= 3
 	})
 	if third.Backoff < 2 || third.RTO < 2*first.RTO {
 		t.Errorf("backoff %d rto %v after %v", third.Backoff, third.RTO, first.RTO)
