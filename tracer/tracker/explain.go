@@ -93,7 +93,8 @@ func (x *explainer) explain() {
 
 	switch n.Verdict {
 	case Stalled:
-		n.Retransmits = c.stallRetrans
+		// The kernel's own count: not every expiry reaches the tracepoint.
+		n.Retransmits = max(c.stallRetrans, int(ev.Retransmits))
 		n.RTOs = append([]time.Duration(nil), c.rtos...)
 		n.Outage = x.now - c.silenceStart
 		giveUp := projectGiveUp(c.stallFirst, ev, budget)
