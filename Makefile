@@ -27,11 +27,11 @@ deps: ## install the BPF toolchain (clang-14, libbpf headers, bpftool) if missin
 
 .PHONY: generate
 generate: deps ## rebuild the BPF objects and their Go bindings (bpf2go)
-	$(GO) generate ./tracer/ ./cmd/tcpwatch-bench/
+	$(GO) generate ./bpf/ ./cmd/tcpwatch-bench/
 
 .PHONY: check-generated
 check-generated: generate ## fail if the committed BPF object or bindings are stale
-	@git diff --exit-code -- tracer/ cmd/tcpwatch-bench/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
+	@git diff --exit-code -- bpf/ cmd/tcpwatch-bench/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
 
 .PHONY: build
 build: ## build ./tcpwatch (needs no clang: the BPF object is committed)

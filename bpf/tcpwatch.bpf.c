@@ -1,3 +1,5 @@
+//go:build ignore
+
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * tcpwatch's kernel half: watches the four TCP code paths that decide how a
@@ -22,7 +24,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
-#include "tcpwatch.h"
+#include "record.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -49,6 +51,9 @@ const volatile __u64 lazy_wakeup_bytes = 0;
 
 /* Unused except to make bpf2go emit the Go type. */
 const struct event *unused_event __attribute__((unused));
+const enum tw_event_kind *unused_kind __attribute__((unused));
+const enum tw_event_flag *unused_flag __attribute__((unused));
+const enum tw_owner_source *unused_owner_source __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -630,42 +635,6 @@ int BPF_PROG(tw_destroy_sock, struct sock *sk)
 	struct event *e = emit_sk(sk, info, TW_EV_DESTROY);
 	if (e)
 		submit(e);
-	return 0;
-}
-
-/* The owner is whoever sends and receives: the only trace of accept(). */
-static __always_inline void handle_app_io(struct sock *sk, int ret, __u8 send_flag)
-{
-	if (!sk || !is_tcp(sk))
-		return;
-	struct sock_info *info = sock_info_lookup(sk);
-	if (!info || !info->pid)
-		info = sock_info_create(sk);
-	set_owner(info);
-	if (ret >= 0 || ret == -EAGAIN)
-		return;
-	/* The error the application really saw: evidence for a notable socket. */
-	if (!wanted(info, 0))
-		return;
-	struct event *e = emit_sk(sk, info, TW_EV_APP_ERROR);
-	if (!e)
-		return;
-	e->detail = ret;
-	e->flags |= send_flag;
-	submit(e);
-}
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(tw_sock_send, struct sock *sk, int ret, int flags)
-{
-	handle_app_io(sk, ret, TW_F_APP_SEND);
-	return 0;
-}
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(tw_sock_recv, struct sock *sk, int ret, int flags)
-{
-	handle_app_io(sk, ret, 0);
 	return 0;
 }
 

@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"github.com/tcpwatch/tcpwatch/bpf"
+
 	"errors"
 	"fmt"
 	"net/netip"
@@ -49,7 +51,7 @@ func (k Kind) String() string {
 }
 
 // Flags qualify an Event; values are enum tw_event_flag in bpf/tcpwatch.h.
-type Flags uint8
+type Flags uint16
 
 const (
 	FlagOwnerExiting  Flags = 1 << 0 // the owner was exiting when it closed the socket
@@ -144,7 +146,7 @@ func (e *Event) ExitStatus() int { return int(e.ExitCode>>8) & 0xff }
 var ErrRecordSize = errors.New("ring buffer record has the wrong size")
 
 // recordSize is the size of struct event; the generated type is its Go twin.
-const recordSize = int(unsafe.Sizeof(tcpwatchEvent{}))
+const recordSize = int(unsafe.Sizeof(bpf.TcpwatchEvent{}))
 
 // Clock turns kernel CLOCK_MONOTONIC stamps into wall-clock time.
 type Clock struct {
@@ -165,7 +167,7 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 	if len(raw) < recordSize {
 		return fmt.Errorf("%w: %d bytes, want %d", ErrRecordSize, len(raw), recordSize)
 	}
-	r := (*tcpwatchEvent)(unsafe.Pointer(&raw[0]))
+	r := (*bpf.TcpwatchEvent)(unsafe.Pointer(&raw[0]))
 	*ev = Event{
 		Mono:      time.Duration(r.TsNs),
 		Kind:      Kind(r.Kind),
@@ -225,7 +227,7 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 // Encode is Decode's inverse, for tests and recorded scenarios: it builds
 // the bytes the kernel would have sent for ev.
 func Encode(ev *Event) []byte {
-	r := tcpwatchEvent{
+	r := bpf.TcpwatchEvent{
 		TsNs:             uint64(ev.Mono),
 		Cookie:           ev.Cookie,
 		FirstSeenNs:      uint64(ev.FirstSeen),
@@ -244,7 +246,7 @@ func Encode(ev *Event) []byte {
 		KeepaliveProbes:  ev.Settings.KeepaliveProbes,
 		Retries2:         ev.Settings.Retries2,
 		SynRetries:       ev.Settings.SynRetries,
-		Flags:            uint8(ev.Flags),
+		Flags:            uint16(ev.Flags),
 		SkErr:            ev.SkErr,
 		SkErrSoft:        ev.SkErrSoft,
 		Detail:           ev.Detail,
@@ -278,6 +280,6 @@ func Encode(ev *Event) []byte {
 		copy(r.Daddr[:], d[:])
 	}
 	buf := make([]byte, recordSize)
-	*(*tcpwatchEvent)(unsafe.Pointer(&buf[0])) = r
+	*(*bpf.TcpwatchEvent)(unsafe.Pointer(&buf[0])) = r
 	return buf
 }

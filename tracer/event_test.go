@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"github.com/tcpwatch/tcpwatch/bpf"
+
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -84,7 +86,7 @@ func TestRecordSizeMatchesC(t *testing.T) {
 // The offsets above must be the compiler's: read them from the BTF of the
 // committed BPF object.
 func TestOffsetsMatchBTF(t *testing.T) {
-	spec, err := loadTcpwatch()
+	spec, err := bpf.LoadTcpwatch()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"github.com/tcpwatch/tcpwatch/bpf"
+
 	"strings"
 	"testing"
 
@@ -15,7 +17,7 @@ func TestChooseProgramsDropsMissingHooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, err := loadTcpwatch()
+	spec, err := bpf.LoadTcpwatch()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +50,7 @@ func TestChooseProgramsDropsMissingHooks(t *testing.T) {
 		}
 	}
 
-	spec, _ = loadTcpwatch()
+	spec, _ = bpf.LoadTcpwatch()
 	tr = &Tracer{Kernel: ki, Hooks: hooks()}
 	tr.Hooks[0].Tracepoints = []string{"sock:no_such_state_tracepoint"}
 	if err := tr.choosePrograms(spec); err == nil || !strings.Contains(err.Error(), "no_such_state_tracepoint") {

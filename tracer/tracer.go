@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/bpf"
 )
 
 // Config says what the kernel half sends and how much room it has.
@@ -74,9 +76,6 @@ func hooks() []*Hook {
 		{Name: "tcp_destroy_sock", Tracepoints: []string{"tcp:tcp_destroy_sock"},
 			Programs: []string{"tw_destroy_sock"}, Params: []int{1},
 			Loses: "prompt cleanup of the kernel's per-socket table (the LRU still bounds it)"},
-		{Name: "sock_sendmsg/sock_recvmsg", Tracepoints: []string{"sock:sock_send_length", "sock:sock_recv_length"},
-			Programs: []string{"tw_sock_send", "tw_sock_recv"}, Params: []int{3, 3},
-			Loses: "the owner of accepted connections before they close, and the errors applications saw"},
 	}
 }
 
@@ -125,7 +124,7 @@ func New(cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec, err := loadTcpwatch()
+	spec, err := bpf.LoadTcpwatch()
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
@@ -370,7 +369,7 @@ func (t *Tracer) SeedOwner(pid, fd int, comm string, notable bool) error {
 		return fmt.Errorf("pidfd_getfd(%d, %d): %w", pid, fd, err)
 	}
 	defer unix.Close(sockfd)
-	info := tcpwatchSockInfo{Pid: uint32(pid)}
+	info := bpf.TcpwatchSockInfo{Pid: uint32(pid)}
 	copy(info.Comm[:len(info.Comm)-1], comm)
 	if notable {
 		info.Flags = sockNotable

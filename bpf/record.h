@@ -1,27 +1,28 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The record the kernel half sends to user space through the ring buffer.
- * Shared with Go through bpf2go (-type event): keep every field naturally
- * aligned and never pack, so the Go struct has the same layout with no
- * decoding work beyond a length-checked copy.
+ * The record the kernel half sends to user space through the ring buffer,
+ * and the enums that qualify it. Shared with Go through bpf2go (-type for
+ * the struct and every enum): keep every field naturally aligned and never
+ * pack, so the Go struct has the same layout and decoding is a
+ * length-checked copy. Go takes its constants from the generated enums, so
+ * a value changed here is changed there.
  */
-#ifndef TCPWATCH_H
-#define TCPWATCH_H
+#ifndef TW_RECORD_H
+#define TW_RECORD_H
 
 #define TW_COMM_LEN 16
 
-/* What happened. Values are part of the Go decoder's contract. */
+/* What happened. */
 enum tw_event_kind {
 	TW_EV_STATE = 1,        /* inet_sock_set_state: old_state -> state */
-	TW_EV_RETRANSMIT = 2,   /* tcp_retransmit_skb; detail = err (6.17+) */
-	TW_EV_SEND_RESET = 3,   /* tcp_send_reset; detail = sk_rst_reason or -1 */
+	TW_EV_RETRANSMIT = 2,   /* a retransmission; detail = err when it failed locally */
+	TW_EV_SEND_RESET = 3,   /* tcp_send_reset; detail = sk_rst_reason or TW_RST_REASON_UNKNOWN */
 	TW_EV_RECV_RESET = 4,   /* tcp_receive_reset */
 	TW_EV_ERROR = 5,        /* inet_sk_error_report; detail = sk_err */
 	TW_EV_CONG_STATE = 6,   /* tcp_cong_state_set: old_state(ca) -> ca_state */
 	TW_EV_KEEPALIVE = 7,    /* tcp_keepalive_timer ran and did something */
 	TW_EV_DESTROY = 8,      /* tcp_destroy_sock: the socket is gone */
-	TW_EV_APP_ERROR = 9,    /* a send/recv syscall returned detail (< 0) */
-	/* 10 is user space's: a connection found by sock_diag at start-up. */
+	TW_EV_KIND_MAX,         /* one past the last kind: decoders reject the rest */
 };
 
 /* Event flags. */
@@ -33,24 +34,35 @@ enum tw_event_flag {
 	TW_F_KA_ANSWERED = 1 << 4,   /* keepalive: earlier probes were answered (probes_out back to 0) */
 	TW_F_IN_KA_TIMER = 1 << 5,   /* emitted from inside tcp_keepalive_timer */
 	TW_F_NO_SOCK = 1 << 6,       /* no full socket: tuple and netns come from the packet */
-	TW_F_APP_SEND = 1 << 7,      /* APP_ERROR: the failing call was a send (else a recv) */
+	TW_F_ORPHAN = 1 << 7,        /* no process holds the socket any more (SOCK_DEAD) */
+	TW_F_FROM_TIMER = 1 << 8,    /* RETRANSMIT seen at the retransmission timer, not the tracepoint */
 };
 
-/* Event-specific `detail` when a reset reason is unknown (kernel < 6.10). */
+/* How the kernel half learned the owner it puts in pid/comm. */
+enum tw_owner_source {
+	TW_OWNER_NONE = 0,    /* not known in the kernel: user space looks it up */
+	TW_OWNER_CONNECT = 1, /* the task that called connect() */
+	TW_OWNER_LISTEN = 2,  /* the task that called listen() (listening sockets) */
+	TW_OWNER_CLOSE = 3,   /* the task that closed or aborted it (or exited) */
+};
+
+/* `detail` of a send_reset when the kernel does not say why (before 6.10). */
 #define TW_RST_REASON_UNKNOWN (-1)
 
 struct event {
 	__u64 ts_ns;            /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-	__u64 cookie;           /* socket cookie (as in ss -e / sock_diag); 0 if none */
+	__u64 cookie;           /* socket cookie (as in ss -e / sock_diag); 0 if never generated */
 	__u64 first_seen_ns;    /* when tcpwatch first saw this socket; 0 unknown */
 	__u8 saddr[16];         /* IPv4 in the first 4 bytes, or IPv6 */
 	__u8 daddr[16];
 	__u32 netns;            /* network namespace inode */
 	__u32 pid;              /* owning process (tgid); 0 if unknown */
 	__u8 comm[TW_COMM_LEN]; /* owning process name */
+	__u32 inode;            /* socket inode ("socket:[N]" in /proc/PID/fd); 0 if no file */
 	__u16 family;           /* AF_INET or AF_INET6 */
 	__u16 sport;            /* host byte order */
 	__u16 dport;            /* host byte order */
+	__u16 flags;            /* enum tw_event_flag */
 	__u8 kind;              /* enum tw_event_kind */
 	__u8 state;             /* TCP state; for STATE the new one */
 	__u8 old_state;         /* STATE: previous TCP state; CONG_STATE: previous ca_state */
@@ -60,9 +72,11 @@ struct event {
 	__u8 probes_out;        /* icsk_probes_out */
 	__u8 keepalive_probes;  /* effective: per-socket or the netns sysctl */
 	__u8 retries2;          /* netns tcp_retries2 */
-	__u8 syn_retries;       /* netns tcp_syn_retries */
-	__u8 flags;             /* enum tw_event_flag */
+	__u8 syn_retries;       /* effective: icsk_syn_retries or the netns tcp_syn_retries */
+	__u8 orphan_retries;    /* netns tcp_orphan_retries (0 means 8 for a live peer) */
+	__u8 syn_linear_timeouts; /* netns tcp_syn_linear_timeouts (6.18+), else 0 */
 	__u8 keepalive_on;      /* SO_KEEPALIVE set */
+	__u8 owner_source;      /* enum tw_owner_source */
 	__u8 _pad[2];
 	__s32 sk_err;
 	__s32 sk_err_soft;
@@ -79,6 +93,7 @@ struct event {
 	__u32 keepalive_intvl_ms; /* effective keepalive probe interval */
 	__u32 user_timeout_ms;  /* TCP_USER_TIMEOUT, 0 if unset */
 	__u32 ack_age_ms;       /* time since the peer last acknowledged anything */
+	__u32 _pad2;
 };
 
-#endif /* TCPWATCH_H */
+#endif /* TW_RECORD_H */
