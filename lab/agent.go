@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
 
 // The lab's applications are this same executable, started in a host's
@@ -109,7 +109,7 @@ func (a *agent) report(what string, err error, c net.Conn) {
 func errnoOf(err error) string {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
-		return tracer.ErrnoName(int32(errno))
+		return tcp.ErrnoName(int32(errno))
 	}
 	if errors.Is(err, io.EOF) {
 		return "EOF"

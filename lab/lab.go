@@ -25,7 +25,9 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Options tune a run.
@@ -44,7 +46,7 @@ type Options struct {
 	// this process's own executable (which must call AgentMain when IsAgent).
 	Agent string
 	// Record, when set, receives the run's kernel events as a recording
-	// (tracer.WriteRecord) with comments naming the hosts' namespaces and
+	// (wire.WriteRecord) with comments naming the hosts' namespaces and
 	// the verdicts given: test data for the tracker.
 	Record io.Writer
 }
@@ -88,7 +90,7 @@ type Record struct {
 	What      string             `json:"what,omitempty"`
 	Narrative *tracker.Narrative `json:"-"`
 	Notice    *tracker.Notice    `json:"-"`
-	Event     *tracer.Event      `json:"-"`
+	Event     *wire.Event        `json:"-"`
 	App       *AppEvent          `json:"-"`
 	Result    *Result            `json:"-"`
 }
@@ -292,7 +294,7 @@ func (r *run) build() error {
 			}
 		}
 		r.step("shortened the kernel's timers inside A and B only: tcp_retries2=%d (budget %s), tcp_syn_retries=%d, keepalive %s/%s/%d",
-			opt.Retries2, tracer.RetransmitBudget(uint8(opt.Retries2), 0), opt.SynRetries,
+			opt.Retries2, tcp.RetransmitBudget(uint8(opt.Retries2), 0), opt.SynRetries,
 			opt.KeepaliveTime, opt.KeepaliveIntvl, opt.KeepaliveProbe)
 	} else {
 		r.step("kept the kernel's default timers (tcp_retries2=15: a 924.6s budget)")
@@ -360,16 +362,16 @@ func (r *run) trace(t *tracer.Tracer) {
 		r.emit(Record{Type: "narrative", Host: host, Narrative: &cp})
 		r.notify()
 	})
-	var ev tracer.Event
+	var ev wire.Event
 	for {
 		t.SetDeadline(time.Now().Add(50 * time.Millisecond))
 		err := t.Read(&ev)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			tr.Tick(tracer.MonotonicNow())
+			tr.Tick(wire.MonotonicNow())
 			continue
 		}
 		if err != nil {
-			tr.Flush(tracer.MonotonicNow())
+			tr.Flush(wire.MonotonicNow())
 			return
 		}
 		r.mu.Lock()
@@ -379,11 +381,11 @@ func (r *run) trace(t *tracer.Tracer) {
 			continue
 		}
 		if r.opt.Record != nil {
-			_ = tracer.WriteRecord(r.opt.Record, &ev)
+			_ = wire.WriteRecord(r.opt.Record, &ev)
 		}
 		tr.Handle(&ev)
 		// What tcpwatch shows only with --all: a keepalive probe answered.
-		if ev.Kind == tracer.KindKeepalive && ev.Flags&tracer.FlagProbeAnswered != 0 {
+		if ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 {
 			cp := ev
 			r.emit(Record{Type: "event", Host: host, Event: &cp})
 			r.notify()

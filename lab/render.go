@@ -6,13 +6,13 @@ import (
 	"strings"
 
 	"github.com/tcpwatch/tcpwatch/output"
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
 
 // Printer renders a run's records as they come: text lines with the time
 // since the run started and the host, or JSON lines (`-o json`) whose
 // narratives have the same fields as tcpwatch's plus `host`.
-func Printer(w *output.Writer, reasons tracer.ResetReasons) Sink {
+func Printer(w *output.Writer, reasons tcp.ResetReasons) Sink {
 	return func(rec Record) {
 		if w.Format() == output.JSON {
 			_ = w.JSON(jsonRecord(rec, reasons))
@@ -107,7 +107,7 @@ type jsonResult struct {
 	*Result
 }
 
-func jsonRecord(rec Record, reasons tracer.ResetReasons) any {
+func jsonRecord(rec Record, reasons tcp.ResetReasons) any {
 	switch rec.Type {
 	case "narrative":
 		return jsonNarrative{Host: rec.Host, TMs: rec.TMs, NarrativeRecord: output.NewNarrativeRecord(rec.Narrative)}

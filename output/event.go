@@ -6,7 +6,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // EventRecord is the JSON form of one kernel event (`type: "event"`,
@@ -58,12 +59,12 @@ type SettingsRecord struct {
 }
 
 // NewSettingsRecord summarises an event's settings, with the budgets they imply.
-func NewSettingsRecord(ev *tracer.Event) SettingsRecord {
+func NewSettingsRecord(ev *wire.Event) SettingsRecord {
 	s := ev.Settings
 	return SettingsRecord{
 		TCPRetries2:      s.Retries2,
 		TCPSynRetries:    s.SynRetries,
-		RetransBudgetMs:  tracer.RetransmitBudget(s.Retries2, ev.RTOMax).Milliseconds(),
+		RetransBudgetMs:  tcp.RetransmitBudget(s.Retries2, ev.RTOMax).Milliseconds(),
 		RTOMaxMs:         ev.RTOMax.Milliseconds(),
 		UserTimeoutMs:    s.UserTimeout.Milliseconds(),
 		Keepalive:        s.KeepaliveOn,
@@ -97,20 +98,20 @@ func connFields(cookie uint64, local, remote netip.AddrPort, netns, pid uint32, 
 }
 
 // keepaliveAction names what the keepalive timer did.
-func keepaliveAction(f tracer.Flags) string {
+func keepaliveAction(f wire.Flags) string {
 	switch {
-	case f&tracer.FlagKeepaliveKill != 0:
+	case f&wire.FlagKeepaliveKill != 0:
 		return "killed"
-	case f&tracer.FlagProbeSent != 0:
+	case f&wire.FlagProbeSent != 0:
 		return "probe_sent"
-	case f&tracer.FlagProbeAnswered != 0:
+	case f&wire.FlagProbeAnswered != 0:
 		return "probe_answered"
 	}
 	return ""
 }
 
 // NewEventRecord builds the JSON form of ev.
-func NewEventRecord(ev *tracer.Event, reasons tracer.ResetReasons) EventRecord {
+func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
 	r := EventRecord{
 		Type:          "event",
 		Time:          ev.Time.Format(TimeLayout),
@@ -126,28 +127,28 @@ func NewEventRecord(ev *tracer.Event, reasons tracer.ResetReasons) EventRecord {
 		BytesInFlight: ev.BytesInFlight,
 		TotalRetrans:  ev.TotalRetrans,
 		AckAgeMs:      ev.AckAge.Milliseconds(),
-		SkErr:         tracer.ErrnoName(ev.SkErr),
-		SkErrSoft:     tracer.ErrnoName(ev.SkErrSoft),
-		ReplyReset:    ev.Flags&tracer.FlagReplyReset != 0,
+		SkErr:         tcp.ErrnoName(ev.SkErr),
+		SkErrSoft:     tcp.ErrnoName(ev.SkErrSoft),
+		ReplyReset:    ev.Flags&wire.FlagReplyReset != 0,
 		Keepalive:     keepaliveAction(ev.Flags),
-		OwnerExiting:  ev.Flags&tracer.FlagOwnerExiting != 0,
+		OwnerExiting:  ev.Flags&wire.FlagOwnerExiting != 0,
 		Settings:      NewSettingsRecord(ev),
 	}
-	if ev.Flags&tracer.FlagNoSocket == 0 {
+	if ev.Flags&wire.FlagNoSocket == 0 {
 		r.State = ev.State.String()
 		r.CAState = ev.CAState.String()
 	}
 	switch ev.Kind {
-	case tracer.KindState:
+	case wire.KindState:
 		r.OldState = ev.OldState.String()
-	case tracer.KindCongState:
+	case wire.KindCongState:
 		r.OldCAState = ev.OldCA.String()
-	case tracer.KindSendReset:
+	case wire.KindSendReset:
 		r.ResetReason = reasons.Name(ev.Detail)
-	case tracer.KindError, tracer.KindAppError:
-		r.Errno = tracer.ErrnoName(ev.Detail)
-	case tracer.KindRetransmit:
-		r.Errno = tracer.ErrnoName(ev.Detail)
+	case wire.KindError, wire.KindAppError:
+		r.Errno = tcp.ErrnoName(ev.Detail)
+	case wire.KindRetransmit:
+		r.Errno = tcp.ErrnoName(ev.Detail)
 	}
 	if r.OwnerExiting {
 		r.ExitSignal, r.ExitCode = ev.ExitSignal(), ev.ExitStatus()
@@ -156,7 +157,7 @@ func NewEventRecord(ev *tracer.Event, reasons tracer.ResetReasons) EventRecord {
 }
 
 // Event writes one raw kernel event.
-func (w *Writer) Event(ev *tracer.Event, reasons tracer.ResetReasons) error {
+func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons) error {
 	if w.format == JSON {
 		return w.writeJSON(NewEventRecord(ev, reasons))
 	}
@@ -164,67 +165,67 @@ func (w *Writer) Event(ev *tracer.Event, reasons tracer.ResetReasons) error {
 	return w.writeLine()
 }
 
-func appendEventText(b []byte, ev *tracer.Event, reasons tracer.ResetReasons) []byte {
+func appendEventText(b []byte, ev *wire.Event, reasons tcp.ResetReasons) []byte {
 	b = ev.Time.AppendFormat(b, "15:04:05.000000")
 	b = append(b, ' ')
 	b = fmt.Appendf(b, "%-13s ", ev.Kind)
 	b = append(b, ev.Local.String()...)
 	b = append(b, " > "...)
 	b = append(b, ev.Remote.String()...)
-	if ev.Flags&tracer.FlagNoSocket != 0 {
+	if ev.Flags&wire.FlagNoSocket != 0 {
 		b = append(b, " (no socket)"...)
-	} else if ev.Kind == tracer.KindState {
+	} else if ev.Kind == wire.KindState {
 		b = fmt.Appendf(b, " %s->%s", ev.OldState, ev.State)
 	} else {
 		b = append(b, ' ')
 		b = append(b, ev.State.String()...)
 	}
 	switch ev.Kind {
-	case tracer.KindCongState:
+	case wire.KindCongState:
 		b = fmt.Appendf(b, " ca=%s->%s", ev.OldCA, ev.CAState)
-	case tracer.KindSendReset:
+	case wire.KindSendReset:
 		if n := reasons.Name(ev.Detail); n != "" {
 			b = append(b, " reason="...)
 			b = append(b, n...)
 		}
-		if ev.Flags&tracer.FlagReplyReset != 0 {
+		if ev.Flags&wire.FlagReplyReset != 0 {
 			b = append(b, " reply"...)
 		}
-	case tracer.KindError, tracer.KindAppError:
+	case wire.KindError, wire.KindAppError:
 		b = append(b, " errno="...)
-		b = append(b, tracer.ErrnoName(ev.Detail)...)
-		if ev.Kind == tracer.KindAppError {
-			if ev.Flags&tracer.FlagAppSend != 0 {
+		b = append(b, tcp.ErrnoName(ev.Detail)...)
+		if ev.Kind == wire.KindAppError {
+			if ev.Flags&wire.FlagAppSend != 0 {
 				b = append(b, " call=send"...)
 			} else {
 				b = append(b, " call=recv"...)
 			}
 		}
-	case tracer.KindKeepalive:
+	case wire.KindKeepalive:
 		b = append(b, " keepalive="...)
 		b = append(b, keepaliveAction(ev.Flags)...)
-	case tracer.KindRetransmit:
+	case wire.KindRetransmit:
 		if ev.Detail != 0 {
 			b = append(b, " failed="...)
-			b = append(b, tracer.ErrnoName(ev.Detail)...)
+			b = append(b, tcp.ErrnoName(ev.Detail)...)
 		}
 	}
-	if ev.Flags&tracer.FlagNoSocket == 0 {
-		if ev.Kind != tracer.KindCongState {
+	if ev.Flags&wire.FlagNoSocket == 0 {
+		if ev.Kind != wire.KindCongState {
 			b = fmt.Appendf(b, " ca=%s", ev.CAState)
 		}
 		b = fmt.Appendf(b, " retrans=%d backoff=%d rto=%s ack_age=%s inflight=%d",
 			ev.Retransmits, ev.Backoff, ev.RTO, ev.AckAge, ev.PacketsOut)
-		if ev.ProbesOut > 0 || ev.Kind == tracer.KindKeepalive {
+		if ev.ProbesOut > 0 || ev.Kind == wire.KindKeepalive {
 			b = fmt.Appendf(b, " probes=%d/%d", ev.ProbesOut, ev.Settings.KeepaliveProbes)
 		}
 		if ev.SkErr != 0 {
 			b = append(b, " sk_err="...)
-			b = append(b, tracer.ErrnoName(ev.SkErr)...)
+			b = append(b, tcp.ErrnoName(ev.SkErr)...)
 		}
 		if ev.SkErrSoft != 0 {
 			b = append(b, " sk_err_soft="...)
-			b = append(b, tracer.ErrnoName(ev.SkErrSoft)...)
+			b = append(b, tcp.ErrnoName(ev.SkErrSoft)...)
 		}
 	}
 	if ev.PID != 0 {
@@ -233,7 +234,7 @@ func appendEventText(b []byte, ev *tracer.Event, reasons tracer.ResetReasons) []
 		b = append(b, " comm="...)
 		b = append(b, Sanitize(ev.Comm())...)
 	}
-	if ev.Flags&tracer.FlagOwnerExiting != 0 {
+	if ev.Flags&wire.FlagOwnerExiting != 0 {
 		if sig := ev.ExitSignal(); sig != 0 {
 			b = fmt.Appendf(b, " exiting(signal %d)", sig)
 		} else {

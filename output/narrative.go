@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // NarrativeRecord is the JSON form of a narrative (`type: "narrative"`).
@@ -48,7 +49,7 @@ func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
 		Final:       n.Final,
 		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.PID, n.Comm),
 		State:       n.State.String(),
-		Errno:       tracer.ErrnoName(n.Errno),
+		Errno:       tcp.ErrnoName(n.Errno),
 		ResetReason: n.ResetReason,
 		Retransmits: n.Retransmits,
 		Probes:      n.Probes,
@@ -61,7 +62,7 @@ func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
 		Summary:     n.Summary,
 		Explanation: n.Explanation,
 		Timeline:    make([]TimelineStep, len(n.Timeline)),
-		Settings:    NewSettingsRecord(&tracer.Event{Settings: n.Settings, RTOMax: n.RTOMax}),
+		Settings:    NewSettingsRecord(&wire.Event{Settings: n.Settings, RTOMax: n.RTOMax}),
 	}
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
@@ -139,7 +140,7 @@ func evidence(n *tracker.Narrative) string {
 		parts = append(parts, "giveup_in="+n.GiveUpIn.Round(1e6).String())
 	}
 	if n.Errno != 0 {
-		parts = append(parts, "errno="+tracer.ErrnoName(n.Errno))
+		parts = append(parts, "errno="+tcp.ErrnoName(n.Errno))
 	}
 	if n.ResetReason != "" {
 		parts = append(parts, "rst="+n.ResetReason)

@@ -11,20 +11,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
-func sampleEvent(local, remote string) *tracer.Event {
-	ev := &tracer.Event{
+func sampleEvent(local, remote string) *wire.Event {
+	ev := &wire.Event{
 		Time:   time.Date(2026, 11, 21, 3, 4, 5, 123456789, time.UTC),
-		Kind:   tracer.KindRetransmit,
+		Kind:   wire.KindRetransmit,
 		Cookie: 0x2a,
 		Local:  netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote),
-		NetNS: 4026531840, PID: 77, State: tracer.StateEstablished, CAState: tracer.CALoss,
+		NetNS: 4026531840, PID: 77, State: tcp.StateEstablished, CAState: tcp.CALoss,
 		Retransmits: 2, Backoff: 2, RTO: 800 * time.Millisecond, RTOMax: 120 * time.Second,
 		AckAge: 1400 * time.Millisecond, PacketsOut: 3,
-		Settings: tracer.Settings{Retries2: 15, SynRetries: 6, KeepaliveTime: 2 * time.Hour,
+		Settings: tcp.Settings{Retries2: 15, SynRetries: 6, KeepaliveTime: 2 * time.Hour,
 			KeepaliveIntvl: 75 * time.Second, KeepaliveProbes: 9},
 	}
 	ev.SetComm("curl")
@@ -124,12 +125,12 @@ func TestNarrativeJSONMatchesEncodingJSON(t *testing.T) {
 		{
 			Time: time.Date(2026, 11, 21, 3, 4, 5, 6, time.UTC), Verdict: tracker.LocalProcessExited, Final: true,
 			Cookie: 99, Local: netip.MustParseAddrPort("[fd00::1]:1"), Remote: netip.MustParseAddrPort("[fd00::2]:2"),
-			NetNS: 7, PID: 42, Comm: "we\"ird\\name\x01\u2028<&>\xff", State: tracer.StateFinWait1,
+			NetNS: 7, PID: 42, Comm: "we\"ird\\name\x01\u2028<&>\xff", State: tcp.StateFinWait1,
 			Errno: 32, ResetReason: "TCP_ABORT_ON_CLOSE", Retransmits: 3, Probes: 2,
 			Outage: 1500 * time.Millisecond, GiveUpIn: time.Second, RTOs: []time.Duration{200 * time.Millisecond, 400 * time.Millisecond},
 			ExitSignal: 9, ExitStatus: 0, SentReset: true, Summary: "a\tb\nc", Explanation: "ünïcode ✓",
 			Timeline: []tracker.Step{{At: time.Millisecond, Event: "CLOSE -> SYN_SENT"}, {At: 2 * time.Second, Event: "x"}},
-			Settings: tracer.Settings{Retries2: 15, SynRetries: 6, KeepaliveOn: true, KeepaliveTime: time.Hour,
+			Settings: tcp.Settings{Retries2: 15, SynRetries: 6, KeepaliveOn: true, KeepaliveTime: time.Hour,
 				KeepaliveIntvl: time.Minute, KeepaliveProbes: 9, UserTimeout: 5 * time.Second},
 			RTOMax: 120 * time.Second,
 		},

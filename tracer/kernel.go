@@ -14,6 +14,8 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
 
 // KernelInfo is what tcpwatch learns about the running kernel before it
@@ -25,7 +27,7 @@ type KernelInfo struct {
 	HZSource  string
 	// KeepaliveTimer is &tcp_keepalive_timer, 0 when kallsyms hides it.
 	KeepaliveTimer uint64
-	ResetReasons   ResetReasons
+	ResetReasons   tcp.ResetReasons
 
 	btf *btf.Spec
 }
@@ -91,14 +93,14 @@ func (ki *KernelInfo) tracepointParams(name string) int {
 	return len(proto.Params) - 1
 }
 
-func resetReasonsFromBTF(spec *btf.Spec) ResetReasons {
+func resetReasonsFromBTF(spec *btf.Spec) tcp.ResetReasons {
 	var enum *btf.Enum
 	if err := spec.TypeByName("sk_rst_reason", &enum); err != nil {
-		return fallbackResetReasons
+		return tcp.FallbackResetReasons
 	}
-	r := make(ResetReasons, len(enum.Values))
+	r := make(tcp.ResetReasons, len(enum.Values))
 	for _, v := range enum.Values {
-		r[int32(v.Value)] = trimReasonPrefix(v.Name)
+		r[int32(v.Value)] = tcp.TrimReasonPrefix(v.Name)
 	}
 	return r
 }
@@ -220,11 +222,4 @@ func kallsymsAddr(path, name string) (uint64, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("%s not in %s", name, path)
-}
-
-// MonotonicNow reads CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() uses.
-func MonotonicNow() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Config says what the kernel half sends and how much room it has.
@@ -88,7 +89,7 @@ type Tracer struct {
 	links    []link.Link
 	reader   *ringbuf.Reader
 	record   ringbuf.Record
-	clock    Clock
+	clock    wire.Clock
 	lazy     bool      // records are written without waking the reader
 	deadline time.Time // the caller's, for Read
 }
@@ -154,7 +155,7 @@ func New(cfg Config) (*Tracer, error) {
 		t.Close()
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
 	}
-	t.clock = NewClock(MonotonicNow(), time.Now())
+	t.clock = wire.NewClock(wire.MonotonicNow(), time.Now())
 	t.lazy = lazyWakeup(cfg.All, cfg.RingSize) != 0
 	// The kernel's types were needed to choose and load the programs only;
 	// hand their memory back before the long run.
@@ -314,7 +315,7 @@ func (t *Tracer) attach() error {
 // Read blocks for the next event and decodes it into ev, reusing one
 // record buffer. It returns ErrClosed once Stop or Close has been called,
 // and os.ErrDeadlineExceeded when a deadline set with SetDeadline passes.
-func (t *Tracer) Read(ev *Event) error {
+func (t *Tracer) Read(ev *wire.Event) error {
 	for {
 		if t.lazy {
 			// Records arrive without a wakeup (see lazyWakeup): look at
@@ -338,7 +339,7 @@ func (t *Tracer) Read(ev *Event) error {
 		if err != nil {
 			return fmt.Errorf("reading the ring buffer: %w", err)
 		}
-		return Decode(t.record.RawSample, t.clock, ev)
+		return wire.Decode(t.record.RawSample, t.clock, ev)
 	}
 }
 

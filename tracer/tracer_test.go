@@ -21,13 +21,15 @@ import (
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // collector reads a live tracer into memory so tests can wait for events.
 type collector struct {
 	t      *tracer.Tracer
 	mu     sync.Mutex
-	events []tracer.Event
+	events []wire.Event
 	done   chan struct{}
 }
 
@@ -40,7 +42,7 @@ func startTracer(tb testing.TB, cfg tracer.Config) *collector {
 	c := &collector{t: tr, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
-		var ev tracer.Event
+		var ev wire.Event
 		for {
 			if err := tr.Read(&ev); err != nil {
 				return
@@ -59,7 +61,7 @@ func startTracer(tb testing.TB, cfg tracer.Config) *collector {
 }
 
 // wait returns the first event matching pred, waiting up to d.
-func (c *collector) wait(tb testing.TB, d time.Duration, what string, pred func(*tracer.Event) bool) tracer.Event {
+func (c *collector) wait(tb testing.TB, d time.Duration, what string, pred func(*wire.Event) bool) wire.Event {
 	tb.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -206,35 +208,35 @@ func TestLifecycleOnLoopback(t *testing.T) {
 	me := uint32(os.Getpid())
 	local := netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", cliPort))
 	remote := netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", srvPort))
-	est := col.wait(t, 5*time.Second, "client SYN_SENT -> ESTABLISHED", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindState && e.Local == local && e.Remote == remote &&
-			e.OldState == tracer.StateSynSent && e.State == tracer.StateEstablished
+	est := col.wait(t, 5*time.Second, "client SYN_SENT -> ESTABLISHED", func(e *wire.Event) bool {
+		return e.Kind == wire.KindState && e.Local == local && e.Remote == remote &&
+			e.OldState == tcp.StateSynSent && e.State == tcp.StateEstablished
 	})
 	if est.PID != me || est.Cookie == 0 || est.NetNS == 0 || est.Settings.Retries2 == 0 {
 		t.Errorf("connect: pid %d (want %d) cookie %x netns %d retries2 %d", est.PID, me, est.Cookie, est.NetNS, est.Settings.Retries2)
 	}
-	col.wait(t, 5*time.Second, "accepted socket SYN_RECV -> ESTABLISHED", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindState && e.Local == remote && e.Remote == local && e.State == tracer.StateEstablished
+	col.wait(t, 5*time.Second, "accepted socket SYN_RECV -> ESTABLISHED", func(e *wire.Event) bool {
+		return e.Kind == wire.KindState && e.Local == remote && e.Remote == local && e.State == tcp.StateEstablished
 	})
-	fin := col.wait(t, 5*time.Second, "client ESTABLISHED -> FIN_WAIT1", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindState && e.Cookie == est.Cookie && e.OldState == tracer.StateEstablished && e.State == tracer.StateFinWait1
+	fin := col.wait(t, 5*time.Second, "client ESTABLISHED -> FIN_WAIT1", func(e *wire.Event) bool {
+		return e.Kind == wire.KindState && e.Cookie == est.Cookie && e.OldState == tcp.StateEstablished && e.State == tcp.StateFinWait1
 	})
-	if fin.PID != me || fin.Flags&tracer.FlagOwnerExiting != 0 {
+	if fin.PID != me || fin.Flags&wire.FlagOwnerExiting != 0 {
 		t.Errorf("close: pid %d flags %b", fin.PID, fin.Flags)
 	}
 	// The accepted socket's owner is learnt from its first send.
-	cw := col.wait(t, 5*time.Second, "server ESTABLISHED -> CLOSE_WAIT", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindState && e.Local == remote && e.State == tracer.StateCloseWait
+	cw := col.wait(t, 5*time.Second, "server ESTABLISHED -> CLOSE_WAIT", func(e *wire.Event) bool {
+		return e.Kind == wire.KindState && e.Local == remote && e.State == tcp.StateCloseWait
 	})
 	if cw.PID != me {
 		t.Errorf("accepted socket's owner %d, want %d", cw.PID, me)
 	}
 	// The client's CLOSE record still names its port, released by then.
-	col.wait(t, 5*time.Second, "client -> CLOSE with its port", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindState && e.Cookie == est.Cookie && e.State == tracer.StateClose && e.Local == local
+	col.wait(t, 5*time.Second, "client -> CLOSE with its port", func(e *wire.Event) bool {
+		return e.Kind == wire.KindState && e.Cookie == est.Cookie && e.State == tcp.StateClose && e.Local == local
 	})
-	col.wait(t, 5*time.Second, "destroy", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindDestroy && e.Cookie == est.Cookie
+	col.wait(t, 5*time.Second, "destroy", func(e *wire.Event) bool {
+		return e.Kind == wire.KindDestroy && e.Cookie == est.Cookie
 	})
 }
 
@@ -267,8 +269,8 @@ func TestResetsOnLoopback(t *testing.T) {
 		t.Fatalf("client read: %v, want ECONNRESET", rerr)
 	}
 	srvLocal := netip.MustParseAddrPort(s.LocalAddr().String())
-	rst := col.wait(t, 5*time.Second, "active reset", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindSendReset && e.Local == srvLocal && e.Flags&tracer.FlagReplyReset == 0
+	rst := col.wait(t, 5*time.Second, "active reset", func(e *wire.Event) bool {
+		return e.Kind == wire.KindSendReset && e.Local == srvLocal && e.Flags&wire.FlagReplyReset == 0
 	})
 	if got := col.t.Kernel.ResetReasons.Name(rst.Detail); got != "TCP_ABORT_ON_CLOSE" {
 		t.Errorf("reset reason %q (%d), want TCP_ABORT_ON_CLOSE", got, rst.Detail)
@@ -277,17 +279,17 @@ func TestResetsOnLoopback(t *testing.T) {
 		t.Errorf("reset on %v by pid %d", rst.Local, rst.PID)
 	}
 	cliLocal := netip.MustParseAddrPort(c.LocalAddr().String())
-	col.wait(t, 5*time.Second, "received reset", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindRecvReset && e.Local == cliLocal && e.State == tracer.StateEstablished
+	col.wait(t, 5*time.Second, "received reset", func(e *wire.Event) bool {
+		return e.Kind == wire.KindRecvReset && e.Local == cliLocal && e.State == tcp.StateEstablished
 	})
-	rep := col.wait(t, 5*time.Second, "error report", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindError && e.Local.Addr() == cliLocal.Addr() && e.Remote == srvLocal
+	rep := col.wait(t, 5*time.Second, "error report", func(e *wire.Event) bool {
+		return e.Kind == wire.KindError && e.Local.Addr() == cliLocal.Addr() && e.Remote == srvLocal
 	})
-	if tracer.ErrnoName(rep.Detail) != "ECONNRESET" {
-		t.Errorf("reported %s", tracer.ErrnoName(rep.Detail))
+	if tcp.ErrnoName(rep.Detail) != "ECONNRESET" {
+		t.Errorf("reported %s", tcp.ErrnoName(rep.Detail))
 	}
-	col.wait(t, 5*time.Second, "the application's recv error", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindAppError && e.Remote == srvLocal && tracer.ErrnoName(e.Detail) == "ECONNRESET"
+	col.wait(t, 5*time.Second, "the application's recv error", func(e *wire.Event) bool {
+		return e.Kind == wire.KindAppError && e.Remote == srvLocal && tcp.ErrnoName(e.Detail) == "ECONNRESET"
 	})
 }
 
@@ -312,8 +314,8 @@ func TestRetransmitTimeoutInNamespaces(t *testing.T) {
 	}
 	local := netip.MustParseAddrPort(client.LocalAddr().String())
 	ns := netnsOf(t, a.NetnsPath())
-	first := col.wait(t, 5*time.Second, "first RTO retransmission", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindRetransmit && e.Local == local && e.CAState == tracer.CALoss && e.Retransmits == 1
+	first := col.wait(t, 5*time.Second, "first RTO retransmission", func(e *wire.Event) bool {
+		return e.Kind == wire.KindRetransmit && e.Local == local && e.CAState == tcp.CALoss && e.Retransmits == 1
 	})
 	if first.NetNS != ns || first.Settings.Retries2 != 3 || first.PID != uint32(os.Getpid()) || first.PacketsOut == 0 || first.RTO <= 0 {
 		t.Errorf("retransmit: netns %d/%d retries2 %d pid %d packets_out %d rto %v", first.NetNS, ns,
@@ -321,20 +323,20 @@ func TestRetransmitTimeoutInNamespaces(t *testing.T) {
 	}
 	// A third or later one: not every expiry reaches the tracepoint (a CI
 	// run saw icsk_retransmits 1, 2, then 4), so the count may skip one.
-	third := col.wait(t, 5*time.Second, "a third or later RTO retransmission", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindRetransmit && e.Local == local && e.Retransmits >= 3
+	third := col.wait(t, 5*time.Second, "a third or later RTO retransmission", func(e *wire.Event) bool {
+		return e.Kind == wire.KindRetransmit && e.Local == local && e.Retransmits >= 3
 	})
 	if third.Backoff < 2 || third.RTO < 2*first.RTO {
 		t.Errorf("backoff %d rto %v after %v", third.Backoff, third.RTO, first.RTO)
 	}
-	closed := col.wait(t, 5*time.Second, "-> CLOSE with ETIMEDOUT", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindState && e.Cookie == first.Cookie && e.State == tracer.StateClose
+	closed := col.wait(t, 5*time.Second, "-> CLOSE with ETIMEDOUT", func(e *wire.Event) bool {
+		return e.Kind == wire.KindState && e.Cookie == first.Cookie && e.State == tcp.StateClose
 	})
-	if tracer.ErrnoName(closed.SkErr) != "ETIMEDOUT" {
-		t.Errorf("sk_err %s", tracer.ErrnoName(closed.SkErr))
+	if tcp.ErrnoName(closed.SkErr) != "ETIMEDOUT" {
+		t.Errorf("sk_err %s", tcp.ErrnoName(closed.SkErr))
 	}
-	col.wait(t, 5*time.Second, "error report ETIMEDOUT", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindError && e.Cookie == first.Cookie && tracer.ErrnoName(e.Detail) == "ETIMEDOUT"
+	col.wait(t, 5*time.Second, "error report ETIMEDOUT", func(e *wire.Event) bool {
+		return e.Kind == wire.KindError && e.Cookie == first.Cookie && tcp.ErrnoName(e.Detail) == "ETIMEDOUT"
 	})
 }
 
@@ -356,8 +358,8 @@ func TestKeepaliveProbeAndKill(t *testing.T) {
 		t.Fatalf("read: %v, want ETIMEDOUT", rerr)
 	}
 	local := netip.MustParseAddrPort(client.LocalAddr().String())
-	probe := col.wait(t, 5*time.Second, "keepalive probe 1", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindKeepalive && e.Local == local && e.Flags&tracer.FlagProbeSent != 0 && e.ProbesOut == 1
+	probe := col.wait(t, 5*time.Second, "keepalive probe 1", func(e *wire.Event) bool {
+		return e.Kind == wire.KindKeepalive && e.Local == local && e.Flags&wire.FlagProbeSent != 0 && e.ProbesOut == 1
 	})
 	if probe.PID != uint32(os.Getpid()) {
 		t.Errorf("timer-driven event owner %d, want %d (the socket's, not the CPU's current task)", probe.PID, os.Getpid())
@@ -366,19 +368,19 @@ func TestKeepaliveProbeAndKill(t *testing.T) {
 	if !s.KeepaliveOn || s.KeepaliveTime != time.Second || s.KeepaliveIntvl != time.Second || s.KeepaliveProbes != 2 {
 		t.Errorf("keepalive settings %+v", s)
 	}
-	col.wait(t, 5*time.Second, "keepalive probe 2", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindKeepalive && e.Cookie == probe.Cookie && e.ProbesOut == 2
+	col.wait(t, 5*time.Second, "keepalive probe 2", func(e *wire.Event) bool {
+		return e.Kind == wire.KindKeepalive && e.Cookie == probe.Cookie && e.ProbesOut == 2
 	})
-	kill := col.wait(t, 5*time.Second, "keepalive kill", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindKeepalive && e.Cookie == probe.Cookie && e.Flags&tracer.FlagKeepaliveKill != 0
+	kill := col.wait(t, 5*time.Second, "keepalive kill", func(e *wire.Event) bool {
+		return e.Kind == wire.KindKeepalive && e.Cookie == probe.Cookie && e.Flags&wire.FlagKeepaliveKill != 0
 	})
 	if kill.PID != uint32(os.Getpid()) {
 		t.Errorf("kill owner %d", kill.PID)
 	}
-	rst := col.wait(t, 5*time.Second, "keepalive reset", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindSendReset && e.Cookie == probe.Cookie
+	rst := col.wait(t, 5*time.Second, "keepalive reset", func(e *wire.Event) bool {
+		return e.Kind == wire.KindSendReset && e.Cookie == probe.Cookie
 	})
-	if got := col.t.Kernel.ResetReasons.Name(rst.Detail); got != "TCP_KEEPALIVE_TIMEOUT" || rst.Flags&tracer.FlagInKeepalive == 0 {
+	if got := col.t.Kernel.ResetReasons.Name(rst.Detail); got != "TCP_KEEPALIVE_TIMEOUT" || rst.Flags&wire.FlagInKeepalive == 0 {
 		t.Errorf("reset reason %q flags %b", got, rst.Flags)
 	}
 }
@@ -539,8 +541,8 @@ func TestSeededOwnerOnExistingConnection(t *testing.T) {
 	if !seeded {
 		t.Fatalf("%v not in the snapshot", local)
 	}
-	probe := col.wait(t, 5*time.Second, "keepalive probe of the existing connection", func(e *tracer.Event) bool {
-		return e.Kind == tracer.KindKeepalive && e.Local == local && e.Flags&tracer.FlagProbeSent != 0
+	probe := col.wait(t, 5*time.Second, "keepalive probe of the existing connection", func(e *wire.Event) bool {
+		return e.Kind == wire.KindKeepalive && e.Local == local && e.Flags&wire.FlagProbeSent != 0
 	})
 	if probe.PID != uint32(os.Getpid()) || probe.Comm() == "" {
 		t.Errorf("probe owner %d %q, want %d (seeded)", probe.PID, probe.Comm(), os.Getpid())
@@ -572,7 +574,7 @@ func TestKernelPortFilter(t *testing.T) {
 		c.Close()
 		s.Close()
 	}
-	col.wait(t, 5*time.Second, "an event of the filtered port", func(e *tracer.Event) bool {
+	col.wait(t, 5*time.Second, "an event of the filtered port", func(e *wire.Event) bool {
 		return e.Remote.Port() == portA || e.Local.Port() == portA
 	})
 	time.Sleep(200 * time.Millisecond)

@@ -22,6 +22,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 const usage = `tcpwatch: why is this TCP connection failing, or why did it die?
@@ -183,13 +184,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 // seedExisting finds the connections that existed before tcpwatch: their
 // owners go to the kernel half, and those already in trouble are returned
 // for the tracker to narrate at once.
-func seedExisting(t *tracer.Tracer, o *options, stderr io.Writer) []tracer.Event {
+func seedExisting(t *tracer.Tracer, o *options, stderr io.Writer) []wire.Event {
 	socks, err := sockdiag.Snapshot(o.netns)
 	if err != nil {
 		fmt.Fprintf(stderr, "tcpwatch: warning: existing connections only partly known: %v\n", err)
 	}
-	mono, wall := tracer.MonotonicNow(), time.Now()
-	var trouble []tracer.Event
+	mono, wall := wire.MonotonicNow(), time.Now()
+	var trouble []wire.Event
 	for i := range socks {
 		s := &socks[i]
 		if s.Cookie == 0 {
@@ -256,7 +257,7 @@ const tickEvery = 100 * time.Millisecond
 
 // watch runs the pipeline until ctx ends: kernel events, then either raw
 // event output (--events) or the connection tracker and its narratives.
-func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, existing []tracer.Event) error {
+func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, existing []wire.Event) error {
 	go func() {
 		<-ctx.Done()
 		t.Stop()
@@ -299,7 +300,7 @@ func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, 
 		record = bw
 	}
 
-	var ev tracer.Event
+	var ev wire.Event
 	var events uint64
 	var mem memoryReturn
 	tick := tickEvery
@@ -311,7 +312,7 @@ func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, 
 		err := t.Read(&ev)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			if tr != nil {
-				tr.Tick(tracer.MonotonicNow())
+				tr.Tick(wire.MonotonicNow())
 				mem.afterTick(tr.Stats().Tracked)
 			}
 			continue
@@ -324,7 +325,7 @@ func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, 
 		}
 		events++
 		if record != nil {
-			if err := tracer.WriteRecord(record, &ev); err != nil {
+			if err := wire.WriteRecord(record, &ev); err != nil {
 				return fmt.Errorf("--record: %w", err)
 			}
 		}
@@ -336,7 +337,7 @@ func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, 
 		}
 		tr.Handle(&ev)
 		// With --all, routine happenings that are not narratives still show.
-		if o.all && ev.Kind == tracer.KindKeepalive && ev.Flags&tracer.FlagProbeAnswered != 0 &&
+		if o.all && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 &&
 			filter.match(ev.PID, ev.Comm(), ev.Local.Addr(), ev.Remote.Addr()) && writeErr == nil {
 			writeErr = w.Event(&ev, reasons)
 		}
@@ -346,7 +347,7 @@ func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, 
 	}
 	stats := output.Stats{Events: events}
 	if tr != nil {
-		tr.Flush(tracer.MonotonicNow())
+		tr.Flush(wire.MonotonicNow())
 		if writeErr != nil {
 			return writeErr
 		}

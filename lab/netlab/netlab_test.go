@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"io"
 	"net"
 	"net/netip"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tcpwatch/tcpwatch/internal/testenv"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"

@@ -18,7 +18,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Socket is one existing TCP socket, as sock_diag and /proc describe it.
@@ -26,14 +27,14 @@ type Socket struct {
 	Cookie        uint64
 	NetNS         uint32
 	Local, Remote netip.AddrPort
-	State         tracer.State
+	State         tcp.State
 	Inode         uint32
 	PID           uint32 // owner, 0 if no process holds it (orphaned)
 	FD            int    // the owner's file descriptor for it
 	Comm          string
 	KeepaliveOn   bool // the keepalive timer is armed
 
-	CAState      tracer.CAState
+	CAState      tcp.CAState
 	Retransmits  uint8
 	Backoff      uint8
 	Probes       uint8
@@ -43,7 +44,7 @@ type Socket struct {
 	Retrans      uint32
 	TotalRetrans uint32
 	LastAckRecv  time.Duration
-	Settings     tracer.Settings
+	Settings     tcp.Settings
 	RTOMax       time.Duration
 }
 
@@ -192,7 +193,7 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 				NetNS:       inode,
 				Local:       d.local,
 				Remote:      d.remote,
-				State:       tracer.State(d.state),
+				State:       tcp.State(d.state),
 				Inode:       d.inode,
 				KeepaliveOn: d.timer == timerKeepalive,
 				Settings:    settings,
@@ -200,7 +201,7 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 			}
 			s.Settings.KeepaliveOn = s.KeepaliveOn
 			if ti := d.tcpInfo; ti != nil {
-				s.CAState = tracer.CAState(ti.Ca_state)
+				s.CAState = tcp.CAState(ti.Ca_state)
 				s.Retransmits = ti.Retransmits
 				s.Backoff = ti.Backoff
 				s.Probes = ti.Probes
@@ -219,8 +220,8 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 
 // readSettings reads a namespace's TCP sysctls; sock_diag does not report
 // the per-socket overrides, so these are the defaults its sockets use.
-func readSettings(nsPath string) (tracer.Settings, time.Duration) {
-	var s tracer.Settings
+func readSettings(nsPath string) (tcp.Settings, time.Duration) {
+	var s tcp.Settings
 	rtoMax := 120 * time.Second
 	ns, err := netns.GetFromPath(nsPath)
 	if err != nil {
@@ -276,14 +277,14 @@ func inNetNS(ns netns.NsHandle, fn func()) error {
 // InTrouble says whether the connection is already in an outage: RTO
 // retransmissions or unanswered keepalive probes.
 func (s *Socket) InTrouble() bool {
-	return (s.CAState == tracer.CALoss && s.Retransmits > 0) || (s.KeepaliveOn && s.Probes > 0)
+	return (s.CAState == tcp.CALoss && s.Retransmits > 0) || (s.KeepaliveOn && s.Probes > 0)
 }
 
 // Event describes the socket as a snapshot event for the tracker, stamped
 // with the current kernel time.
-func (s *Socket) Event(mono time.Duration, wall time.Time) tracer.Event {
-	ev := tracer.Event{
-		Mono: mono, Time: wall, Kind: tracer.KindSnapshot,
+func (s *Socket) Event(mono time.Duration, wall time.Time) wire.Event {
+	ev := wire.Event{
+		Mono: mono, Time: wall, Kind: wire.KindSnapshot,
 		Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, NetNS: s.NetNS, PID: s.PID,
 		State: s.State, CAState: s.CAState, Retransmits: s.Retransmits, Backoff: s.Backoff,
 		ProbesOut: s.Probes, RTO: s.RTO, RTOMax: s.RTOMax, SRTT: s.SRTT, PacketsOut: s.Unacked,

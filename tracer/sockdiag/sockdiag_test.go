@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
 
 // A connection made before the snapshot is found, with its owner (us).
@@ -27,7 +27,7 @@ func TestSnapshotFindsOwnConnection(t *testing.T) {
 	}
 	for _, s := range socks {
 		if s.Local.String() == c.LocalAddr().String() && s.Remote.String() == c.RemoteAddr().String() {
-			if s.State != tracer.StateEstablished || s.Cookie == 0 || s.NetNS == 0 {
+			if s.State != tcp.StateEstablished || s.Cookie == 0 || s.NetNS == 0 {
 				t.Errorf("socket %+v", s)
 			}
 			if s.Comm == "" || s.PID == 0 {

@@ -6,7 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // narrate builds the narrative for c's verdict v and hands it to emit.
@@ -79,7 +80,7 @@ type explainer struct {
 func (x *explainer) explain() {
 	n, c, ev := x.n, x.c, x.ev
 	s := ev.Settings
-	budget := tracer.RetransmitBudget(s.Retries2, ev.RTOMax)
+	budget := tcp.RetransmitBudget(s.Retries2, ev.RTOMax)
 	budgetText := fmt.Sprintf("tcp_retries2=%d allows %s from the first retransmission (tcp_model_timeout: %s)",
 		s.Retries2, secs(budget), budgetFormula(s.Retries2, ev.RTOMax))
 	if s.UserTimeout > 0 {
@@ -103,7 +104,7 @@ func (x *explainer) explain() {
 			n.Retransmits, plural(n.Retransmits), secs(n.Outage), secs(n.GiveUpIn))
 		backoff := "each expiry doubles the RTO (exponential backoff, capped at " + secs(ev.RTOMax) + ")"
 		if isUnreachable(ev.SkErrSoft) {
-			backoff = fmt.Sprintf("an ICMP/neighbour unreachable (sk_err_soft=%s) reverts the backoff (RFC 6069), so the RTO stays short", tracer.ErrnoName(ev.SkErrSoft))
+			backoff = fmt.Sprintf("an ICMP/neighbour unreachable (sk_err_soft=%s) reverts the backoff (RFC 6069), so the RTO stays short", tcp.ErrnoName(ev.SkErrSoft))
 		}
 		n.Explanation = fmt.Sprintf("The retransmission timer fired %d time%s with nothing acknowledged (RTOs %s); %s. The budget: %s. The kernel checks it only when the RTO fires, so it will kill the connection at the first expiry past it, about %s from now, and the application will then get %s.",
 			n.Retransmits, plural(n.Retransmits), rtoList(n.RTOs), backoff, budgetText, secs(n.GiveUpIn), expectedTimeoutErrno(ev))
@@ -160,7 +161,7 @@ func (x *explainer) explain() {
 				budgetText, rtoList(n.RTOs), errnoLabel(n.Errno))
 			if c.failedSends > 0 {
 				n.Explanation += fmt.Sprintf(" %d of the retransmissions never left this host (%s): the local link or its neighbour entry was not usable, as when the cable is pulled here.",
-					c.failedSends, tracer.ErrnoName(c.failedErrno))
+					c.failedSends, tcp.ErrnoName(c.failedErrno))
 			}
 		} else {
 			n.Summary = fmt.Sprintf("the peer is unreachable: after %d retransmission%s over %s the kernel gave up with %s",
@@ -236,7 +237,7 @@ func (x *explainer) explain() {
 		n.Summary = fmt.Sprintf("connect() to %s timed out: %d SYN retransmission%s unanswered over %s (%s)",
 			c.remote, c.synRetrans, plural(c.synRetrans), secs(n.Outage), errnoLabel(n.Errno))
 		n.Explanation = fmt.Sprintf("No SYN-ACK and no RST came back: a black hole (host down, route missing, firewall dropping). The SYN RTO starts at 1 s (kernels from 6.18 keep it there for tcp_syn_linear_timeouts retries, then it doubles); tcp_syn_retries=%d is turned into a time budget of %s (tcp_model_timeout), after which connect() fails with %s.",
-			s.SynRetries, secs(tracer.SynBudget(s.SynRetries, ev.RTOMax)), errnoLabel(n.Errno))
+			s.SynRetries, secs(tcp.SynBudget(s.SynRetries, ev.RTOMax)), errnoLabel(n.Errno))
 	}
 }
 
@@ -340,7 +341,7 @@ func errnoLabel(e int32) string {
 	if e == 0 {
 		return "no error reported"
 	}
-	return fmt.Sprintf("%s (%d, %s)", tracer.ErrnoName(e), e, tracer.ErrnoText(e))
+	return fmt.Sprintf("%s (%d, %s)", tcp.ErrnoName(e), e, tcp.ErrnoText(e))
 }
 
 func orUnknown(s string) string {
@@ -381,55 +382,55 @@ func (t *Tracker) timeline(c *conn) []Step {
 
 func (t *Tracker) stepText(s *step) string {
 	switch s.kind {
-	case tracer.KindState:
+	case wire.KindState:
 		return s.old.String() + " -> " + s.state.String()
-	case tracer.KindRetransmit:
+	case wire.KindRetransmit:
 		kind := "retransmission"
 		switch {
-		case s.state == tracer.StateSynSent:
+		case s.state == tcp.StateSynSent:
 			kind = "SYN retransmission"
-		case s.ca == tracer.CALoss:
+		case s.ca == tcp.CALoss:
 			kind = "RTO retransmission"
-		case s.ca == tracer.CARecovery:
+		case s.ca == tcp.CARecovery:
 			kind = "fast retransmission"
 		}
 		txt := kind + " #" + strconv.Itoa(int(s.retransmits)) + " (rto " + secs(time.Duration(s.rtoMs)*time.Millisecond) + ")"
 		if s.detail != 0 {
-			txt += " failed: " + tracer.ErrnoName(s.detail)
+			txt += " failed: " + tcp.ErrnoName(s.detail)
 		}
 		return txt
-	case tracer.KindSendReset:
+	case wire.KindSendReset:
 		who := "sent RST"
-		if s.flags&tracer.FlagReplyReset != 0 {
+		if s.flags&wire.FlagReplyReset != 0 {
 			who = "sent RST in reply"
 		}
 		if r := t.cfg.ResetReasons.Name(s.detail); r != "" {
 			return who + " (" + r + ")"
 		}
 		return who
-	case tracer.KindRecvReset:
+	case wire.KindRecvReset:
 		return "received RST in " + s.state.String()
-	case tracer.KindError:
-		return "error reported: " + tracer.ErrnoName(s.detail)
-	case tracer.KindCongState:
+	case wire.KindError:
+		return "error reported: " + tcp.ErrnoName(s.detail)
+	case wire.KindCongState:
 		return "congestion state " + s.oldCA.String() + " -> " + s.ca.String()
-	case tracer.KindKeepalive:
+	case wire.KindKeepalive:
 		switch {
-		case s.flags&tracer.FlagKeepaliveKill != 0:
+		case s.flags&wire.FlagKeepaliveKill != 0:
 			return "keepalive timer gave up after " + strconv.Itoa(int(s.probes)) + " probes"
-		case s.flags&tracer.FlagProbeSent != 0:
+		case s.flags&wire.FlagProbeSent != 0:
 			return "keepalive probe " + strconv.Itoa(int(s.probes)) + " sent"
 		}
 		return "keepalive probe answered"
-	case tracer.KindDestroy:
+	case wire.KindDestroy:
 		return "socket destroyed"
-	case tracer.KindAppError:
+	case wire.KindAppError:
 		call := "recv"
-		if s.flags&tracer.FlagAppSend != 0 {
+		if s.flags&wire.FlagAppSend != 0 {
 			call = "send"
 		}
-		return "application's " + call + "() failed: " + tracer.ErrnoName(s.detail)
-	case tracer.KindSnapshot:
+		return "application's " + call + "() failed: " + tcp.ErrnoName(s.detail)
+	case wire.KindSnapshot:
 		return "found at start-up in " + s.state.String()
 	}
 	return s.kind.String()

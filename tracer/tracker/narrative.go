@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
 
 // Verdict is what happened to a connection.
@@ -62,7 +62,7 @@ type Narrative struct {
 	NetNS  uint32
 	PID    uint32
 	Comm   string
-	State  tracer.State
+	State  tcp.State
 
 	Errno       int32  // the error the application sees (positive), 0 if none
 	ResetReason string // the kernel's reason for a reset we sent
@@ -79,7 +79,7 @@ type Narrative struct {
 	Summary     string
 	Explanation string
 	Timeline    []Step
-	Settings    tracer.Settings
+	Settings    tcp.Settings
 	RTOMax      time.Duration
 }
 

@@ -6,7 +6,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Config says what the tracker narrates and how much it may remember.
@@ -21,7 +22,7 @@ type Config struct {
 	// the state change. 0 means 50 ms.
 	Grace time.Duration
 	// ResetReasons names the kernel's reset reasons.
-	ResetReasons tracer.ResetReasons
+	ResetReasons tcp.ResetReasons
 	// Notices, when set, receives notices (TIME_WAIT reuse); the tracker
 	// then remembers recently closed 4-tuples to recognise them.
 	Notices func(*Notice)
@@ -66,7 +67,7 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 		cfg.Grace = 50 * time.Millisecond
 	}
 	if cfg.ResetReasons == nil {
-		cfg.ResetReasons = tracer.ResetReasons{}
+		cfg.ResetReasons = tcp.ResetReasons{}
 	}
 	t := &Tracker{cfg: cfg, emit: emit, conns: make(map[uint64]*conn), counts: make(map[Verdict]int),
 		timeWait: make(map[tupleKey]time.Duration)}
@@ -83,10 +84,10 @@ type step struct {
 	mono        time.Duration
 	detail      int32
 	rtoMs       uint32
-	kind        tracer.Kind
-	flags       tracer.Flags
-	state, old  tracer.State
-	ca, oldCA   tracer.CAState
+	kind        wire.Kind
+	flags       wire.Flags
+	state, old  tcp.State
+	ca, oldCA   tcp.CAState
 	retransmits uint8
 	probes      uint8
 }
@@ -94,9 +95,9 @@ type step struct {
 // figures are what the narratives need of a connection's latest event.
 type figures struct {
 	Mono, RTO, RTOMax, AckAge time.Duration
-	Settings                  tracer.Settings
+	Settings                  tcp.Settings
 	SkErrSoft                 int32
-	CAState                   tracer.CAState
+	CAState                   tcp.CAState
 	Retransmits               uint8
 }
 
@@ -115,12 +116,12 @@ type conn struct {
 	steps         []step
 	droppedSteps  int
 
-	state      tracer.State
+	state      tcp.State
 	listener   bool // a listening socket: never a connection to narrate
 	sawPeerFIN bool
 	closing    bool
 	closeMono  time.Duration
-	closeOld   tracer.State
+	closeOld   tcp.State
 	done       bool // narrated as final; kept to swallow the socket's last events
 
 	// The current outage: RTO retransmissions with no ACK.
@@ -142,7 +143,7 @@ type conn struct {
 	sentReason       int32
 	sentInKeepalive  bool // the reset was the keepalive timer giving up
 	recvReset        bool
-	recvResetState   tracer.State
+	recvResetState   tcp.State
 	recvAfterSilence bool
 	recvRetransmits  int
 	recvProbes       int
@@ -153,7 +154,7 @@ type conn struct {
 	exitCode         uint32
 }
 
-func connKey(ev *tracer.Event) uint64 {
+func connKey(ev *wire.Event) uint64 {
 	if ev.Cookie != 0 {
 		return ev.Cookie
 	}
@@ -188,13 +189,13 @@ func (t *Tracker) remove(c *conn) {
 	}
 }
 
-func (t *Tracker) lookup(ev *tracer.Event) *conn {
+func (t *Tracker) lookup(ev *wire.Event) *conn {
 	key := connKey(ev)
 	if c, ok := t.conns[key]; ok {
 		t.touch(c)
 		return c
 	}
-	if ev.Kind == tracer.KindDestroy {
+	if ev.Kind == wire.KindDestroy {
 		return nil
 	}
 	for len(t.conns) >= t.cfg.MaxConns {
@@ -215,12 +216,12 @@ func (t *Tracker) lookup(ev *tracer.Event) *conn {
 }
 
 // Handle feeds one kernel event to the tracker.
-func (t *Tracker) Handle(ev *tracer.Event) {
+func (t *Tracker) Handle(ev *wire.Event) {
 	if !ev.Time.IsZero() {
 		t.wallAtZero = ev.Time.Add(-ev.Mono)
 	}
 	t.Tick(ev.Mono)
-	if ev.Flags&tracer.FlagNoSocket != 0 {
+	if ev.Flags&wire.FlagNoSocket != 0 {
 		return // a reset for a 4-tuple with no socket: nothing to track
 	}
 	c := t.lookup(ev)
@@ -228,7 +229,7 @@ func (t *Tracker) Handle(ev *tracer.Event) {
 		return
 	}
 	if c.done {
-		if ev.Kind == tracer.KindDestroy {
+		if ev.Kind == wire.KindDestroy {
 			t.remove(c)
 		}
 		return
@@ -237,22 +238,22 @@ func (t *Tracker) Handle(ev *tracer.Event) {
 	// Without --all the kernel sends no record for an uneventful CLOSE
 	// transition (a reset sent on close comes right after it): a record
 	// that shows the socket closed starts the end all the same.
-	if ev.State == tracer.StateClose && ev.Kind != tracer.KindState && !c.closing && ev.Kind != tracer.KindSnapshot {
+	if ev.State == tcp.StateClose && ev.Kind != wire.KindState && !c.closing && ev.Kind != wire.KindSnapshot {
 		c.closing, c.closeMono = true, ev.Mono
 		t.closing = append(t.closing, c)
 	}
 
 	switch ev.Kind {
-	case tracer.KindState:
+	case wire.KindState:
 		t.onState(c, ev)
-	case tracer.KindRetransmit:
+	case wire.KindRetransmit:
 		t.onRetransmit(c, ev)
-	case tracer.KindCongState:
-		if ev.OldCA == tracer.CALoss && ev.CAState != tracer.CALoss && c.stallFirst != 0 {
+	case wire.KindCongState:
+		if ev.OldCA == tcp.CALoss && ev.CAState != tcp.CALoss && c.stallFirst != 0 {
 			t.narrate(c, Recovered, false, ev.Mono)
 			c.endStall()
 		}
-	case tracer.KindRecvReset:
+	case wire.KindRecvReset:
 		c.recvReset = true
 		c.recvResetState = ev.State
 		c.recvRetransmits = int(ev.Retransmits)
@@ -260,27 +261,27 @@ func (t *Tracker) Handle(ev *tracer.Event) {
 		// A reset that answers retransmissions or probes sent into silence
 		// comes from a peer that no longer knows the connection.
 		c.recvAfterSilence = ev.Retransmits > 0 || ev.ProbesOut > 0 || c.stallFirst != 0 || c.probes > 0
-	case tracer.KindSendReset:
-		if ev.Flags&tracer.FlagReplyReset != 0 {
+	case wire.KindSendReset:
+		if ev.Flags&wire.FlagReplyReset != 0 {
 			break
 		}
 		c.sentReset, c.sentReason = true, ev.Detail
-		c.sentInKeepalive = ev.Flags&tracer.FlagInKeepalive != 0 ||
+		c.sentInKeepalive = ev.Flags&wire.FlagInKeepalive != 0 ||
 			t.cfg.ResetReasons.Name(ev.Detail) == "TCP_KEEPALIVE_TIMEOUT"
-		if ev.Flags&tracer.FlagOwnerExiting != 0 {
+		if ev.Flags&wire.FlagOwnerExiting != 0 {
 			t.finish(c, LocalProcessExited, ev.Mono)
 		}
-	case tracer.KindError:
+	case wire.KindError:
 		c.errno = ev.Detail
-	case tracer.KindAppError:
+	case wire.KindAppError:
 		if c.appErrno == 0 { // the first error is the one that tells
-			c.appErrno, c.appSend = -ev.Detail, ev.Flags&tracer.FlagAppSend != 0
+			c.appErrno, c.appSend = -ev.Detail, ev.Flags&wire.FlagAppSend != 0
 		}
-	case tracer.KindKeepalive:
+	case wire.KindKeepalive:
 		t.onKeepalive(c, ev)
-	case tracer.KindSnapshot:
+	case wire.KindSnapshot:
 		t.onSnapshot(c, ev)
-	case tracer.KindDestroy:
+	case wire.KindDestroy:
 		if c.closing {
 			t.finalize(c, c.closeMono)
 		}
@@ -289,7 +290,7 @@ func (t *Tracker) Handle(ev *tracer.Event) {
 }
 
 // observe records what every event tells about the connection.
-func (c *conn) observe(ev *tracer.Event) {
+func (c *conn) observe(ev *wire.Event) {
 	if ev.Local.Port() != 0 || !c.local.IsValid() {
 		c.local = ev.Local
 	}
@@ -299,10 +300,10 @@ func (c *conn) observe(ev *tracer.Event) {
 	if ev.PID != 0 && ev.PID != c.pid {
 		c.pid, c.comm = ev.PID, ev.Comm()
 	}
-	if ev.Flags&tracer.FlagOwnerExiting != 0 {
+	if ev.Flags&wire.FlagOwnerExiting != 0 {
 		c.exiting, c.exitCode = true, ev.ExitCode
 	}
-	if ev.Kind != tracer.KindKeepalive || ev.Flags&tracer.FlagKeepaliveKill == 0 {
+	if ev.Kind != wire.KindKeepalive || ev.Flags&wire.FlagKeepaliveKill == 0 {
 		c.state = ev.State
 	}
 	c.last = figures{Mono: ev.Mono, RTO: ev.RTO, RTOMax: ev.RTOMax, AckAge: ev.AckAge, Settings: ev.Settings,
@@ -318,19 +319,19 @@ func (c *conn) observe(ev *tracer.Event) {
 	c.steps = append(c.steps, s)
 }
 
-func (t *Tracker) onState(c *conn, ev *tracer.Event) {
-	if ev.State == tracer.StateListen || (ev.OldState == tracer.StateListen && ev.State == tracer.StateClose) {
+func (t *Tracker) onState(c *conn, ev *wire.Event) {
+	if ev.State == tcp.StateListen || (ev.OldState == tcp.StateListen && ev.State == tcp.StateClose) {
 		c.listener = true
 	}
 	if t.cfg.Notices != nil {
 		t.watchTimeWait(c, ev)
 	}
 	switch {
-	case ev.State == tracer.StateCloseWait:
+	case ev.State == tcp.StateCloseWait:
 		c.sawPeerFIN = true
-	case ev.OldState == tracer.StateEstablished && ev.State == tracer.StateFinWait1 && ev.Flags&tracer.FlagOwnerExiting != 0:
+	case ev.OldState == tcp.StateEstablished && ev.State == tcp.StateFinWait1 && ev.Flags&wire.FlagOwnerExiting != 0:
 		t.finish(c, LocalProcessExited, ev.Mono)
-	case ev.State == tracer.StateClose:
+	case ev.State == tcp.StateClose:
 		if ev.SkErr != 0 {
 			c.errno = ev.SkErr
 		}
@@ -341,12 +342,12 @@ func (t *Tracker) onState(c *conn, ev *tracer.Event) {
 	}
 }
 
-func (t *Tracker) onRetransmit(c *conn, ev *tracer.Event) {
-	if ev.State == tracer.StateSynSent || ev.State == tracer.StateSynRecv {
+func (t *Tracker) onRetransmit(c *conn, ev *wire.Event) {
+	if ev.State == tcp.StateSynSent || ev.State == tcp.StateSynRecv {
 		c.synRetrans++
 		return
 	}
-	if ev.CAState != tracer.CALoss {
+	if ev.CAState != tcp.CALoss {
 		return // fast retransmit or loss probe: routine
 	}
 	if c.stallFirst == 0 {
@@ -368,10 +369,10 @@ func (t *Tracker) onRetransmit(c *conn, ev *tracer.Event) {
 // watchTimeWait remembers the 4-tuples the active closer leaves in TIME_WAIT
 // (the full socket goes FIN_WAIT2/CLOSING -> CLOSE and a timewait socket
 // takes its place), and tells when a new connection takes one over.
-func (t *Tracker) watchTimeWait(c *conn, ev *tracer.Event) {
+func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
 	key := tupleKey{c.netns, c.local, c.remote}
 	switch {
-	case ev.State == tracer.StateClose && (ev.OldState == tracer.StateFinWait2 || ev.OldState == tracer.StateClosing):
+	case ev.State == tcp.StateClose && (ev.OldState == tcp.StateFinWait2 || ev.OldState == tcp.StateClosing):
 		if len(t.timeWait) >= maxTimeWaitKept {
 			for k, at := range t.timeWait {
 				if ev.Mono-at > timeWaitLen {
@@ -382,7 +383,7 @@ func (t *Tracker) watchTimeWait(c *conn, ev *tracer.Event) {
 		if len(t.timeWait) < maxTimeWaitKept {
 			t.timeWait[key] = ev.Mono
 		}
-	case ev.OldState == tracer.StateSynSent && ev.State == tracer.StateEstablished:
+	case ev.OldState == tcp.StateSynSent && ev.State == tcp.StateEstablished:
 		at, ok := t.timeWait[key]
 		if !ok {
 			return
@@ -402,12 +403,12 @@ func (t *Tracker) watchTimeWait(c *conn, ev *tracer.Event) {
 
 // onSnapshot picks up a connection that was already in trouble when
 // tcpwatch started: narrate it at once instead of at its next timer.
-func (t *Tracker) onSnapshot(c *conn, ev *tracer.Event) {
-	if ev.State == tracer.StateCloseWait {
+func (t *Tracker) onSnapshot(c *conn, ev *wire.Event) {
+	if ev.State == tcp.StateCloseWait {
 		c.sawPeerFIN = true
 	}
 	switch {
-	case ev.CAState == tracer.CALoss && ev.Retransmits > 0:
+	case ev.CAState == tcp.CALoss && ev.Retransmits > 0:
 		// tcp_info's RTO is the next one, already doubled.
 		prior := *ev
 		if prior.Backoff > 0 {
@@ -427,7 +428,7 @@ func (t *Tracker) onSnapshot(c *conn, ev *tracer.Event) {
 // estimateFirstRetransmit is when the outage's first RTO retransmission
 // went out. Normally this event is it; when tcpwatch started mid-outage,
 // walk back through the halving RTOs the kernel used before.
-func estimateFirstRetransmit(ev *tracer.Event) time.Duration {
+func estimateFirstRetransmit(ev *wire.Event) time.Duration {
 	first := ev.Mono
 	rto := ev.RTO
 	for i := 1; i < int(ev.Retransmits); i++ {
@@ -442,15 +443,15 @@ func (c *conn) endStall() {
 	c.rtos = c.rtos[:0]
 }
 
-func (t *Tracker) onKeepalive(c *conn, ev *tracer.Event) {
+func (t *Tracker) onKeepalive(c *conn, ev *wire.Event) {
 	switch {
-	case ev.Flags&tracer.FlagKeepaliveKill != 0:
+	case ev.Flags&wire.FlagKeepaliveKill != 0:
 		c.kaKilled = true
 		c.probes = int(ev.ProbesOut)
 		if c.closing {
 			t.finalize(c, c.closeMono)
 		}
-	case ev.Flags&tracer.FlagProbeSent != 0:
+	case ev.Flags&wire.FlagProbeSent != 0:
 		if c.probes == 0 {
 			c.probeSince = ev.Mono - ev.AckAge
 		}
@@ -459,7 +460,7 @@ func (t *Tracker) onKeepalive(c *conn, ev *tracer.Event) {
 			c.kaAnnounced = true
 			t.narrate(c, KeepaliveProbing, false, ev.Mono)
 		}
-	case ev.Flags&tracer.FlagProbeAnswered != 0:
+	case ev.Flags&wire.FlagProbeAnswered != 0:
 		if c.kaAnnounced {
 			t.narrate(c, Recovered, false, ev.Mono)
 		}
@@ -561,17 +562,17 @@ func (c *conn) finalVerdict() Verdict {
 		return KeepaliveTimeout
 	case c.recvReset:
 		switch {
-		case c.recvResetState == tracer.StateSynSent:
+		case c.recvResetState == tcp.StateSynSent:
 			return ConnectRefused
-		case c.sawPeerFIN || c.recvResetState == tracer.StateCloseWait || c.recvResetState == tracer.StateLastAck:
+		case c.sawPeerFIN || c.recvResetState == tcp.StateCloseWait || c.recvResetState == tcp.StateLastAck:
 			return PeerClosed
 		case c.recvAfterSilence:
 			return PeerLostState
 		}
 		return PeerReset
-	case c.closeOld == tracer.StateSynSent && c.errno == errECONNREFUSED:
+	case c.closeOld == tcp.StateSynSent && c.errno == errECONNREFUSED:
 		return ConnectRefused
-	case c.closeOld == tracer.StateSynSent && c.errno != 0:
+	case c.closeOld == tcp.StateSynSent && c.errno != 0:
 		if c.errno == errEHOSTUNREACH || c.errno == errENETUNREACH {
 			return HostUnreachable
 		}

@@ -12,14 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // A recording is what the lab captured from the real kernel for one
 // scenario (tcpwatch lab run --record): the events of both hosts, which
 // namespace is which host, and the verdicts tcpwatch gave live.
 type recording struct {
-	events   []tracer.Event
+	events   []wire.Event
 	hostOf   map[uint32]string
 	verdicts map[string][]string
 	notices  map[string][]string
@@ -45,7 +46,7 @@ func loadRecording(t *testing.T, name string) recording {
 			rec.notices[f[2]] = f[3:]
 		}
 	}
-	rec.events, err = tracer.ReadRecording(bytes.NewReader(raw), time.Unix(1_800_000_000, 0))
+	rec.events, err = wire.ReadRecording(bytes.NewReader(raw), time.Unix(1_800_000_000, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func replay(t *testing.T, rec recording, cfg Config) map[string][]Narrative {
 	return got
 }
 
-var testReasons = tracer.ResetReasons{0: "NOT_SPECIFIED", 1: "NO_SOCKET", 8: "TCP_ABORT_ON_DATA",
+var testReasons = tcp.ResetReasons{0: "NOT_SPECIFIED", 1: "NO_SOCKET", 8: "TCP_ABORT_ON_DATA",
 	11: "TCP_ABORT_ON_CLOSE", 12: "TCP_ABORT_ON_LINGER", 14: "TCP_STATE", 15: "TCP_KEEPALIVE_TIMEOUT"}
 
 func verdictsOf(ns []Narrative) []string {
@@ -111,8 +112,8 @@ func TestRecordedScenarios(t *testing.T) {
 	checks := map[string]func(t *testing.T, got map[string][]Narrative){
 		"process-crash": func(t *testing.T, got map[string][]Narrative) {
 			a := last(t, got["A"], PeerClosed)
-			if tracer.ErrnoName(a.Errno) != "EPIPE" || !a.Final {
-				t.Errorf("A: errno %s final %v", tracer.ErrnoName(a.Errno), a.Final)
+			if tcp.ErrnoName(a.Errno) != "EPIPE" || !a.Final {
+				t.Errorf("A: errno %s final %v", tcp.ErrnoName(a.Errno), a.Final)
 			}
 			b := last(t, got["B"], LocalProcessExited)
 			if b.ExitSignal != 9 || b.SentReset || b.PID == 0 || b.Comm != "lab-server" {
@@ -120,8 +121,8 @@ func TestRecordedScenarios(t *testing.T) {
 			}
 		},
 		"process-crash-unread": func(t *testing.T, got map[string][]Narrative) {
-			if a := last(t, got["A"], PeerReset); tracer.ErrnoName(a.Errno) != "ECONNRESET" {
-				t.Errorf("A: errno %s", tracer.ErrnoName(a.Errno))
+			if a := last(t, got["A"], PeerReset); tcp.ErrnoName(a.Errno) != "ECONNRESET" {
+				t.Errorf("A: errno %s", tcp.ErrnoName(a.Errno))
 			}
 			b := last(t, got["B"], LocalProcessExited)
 			if b.ExitSignal != 9 || !b.SentReset || b.ResetReason != "TCP_ABORT_ON_CLOSE" {
@@ -134,8 +135,8 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("first narrative %s retrans %d giveup %v final %v", s.Verdict, s.Retransmits, s.GiveUpIn, s.Final)
 			}
 			n := last(t, got["A"], RetransmitTimeout)
-			if tracer.ErrnoName(n.Errno) != "ETIMEDOUT" || n.Retransmits < 3 || n.Settings.Retries2 != 3 {
-				t.Errorf("errno %s retrans %d retries2 %d", tracer.ErrnoName(n.Errno), n.Retransmits, n.Settings.Retries2)
+			if tcp.ErrnoName(n.Errno) != "ETIMEDOUT" || n.Retransmits < 3 || n.Settings.Retries2 != 3 {
+				t.Errorf("errno %s retrans %d retries2 %d", tcp.ErrnoName(n.Errno), n.Retransmits, n.Settings.Retries2)
 			}
 			// tcp_retries2=3: a 3 s budget from the first retransmission,
 			// enforced at the next RTO expiry: 0.2+0.4+0.8+1.6+3.2 s of silence.
@@ -149,14 +150,14 @@ func TestRecordedScenarios(t *testing.T) {
 			}
 		},
 		"cable-replug-late": func(t *testing.T, got map[string][]Narrative) {
-			if b := last(t, got["B"], PeerReset); tracer.ErrnoName(b.Errno) != "ECONNRESET" {
-				t.Errorf("B: errno %s", tracer.ErrnoName(b.Errno))
+			if b := last(t, got["B"], PeerReset); tcp.ErrnoName(b.Errno) != "ECONNRESET" {
+				t.Errorf("B: errno %s", tcp.ErrnoName(b.Errno))
 			}
 		},
 		"host-reboot": func(t *testing.T, got map[string][]Narrative) {
 			n := last(t, got["A"], PeerLostState)
-			if n.Retransmits < 1 || tracer.ErrnoName(n.Errno) != "ECONNRESET" {
-				t.Errorf("retransmits %d errno %s", n.Retransmits, tracer.ErrnoName(n.Errno))
+			if n.Retransmits < 1 || tcp.ErrnoName(n.Errno) != "ECONNRESET" {
+				t.Errorf("retransmits %d errno %s", n.Retransmits, tcp.ErrnoName(n.Errno))
 			}
 		},
 		"keepalive-dead": func(t *testing.T, got map[string][]Narrative) {
@@ -165,8 +166,8 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("first: %s probes %d giveup %v", p.Verdict, p.Probes, p.GiveUpIn)
 			}
 			n := last(t, got["A"], KeepaliveTimeout)
-			if n.Probes != 3 || n.ResetReason != "TCP_KEEPALIVE_TIMEOUT" || tracer.ErrnoName(n.Errno) != "ETIMEDOUT" {
-				t.Errorf("probes %d reason %q errno %s", n.Probes, n.ResetReason, tracer.ErrnoName(n.Errno))
+			if n.Probes != 3 || n.ResetReason != "TCP_KEEPALIVE_TIMEOUT" || tcp.ErrnoName(n.Errno) != "ETIMEDOUT" {
+				t.Errorf("probes %d reason %q errno %s", n.Probes, n.ResetReason, tcp.ErrnoName(n.Errno))
 			}
 			// keepalive 2 s idle + 3 probes 1 s apart: killed after 5 s of silence.
 			between(t, "silence", n.Outage, 4500*time.Millisecond, 6*time.Second)
@@ -180,8 +181,8 @@ func TestRecordedScenarios(t *testing.T) {
 			}
 		},
 		"router-unreachable": func(t *testing.T, got map[string][]Narrative) {
-			if n := last(t, got["A"], HostUnreachable); tracer.ErrnoName(n.Errno) != "EHOSTUNREACH" {
-				t.Errorf("errno %s", tracer.ErrnoName(n.Errno))
+			if n := last(t, got["A"], HostUnreachable); tcp.ErrnoName(n.Errno) != "EHOSTUNREACH" {
+				t.Errorf("errno %s", tcp.ErrnoName(n.Errno))
 			}
 		},
 		"local-abort-unread": func(t *testing.T, got map[string][]Narrative) {
@@ -190,8 +191,8 @@ func TestRecordedScenarios(t *testing.T) {
 			}
 		},
 		"connect-refused": func(t *testing.T, got map[string][]Narrative) {
-			if n := last(t, got["A"], ConnectRefused); tracer.ErrnoName(n.Errno) != "ECONNREFUSED" || n.Remote.Port() != 8080 {
-				t.Errorf("errno %s remote %v", tracer.ErrnoName(n.Errno), n.Remote)
+			if n := last(t, got["A"], ConnectRefused); tcp.ErrnoName(n.Errno) != "ECONNREFUSED" || n.Remote.Port() != 8080 {
+				t.Errorf("errno %s remote %v", tcp.ErrnoName(n.Errno), n.Remote)
 			}
 		},
 		"timewait-reuse": func(t *testing.T, got map[string][]Narrative) {
@@ -205,8 +206,8 @@ func TestRecordedScenarios(t *testing.T) {
 			// tcp_syn_retries=1 is a time budget (tcp_model_timeout: 3 s from
 			// the SYN), not a count: 6.18 keeps the SYN RTO at 1 s for
 			// tcp_syn_linear_timeouts=4 retries, so two fit in it.
-			if tracer.ErrnoName(n.Errno) != "ETIMEDOUT" || n.Retransmits < 1 || n.Local.Port() == 0 {
-				t.Errorf("errno %s SYN retransmits %d local %v", tracer.ErrnoName(n.Errno), n.Retransmits, n.Local)
+			if tcp.ErrnoName(n.Errno) != "ETIMEDOUT" || n.Retransmits < 1 || n.Local.Port() == 0 {
+				t.Errorf("errno %s SYN retransmits %d local %v", tcp.ErrnoName(n.Errno), n.Retransmits, n.Local)
 			}
 		},
 	}
@@ -236,24 +237,24 @@ func TestRecordedScenarios(t *testing.T) {
 
 // A normal lifecycle is told only with --all.
 func TestNormalCloseOnlyWithAll(t *testing.T) {
-	lifecycle := func(cookie uint64, states ...tracer.State) []tracer.Event {
-		var evs []tracer.Event
+	lifecycle := func(cookie uint64, states ...tcp.State) []wire.Event {
+		var evs []wire.Event
 		for i := 1; i < len(states); i++ {
-			evs = append(evs, tracer.Event{Kind: tracer.KindState, Cookie: cookie, OldState: states[i-1],
+			evs = append(evs, wire.Event{Kind: wire.KindState, Cookie: cookie, OldState: states[i-1],
 				State: states[i], Mono: time.Duration(i) * time.Millisecond})
 		}
-		return append(evs, tracer.Event{Kind: tracer.KindDestroy, Cookie: cookie, State: tracer.StateClose,
+		return append(evs, wire.Event{Kind: wire.KindDestroy, Cookie: cookie, State: tcp.StateClose,
 			Mono: time.Second})
 	}
-	client := lifecycle(1, tracer.StateClose, tracer.StateSynSent, tracer.StateEstablished,
-		tracer.StateFinWait1, tracer.StateFinWait2, tracer.StateClose)
-	server := lifecycle(2, tracer.StateListen, tracer.StateSynRecv, tracer.StateEstablished,
-		tracer.StateCloseWait, tracer.StateLastAck, tracer.StateClose)
-	listener := lifecycle(3, tracer.StateClose, tracer.StateListen, tracer.StateClose)
+	client := lifecycle(1, tcp.StateClose, tcp.StateSynSent, tcp.StateEstablished,
+		tcp.StateFinWait1, tcp.StateFinWait2, tcp.StateClose)
+	server := lifecycle(2, tcp.StateListen, tcp.StateSynRecv, tcp.StateEstablished,
+		tcp.StateCloseWait, tcp.StateLastAck, tcp.StateClose)
+	listener := lifecycle(3, tcp.StateClose, tcp.StateListen, tcp.StateClose)
 	for _, all := range []bool{false, true} {
 		var got []string
 		tr := New(Config{All: all}, func(n *Narrative) { got = append(got, string(n.Verdict)) })
-		for _, evs := range [][]tracer.Event{client, server, listener} {
+		for _, evs := range [][]wire.Event{client, server, listener} {
 			for i := range evs {
 				tr.Handle(&evs[i])
 			}
@@ -273,8 +274,8 @@ func TestNormalCloseOnlyWithAll(t *testing.T) {
 func TestEvictionBound(t *testing.T) {
 	tr := New(Config{MaxConns: 100}, func(*Narrative) {})
 	for i := 0; i < 1000; i++ {
-		ev := tracer.Event{Kind: tracer.KindState, Cookie: uint64(i + 1), State: tracer.StateEstablished,
-			OldState: tracer.StateSynSent, Mono: time.Duration(i) * time.Millisecond}
+		ev := wire.Event{Kind: wire.KindState, Cookie: uint64(i + 1), State: tcp.StateEstablished,
+			OldState: tcp.StateSynSent, Mono: time.Duration(i) * time.Millisecond}
 		tr.Handle(&ev)
 	}
 	s := tr.Stats()
@@ -298,10 +299,10 @@ func TestEntriesEndWithTheConnection(t *testing.T) {
 
 func TestProjectGiveUp(t *testing.T) {
 	ev := &figures{Mono: 10 * time.Second, RTO: 200 * time.Millisecond, RTOMax: 120 * time.Second,
-		Settings: tracer.Settings{Retries2: 15}}
+		Settings: tcp.Settings{Retries2: 15}}
 	// First retransmission now: RTOs double 0.4, 0.8, ... until the 924.6 s
 	// budget is passed at an expiry.
-	budget := tracer.RetransmitBudget(15, 0)
+	budget := tcp.RetransmitBudget(15, 0)
 	got := projectGiveUp(ev.Mono, ev, budget) - ev.Mono
 	if got < budget || got > budget+120*time.Second {
 		t.Errorf("give-up after %v, want just past %v", got, budget)
@@ -317,17 +318,17 @@ func TestProjectGiveUp(t *testing.T) {
 func BenchmarkDecodeAndTrack(b *testing.B) {
 	raws := make([][]byte, 64)
 	for i := range raws {
-		ev := tracer.Event{Kind: tracer.KindRetransmit, Cookie: uint64(i%8 + 1), State: tracer.StateEstablished,
-			CAState: tracer.CARecovery, Retransmits: 1, Local: netip.MustParseAddrPort("10.0.0.1:40000"),
+		ev := wire.Event{Kind: wire.KindRetransmit, Cookie: uint64(i%8 + 1), State: tcp.StateEstablished,
+			CAState: tcp.CARecovery, Retransmits: 1, Local: netip.MustParseAddrPort("10.0.0.1:40000"),
 			Remote: netip.MustParseAddrPort("10.0.0.2:80"), Mono: time.Duration(i)}
-		raws[i] = tracer.Encode(&ev)
+		raws[i] = wire.Encode(&ev)
 	}
 	tr := New(Config{}, func(*Narrative) {})
-	clock := tracer.NewClock(0, time.Now())
-	var ev tracer.Event
+	clock := wire.NewClock(0, time.Now())
+	var ev wire.Event
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if err := tracer.Decode(raws[i%len(raws)], clock, &ev); err != nil {
+		if err := wire.Decode(raws[i%len(raws)], clock, &ev); err != nil {
 			b.Fatal(err)
 		}
 		ev.Mono = time.Duration(i)
@@ -339,7 +340,7 @@ func BenchmarkDecodeAndTrack(b *testing.B) {
 // The same with a new connection at every record (--all on a churning host).
 func BenchmarkTrackNewConnection(b *testing.B) {
 	tr := New(Config{All: true, MaxConns: 1 << 16}, func(*Narrative) {})
-	ev := tracer.Event{Kind: tracer.KindState, OldState: tracer.StateClose, State: tracer.StateSynSent,
+	ev := wire.Event{Kind: wire.KindState, OldState: tcp.StateClose, State: tcp.StateSynSent,
 		Local: netip.MustParseAddrPort("10.0.0.1:40000"), Remote: netip.MustParseAddrPort("10.0.0.2:80")}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {

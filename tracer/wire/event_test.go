@@ -1,7 +1,8 @@
-package tracer
+package wire
 
 import (
 	"github.com/tcpwatch/tcpwatch/bpf"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 
 	"encoding/binary"
 	"errors"
@@ -57,7 +58,7 @@ func baseRecord(kind Kind) rawRecord {
 	r.u16(offSport, 40000)
 	r.u16(offDport, 80)
 	r.u8(offKind, uint8(kind))
-	r.u8(offState, uint8(StateEstablished))
+	r.u8(offState, uint8(tcp.StateEstablished))
 	r.u8(offRetries2, 15)
 	r.u8(offSynRetries, 6)
 	r.u8(offKAProbes, 9)
@@ -157,21 +158,21 @@ func TestDecodeEveryKind(t *testing.T) {
 	}{
 		{"state", func() rawRecord {
 			r := baseRecord(KindState)
-			r.u8(offOldState, uint8(StateEstablished))
-			r.u8(offState, uint8(StateClose))
+			r.u8(offOldState, uint8(tcp.StateEstablished))
+			r.u8(offState, uint8(tcp.StateClose))
 			r.u32(offSkErr, 110)
 			return r
 		}, func(t *testing.T, ev Event) {
-			if ev.Kind != KindState || ev.OldState != StateEstablished || ev.State != StateClose || ev.SkErr != 110 {
+			if ev.Kind != KindState || ev.OldState != tcp.StateEstablished || ev.State != tcp.StateClose || ev.SkErr != 110 {
 				t.Errorf("%v %v->%v err %d", ev.Kind, ev.OldState, ev.State, ev.SkErr)
 			}
-			if ErrnoName(ev.SkErr) != "ETIMEDOUT" {
-				t.Errorf("errno name %q", ErrnoName(ev.SkErr))
+			if tcp.ErrnoName(ev.SkErr) != "ETIMEDOUT" {
+				t.Errorf("errno name %q", tcp.ErrnoName(ev.SkErr))
 			}
 		}},
 		{"retransmit", func() rawRecord {
 			r := baseRecord(KindRetransmit)
-			r.u8(offCAState, uint8(CALoss))
+			r.u8(offCAState, uint8(tcp.CALoss))
 			r.u8(offRetransmits, 3)
 			r.u8(offBackoff, 3)
 			r.u32(offRTO, 1600)
@@ -183,7 +184,7 @@ func TestDecodeEveryKind(t *testing.T) {
 			r.u32(offSRTT, 150)
 			return r
 		}, func(t *testing.T, ev Event) {
-			if ev.CAState != CALoss || ev.Retransmits != 3 || ev.Backoff != 3 || ev.RTO != 1600*time.Millisecond ||
+			if ev.CAState != tcp.CALoss || ev.Retransmits != 3 || ev.Backoff != 3 || ev.RTO != 1600*time.Millisecond ||
 				ev.PacketsOut != 4 || ev.RetransOut != 1 || ev.BytesInFlight != 5792 || ev.TotalRetrans != 7 ||
 				ev.AckAge != 3200*time.Millisecond || ev.SRTT != 150*time.Microsecond {
 				t.Errorf("%+v", ev)
@@ -194,8 +195,8 @@ func TestDecodeEveryKind(t *testing.T) {
 			r.u32(offDetail, 11)
 			return r
 		}, func(t *testing.T, ev Event) {
-			if ev.Detail != 11 || fallbackResetReasons.Name(ev.Detail) != "TCP_ABORT_ON_CLOSE" {
-				t.Errorf("reason %d %q", ev.Detail, fallbackResetReasons.Name(ev.Detail))
+			if ev.Detail != 11 || tcp.FallbackResetReasons.Name(ev.Detail) != "TCP_ABORT_ON_CLOSE" {
+				t.Errorf("reason %d %q", ev.Detail, tcp.FallbackResetReasons.Name(ev.Detail))
 			}
 		}},
 		{"send_reset without a socket (IPv6)", func() rawRecord {
@@ -211,7 +212,7 @@ func TestDecodeEveryKind(t *testing.T) {
 			return r
 		}, func(t *testing.T, ev Event) {
 			if ev.Flags != FlagReplyReset|FlagNoSocket || ev.Local != netip.MustParseAddrPort("[fd00::2]:80") ||
-				ev.Remote != netip.MustParseAddrPort("[fd00::1]:5555") || fallbackResetReasons.Name(ev.Detail) != "NO_SOCKET" {
+				ev.Remote != netip.MustParseAddrPort("[fd00::1]:5555") || tcp.FallbackResetReasons.Name(ev.Detail) != "NO_SOCKET" {
 				t.Errorf("%v > %v flags %b reason %d", ev.Local, ev.Remote, ev.Flags, ev.Detail)
 			}
 		}},
@@ -226,17 +227,17 @@ func TestDecodeEveryKind(t *testing.T) {
 			r.u32(offSkErrSoft, 113)
 			return r
 		}, func(t *testing.T, ev Event) {
-			if ErrnoName(ev.Detail) != "EHOSTUNREACH" || ev.SkErrSoft != 113 {
+			if tcp.ErrnoName(ev.Detail) != "EHOSTUNREACH" || ev.SkErrSoft != 113 {
 				t.Errorf("detail %d soft %d", ev.Detail, ev.SkErrSoft)
 			}
 		}},
 		{"cong_state", func() rawRecord {
 			r := baseRecord(KindCongState)
-			r.u8(offOldState, uint8(CALoss))
-			r.u8(offCAState, uint8(CAOpen))
+			r.u8(offOldState, uint8(tcp.CALoss))
+			r.u8(offCAState, uint8(tcp.CAOpen))
 			return r
 		}, func(t *testing.T, ev Event) {
-			if ev.OldCA != CALoss || ev.CAState != CAOpen || ev.OldState != 0 {
+			if ev.OldCA != tcp.CALoss || ev.CAState != tcp.CAOpen || ev.OldState != 0 {
 				t.Errorf("ca %v->%v old state %v", ev.OldCA, ev.CAState, ev.OldState)
 			}
 		}},
@@ -265,7 +266,7 @@ func TestDecodeEveryKind(t *testing.T) {
 			r.u32(offExitCode, 9)
 			return r
 		}, func(t *testing.T, ev Event) {
-			if ev.Detail != -32 || ErrnoName(ev.Detail) != "EPIPE" || ev.Flags&FlagAppSend == 0 ||
+			if ev.Detail != -32 || tcp.ErrnoName(ev.Detail) != "EPIPE" || ev.Flags&FlagAppSend == 0 ||
 				ev.ExitSignal() != 9 || ev.ExitStatus() != 0 {
 				t.Errorf("detail %d flags %b exit %d", ev.Detail, ev.Flags, ev.ExitCode)
 			}

@@ -1,4 +1,4 @@
-package tracer
+package tcp
 
 import (
 	"fmt"
@@ -99,7 +99,8 @@ func ErrnoText(e int32) string {
 // BTF; the fallback is the 6.18 table.
 type ResetReasons map[int32]string
 
-var fallbackResetReasons = ResetReasons{
+// FallbackResetReasons is the 6.18 table, for kernels whose BTF has no enum sk_rst_reason.
+var FallbackResetReasons = ResetReasons{
 	0: "NOT_SPECIFIED", 1: "NO_SOCKET", 2: "TCP_INVALID_ACK_SEQUENCE", 3: "TCP_RFC7323_PAWS",
 	4: "TCP_TOO_OLD_ACK", 5: "TCP_ACK_UNSENT_DATA", 6: "TCP_FLAGS", 7: "TCP_OLD_ACK",
 	8: "TCP_ABORT_ON_DATA", 9: "TCP_TIMEWAIT_SOCKET", 10: "INVALID_SYN", 11: "TCP_ABORT_ON_CLOSE",
@@ -119,4 +120,9 @@ func (r ResetReasons) Name(reason int32) string {
 	return fmt.Sprintf("REASON_%d", reason)
 }
 
-func trimReasonPrefix(s string) string { return strings.TrimPrefix(s, "SK_RST_REASON_") }
+// TrimReasonPrefix drops the enum's SK_RST_REASON_ prefix.
+func TrimReasonPrefix(s string) string { return strings.TrimPrefix(s, "SK_RST_REASON_") }
+
+// RSTReasonUnknown is the reason of a send_reset on kernels before 6.10,
+// which do not say why they reset.
+const RSTReasonUnknown = -1

@@ -1,7 +1,8 @@
-package tracer
+package wire
 
 import (
 	"github.com/tcpwatch/tcpwatch/bpf"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 
 	"errors"
 	"fmt"
@@ -64,10 +65,6 @@ const (
 	FlagAppSend       Flags = 1 << 7 // app_error: the failing call was a send
 )
 
-// RSTReasonUnknown is Event.Detail of a send_reset on kernels before 6.10,
-// which do not say why they reset.
-const RSTReasonUnknown = -1
-
 // Event is one decoded kernel record. It holds no pointers to the ring
 // buffer and allocates nothing to decode: strings are made only by whoever
 // prints it.
@@ -84,10 +81,10 @@ type Event struct {
 	PID       uint32 // owning process; 0 unknown
 	comm      [16]byte
 
-	State    State // for KindState, the new state
-	OldState State // KindState only
-	CAState  CAState
-	OldCA    CAState // KindCongState only
+	State    tcp.State // for KindState, the new state
+	OldState tcp.State // KindState only
+	CAState  tcp.CAState
+	OldCA    tcp.CAState // KindCongState only
 
 	Retransmits   uint8 // icsk_retransmits: consecutive RTO retransmissions
 	Backoff       uint8 // icsk_backoff: RTO doublings
@@ -105,19 +102,7 @@ type Event struct {
 	TotalRetrans  uint32
 	AckAge        time.Duration // since the peer last acknowledged anything
 
-	Settings Settings
-}
-
-// Settings are the knobs that decide when the kernel gives up, as they were
-// for this socket at the moment of the event.
-type Settings struct {
-	Retries2        uint8
-	SynRetries      uint8
-	KeepaliveOn     bool
-	KeepaliveTime   time.Duration
-	KeepaliveIntvl  time.Duration
-	KeepaliveProbes uint8
-	UserTimeout     time.Duration
+	Settings tcp.Settings
 }
 
 // Comm is the owning process's name as the kernel had it; it may hold any
@@ -178,9 +163,9 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		PID:       r.Pid,
 		comm:      r.Comm,
 
-		State:    State(r.State),
-		CAState:  CAState(r.CaState),
-		OldState: State(r.OldState),
+		State:       tcp.State(r.State),
+		CAState: tcp.CAState(r.CaState),
+		OldState:    tcp.State(r.OldState),
 
 		Retransmits:   r.Retransmits,
 		Backoff:       r.Backoff,
@@ -198,7 +183,7 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		TotalRetrans:  r.TotalRetrans,
 		AckAge:        time.Duration(r.AckAgeMs) * time.Millisecond,
 
-		Settings: Settings{
+		Settings: tcp.Settings{
 			Retries2:        r.Retries2,
 			SynRetries:      r.SynRetries,
 			KeepaliveOn:     r.KeepaliveOn != 0,
@@ -211,7 +196,7 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 	ev.Time = clock.Wall(ev.Mono)
 	if ev.Kind == KindCongState {
 		// The record reuses old_state for the previous congestion state.
-		ev.OldCA, ev.OldState = CAState(r.OldState), 0
+		ev.OldCA, ev.OldState = tcp.CAState(r.OldState), 0
 	}
 	const afInet6 = 10
 	if r.Family == afInet6 {

@@ -1,4 +1,4 @@
-package tracer
+package tcp
 
 import (
 	"math/bits"
