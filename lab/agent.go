@@ -19,13 +19,22 @@ import (
 )
 
 // The lab's applications are this same executable, started in a host's
-// namespace with agentEnv set: separate processes, so that a crash is a
-// real process death and a reboot really kills them.
-const agentEnv = "TCPWATCH_LAB_AGENT"
+// namespace as `tcpwatch lab agent ...`: separate processes, so that a
+// crash is a real process death and a reboot really kills them. The watch
+// command never sees them: they enter through the lab's own command.
 
-// IsAgent reports whether this process was started as a lab application.
-// main (and the lab's TestMain) must check it first and call AgentMain.
-func IsAgent() bool { return os.Getenv(agentEnv) == "1" }
+// AgentCommand is the command line prefix that starts a lab application.
+var AgentCommand = []string{"lab", "agent"}
+
+// AgentArgs reports whether args start a lab application, and its own
+// arguments. Test binaries that double as the lab's applications check it
+// in TestMain.
+func AgentArgs(args []string) ([]string, bool) {
+	if len(args) >= 2 && args[0] == AgentCommand[0] && args[1] == AgentCommand[1] {
+		return args[2:], true
+	}
+	return nil, false
+}
 
 // AppEvent is one line an application reports on its stdout: what it did
 // and what its system calls returned.

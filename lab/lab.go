@@ -25,6 +25,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -43,7 +44,7 @@ type Options struct {
 	ReplugAfter    time.Duration // outage length for the replug scenarios; 0: 2s
 	Timeout        time.Duration // give up waiting for the verdicts; 0: 20s (or an hour with KernelDefaults)
 	// Agent is the executable that runs the lab's applications; empty means
-	// this process's own executable (which must call AgentMain when IsAgent).
+	// this process's own executable (which must run AgentMain for AgentArgs).
 	Agent string
 	// Record, when set, receives the run's kernel events as a recording
 	// (wire.WriteRecord) with comments naming the hosts' namespaces and
@@ -199,14 +200,16 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 		appWhat: map[string][]string{}, stdin: map[string]io.WriteCloser{}, appPIDs: map[string][]int{},
 		changed: make(chan struct{}, 1), kernelDone: make(chan struct{})}
 
-	t, err := tracer.New(tracer.Config{All: true})
+	p, err := pipeline.Open(pipeline.Options{Tracer: tracer.Config{All: true}, Record: opt.Record,
+		Routine: true, NoExisting: true, Accept: r.ours})
 	if err != nil {
 		return nil, err
 	}
-	defer t.Close()
-	go r.trace(t)
+	defer p.Close()
+	traceCtx, stopTrace := context.WithCancel(context.Background())
+	go r.trace(traceCtx, p)
 	defer func() {
-		t.Stop()
+		stopTrace()
 		<-r.kernelDone
 	}()
 	if err := r.linkAgents(); err != nil {
@@ -238,7 +241,7 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 	// Let the kernel's last events (a reset, an error report) arrive, then
 	// stop tracing before the teardown kills the applications.
 	time.Sleep(300 * time.Millisecond)
-	t.Stop()
+	stopTrace()
 	<-r.kernelDone
 	res := r.result()
 	if r.opt.Record != nil {
@@ -341,56 +344,62 @@ func (r *run) refreshNetns() {
 	}
 }
 
-// trace feeds the lab's kernel events to a tracker and records what it says.
-func (r *run) trace(t *tracer.Tracer) {
+// ours keeps the events of the lab's hosts (not its router's).
+func (r *run) ours(ev *wire.Event) bool {
+	r.mu.Lock()
+	host, ok := r.netnsHost[ev.NetNS]
+	r.mu.Unlock()
+	return ok && host != "R"
+}
+
+// trace runs the pipeline over the lab's hosts until ctx ends.
+func (r *run) trace(ctx context.Context, p *pipeline.Pipeline) {
 	defer close(r.kernelDone)
-	notices := func(n *tracker.Notice) {
-		r.mu.Lock()
-		host := r.netnsHost[n.NetNS]
-		r.notices[host] = append(r.notices[host], n.Kind)
-		r.mu.Unlock()
-		cp := *n
-		r.emit(Record{Type: "notice", Host: host, Notice: &cp})
-		r.notify()
-	}
-	tr := tracker.New(tracker.Config{ResetReasons: t.Kernel.ResetReasons, Notices: notices}, func(n *tracker.Narrative) {
-		r.mu.Lock()
-		host := r.netnsHost[n.NetNS]
-		r.verdicts[host] = append(r.verdicts[host], string(n.Verdict))
-		r.mu.Unlock()
-		cp := *n
-		r.emit(Record{Type: "narrative", Host: host, Narrative: &cp})
-		r.notify()
-	})
-	var ev wire.Event
-	for {
-		t.SetDeadline(time.Now().Add(50 * time.Millisecond))
-		err := t.Read(&ev)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			tr.Tick(wire.MonotonicNow())
-			continue
-		}
-		if err != nil {
-			tr.Flush(wire.MonotonicNow())
-			return
-		}
-		r.mu.Lock()
-		host, ours := r.netnsHost[ev.NetNS]
-		r.mu.Unlock()
-		if !ours || host == "R" {
-			continue
-		}
-		if r.opt.Record != nil {
-			_ = wire.WriteRecord(r.opt.Record, &ev)
-		}
-		tr.Handle(&ev)
-		// What tcpwatch shows only with --all: a keepalive probe answered.
-		if ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 {
-			cp := ev
-			r.emit(Record{Type: "event", Host: host, Event: &cp})
-			r.notify()
-		}
-	}
+	_, _ = p.Run(ctx, labSink{r})
+}
+
+// labSink records what tcpwatch tells about each host.
+type labSink struct{ r *run }
+
+func (s labSink) host(netns uint32) string {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	return s.r.netnsHost[netns]
+}
+
+func (s labSink) Narrative(n *tracker.Narrative) error {
+	host := s.host(n.NetNS)
+	s.r.mu.Lock()
+	s.r.verdicts[host] = append(s.r.verdicts[host], string(n.Verdict))
+	s.r.mu.Unlock()
+	cp := *n
+	s.r.emit(Record{Type: "narrative", Host: host, Narrative: &cp})
+	s.r.notify()
+	return nil
+}
+
+func (s labSink) Notice(n *tracker.Notice) error {
+	host := s.host(n.NetNS)
+	s.r.mu.Lock()
+	s.r.notices[host] = append(s.r.notices[host], n.Kind)
+	s.r.mu.Unlock()
+	cp := *n
+	s.r.emit(Record{Type: "notice", Host: host, Notice: &cp})
+	s.r.notify()
+	return nil
+}
+
+// Event is what tcpwatch shows only with --all: a keepalive probe answered.
+func (s labSink) Event(ev *wire.Event, _ tcp.ResetReasons) error {
+	cp := *ev
+	s.r.emit(Record{Type: "event", Host: s.host(ev.NetNS), Event: &cp})
+	s.r.notify()
+	return nil
+}
+
+func (s labSink) Loss(l pipeline.Loss) error {
+	s.r.step("%d kernel records lost (ring buffer full: %d, programs skipped: %d)", l.New, l.RingFull, l.Recursion)
+	return nil
 }
 
 // linkAgents names the application binaries after their roles, so that the
@@ -418,8 +427,7 @@ func (r *run) startApp(host string, args ...string) error {
 			role = "server"
 		}
 	}
-	cmd := h.Command(filepath.Join(r.agentDir, "lab-"+role), args...)
-	cmd.Env = append(os.Environ(), agentEnv+"=1")
+	cmd := h.Command(filepath.Join(r.agentDir, "lab-"+role), append(slices.Clone(AgentCommand), args...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err

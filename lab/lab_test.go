@@ -13,13 +13,14 @@ import (
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/output/words"
 )
 
 // The test binary doubles as the lab's application (IsAgent) and, for the
 // kill test, as a lab runner that gets killed mid-run.
 func TestMain(m *testing.M) {
-	if IsAgent() {
-		os.Exit(AgentMain(os.Args[1:]))
+	if args, ok := AgentArgs(os.Args[1:]); ok {
+		os.Exit(AgentMain(args))
 	}
 	if name := os.Getenv("TCPWATCH_LAB_RUN"); name != "" {
 		_, err := Run(context.Background(), name, Options{}, func(Record) {})
@@ -183,7 +184,7 @@ func describe(r Record) string {
 	switch {
 	case r.Narrative != nil:
 		n := r.Narrative
-		return fmt.Sprintf("+%v %s narrative %s %v>%v pid=%d %s errno=%d: %s", r.T, r.Host, n.Verdict, n.Local, n.Remote, n.PID, n.Comm, n.Errno, n.Summary)
+		return fmt.Sprintf("+%v %s narrative %s %v>%v pid=%d %s errno=%d: %s", r.T, r.Host, n.Verdict, n.Local, n.Remote, n.Owner.PID, n.Owner.Comm, n.Errno, words.Summary(n))
 	case r.App != nil:
 		return fmt.Sprintf("+%v %s app %s pid=%d: %s %s", r.T, r.Host, r.App.Role, r.App.PID, r.App.What, r.App.Errno)
 	}

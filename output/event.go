@@ -48,6 +48,7 @@ type EventRecord struct {
 type SettingsRecord struct {
 	TCPRetries2      uint8 `json:"tcp_retries2"`
 	TCPSynRetries    uint8 `json:"tcp_syn_retries"`
+	TCPOrphanRetries uint8 `json:"tcp_orphan_retries"`
 	RetransBudgetMs  int64 `json:"retrans_budget_ms"`
 	RTOMaxMs         int64 `json:"rto_max_ms"`
 	UserTimeoutMs    int64 `json:"user_timeout_ms"`
@@ -58,20 +59,20 @@ type SettingsRecord struct {
 	KeepaliveBudgetS int64 `json:"keepalive_budget_s"`
 }
 
-// NewSettingsRecord summarises an event's settings, with the budgets they imply.
-func NewSettingsRecord(ev *wire.Event) SettingsRecord {
-	s := ev.Settings
+// NewSettingsRecord summarises a connection's settings, with the budgets they imply.
+func NewSettingsRecord(s tcp.Settings, rtoMax time.Duration) SettingsRecord {
 	return SettingsRecord{
 		TCPRetries2:      s.Retries2,
 		TCPSynRetries:    s.SynRetries,
-		RetransBudgetMs:  tcp.RetransmitBudget(s.Retries2, ev.RTOMax).Milliseconds(),
-		RTOMaxMs:         ev.RTOMax.Milliseconds(),
+		TCPOrphanRetries: s.OrphanRetries,
+		RetransBudgetMs:  tcp.RetransmitBudget(s.Retries2, rtoMax).Milliseconds(),
+		RTOMaxMs:         rtoMax.Milliseconds(),
 		UserTimeoutMs:    s.UserTimeout.Milliseconds(),
 		Keepalive:        s.KeepaliveOn,
 		KeepaliveTimeS:   int64(s.KeepaliveTime / time.Second),
 		KeepaliveIntvlS:  int64(s.KeepaliveIntvl / time.Second),
 		KeepaliveProbes:  s.KeepaliveProbes,
-		KeepaliveBudgetS: int64((s.KeepaliveTime + time.Duration(s.KeepaliveProbes)*s.KeepaliveIntvl) / time.Second),
+		KeepaliveBudgetS: int64(tcp.KeepaliveBudget(s) / time.Second),
 	}
 }
 
@@ -132,7 +133,7 @@ func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
 		ReplyReset:    ev.Flags&wire.FlagReplyReset != 0,
 		Keepalive:     keepaliveAction(ev.Flags),
 		OwnerExiting:  ev.Flags&wire.FlagOwnerExiting != 0,
-		Settings:      NewSettingsRecord(ev),
+		Settings:      NewSettingsRecord(ev.Settings, ev.RTOMax),
 	}
 	if ev.Flags&wire.FlagNoSocket == 0 {
 		r.State = ev.State.String()
@@ -145,7 +146,7 @@ func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
 		r.OldCAState = ev.OldCA.String()
 	case wire.KindSendReset:
 		r.ResetReason = reasons.Name(ev.Detail)
-	case wire.KindError, wire.KindAppError:
+	case wire.KindError:
 		r.Errno = tcp.ErrnoName(ev.Detail)
 	case wire.KindRetransmit:
 		r.Errno = tcp.ErrnoName(ev.Detail)
@@ -191,16 +192,9 @@ func appendEventText(b []byte, ev *wire.Event, reasons tcp.ResetReasons) []byte 
 		if ev.Flags&wire.FlagReplyReset != 0 {
 			b = append(b, " reply"...)
 		}
-	case wire.KindError, wire.KindAppError:
+	case wire.KindError:
 		b = append(b, " errno="...)
 		b = append(b, tcp.ErrnoName(ev.Detail)...)
-		if ev.Kind == wire.KindAppError {
-			if ev.Flags&wire.FlagAppSend != 0 {
-				b = append(b, " call=send"...)
-			} else {
-				b = append(b, " call=recv"...)
-			}
-		}
 	case wire.KindKeepalive:
 		b = append(b, " keepalive="...)
 		b = append(b, keepaliveAction(ev.Flags)...)
@@ -228,12 +222,7 @@ func appendEventText(b []byte, ev *wire.Event, reasons tcp.ResetReasons) []byte 
 			b = append(b, tcp.ErrnoName(ev.SkErrSoft)...)
 		}
 	}
-	if ev.PID != 0 {
-		b = append(b, " pid="...)
-		b = strconv.AppendUint(b, uint64(ev.PID), 10)
-		b = append(b, " comm="...)
-		b = append(b, Sanitize(ev.Comm())...)
-	}
+	b = appendOwner(b, ev.PID, ev.Comm())
 	if ev.Flags&wire.FlagOwnerExiting != 0 {
 		if sig := ev.ExitSignal(); sig != 0 {
 			b = fmt.Appendf(b, " exiting(signal %d)", sig)

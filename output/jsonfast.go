@@ -98,6 +98,7 @@ func appendSettings(b []byte, s *SettingsRecord) []byte {
 	b = append(b, `{"tcp_retries2":`...)
 	b = strconv.AppendUint(b, uint64(s.TCPRetries2), 10)
 	b = appendUintField(b, "tcp_syn_retries", uint64(s.TCPSynRetries))
+	b = appendUintField(b, "tcp_orphan_retries", uint64(s.TCPOrphanRetries))
 	b = appendIntField(b, "retrans_budget_ms", s.RetransBudgetMs)
 	b = appendIntField(b, "rto_max_ms", s.RTOMaxMs)
 	b = appendIntField(b, "user_timeout_ms", s.UserTimeoutMs)
@@ -118,10 +119,14 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	b = appendStringField(b, "verdict", r.Verdict)
 	b = appendBoolField(b, "final", r.Final)
 	b = appendConnFields(b, &r.ConnFields)
+	b = appendStringField(b, "owner_source", r.OwnerSource)
+	b = appendUintField(b, "inode", uint64(r.Inode))
 	b = appendStringField(b, "state", r.State)
+	b = appendBoolField(b, "orphan", r.Orphan)
 	b = appendStringField(b, "errno", r.Errno)
 	b = appendStringField(b, "reset_reason", r.ResetReason)
 	b = appendIntField(b, "retransmits", int64(r.Retransmits))
+	b = appendIntField(b, "failed_sends", int64(r.FailedSends))
 	b = appendIntField(b, "probes", int64(r.Probes))
 	b = appendIntField(b, "outage_ms", r.OutageMs)
 	b = appendIntField(b, "giveup_in_ms", r.GiveUpInMs)
@@ -133,15 +138,12 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 		b = strconv.AppendInt(b, v, 10)
 	}
 	b = append(b, ']')
-	if r.ExitSignal != 0 {
-		b = appendIntField(b, "exit_signal", int64(r.ExitSignal))
-	}
-	if r.ExitStatus != 0 {
-		b = appendIntField(b, "exit_status", int64(r.ExitStatus))
-	}
-	if r.SentReset {
-		b = appendBoolField(b, "sent_reset", true)
-	}
+	b = appendIntField(b, "budget_ms", r.BudgetMs)
+	b = appendStringField(b, "budget_setting", r.BudgetBy)
+	b = appendIntField(b, "exit_signal", int64(r.ExitSignal))
+	b = appendIntField(b, "exit_status", int64(r.ExitStatus))
+	b = appendBoolField(b, "sent_reset", r.SentReset)
+	b = appendBoolField(b, "lost_records", r.LostRecords)
 	b = appendStringField(b, "summary", r.Summary)
 	b = appendStringField(b, "explanation", r.Explanation)
 	b = append(appendKey(b, "timeline"), '[')

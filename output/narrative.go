@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
-	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // NarrativeRecord is the JSON form of a narrative (`type: "narrative"`).
@@ -17,17 +17,24 @@ type NarrativeRecord struct {
 	Verdict string `json:"verdict"`
 	Final   bool   `json:"final"`
 	ConnFields
+	OwnerSource string         `json:"owner_source"`
+	Inode       uint32         `json:"inode"`
 	State       string         `json:"state"`
+	Orphan      bool           `json:"orphan"`
 	Errno       string         `json:"errno"`
 	ResetReason string         `json:"reset_reason"`
 	Retransmits int            `json:"retransmits"`
+	FailedSends int            `json:"failed_sends"`
 	Probes      int            `json:"probes"`
 	OutageMs    int64          `json:"outage_ms"`
 	GiveUpInMs  int64          `json:"giveup_in_ms"`
 	RTOsMs      []int64        `json:"rtos_ms"`
-	ExitSignal  int            `json:"exit_signal,omitempty"`
-	ExitStatus  int            `json:"exit_status,omitempty"`
-	SentReset   bool           `json:"sent_reset,omitempty"`
+	BudgetMs    int64          `json:"budget_ms"`
+	BudgetBy    string         `json:"budget_setting"`
+	ExitSignal  int            `json:"exit_signal"`
+	ExitStatus  int            `json:"exit_status"`
+	SentReset   bool           `json:"sent_reset"`
+	LostRecords bool           `json:"lost_records"`
 	Summary     string         `json:"summary"`
 	Explanation string         `json:"explanation"`
 	Timeline    []TimelineStep `json:"timeline"`
@@ -47,28 +54,35 @@ func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
 		Time:        n.Time.Format(TimeLayout),
 		Verdict:     string(n.Verdict),
 		Final:       n.Final,
-		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.PID, n.Comm),
+		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		OwnerSource: string(n.Owner.Source),
+		Inode:       n.Inode,
 		State:       n.State.String(),
+		Orphan:      n.Orphan,
 		Errno:       tcp.ErrnoName(n.Errno),
 		ResetReason: n.ResetReason,
 		Retransmits: n.Retransmits,
+		FailedSends: n.FailedSends,
 		Probes:      n.Probes,
 		OutageMs:    n.Outage.Milliseconds(),
 		GiveUpInMs:  n.GiveUpIn.Milliseconds(),
 		RTOsMs:      make([]int64, len(n.RTOs)),
+		BudgetMs:    n.Budget.Limit.Milliseconds(),
+		BudgetBy:    n.Budget.Setting,
 		ExitSignal:  n.ExitSignal,
 		ExitStatus:  n.ExitStatus,
 		SentReset:   n.SentReset,
-		Summary:     n.Summary,
-		Explanation: n.Explanation,
+		LostRecords: n.LostRecords,
+		Summary:     words.Summary(n),
+		Explanation: words.Explanation(n),
 		Timeline:    make([]TimelineStep, len(n.Timeline)),
-		Settings:    NewSettingsRecord(&wire.Event{Settings: n.Settings, RTOMax: n.RTOMax}),
+		Settings:    NewSettingsRecord(n.Settings, n.RTOMax),
 	}
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}
 	for i, s := range n.Timeline {
-		r.Timeline[i] = TimelineStep{TMs: s.At.Milliseconds(), Event: s.Event}
+		r.Timeline[i] = TimelineStep{TMs: s.At.Milliseconds(), Event: words.Step(&n.Timeline[i])}
 	}
 	return r
 }
@@ -112,15 +126,16 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative) []byte {
 		b = fmt.Appendf(b, "%-20s", verdict)
 	}
 	b = fmt.Appendf(b, " %s -> %s", n.Local, n.Remote)
-	if n.PID != 0 {
-		b = fmt.Appendf(b, " pid=%d comm=%s", n.PID, Sanitize(n.Comm))
+	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
+	if n.Owner.Source == tracker.OwnerListener {
+		b = append(b, " (listener)"...)
 	}
 	b = append(b, evidence(n)...)
 	b = append(b, " | "...)
-	b = append(b, Sanitize(n.Summary)...)
-	if w.explain && n.Explanation != "" {
+	b = append(b, Sanitize(words.Summary(n))...)
+	if w.explain {
 		b = append(b, "\n    why: "...)
-		b = append(b, Sanitize(n.Explanation)...)
+		b = append(b, Sanitize(words.Explanation(n))...)
 	}
 	return b
 }
@@ -148,6 +163,9 @@ func evidence(n *tracker.Narrative) string {
 	if n.ExitSignal != 0 {
 		parts = append(parts, fmt.Sprintf("signal=%d", n.ExitSignal))
 	}
+	if n.LostRecords {
+		parts = append(parts, "records_lost")
+	}
 	if len(parts) == 0 {
 		return ""
 	}
@@ -168,8 +186,8 @@ type NoticeRecord struct {
 // NewNoticeRecord builds the JSON form of n.
 func NewNoticeRecord(n *tracker.Notice) NoticeRecord {
 	return NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
-		ConnFields: connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.PID, n.Comm),
-		Summary:    n.Summary, Explanation: n.Explanation}
+		ConnFields: connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
 }
 
 // Notice writes a notice (shown with --all).
@@ -185,14 +203,12 @@ func (w *Writer) Notice(n *tracker.Notice) error {
 func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice) []byte {
 	b = n.Time.AppendFormat(b, "15:04:05.000 ")
 	b = fmt.Appendf(b, "%-20s %s -> %s", n.Kind, n.Local, n.Remote)
-	if n.PID != 0 {
-		b = fmt.Appendf(b, " pid=%d comm=%s", n.PID, Sanitize(n.Comm))
-	}
+	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
 	b = append(b, " | "...)
-	b = append(b, Sanitize(n.Summary)...)
+	b = append(b, Sanitize(words.NoticeSummary(n))...)
 	if w.explain {
 		b = append(b, "\n    why: "...)
-		b = append(b, Sanitize(n.Explanation)...)
+		b = append(b, Sanitize(words.NoticeExplanation(n))...)
 	}
 	return b
 }

@@ -3,6 +3,7 @@
 package output
 
 import (
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -54,3 +55,25 @@ func Sanitize(s string) string {
 // unsafeRune: control characters act on a terminal; format characters
 // (bidi overrides, zero-width joiners) can make a line lie about itself.
 func unsafeRune(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }
+
+// SanitizeValue is Sanitize for a value in a `key=value` text field: a
+// value with a space, '=' or '"' is quoted, so a process named
+// `x pid=1 comm=y` cannot forge fields of its own.
+func SanitizeValue(s string) string {
+	s = Sanitize(s)
+	if s != "" && !strings.ContainsAny(s, " =\"") {
+		return s
+	}
+	return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"`
+}
+
+// appendOwner appends " pid=N comm=NAME" when the owner is known.
+func appendOwner(b []byte, pid uint32, comm string) []byte {
+	if pid == 0 {
+		return b
+	}
+	b = append(b, " pid="...)
+	b = strconv.AppendUint(b, uint64(pid), 10)
+	b = append(b, " comm="...)
+	return append(b, SanitizeValue(comm)...)
+}

@@ -36,7 +36,7 @@ func (w *Writer) Stats(s Stats) error {
 	sort.Strings(verdicts)
 	line := fmt.Sprintf("stats: %d kernel events, %d lost", s.Events, s.Lost)
 	if s.Lost > 0 {
-		line += " (ring buffer full: raise --ring-size or narrow the filters)"
+		line += " (ring buffer full or programs skipped: raise --ring-size or narrow the filters)"
 	}
 	if len(verdicts) > 0 {
 		line += ", narratives: " + strings.Join(verdicts, " ")
@@ -45,5 +45,29 @@ func (w *Writer) Stats(s Stats) error {
 		line += fmt.Sprintf(", %d connections evicted from the tracker", s.Evictions)
 	}
 	w.line = append(w.line[:0], line...)
+	return w.writeLine()
+}
+
+// LossRecord is written while running whenever the kernel reports records
+// it could not deliver (`type: "loss"`): a story told after it may have a
+// hole, and its narrative says so (`lost_records`).
+type LossRecord struct {
+	Type      string `json:"type"`
+	Time      string `json:"time"`
+	New       uint64 `json:"new"`
+	Total     uint64 `json:"total"`
+	RingFull  uint64 `json:"ring_full"`
+	Recursion uint64 `json:"recursion"`
+}
+
+// Loss reports lost kernel records.
+func (w *Writer) Loss(l LossRecord) error {
+	l.Type = "loss"
+	l.Time = time.Now().Format(TimeLayout)
+	if w.format == JSON {
+		return w.writeJSON(l)
+	}
+	w.line = fmt.Appendf(w.line[:0], "%s %-20s %d kernel records lost (%d in all: %d ring buffer full, %d programs skipped by recursion): stories told from now on may have gaps",
+		time.Now().Format("15:04:05.000"), "records_lost", l.New, l.Total, l.RingFull, l.Recursion)
 	return w.writeLine()
 }

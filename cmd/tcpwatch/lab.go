@@ -52,6 +52,12 @@ func runLab(args []string, stdout, stderr io.Writer) error {
 		return err
 	case "run":
 		return runLabScenario(args[1:], stdout, stderr)
+	case "agent":
+		// A lab application, started by a lab run (hidden: not for people).
+		if code := lab.AgentMain(args[1:]); code != 0 {
+			os.Exit(code)
+		}
+		return nil
 	}
 	return usageError{fmt.Errorf("unknown lab command %q (list, run or cleanup)", args[0])}
 }

@@ -11,16 +11,15 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/tcpwatch/tcpwatch/lab"
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/tracer"
-	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -37,9 +36,6 @@ Flags:
 `
 
 func main() {
-	if lab.IsAgent() {
-		os.Exit(lab.AgentMain(os.Args[1:]))
-	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "tcpwatch: %v\n", err)
 		os.Exit(exitCode(err))
@@ -159,55 +155,71 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer cancel()
 	}
 
-	t, err := tracer.New(tracer.Config{
-		All:         o.all || o.events,
-		RingSize:    o.ringSize,
-		FilterNetNS: o.netns,
-		FilterPort:  o.port,
-		FilterPID:   o.pid,
-		KernelBTF:   o.kernelBTF,
-	})
+	var record *bufio.Writer
+	if o.record != "" {
+		f, err := os.OpenFile(o.record, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("--record: %w", err)
+		}
+		defer f.Close()
+		record = bufio.NewWriter(f)
+	}
+	opts := pipeline.Options{
+		Tracer: tracer.Config{
+			All:         o.all || o.events,
+			RingSize:    o.ringSize,
+			FilterNetNS: o.netns,
+			FilterPort:  o.port,
+			KernelBTF:   o.kernelBTF,
+		},
+		Events:   o.events,
+		All:      o.all,
+		Routine:  o.all,
+		MaxConns: o.maxConns,
+		Filter:   pipeline.Filter{PID: o.pid, Comm: o.comm, Addr: o.addr, Port: o.port, NetNS: o.netns},
+		Warn:     func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) },
+	}
+	if record != nil {
+		opts.Record = record
+	}
+	p, err := pipeline.Open(opts)
 	if err != nil {
 		return err
 	}
-	defer t.Close()
-	warnMissingHooks(t, stderr)
+	defer p.Close()
+	warnMissingHooks(p.Tracer, stderr)
 
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain})
-	err = watch(ctx, t, w, o, seedExisting(t, o, stderr))
+	stats, err := p.Run(ctx, sink{w})
+	if record != nil {
+		if ferr := record.Flush(); ferr != nil && err == nil {
+			err = fmt.Errorf("--record: %w", ferr)
+		}
+	}
 	if errors.Is(err, output.ErrClosedOutput) {
 		return nil // the reader went away: not a failure
+	}
+	if err != nil {
+		return err
+	}
+	err = w.Stats(output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
+		Evictions: stats.Evictions, Tracked: stats.Tracked})
+	if errors.Is(err, output.ErrClosedOutput) {
+		return nil
 	}
 	return err
 }
 
-// seedExisting finds the connections that existed before tcpwatch: their
-// owners go to the kernel half, and those already in trouble are returned
-// for the tracker to narrate at once.
-func seedExisting(t *tracer.Tracer, o *options, stderr io.Writer) []wire.Event {
-	socks, err := sockdiag.Snapshot(o.netns)
-	if err != nil {
-		fmt.Fprintf(stderr, "tcpwatch: warning: existing connections only partly known: %v\n", err)
-	}
-	mono, wall := wire.MonotonicNow(), time.Now()
-	var trouble []wire.Event
-	for i := range socks {
-		s := &socks[i]
-		if s.Cookie == 0 {
-			continue
-		}
-		if s.PID == 0 {
-			continue
-		}
-		if err := t.SeedOwner(int(s.PID), s.FD, s.Comm, s.InTrouble()); err != nil {
-			// The process may have closed it or exited meanwhile: not worth a warning.
-			continue
-		}
-		if s.InTrouble() {
-			trouble = append(trouble, s.Event(mono, wall))
-		}
-	}
-	return trouble
+// sink hands the pipeline's records to the output writer.
+type sink struct{ w *output.Writer }
+
+func (s sink) Narrative(n *tracker.Narrative) error { return s.w.Narrative(n) }
+func (s sink) Notice(n *tracker.Notice) error       { return s.w.Notice(n) }
+func (s sink) Event(ev *wire.Event, r tcp.ResetReasons) error {
+	return s.w.Event(ev, r)
+}
+func (s sink) Loss(l pipeline.Loss) error {
+	return s.w.Loss(output.LossRecord{New: l.New, Total: l.Total, RingFull: l.RingFull, Recursion: l.Recursion})
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {
@@ -232,145 +244,5 @@ func warnMissingHooks(t *tracer.Tracer, stderr io.Writer) {
 		if !h.Attached {
 			fmt.Fprintf(stderr, "tcpwatch: warning: not watching %s (%s): no %s\n", h.Name, h.Reason, h.Loses)
 		}
-	}
-}
-
-// userFilter applies the filters the kernel cannot: process name and CIDR.
-type userFilter struct {
-	comm string
-	addr netip.Prefix
-}
-
-func (f userFilter) match(pid uint32, comm string, local, remote netip.Addr) bool {
-	if f.comm != "" && comm != f.comm {
-		return false
-	}
-	if f.addr.IsValid() && !f.addr.Contains(local.Unmap()) && !f.addr.Contains(remote.Unmap()) {
-		return false
-	}
-	return true
-}
-
-// tickEvery is how often the tracker is told the time when no event comes,
-// so that closes are narrated promptly.
-const tickEvery = 100 * time.Millisecond
-
-// watch runs the pipeline until ctx ends: kernel events, then either raw
-// event output (--events) or the connection tracker and its narratives.
-func watch(ctx context.Context, t *tracer.Tracer, w *output.Writer, o *options, existing []wire.Event) error {
-	go func() {
-		<-ctx.Done()
-		t.Stop()
-	}()
-	filter := userFilter{comm: o.comm, addr: o.addr}
-	reasons := t.Kernel.ResetReasons
-	var writeErr error
-	var tr *tracker.Tracker
-	if !o.events {
-		cfg := tracker.Config{All: o.all, MaxConns: o.maxConns, ResetReasons: reasons}
-		if o.all {
-			cfg.Notices = func(n *tracker.Notice) {
-				if writeErr == nil && filter.match(n.PID, n.Comm, n.Local.Addr(), n.Remote.Addr()) {
-					writeErr = w.Notice(n)
-				}
-			}
-		}
-		tr = tracker.New(cfg, func(n *tracker.Narrative) {
-			if writeErr == nil && filter.match(n.PID, n.Comm, n.Local.Addr(), n.Remote.Addr()) {
-				writeErr = w.Narrative(n)
-			}
-		})
-	}
-
-	if tr != nil {
-		for i := range existing {
-			tr.Handle(&existing[i])
-		}
-	}
-
-	var record io.Writer
-	if o.record != "" {
-		f, err := os.OpenFile(o.record, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-		if err != nil {
-			return fmt.Errorf("--record: %w", err)
-		}
-		defer f.Close()
-		bw := bufio.NewWriter(f)
-		defer bw.Flush()
-		record = bw
-	}
-
-	var ev wire.Event
-	var events uint64
-	var mem memoryReturn
-	tick := tickEvery
-	if o.all || o.events {
-		tick = tracer.PollInterval
-	}
-	for writeErr == nil {
-		t.SetDeadline(time.Now().Add(tick))
-		err := t.Read(&ev)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if tr != nil {
-				tr.Tick(wire.MonotonicNow())
-				mem.afterTick(tr.Stats().Tracked)
-			}
-			continue
-		}
-		if errors.Is(err, tracer.ErrClosed) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		events++
-		if record != nil {
-			if err := wire.WriteRecord(record, &ev); err != nil {
-				return fmt.Errorf("--record: %w", err)
-			}
-		}
-		if tr == nil {
-			if filter.match(ev.PID, ev.Comm(), ev.Local.Addr(), ev.Remote.Addr()) {
-				writeErr = w.Event(&ev, reasons)
-			}
-			continue
-		}
-		tr.Handle(&ev)
-		// With --all, routine happenings that are not narratives still show.
-		if o.all && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 &&
-			filter.match(ev.PID, ev.Comm(), ev.Local.Addr(), ev.Remote.Addr()) && writeErr == nil {
-			writeErr = w.Event(&ev, reasons)
-		}
-	}
-	if writeErr != nil {
-		return writeErr
-	}
-	stats := output.Stats{Events: events}
-	if tr != nil {
-		tr.Flush(wire.MonotonicNow())
-		if writeErr != nil {
-			return writeErr
-		}
-		ts := tr.Stats()
-		stats.Narratives, stats.Evictions, stats.Tracked = ts.Narratives, ts.Evictions, ts.Tracked
-	}
-	lost, err := t.Lost()
-	if err != nil {
-		return err
-	}
-	stats.Lost = lost
-	return w.Stats(stats)
-}
-
-// memoryReturn gives memory back to the system after the tracker shrinks a
-// lot (a burst of connections ended): the Go runtime would otherwise keep
-// the peak's pages for minutes.
-type memoryReturn struct{ peak int }
-
-func (m *memoryReturn) afterTick(tracked int) {
-	m.peak = max(m.peak, tracked)
-	if m.peak >= 10000 && tracked < m.peak/4 {
-		debug.FreeOSMemory()
-		m.peak = tracked
 	}
 }

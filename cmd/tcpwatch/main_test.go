@@ -23,8 +23,8 @@ import (
 // The test binary is also tcpwatch (TCPWATCH_MAIN=1) and the lab's
 // applications, so the tests run the real command without building it.
 func TestMain(m *testing.M) {
-	if lab.IsAgent() {
-		os.Exit(lab.AgentMain(os.Args[1:]))
+	if args, ok := lab.AgentArgs(os.Args[1:]); ok {
+		os.Exit(lab.AgentMain(args))
 	}
 	if os.Getenv("TCPWATCH_MAIN") == "1" {
 		main()

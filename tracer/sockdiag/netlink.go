@@ -17,7 +17,7 @@ import (
 // them, and none has an owner or a story.
 
 // trackedStates are the TCP states a dump asks for (bit n = state n).
-const trackedStates = 1<<1 | 1<<2 | 1<<3 | 1<<4 | 1<<5 | 1<<8 | 1<<9 | 1<<11 // ESTABLISHED..FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING
+const trackedStates = 1<<1 | 1<<2 | 1<<3 | 1<<4 | 1<<5 | 1<<8 | 1<<9 | 1<<10 | 1<<11 // ESTABLISHED..FIN_WAIT2, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING
 
 const (
 	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY

@@ -18,8 +18,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpwatch/tcpwatch/tracer/owners"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
-	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Socket is one existing TCP socket, as sock_diag and /proc describe it.
@@ -30,7 +30,6 @@ type Socket struct {
 	State         tcp.State
 	Inode         uint32
 	PID           uint32 // owner, 0 if no process holds it (orphaned)
-	FD            int    // the owner's file descriptor for it
 	Comm          string
 	KeepaliveOn   bool // the keepalive timer is armed
 
@@ -48,7 +47,7 @@ type Socket struct {
 	RTOMax       time.Duration
 }
 
-// Snapshot lists the TCP sockets that can hold a connection (not LISTEN,
+// Snapshot lists the TCP sockets that hold a connection or listen (not
 // TIME_WAIT or request sockets) of every network
 // namespace with a process in it or a name under /var/run/netns; onlyNetNS
 // limits it to one.
@@ -57,7 +56,7 @@ func Snapshot(onlyNetNS uint32) ([]Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	owners := socketOwners()
+	holders := owners.Scan("/proc")
 	var out []Socket
 	var errs []error
 	for inode, path := range spaces {
@@ -70,8 +69,8 @@ func Snapshot(onlyNetNS uint32) ([]Socket, error) {
 			continue
 		}
 		for i := range socks {
-			if o, ok := owners[socks[i].Inode]; ok && socks[i].Inode != 0 {
-				socks[i].PID, socks[i].FD, socks[i].Comm = o.pid, o.fd, o.comm
+			if o, ok := holders[socks[i].Inode]; ok && socks[i].Inode != 0 {
+				socks[i].PID, socks[i].Comm = o.PID, o.Comm
 			}
 		}
 		out = append(out, socks...)
@@ -107,54 +106,6 @@ func namespaces() (map[uint32]string, error) {
 		}
 	}
 	return spaces, nil
-}
-
-type owner struct {
-	pid  uint32
-	fd   int
-	comm string
-}
-
-// socketOwners maps socket inodes to the process holding them, from
-// /proc/PID/fd. A socket shared by several processes gets the first found.
-func socketOwners() map[uint32]owner {
-	owners := map[uint32]owner{}
-	procs, err := os.ReadDir("/proc")
-	if err != nil {
-		return owners
-	}
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil {
-			continue
-		}
-		dir := filepath.Join("/proc", p.Name(), "fd")
-		fds, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		var comm string
-		for _, fd := range fds {
-			target, err := os.Readlink(filepath.Join(dir, fd.Name()))
-			if err != nil || !strings.HasPrefix(target, "socket:[") {
-				continue
-			}
-			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 32)
-			if err != nil {
-				continue
-			}
-			if _, ok := owners[uint32(ino)]; ok {
-				continue
-			}
-			if comm == "" {
-				b, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
-				comm = strings.TrimSpace(string(b))
-			}
-			fdNum, _ := strconv.Atoi(fd.Name())
-			owners[uint32(ino)] = owner{pid: uint32(pid), fd: fdNum, comm: comm}
-		}
-	}
-	return owners
 }
 
 const (
@@ -278,19 +229,4 @@ func inNetNS(ns netns.NsHandle, fn func()) error {
 // retransmissions or unanswered keepalive probes.
 func (s *Socket) InTrouble() bool {
 	return (s.CAState == tcp.CALoss && s.Retransmits > 0) || (s.KeepaliveOn && s.Probes > 0)
-}
-
-// Event describes the socket as a snapshot event for the tracker, stamped
-// with the current kernel time.
-func (s *Socket) Event(mono time.Duration, wall time.Time) wire.Event {
-	ev := wire.Event{
-		Mono: mono, Time: wall, Kind: wire.KindSnapshot,
-		Cookie: s.Cookie, Local: s.Local, Remote: s.Remote, NetNS: s.NetNS, PID: s.PID,
-		State: s.State, CAState: s.CAState, Retransmits: s.Retransmits, Backoff: s.Backoff,
-		ProbesOut: s.Probes, RTO: s.RTO, RTOMax: s.RTOMax, SRTT: s.SRTT, PacketsOut: s.Unacked,
-		RetransOut: s.Retrans, TotalRetrans: s.TotalRetrans, AckAge: s.LastAckRecv,
-		Settings: s.Settings,
-	}
-	ev.SetComm(s.Comm)
-	return ev
 }

@@ -126,3 +126,13 @@ func TrimReasonPrefix(s string) string { return strings.TrimPrefix(s, "SK_RST_RE
 // RSTReasonUnknown is the reason of a send_reset on kernels before 6.10,
 // which do not say why they reset.
 const RSTReasonUnknown = -1
+
+// KernelInternalErrno says whether e is one of the kernel's own codes
+// (ERESTARTSYS and its kin, 512 and up) that never reach an application:
+// the system call is restarted or fails with EINTR instead.
+func KernelInternalErrno(e int32) bool {
+	if e < 0 {
+		e = -e
+	}
+	return e >= 512
+}

@@ -1,6 +1,8 @@
 // Package tracker turns the kernel's event stream into one story per
 // connection: it keeps each connection's state, recognises failures and
-// outages, and decides the verdict a person in an incident can act on.
+// outages, and decides the verdict a person in an incident can act on. It
+// produces facts (counts, times, the kernel's figures); the words that
+// explain them live in output/words.
 package tracker
 
 import (
@@ -8,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Verdict is what happened to a connection.
@@ -26,6 +29,9 @@ const (
 	LocalAbort         Verdict = "local_abort"
 	ConnectRefused     Verdict = "connect_refused"
 	ConnectTimeout     Verdict = "connect_timeout"
+	// Untold ends a story whose end the kernel could not deliver (records
+	// lost): the connection is gone from the kernel, its cause unknown.
+	Untold Verdict = "untold"
 )
 
 // Episodes: the connection lives on.
@@ -38,19 +44,70 @@ const (
 // Verdicts lists every verdict, finals first.
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
-	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout,
+	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
 	Stalled, Recovered, KeepaliveProbing,
 }
 
-// Step is one line of a connection's timeline.
-type Step struct {
-	At    time.Duration // since the connection was first seen
-	Event string
+// Episode reports whether the verdict describes a connection that lives on.
+func (v Verdict) Episode() bool {
+	return v == Stalled || v == Recovered || v == KeepaliveProbing
 }
 
-// Narrative is one verdict about one connection, with its evidence.
+// OwnerSource says how the owner of a connection was learned.
+type OwnerSource string
+
+const (
+	OwnerUnknown  OwnerSource = ""         // nobody could be named
+	OwnerConnect  OwnerSource = "connect"  // the process that called connect()
+	OwnerClose    OwnerSource = "close"    // the process that closed or aborted it
+	OwnerProcfs   OwnerSource = "procfs"   // the process holding its descriptor (/proc/PID/fd)
+	OwnerListener OwnerSource = "listener" // the process that listens on its port: the holder could not be found
+)
+
+// Owner is the process a connection belongs to.
+type Owner struct {
+	PID    uint32
+	Comm   string
+	Source OwnerSource
+}
+
+// Exact says whether the owner is the process that holds the socket, not
+// a guess from its listener.
+func (o Owner) Exact() bool {
+	return o.PID != 0 && o.Source != OwnerListener
+}
+
+// Budget is the kernel's deadline for a connection in an outage: how long
+// it keeps retransmitting before it gives up, and which setting decided it.
+type Budget struct {
+	Limit   time.Duration
+	Setting string // tcp_retries2, TCP_USER_TIMEOUT, tcp_orphan_retries, tcp_syn_retries
+	Value   int    // the setting's value (retries, or milliseconds for TCP_USER_TIMEOUT)
+}
+
+// Step is one kernel event of a connection's timeline, as facts.
+type Step struct {
+	At          time.Duration // since the connection was first seen
+	Kind        wire.Kind
+	Flags       wire.Flags
+	State, Old  tcp.State
+	CA, OldCA   tcp.CAState
+	Retransmits uint8
+	Probes      uint8
+	Detail      int32
+	RTO         time.Duration
+	ResetReason string // send_reset: the kernel's reason, when it gives one
+	// Existing marks the entry of a connection found at start-up.
+	Existing bool
+	// Dropped, on a first step, counts older steps not kept.
+	Dropped int
+}
+
+// Narrative is one verdict about one connection, with its evidence: the
+// kernel's own figures, no prose.
 type Narrative struct {
 	Time    time.Time
+	Mono    time.Duration // kernel CLOCK_MONOTONIC of Time
 	Verdict Verdict
 	// Final is false for episodes, and for connections still in an episode
 	// when tcpwatch stops.
@@ -60,45 +117,56 @@ type Narrative struct {
 	Local  netip.AddrPort
 	Remote netip.AddrPort
 	NetNS  uint32
-	PID    uint32
-	Comm   string
+	Inode  uint32
+	Owner  Owner
 	State  tcp.State
+	// Orphan: no process held the socket any more (closed by its owner,
+	// the kernel finishing the connection alone).
+	Orphan bool
+	// Connecting: the connection never got past the handshake.
+	Connecting bool
 
 	Errno       int32  // the error the application sees (positive), 0 if none
 	ResetReason string // the kernel's reason for a reset we sent
-	Retransmits int    // RTO retransmissions in this outage (or SYN retransmissions)
-	Probes      int    // keepalive probes sent unanswered
+	ResetState  tcp.State
+	Retransmits int // RTO retransmissions in this outage (or SYN retransmissions)
+	// FailedSends are retransmissions that never left this host, and the
+	// error of the last one.
+	FailedSends int
+	FailedErrno int32
+	Probes      int // keepalive probes sent unanswered
 	Outage      time.Duration
 	GiveUpIn    time.Duration // stalled/keepalive_probing: projected time left before the kernel gives up
 	RTOs        []time.Duration
+	// BackoffReverted: the RTO stopped doubling (RFC 6069 revert after an
+	// ICMP unreachable), judged from the RTOs seen.
+	BackoffReverted bool
+	SkErrSoft       int32
+	Budget          Budget
+	CAState         tcp.CAState
 
 	ExitSignal int  // local_process_exited: the signal that killed the owner
 	ExitStatus int  // ... or its exit status
-	SentReset  bool // local_process_exited: the kernel sent RST (unread data), not FIN
+	SentReset  bool // the kernel sent RST (unread data), not FIN
+	// LostRecords: the kernel dropped records while this connection was
+	// tracked, so its story may have a hole.
+	LostRecords bool
 
-	Summary     string
-	Explanation string
-	Timeline    []Step
-	Settings    tcp.Settings
-	RTOMax      time.Duration
-}
-
-// Episode reports whether the verdict describes a connection that lives on.
-func (v Verdict) Episode() bool {
-	return v == Stalled || v == Recovered || v == KeepaliveProbing
+	Timeline []Step
+	Settings tcp.Settings
+	RTOMax   time.Duration
 }
 
 // Notice is something worth showing with --all that is not a verdict about
 // a failure: today, a TIME_WAIT 4-tuple taken over by a new connection.
 type Notice struct {
-	Time        time.Time
-	Kind        string // "time_wait_reuse"
-	Cookie      uint64
-	Local       netip.AddrPort
-	Remote      netip.AddrPort
-	NetNS       uint32
-	PID         uint32
-	Comm        string
-	Summary     string
-	Explanation string
+	Time   time.Time
+	Kind   string // "time_wait_reuse"
+	Cookie uint64
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+	NetNS  uint32
+	Owner  Owner
+	// Age is how long ago the earlier connection on the 4-tuple closed.
+	Age time.Duration
 }

@@ -1,9 +1,8 @@
 package tracker
 
 import (
-	"fmt"
-	"hash/fnv"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
@@ -12,39 +11,57 @@ import (
 
 // Config says what the tracker narrates and how much it may remember.
 type Config struct {
-	// All also narrates normal lifecycles (local_closed, peer_closed).
+	// All also narrates normal lifecycles (local_closed, peer_closed) and
+	// answered keepalive probes.
 	All bool
 	// MaxConns bounds the connections remembered; the least recently
 	// active is evicted beyond it. 0 means 262144.
 	MaxConns int
-	// Grace is how long after a connection enters CLOSE the tracker waits
-	// for the reset and error report that the kernel emits right after
-	// the state change. 0 means 50 ms.
+	// Grace is how long the tracker holds a verdict before it tells it:
+	// the reset and error report that follow a close arrive within it,
+	// and narratives leave in time order. 0 means 50 ms.
 	Grace time.Duration
 	// ResetReasons names the kernel's reset reasons.
 	ResetReasons tcp.ResetReasons
+	// Owners finds the process holding a socket by its inode, for
+	// connections whose owner the kernel could not see (accepted, found at
+	// start-up, reported from a timer). Nil: only what the kernel said.
+	Owners OwnerResolver
 	// Notices, when set, receives notices (TIME_WAIT reuse); the tracker
 	// then remembers recently closed 4-tuples to recognise them.
 	Notices func(*Notice)
 }
 
+// OwnerResolver finds the process that holds a socket.
+type OwnerResolver interface {
+	Owner(inode uint32) (pid uint32, comm string, ok bool)
+}
+
 // Tracker holds per-connection state and emits narratives. It is not safe
 // for concurrent use: one goroutine feeds it events in kernel order.
 type Tracker struct {
-	cfg       Config
-	emit      func(*Narrative)
-	conns     map[uint64]*conn
-	lru       conn // sentinel of a circular list, most recent first
+	cfg  Config
+	emit func(*Narrative)
+
+	// A connection is found by its socket cookie, or by its 4-tuple when
+	// a record comes without one (the keepalive timer reads the cookie and
+	// cannot make it): both lead to the same entry.
+	byCookie map[uint64]*conn
+	byTuple  map[tupleKey]*conn
+	lru      conn // sentinel of a circular list, most recent first
+	tracked  int
+	peak     int
+
+	listeners map[listenKey]Owner
 	closing   []*conn
+	pending   []*Narrative // told after Grace, in time order
 	evictions uint64
 	counts    map[Verdict]int
 	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
 	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
 	wallAtZero time.Time
-	// peakConns is the most connections tracked since the map was last
-	// rebuilt: Go maps keep their buckets, so a map that held a peak is
-	// rebuilt when it shrinks to a quarter of it.
-	peakConns int
+	lastEmit   time.Duration
+	lossEpoch  uint64 // bumped whenever the kernel reports lost records
 }
 
 type tupleKey struct {
@@ -52,9 +69,15 @@ type tupleKey struct {
 	local, remote netip.AddrPort
 }
 
+type listenKey struct {
+	netns uint32
+	port  uint16
+}
+
 const (
 	timeWaitLen     = 60 * time.Second // TCP_TIMEWAIT_LEN
 	maxTimeWaitKept = 1 << 16
+	maxListeners    = 1 << 16
 )
 
 // New returns a tracker that calls emit for every narrative. emit must not
@@ -69,28 +92,14 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 	if cfg.ResetReasons == nil {
 		cfg.ResetReasons = tcp.ResetReasons{}
 	}
-	t := &Tracker{cfg: cfg, emit: emit, conns: make(map[uint64]*conn), counts: make(map[Verdict]int),
-		timeWait: make(map[tupleKey]time.Duration)}
+	t := &Tracker{cfg: cfg, emit: emit, byCookie: make(map[uint64]*conn), byTuple: make(map[tupleKey]*conn),
+		listeners: make(map[listenKey]Owner), counts: make(map[Verdict]int), timeWait: make(map[tupleKey]time.Duration)}
 	t.lru.prev, t.lru.next = &t.lru, &t.lru
 	return t
 }
 
 // maxSteps bounds a connection's timeline; older steps are dropped and counted.
 const maxSteps = 32
-
-// step is one kernel event of a connection's timeline, kept small: a
-// tracker with --all holds one timeline per connection on the host.
-type step struct {
-	mono        time.Duration
-	detail      int32
-	rtoMs       uint32
-	kind        wire.Kind
-	flags       wire.Flags
-	state, old  tcp.State
-	ca, oldCA   tcp.CAState
-	retransmits uint8
-	probes      uint8
-}
 
 // figures are what the narratives need of a connection's latest event.
 type figures struct {
@@ -103,21 +112,23 @@ type figures struct {
 
 // conn is what the tracker knows about one connection.
 type conn struct {
-	key        uint64
 	prev, next *conn // LRU
 
 	cookie        uint64
+	tuple         tupleKey
+	inode         uint32
 	local, remote netip.AddrPort
 	netns         uint32
-	pid           uint32
-	comm          string
+	owner         Owner
 	firstMono     time.Duration
 	last          figures // from the latest event
 	steps         []step
 	droppedSteps  int
+	lossEpoch     uint64
 
 	state      tcp.State
-	listener   bool // a listening socket: never a connection to narrate
+	connecting bool // seen in SYN_SENT/SYN_RECV and never established
+	orphan     bool
 	sawPeerFIN bool
 	closing    bool
 	closeMono  time.Duration
@@ -126,10 +137,10 @@ type conn struct {
 
 	// The current outage: RTO retransmissions with no ACK.
 	stallFirst   time.Duration // first retransmission of the outage (kernel's retrans_stamp)
-	silenceStart time.Duration // last ACK before the outage
+	silenceStart time.Duration // when the peer went silent
 	stallRetrans int
 	rtos         []time.Duration
-	failedSends  int   // retransmissions that never left this host (6.17+ reports why)
+	failedSends  int   // retransmissions that never left this host
 	failedErrno  int32 // ... and the error of the last one
 	synRetrans   int
 
@@ -148,25 +159,30 @@ type conn struct {
 	recvRetransmits  int
 	recvProbes       int
 	errno            int32
-	appErrno         int32
-	appSend          bool
 	exiting          bool
 	exitCode         uint32
 }
 
-func connKey(ev *wire.Event) uint64 {
-	if ev.Cookie != 0 {
-		return ev.Cookie
+// step is one kernel event of a connection's timeline, kept small: a
+// tracker with --all holds one timeline per connection on the host.
+type step struct {
+	mono        time.Duration
+	detail      int32
+	rtoMs       uint32
+	kind        wire.Kind
+	flags       wire.Flags
+	state, old  tcp.State
+	ca, oldCA   tcp.CAState
+	retransmits uint8
+	probes      uint8
+	existing    bool
+}
+
+func tupleOf(ev *wire.Event) (tupleKey, bool) {
+	if ev.Local.Port() == 0 || ev.Remote.Port() == 0 {
+		return tupleKey{}, false
 	}
-	// No cookie (a socket the kernel never gave one): the tuple is the identity.
-	h := fnv.New64a()
-	b := ev.Local.Addr().As16()
-	h.Write(b[:])
-	b = ev.Remote.Addr().As16()
-	h.Write(b[:])
-	h.Write([]byte{byte(ev.Local.Port() >> 8), byte(ev.Local.Port()), byte(ev.Remote.Port() >> 8),
-		byte(ev.Remote.Port()), byte(ev.NetNS >> 24), byte(ev.NetNS >> 16), byte(ev.NetNS >> 8), byte(ev.NetNS)})
-	return h.Sum64() | 1<<63
+	return tupleKey{ev.NetNS, ev.Local, ev.Remote}, true
 }
 
 func (t *Tracker) touch(c *conn) {
@@ -177,41 +193,77 @@ func (t *Tracker) touch(c *conn) {
 }
 
 func (t *Tracker) remove(c *conn) {
+	if c.prev == nil {
+		return
+	}
 	c.prev.next, c.next.prev = c.next, c.prev
 	c.prev, c.next = nil, nil
-	delete(t.conns, c.key)
-	if n := len(t.conns); t.peakConns > 4096 && n < t.peakConns/4 {
-		fresh := make(map[uint64]*conn, n)
-		for k, v := range t.conns {
-			fresh[k] = v
-		}
-		t.conns, t.peakConns = fresh, n
+	if c.cookie != 0 && t.byCookie[c.cookie] == c {
+		delete(t.byCookie, c.cookie)
+	}
+	if t.byTuple[c.tuple] == c {
+		delete(t.byTuple, c.tuple)
+	}
+	t.tracked--
+	// Go maps keep their buckets: rebuild them once they hold a quarter
+	// of their peak, so memory returns after a burst.
+	if t.peak > 4096 && t.tracked < t.peak/4 {
+		t.byCookie = maps(t.byCookie)
+		t.byTuple = maps(t.byTuple)
+		t.peak = t.tracked
 	}
 }
 
+func maps[K comparable](m map[K]*conn) map[K]*conn {
+	fresh := make(map[K]*conn, len(m))
+	for k, v := range m {
+		fresh[k] = v
+	}
+	return fresh
+}
+
+// lookup finds ev's connection, or starts tracking it.
 func (t *Tracker) lookup(ev *wire.Event) *conn {
-	key := connKey(ev)
-	if c, ok := t.conns[key]; ok {
-		t.touch(c)
-		return c
+	if ev.Cookie != 0 {
+		if c, ok := t.byCookie[ev.Cookie]; ok {
+			t.touch(c)
+			return c
+		}
+	}
+	tk, hasTuple := tupleOf(ev)
+	if hasTuple {
+		if c, ok := t.byTuple[tk]; ok && (c.cookie == 0 || ev.Cookie == 0 || c.cookie == ev.Cookie) {
+			if c.cookie == 0 && ev.Cookie != 0 {
+				c.cookie = ev.Cookie
+				t.byCookie[c.cookie] = c
+			}
+			t.touch(c)
+			return c
+		}
 	}
 	if ev.Kind == wire.KindDestroy {
 		return nil
 	}
-	for len(t.conns) >= t.cfg.MaxConns {
-		oldest := t.lru.prev
-		t.remove(oldest)
+	for t.tracked >= t.cfg.MaxConns {
+		t.remove(t.lru.prev)
 		t.evictions++
 	}
-	c := &conn{key: key, cookie: ev.Cookie, netns: ev.NetNS, firstMono: ev.Mono, state: ev.State}
+	c := &conn{cookie: ev.Cookie, netns: ev.NetNS, firstMono: ev.Mono, state: ev.State, lossEpoch: t.lossEpoch}
 	if ev.FirstSeen != 0 && ev.FirstSeen < ev.Mono {
 		c.firstMono = ev.FirstSeen
 	}
 	c.prev, c.next = &t.lru, t.lru.next
 	t.lru.next.prev = c
 	t.lru.next = c
-	t.conns[key] = c
-	t.peakConns = max(t.peakConns, len(t.conns))
+	if c.cookie != 0 {
+		t.byCookie[c.cookie] = c
+	}
+	if hasTuple {
+		c.tuple = tk
+		t.byTuple[tk] = c // a newer socket on the same 4-tuple takes it over
+	}
+	t.tracked++
+	t.peak = max(t.peak, t.tracked)
 	return c
 }
 
@@ -223,6 +275,9 @@ func (t *Tracker) Handle(ev *wire.Event) {
 	t.Tick(ev.Mono)
 	if ev.Flags&wire.FlagNoSocket != 0 {
 		return // a reset for a 4-tuple with no socket: nothing to track
+	}
+	if t.onListener(ev) {
+		return
 	}
 	c := t.lookup(ev)
 	if c == nil {
@@ -238,9 +293,8 @@ func (t *Tracker) Handle(ev *wire.Event) {
 	// Without --all the kernel sends no record for an uneventful CLOSE
 	// transition (a reset sent on close comes right after it): a record
 	// that shows the socket closed starts the end all the same.
-	if ev.State == tcp.StateClose && ev.Kind != wire.KindState && !c.closing && ev.Kind != wire.KindSnapshot {
-		c.closing, c.closeMono = true, ev.Mono
-		t.closing = append(t.closing, c)
+	if ev.State == tcp.StateClose && ev.Kind != wire.KindState && !c.closing {
+		t.startClosing(c, ev.Mono, c.closeOld)
 	}
 
 	switch ev.Kind {
@@ -266,21 +320,14 @@ func (t *Tracker) Handle(ev *wire.Event) {
 			break
 		}
 		c.sentReset, c.sentReason = true, ev.Detail
-		c.sentInKeepalive = ev.Flags&wire.FlagInKeepalive != 0 ||
-			t.cfg.ResetReasons.Name(ev.Detail) == "TCP_KEEPALIVE_TIMEOUT"
-		if ev.Flags&wire.FlagOwnerExiting != 0 {
+		c.sentInKeepalive = ev.Flags&wire.FlagInKeepalive != 0
+		if ev.Flags&wire.FlagOwnerExiting != 0 && !c.sawPeerFIN {
 			t.finish(c, LocalProcessExited, ev.Mono)
 		}
 	case wire.KindError:
 		c.errno = ev.Detail
-	case wire.KindAppError:
-		if c.appErrno == 0 { // the first error is the one that tells
-			c.appErrno, c.appSend = -ev.Detail, ev.Flags&wire.FlagAppSend != 0
-		}
 	case wire.KindKeepalive:
 		t.onKeepalive(c, ev)
-	case wire.KindSnapshot:
-		t.onSnapshot(c, ev)
 	case wire.KindDestroy:
 		if c.closing {
 			t.finalize(c, c.closeMono)
@@ -289,28 +336,77 @@ func (t *Tracker) Handle(ev *wire.Event) {
 	}
 }
 
+// onListener keeps listening sockets apart from connections: their owner
+// is remembered to name the owner of the connections they accept.
+func (t *Tracker) onListener(ev *wire.Event) bool {
+	if ev.Kind != wire.KindState {
+		return ev.State == tcp.StateListen
+	}
+	key := listenKey{ev.NetNS, ev.Local.Port()}
+	switch {
+	case ev.State == tcp.StateListen:
+		if ev.PID != 0 && (len(t.listeners) < maxListeners || t.listeners[key].PID != 0) {
+			t.listeners[key] = Owner{PID: ev.PID, Comm: ev.Comm(), Source: OwnerListener}
+		}
+		return true
+	case ev.OldState == tcp.StateListen:
+		delete(t.listeners, key)
+		return true
+	}
+	return false
+}
+
 // observe records what every event tells about the connection.
 func (c *conn) observe(ev *wire.Event) {
-	if ev.Local.Port() != 0 || !c.local.IsValid() {
+	// Keep the addresses the connection had: a failed connect() clears
+	// the local address before its last records.
+	if ev.Local.Port() != 0 && !ev.Local.Addr().IsUnspecified() || !c.local.IsValid() {
 		c.local = ev.Local
 	}
 	if ev.Remote.Port() != 0 || !c.remote.IsValid() {
 		c.remote = ev.Remote
 	}
-	if ev.PID != 0 && ev.PID != c.pid {
-		c.pid, c.comm = ev.PID, ev.Comm()
+	if ev.Inode != 0 {
+		c.inode = ev.Inode
+	}
+	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == OwnerListener) {
+		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Source: ownerSource(ev.Owner)}
+	}
+	if ev.Flags&wire.FlagOrphan != 0 {
+		c.orphan = true
 	}
 	if ev.Flags&wire.FlagOwnerExiting != 0 {
 		c.exiting, c.exitCode = true, ev.ExitCode
+	}
+	switch ev.State {
+	case tcp.StateSynSent, tcp.StateSynRecv:
+		if c.state == 0 || c.connecting || c.state == tcp.StateSynSent || c.state == tcp.StateSynRecv {
+			c.connecting = true
+		}
+	case tcp.StateCloseWait, tcp.StateLastAck:
+		c.sawPeerFIN = true
+	}
+	if ev.Kind == wire.KindState {
+		if ev.OldState == tcp.StateCloseWait || ev.OldState == tcp.StateLastAck {
+			c.sawPeerFIN = true
+		}
+		if ev.State == tcp.StateEstablished || (ev.OldState == tcp.StateEstablished) {
+			c.connecting = false
+		}
+	} else if ev.State == tcp.StateEstablished {
+		c.connecting = false
 	}
 	if ev.Kind != wire.KindKeepalive || ev.Flags&wire.FlagKeepaliveKill == 0 {
 		c.state = ev.State
 	}
 	c.last = figures{Mono: ev.Mono, RTO: ev.RTO, RTOMax: ev.RTOMax, AckAge: ev.AckAge, Settings: ev.Settings,
 		SkErrSoft: ev.SkErrSoft, CAState: ev.CAState, Retransmits: ev.Retransmits}
-	s := step{mono: ev.Mono, kind: ev.Kind, flags: ev.Flags, state: ev.State, old: ev.OldState,
+	c.addStep(step{mono: ev.Mono, kind: ev.Kind, flags: ev.Flags, state: ev.State, old: ev.OldState,
 		ca: ev.CAState, oldCA: ev.OldCA, retransmits: ev.Retransmits, probes: ev.ProbesOut,
-		detail: ev.Detail, rtoMs: uint32(ev.RTO / time.Millisecond)}
+		detail: ev.Detail, rtoMs: uint32(ev.RTO / time.Millisecond)})
+}
+
+func (c *conn) addStep(s step) {
 	if len(c.steps) == maxSteps {
 		copy(c.steps, c.steps[1:])
 		c.steps = c.steps[:maxSteps-1]
@@ -319,40 +415,57 @@ func (c *conn) observe(ev *wire.Event) {
 	c.steps = append(c.steps, s)
 }
 
-func (t *Tracker) onState(c *conn, ev *wire.Event) {
-	if ev.State == tcp.StateListen || (ev.OldState == tcp.StateListen && ev.State == tcp.StateClose) {
-		c.listener = true
+func ownerSource(s wire.OwnerSource) OwnerSource {
+	switch s {
+	case wire.OwnerConnect:
+		return OwnerConnect
+	case wire.OwnerClose:
+		return OwnerClose
 	}
+	return OwnerProcfs
+}
+
+func (t *Tracker) startClosing(c *conn, mono time.Duration, old tcp.State) {
+	if c.closing {
+		return
+	}
+	c.closing, c.closeMono, c.closeOld = true, mono, old
+	t.closing = append(t.closing, c)
+}
+
+func (t *Tracker) onState(c *conn, ev *wire.Event) {
 	if t.cfg.Notices != nil {
 		t.watchTimeWait(c, ev)
 	}
 	switch {
-	case ev.State == tcp.StateCloseWait:
-		c.sawPeerFIN = true
 	case ev.OldState == tcp.StateEstablished && ev.State == tcp.StateFinWait1 && ev.Flags&wire.FlagOwnerExiting != 0:
+		// The owner died with the connection open from both sides.
 		t.finish(c, LocalProcessExited, ev.Mono)
 	case ev.State == tcp.StateClose:
 		if ev.SkErr != 0 {
 			c.errno = ev.SkErr
 		}
-		if !c.closing {
-			c.closing, c.closeMono, c.closeOld = true, ev.Mono, ev.OldState
-			t.closing = append(t.closing, c)
-		}
+		t.startClosing(c, ev.Mono, ev.OldState)
 	}
 }
 
 func (t *Tracker) onRetransmit(c *conn, ev *wire.Event) {
 	if ev.State == tcp.StateSynSent || ev.State == tcp.StateSynRecv {
-		c.synRetrans++
+		c.synRetrans = max(c.synRetrans+1, int(ev.Retransmits))
 		return
 	}
-	if ev.CAState != tcp.CALoss {
+	if ev.CAState != tcp.CALoss && ev.Flags&wire.FlagFromTimer == 0 {
 		return // fast retransmit or loss probe: routine
 	}
 	if c.stallFirst == 0 {
-		c.stallFirst = estimateFirstRetransmit(ev)
-		c.silenceStart = ev.Mono - ev.AckAge
+		c.stallFirst = firstRetransmit(ev)
+		// The peer went silent about one RTO before the first
+		// retransmission (the original transmission), not at the last ACK
+		// of an idle connection.
+		c.silenceStart = c.stallFirst - firstRTO(ev)
+		if acked := ev.Mono - ev.AckAge; ev.AckAge > 0 && acked > c.silenceStart {
+			c.silenceStart = acked
+		}
 		c.stallRetrans = 0
 		c.rtos = c.rtos[:0]
 	}
@@ -366,69 +479,10 @@ func (t *Tracker) onRetransmit(c *conn, ev *wire.Event) {
 	t.narrate(c, Stalled, false, ev.Mono)
 }
 
-// watchTimeWait remembers the 4-tuples the active closer leaves in TIME_WAIT
-// (the full socket goes FIN_WAIT2/CLOSING -> CLOSE and a timewait socket
-// takes its place), and tells when a new connection takes one over.
-func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
-	key := tupleKey{c.netns, c.local, c.remote}
-	switch {
-	case ev.State == tcp.StateClose && (ev.OldState == tcp.StateFinWait2 || ev.OldState == tcp.StateClosing):
-		if len(t.timeWait) >= maxTimeWaitKept {
-			for k, at := range t.timeWait {
-				if ev.Mono-at > timeWaitLen {
-					delete(t.timeWait, k)
-				}
-			}
-		}
-		if len(t.timeWait) < maxTimeWaitKept {
-			t.timeWait[key] = ev.Mono
-		}
-	case ev.OldState == tcp.StateSynSent && ev.State == tcp.StateEstablished:
-		at, ok := t.timeWait[key]
-		if !ok {
-			return
-		}
-		delete(t.timeWait, key)
-		if age := ev.Mono - at; age < timeWaitLen {
-			t.cfg.Notices(&Notice{
-				Time: ev.Time, Kind: "time_wait_reuse", Cookie: c.cookie, Local: c.local, Remote: c.remote,
-				NetNS: c.netns, PID: c.pid, Comm: c.comm,
-				Summary: fmt.Sprintf("a new connection took over a 4-tuple still in TIME_WAIT (closed %s ago)", secs(age)),
-				Explanation: fmt.Sprintf("The earlier connection on %s -> %s closed actively %s ago; its TIME_WAIT (60 s, TCP_TIMEWAIT_LEN) guards against old duplicates. connect() reused it anyway, which tcp_tw_reuse allows for outgoing connections once the TIME_WAIT is over a second old, with TCP timestamps to tell old segments from new (PAWS).",
-					c.local, c.remote, secs(age)),
-			})
-		}
-	}
-}
-
-// onSnapshot picks up a connection that was already in trouble when
-// tcpwatch started: narrate it at once instead of at its next timer.
-func (t *Tracker) onSnapshot(c *conn, ev *wire.Event) {
-	if ev.State == tcp.StateCloseWait {
-		c.sawPeerFIN = true
-	}
-	switch {
-	case ev.CAState == tcp.CALoss && ev.Retransmits > 0:
-		// tcp_info's RTO is the next one, already doubled.
-		prior := *ev
-		if prior.Backoff > 0 {
-			prior.RTO /= 2
-		}
-		t.onRetransmit(c, &prior)
-	case ev.Settings.KeepaliveOn && ev.ProbesOut > 0:
-		c.probes = int(ev.ProbesOut)
-		c.probeSince = ev.Mono - ev.AckAge
-		if c.probes >= 2 {
-			c.kaAnnounced = true
-			t.narrate(c, KeepaliveProbing, false, ev.Mono)
-		}
-	}
-}
-
-// estimateFirstRetransmit is when the outage's first RTO retransmission
-// went out. Normally this event is it; when tcpwatch started mid-outage,
-// walk back through the halving RTOs the kernel used before.
-func estimateFirstRetransmit(ev *wire.Event) time.Duration {
+// firstRetransmit is when the outage's first RTO retransmission went out.
+// Normally this event is it; when tcpwatch started mid-outage, walk back
+// through the halving RTOs the kernel used before.
+func firstRetransmit(ev *wire.Event) time.Duration {
 	first := ev.Mono
 	rto := ev.RTO
 	for i := 1; i < int(ev.Retransmits); i++ {
@@ -436,6 +490,18 @@ func estimateFirstRetransmit(ev *wire.Event) time.Duration {
 		first -= rto
 	}
 	return first
+}
+
+// firstRTO is the RTO that expired to send the first retransmission.
+func firstRTO(ev *wire.Event) time.Duration {
+	rto := ev.RTO
+	for i := 1; i < int(ev.Retransmits); i++ {
+		rto /= 2
+	}
+	if ev.Backoff > 0 && ev.Retransmits > 0 {
+		rto /= 2 // the record's RTO is already doubled for the next expiry
+	}
+	return rto
 }
 
 func (c *conn) endStall() {
@@ -447,15 +513,21 @@ func (t *Tracker) onKeepalive(c *conn, ev *wire.Event) {
 	switch {
 	case ev.Flags&wire.FlagKeepaliveKill != 0:
 		c.kaKilled = true
-		c.probes = int(ev.ProbesOut)
+		c.probes = max(c.probes, int(ev.ProbesOut))
+		if c.probeSince == 0 {
+			c.probeSince = ev.Mono - ev.AckAge
+		}
 		if c.closing {
 			t.finalize(c, c.closeMono)
 		}
 	case ev.Flags&wire.FlagProbeSent != 0:
-		if c.probes == 0 {
+		if c.probes == 0 || c.probeSince == 0 {
+			// The first probe went out keepalive_time after the last ACK.
 			c.probeSince = ev.Mono - ev.AckAge
 		}
 		c.probes = int(ev.ProbesOut)
+		// A healthy peer answers the first probe at once: only a second
+		// probe (the first went unanswered a whole interval) is news.
 		if c.probes >= 2 {
 			c.kaAnnounced = true
 			t.narrate(c, KeepaliveProbing, false, ev.Mono)
@@ -464,34 +536,66 @@ func (t *Tracker) onKeepalive(c *conn, ev *wire.Event) {
 		if c.kaAnnounced {
 			t.narrate(c, Recovered, false, ev.Mono)
 		}
-		c.probes, c.kaAnnounced = 0, false
+		c.probes, c.probeSince, c.kaAnnounced = 0, 0, false
 	}
 }
 
-// Tick finalizes connections whose CLOSE is older than the grace period:
-// by then the reset and error report that follow a close have arrived.
+// Tick finalizes connections whose CLOSE is older than the grace period
+// (by then the reset and error report that follow a close have arrived)
+// and tells the narratives that have waited out the grace, in time order.
 func (t *Tracker) Tick(now time.Duration) {
-	if len(t.closing) == 0 {
+	if len(t.closing) > 0 {
+		kept := t.closing[:0]
+		for _, c := range t.closing {
+			switch {
+			case !c.closing || c.done || c.prev == nil:
+				// finalized, or evicted, meanwhile
+			case now-c.closeMono >= t.cfg.Grace:
+				c.closing = false
+				t.finalize(c, c.closeMono)
+			default:
+				kept = append(kept, c)
+			}
+		}
+		clear(t.closing[len(kept):])
+		t.closing = kept
+	}
+	t.release(now - t.cfg.Grace)
+}
+
+// release tells the pending narratives older than until, oldest first.
+func (t *Tracker) release(until time.Duration) {
+	if len(t.pending) == 0 {
 		return
 	}
-	kept := t.closing[:0]
-	for _, c := range t.closing {
-		switch {
-		case !c.closing || c.done || c.prev == nil:
-			// finalized, or evicted, meanwhile
-		case now-c.closeMono >= t.cfg.Grace:
-			c.closing = false
-			t.finalize(c, c.closeMono)
-		default:
-			kept = append(kept, c)
-		}
+	slices.SortStableFunc(t.pending, func(a, b *Narrative) int { return cmpDuration(a.Mono, b.Mono) })
+	n := 0
+	for n < len(t.pending) && t.pending[n].Mono <= until {
+		t.emit(t.pending[n])
+		n++
 	}
-	clear(t.closing[len(kept):])
-	t.closing = kept
+	clear(t.pending[:n])
+	t.pending = append(t.pending[:0], t.pending[n:]...)
 }
 
-// Flush ends tracking: connections that are closing are narrated, and those
-// still in an episode are narrated again with Final false.
+func cmpDuration(a, b time.Duration) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// RecordsLost tells the tracker that the kernel dropped records: every
+// story told from now on for a connection tracked meanwhile may have a
+// hole, and says so.
+func (t *Tracker) RecordsLost() { t.lossEpoch++ }
+
+// Flush ends tracking: connections that are closing are narrated, those
+// still in an episode are narrated again with Final false, and every
+// pending narrative is told.
 func (t *Tracker) Flush(now time.Duration) {
 	for _, c := range t.closing {
 		if c.closing && !c.done && c.prev != nil {
@@ -509,6 +613,7 @@ func (t *Tracker) Flush(now time.Duration) {
 			t.narrate(c, KeepaliveProbing, false, now)
 		}
 	}
+	t.release(now + time.Hour)
 }
 
 // Stats are the tracker's counters.
@@ -520,7 +625,7 @@ type Stats struct {
 
 // Stats reports narratives by verdict, evictions and connections tracked.
 func (t *Tracker) Stats() Stats {
-	s := Stats{Narratives: make(map[string]int, len(t.counts)), Evictions: t.evictions, Tracked: len(t.conns)}
+	s := Stats{Narratives: make(map[string]int, len(t.counts)), Evictions: t.evictions, Tracked: t.tracked}
 	for v, n := range t.counts {
 		s.Narratives[string(v)] = n
 	}
@@ -532,11 +637,13 @@ func (t *Tracker) finalize(c *conn, now time.Duration) {
 	t.finish(c, c.finalVerdict(), now)
 }
 
+// finish tells a connection's final verdict, once: nothing is told about
+// it after that.
 func (t *Tracker) finish(c *conn, v Verdict, now time.Duration) {
-	c.done, c.closing = true, false
-	if c.listener {
+	if c.done {
 		return
 	}
+	c.done, c.closing = true, false
 	if v == LocalClosed || v == PeerClosed {
 		if !t.cfg.All && !(v == PeerClosed && c.recvReset) {
 			return
@@ -556,7 +663,7 @@ const (
 // the death best.
 func (c *conn) finalVerdict() Verdict {
 	switch {
-	case c.exiting:
+	case c.exiting && !c.sawPeerFIN:
 		return LocalProcessExited
 	case c.kaKilled || c.sentInKeepalive:
 		return KeepaliveTimeout
@@ -573,7 +680,7 @@ func (c *conn) finalVerdict() Verdict {
 	case c.closeOld == tcp.StateSynSent && c.errno == errECONNREFUSED:
 		return ConnectRefused
 	case c.closeOld == tcp.StateSynSent && c.errno != 0:
-		if c.errno == errEHOSTUNREACH || c.errno == errENETUNREACH {
+		if isUnreachable(c.errno) {
 			return HostUnreachable
 		}
 		return ConnectTimeout
@@ -582,12 +689,14 @@ func (c *conn) finalVerdict() Verdict {
 			return KeepaliveTimeout
 		}
 		return RetransmitTimeout
-	case c.errno == errEHOSTUNREACH || c.errno == errENETUNREACH:
+	case isUnreachable(c.errno):
 		return HostUnreachable
-	case c.sentReset || c.errno != 0:
-		return LocalAbort
 	case c.sawPeerFIN:
 		return PeerClosed
+	case c.sentReset || c.errno != 0:
+		return LocalAbort
 	}
 	return LocalClosed
 }
+
+func isUnreachable(e int32) bool { return e == errEHOSTUNREACH || e == errENETUNREACH }

@@ -63,7 +63,7 @@ func replay(t *testing.T, rec recording, cfg Config) map[string][]Narrative {
 	}
 	cfg.Notices = func(n *Notice) {
 		key := "notice:" + rec.hostOf[n.NetNS]
-		got[key] = append(got[key], Narrative{Verdict: Verdict(n.Kind), Summary: n.Summary, Local: n.Local})
+		got[key] = append(got[key], Narrative{Verdict: Verdict(n.Kind), Local: n.Local})
 	}
 	tr := New(cfg, func(n *Narrative) {
 		got[rec.hostOf[n.NetNS]] = append(got[rec.hostOf[n.NetNS]], *n)
@@ -116,8 +116,8 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("A: errno %s final %v", tcp.ErrnoName(a.Errno), a.Final)
 			}
 			b := last(t, got["B"], LocalProcessExited)
-			if b.ExitSignal != 9 || b.SentReset || b.PID == 0 || b.Comm != "lab-server" {
-				t.Errorf("B: signal %d sent reset %v pid %d comm %q", b.ExitSignal, b.SentReset, b.PID, b.Comm)
+			if b.ExitSignal != 9 || b.SentReset || b.Owner.PID == 0 || b.Owner.Comm != "lab-server" {
+				t.Errorf("B: signal %d sent reset %v pid %d comm %q", b.ExitSignal, b.SentReset, b.Owner.PID, b.Owner.Comm)
 			}
 		},
 		"process-crash-unread": func(t *testing.T, got map[string][]Narrative) {
@@ -186,8 +186,8 @@ func TestRecordedScenarios(t *testing.T) {
 			}
 		},
 		"local-abort-unread": func(t *testing.T, got map[string][]Narrative) {
-			if n := last(t, got["A"], LocalAbort); n.ResetReason != "TCP_ABORT_ON_CLOSE" || n.Comm != "lab-client" {
-				t.Errorf("reason %q comm %q", n.ResetReason, n.Comm)
+			if n := last(t, got["A"], LocalAbort); n.ResetReason != "TCP_ABORT_ON_CLOSE" || n.Owner.Comm != "lab-client" {
+				t.Errorf("reason %q comm %q", n.ResetReason, n.Owner.Comm)
 			}
 		},
 		"connect-refused": func(t *testing.T, got map[string][]Narrative) {
@@ -199,6 +199,49 @@ func TestRecordedScenarios(t *testing.T) {
 			n := got["notice:A"]
 			if len(n) != 1 || n[0].Local.Port() != 40000 || len(got["A"])+len(got["B"]) != 0 {
 				t.Errorf("notices %v, narratives %v %v", n, verdictsOf(got["A"]), verdictsOf(got["B"]))
+			}
+		},
+		"cable-pull": func(t *testing.T, got map[string][]Narrative) {
+			s := got["A"][0]
+			if s.Verdict != Stalled || s.GiveUpIn <= 0 {
+				t.Errorf("first narrative %s giveup %v", s.Verdict, s.GiveUpIn)
+			}
+			n := got["A"][len(got["A"])-1]
+			switch tcp.ErrnoName(n.Errno) {
+			case "ETIMEDOUT":
+				if n.Verdict != RetransmitTimeout {
+					t.Errorf("ETIMEDOUT told as %s", n.Verdict)
+				}
+			case "EHOSTUNREACH":
+				if n.Verdict != HostUnreachable {
+					t.Errorf("EHOSTUNREACH told as %s", n.Verdict)
+				}
+			default:
+				t.Errorf("final %s errno %s", n.Verdict, tcp.ErrnoName(n.Errno))
+			}
+			if n.Retransmits < 1 || !n.Final {
+				t.Errorf("final: retransmits %d final %v", n.Retransmits, n.Final)
+			}
+		},
+		"host-down-idle": func(t *testing.T, got map[string][]Narrative) {
+			// Nothing is sent, no keepalive: the kernel never notices.
+			if len(got["A"])+len(got["B"]) != 0 {
+				t.Errorf("narratives %v %v for an idle connection to a dead host", verdictsOf(got["A"]), verdictsOf(got["B"]))
+			}
+		},
+		"keepalive-alive": func(t *testing.T, got map[string][]Narrative) {
+			// Probes answered at once: no narrative by default.
+			if len(got["A"]) != 0 {
+				t.Errorf("narratives %v for a live idle peer", verdictsOf(got["A"]))
+			}
+		},
+		"local-abort-linger": func(t *testing.T, got map[string][]Narrative) {
+			a := last(t, got["A"], LocalAbort)
+			if a.ResetReason == "" || a.Owner.Comm != "lab-client" {
+				t.Errorf("A: reason %q comm %q", a.ResetReason, a.Owner.Comm)
+			}
+			if b := last(t, got["B"], PeerReset); tcp.ErrnoName(b.Errno) != "ECONNRESET" {
+				t.Errorf("B: errno %s", tcp.ErrnoName(b.Errno))
 			}
 		},
 		"connect-timeout": func(t *testing.T, got map[string][]Narrative) {
@@ -228,10 +271,37 @@ func TestRecordedScenarios(t *testing.T) {
 					t.Errorf("%s: replayed notices %v, live run gave %v", host, verdictsOf(got["notice:"+host]), want)
 				}
 			}
-			if check, ok := checks[strings.TrimSuffix(name, "-v6")]; ok {
-				check(t, got)
+			check, ok := checks[strings.TrimSuffix(name, "-v6")]
+			if !ok {
+				t.Fatalf("recording %s has no semantic check", name)
+			}
+			check(t, got)
+			for host, ns := range got {
+				oneStoryPerConnection(t, host, ns)
 			}
 		})
+	}
+}
+
+// oneStoryPerConnection: at most one final narrative per connection, and
+// nothing told about it after that; narratives in time order.
+func oneStoryPerConnection(t *testing.T, host string, ns []Narrative) {
+	t.Helper()
+	type key struct{ l, r netip.AddrPort }
+	final := map[key]Verdict{}
+	var prev time.Time
+	for _, n := range ns {
+		k := key{n.Local, n.Remote}
+		if v, done := final[k]; done {
+			t.Errorf("%s: %s told after the final %s for %v -> %v", host, n.Verdict, v, n.Local, n.Remote)
+		}
+		if n.Final {
+			final[k] = n.Verdict
+		}
+		if n.Time.Before(prev) {
+			t.Errorf("%s: %s at %v told after a narrative of %v", host, n.Verdict, n.Time, prev)
+		}
+		prev = n.Time
 	}
 }
 
@@ -259,6 +329,7 @@ func TestNormalCloseOnlyWithAll(t *testing.T) {
 				tr.Handle(&evs[i])
 			}
 		}
+		tr.Flush(2 * time.Second)
 		want := []string(nil)
 		if all {
 			want = []string{string(LocalClosed), string(PeerClosed)}
@@ -294,22 +365,6 @@ func TestEntriesEndWithTheConnection(t *testing.T) {
 	tr.Tick(rec.events[len(rec.events)-1].Mono + time.Second)
 	if s := tr.Stats(); s.Tracked > 2 {
 		t.Errorf("%d connections still tracked after every socket was destroyed", s.Tracked)
-	}
-}
-
-func TestProjectGiveUp(t *testing.T) {
-	ev := &figures{Mono: 10 * time.Second, RTO: 200 * time.Millisecond, RTOMax: 120 * time.Second,
-		Settings: tcp.Settings{Retries2: 15}}
-	// First retransmission now: RTOs double 0.4, 0.8, ... until the 924.6 s
-	// budget is passed at an expiry.
-	budget := tcp.RetransmitBudget(15, 0)
-	got := projectGiveUp(ev.Mono, ev, budget) - ev.Mono
-	if got < budget || got > budget+120*time.Second {
-		t.Errorf("give-up after %v, want just past %v", got, budget)
-	}
-	ev.Settings.UserTimeout = 30 * time.Second
-	if got := projectGiveUp(ev.Mono, ev, ev.Settings.UserTimeout) - ev.Mono; got != 30*time.Second {
-		t.Errorf("with TCP_USER_TIMEOUT=30s: %v", got)
 	}
 }
 

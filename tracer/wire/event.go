@@ -11,24 +11,20 @@ import (
 	"unsafe"
 )
 
-// Kind says which kernel path produced an Event. The values are those of
-// enum tw_event_kind in bpf/tcpwatch.h.
+// Kind says which kernel path produced an Event: enum tw_event_kind of
+// bpf/record.h, through the constants bpf2go generates from it.
 type Kind uint8
 
 const (
-	KindState      Kind = 1 // inet_sock_set_state
-	KindRetransmit Kind = 2 // tcp_retransmit_skb
-	KindSendReset  Kind = 3 // tcp_send_reset
-	KindRecvReset  Kind = 4 // tcp_receive_reset
-	KindError      Kind = 5 // inet_sk_error_report
-	KindCongState  Kind = 6 // tcp_cong_state_set
-	KindKeepalive  Kind = 7 // tcp_keepalive_timer (via timer_expire_entry/exit)
-	KindDestroy    Kind = 8 // tcp_destroy_sock
-	KindAppError   Kind = 9 // a send/recv system call failed
-	// KindSnapshot is not from the kernel half: it describes a connection
-	// that existed before tcpwatch started (sock_diag).
-	KindSnapshot   Kind = 10
-	kindUpperBound      = 11
+	KindState      = Kind(bpf.TcpwatchTwEventKindTW_EV_STATE)      // inet_sock_set_state
+	KindRetransmit = Kind(bpf.TcpwatchTwEventKindTW_EV_RETRANSMIT) // tcp_retransmit_skb, or the retransmission timer
+	KindSendReset  = Kind(bpf.TcpwatchTwEventKindTW_EV_SEND_RESET) // tcp_send_reset
+	KindRecvReset  = Kind(bpf.TcpwatchTwEventKindTW_EV_RECV_RESET) // tcp_receive_reset
+	KindError      = Kind(bpf.TcpwatchTwEventKindTW_EV_ERROR)      // inet_sk_error_report
+	KindCongState  = Kind(bpf.TcpwatchTwEventKindTW_EV_CONG_STATE) // tcp_cong_state_set
+	KindKeepalive  = Kind(bpf.TcpwatchTwEventKindTW_EV_KEEPALIVE)  // tcp_keepalive_timer (timer_expire_entry/exit)
+	KindDestroy    = Kind(bpf.TcpwatchTwEventKindTW_EV_DESTROY)    // tcp_destroy_sock
+	kindUpperBound = Kind(bpf.TcpwatchTwEventKindTW_EV_KIND_MAX)
 )
 
 var kindNames = [kindUpperBound]string{
@@ -40,29 +36,39 @@ var kindNames = [kindUpperBound]string{
 	KindCongState:  "cong_state",
 	KindKeepalive:  "keepalive",
 	KindDestroy:    "destroy",
-	KindAppError:   "app_error",
-	KindSnapshot:   "snapshot",
 }
 
 func (k Kind) String() string {
-	if int(k) < len(kindNames) && kindNames[k] != "" {
+	if k < kindUpperBound && kindNames[k] != "" {
 		return kindNames[k]
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// Flags qualify an Event; values are enum tw_event_flag in bpf/tcpwatch.h.
+// Flags qualify an Event: enum tw_event_flag of bpf/record.h.
 type Flags uint16
 
 const (
-	FlagOwnerExiting  Flags = 1 << 0 // the owner was exiting when it closed the socket
-	FlagReplyReset    Flags = 1 << 1 // the reset answered a received segment
-	FlagProbeSent     Flags = 1 << 2 // keepalive: a probe went out
-	FlagKeepaliveKill Flags = 1 << 3 // keepalive: the timer gave up and killed the socket
-	FlagProbeAnswered Flags = 1 << 4 // keepalive: the peer answered earlier probes
-	FlagInKeepalive   Flags = 1 << 5 // happened inside tcp_keepalive_timer
-	FlagNoSocket      Flags = 1 << 6 // no full socket: tuple from the packet, no figures
-	FlagAppSend       Flags = 1 << 7 // app_error: the failing call was a send
+	FlagOwnerExiting  = Flags(bpf.TcpwatchTwEventFlagTW_F_OWNER_EXITING) // the owner was exiting when it closed the socket
+	FlagReplyReset    = Flags(bpf.TcpwatchTwEventFlagTW_F_REPLY_RESET)   // the reset answered a received segment
+	FlagProbeSent     = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_PROBE)      // keepalive: a probe went out
+	FlagKeepaliveKill = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_KILLED)     // keepalive: the timer gave up and killed the socket
+	FlagProbeAnswered = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_ANSWERED)   // keepalive: the peer answered earlier probes
+	FlagInKeepalive   = Flags(bpf.TcpwatchTwEventFlagTW_F_IN_KA_TIMER)   // happened inside tcp_keepalive_timer
+	FlagNoSocket      = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_SOCK)       // no full socket: tuple from the packet, no figures
+	FlagOrphan        = Flags(bpf.TcpwatchTwEventFlagTW_F_ORPHAN)        // no process holds the socket any more
+	FlagFromTimer     = Flags(bpf.TcpwatchTwEventFlagTW_F_FROM_TIMER)    // retransmission seen at the timer, not the tracepoint
+)
+
+// OwnerSource says how the kernel half learned an Event's owner: enum
+// tw_owner_source of bpf/record.h.
+type OwnerSource uint8
+
+const (
+	OwnerUnknown = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_NONE)    // not known in the kernel
+	OwnerConnect = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_CONNECT) // the task that called connect()
+	OwnerListen  = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_LISTEN)  // the task that called listen()
+	OwnerClose   = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_CLOSE)   // the task that closed it
 )
 
 // Event is one decoded kernel record. It holds no pointers to the ring
@@ -78,7 +84,9 @@ type Event struct {
 	Local     netip.AddrPort
 	Remote    netip.AddrPort
 	NetNS     uint32
+	Inode     uint32 // the socket's inode ("socket:[N]" in /proc/PID/fd); 0 if it has no file
 	PID       uint32 // owning process; 0 unknown
+	Owner     OwnerSource
 	comm      [16]byte
 
 	State    tcp.State // for KindState, the new state
@@ -160,12 +168,14 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		Cookie:    r.Cookie,
 		FirstSeen: time.Duration(r.FirstSeenNs),
 		NetNS:     r.Netns,
+		Inode:     r.Inode,
 		PID:       r.Pid,
+		Owner:     OwnerSource(r.OwnerSource),
 		comm:      r.Comm,
 
-		State:       tcp.State(r.State),
-		CAState: tcp.CAState(r.CaState),
-		OldState:    tcp.State(r.OldState),
+		State:    tcp.State(r.State),
+		CAState:  tcp.CAState(r.CaState),
+		OldState: tcp.State(r.OldState),
 
 		Retransmits:   r.Retransmits,
 		Backoff:       r.Backoff,
@@ -184,13 +194,15 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		AckAge:        time.Duration(r.AckAgeMs) * time.Millisecond,
 
 		Settings: tcp.Settings{
-			Retries2:        r.Retries2,
-			SynRetries:      r.SynRetries,
-			KeepaliveOn:     r.KeepaliveOn != 0,
-			KeepaliveTime:   time.Duration(r.KeepaliveTimeMs) * time.Millisecond,
-			KeepaliveIntvl:  time.Duration(r.KeepaliveIntvlMs) * time.Millisecond,
-			KeepaliveProbes: r.KeepaliveProbes,
-			UserTimeout:     time.Duration(r.UserTimeoutMs) * time.Millisecond,
+			Retries2:          r.Retries2,
+			SynRetries:        r.SynRetries,
+			SynLinearTimeouts: r.SynLinearTimeouts,
+			OrphanRetries:     r.OrphanRetries,
+			KeepaliveOn:       r.KeepaliveOn != 0,
+			KeepaliveTime:     time.Duration(r.KeepaliveTimeMs) * time.Millisecond,
+			KeepaliveIntvl:    time.Duration(r.KeepaliveIntvlMs) * time.Millisecond,
+			KeepaliveProbes:   r.KeepaliveProbes,
+			UserTimeout:       time.Duration(r.UserTimeoutMs) * time.Millisecond,
 		},
 	}
 	ev.Time = clock.Wall(ev.Mono)
@@ -213,40 +225,44 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 // the bytes the kernel would have sent for ev.
 func Encode(ev *Event) []byte {
 	r := bpf.TcpwatchEvent{
-		TsNs:             uint64(ev.Mono),
-		Cookie:           ev.Cookie,
-		FirstSeenNs:      uint64(ev.FirstSeen),
-		Netns:            ev.NetNS,
-		Pid:              ev.PID,
-		Comm:             ev.comm,
-		Sport:            ev.Local.Port(),
-		Dport:            ev.Remote.Port(),
-		Kind:             uint8(ev.Kind),
-		State:            uint8(ev.State),
-		OldState:         uint8(ev.OldState),
-		CaState:          uint8(ev.CAState),
-		Retransmits:      ev.Retransmits,
-		Backoff:          ev.Backoff,
-		ProbesOut:        ev.ProbesOut,
-		KeepaliveProbes:  ev.Settings.KeepaliveProbes,
-		Retries2:         ev.Settings.Retries2,
-		SynRetries:       ev.Settings.SynRetries,
-		Flags:            uint16(ev.Flags),
-		SkErr:            ev.SkErr,
-		SkErrSoft:        ev.SkErrSoft,
-		Detail:           ev.Detail,
-		ExitCode:         ev.ExitCode,
-		RtoMs:            uint32(ev.RTO / time.Millisecond),
-		RtoMaxMs:         uint32(ev.RTOMax / time.Millisecond),
-		SrttUs:           uint32(ev.SRTT / time.Microsecond),
-		PacketsOut:       ev.PacketsOut,
-		RetransOut:       ev.RetransOut,
-		BytesInFlight:    ev.BytesInFlight,
-		TotalRetrans:     ev.TotalRetrans,
-		KeepaliveTimeMs:  uint32(ev.Settings.KeepaliveTime / time.Millisecond),
-		KeepaliveIntvlMs: uint32(ev.Settings.KeepaliveIntvl / time.Millisecond),
-		UserTimeoutMs:    uint32(ev.Settings.UserTimeout / time.Millisecond),
-		AckAgeMs:         uint32(ev.AckAge / time.Millisecond),
+		TsNs:              uint64(ev.Mono),
+		Cookie:            ev.Cookie,
+		FirstSeenNs:       uint64(ev.FirstSeen),
+		Netns:             ev.NetNS,
+		Inode:             ev.Inode,
+		Pid:               ev.PID,
+		OwnerSource:       uint8(ev.Owner),
+		Comm:              ev.comm,
+		Sport:             ev.Local.Port(),
+		Dport:             ev.Remote.Port(),
+		Kind:              uint8(ev.Kind),
+		State:             uint8(ev.State),
+		OldState:          uint8(ev.OldState),
+		CaState:           uint8(ev.CAState),
+		Retransmits:       ev.Retransmits,
+		Backoff:           ev.Backoff,
+		ProbesOut:         ev.ProbesOut,
+		KeepaliveProbes:   ev.Settings.KeepaliveProbes,
+		Retries2:          ev.Settings.Retries2,
+		SynRetries:        ev.Settings.SynRetries,
+		SynLinearTimeouts: ev.Settings.SynLinearTimeouts,
+		OrphanRetries:     ev.Settings.OrphanRetries,
+		Flags:             uint16(ev.Flags),
+		SkErr:             ev.SkErr,
+		SkErrSoft:         ev.SkErrSoft,
+		Detail:            ev.Detail,
+		ExitCode:          ev.ExitCode,
+		RtoMs:             uint32(ev.RTO / time.Millisecond),
+		RtoMaxMs:          uint32(ev.RTOMax / time.Millisecond),
+		SrttUs:            uint32(ev.SRTT / time.Microsecond),
+		PacketsOut:        ev.PacketsOut,
+		RetransOut:        ev.RetransOut,
+		BytesInFlight:     ev.BytesInFlight,
+		TotalRetrans:      ev.TotalRetrans,
+		KeepaliveTimeMs:   uint32(ev.Settings.KeepaliveTime / time.Millisecond),
+		KeepaliveIntvlMs:  uint32(ev.Settings.KeepaliveIntvl / time.Millisecond),
+		UserTimeoutMs:     uint32(ev.Settings.UserTimeout / time.Millisecond),
+		AckAgeMs:          uint32(ev.AckAge / time.Millisecond),
 	}
 	if ev.Settings.KeepaliveOn {
 		r.KeepaliveOn = 1

@@ -13,25 +13,26 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// Offsets of struct event in bpf/tcpwatch.h, written out by hand so the
+// Offsets of struct event in bpf/record.h, written out by hand so the
 // decoder is checked against the C layout, not against itself.
 const (
-	offTs, offCookie, offFirstSeen        = 0, 8, 16
-	offSaddr, offDaddr                    = 24, 40
-	offNetns, offPid, offComm             = 56, 60, 64
-	offFamily, offSport, offDport         = 80, 82, 84
-	offKind, offState, offOldState        = 86, 87, 88
-	offCAState, offRetransmits            = 89, 90
-	offBackoff, offProbesOut, offKAProbes = 91, 92, 93
-	offRetries2, offSynRetries, offFlags  = 94, 95, 96
-	offKAOn                               = 97
-	offSkErr, offSkErrSoft, offDetail     = 100, 104, 108
-	offExitCode, offRTO, offRTOMax        = 112, 116, 120
-	offSRTT, offPacketsOut, offRetransOut = 124, 128, 132
-	offBytesInFlight, offTotalRetrans     = 136, 140
-	offKATime, offKAIntvl, offUserTimeout = 144, 148, 152
-	offAckAge                             = 156
-	wantRecordSize                        = 160
+	offTs, offCookie, offFirstSeen          = 0, 8, 16
+	offSaddr, offDaddr                      = 24, 40
+	offNetns, offPid, offComm, offInode     = 56, 60, 64, 80
+	offFamily, offSport, offDport, offFlags = 84, 86, 88, 90
+	offKind, offState, offOldState          = 92, 93, 94
+	offCAState, offRetransmits              = 95, 96
+	offBackoff, offProbesOut, offKAProbes   = 97, 98, 99
+	offRetries2, offSynRetries              = 100, 101
+	offOrphanRetries, offSynLinear          = 102, 103
+	offKAOn, offOwnerSource                 = 104, 105
+	offSkErr, offSkErrSoft, offDetail       = 108, 112, 116
+	offExitCode, offRTO, offRTOMax          = 120, 124, 128
+	offSRTT, offPacketsOut, offRetransOut   = 132, 136, 140
+	offBytesInFlight, offTotalRetrans       = 144, 148
+	offKATime, offKAIntvl, offUserTimeout   = 152, 156, 160
+	offAckAge                               = 164
+	wantRecordSize                          = 176
 )
 
 type rawRecord []byte
@@ -102,7 +103,8 @@ func TestOffsetsMatchBTF(t *testing.T) {
 		"old_state": offOldState, "ca_state": offCAState, "retransmits": offRetransmits,
 		"backoff": offBackoff, "probes_out": offProbesOut, "keepalive_probes": offKAProbes,
 		"retries2": offRetries2, "syn_retries": offSynRetries, "flags": offFlags,
-		"keepalive_on": offKAOn, "sk_err": offSkErr, "sk_err_soft": offSkErrSoft,
+		"keepalive_on": offKAOn, "inode": offInode, "orphan_retries": offOrphanRetries,
+		"syn_linear_timeouts": offSynLinear, "owner_source": offOwnerSource, "sk_err": offSkErr, "sk_err_soft": offSkErrSoft,
 		"detail": offDetail, "exit_code": offExitCode, "rto_ms": offRTO, "rto_max_ms": offRTOMax,
 		"srtt_us": offSRTT, "packets_out": offPacketsOut, "retrans_out": offRetransOut,
 		"bytes_in_flight": offBytesInFlight, "total_retrans": offTotalRetrans,
@@ -112,7 +114,7 @@ func TestOffsetsMatchBTF(t *testing.T) {
 	for _, m := range st.Members {
 		off, ok := want[m.Name]
 		if !ok {
-			if m.Name != "_pad" {
+			if m.Name != "_pad" && m.Name != "_pad2" {
 				t.Errorf("struct event has a member %q the test does not know", m.Name)
 			}
 			continue
@@ -202,7 +204,7 @@ func TestDecodeEveryKind(t *testing.T) {
 		{"send_reset without a socket (IPv6)", func() rawRecord {
 			r := newRaw()
 			r.u8(offKind, uint8(KindSendReset))
-			r.u8(offFlags, uint8(FlagReplyReset|FlagNoSocket))
+			r.u16(offFlags, uint16(FlagReplyReset|FlagNoSocket))
 			r.u16(offFamily, 10)
 			copy(r[offSaddr:], netip.MustParseAddr("fd00::2").AsSlice())
 			copy(r[offDaddr:], netip.MustParseAddr("fd00::1").AsSlice())
@@ -243,7 +245,7 @@ func TestDecodeEveryKind(t *testing.T) {
 		}},
 		{"keepalive", func() rawRecord {
 			r := baseRecord(KindKeepalive)
-			r.u8(offFlags, uint8(FlagProbeSent|FlagInKeepalive))
+			r.u16(offFlags, uint16(FlagProbeSent|FlagInKeepalive))
 			r.u8(offProbesOut, 2)
 			r.u8(offKAOn, 1)
 			r.u32(offUserTimeout, 30000)
@@ -259,16 +261,21 @@ func TestDecodeEveryKind(t *testing.T) {
 				t.Errorf("kind %v", ev.Kind)
 			}
 		}},
-		{"app_error from an exiting owner", func() rawRecord {
-			r := baseRecord(KindAppError)
-			r.u32(offDetail, uint32(0xffffffff-32+1)) // -EPIPE
-			r.u8(offFlags, uint8(FlagAppSend|FlagOwnerExiting))
+		{"close from an exiting owner, orphaned", func() rawRecord {
+			r := baseRecord(KindState)
+			r.u8(offOldState, uint8(tcp.StateEstablished))
+			r.u8(offState, uint8(tcp.StateFinWait1))
+			r.u16(offFlags, uint16(FlagOwnerExiting|FlagOrphan|FlagFromTimer))
 			r.u32(offExitCode, 9)
+			r.u32(offInode, 123456)
+			r.u8(offOwnerSource, uint8(OwnerClose))
+			r.u8(offOrphanRetries, 2)
+			r.u8(offSynLinear, 4)
 			return r
 		}, func(t *testing.T, ev Event) {
-			if ev.Detail != -32 || tcp.ErrnoName(ev.Detail) != "EPIPE" || ev.Flags&FlagAppSend == 0 ||
-				ev.ExitSignal() != 9 || ev.ExitStatus() != 0 {
-				t.Errorf("detail %d flags %b exit %d", ev.Detail, ev.Flags, ev.ExitCode)
+			if ev.Flags != FlagOwnerExiting|FlagOrphan|FlagFromTimer || ev.ExitSignal() != 9 || ev.ExitStatus() != 0 ||
+				ev.Inode != 123456 || ev.Owner != OwnerClose || ev.Settings.OrphanRetries != 2 || ev.Settings.SynLinearTimeouts != 4 {
+				t.Errorf("%+v", ev)
 			}
 		}},
 	}

@@ -1,0 +1,9 @@
+package words
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func unixSignalName(sig int) string { return unix.SignalName(syscall.Signal(sig)) }

@@ -1,0 +1,314 @@
+// Package pipeline is tcpwatch's one path from the kernel to a reader:
+// open the tracer, read the ring buffer, decode, track, filter, and hand
+// narratives (or raw events) to a sink. The watch command, the lab and the
+// tests all run this same loop.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/owners"
+	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// Options say what to watch and what to tell.
+type Options struct {
+	Tracer tracer.Config
+	// Events hands every decoded kernel event to the sink instead of
+	// narratives.
+	Events bool
+	// All also narrates normal lifecycles (local_closed, peer_closed).
+	All bool
+	// Routine also tells what is not a verdict: answered keepalive probes
+	// (as events) and TIME_WAIT reuse (as notices).
+	Routine bool
+	// MaxConns bounds the tracker (0: its default).
+	MaxConns int
+	// Filter keeps only matching connections; applied to every record
+	// told, so counts match what was printed.
+	Filter Filter
+	// Record, when set, receives every kernel event as a recording
+	// (wire.WriteRecord), replayable in tests.
+	Record io.Writer
+	// NoExisting skips the start-up look at connections that predate
+	// tcpwatch (sock_diag).
+	NoExisting bool
+	// Accept, when set, decides per event whether it belongs to this run
+	// at all (the lab keeps its own namespaces); rejected events are
+	// neither tracked nor counted.
+	Accept func(*wire.Event) bool
+	// Warn receives problems that do not stop the run (a namespace whose
+	// existing connections could not be listed).
+	Warn func(error)
+}
+
+// Filter keeps the connections a person asked about. Zero values match
+// everything.
+type Filter struct {
+	PID   uint32
+	Comm  string
+	Addr  netip.Prefix
+	Port  uint16
+	NetNS uint32
+}
+
+// Match says whether a connection passes the filter.
+func (f *Filter) Match(netns uint32, local, remote netip.AddrPort, pid uint32, comm string) bool {
+	switch {
+	case f.NetNS != 0 && netns != f.NetNS:
+		return false
+	case f.Port != 0 && local.Port() != f.Port && remote.Port() != f.Port:
+		return false
+	case f.PID != 0 && pid != f.PID:
+		return false
+	case f.Comm != "" && comm != f.Comm:
+		return false
+	case f.Addr.IsValid() && !f.Addr.Contains(local.Addr().Unmap()) && !f.Addr.Contains(remote.Addr().Unmap()):
+		return false
+	}
+	return true
+}
+
+// Sink receives what the pipeline tells, one call at a time.
+type Sink interface {
+	Narrative(*tracker.Narrative) error
+	Notice(*tracker.Notice) error
+	Event(*wire.Event, tcp.ResetReasons) error
+	// Loss reports records the kernel could not deliver, as they happen.
+	Loss(Loss) error
+}
+
+// Loss is the kernel's count of records it could not deliver, in total
+// since the start, and what it adds since the last report.
+type Loss struct {
+	Total, New uint64
+	// RingFull and Recursion split Total: the ring buffer had no room, or
+	// a program could not run because another was already running on
+	// that CPU.
+	RingFull, Recursion uint64
+}
+
+// Stats sum up a run.
+type Stats struct {
+	Events     uint64 // kernel records read
+	Lost       uint64 // kernel records lost (ring full or program recursion)
+	Narratives map[string]int
+	Evictions  uint64
+	Tracked    int
+}
+
+// Pipeline is an open tracer and the tracker it feeds.
+type Pipeline struct {
+	opts    Options
+	Tracer  *tracer.Tracer
+	tracker *tracker.Tracker
+	owners  *owners.Index
+	told    map[string]int
+	sinkErr error
+	sink    Sink
+}
+
+// Open loads and attaches the kernel half. Hooks the kernel lacks are in
+// Tracer.Hooks, not errors.
+func Open(opts Options) (*Pipeline, error) {
+	t, err := tracer.New(opts.Tracer)
+	if err != nil {
+		return nil, err
+	}
+	return &Pipeline{opts: opts, Tracer: t, owners: owners.NewIndex(), told: map[string]int{}}, nil
+}
+
+// Close detaches everything.
+func (p *Pipeline) Close() error { return p.Tracer.Close() }
+
+// tickEvery is how often the tracker is told the time when no record
+// comes, so that verdicts leave promptly.
+const tickEvery = 100 * time.Millisecond
+
+// lossEvery is how often the kernel's loss counters are read.
+const lossEvery = time.Second
+
+// Run reads until ctx ends (or the sink fails) and returns the run's stats.
+// A closed output ends the run with the sink's error.
+func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
+	p.sink = sink
+	stop := context.AfterFunc(ctx, func() { p.Tracer.Stop() })
+	defer stop()
+	reasons := p.Tracer.Kernel.ResetReasons
+	if !p.opts.Events {
+		cfg := tracker.Config{All: p.opts.All, MaxConns: p.opts.MaxConns, ResetReasons: reasons, Owners: p.owners}
+		if p.opts.Routine {
+			cfg.Notices = p.notice
+		}
+		p.tracker = tracker.New(cfg, p.narrative)
+		if !p.opts.NoExisting {
+			p.addExisting()
+		}
+	}
+
+	var (
+		ev       wire.Event
+		stats    Stats
+		lastLoss uint64
+		nextLoss = time.Now().Add(lossEvery)
+		mem      memoryReturn
+	)
+	tick := tickEvery
+	if p.opts.All || p.opts.Events {
+		tick = tracer.PollInterval
+	}
+	checkLoss := func() error {
+		l, err := p.loss()
+		if err != nil {
+			return err
+		}
+		stats.Lost = l.Total
+		if l.Total > lastLoss {
+			l.New = l.Total - lastLoss
+			lastLoss = l.Total
+			if p.tracker != nil {
+				p.tracker.RecordsLost()
+			}
+			return sink.Loss(l)
+		}
+		return nil
+	}
+	for p.sinkErr == nil {
+		if now := time.Now(); now.After(nextLoss) {
+			nextLoss = now.Add(lossEvery)
+			if err := checkLoss(); err != nil {
+				p.sinkErr = err
+				break
+			}
+		}
+		p.Tracer.SetDeadline(time.Now().Add(tick))
+		err := p.Tracer.Read(&ev)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if p.tracker != nil {
+				p.tracker.Tick(wire.MonotonicNow())
+				mem.afterTick(p.tracker.Stats().Tracked)
+			}
+			continue
+		}
+		if errors.Is(err, tracer.ErrClosed) {
+			break
+		}
+		if err != nil {
+			return stats, err
+		}
+		if p.opts.Accept != nil && !p.opts.Accept(&ev) {
+			continue
+		}
+		stats.Events++
+		if p.opts.Record != nil {
+			if err := wire.WriteRecord(p.opts.Record, &ev); err != nil {
+				return stats, fmt.Errorf("--record: %w", err)
+			}
+		}
+		if p.tracker == nil {
+			if p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) {
+				p.sinkErr = sink.Event(&ev, reasons)
+			}
+			continue
+		}
+		p.tracker.Handle(&ev)
+		// With --all, routine happenings that are not narratives still show.
+		if p.opts.Routine && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 &&
+			p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) && p.sinkErr == nil {
+			p.sinkErr = sink.Event(&ev, reasons)
+		}
+	}
+	if p.sinkErr != nil {
+		return stats, p.sinkErr
+	}
+	if p.tracker != nil {
+		p.tracker.Flush(wire.MonotonicNow())
+		if p.sinkErr != nil {
+			return stats, p.sinkErr
+		}
+		ts := p.tracker.Stats()
+		stats.Evictions, stats.Tracked = ts.Evictions, ts.Tracked
+	}
+	stats.Narratives = p.told
+	if err := checkLoss(); err != nil {
+		return stats, err
+	}
+	return stats, nil
+}
+
+func (p *Pipeline) loss() (Loss, error) {
+	l, err := p.Tracer.Losses()
+	if err != nil {
+		return Loss{}, err
+	}
+	return Loss{Total: l.RingFull + l.Recursion, RingFull: l.RingFull, Recursion: l.Recursion}, nil
+}
+
+func (p *Pipeline) narrative(n *tracker.Narrative) {
+	if p.sinkErr != nil || !p.opts.Filter.Match(n.NetNS, n.Local, n.Remote, n.Owner.PID, n.Owner.Comm) {
+		return
+	}
+	p.told[string(n.Verdict)]++
+	p.sinkErr = p.sink.Narrative(n)
+}
+
+func (p *Pipeline) notice(n *tracker.Notice) {
+	if p.sinkErr != nil || !p.opts.Filter.Match(n.NetNS, n.Local, n.Remote, n.Owner.PID, n.Owner.Comm) {
+		return
+	}
+	p.sinkErr = p.sink.Notice(n)
+}
+
+// addExisting tells the tracker about the connections that were there
+// before tcpwatch: owners from /proc, trouble narrated at once. Nothing
+// of theirs is touched: the kernel's socket table and /proc are only read.
+func (p *Pipeline) addExisting() {
+	socks, err := sockdiag.Snapshot(p.opts.Tracer.FilterNetNS)
+	if err != nil && p.opts.Warn != nil {
+		// Partial knowledge is still knowledge: the namespaces that
+		// answered are tracked.
+		p.opts.Warn(fmt.Errorf("existing connections only partly known: %w", err))
+	}
+	mono, wall := wire.MonotonicNow(), time.Now()
+	for i := range socks {
+		s := &socks[i]
+		if p.opts.Accept != nil {
+			probe := wire.Event{NetNS: s.NetNS, Local: s.Local, Remote: s.Remote}
+			if !p.opts.Accept(&probe) {
+				continue
+			}
+		}
+		e := tracker.Existing{Cookie: s.Cookie, NetNS: s.NetNS, Local: s.Local, Remote: s.Remote,
+			State: s.State, Inode: s.Inode, CAState: s.CAState, Retransmits: s.Retransmits,
+			Backoff: s.Backoff, Probes: s.Probes, RTO: s.RTO, RTOMax: s.RTOMax, AckAge: s.LastAckRecv,
+			Settings: s.Settings}
+		if s.PID != 0 {
+			e.Owner = tracker.Owner{PID: s.PID, Comm: s.Comm, Source: tracker.OwnerProcfs}
+		}
+		p.tracker.AddExisting(mono, wall, &e)
+	}
+}
+
+// memoryReturn gives memory back to the system after the tracker shrinks a
+// lot (a burst of connections ended): the Go runtime would otherwise keep
+// the peak's pages for minutes.
+type memoryReturn struct{ peak int }
+
+func (m *memoryReturn) afterTick(tracked int) {
+	m.peak = max(m.peak, tracked)
+	if m.peak >= 10000 && tracked < m.peak/4 {
+		debug.FreeOSMemory()
+		m.peak = tracked
+	}
+}

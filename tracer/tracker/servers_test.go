@@ -1,0 +1,241 @@
+package tracker
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// The shapes servers produce every day, built from the records the kernel
+// half sends for them (issue #8).
+
+var (
+	srv = netip.MustParseAddrPort("10.0.0.1:5432")
+	cli = netip.MustParseAddrPort("10.0.0.2:40000")
+)
+
+type collect struct{ got []Narrative }
+
+func (c *collect) emit(n *Narrative) { c.got = append(c.got, *n) }
+
+type fakeOwners map[uint32]Owner
+
+func (f fakeOwners) Owner(inode uint32) (uint32, string, bool) {
+	o, ok := f[inode]
+	return o.PID, o.Comm, ok
+}
+
+func at(ms int) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// A client closes first, then the server process exits (a postgres backend
+// after `psql -c 'select 1'`, sshd after logout): nothing failed.
+func TestServerExitAfterPeerCloseIsNoAlarm(t *testing.T) {
+	for _, all := range []bool{false, true} {
+		var c collect
+		tr := New(Config{All: all}, c.emit)
+		evs := []wire.Event{
+			{Mono: at(10), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, PID: 99, Owner: wire.OwnerClose,
+				OldState: tcp.StateCloseWait, State: tcp.StateLastAck, Flags: wire.FlagOwnerExiting},
+			{Mono: at(11), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, OldState: tcp.StateLastAck, State: tcp.StateClose},
+			{Mono: at(12), Kind: wire.KindDestroy, Cookie: 7, Local: srv, Remote: cli, State: tcp.StateClose},
+		}
+		for i := range evs {
+			tr.Handle(&evs[i])
+		}
+		tr.Flush(time.Second)
+		switch {
+		case !all && len(c.got) != 0:
+			t.Errorf("default mode told %v for a normal session end", verdictsOf(c.got))
+		case all && (len(c.got) != 1 || c.got[0].Verdict != PeerClosed):
+			t.Errorf("--all told %v, want one peer_closed", verdictsOf(c.got))
+		}
+	}
+}
+
+// The owner died with the connection open from both sides: told once,
+// even when its reset and its FIN_WAIT1 both carry the exit.
+func TestProcessExitToldOnce(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	evs := []wire.Event{
+		{Mono: at(10), Kind: wire.KindState, Cookie: 7, Local: cli, Remote: srv, PID: 5, Owner: wire.OwnerClose,
+			OldState: tcp.StateEstablished, State: tcp.StateFinWait1, Flags: wire.FlagOwnerExiting, ExitCode: 9},
+		{Mono: at(10), Kind: wire.KindSendReset, Cookie: 7, Local: cli, Remote: srv, PID: 5, State: tcp.StateFinWait1,
+			Flags: wire.FlagOwnerExiting, ExitCode: 9, Detail: 11},
+		{Mono: at(11), Kind: wire.KindState, Cookie: 7, Local: cli, Remote: srv, OldState: tcp.StateFinWait1, State: tcp.StateClose},
+		{Mono: at(12), Kind: wire.KindDestroy, Cookie: 7, Local: cli, Remote: srv, State: tcp.StateClose},
+	}
+	for i := range evs {
+		tr.Handle(&evs[i])
+	}
+	tr.Flush(time.Second)
+	if len(c.got) != 1 || c.got[0].Verdict != LocalProcessExited || c.got[0].ExitSignal != 9 {
+		t.Fatalf("told %v", verdictsOf(c.got))
+	}
+}
+
+// Server-side keepalive on an accepted socket whose client vanished: the
+// timer's records come without a cookie and without an owner; the reset
+// and the CLOSE come with both. One story, with the owner from the
+// process holding the socket, the probes counted, nothing after the final.
+func TestAcceptedKeepaliveIsOneStory(t *testing.T) {
+	for _, resolver := range []bool{true, false} {
+		var c collect
+		cfg := Config{ResetReasons: testReasons}
+		if resolver {
+			cfg.Owners = fakeOwners{4242: {PID: 321, Comm: "postgres"}}
+		}
+		tr := New(cfg, c.emit)
+		ka := tcp.Settings{KeepaliveOn: true, KeepaliveTime: 2 * time.Second, KeepaliveIntvl: time.Second, KeepaliveProbes: 3}
+		evs := []wire.Event{
+			{Mono: at(0), Kind: wire.KindState, Cookie: 1, Local: netip.AddrPortFrom(srv.Addr(), 0), Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0),
+				OldState: tcp.StateClose, State: tcp.StateListen, PID: 100, Owner: wire.OwnerListen},
+		}
+		evs[0].SetComm("postmaster")
+		evs[0].Local = netip.AddrPortFrom(srv.Addr(), srv.Port())
+		for i, probes := range []uint8{1, 2, 3} {
+			evs = append(evs, wire.Event{Mono: at(2000 + 1000*i), Kind: wire.KindKeepalive, Local: srv, Remote: cli, Inode: 4242,
+				State: tcp.StateEstablished, ProbesOut: probes, Flags: wire.FlagProbeSent | wire.FlagInKeepalive,
+				AckAge: at(2000 + 1000*i), Settings: ka})
+		}
+		evs = append(evs,
+			wire.Event{Mono: at(5000), Kind: wire.KindSendReset, Cookie: 77, Local: srv, Remote: cli, Inode: 4242, State: tcp.StateEstablished,
+				Detail: 15, Flags: wire.FlagInKeepalive, Settings: ka},
+			wire.Event{Mono: at(5000), Kind: wire.KindState, Cookie: 77, Local: srv, Remote: cli, Inode: 4242, OldState: tcp.StateEstablished,
+				State: tcp.StateClose, SkErr: 110, Flags: wire.FlagInKeepalive, Settings: ka},
+			wire.Event{Mono: at(5001), Kind: wire.KindKeepalive, Local: srv, Remote: cli, Inode: 4242, State: tcp.StateEstablished,
+				ProbesOut: 3, Flags: wire.FlagKeepaliveKill | wire.FlagInKeepalive, AckAge: at(5000), Settings: ka},
+			wire.Event{Mono: at(5002), Kind: wire.KindError, Cookie: 77, Local: srv, Remote: cli, State: tcp.StateClose, Detail: 110},
+			// After the final: the application's late close and the destroy.
+			wire.Event{Mono: at(9000), Kind: wire.KindKeepalive, Local: srv, Remote: cli, State: tcp.StateEstablished,
+				ProbesOut: 1, Flags: wire.FlagProbeSent, Settings: ka},
+			wire.Event{Mono: at(9001), Kind: wire.KindDestroy, Cookie: 77, Local: srv, Remote: cli, State: tcp.StateClose},
+		)
+		for i := range evs {
+			tr.Handle(&evs[i])
+		}
+		tr.Flush(at(10000))
+		want := []string{string(KeepaliveProbing), string(KeepaliveProbing), string(KeepaliveTimeout)}
+		if got := verdictsOf(c.got); len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+			t.Fatalf("resolver %v: told %v, want %v", resolver, got, want)
+		}
+		oneStoryPerConnection(t, "A", c.got)
+		final := c.got[2]
+		if final.Probes != 3 || final.Errno != 110 || final.ResetReason != "TCP_KEEPALIVE_TIMEOUT" || final.Cookie != 77 {
+			t.Errorf("final: probes %d errno %d reason %q cookie %d", final.Probes, final.Errno, final.ResetReason, final.Cookie)
+		}
+		wantOwner := Owner{PID: 100, Comm: "postmaster", Source: OwnerListener}
+		if resolver {
+			wantOwner = Owner{PID: 321, Comm: "postgres", Source: OwnerProcfs}
+		}
+		for _, n := range c.got {
+			if n.Owner != wantOwner {
+				t.Errorf("resolver %v: %s owner %+v, want %+v", resolver, n.Verdict, n.Owner, wantOwner)
+			}
+		}
+	}
+}
+
+// A probe answered after the peer went quiet: recovered, and nothing at exit.
+func TestAnsweredProbeRecovers(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	ka := tcp.Settings{KeepaliveOn: true, KeepaliveTime: 2 * time.Second, KeepaliveIntvl: time.Second, KeepaliveProbes: 3}
+	evs := []wire.Event{
+		{Mono: at(2000), Kind: wire.KindKeepalive, Local: srv, Remote: cli, ProbesOut: 1, Flags: wire.FlagProbeSent, AckAge: at(2000), Settings: ka},
+		{Mono: at(3000), Kind: wire.KindKeepalive, Local: srv, Remote: cli, ProbesOut: 2, Flags: wire.FlagProbeSent, AckAge: at(3000), Settings: ka},
+		{Mono: at(5000), Kind: wire.KindKeepalive, Local: srv, Remote: cli, ProbesOut: 0, Flags: wire.FlagProbeAnswered, AckAge: at(500), Settings: ka},
+	}
+	for i := range evs {
+		tr.Handle(&evs[i])
+	}
+	tr.Flush(at(60000))
+	if got := verdictsOf(c.got); len(got) != 2 || got[0] != string(KeepaliveProbing) || got[1] != string(Recovered) {
+		t.Fatalf("told %v, want keepalive_probing recovered (and nothing at exit)", got)
+	}
+}
+
+// The projected give-up instant holds still across an outage's expiries,
+// whether the RTO doubles (a local route lost: sk_err_soft ENETUNREACH,
+// no RFC 6069 revert) or stays (an ICMP unreachable arrived: reverted).
+func TestProjectionHoldsStill(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		soft    int32
+		rtos    []int
+		retries uint8
+	}{
+		{"link lost, doubling", 101, []int{204, 408, 816, 1632, 3264, 6528}, 15},
+		{"icmp unreachable, reverted", 113, []int{204, 204, 204, 204, 204, 204, 204}, 5},
+		{"default", 0, []int{200, 400, 800, 1600}, 15},
+	} {
+		var c collect
+		tr := New(Config{}, c.emit)
+		now := 1000
+		for i, rto := range tc.rtos {
+			ev := wire.Event{Mono: at(now), Kind: wire.KindRetransmit, Cookie: 3, Local: cli, Remote: srv,
+				State: tcp.StateEstablished, CAState: tcp.CALoss, Retransmits: uint8(i + 1), RTO: at(rto),
+				RTOMax: 120 * time.Second, SkErrSoft: tc.soft, AckAge: at(now - 800), Settings: tcp.Settings{Retries2: tc.retries}}
+			if i == 0 {
+				ev.SkErrSoft = 0
+			}
+			tr.Handle(&ev)
+			now += rto
+		}
+		tr.Flush(at(now))
+		var first time.Duration
+		for i, n := range c.got {
+			if n.Verdict != Stalled {
+				continue
+			}
+			giveUp := n.Mono + n.GiveUpIn
+			if i == 0 {
+				first = giveUp
+				continue
+			}
+			if d := (giveUp - first).Abs(); d > at(tc.rtos[len(tc.rtos)-1]) {
+				t.Errorf("%s: projection moved by %v (from %v to %v) at narrative %d", tc.name, d, first, giveUp, i)
+			}
+		}
+		if len(c.got) < 2 {
+			t.Errorf("%s: %d narratives", tc.name, len(c.got))
+		}
+		if last := c.got[len(c.got)-1]; last.BackoffReverted != (tc.soft == 113) {
+			t.Errorf("%s: reverted %v", tc.name, last.BackoffReverted)
+		}
+	}
+}
+
+// An orphaned socket's outage is measured against tcp_orphan_retries.
+func TestOrphanBudget(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	ev := wire.Event{Mono: at(1000), Kind: wire.KindRetransmit, Cookie: 3, Local: cli, Remote: srv, Flags: wire.FlagOrphan,
+		State: tcp.StateFinWait1, CAState: tcp.CALoss, Retransmits: 1, RTO: at(200), Settings: tcp.Settings{Retries2: 15}}
+	tr.Handle(&ev)
+	tr.Flush(at(2000))
+	if len(c.got) == 0 || c.got[0].Budget.Setting != "tcp_orphan_retries" || c.got[0].Budget.Limit != tcp.OrphanBudget(0, at(200), 0) || !c.got[0].Orphan {
+		t.Fatalf("%+v", c.got)
+	}
+}
+
+// A failed connect() keeps the local address it had.
+func TestConnectRefusedKeepsLocalAddress(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	evs := []wire.Event{
+		{Mono: at(1), Kind: wire.KindRecvReset, Cookie: 9, Local: cli, Remote: srv, State: tcp.StateSynSent, PID: 5, Owner: wire.OwnerConnect},
+		{Mono: at(1), Kind: wire.KindState, Cookie: 9, Local: netip.AddrPortFrom(netip.IPv4Unspecified(), cli.Port()), Remote: srv,
+			OldState: tcp.StateSynSent, State: tcp.StateClose, SkErr: 111},
+	}
+	for i := range evs {
+		tr.Handle(&evs[i])
+	}
+	tr.Flush(time.Second)
+	if len(c.got) != 1 || c.got[0].Verdict != ConnectRefused || c.got[0].Local != cli {
+		t.Fatalf("%+v", c.got)
+	}
+}
