@@ -33,6 +33,9 @@ func runLab(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, labUsage)
 		return usageError{errors.New("lab needs a command: list, run or cleanup")}
 	}
+	if (args[0] == "list" || args[0] == "cleanup") && len(args) > 1 {
+		return usageError{fmt.Errorf("lab %s takes no arguments", args[0])}
+	}
 	switch args[0] {
 	case "list":
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

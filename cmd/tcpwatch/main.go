@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -102,7 +104,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	if o.duration < 0 {
 		return nil, nil, usageError{fmt.Errorf("--duration must not be negative")}
 	}
-	if o.addrText != "" {
+	if fs.Changed("addr") {
 		p, err := parsePrefix(o.addrText)
 		if err != nil {
 			return nil, nil, usageError{err}
@@ -112,10 +114,60 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	if o.maxConns <= 0 {
 		return nil, nil, usageError{fmt.Errorf("--max-connections must be positive")}
 	}
-	if o.ringSize < os.Getpagesize() || o.ringSize&(o.ringSize-1) != 0 {
-		return nil, nil, usageError{fmt.Errorf("--ring-size must be a power of two of at least %d", os.Getpagesize())}
+	if o.ringSize < os.Getpagesize() || o.ringSize > maxRingSize || o.ringSize&(o.ringSize-1) != 0 {
+		return nil, nil, usageError{fmt.Errorf("--ring-size must be a power of two from %d to %d (1 GiB)", os.Getpagesize(), maxRingSize)}
+	}
+	if fs.Changed("pid") {
+		if limit := pidMax(); o.pid == 0 || o.pid >= limit {
+			return nil, nil, usageError{fmt.Errorf("--pid %d is not a process id (the kernel's pid_max is %d)", o.pid, limit)}
+		}
+	}
+	if fs.Changed("kernel-btf") {
+		if err := checkBTFFile(o.kernelBTF); err != nil {
+			return nil, nil, usageError{err}
+		}
+	}
+	if fs.Changed("port") && o.port == 0 {
+		return nil, nil, usageError{errors.New("--port must be between 1 and 65535")}
+	}
+	if fs.Changed("comm") && (o.comm == "" || len(o.comm) > 15) {
+		return nil, nil, usageError{errors.New("--comm takes a process name of 1 to 15 bytes (the kernel's TASK_COMM_LEN)")}
 	}
 	return o, fs.Args(), nil
+}
+
+// maxRingSize bounds --ring-size: the kernel takes up to 4 GiB but a
+// ring that large only delays loss while pinning memory; 1 GiB is plenty.
+const maxRingSize = 1 << 30
+
+// maxBTFSize bounds --kernel-btf: a kernel's BTF is a few MiB; a file
+// far larger (or endless, like /dev/zero) is not one.
+const maxBTFSize = 256 << 20
+
+func checkBTFFile(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return fmt.Errorf("--kernel-btf: %w", err)
+	case !st.Mode().IsRegular():
+		return fmt.Errorf("--kernel-btf %s is not a regular file", path)
+	case st.Size() > maxBTFSize:
+		return fmt.Errorf("--kernel-btf %s is %d bytes, more than any kernel's BTF (%d)", path, st.Size(), maxBTFSize)
+	}
+	return nil
+}
+
+// pidMax is the kernel's bound on process ids (kernel.pid_max).
+func pidMax() uint32 {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		return 1 << 22 // PID_MAX_LIMIT
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil {
+		return 1 << 22
+	}
+	return uint32(v)
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -146,14 +198,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	// A closed stdout must surface as EPIPE on write, not kill us with SIGPIPE.
 	signal.Ignore(syscall.SIGPIPE)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if o.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.duration)
-		defer cancel()
-	}
 
 	var record *bufio.Writer
 	if o.record != "" {
@@ -188,6 +232,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	defer p.Close()
 	warnMissingHooks(p.Tracer, stderr)
+	// Until now SIGINT and SIGTERM kept their default action, so a start-up
+	// stuck on a slow file or a verifier can be stopped; from here they end
+	// the run cleanly with a stats line.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
 
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain})
 	stats, err := p.Run(ctx, sink{w})

@@ -59,7 +59,14 @@ func TestBadInputIsOneLineAndNonZero(t *testing.T) {
 		{[]string{"frobnicate"}, 2, "unknown command"},
 		{[]string{"lab", "run", "no-such-scenario"}, 2, "no scenario"},
 		{[]string{"lab", "teleport"}, 2, "unknown lab command"},
-		{[]string{"--kernel-btf", "/nonexistent", "check"}, 1, "/nonexistent"},
+		{[]string{"--kernel-btf", "/nonexistent", "check"}, 2, "/nonexistent"},
+		{[]string{"--kernel-btf", "/dev/zero"}, 2, "not a regular file"},
+		{[]string{"--ring-size", "4294967296"}, 2, "power of two from"},
+		{[]string{"--pid", "99999999"}, 2, "pid_max"},
+		{[]string{"--pid", "0"}, 2, "not a process id"},
+		{[]string{"--addr", ""}, 2, "neither a CIDR"},
+		{[]string{"--port", "0"}, 2, "between 1 and 65535"},
+		{[]string{"lab", "list", "extra"}, 2, "takes no arguments"},
 	} {
 		var stderr bytes.Buffer
 		cmd := tcpwatch(t, tc.args...)
