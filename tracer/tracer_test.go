@@ -20,7 +20,6 @@ import (
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
-	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -488,64 +487,6 @@ func TestCheckPrivilegesAsRoot(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	if err := tracer.CheckPrivileges(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestProbeKernel(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	ki, err := tracer.ProbeKernel("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ki.HZ == 0 || ki.KeepaliveTimer == 0 || ki.ResetReasons.Name(15) != "TCP_KEEPALIVE_TIMEOUT" {
-		t.Errorf("%+v", ki)
-	}
-	if _, err := tracer.ProbeKernel("/nonexistent/vmlinux"); err == nil {
-		t.Error("a missing --kernel-btf file was accepted")
-	}
-}
-
-// A connection made before the tracer started gets its owner from the
-// start-up snapshot (sock_diag + pidfd_getfd into socket storage): its
-// keepalive probes, which run in softirq with no syscall of the owner's,
-// still name the owner.
-func TestSeededOwnerOnExistingConnection(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	a, b := pair(t)
-	client, _ := connectPair(t, a, b, 7003)
-	keepalive(t, client, 3)
-	undo, err := a.Blackhole(b.Addr4())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer undo()
-
-	col := startTracer(t, tracer.Config{All: true})
-	socks, err := sockdiag.Snapshot(netnsOf(t, a.NetnsPath()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	local := netip.MustParseAddrPort(client.LocalAddr().String())
-	seeded := false
-	for _, s := range socks {
-		if s.Local == local {
-			if s.PID != uint32(os.Getpid()) || s.FD <= 0 {
-				t.Fatalf("snapshot owner %d fd %d", s.PID, s.FD)
-			}
-			if err := col.t.SeedOwner(int(s.PID), s.FD, s.Comm, false); err != nil {
-				t.Fatalf("seed: %v", err)
-			}
-			seeded = true
-		}
-	}
-	if !seeded {
-		t.Fatalf("%v not in the snapshot", local)
-	}
-	probe := col.wait(t, 5*time.Second, "keepalive probe of the existing connection", func(e *wire.Event) bool {
-		return e.Kind == wire.KindKeepalive && e.Local == local && e.Flags&wire.FlagProbeSent != 0
-	})
-	if probe.PID != uint32(os.Getpid()) || probe.Comm() == "" {
-		t.Errorf("probe owner %d %q, want %d (seeded)", probe.PID, probe.Comm(), os.Getpid())
 	}
 }
 
