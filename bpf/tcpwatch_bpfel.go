@@ -62,17 +62,11 @@ type TcpwatchEvent struct {
 	_                 [4]byte
 }
 
-type TcpwatchKaWindow struct {
-	_            structs.HostLayout
-	Timer        uint64
-	Sk           uint64
-	Cookie       uint64
-	Killed       uint8
-	HaveInfo     uint8
-	ProbesBefore uint8
-	Pad          [5]uint8
-	Info         TcpwatchSockInfo
-	Entry        TcpwatchEvent
+type TcpwatchKaLast struct {
+	_         structs.HostLayout
+	Cookie    uint64
+	ProbesOut uint8
+	Pad       [7]uint8
 }
 
 type TcpwatchSockInfo struct {
@@ -82,7 +76,18 @@ type TcpwatchSockInfo struct {
 	ExitCode    uint32
 	Comm        [16]uint8
 	Flags       uint8
-	Pad         [7]uint8
+	OwnerSource uint8
+	Pad         [6]uint8
+}
+
+type TcpwatchTwConfig struct {
+	_               structs.HostLayout
+	LazyWakeupBytes uint64
+	Hz              uint32
+	FilterNetns     uint32
+	FilterPort      uint16
+	EmitAll         uint8
+	Pad             [5]uint8
 }
 
 type TcpwatchTwEventFlag uint32
@@ -122,6 +127,19 @@ const (
 	TcpwatchTwOwnerSourceTW_OWNER_CLOSE   TcpwatchTwOwnerSource = 3
 )
 
+type TcpwatchTwWindow struct {
+	_         structs.HostLayout
+	Timer     uint64
+	Sk        uint64
+	Kind      uint8
+	Killed    uint8
+	RtxSeen   uint8
+	Before    uint8
+	HaveEntry uint8
+	Pad       [3]uint8
+	Entry     TcpwatchEvent
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -129,8 +147,8 @@ const (
 	TcpwatchMapCounters           = "counters"
 	TcpwatchMapEvents             = "events"
 	TcpwatchMapKaProbes           = "ka_probes"
-	TcpwatchMapKaWindows          = "ka_windows"
 	TcpwatchMapSockInfos          = "sock_infos"
+	TcpwatchMapTwWindows          = "tw_windows"
 	TcpwatchProgTwCongState       = "tw_cong_state"
 	TcpwatchProgTwDestroySock     = "tw_destroy_sock"
 	TcpwatchProgTwErrorReport     = "tw_error_report"
@@ -142,13 +160,7 @@ const (
 	TcpwatchProgTwSetState        = "tw_set_state"
 	TcpwatchProgTwTimerEntry      = "tw_timer_entry"
 	TcpwatchProgTwTimerExit       = "tw_timer_exit"
-	TcpwatchVarEmitAll            = "emit_all"
-	TcpwatchVarFilterNetns        = "filter_netns"
-	TcpwatchVarFilterPid          = "filter_pid"
-	TcpwatchVarFilterPort         = "filter_port"
-	TcpwatchVarHz                 = "hz"
-	TcpwatchVarKeepaliveTimerFn   = "keepalive_timer_fn"
-	TcpwatchVarLazyWakeupBytes    = "lazy_wakeup_bytes"
+	TcpwatchVarTwCfg              = "tw_cfg"
 	TcpwatchVarUnusedEvent        = "unused_event"
 	TcpwatchVarUnusedFlag         = "unused_flag"
 	TcpwatchVarUnusedKind         = "unused_kind"
@@ -217,21 +229,15 @@ type TcpwatchMapSpecs struct {
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	KaProbes  *ebpf.MapSpec `ebpf:"ka_probes"`
-	KaWindows *ebpf.MapSpec `ebpf:"ka_windows"`
 	SockInfos *ebpf.MapSpec `ebpf:"sock_infos"`
+	TwWindows *ebpf.MapSpec `ebpf:"tw_windows"`
 }
 
 // TcpwatchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpwatchVariableSpecs struct {
-	EmitAll           *ebpf.VariableSpec `ebpf:"emit_all"`
-	FilterNetns       *ebpf.VariableSpec `ebpf:"filter_netns"`
-	FilterPid         *ebpf.VariableSpec `ebpf:"filter_pid"`
-	FilterPort        *ebpf.VariableSpec `ebpf:"filter_port"`
-	Hz                *ebpf.VariableSpec `ebpf:"hz"`
-	KeepaliveTimerFn  *ebpf.VariableSpec `ebpf:"keepalive_timer_fn"`
-	LazyWakeupBytes   *ebpf.VariableSpec `ebpf:"lazy_wakeup_bytes"`
+	TwCfg             *ebpf.VariableSpec `ebpf:"tw_cfg"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag        *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
@@ -261,8 +267,8 @@ type TcpwatchMaps struct {
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Events    *ebpf.Map `ebpf:"events"`
 	KaProbes  *ebpf.Map `ebpf:"ka_probes"`
-	KaWindows *ebpf.Map `ebpf:"ka_windows"`
 	SockInfos *ebpf.Map `ebpf:"sock_infos"`
+	TwWindows *ebpf.Map `ebpf:"tw_windows"`
 }
 
 func (m *TcpwatchMaps) Close() error {
@@ -270,8 +276,8 @@ func (m *TcpwatchMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.KaProbes,
-		m.KaWindows,
 		m.SockInfos,
+		m.TwWindows,
 	)
 }
 
@@ -279,13 +285,7 @@ func (m *TcpwatchMaps) Close() error {
 //
 // It can be passed to LoadTcpwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpwatchVariables struct {
-	EmitAll           *ebpf.Variable `ebpf:"emit_all"`
-	FilterNetns       *ebpf.Variable `ebpf:"filter_netns"`
-	FilterPid         *ebpf.Variable `ebpf:"filter_pid"`
-	FilterPort        *ebpf.Variable `ebpf:"filter_port"`
-	Hz                *ebpf.Variable `ebpf:"hz"`
-	KeepaliveTimerFn  *ebpf.Variable `ebpf:"keepalive_timer_fn"`
-	LazyWakeupBytes   *ebpf.Variable `ebpf:"lazy_wakeup_bytes"`
+	TwCfg             *ebpf.Variable `ebpf:"tw_cfg"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag        *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`

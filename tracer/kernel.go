@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,9 +26,15 @@ type KernelInfo struct {
 	BTFSource string // file the kernel's types came from
 	HZ        uint32
 	HZSource  string
-	// KeepaliveTimer is &tcp_keepalive_timer, 0 when kallsyms hides it.
-	KeepaliveTimer uint64
-	ResetReasons   tcp.ResetReasons
+	// KeepaliveTimerVisible and WriteTimerVisible say whether
+	// /proc/kallsyms shows tcp_keepalive_timer and tcp_write_timer with
+	// an address. The timer programs name them as weak __ksym externs
+	// that the loader (cilium/ebpf) resolves from that same file; one it
+	// cannot see resolves to 0 and its timer path stays silent. They are
+	// read here only to say so.
+	KeepaliveTimerVisible bool
+	WriteTimerVisible     bool
+	ResetReasons          tcp.ResetReasons
 
 	btf *btf.Spec
 }
@@ -69,7 +76,8 @@ func ProbeKernel(btfPath string) (*KernelInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	ki.KeepaliveTimer, _ = kallsymsAddr("/proc/kallsyms", "tcp_keepalive_timer")
+	visible := ksymsVisible("/proc/kallsyms", "tcp_keepalive_timer", "tcp_write_timer")
+	ki.KeepaliveTimerVisible, ki.WriteTimerVisible = visible["tcp_keepalive_timer"], visible["tcp_write_timer"]
 	ki.ResetReasons = resetReasonsFromBTF(spec)
 	return ki, nil
 }
@@ -195,31 +203,25 @@ func abs(f float64) float64 {
 	return f
 }
 
-// kallsymsAddr finds a (possibly static) kernel function's address. It is 0
-// when kptr_restrict hides addresses from us.
-func kallsymsAddr(path, name string) (uint64, error) {
+// ksymsVisible says which of the named kernel functions /proc/kallsyms
+// lists with a non-zero address (kptr_restrict shows zeros). It is a report
+// only: the loader resolves the programs' __ksym externs itself.
+func ksymsVisible(path string, names ...string) map[string]bool {
+	seen := make(map[string]bool, len(names))
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return seen
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 3 || fields[2] != name || (fields[1] != "t" && fields[1] != "T") {
+		if len(fields) < 3 || (fields[1] != "t" && fields[1] != "T") || !slices.Contains(names, fields[2]) {
 			continue
 		}
-		addr, err := strconv.ParseUint(fields[0], 16, 64)
-		if err != nil {
-			return 0, err
+		if addr, err := strconv.ParseUint(fields[0], 16, 64); err == nil && addr != 0 {
+			seen[fields[2]] = true
 		}
-		if addr == 0 {
-			return 0, fmt.Errorf("%s: address hidden (kernel.kptr_restrict)", name)
-		}
-		return addr, nil
 	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("%s not in %s", name, path)
+	return seen
 }

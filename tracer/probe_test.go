@@ -1,11 +1,11 @@
 package tracer
 
 import (
-	"github.com/tcpwatch/tcpwatch/bpf"
-
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/tcpwatch/tcpwatch/bpf"
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 )
 
@@ -33,18 +33,18 @@ func TestChooseProgramsDropsMissingHooks(t *testing.T) {
 	for _, h := range tr.Hooks {
 		switch h.Name {
 		case "tcp_cong_state_set":
-			if h.Program != "" || !strings.Contains(h.Reason, "tcp_no_such_tracepoint") || !strings.Contains(h.Loses, "recovered") {
-				t.Errorf("missing hook: program %q reason %q loses %q", h.Program, h.Reason, h.Loses)
+			if len(h.Chosen) != 0 || !strings.Contains(h.Reason, "tcp_no_such_tracepoint") || !strings.Contains(h.Loses, "recovered") {
+				t.Errorf("missing hook: programs %q reason %q loses %q", h.Chosen, h.Reason, h.Loses)
 			}
-			if _, ok := spec.Programs["tw_cong_state"]; ok {
+			if _, ok := spec.Programs[bpf.TcpwatchProgTwCongState]; ok {
 				t.Error("the program of a missing hook is still in the spec")
 			}
 		case "tcp_retransmit_skb":
 			// 6.17+ passes err: the variant that reads it is chosen, the other removed.
-			if h.Program != "tw_retransmit_err" {
-				t.Errorf("retransmit variant %q", h.Program)
+			if !slices.Equal(h.Chosen, []string{bpf.TcpwatchProgTwRetransmitErr}) {
+				t.Errorf("retransmit variant %q", h.Chosen)
 			}
-			if _, ok := spec.Programs["tw_retransmit"]; ok {
+			if _, ok := spec.Programs[bpf.TcpwatchProgTwRetransmit]; ok {
 				t.Error("the unused retransmit variant is still in the spec")
 			}
 		}

@@ -25,10 +25,12 @@ type Config struct {
 	// RingSize is the ring buffer's size in bytes (a power of two, a
 	// multiple of the page size); 0 means 4 MiB.
 	RingSize int
-	// Kernel-side filters; zero values match everything.
+	// Kernel-side filters, decided from the socket before a record is
+	// made; zero values match everything. There is no pid filter here:
+	// the kernel cannot know who owns accepted or pre-existing sockets,
+	// so filtering by owner is user space's job.
 	FilterNetNS uint32
 	FilterPort  uint16
-	FilterPID   uint32
 	// KernelBTF overrides /sys/kernel/btf/vmlinux.
 	KernelBTF string
 }
@@ -37,15 +39,18 @@ type Config struct {
 type Hook struct {
 	Name        string   // the kernel function or event, as people know it
 	Tracepoints []string // what it is attached to
-	Programs    []string // BPF programs, in order of preference
-	Params      []int    // the tracepoint's argument count each program needs
-	Loses       string   // what tcpwatch cannot tell without it
-	Required    bool     // nothing works without it
+	// Programs are the BPF programs (names from the generated bpf
+	// package): alternatives in order of preference for a hook on one
+	// tracepoint, or one per tracepoint, all needed, for a hook on several.
+	Programs []string
+	Params   []int  // the tracepoint's argument count each program needs
+	Loses    string // what tcpwatch cannot tell without it
+	Required bool   // nothing works without it
 
 	Attached bool
-	Via      string // how it is attached, e.g. "tp_btf sock:inet_sock_set_state"
-	Program  string // the program that was chosen
-	Reason   string // why not, when not attached
+	Via      string   // how it is attached, e.g. "tp_btf sock:inet_sock_set_state"
+	Chosen   []string // the programs chosen (and attached, when Attached)
+	Reason   string   // why not, when not attached
 }
 
 // hooks lists every path. The first usable program of a hook wins; the
@@ -54,29 +59,29 @@ type Hook struct {
 func hooks() []*Hook {
 	return []*Hook{
 		{Name: "tcp_set_state", Tracepoints: []string{"sock:inet_sock_set_state"},
-			Programs: []string{"tw_set_state"}, Params: []int{3}, Required: true,
+			Programs: []string{bpf.TcpwatchProgTwSetState}, Params: []int{3}, Required: true,
 			Loses: "every verdict"},
 		{Name: "tcp_retransmit_skb", Tracepoints: []string{"tcp:tcp_retransmit_skb"},
-			Programs: []string{"tw_retransmit_err", "tw_retransmit"}, Params: []int{3, 2},
+			Programs: []string{bpf.TcpwatchProgTwRetransmitErr, bpf.TcpwatchProgTwRetransmit}, Params: []int{3, 2},
 			Loses: "stalled, recovered and the retransmission figures of retransmit_timeout, host_unreachable, connect_timeout"},
 		{Name: "tcp_send_active_reset", Tracepoints: []string{"tcp:tcp_send_reset"},
-			Programs: []string{"tw_send_reset_reason", "tw_send_reset"}, Params: []int{3, 2},
+			Programs: []string{bpf.TcpwatchProgTwSendResetReason, bpf.TcpwatchProgTwSendReset}, Params: []int{3, 2},
 			Loses: "local_abort and the resets behind keepalive_timeout"},
 		{Name: "tcp_keepalive_timer", Tracepoints: []string{"timer:timer_expire_entry", "timer:timer_expire_exit"},
-			Programs: []string{"tw_timer_entry", "tw_timer_exit"}, Params: []int{2, 1},
-			Loses: "keepalive_probing and the probe count of keepalive_timeout"},
+			Programs: []string{bpf.TcpwatchProgTwTimerEntry, bpf.TcpwatchProgTwTimerExit}, Params: []int{2, 1},
+			Loses: "keepalive_probing and the probe count of keepalive_timeout; before 6.17, retransmissions that fail locally (tcp_write_timer)"},
 		{Name: "tcp_receive_reset", Tracepoints: []string{"tcp:tcp_receive_reset"},
-			Programs: []string{"tw_receive_reset"}, Params: []int{1},
+			Programs: []string{bpf.TcpwatchProgTwReceiveReset}, Params: []int{1},
 			Loses: "peer_reset, peer_lost_state and connect_refused"},
 		{Name: "inet_sk_error_report", Tracepoints: []string{"sock:inet_sk_error_report"},
-			Programs: []string{"tw_error_report"}, Params: []int{1},
+			Programs: []string{bpf.TcpwatchProgTwErrorReport}, Params: []int{1},
 			Loses: "the error report event (errors are still read from the socket when it closes)"},
 		{Name: "tcp_cong_state_set", Tracepoints: []string{"tcp:tcp_cong_state_set"},
-			Programs: []string{"tw_cong_state"}, Params: []int{2},
+			Programs: []string{bpf.TcpwatchProgTwCongState}, Params: []int{2},
 			Loses: "recovered (the end of an outage is seen only when the connection closes)"},
 		{Name: "tcp_destroy_sock", Tracepoints: []string{"tcp:tcp_destroy_sock"},
-			Programs: []string{"tw_destroy_sock"}, Params: []int{1},
-			Loses: "prompt cleanup of the kernel's per-socket table (the LRU still bounds it)"},
+			Programs: []string{bpf.TcpwatchProgTwDestroySock}, Params: []int{1},
+			Loses: "the end of notable sockets, and prompt cleanup of keepalive probe counts (an LRU still bounds them)"},
 	}
 }
 
@@ -87,6 +92,7 @@ type Tracer struct {
 
 	coll     *ebpf.Collection
 	links    []link.Link
+	attached map[string]*ebpf.Program // by program name
 	reader   *ringbuf.Reader
 	record   ringbuf.Record
 	clock    wire.Clock
@@ -150,7 +156,7 @@ func New(cfg Config) (*Tracer, error) {
 		t.Close()
 		return nil, err
 	}
-	t.reader, err = ringbuf.NewReader(coll.Maps["events"])
+	t.reader, err = ringbuf.NewReader(coll.Maps[bpf.TcpwatchMapEvents])
 	if err != nil {
 		t.Close()
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
@@ -169,10 +175,10 @@ func New(cfg Config) (*Tracer, error) {
 func (t *Tracer) choosePrograms(spec *ebpf.CollectionSpec) error {
 	for _, h := range t.Hooks {
 		keep := map[string]bool{}
-		if h.Name == "tcp_keepalive_timer" && t.Kernel.KeepaliveTimer == 0 {
+		if h.Name == "tcp_keepalive_timer" && !t.Kernel.KeepaliveTimerVisible {
 			h.Reason = "the address of tcp_keepalive_timer is not in /proc/kallsyms (kernel.kptr_restrict?)"
 		} else if len(h.Tracepoints) == 2 {
-			// Both programs are needed together: entry and exit, or send and recv.
+			// Both programs are needed together: entry and exit.
 			ok := true
 			for i, p := range h.Programs {
 				tp := tpName(h.Tracepoints[i])
@@ -199,18 +205,15 @@ func (t *Tracer) choosePrograms(spec *ebpf.CollectionSpec) error {
 				h.Reason = fmt.Sprintf("the kernel has no tracepoint %s", h.Tracepoints[0])
 			}
 		}
+		h.Chosen = nil
 		for _, p := range h.Programs {
 			if !keep[p] {
 				delete(spec.Programs, p)
 				continue
 			}
-			if h.Program == "" {
-				h.Program = p
-			} else {
-				h.Program += "+" + p
-			}
+			h.Chosen = append(h.Chosen, p)
 		}
-		if h.Program == "" && h.Required {
+		if len(h.Chosen) == 0 && h.Required {
 			return fmt.Errorf("cannot watch TCP on this kernel: %s", h.Reason)
 		}
 	}
@@ -223,37 +226,30 @@ func tpName(tp string) string {
 }
 
 func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
-	set := func(name string, v any) error {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("BPF object has no variable %s", name)
-		}
-		if err := vs.Set(v); err != nil {
-			return fmt.Errorf("setting %s: %w", name, err)
-		}
-		return nil
-	}
-	var all uint8
-	if cfg.All {
-		all = 1
-	}
 	ring := cfg.RingSize
 	if ring < os.Getpagesize() || ring&(ring-1) != 0 {
 		return fmt.Errorf("ring buffer size %d is not a power of two of at least a page", ring)
 	}
-	spec.Maps["events"].MaxEntries = uint32(ring)
-	for _, err := range []error{
-		set("emit_all", all),
-		set("hz", ki.HZ),
-		set("keepalive_timer_fn", ki.KeepaliveTimer),
-		set("filter_netns", cfg.FilterNetNS),
-		set("filter_port", cfg.FilterPort),
-		set("filter_pid", cfg.FilterPID),
-		set("lazy_wakeup_bytes", lazyWakeup(cfg.All, ring)),
-	} {
-		if err != nil {
-			return err
-		}
+	// Maps and variables only: choosePrograms may have removed programs.
+	var specs struct {
+		bpf.TcpwatchMapSpecs
+		bpf.TcpwatchVariableSpecs
+	}
+	if err := spec.Assign(&specs); err != nil {
+		return fmt.Errorf("BPF object: %w", err)
+	}
+	specs.Events.MaxEntries = uint32(ring)
+	tc := bpf.TcpwatchTwConfig{
+		LazyWakeupBytes: lazyWakeup(cfg.All, ring),
+		Hz:              ki.HZ,
+		FilterNetns:     cfg.FilterNetNS,
+		FilterPort:      cfg.FilterPort,
+	}
+	if cfg.All {
+		tc.EmitAll = 1
+	}
+	if err := specs.TwCfg.Set(tc); err != nil {
+		return fmt.Errorf("setting %s: %w", bpf.TcpwatchVarTwCfg, err)
 	}
 	return nil
 }
@@ -286,28 +282,37 @@ func loadError(err error) error {
 }
 
 func (t *Tracer) attach() error {
+	t.attached = map[string]*ebpf.Program{}
 	for _, h := range t.Hooks {
-		if h.Program == "" {
+		if len(h.Chosen) == 0 {
 			continue
 		}
-		var via []string
-		for _, p := range strings.Split(h.Program, "+") {
-			l, err := link.AttachTracing(link.TracingOptions{Program: t.coll.Programs[p]})
+		var links []link.Link
+		for _, p := range h.Chosen {
+			prog := t.coll.Programs[p]
+			l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 			if err != nil {
+				for _, l := range links {
+					l.Close()
+				}
 				if h.Required {
 					return fmt.Errorf("attaching %s: %w", p, err)
 				}
 				h.Reason = fmt.Sprintf("attaching %s: %v", p, err)
-				via = nil
+				links = nil
 				break
 			}
-			t.links = append(t.links, l)
-			via = append(via, p)
+			links = append(links, l)
 		}
-		if via != nil {
-			h.Attached = true
-			h.Via = "tp_btf " + strings.Join(h.Tracepoints, ", ")
+		if links == nil {
+			continue
 		}
+		t.links = append(t.links, links...)
+		for _, p := range h.Chosen {
+			t.attached[p] = t.coll.Programs[p]
+		}
+		h.Attached = true
+		h.Via = "tp_btf " + strings.Join(h.Tracepoints, ", ")
 	}
 	return nil
 }
@@ -353,53 +358,52 @@ func (t *Tracer) SetDeadline(deadline time.Time) {
 	}
 }
 
-// SeedOwner tells the kernel half who owns a socket that existed before
-// tcpwatch started, so its events carry the owner; notable marks a socket
-// already in trouble, whose every event should be sent. The socket is named
-// by its owner's pid and file descriptor: socket-local storage is keyed by
-// a socket fd, so tcpwatch borrows a duplicate with pidfd_getfd (5.6+).
-// Storage the kernel half made meanwhile is kept.
-func (t *Tracer) SeedOwner(pid, fd int, comm string, notable bool) error {
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return fmt.Errorf("pidfd_open(%d): %w", pid, err)
-	}
-	defer unix.Close(pidfd)
-	sockfd, err := unix.PidfdGetfd(pidfd, fd, 0)
-	if err != nil {
-		return fmt.Errorf("pidfd_getfd(%d, %d): %w", pid, fd, err)
-	}
-	defer unix.Close(sockfd)
-	info := bpf.TcpwatchSockInfo{Pid: uint32(pid)}
-	copy(info.Comm[:len(info.Comm)-1], comm)
-	if notable {
-		info.Flags = sockNotable
-	}
-	err = t.coll.Maps["sock_infos"].Update(uint32(sockfd), &info, ebpf.UpdateNoExist)
-	if errors.Is(err, ebpf.ErrKeyExist) {
-		return nil
-	}
-	return err
-}
-
-// sockNotable is TW_SK_NOTABLE in bpf/tcpwatch.bpf.c.
-const sockNotable = 1
-
 // ErrClosed is returned by Read after Close.
 var ErrClosed = errors.New("tracer closed")
 
-// Lost is the number of records the kernel could not put in the ring
-// buffer because it was full.
-func (t *Tracer) Lost() (uint64, error) {
+// Losses are the events the kernel half saw but could not send.
+type Losses struct {
+	// RingFull counts records dropped because the ring buffer was full.
+	RingFull uint64
+	// Recursion counts program runs the kernel skipped because another
+	// run of a tp_btf program was already active on that CPU (a
+	// tracepoint hit inside the program, or in the same interrupted
+	// context): whatever the run would have sent is lost. The kernel
+	// counts them per program (recursion_misses, as bpftool shows).
+	Recursion uint64
+	// RecursionByProgram has every attached program, by name.
+	RecursionByProgram map[string]uint64
+}
+
+// Total is every loss, of both kinds.
+func (l Losses) Total() uint64 { return l.RingFull + l.Recursion }
+
+// Losses reads the kernel's loss counters.
+func (t *Tracer) Losses() (Losses, error) {
 	var perCPU []uint64
-	if err := t.coll.Maps["counters"].Lookup(uint32(0), &perCPU); err != nil {
-		return 0, fmt.Errorf("reading lost-record counter: %w", err)
+	if err := t.coll.Maps[bpf.TcpwatchMapCounters].Lookup(uint32(0), &perCPU); err != nil {
+		return Losses{}, fmt.Errorf("reading lost-record counter: %w", err)
 	}
-	var sum uint64
+	l := Losses{RecursionByProgram: make(map[string]uint64, len(t.attached))}
 	for _, v := range perCPU {
-		sum += v
+		l.RingFull += v
 	}
-	return sum, nil
+	for name, prog := range t.attached {
+		st, err := prog.Stats()
+		if err != nil {
+			return Losses{}, fmt.Errorf("reading %s's statistics: %w", name, err)
+		}
+		l.RecursionByProgram[name] = st.RecursionMisses
+		l.Recursion += st.RecursionMisses
+	}
+	return l, nil
+}
+
+// Lost is the number of events the kernel half could not send: ring-full
+// drops plus skipped (recursive) program runs. See Losses for the parts.
+func (t *Tracer) Lost() (uint64, error) {
+	l, err := t.Losses()
+	return l.Total(), err
 }
 
 // Stop ends Read (it returns ErrClosed) but keeps the programs loaded, so

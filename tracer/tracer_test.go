@@ -487,20 +487,6 @@ func TestCheckPrivilegesAsRoot(t *testing.T) {
 	}
 }
 
-func TestProbeKernel(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	ki, err := tracer.ProbeKernel("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ki.HZ == 0 || ki.KeepaliveTimer == 0 || ki.ResetReasons.Name(15) != "TCP_KEEPALIVE_TIMEOUT" {
-		t.Errorf("%+v", ki)
-	}
-	if _, err := tracer.ProbeKernel("/nonexistent/vmlinux"); err == nil {
-		t.Error("a missing --kernel-btf file was accepted")
-	}
-}
-
 // The kernel-side filters drop other connections' events before the ring
 // buffer: with --port, only that port's connections arrive.
 func TestKernelPortFilter(t *testing.T) {

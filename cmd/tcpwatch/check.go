@@ -1,32 +1,36 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/tcpwatch/tcpwatch/tracer"
 )
 
 // runCheck loads and attaches everything, reports what this kernel gives
 // tcpwatch, then detaches.
-func runCheck(o *options, stdout io.Writer) error {
+func runCheck(o *options, out io.Writer) error {
 	t, err := tracer.New(tracer.Config{KernelBTF: o.kernelBTF, RingSize: o.ringSize})
 	if err != nil {
 		return err
 	}
 	defer t.Close()
+	// Buffered and flushed once: a full or closed stdout is an error, not
+	// a silent exit 0.
+	stdout := bufio.NewWriter(out)
 	k := t.Kernel
 	fmt.Fprintf(stdout, "kernel   %s\n", k.Release)
 	fmt.Fprintf(stdout, "btf      %s\n", k.BTFSource)
 	fmt.Fprintf(stdout, "hz       %d (from %s)\n", k.HZ, k.HZSource)
-	if k.KeepaliveTimer != 0 {
-		fmt.Fprintf(stdout, "keepalive timer  tcp_keepalive_timer at %#x (/proc/kallsyms)\n", k.KeepaliveTimer)
-	}
+	fmt.Fprintf(stdout, "timers   tcp_keepalive_timer %s, tcp_write_timer %s (/proc/kallsyms)\n",
+		visible(k.KeepaliveTimerVisible), visible(k.WriteTimerVisible))
 	fmt.Fprintln(stdout, "hooks:")
 	missing := 0
 	for _, h := range t.Hooks {
 		if h.Attached {
-			fmt.Fprintf(stdout, "  ok       %-26s %s (%s)\n", h.Name, h.Via, h.Program)
+			fmt.Fprintf(stdout, "  ok       %-26s %s (%s)\n", h.Name, h.Via, strings.Join(h.Chosen, ", "))
 			continue
 		}
 		missing++
@@ -35,5 +39,15 @@ func runCheck(o *options, stdout io.Writer) error {
 	if missing == 0 {
 		fmt.Fprintln(stdout, "all hooks attached: every verdict is available")
 	}
+	if err := stdout.Flush(); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
 	return nil
+}
+
+func visible(ok bool) string {
+	if ok {
+		return "visible"
+	}
+	return "hidden (its timer path stays silent)"
 }

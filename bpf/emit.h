@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Putting a record in the ring buffer. Callers filter first (filter.h):
+ * reserve() is only reached for a record that will be sent.
+ */
+#ifndef TW_EMIT_H
+#define TW_EMIT_H
+
+#include "config.h"
+#include "maps.h"
+#include "fill.h"
+#include "filter.h"
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct event *reserve(__u8 kind)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(TW_CNT_LOST);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->kind = kind;
+	return e;
+}
+
+static __always_inline void submit(struct event *e)
+{
+	__u64 flags = 0;
+	if (tw_cfg.lazy_wakeup_bytes)
+		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > tw_cfg.lazy_wakeup_bytes ?
+				BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
+/*
+ * The common case: one full TCP socket (a tracepoint argument), one
+ * record, or none if the filters say no or the socket is not a tcp_sock.
+ * The caller sets the kind's own fields and submits.
+ */
+static __always_inline struct event *emit_sk(const struct sock *sk, const struct sock_info *info, __u8 kind)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp || !tp_passes(tp))
+		return NULL;
+	struct event *e = reserve(kind);
+	if (!e)
+		return NULL;
+	e->cookie = bpf_get_socket_cookie((void *)sk);
+	fill_tp(e, tp);
+	fill_owner(e, info);
+	return e;
+}
+
+#endif /* TW_EMIT_H */

@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The TCP timers have no tracepoints: tcpwatch watches the timer core run
+ * them (timer:timer_expire_entry/exit) and keeps, per CPU, a window from a
+ * TCP timer's entry to its exit (maps.h, struct tw_window).
+ *
+ * - tcp_keepalive_timer: compare icsk_probes_out at entry and exit to see
+ *   "probe N sent", a drop to 0 since the last run to see "answered", and
+ *   a CLOSE inside the window to see the kill.
+ * - tcp_write_timer (the retransmission timer): before 6.17 the
+ *   tcp_retransmit_skb tracepoint stays silent for a retransmission that
+ *   fails locally (link down), yet icsk_retransmits counts it. If the
+ *   counter grew in the window and the tracepoint did not fire for this
+ *   socket, the exit sends a RETRANSMIT with TW_F_FROM_TIMER. From 6.17
+ *   the tracepoint fires for failed attempts too, so this stays quiet.
+ *
+ * The handlers' addresses are weak __ksym externs, resolved by the loader
+ * from /proc/kallsyms; an unresolved one is 0 and matches no timer. The
+ * socket is the timer's container: a pointer the verifier does not trust,
+ * so every read is a probe read (fill_probed) and socket-local storage is
+ * out of reach: timer records carry no owner (user space knows it).
+ */
+#ifndef TW_KEEPALIVE_H
+#define TW_KEEPALIVE_H
+
+#include "maps.h"
+#include "fill.h"
+
+extern void tcp_keepalive_timer __ksym __weak; /* cilium/ebpf wants a bare void type */
+extern void tcp_write_timer __ksym __weak;
+
+/* Up to 6.18 the keepalive timer is sk->sk_timer; a later series moves it to icsk. */
+struct inet_connection_sock___ka {
+	struct timer_list icsk_keepalive_timer;
+} __attribute__((preserve_access_index));
+
+static __always_inline const struct sock *keepalive_sock(const struct timer_list *timer)
+{
+	if (bpf_core_field_exists(struct inet_connection_sock___ka, icsk_keepalive_timer))
+		return (const void *)timer -
+		       bpf_core_field_offset(struct inet_connection_sock___ka, icsk_keepalive_timer);
+	return (const void *)timer - bpf_core_field_offset(struct sock, sk_timer);
+}
+
+static __always_inline const struct sock *write_timer_sock(const struct timer_list *timer)
+{
+	return (const void *)timer - bpf_core_field_offset(struct inet_connection_sock, icsk_retransmit_timer);
+}
+
+static __always_inline struct tw_window *window(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&tw_windows, &zero);
+}
+
+/* The open window on this CPU, if it is this socket's. */
+static __always_inline struct tw_window *window_for(const struct sock *sk)
+{
+	struct tw_window *w = window();
+	if (w && w->timer && w->sk == (__u64)sk)
+		return w;
+	return NULL;
+}
+
+static __always_inline void keepalive_entry(struct tw_window *w, const struct timer_list *timer)
+{
+	const struct sock *sk = keepalive_sock(timer);
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	/* The same handler runs orphaned FIN_WAIT2 timeouts: not keepalive. */
+	if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
+		return;
+	const struct tcp_sock *tp = (const void *)sk;
+	w->timer = (__u64)timer;
+	w->sk = (__u64)sk;
+	w->kind = TW_WIN_KEEPALIVE;
+	w->killed = 0;
+	w->have_entry = 0;
+	w->before = BPF_CORE_READ(tp, inet_conn.icsk_probes_out);
+
+	/*
+	 * Most runs re-arm the timer or send a probe: a few reads. Only a run
+	 * that may kill (probes used up, or TCP_USER_TIMEOUT) reads the
+	 * record now, since the socket may be gone at exit.
+	 */
+	__u8 probes = BPF_CORE_READ(tp, keepalive_probes);
+	if (!probes) {
+		struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+		probes = BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_probes);
+	}
+	if (w->before >= probes || BPF_CORE_READ(tp, inet_conn.icsk_user_timeout)) {
+		__builtin_memset(&w->entry, 0, sizeof(w->entry));
+		fill_probed(&w->entry, sk);
+		w->have_entry = 1;
+	}
+}
+
+/*
+ * Decides what the keepalive run did and leaves the record in w->entry;
+ * returns its flags, 0 for nothing to send. Sent: every probe (probes_out
+ * grew), the kill, and the answer that ends probing. User space decides
+ * what is news.
+ */
+static __always_inline __u16 keepalive_exit(struct tw_window *w)
+{
+	__u64 key = w->sk;
+	struct ka_last *last = bpf_map_lookup_elem(&ka_probes, &key);
+	__u16 flags = TW_F_IN_KA_TIMER;
+
+	if (w->killed) {
+		/* The timer may have dropped the last reference: do not touch sk. */
+		if (last)
+			bpf_map_delete_elem(&ka_probes, &key);
+		if (!w->have_entry)
+			return 0; /* its reset and CLOSE records tell it */
+		w->entry.probes_out = w->before;
+		return flags | TW_F_KA_KILLED;
+	}
+	const struct sock *sk = (const void *)w->sk;
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (last && last->cookie != cookie)
+		last = NULL; /* another socket's, at a reused address */
+	__u8 now = BPF_CORE_READ((const struct inet_connection_sock *)sk, icsk_probes_out);
+	if (now > w->before)
+		flags |= TW_F_KA_PROBE;
+	/* Any ACK resets probes_out: the peer answered since the last run. */
+	if (last && last->probes_out && w->before == 0)
+		flags |= TW_F_KA_ANSWERED;
+	if (now) {
+		struct ka_last v = { .cookie = cookie, .probes_out = now };
+		bpf_map_update_elem(&ka_probes, &key, &v, BPF_ANY);
+	} else if (last) {
+		bpf_map_delete_elem(&ka_probes, &key);
+	}
+	if (!(flags & (TW_F_KA_PROBE | TW_F_KA_ANSWERED)))
+		return 0;
+	__builtin_memset(&w->entry, 0, sizeof(w->entry));
+	fill_probed(&w->entry, sk);
+	return flags;
+}
+
+static __always_inline void write_timer_entry(struct tw_window *w, const struct timer_list *timer)
+{
+	if (!bpf_core_field_exists(struct inet_connection_sock, icsk_retransmit_timer))
+		return;
+	const struct sock *sk = write_timer_sock(timer);
+	w->timer = (__u64)timer;
+	w->sk = (__u64)sk;
+	w->kind = TW_WIN_WRITE;
+	w->killed = 0;
+	w->rtx_seen = 0;
+	w->have_entry = 0;
+	w->before = BPF_CORE_READ((const struct inet_connection_sock *)sk, icsk_retransmits);
+}
+
+/*
+ * A retransmission the tracepoint did not show: icsk_retransmits grew in
+ * the window and tcp_retransmit_skb did not fire for this socket. Leaves
+ * the record in w->entry and returns its flags, 0 for nothing to send.
+ */
+static __always_inline __u16 write_timer_exit(struct tw_window *w)
+{
+	if (w->killed || w->rtx_seen)
+		return 0; /* a kill: the CLOSE record tells it, and sk may be gone */
+	const struct sock *sk = (const void *)w->sk;
+	__u8 now = BPF_CORE_READ((const struct inet_connection_sock *)sk, icsk_retransmits);
+	if (now <= w->before)
+		return 0;
+	__builtin_memset(&w->entry, 0, sizeof(w->entry));
+	fill_probed(&w->entry, sk);
+	w->entry.kind = TW_EV_RETRANSMIT;
+	return TW_F_FROM_TIMER;
+}
+
+#endif /* TW_KEEPALIVE_H */

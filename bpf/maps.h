@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the kernel half, with who writes, reads and deletes it.
+ */
+#ifndef TW_MAPS_H
+#define TW_MAPS_H
+
+#include "record.h"
+
+/*
+ * Records to user space. Written (reserve/submit) by every program, read
+ * by tracer.Read; resized by the loader (--ring-size).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+enum tw_counter {
+	TW_CNT_LOST = 0, /* ring buffer full: record dropped */
+	TW_CNT_MAX,
+};
+
+/*
+ * Per-CPU counters. Incremented by every program when the ring is full,
+ * read (summed) by tracer.Losses; never deleted (array).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TW_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+enum tw_sock_flag {
+	TW_SK_NOTABLE = 1 << 0, /* something happened that may become a narrative */
+	TW_SK_EXITING = 1 << 1, /* closed by an exiting owner */
+};
+
+/*
+ * What tcpwatch remembers per socket (see sockinfo.h).
+ */
+struct sock_info {
+	__u64 first_seen_ns;
+	__u32 pid;
+	__u32 exit_code;
+	__u8 comm[TW_COMM_LEN];
+	__u8 flags;        /* enum tw_sock_flag */
+	__u8 owner_source; /* enum tw_owner_source */
+	__u8 _pad[6];
+};
+
+/*
+ * Socket-local storage: created by tw_set_state at connect, listen and the
+ * close transitions (task context), and by the reset/error/retransmit
+ * programs when a socket becomes notable; read by every program that has
+ * a trusted socket; deleted by the kernel with the socket. The timer
+ * programs never read it: their socket pointer is not one the helper
+ * accepts, and its layout is the kernel's business.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_info);
+} sock_infos SEC(".maps");
+
+/*
+ * icsk_probes_out after the keepalive timer last ran, keyed by the socket's
+ * address (its cookie may be 0: nobody asked for it before tcpwatch
+ * started). "The peer answered our probes" shows as a drop to 0 at the
+ * next run. Written by tw_timer_exit for sockets whose probes went out;
+ * deleted by tw_timer_exit when probing ends (answered or killed). Not
+ * deleted by tw_destroy_sock: most sockets have SO_KEEPALIVE (Go sets it by
+ * default), and a delete for each cost ~200 ns per socket destroyed. So it
+ * is an LRU (an entry left by a socket that died otherwise cannot pin
+ * memory), and the value holds the cookie: an address reused by a later
+ * socket does not match it and reads as no entry.
+ */
+struct ka_last {
+	__u64 cookie;
+	__u8 probes_out;
+	__u8 _pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, __u64);
+	__type(value, struct ka_last);
+} ka_probes SEC(".maps");
+
+enum tw_window_kind {
+	TW_WIN_KEEPALIVE = 1, /* tcp_keepalive_timer */
+	TW_WIN_WRITE = 2,     /* tcp_write_timer (retransmission timer) */
+};
+
+/*
+ * One TCP timer's entry/exit window on this CPU. Timer callbacks do not
+ * nest on a CPU, so one slot per CPU is enough. Written by tw_timer_entry
+ * for the two TCP timers only; marked by tw_set_state (killed),
+ * tw_retransmit* (rtx_seen) inside the window; read and closed by
+ * tw_timer_exit. Never deleted (array).
+ */
+struct tw_window {
+	__u64 timer;  /* the timer_list being run; 0 when no window is open */
+	__u64 sk;     /* the socket it belongs to */
+	__u8 kind;    /* enum tw_window_kind */
+	__u8 killed;  /* the socket went to CLOSE inside the window */
+	__u8 rtx_seen; /* tcp_retransmit_skb fired for it inside the window */
+	__u8 before;  /* at entry: icsk_probes_out (keepalive), icsk_retransmits (write) */
+	__u8 have_entry; /* entry holds the figures read at entry */
+	__u8 _pad[3];
+	struct event entry; /* for a kill: read at entry, the socket may be gone at exit */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tw_window);
+} tw_windows SEC(".maps");
+
+#endif /* TW_MAPS_H */
