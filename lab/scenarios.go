@@ -150,6 +150,13 @@ var Scenarios = withIPv6([]*Scenario{
 			if err := r.plug(); err != nil {
 				return err
 			}
+			// Let the link and the neighbour entries come back first, so
+			// B's write reaches A at once: a write that is retransmitted
+			// into the still-dead link before A's RST is a different story
+			// (peer_lost_state).
+			if err := r.sleep(time.Second); err != nil {
+				return err
+			}
 			r.step("B's server writes to the connection A has forgotten")
 			if err := r.tell("B", "write"); err != nil {
 				return err

@@ -88,8 +88,6 @@ func Summary(n *tracker.Narrative) string {
 		return fmt.Sprintf("connect() to %s was refused: the peer answered SYN with RST (%s)", n.Remote, Errno(n.Errno))
 	case tracker.ConnectTimeout:
 		return connectTimeoutSummary(n)
-	case tracker.Untold:
-		return "the connection is gone, but the kernel records that told how it ended were lost"
 	}
 	return string(n.Verdict)
 }
@@ -196,9 +194,6 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 
 	case tracker.ConnectRefused:
 		b.WriteString("The peer host is up but nothing listens on that port (or a firewall rejects with RST): its kernel answered the SYN with RST and tcp_reset() in SYN_SENT reports ECONNREFUSED.")
-
-	case tracker.Untold:
-		b.WriteString("The kernel no longer has this connection, but the records of its end were lost (the ring buffer was full or a program could not run): tcpwatch cannot say why it ended.")
 	}
 }
 

@@ -125,7 +125,7 @@ func (c *conn) outageFacts(n *Narrative, now time.Duration) {
 		} else {
 			n.Outage = ev.AckAge
 		}
-	case RetransmitTimeout, HostUnreachable, PeerLostState, Untold:
+	case RetransmitTimeout, HostUnreachable, PeerLostState:
 		if c.connecting {
 			n.Retransmits = c.synRetrans
 			n.Outage = now - c.firstMono

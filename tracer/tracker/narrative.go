@@ -29,9 +29,6 @@ const (
 	LocalAbort         Verdict = "local_abort"
 	ConnectRefused     Verdict = "connect_refused"
 	ConnectTimeout     Verdict = "connect_timeout"
-	// Untold ends a story whose end the kernel could not deliver (records
-	// lost): the connection is gone from the kernel, its cause unknown.
-	Untold Verdict = "untold"
 )
 
 // Episodes: the connection lives on.
@@ -44,7 +41,7 @@ const (
 // Verdicts lists every verdict, finals first.
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
-	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
+	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout,
 	Stalled, Recovered, KeepaliveProbing,
 }
 
