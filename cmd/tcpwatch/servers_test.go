@@ -703,3 +703,179 @@ func TestPsqlBackendKilled(t *testing.T) {
 		t.Logf("tcpwatch output:\n%s", w.stdout.String())
 	}
 }
+
+// startNginx runs nginx (master and one worker, as a forked server does) in
+// s, listening on addr port 8080 only with server-side keepalive
+// so_keepalive=1:1:3 (idle 1 s, interval 1 s, 3 probes, inherited by every
+// accepted socket), and returns the master's and the worker's pids once it
+// answers from c.
+func startNginx(t *testing.T, s, c *netlab.Host, addr netip.Addr) (master, worker int, ap netip.AddrPort) {
+	t.Helper()
+	requireInstalled(t, "/usr/sbin/nginx", "nginx")
+	dir := t.TempDir()
+	ap = netip.AddrPortFrom(addr, 8080)
+	conf := fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log info;
+events { worker_connections 64; }
+http {
+	access_log off;
+	keepalive_timeout 60s;
+	server {
+		listen %[2]s so_keepalive=1:1:3;
+		location / { return 200 "ok\n"; }
+	}
+}
+`, dir, ap)
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := s.Command("/usr/sbin/nginx", "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", confPath)
+	var log lockedBuffer
+	srv.Stdout, srv.Stderr = &log, &log
+	if err := srv.Start(); err != nil {
+		t.Fatalf("starting nginx: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { srv.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		srv.Process.Signal(syscall.SIGTERM) // fast shutdown, workers too
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			srv.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			errlog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Logf("nginx output:\n%s\nerror.log:\n%s", log.String(), errlog)
+		}
+	})
+	master = srv.Process.Pid
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := httpKeepAlive(c, ap)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("nginx exited: %s", log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx not answering on %s after 10s: %v\n%s", ap, err, log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master, master))
+	kids := strings.Fields(string(children))
+	if err != nil || len(kids) != 1 {
+		t.Fatalf("nginx master %d: children %q (%v), want one worker", master, children, err)
+	}
+	worker, _ = strconv.Atoi(kids[0])
+	return master, worker, ap
+}
+
+// httpKeepAlive connects from c to ap (no client keepalive), makes one
+// HTTP/1.1 request and leaves the connection open and idle, as a browser
+// does between requests.
+func httpKeepAlive(c *netlab.Host, ap netip.AddrPort) (net.Conn, error) {
+	var conn net.Conn
+	err := c.Do(func() (err error) {
+		conn, err = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: -1}).Dial("tcp", ap.String())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: lab\r\n\r\n"); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	r := bufio.NewReader(conn)
+	status, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+		conn.Close()
+		return nil, fmt.Errorf("GET: %q %v", status, err)
+	}
+	for { // headers, then the 3-byte body "ok\n"
+		line, err := r.ReadString('\n')
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	if body, err := r.ReadString('\n'); err != nil || body != "ok\n" {
+		conn.Close()
+		return nil, fmt.Errorf("GET body: %q %v", body, err)
+	}
+	conn.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+// nginx with so_keepalive=1:1:3, a keep-alive HTTP client that vanishes
+// after its request: the worker process holds the accepted socket (the
+// master only listens), so the keepalive story must name the worker, from
+// its first line, and end once with keepalive_timeout after 3 probes.
+func TestNginxKeepaliveClientVanishes(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	families(t, func(t *testing.T, v6 bool) {
+		s, c := serverLab(t)
+		master, worker, ap := startNginx(t, s, c, addrOf(s, v6))
+		nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+
+		w := startWatch(t)
+		conn, err := httpKeepAlive(c, ap)
+		if err != nil {
+			t.Fatalf("connecting to nginx: %v", err)
+		}
+		defer conn.Close()
+		client := netip.MustParseAddrPort(conn.LocalAddr().String())
+		undo, err := s.Blackhole(addrOf(c, v6))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer undo()
+		time.Sleep(7 * time.Second)
+		all := w.stop(t, nsS, nsC)
+		logNarratives(t, "tcpwatch", all)
+		checkOneStory(t, all)
+		t.Logf("nginx master pid %d, worker pid %d", master, worker)
+
+		sk := tupleFrom(ap, client)
+		got := of(all, sk)
+		probing := slices.IndexFunc(got, func(n narrativeJSON) bool { return n.Verdict == "keepalive_probing" })
+		timeout := slices.IndexFunc(got, func(n narrativeJSON) bool { return n.Verdict == "keepalive_timeout" })
+		if probing < 0 || timeout < 0 || probing > timeout || timeout != len(got)-1 {
+			t.Fatalf("S %s: verdicts %v, want keepalive_probing ... keepalive_timeout last", sk, verdicts(got))
+		}
+		for _, n := range got {
+			if int(n.PID) != worker || n.Comm != "nginx" || n.OwnerSource == "" {
+				t.Errorf("S %s %s: owner pid=%d comm=%q owner_source=%q, want the nginx worker pid %d (master %d only listens)",
+					sk, n.Verdict, n.PID, n.Comm, n.OwnerSource, worker, master)
+			}
+			ka := n.Settings
+			if !ka.Keepalive || ka.KeepaliveTimeS != 1 || ka.KeepaliveIntvlS != 1 || ka.KeepaliveProbes != 3 {
+				t.Errorf("S %s %s: keepalive settings %v idle=%ds intvl=%ds probes=%d, nginx set 1s/1s/3",
+					sk, n.Verdict, ka.Keepalive, ka.KeepaliveTimeS, ka.KeepaliveIntvlS, ka.KeepaliveProbes)
+			}
+		}
+		to := got[timeout]
+		if !to.Final || to.Errno != "ETIMEDOUT" || to.Probes != 3 {
+			t.Errorf("S %s keepalive_timeout: final=%v errno=%q probes=%d, want final, ETIMEDOUT, probes=3",
+				sk, to.Final, to.Errno, to.Probes)
+		}
+		if t.Failed() {
+			t.Logf("tcpwatch output:\n%s\nstderr:\n%s", w.stdout.String(), w.stderr.String())
+		}
+	})
+}
