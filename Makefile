@@ -8,8 +8,9 @@ ARGS      ?=
 # -p 1: the privileged tests of different packages load BPF programs and
 # build namespaces; one package at a time keeps their timing honest.
 GOTESTFLAGS ?= -count=1 -p 1
-# Packages the BPF toolchain and the tests need on a fresh Debian machine.
-DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool
+# Packages the BPF toolchain and the tests need on a fresh Debian machine
+# (redis-server, postgresql, nginx: real servers for the end-to-end tests).
+DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx
 
 .DEFAULT_GOAL := help
 
