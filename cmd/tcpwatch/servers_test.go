@@ -102,8 +102,8 @@ func (b *lockedBuffer) String() string {
 	return b.b.String()
 }
 
-// watch is a running `tcpwatch -o json`.
-type watch struct {
+// serverWatch is a running `tcpwatch -o json`.
+type serverWatch struct {
 	cmd            *exec.Cmd
 	stdout, stderr lockedBuffer
 	done           chan error
@@ -111,9 +111,9 @@ type watch struct {
 
 // startWatch starts tcpwatch -o json with args, before the connections it is
 // to see exist, and waits until it is attached.
-func startWatch(t *testing.T, args ...string) *watch {
+func startWatch(t *testing.T, args ...string) *serverWatch {
 	t.Helper()
-	w := &watch{done: make(chan error, 1)}
+	w := &serverWatch{done: make(chan error, 1)}
 	w.cmd = tcpwatch(t, append([]string{"-o", "json"}, args...)...)
 	w.cmd.Stdout, w.cmd.Stderr = &w.stdout, &w.stderr
 	if err := w.cmd.Start(); err != nil {
@@ -131,7 +131,7 @@ func startWatch(t *testing.T, args ...string) *watch {
 
 // stop ends tcpwatch with SIGINT and returns its narratives about
 // connections in the given namespaces, in the order printed.
-func (w *watch) stop(t *testing.T, netns ...uint32) []narrativeJSON {
+func (w *serverWatch) stop(t *testing.T, netns ...uint32) []narrativeJSON {
 	t.Helper()
 	w.cmd.Process.Signal(syscall.SIGINT)
 	select {
@@ -306,68 +306,87 @@ func addrOf(h *netlab.Host, v6 bool) netip.Addr {
 // by the server's keepalive about 4 s later: S must tell keepalive_probing
 // then keepalive_timeout, naming redis-server from the first line, with the
 // socket's own keepalive figures and all 3 probes counted, and nothing after.
+// The "silent" cases connect and never send: the accepted socket has never
+// sent or received a byte, and its owner must still be named.
 func TestRedisKeepaliveClientVanishes(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	families(t, func(t *testing.T, v6 bool) {
-		s, c := serverLab(t)
-		srv, ap := startRedis(t, s, c, addrOf(s, v6), 1)
-		nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+	for _, tc := range []struct {
+		name       string
+		v6, silent bool
+	}{{"v4", false, false}, {"v6", true, false}, {"v4-silent", false, true}, {"v6-silent", true, true}} {
+		t.Run(tc.name, func(t *testing.T) { redisVanishes(t, tc.v6, tc.silent) })
+	}
+}
 
-		w := startWatch(t)
-		conn, err := redisDial(c, ap)
-		if err != nil {
-			t.Fatalf("connecting to redis: %v", err)
-		}
-		defer conn.Close()
-		client := netip.MustParseAddrPort(conn.LocalAddr().String())
-		undo, err := s.Blackhole(addrOf(c, v6))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer undo()
-		// idle 1 s + 3 probes 1 s apart: dead after about 4 s; wait 3 s more
-		// to see that nothing follows the final verdict.
-		time.Sleep(7 * time.Second)
-		all := w.stop(t, nsS, nsC)
-		logNarratives(t, "tcpwatch", all)
-		checkOneStory(t, all)
+func redisVanishes(t *testing.T, v6, silent bool) {
+	s, c := serverLab(t)
+	srv, ap := startRedis(t, s, c, addrOf(s, v6), 1)
+	nsS, nsC := netnsInode(t, s), netnsInode(t, c)
 
-		sk := tupleFrom(ap, client)
-		got := of(all, sk)
-		probing := slices.IndexFunc(got, func(n narrativeJSON) bool { return n.Verdict == "keepalive_probing" })
-		timeout := slices.IndexFunc(got, func(n narrativeJSON) bool { return n.Verdict == "keepalive_timeout" })
-		if probing < 0 {
-			t.Errorf("S %s: no keepalive_probing among %v", sk, verdicts(got))
+	w := startWatch(t)
+	var conn net.Conn
+	var err error
+	if silent {
+		err = c.Do(func() (err error) {
+			conn, err = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: -1}).Dial("tcp", ap.String())
+			return err
+		})
+		time.Sleep(100 * time.Millisecond) // redis accepts it and sets its keepalive
+	} else {
+		conn, err = redisDial(c, ap)
+	}
+	if err != nil {
+		t.Fatalf("connecting to redis: %v", err)
+	}
+	defer conn.Close()
+	client := netip.MustParseAddrPort(conn.LocalAddr().String())
+	undo, err := s.Blackhole(addrOf(c, v6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	// idle 1 s + 3 probes 1 s apart: dead after about 4 s; wait 3 s more
+	// to see that nothing follows the final verdict.
+	time.Sleep(7 * time.Second)
+	all := w.stop(t, nsS, nsC)
+	logNarratives(t, "tcpwatch", all)
+	checkOneStory(t, all)
+
+	sk := tupleFrom(ap, client)
+	got := of(all, sk)
+	probing := slices.IndexFunc(got, func(n narrativeJSON) bool { return n.Verdict == "keepalive_probing" })
+	timeout := slices.IndexFunc(got, func(n narrativeJSON) bool { return n.Verdict == "keepalive_timeout" })
+	if probing < 0 {
+		t.Errorf("S %s: no keepalive_probing among %v", sk, verdicts(got))
+	}
+	if timeout < 0 {
+		t.Fatalf("S %s: no keepalive_timeout among %v", sk, verdicts(got))
+	}
+	if probing > timeout {
+		t.Errorf("S %s: keepalive_probing after keepalive_timeout: %v", sk, verdicts(got))
+	}
+	if timeout != len(got)-1 {
+		t.Errorf("S %s: told after keepalive_timeout: %v", sk, verdicts(got))
+	}
+	for _, n := range got {
+		checkRedisOwner(t, n, srv.Process.Pid)
+		ka := n.Settings
+		if !ka.Keepalive || ka.KeepaliveTimeS != 1 || ka.KeepaliveIntvlS != 1 || ka.KeepaliveProbes != 3 {
+			t.Errorf("S %s %s: keepalive settings %v idle=%ds intvl=%ds probes=%d, redis set 1s/1s/3",
+				sk, n.Verdict, ka.Keepalive, ka.KeepaliveTimeS, ka.KeepaliveIntvlS, ka.KeepaliveProbes)
 		}
-		if timeout < 0 {
-			t.Fatalf("S %s: no keepalive_timeout among %v", sk, verdicts(got))
-		}
-		if probing > timeout {
-			t.Errorf("S %s: keepalive_probing after keepalive_timeout: %v", sk, verdicts(got))
-		}
-		if timeout != len(got)-1 {
-			t.Errorf("S %s: told after keepalive_timeout: %v", sk, verdicts(got))
-		}
-		for _, n := range got {
-			checkRedisOwner(t, n, srv.Process.Pid)
-			ka := n.Settings
-			if !ka.Keepalive || ka.KeepaliveTimeS != 1 || ka.KeepaliveIntvlS != 1 || ka.KeepaliveProbes != 3 {
-				t.Errorf("S %s %s: keepalive settings %v idle=%ds intvl=%ds probes=%d, redis set 1s/1s/3",
-					sk, n.Verdict, ka.Keepalive, ka.KeepaliveTimeS, ka.KeepaliveIntvlS, ka.KeepaliveProbes)
-			}
-		}
-		to := got[timeout]
-		if !to.Final || to.Errno != "ETIMEDOUT" || to.Probes != 3 {
-			t.Errorf("S %s keepalive_timeout: final=%v errno=%q probes=%d, want final, ETIMEDOUT, probes=3 (the socket's TCP_KEEPCNT)",
-				sk, to.Final, to.Errno, to.Probes)
-		}
-		if probing >= 0 && got[probing].Final {
-			t.Errorf("S %s: keepalive_probing is final", sk)
-		}
-		if t.Failed() {
-			t.Logf("tcpwatch output:\n%s\nstderr:\n%s", w.stdout.String(), w.stderr.String())
-		}
-	})
+	}
+	to := got[timeout]
+	if !to.Final || to.Errno != "ETIMEDOUT" || to.Probes != 3 {
+		t.Errorf("S %s keepalive_timeout: final=%v errno=%q probes=%d, want final, ETIMEDOUT, probes=3 (the socket's TCP_KEEPCNT)",
+			sk, to.Final, to.Errno, to.Probes)
+	}
+	if probing >= 0 && got[probing].Final {
+		t.Errorf("S %s: keepalive_probing is final", sk)
+	}
+	if t.Failed() {
+		t.Logf("tcpwatch output:\n%s\nstderr:\n%s", w.stdout.String(), w.stderr.String())
+	}
 }
 
 func checkRedisOwner(t *testing.T, n narrativeJSON, pid int) {
