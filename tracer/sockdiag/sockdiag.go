@@ -9,15 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpwatch/tcpwatch/internal/netnsexec"
 	"github.com/tcpwatch/tcpwatch/tracer/owners"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
@@ -115,20 +114,17 @@ const (
 )
 
 func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, err
-	}
-	defer ns.Close()
 	// The socket belongs to the namespace it was created in.
 	fd := -1
-	if err := inNetNS(ns, func() {
+	if err := netnsexec.Do(path, func() error {
+		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		if err != nil {
+			return fmt.Errorf("sock_diag socket: %w", err)
+		}
+		return nil
 	}); err != nil {
 		return nil, err
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sock_diag socket: %w", err)
 	}
 	defer unix.Close(fd)
 	settings, rtoMax := readSettings(path)
@@ -174,12 +170,7 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 func readSettings(nsPath string) (tcp.Settings, time.Duration) {
 	var s tcp.Settings
 	rtoMax := 120 * time.Second
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return s, rtoMax
-	}
-	defer ns.Close()
-	_ = inNetNS(ns, func() {
+	_ = netnsexec.Do(nsPath, func() error {
 		read := func(name string) int {
 			b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
 			if err != nil {
@@ -193,36 +184,14 @@ func readSettings(nsPath string) (tcp.Settings, time.Duration) {
 		s.KeepaliveTime = time.Duration(read("tcp_keepalive_time")) * time.Second
 		s.KeepaliveIntvl = time.Duration(read("tcp_keepalive_intvl")) * time.Second
 		s.KeepaliveProbes = uint8(read("tcp_keepalive_probes"))
+		s.OrphanRetries = uint8(read("tcp_orphan_retries"))
+		s.SynLinearTimeouts = uint8(read("tcp_syn_linear_timeouts"))
 		if ms := read("tcp_rto_max_ms"); ms > 0 {
 			rtoMax = time.Duration(ms) * time.Millisecond
 		}
+		return nil
 	})
 	return s, rtoMax
-}
-
-// inNetNS runs fn on a thread switched into ns. If the thread cannot be
-// switched back it is left locked, so Go retires it with the goroutine.
-func inNetNS(ns netns.NsHandle, fn func()) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			done <- err
-			return
-		}
-		fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- nil
-	}()
-	return <-done
 }
 
 // InTrouble says whether the connection is already in an outage: RTO
