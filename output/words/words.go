@@ -263,7 +263,7 @@ func keepaliveText(s tcp.Settings) string {
 }
 
 func expectedTimeoutErrno(n *tracker.Narrative) string {
-	if n.SkErrSoft == 113 || n.SkErrSoft == 101 {
+	if tcp.Unreachable(n.SkErrSoft) {
 		return Errno(n.SkErrSoft)
 	}
 	return "ETIMEDOUT"

@@ -169,7 +169,7 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 // the per-socket overrides, so these are the defaults its sockets use.
 func readSettings(nsPath string) (tcp.Settings, time.Duration) {
 	var s tcp.Settings
-	rtoMax := 120 * time.Second
+	rtoMax := tcp.RTOMaxDefault
 	_ = netnsexec.Do(nsPath, func() error {
 		read := func(name string) int {
 			b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)

@@ -136,3 +136,32 @@ func KernelInternalErrno(e int32) bool {
 	}
 	return e >= 512
 }
+
+// Unreachable says whether e is a routing failure the kernel reports for an
+// unreachable peer: EHOSTUNREACH (ICMP host unreachable, neighbour lookup
+// failed) or ENETUNREACH (no route).
+func Unreachable(e int32) bool {
+	if e < 0 {
+		e = -e
+	}
+	return syscall.Errno(e) == unix.EHOSTUNREACH || syscall.Errno(e) == unix.ENETUNREACH
+}
+
+// ExitSignal is the signal that killed a task, from its exit_code (the
+// encoding wait(2) uses); 0 if it exited.
+func ExitSignal(exitCode uint32) int {
+	ws := syscall.WaitStatus(exitCode)
+	if !ws.Signaled() {
+		return 0
+	}
+	return int(ws.Signal())
+}
+
+// ExitStatus is a task's exit status when it exited on its own.
+func ExitStatus(exitCode uint32) int {
+	ws := syscall.WaitStatus(exitCode)
+	if !ws.Exited() {
+		return 0
+	}
+	return ws.ExitStatus()
+}

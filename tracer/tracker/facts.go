@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -38,8 +40,8 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) {
 		n.RTOMax = tcp.RTOMaxDefault
 	}
 	if v == LocalProcessExited {
-		n.ExitSignal = int(c.exitCode & 0x7f)
-		n.ExitStatus = int(c.exitCode>>8) & 0xff
+		n.ExitSignal = tcp.ExitSignal(c.exitCode)
+		n.ExitStatus = tcp.ExitStatus(c.exitCode)
 	}
 	if c.sentReset {
 		n.ResetReason = t.cfg.ResetReasons.Name(c.sentReason)
@@ -186,12 +188,12 @@ func (c *conn) errnoSeen(v Verdict) int32 {
 	}
 	switch v {
 	case PeerReset, PeerLostState:
-		return 104 // ECONNRESET
+		return int32(unix.ECONNRESET)
 	case ConnectRefused:
-		return errECONNREFUSED
+		return int32(unix.ECONNREFUSED)
 	case PeerClosed:
 		if c.recvReset {
-			return 32 // EPIPE: the reset came after the peer's FIN
+			return int32(unix.EPIPE) // the reset came after the peer's FIN
 		}
 	}
 	return 0

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -652,13 +654,6 @@ func (t *Tracker) finish(c *conn, v Verdict, now time.Duration) {
 	t.narrate(c, v, true, now)
 }
 
-const (
-	errETIMEDOUT    = 110
-	errEHOSTUNREACH = 113
-	errENETUNREACH  = 101
-	errECONNREFUSED = 111
-)
-
 // finalVerdict reads the connection's last events in order of what explains
 // the death best.
 func (c *conn) finalVerdict() Verdict {
@@ -677,14 +672,14 @@ func (c *conn) finalVerdict() Verdict {
 			return PeerLostState
 		}
 		return PeerReset
-	case c.closeOld == tcp.StateSynSent && c.errno == errECONNREFUSED:
+	case c.closeOld == tcp.StateSynSent && c.errno == int32(unix.ECONNREFUSED):
 		return ConnectRefused
 	case c.closeOld == tcp.StateSynSent && c.errno != 0:
 		if isUnreachable(c.errno) {
 			return HostUnreachable
 		}
 		return ConnectTimeout
-	case c.errno == errETIMEDOUT:
+	case c.errno == int32(unix.ETIMEDOUT):
 		if c.probes > 0 && c.stallFirst == 0 {
 			return KeepaliveTimeout
 		}
@@ -699,4 +694,4 @@ func (c *conn) finalVerdict() Verdict {
 	return LocalClosed
 }
 
-func isUnreachable(e int32) bool { return e == errEHOSTUNREACH || e == errENETUNREACH }
+func isUnreachable(e int32) bool { return tcp.Unreachable(e) }

@@ -130,10 +130,10 @@ func (e *Event) SetComm(s string) {
 }
 
 // ExitSignal returns the signal that killed the owner, or 0 if it exited.
-func (e *Event) ExitSignal() int { return int(e.ExitCode & 0x7f) }
+func (e *Event) ExitSignal() int { return tcp.ExitSignal(e.ExitCode) }
 
 // ExitStatus returns the owner's exit status when it exited normally.
-func (e *Event) ExitStatus() int { return int(e.ExitCode>>8) & 0xff }
+func (e *Event) ExitStatus() int { return tcp.ExitStatus(e.ExitCode) }
 
 // ErrRecordSize is returned for a record whose length is not an event's.
 var ErrRecordSize = errors.New("ring buffer record has the wrong size")
