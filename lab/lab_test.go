@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/output/words"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
 // The test binary doubles as the lab's application (IsAgent) and, for the
@@ -111,6 +114,10 @@ func TestScenarios(t *testing.T) {
 				if !slices.Contains(res.AppErrno[host], want) {
 					t.Errorf("%s's application saw %v, want %s", host, res.AppErrno[host], want)
 				}
+			}
+			checkStories(t, lines)
+			if check, ok := scenarioChecks[sc.Name]; ok {
+				check(t, lines)
 			}
 			if elapsed > 20*time.Second {
 				t.Errorf("took %v; a shortened scenario must finish in under 20s", elapsed)
@@ -216,4 +223,60 @@ func TestRunRejectsUnknownScenario(t *testing.T) {
 		!strings.Contains(err.Error(), "no scenario") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// checkStories holds for every scenario: per connection at most one final
+// narrative and nothing after it; no kernel-internal errno (ERESTARTSYS and
+// kin never reach applications); a stalled connection's projected give-up
+// holds still, within one RTO, across its narratives.
+func checkStories(t *testing.T, lines []Record) {
+	t.Helper()
+	type key struct {
+		host string
+		l, r netip.AddrPort
+	}
+	final := map[key]tracker.Verdict{}
+	giveUp := map[key]time.Duration{}
+	for _, l := range lines {
+		n := l.Narrative
+		if n == nil {
+			continue
+		}
+		k := key{l.Host, n.Local, n.Remote}
+		if v, done := final[k]; done {
+			t.Errorf("%s %v>%v: %s told after the final %s", l.Host, n.Local, n.Remote, n.Verdict, v)
+		}
+		if n.Final {
+			final[k] = n.Verdict
+		}
+		if tcp.KernelInternalErrno(n.Errno) {
+			t.Errorf("%s %s: errno %d reached a narrative", l.Host, n.Verdict, n.Errno)
+		}
+		if n.Verdict == tracker.Stalled && n.Final == false && len(n.RTOs) > 0 {
+			at := n.Mono + n.GiveUpIn
+			if first, ok := giveUp[k]; ok {
+				if d := (at - first).Abs(); d > slices.Max(n.RTOs)+50*time.Millisecond {
+					t.Errorf("%s %v>%v: projected give-up moved by %v (RTOs %v)", l.Host, n.Local, n.Remote, d, n.RTOs)
+				}
+			} else {
+				giveUp[k] = at
+			}
+		}
+	}
+}
+
+// scenarioChecks look at the figures of particular scenarios.
+var scenarioChecks = map[string]func(t *testing.T, lines []Record){
+	"process-killed-in-outage": func(t *testing.T, lines []Record) {
+		for _, l := range lines {
+			if n := l.Narrative; n != nil && l.Host == "A" && n.Verdict == tracker.LocalProcessExited {
+				if n.ExitSignal != 9 || n.Retransmits < 1 || n.Outage <= 0 || n.Errno != 0 || n.Owner.Comm != "lab-client" {
+					t.Errorf("local_process_exited: signal %d retransmits %d outage %v errno %d owner %+v",
+						n.ExitSignal, n.Retransmits, n.Outage, n.Errno, n.Owner)
+				}
+				return
+			}
+		}
+		t.Error("no local_process_exited for A")
+	},
 }

@@ -98,6 +98,28 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "process-killed-in-outage", Row: 4,
+		Summary: "B's host dies while A sends; A's client, blocked in recv(), is killed mid-outage: its death is the story's end, with the outage it was in",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.LocalProcessExited}},
+		Forbid:  map[string][]tracker.Verdict{"A": {tracker.RetransmitTimeout, tracker.HostUnreachable}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if _, err := r.blackhole("B died: from now on nothing leaves B and nothing reaches it"); err != nil {
+				return err
+			}
+			if err := r.waitVerdict("A", tracker.Stalled); err != nil {
+				return err
+			}
+			r.step("killed A's client with SIGKILL while it waits in recv(): its socket lives on as an orphan, still retransmitting")
+			if err := r.kill("A", syscall.SIGKILL); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "cable-pull", Row: 4,
 		Summary: "the cable is pulled while A sends, and never put back: A retransmits, then gives up (EHOSTUNREACH if neighbour discovery failed first)",
 		Expect:  map[string][]tracker.Verdict{"A": {tracker.Stalled, oneOf(tracker.RetransmitTimeout, tracker.HostUnreachable)}},
