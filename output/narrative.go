@@ -149,10 +149,10 @@ func evidence(n *tracker.Narrative) string {
 		parts = append(parts, fmt.Sprintf("probes=%d/%d", n.Probes, n.Settings.KeepaliveProbes))
 	}
 	if n.Outage > 0 {
-		parts = append(parts, "outage="+n.Outage.Round(1e6).String())
+		parts = append(parts, "outage="+words.Secs(n.Outage))
 	}
 	if n.GiveUpIn > 0 {
-		parts = append(parts, "giveup_in="+n.GiveUpIn.Round(1e6).String())
+		parts = append(parts, "giveup_in="+words.Secs(n.GiveUpIn))
 	}
 	if n.Errno != 0 {
 		parts = append(parts, "errno="+tcp.ErrnoName(n.Errno))

@@ -1,0 +1,183 @@
+package output
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// The README's example lines are real output: the lab's recordings
+// replayed through the tracker and this package. This test fails when
+// they drift from what the code prints; UPDATE_README=1 rewrites them.
+
+// exampleOf names, per verdict, the recording and host whose narrative
+// the README shows.
+var exampleOf = []struct {
+	verdict   tracker.Verdict
+	recording string
+	host      string
+	all       bool
+}{
+	{tracker.PeerClosed, "process-crash", "A", false},
+	{tracker.LocalClosed, "timewait-reuse", "A", true},
+	{tracker.LocalProcessExited, "process-crash", "B", false},
+	{tracker.PeerReset, "process-crash-unread", "A", false},
+	{tracker.PeerLostState, "host-reboot", "A", false},
+	{tracker.RetransmitTimeout, "host-down", "A", false},
+	{tracker.HostUnreachable, "router-unreachable", "A", false},
+	{tracker.KeepaliveTimeout, "keepalive-dead", "A", false},
+	{tracker.LocalAbort, "local-abort-unread", "A", false},
+	{tracker.ConnectRefused, "connect-refused", "A", false},
+	{tracker.ConnectTimeout, "connect-timeout", "A", false},
+	{tracker.Stalled, "host-down", "A", false},
+	{tracker.Recovered, "cable-replug", "A", false},
+	{tracker.KeepaliveProbing, "keepalive-dead", "A", false},
+}
+
+// replayFor returns the first narrative with verdict v for host in a
+// recording.
+func replayFor(t *testing.T, name, host string, v tracker.Verdict, all bool) *tracker.Narrative {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "tracer", "tracker", "testdata", name+".hex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var netns uint32
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 5 && f[0] == "#" && f[1] == "host" && f[2] == host {
+			n, _ := strconv.ParseUint(f[4], 10, 32)
+			netns = uint32(n)
+			break
+		}
+	}
+	// The recordings' clock starts at a fixed wall time, so the examples
+	// are stable.
+	evs, err := wire.ReadRecording(bytes.NewReader(raw), time.Date(2026, 11, 21, 3, 12, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found *tracker.Narrative
+	tr := tracker.New(tracker.Config{All: all, ResetReasons: tcp.FallbackResetReasons}, func(n *tracker.Narrative) {
+		if found == nil && n.Verdict == v && n.NetNS == netns {
+			cp := *n
+			found = &cp
+		}
+	})
+	var last time.Duration
+	for i := range evs {
+		tr.Handle(&evs[i])
+		last = evs[i].Mono
+	}
+	tr.Flush(last + time.Second)
+	if found == nil {
+		t.Fatalf("%s: no %s for host %s", name, v, host)
+	}
+	return found
+}
+
+// trimmed drops the long fields of a JSON narrative, keeping the order.
+func trimmed(t *testing.T, line []byte) string {
+	t.Helper()
+	drop := map[string]bool{"cookie": true, "family": true, "netns": true, "inode": true, "rtos_ms": true,
+		"explanation": true, "timeline": true, "settings": true}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(line, &fields); err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.Token() // {
+	var b strings.Builder
+	b.WriteByte('{')
+	first := true
+	for dec.More() {
+		tok, _ := dec.Token()
+		key := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		if drop[key] {
+			continue
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		fmt.Fprintf(&b, "%q:%s", key, v)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+func renderExamples(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	var full *tracker.Narrative
+	for _, ex := range exampleOf {
+		n := replayFor(t, ex.recording, ex.host, ex.verdict, ex.all)
+		var text, js bytes.Buffer
+		if err := NewWriter(&text, Text, Options{}).Narrative(n); err != nil {
+			t.Fatal(err)
+		}
+		if err := NewWriter(&js, JSON, Options{}).Narrative(n); err != nil {
+			t.Fatal(err)
+		}
+		heading := "#### `" + string(ex.verdict) + "`"
+		if ex.all {
+			heading += " (with `--all`)"
+		}
+		fmt.Fprintf(&b, "%s\n\n```\n%s%s\n```\n\n", heading, text.String(), trimmed(t, bytes.TrimSpace(js.Bytes())))
+		if ex.verdict == tracker.RetransmitTimeout {
+			full = n
+		}
+	}
+	rec := NewNarrativeRecord(full)
+	pretty, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(&b, "A complete JSON narrative (pretty-printed here; tcpwatch writes one line):\n\n```json\n%s\n```\n\n", pretty)
+	return b.String()
+}
+
+const (
+	examplesBegin = "#### `peer_closed`"
+	examplesEnd   = "### JSON schema (`-o json`)"
+)
+
+func TestREADMEExamplesAreCurrent(t *testing.T) {
+	path := filepath.Join("..", "README.md")
+	readme, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	i, j := strings.Index(s, examplesBegin), strings.Index(s, examplesEnd)
+	if i < 0 || j < i {
+		t.Fatalf("README has no examples section between %q and %q", examplesBegin, examplesEnd)
+	}
+	want := renderExamples(t)
+	if s[i:j] == want {
+		return
+	}
+	if os.Getenv("UPDATE_README") == "1" {
+		if err := os.WriteFile(path, []byte(s[:i]+want+s[j:]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("README's example lines differ from what tcpwatch prints for the recordings: run UPDATE_README=1 go test -run TestREADMEExamplesAreCurrent ./output/")
+}
