@@ -162,8 +162,12 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 		failedSends(b, n)
 
 	case tracker.PeerLostState:
-		fmt.Fprintf(b, "A RST arrived in %s answering our retransmissions or probes (RTOs %s): the peer's kernel has no socket for this 4-tuple (reason NO_SOCKET on its side). That is what a host that crashed and rebooted does, or a NAT/firewall that forgot the flow. %s gets %s.",
-			n.ResetState, RTOList(n.RTOs), capital(app), Errno(n.Errno))
+		what := fmt.Sprintf("our retransmissions (RTOs %s)", RTOList(n.RTOs))
+		if n.Retransmits == 0 {
+			what = fmt.Sprintf("keepalive probe %d (the connection was idle, so only the keepalive timer spoke)", n.Probes)
+		}
+		fmt.Fprintf(b, "A RST arrived in %s answering %s: the peer's kernel has no socket for this 4-tuple (reason NO_SOCKET on its side). That is what a host that crashed and rebooted does, or a NAT/firewall that forgot the flow. %s gets %s.",
+			n.ResetState, what, capital(app), Errno(n.Errno))
 
 	case tracker.PeerReset:
 		fmt.Fprintf(b, "tcp_receive_reset in %s with the peer acknowledging normally: its application aborted the connection (closed it with unread data, SO_LINGER 0, or died with unread data: RST reason TCP_ABORT_ON_CLOSE on its side), or its kernel rejected our segment. %s gets %s (EPIPE on a write after the reset).",
