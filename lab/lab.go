@@ -190,9 +190,9 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 		}
 		opt.Agent = exe
 	}
-	if _, err := netlab.CleanupStale(); err != nil {
-		return nil, fmt.Errorf("removing namespaces left by an earlier run: %w", err)
-	}
+	// A namespace an earlier run left that cannot be removed now (still
+	// mounted elsewhere) does not stand in this run's way: names are per run.
+	_, staleErr := netlab.CleanupStale()
 
 	r := &run{sc: sc, opt: opt, ctx: ctx, start: time.Now(), sink: sink,
 		hosts: map[string]*netlab.Host{}, apps: map[string]*exec.Cmd{},
@@ -231,6 +231,9 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 		}
 	}()
 
+	if staleErr != nil {
+		r.step("could not remove every namespace an earlier run left: %v", staleErr)
+	}
 	if opt.Record != nil {
 		fmt.Fprintf(opt.Record, "# lab scenario %s: %s\n", sc.Name, sc.Summary)
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
@@ -267,6 +269,18 @@ func checkStories(t *testing.T, lines []Record) {
 
 // scenarioChecks look at the figures of particular scenarios.
 var scenarioChecks = map[string]func(t *testing.T, lines []Record){
+	"connect-unreachable": func(t *testing.T, lines []Record) {
+		for _, l := range lines {
+			if n := l.Narrative; n != nil && n.Verdict == tracker.HostUnreachable {
+				// A failed handshake, told as one: SYN budget, the time since connect().
+				if !n.Connecting || n.Budget.Setting != "tcp_syn_retries" || n.Outage < time.Second || n.Errno != int32(unix.EHOSTUNREACH) {
+					t.Errorf("connecting %v budget %+v outage %v errno %d", n.Connecting, n.Budget, n.Outage, n.Errno)
+				}
+				return
+			}
+		}
+		t.Error("no host_unreachable")
+	},
 	"process-killed-in-outage": func(t *testing.T, lines []Record) {
 		for _, l := range lines {
 			if n := l.Narrative; n != nil && l.Host == "A" && n.Verdict == tracker.LocalProcessExited {

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"syscall"
 	"time"
@@ -302,6 +303,26 @@ var Scenarios = withIPv6([]*Scenario{
 				return err
 			}
 			r.step("A connects to %s, where nothing listens", r.serverAddr(port))
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "connect-unreachable", Row: 13,
+		Summary: "A connects to an address on its own link where no host answers ARP: the SYN never leaves and connect() fails with EHOSTUNREACH",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.HostUnreachable}},
+		// ARP gives up after about 3 s (3 solicitations 1 s apart): the SYN
+		// budget must outlast it, or connect() times out first.
+		Sysctls:  map[string]string{"net/ipv4/tcp_syn_retries": "3"},
+		AppErrno: map[string]string{"A": "EHOSTUNREACH"},
+		Act: func(r *run) error {
+			absent := netip.AddrFrom4(r.hosts["B"].Addr4().As4())
+			b := absent.As4()
+			b[3] = 99
+			absent = netip.AddrFrom4(b)
+			r.step("A connects to %s: on A's link, but no host has that address", absent)
+			if err := r.startApp("A", "--role=client", "--addr="+netip.AddrPortFrom(absent, port).String()); err != nil {
+				return err
+			}
 			return r.waitExpected()
 		},
 	},

@@ -253,7 +253,20 @@ func CleanupStale() (removed []string, err error) {
 		}
 		removed = append(removed, e.Name())
 	}
-	return removed, errors.Join(errs...)
+	return removed, joinOneLine(errs)
+}
+
+// joinOneLine joins errors with "; ": a multi-line error would break the
+// one-line rule of tcpwatch's messages.
+func joinOneLine(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 // ownerPid extracts the pid from "tw-<pid>-<random>-<host>".

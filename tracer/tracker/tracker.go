@@ -392,6 +392,11 @@ func (c *conn) observe(ev *wire.Event) {
 		if ev.OldState == tcp.StateCloseWait || ev.OldState == tcp.StateLastAck {
 			c.sawPeerFIN = true
 		}
+		// A handshake that ends in CLOSE never established: in default
+		// mode its CLOSE may be the first record the kernel sends.
+		if ev.State == tcp.StateClose && (ev.OldState == tcp.StateSynSent || ev.OldState == tcp.StateSynRecv) {
+			c.connecting = true
+		}
 		if ev.State == tcp.StateEstablished || (ev.OldState == tcp.StateEstablished) {
 			c.connecting = false
 		}
