@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -151,7 +152,7 @@ func TestStopsCleanly(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	waitAttached(t, cmd.Process.Pid)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
@@ -253,7 +254,7 @@ func TestEndToEndJSON(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(1500 * time.Millisecond) // attached and seeded
+			waitAttached(t, cmd.Process.Pid)
 			res, err := lab.Run(context.Background(), name, lab.Options{}, func(lab.Record) {})
 			time.Sleep(300 * time.Millisecond)
 			cmd.Process.Signal(syscall.SIGINT)
@@ -274,6 +275,9 @@ func TestEndToEndJSON(t *testing.T) {
 						byHost[host] = append(byHost[host], n)
 					}
 				}
+			}
+			for host, ns := range byHost {
+				oneStory(t, host, ns)
 			}
 			for host, wants := range tests[name] {
 				got := byHost[host]
@@ -318,4 +322,56 @@ func verdicts(ns []narrativeJSON) []string {
 		out = append(out, n.Verdict)
 	}
 	return out
+}
+
+// waitAttached waits until tcpwatch (pid) holds its BPF links: its
+// programs are attached, and the ring buffer keeps what they see until it
+// reads them. The links are descriptors "anon_inode:bpf_link"; attaching
+// them all takes a few milliseconds, so the count is taken once it has
+// stopped growing.
+func waitAttached(t *testing.T, pid int) {
+	t.Helper()
+	count := func() int {
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		fds, _ := os.ReadDir(dir)
+		n := 0
+		for _, fd := range fds {
+			if target, err := os.Readlink(dir + "/" + fd.Name()); err == nil && target == "anon_inode:bpf_link" {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	last, stable := 0, 0
+	for time.Now().Before(deadline) {
+		n := count()
+		if n > 0 && n == last {
+			stable++
+			if stable == 3 {
+				return
+			}
+		} else {
+			stable = 0
+		}
+		last = n
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("tcpwatch (pid %d) did not attach within 30s", pid)
+}
+
+// oneStory checks that each connection has at most one final narrative
+// and nothing told after it.
+func oneStory(t *testing.T, host string, ns []narrativeJSON) {
+	t.Helper()
+	final := map[string]string{}
+	for _, n := range ns {
+		k := fmt.Sprintf("%s:%d>%s:%d", n.LAddr, n.LPort, n.RAddr, n.RPort)
+		if v, done := final[k]; done {
+			t.Errorf("%s %s: %s told after the final %s", host, k, n.Verdict, v)
+		}
+		if n.Final {
+			final[k] = n.Verdict
+		}
+	}
 }

@@ -125,7 +125,7 @@ func startWatch(t *testing.T, args ...string) *serverWatch {
 			w.cmd.Process.Kill()
 		}
 	})
-	time.Sleep(1500 * time.Millisecond) // attached and seeded, as in TestEndToEndJSON
+	waitAttached(t, w.cmd.Process.Pid)
 	return w
 }
 
