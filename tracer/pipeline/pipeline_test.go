@@ -1,0 +1,153 @@
+package pipeline
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/lab/netlab"
+	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+type collector struct {
+	mu  sync.Mutex
+	got []tracker.Narrative
+}
+
+func (c *collector) Narrative(n *tracker.Narrative) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.got = append(c.got, *n)
+	return nil
+}
+func (c *collector) Notice(*tracker.Notice) error             { return nil }
+func (c *collector) Event(*wire.Event, tcp.ResetReasons) error { return nil }
+func (c *collector) Loss(Loss) error                           { return nil }
+
+func (c *collector) find(v tracker.Verdict, local netip.AddrPort) (tracker.Narrative, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.got {
+		if n.Verdict == v && n.Local == local {
+			return n, true
+		}
+	}
+	return tracker.Narrative{}, false
+}
+
+// A connection that was already probing an unanswering peer when tcpwatch
+// started: its story is told with the socket's own keepalive settings (not
+// the namespace's 7200/75/9), names the process holding it (found in /proc,
+// no descriptor borrowed), and ends once.
+func TestExistingProbingConnection(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	l, err := netlab.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a, err := l.AddHost("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.AddHost("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Cable(a, b, netlab.CableOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.AddrPortFrom(b.Addr4(), 7301).String()
+	var ln net.Listener
+	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1))
+		}
+	}()
+	var client net.Conn
+	if err := a.Do(func() (err error) { client, err = net.Dial("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	rc, _ := client.(*net.TCPConn).SyscallConn()
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 4)
+	})
+	undo, err := a.Blackhole(b.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	// The first probe goes out 1 s after the last ACK: start tcpwatch
+	// after it, mid-probing.
+	time.Sleep(1500 * time.Millisecond)
+
+	var netns unix.Stat_t
+	if err := unix.Stat(a.NetnsPath(), &netns); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Options{Tracer: tracer.Config{FilterNetNS: uint32(netns.Ino)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var col collector
+	done := make(chan error, 1)
+	go func() { _, err := p.Run(ctx, &col); done <- err }()
+
+	local := netip.MustParseAddrPort(client.LocalAddr().String())
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, ok := col.find(tracker.KeepaliveTimeout, local); ok {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	probing, ok := col.find(tracker.KeepaliveProbing, local)
+	if !ok {
+		t.Fatalf("no keepalive_probing for %v among %d narratives", local, len(col.got))
+	}
+	s := probing.Settings
+	if s.KeepaliveTime != time.Second || s.KeepaliveIntvl != time.Second || s.KeepaliveProbes != 4 {
+		t.Errorf("settings %+v, want the socket's own 1s/1s/4", s)
+	}
+	if probing.Owner.PID != uint32(os.Getpid()) || probing.Owner.Source == tracker.OwnerUnknown {
+		t.Errorf("owner %+v, want this process (%d)", probing.Owner, os.Getpid())
+	}
+	final, ok := col.find(tracker.KeepaliveTimeout, local)
+	if !ok || final.Probes != 4 || final.Owner.PID != uint32(os.Getpid()) {
+		t.Fatalf("final %v: %+v", ok, final)
+	}
+	finals := 0
+	for _, n := range col.got {
+		if n.Local == local && n.Final {
+			finals++
+		}
+	}
+	if finals != 1 {
+		t.Errorf("%d final narratives for one connection", finals)
+	}
+}
