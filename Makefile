@@ -9,8 +9,9 @@ ARGS      ?=
 # build namespaces; one package at a time keeps their timing honest.
 GOTESTFLAGS ?= -count=1 -p 1
 # Packages the BPF toolchain and the tests need on a fresh Debian machine
-# (redis-server, postgresql, nginx: real servers for the end-to-end tests).
-DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx
+# (redis-server, postgresql, nginx: real servers for the end-to-end tests;
+# prometheus scrapes --metrics in a test; systemd: systemd-analyze verify).
+DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx prometheus systemd
 
 .DEFAULT_GOAL := help
 
