@@ -9,8 +9,9 @@ ARGS      ?=
 # build namespaces; one package at a time keeps their timing honest.
 GOTESTFLAGS ?= -count=1 -p 1
 # Packages the BPF toolchain and the tests need on a fresh Debian machine
-# (redis-server, postgresql, nginx: real servers for the end-to-end tests).
-DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx
+# (redis-server, postgresql, nginx: real servers for the end-to-end tests;
+# prometheus scrapes --metrics in a test; systemd: systemd-analyze verify).
+DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx prometheus systemd
 
 .DEFAULT_GOAL := help
 
@@ -67,3 +68,16 @@ vmlinux: deps ## regenerate vmlinux.h from this kernel's BTF
 clean: ## remove build output
 	rm -f $(BINARY)
 	$(GO) clean -testcache
+
+.PHONY: release
+release: ## static binaries for amd64 and arm64 in dist/ (the committed bpfel object serves both)
+	@mkdir -p dist
+	for arch in amd64 arm64; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w" -o dist/tcpwatch-linux-$$arch ./cmd/tcpwatch || exit 1; \
+	done
+	@cd dist && sha256sum tcpwatch-linux-* > SHA256SUMS && cat SHA256SUMS
+
+.PHONY: image
+image: release ## the container image (podman or docker), from deploy/Containerfile
+	@engine=$$(command -v podman || command -v docker) || { echo "no podman or docker" >&2; exit 1; }; \
+	$$engine build -f deploy/Containerfile --build-arg TARGETARCH=$$($(GO) env GOARCH) -t tcpwatch:latest .

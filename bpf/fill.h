@@ -46,6 +46,65 @@ static __always_inline __u32 tp_netns(const struct tcp_sock *tp)
 	return tp->inet_conn.icsk_inet.sk.__sk_common.skc_net.net->ns.inum;
 }
 
+/*
+ * The cgroup v2 id of the socket: the cgroup of the task that created it,
+ * kept in sk->sk_cgrp_data (cgroup_sk_alloc), so it holds in softirq and
+ * timer context, where the current task is whoever was on the CPU. The id
+ * is the cgroup directory's kernfs id, the inode number that `stat -c %i`
+ * shows on cgroup v2 and that bpf_get_current_cgroup_id() would return.
+ *
+ * Since 5.15 sk_cgrp_data holds the cgroup pointer; before, a `val` that
+ * is the pointer unless one of its two low bits is set (net_cls or
+ * net_prio v1 took the space: then the kernel itself answers with the
+ * root cgroup, id 1). Kernels without CONFIG_SOCK_CGROUP_DATA give 0.
+ */
+struct sock_cgroup_data___val {
+	__u64 val;
+} __attribute__((preserve_access_index));
+
+struct sock___val {
+	struct sock_cgroup_data___val sk_cgrp_data;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 cgroup_kn_id(const struct cgroup *cgrp)
+{
+	if (!cgrp)
+		return 0;
+	/* kernfs_node.id is a u64 since 5.5 (a union of ino/generation before: left 0). */
+	if (bpf_core_field_size(struct kernfs_node, id) != sizeof(__u64))
+		return 0;
+	return BPF_CORE_READ(cgrp, kn, id);
+}
+
+static __always_inline __u64 sk_cgroup_id_probed(const struct sock *sk)
+{
+	if (!bpf_core_field_exists(struct sock, sk_cgrp_data))
+		return 0;
+	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+		return cgroup_kn_id(BPF_CORE_READ(sk, sk_cgrp_data.cgroup));
+	if (bpf_core_field_exists(struct sock_cgroup_data___val, val)) {
+		__u64 v = BPF_CORE_READ((const struct sock___val *)sk, sk_cgrp_data.val);
+		if (v & 3)
+			return 1; /* the kernel's sock_cgroup_ptr(): the root cgroup */
+		return cgroup_kn_id((const struct cgroup *)v);
+	}
+	return 0;
+}
+
+/* The same from a trusted socket: direct loads where the layout allows them. */
+static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
+{
+	if (bpf_core_field_exists(struct sock, sk_cgrp_data) &&
+	    bpf_core_field_exists(struct sock_cgroup_data, cgroup) &&
+	    bpf_core_field_size(struct kernfs_node, id) == sizeof(__u64)) {
+		const struct cgroup *cgrp = sk->sk_cgrp_data.cgroup;
+		if (!cgrp)
+			return 0;
+		return cgrp->kn->id;
+	}
+	return sk_cgroup_id_probed(sk);
+}
+
 static __always_inline void fill_tp(struct event *e, const struct tcp_sock *tp)
 {
 	const struct inet_connection_sock *icsk = &tp->inet_conn;
@@ -74,6 +133,7 @@ static __always_inline void fill_tp(struct event *e, const struct tcp_sock *tp)
 	struct socket *so = sk->sk_socket;
 	if (so)
 		e->inode = BPF_CORE_READ((struct socket_alloc *)so, vfs_inode.i_ino);
+	e->cgroup_id = sk_cgroup_id(sk);
 
 	e->ca_state = BPF_CORE_READ_BITFIELD(icsk, icsk_ca_state);
 	e->retransmits = icsk->icsk_retransmits;
@@ -136,6 +196,7 @@ static __always_inline void fill_probed(struct event *e, const struct sock *sk)
 	struct socket *so = BPF_CORE_READ(sk, sk_socket);
 	if (so)
 		e->inode = BPF_CORE_READ((struct socket_alloc *)so, vfs_inode.i_ino);
+	e->cgroup_id = sk_cgroup_id_probed(sk);
 
 	e->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
 	e->retransmits = BPF_CORE_READ(icsk, icsk_retransmits);

@@ -93,7 +93,7 @@ struct event {
 	__u32 keepalive_intvl_ms; /* effective keepalive probe interval */
 	__u32 user_timeout_ms;  /* TCP_USER_TIMEOUT, 0 if unset */
 	__u32 ack_age_ms;       /* time since the peer last acknowledged anything */
-	__u32 _pad2;
+	__u64 cgroup_id;        /* cgroup v2 id of the socket (sk_cgrp_data), 0 if none */
 };
 
 #endif /* TW_RECORD_H */

@@ -58,8 +58,7 @@ type TcpwatchEvent struct {
 	KeepaliveIntvlMs  uint32
 	UserTimeoutMs     uint32
 	AckAgeMs          uint32
-	Pad2              uint32
-	_                 [4]byte
+	CgroupId          uint64
 }
 
 type TcpwatchKaLast struct {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -15,6 +16,7 @@ import (
 type EventRecord struct {
 	Type string `json:"type"`
 	Time string `json:"time"`
+	Host string `json:"host"`
 	Kind string `json:"kind"`
 	ConnFields
 	State         string         `json:"state,omitempty"`
@@ -87,6 +89,25 @@ type ConnFields struct {
 	NetNS  uint32 `json:"netns"`
 	PID    uint32 `json:"pid"`
 	Comm   string `json:"comm"`
+	// The socket's cgroup v2 path, and the container and pod it names
+	// ("" when unknown or none).
+	Cgroup      string `json:"cgroup"`
+	ContainerID string `json:"container_id"`
+	PodUID      string `json:"pod_uid"`
+}
+
+// setCgroup fills the cgroup fields from what the cgroup names.
+func (f *ConnFields) setCgroup(info containers.Info) {
+	f.Cgroup, f.ContainerID, f.PodUID = info.Path, info.ID, info.PodUID
+}
+
+// appendContainer appends the text form of a known container after the owner.
+func appendContainer(b []byte, info containers.Info) []byte {
+	if s := info.Short(); s != "" {
+		b = append(b, ' ')
+		b = append(b, s...)
+	}
+	return b
 }
 
 func connFields(cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
@@ -159,10 +180,18 @@ func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
 
 // Event writes one raw kernel event.
 func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons) error {
+	info := w.cgroups.Lookup(ev.CgroupID)
 	if w.format == JSON {
-		return w.writeJSON(NewEventRecord(ev, reasons))
+		rec := NewEventRecord(ev, reasons)
+		rec.Host = w.host
+		rec.setCgroup(info)
+		return w.writeJSON(rec)
 	}
 	w.line = appendEventText(w.line[:0], ev, reasons)
+	if s := info.Short(); s != "" {
+		w.line = append(w.line, " container="...)
+		w.line = append(w.line, s...)
+	}
 	return w.writeLine()
 }
 

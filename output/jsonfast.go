@@ -91,7 +91,10 @@ func appendConnFields(b []byte, f *ConnFields) []byte {
 	b = appendUintField(b, "rport", uint64(f.RPort))
 	b = appendUintField(b, "netns", uint64(f.NetNS))
 	b = appendUintField(b, "pid", uint64(f.PID))
-	return appendStringField(b, "comm", f.Comm)
+	b = appendStringField(b, "comm", f.Comm)
+	b = appendStringField(b, "cgroup", f.Cgroup)
+	b = appendStringField(b, "container_id", f.ContainerID)
+	return appendStringField(b, "pod_uid", f.PodUID)
 }
 
 func appendSettings(b []byte, s *SettingsRecord) []byte {
@@ -116,6 +119,7 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	b = append(b, `{"type":`...)
 	b = appendJSONString(b, r.Type)
 	b = appendStringField(b, "time", r.Time)
+	b = appendStringField(b, "host", r.Host)
 	b = appendStringField(b, "verdict", r.Verdict)
 	b = appendBoolField(b, "final", r.Final)
 	b = appendConnFields(b, &r.ConnFields)

@@ -14,6 +14,7 @@ import (
 type NarrativeRecord struct {
 	Type    string `json:"type"`
 	Time    string `json:"time"`
+	Host    string `json:"host"`
 	Verdict string `json:"verdict"`
 	Final   bool   `json:"final"`
 	ConnFields
@@ -78,6 +79,7 @@ func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
 		Timeline:    make([]TimelineStep, len(n.Timeline)),
 		Settings:    NewSettingsRecord(n.Settings, n.RTOMax),
 	}
+	r.setCgroup(n.Cgroup)
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}
@@ -99,6 +101,7 @@ const (
 func (w *Writer) Narrative(n *tracker.Narrative) error {
 	if w.format == JSON {
 		rec := NewNarrativeRecord(n)
+		rec.Host = w.host
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
 		return w.writeLine()
 	}
@@ -130,6 +133,7 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative) []byte {
 	if n.Owner.Source == tracker.OwnerListener {
 		b = append(b, " (listener)"...)
 	}
+	b = appendContainer(b, n.Cgroup)
 	b = append(b, evidence(n)...)
 	b = append(b, " | "...)
 	b = append(b, Sanitize(words.Summary(n))...)
@@ -177,6 +181,7 @@ func evidence(n *tracker.Narrative) string {
 type NoticeRecord struct {
 	Type string `json:"type"`
 	Time string `json:"time"`
+	Host string `json:"host"`
 	Kind string `json:"kind"`
 	ConnFields
 	Summary     string `json:"summary"`
@@ -185,15 +190,19 @@ type NoticeRecord struct {
 
 // NewNoticeRecord builds the JSON form of n.
 func NewNoticeRecord(n *tracker.Notice) NoticeRecord {
-	return NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
+	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
 		ConnFields: connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
+	r.setCgroup(n.Cgroup)
+	return r
 }
 
 // Notice writes a notice (shown with --all).
 func (w *Writer) Notice(n *tracker.Notice) error {
 	if w.format == JSON {
-		return w.writeJSON(NewNoticeRecord(n))
+		rec := NewNoticeRecord(n)
+		rec.Host = w.host
+		return w.writeJSON(rec)
 	}
 	w.line = w.AppendNoticeText(w.line[:0], n)
 	return w.writeLine()
@@ -204,6 +213,7 @@ func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice) []byte {
 	b = n.Time.AppendFormat(b, "15:04:05.000 ")
 	b = fmt.Appendf(b, "%-20s %s -> %s", n.Kind, n.Local, n.Remote)
 	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
+	b = appendContainer(b, n.Cgroup)
 	b = append(b, " | "...)
 	b = append(b, Sanitize(words.NoticeSummary(n))...)
 	if w.explain {

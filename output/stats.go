@@ -12,6 +12,7 @@ import (
 type Stats struct {
 	Type       string         `json:"type"`
 	Time       string         `json:"time"`
+	Host       string         `json:"host"`
 	Events     uint64         `json:"events"`
 	Lost       uint64         `json:"lost"`
 	Narratives map[string]int `json:"narratives"`
@@ -23,6 +24,7 @@ type Stats struct {
 func (w *Writer) Stats(s Stats) error {
 	s.Type = "stats"
 	s.Time = time.Now().Format(TimeLayout)
+	s.Host = w.host
 	if s.Narratives == nil {
 		s.Narratives = map[string]int{}
 	}
@@ -54,6 +56,7 @@ func (w *Writer) Stats(s Stats) error {
 type LossRecord struct {
 	Type      string `json:"type"`
 	Time      string `json:"time"`
+	Host      string `json:"host"`
 	New       uint64 `json:"new"`
 	Total     uint64 `json:"total"`
 	RingFull  uint64 `json:"ring_full"`
@@ -64,6 +67,7 @@ type LossRecord struct {
 func (w *Writer) Loss(l LossRecord) error {
 	l.Type = "loss"
 	l.Time = time.Now().Format(TimeLayout)
+	l.Host = w.host
 	if w.format == JSON {
 		return w.writeJSON(l)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 )
 
 // Format is how records are written.
@@ -42,17 +44,24 @@ type Writer struct {
 	color   bool
 	explain bool
 	line    []byte
+	host    string
+	cgroups *containers.Resolver
 }
 
 // Options tune the text format.
 type Options struct {
 	Color   bool // ANSI colour for verdicts; only for a terminal
 	Explain bool // add each narrative's explanation in text mode
+	// Host is the `host` of every JSON record: which machine said it.
+	Host string
+	// Cgroups names the cgroup of raw events (narratives come named).
+	Cgroups *containers.Resolver
 }
 
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
-	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain}
+	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
+		host: opts.Host, cgroups: opts.Cgroups}
 }
 
 // IsTerminal says whether f is a terminal (for colour).

@@ -71,6 +71,7 @@ type options struct {
 	pid       uint32
 	port      uint16
 	netns     uint32
+	fleet     fleetOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.StringVar(&o.comm, "comm", "", "only connections owned by a process with this name")
 	fs.StringVar(&o.addrText, "addr", "", "only connections with an address in this CIDR (or address) on either side")
 	fs.IntVar(&o.maxConns, "max-connections", 1<<18, "connections the tracker remembers (least recently active evicted)")
+	o.fleet.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil, nil, err
@@ -132,6 +134,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	}
 	if fs.Changed("comm") && (o.comm == "" || len(o.comm) > 15) {
 		return nil, nil, usageError{errors.New("--comm takes a process name of 1 to 15 bytes (the kernel's TASK_COMM_LEN)")}
+	}
+	if err := o.fleet.check(fs); err != nil {
+		return nil, nil, usageError{err}
 	}
 	return o, fs.Args(), nil
 }
@@ -226,6 +231,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if record != nil {
 		opts.Record = record
 	}
+	fleet, err := o.fleet.setup(&opts)
+	if err != nil {
+		return err
+	}
+	defer fleet.close()
 	p, err := pipeline.Open(opts)
 	if err != nil {
 		return err
@@ -243,8 +253,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer cancel()
 	}
 
-	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain})
-	stats, err := p.Run(ctx, sink{w})
+	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
+		Host: fleet.host, Cgroups: opts.Cgroups})
+	stats, err := p.Run(ctx, fleet.wrap(sink{w}))
 	if record != nil {
 		if ferr := record.Flush(); ferr != nil && err == nil {
 			err = fmt.Errorf("--record: %w", ferr)

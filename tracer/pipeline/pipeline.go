@@ -12,9 +12,11 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/owners"
 	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
@@ -51,6 +53,20 @@ type Options struct {
 	// Warn receives problems that do not stop the run (a namespace whose
 	// existing connections could not be listed).
 	Warn func(error)
+	// Cgroups names the cgroup of each narrative and notice (and decides
+	// Filter.Container and Filter.Cgroup); nil leaves them unnamed.
+	Cgroups *containers.Resolver
+	// Observe, when set, is told the run's counters about once a second
+	// and at the end, from the pipeline's goroutine (for metrics).
+	Observe func(Progress)
+}
+
+// Progress is the run's counters so far.
+type Progress struct {
+	Events              uint64 // kernel records read
+	RingFull, Recursion uint64 // kernel records lost, by cause
+	Tracked             int    // connections the tracker holds
+	Evictions           uint64 // connections it forgot to stay in bounds
 }
 
 // Filter keeps the connections a person asked about. Zero values match
@@ -61,6 +77,32 @@ type Filter struct {
 	Addr  netip.Prefix
 	Port  uint16
 	NetNS uint32
+	// Container keeps connections whose container id starts with it;
+	// Cgroup those whose cgroup path starts with it. Both are decided in
+	// user space on the resolved cgroup (Options.Cgroups).
+	Container string
+	Cgroup    string
+}
+
+// MatchCgroup says whether a connection in the cgroup described by info
+// passes the Container and Cgroup parts of the filter.
+func (f *Filter) MatchCgroup(info containers.Info) bool {
+	switch {
+	case f.Container != "" && (info.ID == "" || !strings.HasPrefix(info.ID, f.Container)):
+		return false
+	case f.Cgroup != "" && (info.Path == "" || !strings.HasPrefix(info.Path, f.Cgroup)):
+		return false
+	}
+	return true
+}
+
+// cgroupMatch resolves a cgroup id for the filter; without a cgroup part
+// in the filter nothing is resolved.
+func (p *Pipeline) cgroupMatch(id uint64) bool {
+	if p.opts.Filter.Container == "" && p.opts.Filter.Cgroup == "" {
+		return true
+	}
+	return p.opts.Filter.MatchCgroup(p.opts.Cgroups.Lookup(id))
 }
 
 // Match says whether a connection passes the filter.
@@ -174,6 +216,14 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			return err
 		}
 		stats.Lost = l.Total
+		if p.opts.Observe != nil {
+			pr := Progress{Events: stats.Events, RingFull: l.RingFull, Recursion: l.Recursion}
+			if p.tracker != nil {
+				ts := p.tracker.Stats()
+				pr.Tracked, pr.Evictions = ts.Tracked, ts.Evictions
+			}
+			p.opts.Observe(pr)
+		}
 		if l.Total > lastLoss {
 			l.New = l.Total - lastLoss
 			lastLoss = l.Total
@@ -225,7 +275,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			}
 		}
 		if p.tracker == nil {
-			if p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) {
+			if p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) && p.cgroupMatch(ev.CgroupID) {
 				p.sinkErr = sink.Event(&ev, reasons)
 			}
 			continue
@@ -233,7 +283,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 		p.tracker.Handle(&ev)
 		// With --all, routine happenings that are not narratives still show.
 		if p.opts.Routine && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 &&
-			p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) && p.sinkErr == nil {
+			p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) && p.cgroupMatch(ev.CgroupID) && p.sinkErr == nil {
 			p.sinkErr = sink.Event(&ev, reasons)
 		}
 	}
@@ -264,6 +314,10 @@ func (p *Pipeline) loss() (Loss, error) {
 }
 
 func (p *Pipeline) narrative(n *tracker.Narrative) {
+	n.Cgroup = p.opts.Cgroups.Lookup(n.CgroupID)
+	if !p.opts.Filter.MatchCgroup(n.Cgroup) {
+		return
+	}
 	if p.sinkErr != nil || !p.opts.Filter.Match(n.NetNS, n.Local, n.Remote, n.Owner.PID, n.Owner.Comm) {
 		return
 	}
@@ -272,6 +326,10 @@ func (p *Pipeline) narrative(n *tracker.Narrative) {
 }
 
 func (p *Pipeline) notice(n *tracker.Notice) {
+	n.Cgroup = p.opts.Cgroups.Lookup(n.CgroupID)
+	if !p.opts.Filter.MatchCgroup(n.Cgroup) {
+		return
+	}
 	if p.sinkErr != nil || !p.opts.Filter.Match(n.NetNS, n.Local, n.Remote, n.Owner.PID, n.Owner.Comm) {
 		return
 	}

@@ -24,6 +24,7 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) {
 		Remote:      c.remote,
 		NetNS:       c.netns,
 		Inode:       c.inode,
+		CgroupID:    c.cgroupID,
 		Owner:       t.ownerOf(c),
 		State:       c.state,
 		Orphan:      c.orphan,
@@ -48,6 +49,12 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) {
 	}
 	if c.recvReset {
 		n.ResetState = c.recvResetState
+	}
+	switch v {
+	case Stalled:
+		n.Begins, c.toldStall = c.toldStall != c.stallFirst, c.stallFirst
+	case KeepaliveProbing:
+		n.Begins, c.toldProbing = c.toldProbing != c.probeSince, c.probeSince
 	}
 	n.Errno = c.errnoSeen(v)
 	n.Budget = budgetOf(c, ev)
@@ -242,7 +249,7 @@ func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
 		delete(t.timeWait, key)
 		if age := ev.Mono - at; age < timeWaitLen {
 			t.cfg.Notices(&Notice{Time: ev.Time, Kind: "time_wait_reuse", Cookie: c.cookie, Local: c.local,
-				Remote: c.remote, NetNS: c.netns, Owner: t.ownerOf(c), Age: age})
+				Remote: c.remote, NetNS: c.netns, Owner: t.ownerOf(c), Age: age, CgroupID: c.cgroupID})
 		}
 	}
 }

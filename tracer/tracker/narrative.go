@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -116,7 +117,12 @@ type Narrative struct {
 	NetNS  uint32
 	Inode  uint32
 	Owner  Owner
-	State  tcp.State
+	// CgroupID is the socket's cgroup v2 id (0 unknown); Cgroup is what
+	// it names, filled by whoever resolves it (the pipeline), not the
+	// tracker.
+	CgroupID uint64
+	Cgroup   containers.Info
+	State    tcp.State
 	// Orphan: no process held the socket any more (closed by its owner,
 	// the kernel finishing the connection alone).
 	Orphan bool
@@ -148,6 +154,9 @@ type Narrative struct {
 	// LostRecords: the kernel dropped records while this connection was
 	// tracked, so its story may have a hole.
 	LostRecords bool
+	// Begins: the first narrative of this stalled or keepalive_probing
+	// episode (the later ones repeat it with new figures).
+	Begins bool
 
 	Timeline []Step
 	Settings tcp.Settings
@@ -166,4 +175,7 @@ type Notice struct {
 	Owner  Owner
 	// Age is how long ago the earlier connection on the 4-tuple closed.
 	Age time.Duration
+	// CgroupID and Cgroup: as in Narrative.
+	CgroupID uint64
+	Cgroup   containers.Info
 }

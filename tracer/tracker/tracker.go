@@ -119,6 +119,7 @@ type conn struct {
 	cookie        uint64
 	tuple         tupleKey
 	inode         uint32
+	cgroupID      uint64 // the socket's cgroup v2 id, from its records
 	local, remote netip.AddrPort
 	netns         uint32
 	owner         Owner
@@ -127,6 +128,10 @@ type conn struct {
 	steps         []step
 	droppedSteps  int
 	lossEpoch     uint64
+
+	// toldStall and toldProbing identify the episode last narrated (its
+	// stallFirst, its probeSince): a narrative of another one begins it.
+	toldStall, toldProbing time.Duration
 
 	state      tcp.State
 	connecting bool // seen in SYN_SENT/SYN_RECV and never established
@@ -370,6 +375,9 @@ func (c *conn) observe(ev *wire.Event) {
 	}
 	if ev.Inode != 0 {
 		c.inode = ev.Inode
+	}
+	if ev.CgroupID != 0 {
+		c.cgroupID = ev.CgroupID
 	}
 	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == OwnerListener) {
 		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Source: ownerSource(ev.Owner)}

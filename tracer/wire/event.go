@@ -87,7 +87,12 @@ type Event struct {
 	Inode     uint32 // the socket's inode ("socket:[N]" in /proc/PID/fd); 0 if it has no file
 	PID       uint32 // owning process; 0 unknown
 	Owner     OwnerSource
-	comm      [16]byte
+	// CgroupID is the cgroup v2 id of the socket (the cgroup of the task
+	// that created it, from sk_cgrp_data, not of the task on the CPU); 0
+	// when the kernel has none. On cgroup v2 it is the inode of the
+	// cgroup's directory.
+	CgroupID uint64
+	comm     [16]byte
 
 	State    tcp.State // for KindState, the new state
 	OldState tcp.State // KindState only
@@ -171,6 +176,7 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		Inode:     r.Inode,
 		PID:       r.Pid,
 		Owner:     OwnerSource(r.OwnerSource),
+		CgroupID:  r.CgroupId,
 		comm:      r.Comm,
 
 		State:    tcp.State(r.State),
@@ -263,6 +269,7 @@ func Encode(ev *Event) []byte {
 		KeepaliveIntvlMs:  uint32(ev.Settings.KeepaliveIntvl / time.Millisecond),
 		UserTimeoutMs:     uint32(ev.Settings.UserTimeout / time.Millisecond),
 		AckAgeMs:          uint32(ev.AckAge / time.Millisecond),
+		CgroupId:          ev.CgroupID,
 	}
 	if ev.Settings.KeepaliveOn {
 		r.KeepaliveOn = 1

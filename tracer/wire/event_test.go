@@ -31,7 +31,7 @@ const (
 	offSRTT, offPacketsOut, offRetransOut   = 132, 136, 140
 	offBytesInFlight, offTotalRetrans       = 144, 148
 	offKATime, offKAIntvl, offUserTimeout   = 152, 156, 160
-	offAckAge                               = 164
+	offAckAge, offCgroupID                  = 164, 168
 	wantRecordSize                          = 176
 )
 
@@ -67,6 +67,7 @@ func baseRecord(kind Kind) rawRecord {
 	r.u32(offRTOMax, 120000)
 	r.u32(offKATime, 7200000)
 	r.u32(offKAIntvl, 75000)
+	r.u64(offCgroupID, 0x1_0000_1234) // above 32 bits: the whole u64 must arrive
 	return r
 }
 
@@ -109,12 +110,12 @@ func TestOffsetsMatchBTF(t *testing.T) {
 		"srtt_us": offSRTT, "packets_out": offPacketsOut, "retrans_out": offRetransOut,
 		"bytes_in_flight": offBytesInFlight, "total_retrans": offTotalRetrans,
 		"keepalive_time_ms": offKATime, "keepalive_intvl_ms": offKAIntvl,
-		"user_timeout_ms": offUserTimeout, "ack_age_ms": offAckAge,
+		"user_timeout_ms": offUserTimeout, "ack_age_ms": offAckAge, "cgroup_id": offCgroupID,
 	}
 	for _, m := range st.Members {
 		off, ok := want[m.Name]
 		if !ok {
-			if m.Name != "_pad" && m.Name != "_pad2" {
+			if m.Name != "_pad" {
 				t.Errorf("struct event has a member %q the test does not know", m.Name)
 			}
 			continue
@@ -141,6 +142,9 @@ func TestDecodeCommonFields(t *testing.T) {
 	}
 	if ev.Cookie != 0xabc || ev.NetNS != 4026531840 || ev.PID != 4242 || ev.Comm() != "curl" {
 		t.Errorf("identity: cookie %x netns %d pid %d comm %q", ev.Cookie, ev.NetNS, ev.PID, ev.Comm())
+	}
+	if ev.CgroupID != 0x1_0000_1234 {
+		t.Errorf("cgroup id %#x", ev.CgroupID)
 	}
 	s := ev.Settings
 	if s.Retries2 != 15 || s.SynRetries != 6 || s.KeepaliveTime != 2*time.Hour ||

@@ -1,0 +1,108 @@
+package output
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+)
+
+const fleetID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func fleetNarrative() *tracker.Narrative {
+	return &tracker.Narrative{Time: time.Date(2026, 11, 21, 3, 4, 5, 6, time.UTC), Verdict: tracker.ConnectRefused, Final: true,
+		Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2"),
+		Owner:    tracker.Owner{PID: 42, Comm: "java", Source: tracker.OwnerConnect},
+		CgroupID: 99, Errno: 111,
+		Cgroup: containers.Parse("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e3d4c_5b6a_4978_8695_a4b3c2d1e0f9.slice/cri-containerd-" +
+			fleetID + ".scope")}
+}
+
+// The hand-written encoder keeps up with the new fields, filled.
+func TestNarrativeJSONWithContainerAndHost(t *testing.T) {
+	rec := NewNarrativeRecord(fleetNarrative())
+	rec.Host = "node-7\"quoted"
+	want, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := appendNarrativeJSON(nil, &rec)
+	var g, w map[string]any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Fatalf("hand-written JSON does not parse: %v\n%s", err, got)
+	}
+	json.Unmarshal(want, &w)
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("hand-written JSON differs:\n got %s\nwant %s", got, want)
+	}
+	if keyOrder(t, got) != keyOrder(t, want) {
+		t.Errorf("field order differs:\n got %s\nwant %s", keyOrder(t, got), keyOrder(t, want))
+	}
+	if g["container_id"] != fleetID || g["pod_uid"] != "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9" ||
+		!strings.HasSuffix(g["cgroup"].(string), ".scope") || g["host"] != "node-7\"quoted" {
+		t.Errorf("fields: %s", got)
+	}
+}
+
+// Every JSON record names its host; narratives in text name the container.
+func TestHostOnEveryJSONRecord(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf, JSON, Options{Host: "node-7"})
+	n := fleetNarrative()
+	if err := w.Narrative(n); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Notice(&tracker.Notice{Kind: "time_wait_reuse", Local: n.Local, Remote: n.Remote, Cgroup: n.Cgroup}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Event(sampleEvent("10.0.0.1:1", "10.0.0.2:2"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Loss(LossRecord{New: 1, Total: 1, RingFull: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Stats(Stats{Events: 3}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("%d lines:\n%s", len(lines), buf.String())
+	}
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		if m["host"] != "node-7" {
+			t.Errorf("%s record without host: %s", m["type"], l)
+		}
+	}
+	if !strings.Contains(lines[1], `"container_id":"`+fleetID+`"`) {
+		t.Errorf("notice without its container: %s", lines[1])
+	}
+
+	buf.Reset()
+	w = NewWriter(&buf, Text, Options{})
+	if err := w.Narrative(n); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), " pid=42 comm=java containerd:0123456789ab ") {
+		t.Errorf("text: %s", buf.String())
+	}
+}
+
+// A loop check that the filter and the JSON agree on what a container is.
+func TestFilterAndRecordAgree(t *testing.T) {
+	n := fleetNarrative()
+	f := pipeline.Filter{Container: NewNarrativeRecord(n).ContainerID[:12]}
+	if !f.MatchCgroup(n.Cgroup) {
+		t.Error("--container with the record's short id does not match it")
+	}
+}

@@ -1,0 +1,199 @@
+// Package metrics exports what tcpwatch tells as Prometheus metrics
+// (client_golang), for alerting across a fleet. Labels are deliberately
+// few, as ebpf_exporter and Retina do: verdict, address family and,
+// optionally, the container; never addresses or ports, whose cardinality
+// has no bound.
+//
+// The metrics count what tcpwatch tells, after the filters (--pid,
+// --container, …): a Sink wrapper sees exactly the narratives the output
+// writes, so a dashboard and the log agree. The kernel-side counters
+// (records read and lost, tracked connections, evictions) are the run's,
+// from the pipeline's once-a-second progress report.
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// Options choose the labels.
+type Options struct {
+	// Container adds a `container` label (the full container id, "" for
+	// host processes) to tcpwatch_narratives_total.
+	Container bool
+}
+
+// Metrics is tcpwatch's registry and its counters.
+type Metrics struct {
+	Registry   *prometheus.Registry
+	container  bool
+	narratives *prometheus.CounterVec
+	rto        *prometheus.CounterVec
+	keepalive  *prometheus.CounterVec
+
+	events, ringFull, recursion, evictions atomic.Uint64
+	tracked                                atomic.Int64
+}
+
+// New builds the registry.
+func New(opts Options) *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry(), container: opts.Container}
+	labels := []string{"verdict", "family"}
+	if opts.Container {
+		labels = append(labels, "container")
+	}
+	m.narratives = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcpwatch_narratives_total",
+		Help: "Narratives told, by verdict and address family (after the filters).",
+	}, labels)
+	m.rto = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcpwatch_rto_episodes_total",
+		Help: "Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).",
+	}, []string{"family"})
+	m.keepalive = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcpwatch_keepalive_episodes_total",
+		Help: "Keepalive episodes begun: an idle peer left a keepalive probe unanswered (the first keepalive_probing narrative).",
+	}, []string{"family"})
+	counter := func(name, help string, v *atomic.Uint64, constLabels prometheus.Labels) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: constLabels},
+			func() float64 { return float64(v.Load()) })
+	}
+	lostHelp := "Kernel records tcpwatch could not receive: the ring buffer was full, or a program run was skipped by recursion."
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcpwatch_build_info",
+		Help: "tcpwatch's version and the Go it was built with (always 1).",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(version(), runtime.Version()).Set(1)
+	m.Registry.MustRegister(
+		m.narratives, m.rto, m.keepalive, build,
+		counter("tcpwatch_records_read_total", "Kernel records read from the ring buffer.", &m.events, nil),
+		counter("tcpwatch_records_lost_total", lostHelp, &m.ringFull, prometheus.Labels{"reason": "ring_full"}),
+		counter("tcpwatch_records_lost_total", lostHelp, &m.recursion, prometheus.Labels{"reason": "recursion"}),
+		counter("tcpwatch_tracker_evictions_total", "Connections the tracker forgot to stay under --max-connections.", &m.evictions, nil),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tcpwatch_tracked_connections",
+			Help: "Connections the tracker holds now.",
+		}, func() float64 { return float64(m.tracked.Load()) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// Observe takes the pipeline's progress (pipeline.Options.Observe).
+func (m *Metrics) Observe(p pipeline.Progress) {
+	m.events.Store(p.Events)
+	m.ringFull.Store(p.RingFull)
+	m.recursion.Store(p.Recursion)
+	m.evictions.Store(p.Evictions)
+	m.tracked.Store(int64(p.Tracked))
+}
+
+func family(n *tracker.Narrative) string {
+	if n.Local.Addr().Is6() {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// Narrative counts one narrative told.
+func (m *Metrics) Narrative(n *tracker.Narrative) {
+	fam := family(n)
+	if m.container {
+		m.narratives.WithLabelValues(string(n.Verdict), fam, n.Cgroup.ID).Inc()
+	} else {
+		m.narratives.WithLabelValues(string(n.Verdict), fam).Inc()
+	}
+	if !n.Begins {
+		return
+	}
+	switch n.Verdict {
+	case tracker.Stalled:
+		m.rto.WithLabelValues(fam).Inc()
+	case tracker.KeepaliveProbing:
+		m.keepalive.WithLabelValues(fam).Inc()
+	}
+}
+
+// Sink counts the narratives going to next, then hands them on.
+func (m *Metrics) Sink(next pipeline.Sink) pipeline.Sink { return sink{m, next} }
+
+type sink struct {
+	m    *Metrics
+	next pipeline.Sink
+}
+
+func (s sink) Narrative(n *tracker.Narrative) error {
+	s.m.Narrative(n)
+	return s.next.Narrative(n)
+}
+func (s sink) Notice(n *tracker.Notice) error                 { return s.next.Notice(n) }
+func (s sink) Event(ev *wire.Event, r tcp.ResetReasons) error { return s.next.Event(ev, r) }
+func (s sink) Loss(l pipeline.Loss) error                     { return s.next.Loss(l) }
+
+// Handler serves the registry in Prometheus's exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// Server serves /metrics on addr.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+	err chan error
+}
+
+// Serve listens on addr at once (so a bad or busy address fails the start,
+// not the first scrape) and serves /metrics.
+func (m *Metrics) Serve(addr string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintln(w, "tcpwatch: metrics at /metrics")
+	})
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln: ln, err: make(chan error, 1)}
+	go func() { s.err <- s.srv.Serve(ln) }()
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops serving.
+func (s *Server) Close() error {
+	err := s.srv.Close()
+	if serr := <-s.err; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}

@@ -1,0 +1,133 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+type nopSink struct{ narratives int }
+
+func (s *nopSink) Narrative(*tracker.Narrative) error        { s.narratives++; return nil }
+func (s *nopSink) Notice(*tracker.Notice) error              { return nil }
+func (s *nopSink) Event(*wire.Event, tcp.ResetReasons) error { return nil }
+func (s *nopSink) Loss(pipeline.Loss) error                  { return nil }
+
+const cid = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func narr(v tracker.Verdict, local string, begins bool, cg string) *tracker.Narrative {
+	return &tracker.Narrative{Verdict: v, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(local),
+		Begins: begins, Cgroup: containers.Parse(cg)}
+}
+
+func TestCounts(t *testing.T) {
+	m := New(Options{})
+	next := &nopSink{}
+	s := m.Sink(next)
+	for _, n := range []*tracker.Narrative{
+		narr(tracker.ConnectRefused, "10.0.0.1:1", false, "/"),
+		narr(tracker.ConnectRefused, "10.0.0.1:2", false, "/"),
+		narr(tracker.ConnectRefused, "[fd00::1]:1", false, "/"),
+		narr(tracker.Stalled, "10.0.0.1:3", true, "/"),
+		narr(tracker.Stalled, "10.0.0.1:3", false, "/"),
+		narr(tracker.Stalled, "10.0.0.1:3", false, "/"),
+		narr(tracker.RetransmitTimeout, "10.0.0.1:3", false, "/"),
+		narr(tracker.KeepaliveProbing, "[fd00::1]:4", true, "/"),
+		narr(tracker.KeepaliveProbing, "[fd00::1]:4", false, "/"),
+	} {
+		if err := s.Narrative(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if next.narratives != 9 {
+		t.Errorf("the wrapped sink got %d narratives", next.narratives)
+	}
+	m.Observe(pipeline.Progress{Events: 1234, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
+
+	expected := `
+# HELP tcpwatch_narratives_total Narratives told, by verdict and address family (after the filters).
+# TYPE tcpwatch_narratives_total counter
+tcpwatch_narratives_total{family="ipv4",verdict="connect_refused"} 2
+tcpwatch_narratives_total{family="ipv6",verdict="connect_refused"} 1
+tcpwatch_narratives_total{family="ipv4",verdict="stalled"} 3
+tcpwatch_narratives_total{family="ipv4",verdict="retransmit_timeout"} 1
+tcpwatch_narratives_total{family="ipv6",verdict="keepalive_probing"} 2
+# HELP tcpwatch_rto_episodes_total Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).
+# TYPE tcpwatch_rto_episodes_total counter
+tcpwatch_rto_episodes_total{family="ipv4"} 1
+# HELP tcpwatch_keepalive_episodes_total Keepalive episodes begun: an idle peer left a keepalive probe unanswered (the first keepalive_probing narrative).
+# TYPE tcpwatch_keepalive_episodes_total counter
+tcpwatch_keepalive_episodes_total{family="ipv6"} 1
+# HELP tcpwatch_records_read_total Kernel records read from the ring buffer.
+# TYPE tcpwatch_records_read_total counter
+tcpwatch_records_read_total 1234
+# HELP tcpwatch_records_lost_total Kernel records tcpwatch could not receive: the ring buffer was full, or a program run was skipped by recursion.
+# TYPE tcpwatch_records_lost_total counter
+tcpwatch_records_lost_total{reason="ring_full"} 5
+tcpwatch_records_lost_total{reason="recursion"} 2
+# HELP tcpwatch_tracker_evictions_total Connections the tracker forgot to stay under --max-connections.
+# TYPE tcpwatch_tracker_evictions_total counter
+tcpwatch_tracker_evictions_total 3
+# HELP tcpwatch_tracked_connections Connections the tracker holds now.
+# TYPE tcpwatch_tracked_connections gauge
+tcpwatch_tracked_connections 17
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(expected),
+		"tcpwatch_narratives_total", "tcpwatch_rto_episodes_total", "tcpwatch_keepalive_episodes_total",
+		"tcpwatch_records_read_total", "tcpwatch_records_lost_total", "tcpwatch_tracker_evictions_total",
+		"tcpwatch_tracked_connections"); err != nil {
+		t.Error(err)
+	}
+	if n, err := testutil.GatherAndCount(m.Registry, "tcpwatch_build_info"); err != nil || n != 1 {
+		t.Errorf("build_info: %d series (%v)", n, err)
+	}
+}
+
+// Labels never carry an address or a port; the container label only when asked.
+func TestLabels(t *testing.T) {
+	m := New(Options{Container: true})
+	m.Narrative(narr(tracker.PeerReset, "10.9.8.7:4567", false, "/system.slice/docker-"+cid+".scope"))
+	m.Narrative(narr(tracker.PeerReset, "10.9.8.7:4568", false, "/system.slice/sshd.service"))
+	expected := `
+# HELP tcpwatch_narratives_total Narratives told, by verdict and address family (after the filters).
+# TYPE tcpwatch_narratives_total counter
+tcpwatch_narratives_total{container="",family="ipv4",verdict="peer_reset"} 1
+tcpwatch_narratives_total{container="` + cid + `",family="ipv4",verdict="peer_reset"} 1
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(expected), "tcpwatch_narratives_total"); err != nil {
+		t.Error(err)
+	}
+
+	srv, err := m.Serve("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	resp, err := http.Get("http://" + srv.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, bad := range []string{"10.9.8.7", ":4567", "laddr", "port="} {
+		if strings.Contains(text, bad) {
+			t.Errorf("/metrics exposes %q", bad)
+		}
+	}
+	for _, want := range []string{"tcpwatch_build_info{goversion=", "go_goroutines", "tcpwatch_narratives_total{container="} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
