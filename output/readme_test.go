@@ -132,7 +132,7 @@ func renderExamples(t *testing.T) string {
 		if err := NewWriter(&text, Text, Options{}).Narrative(n); err != nil {
 			t.Fatal(err)
 		}
-		if err := NewWriter(&js, JSON, Options{}).Narrative(n); err != nil {
+		if err := NewWriter(&js, JSON, Options{Host: "node-1"}).Narrative(n); err != nil {
 			t.Fatal(err)
 		}
 		heading := "#### `" + string(ex.verdict) + "`"
@@ -145,6 +145,7 @@ func renderExamples(t *testing.T) string {
 		}
 	}
 	rec := NewNarrativeRecord(full)
+	rec.Host = "node-1"
 	pretty, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		t.Fatal(err)
