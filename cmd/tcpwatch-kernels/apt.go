@@ -32,6 +32,7 @@ type Kernel struct {
 	Packages []string // name=version of every package unpacked
 	Release  string   // uname -r, e.g. 6.1.0-56-amd64
 	Dir      string   // the unpacked tree
+	Vmlinuz  string
 }
 
 // mirror finds the Debian mirror the machine's own sources use.
@@ -180,7 +181,8 @@ func depsOf(name, version string) ([]string, error) {
 			if !strings.Contains(rest, "(= "+version+")") {
 				continue
 			}
-			for _, p := range []string{"linux-image-", "linux-binary-", "linux-modules-"} {
+			// linux-base-<abi> carries modules.builtin on 7.x.
+			for _, p := range []string{"linux-image-", "linux-binary-", "linux-modules-", "linux-base-"} {
 				if strings.HasPrefix(n, p) {
 					deps = append(deps, n)
 				}
@@ -224,7 +226,7 @@ func fetch(sel string, rows []madisonRow, cache string) (*Kernel, error) {
 		return nil, err
 	}
 	done := filepath.Join(k.Dir, ".unpacked")
-	if _, err := os.Stat(done); err != nil {
+	if b, err := os.ReadFile(done); err != nil || string(b) != strings.Join(k.Packages, "\n")+"\n" {
 		os.RemoveAll(k.Dir)
 		for _, p := range k.Packages {
 			name, ver, _ := strings.Cut(p, "=")
@@ -246,15 +248,21 @@ func fetch(sel string, rows []madisonRow, cache string) (*Kernel, error) {
 			return nil, err
 		}
 	}
-	vmlinuz, _ := filepath.Glob(filepath.Join(k.Dir, "boot", "vmlinuz-*"))
-	if len(vmlinuz) != 1 {
-		return nil, fmt.Errorf("%s: want one boot/vmlinuz-*, found %v", k.Dir, vmlinuz)
+	// boot/vmlinuz-RELEASE up to 6.x; modules/RELEASE/vmlinuz in 7.x's
+	// linux-binary package.
+	if v, _ := filepath.Glob(filepath.Join(k.Dir, "boot", "vmlinuz-*")); len(v) == 1 {
+		k.Release, k.Vmlinuz = strings.TrimPrefix(filepath.Base(v[0]), "vmlinuz-"), v[0]
+	} else if v, _ := filepath.Glob(filepath.Join(k.Dir, "*lib/modules/*/vmlinuz")); len(v) == 1 {
+		k.Release, k.Vmlinuz = filepath.Base(filepath.Dir(v[0])), v[0]
+	} else if v, _ := filepath.Glob(filepath.Join(k.Dir, "usr/lib/modules/*/vmlinuz")); len(v) == 1 {
+		k.Release, k.Vmlinuz = filepath.Base(filepath.Dir(v[0])), v[0]
+	} else {
+		return nil, fmt.Errorf("%s: no boot/vmlinuz-* nor lib/modules/*/vmlinuz", k.Dir)
 	}
-	k.Release = strings.TrimPrefix(filepath.Base(vmlinuz[0]), "vmlinuz-")
 	return k, nil
 }
 
-func (k *Kernel) vmlinuz() string { return filepath.Join(k.Dir, "boot", "vmlinuz-"+k.Release) }
+func (k *Kernel) vmlinuz() string { return k.Vmlinuz }
 
 // modulesDir is lib/modules/<release> (usr/lib/modules on merged-/usr packages).
 func (k *Kernel) modulesDir() (string, error) {
