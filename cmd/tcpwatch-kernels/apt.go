@@ -20,8 +20,8 @@ const (
 	sourcesFile = "/etc/apt/sources.list.d/tcpwatch-kernels.sources"
 	prefsFile   = "/etc/apt/preferences.d/tcpwatch-kernels"
 	// The suites that carry the kernels of the matrix. bookworm itself (6.1)
-	// is the machine's own suite.
-	extraSuites = "bookworm-backports trixie trixie-updates trixie-backports"
+	// is the machine's own suite; bullseye has 5.10 (KERNELS=5.10).
+	extraSuites = "bookworm-backports trixie trixie-updates trixie-backports bullseye"
 )
 
 // Kernel is one kernel of the matrix as apt resolved it.
@@ -77,8 +77,8 @@ Suites: %s
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 `, m, extraSuites)
-	prefs := "# Written by tcpwatch-kernels: trixie's lists are there only to download kernel\n# packages; they must never upgrade this machine.\n"
-	for _, s := range []string{"trixie", "trixie-updates", "trixie-backports"} {
+	prefs := "# Written by tcpwatch-kernels: trixie's and bullseye's lists are there only to\n# download kernel packages; they must never upgrade or downgrade this machine.\n"
+	for _, s := range []string{"trixie", "trixie-updates", "trixie-backports", "bullseye"} {
 		prefs += fmt.Sprintf("\nPackage: *\nPin: release n=%s\nPin-Priority: 1\n", s)
 	}
 	changed := false

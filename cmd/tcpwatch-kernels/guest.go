@@ -225,7 +225,7 @@ func parseTest(s *Section) *TestResult {
 		t := strings.TrimSpace(l)
 		for _, p := range []string{"=== RUN ", "=== CONT ", "=== NAME ", "=== PAUSE "} {
 			if v, ok := strings.CutPrefix(t, p); ok && !strings.HasPrefix(l, " ") {
-				cur = v
+				cur = strings.TrimSpace(v)
 			}
 		}
 		switch {
