@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -214,6 +215,9 @@ func parseLab(s *Section) *LabResult {
 	return lr
 }
 
+// transcript matches a test's log of timed events ("x_test.go:96: +2.04s ...").
+var transcript = regexp.MustCompile(`_test\.go:\d+: \+[0-9.]+m?s `)
+
 func parseTest(s *Section) *TestResult {
 	tr := &TestResult{Pkg: s.Name, RC: s.RC, Secs: s.Secs, Key: map[string][]string{}}
 	if !s.Ended {
@@ -238,6 +242,8 @@ func parseTest(s *Section) *TestResult {
 		case strings.HasPrefix(t, "--- SKIP: "):
 			tr.Skipped = append(tr.Skipped, strings.Fields(strings.TrimPrefix(t, "--- SKIP: "))[0])
 		case strings.HasPrefix(t, "=== ") || strings.HasPrefix(t, "--- "):
+		case cur != "" && transcript.MatchString(t):
+			// t.Log of a timed event transcript: not a key line.
 		case cur != "" && (strings.Contains(t, "_test.go:") || strings.HasPrefix(t, "panic:")):
 			logs[cur] = append(logs[cur], t)
 		}

@@ -1,5 +1,5 @@
 #!/bin/sh
-# /init of the tcpwatch-kernels guest: mount what tcpwatch needs, load the
+# The plan of the tcpwatch-kernels guest (busybox init runs it as sysinit): mount what tcpwatch needs, load the
 # lab's modules, run the plan in /etc/plan, print everything to the serial
 # console framed by @@BEGIN/@@END lines, and power off.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TMPDIR=/tmp CI=true

@@ -259,6 +259,7 @@ func buildInitramfs(out string, files []guestFile, mods []*module, busybox strin
 		return err
 	}
 	c.file("bin/busybox", 0o755, bb)
+	c.symlink("init", "bin/busybox")
 	applets, err := exec.Command(busybox, "--list").Output()
 	if err != nil {
 		return fmt.Errorf("%s --list: %v", busybox, err)

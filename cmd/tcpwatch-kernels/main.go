@@ -44,6 +44,7 @@ type config struct {
 	update     bool
 	reportOnly bool
 	accel      string
+	tests      string
 }
 
 func main() {
@@ -56,6 +57,7 @@ func main() {
 	flag.StringVar(&c.expect, "expect", "lab/kernels/expect.json", "the allowed differences")
 	flag.StringVar(&steps, "steps", "check,lab,tests", "what the guest runs: check, lab, tests")
 	flag.StringVar(&c.scenarios, "scenarios", "", "only these lab scenarios (space-separated; default all)")
+	flag.StringVar(&c.tests, "tests", "", "only these test packages (space-separated, e.g. \"tracer lab/netlab\"; default all)")
 	flag.IntVar(&c.smp, "smp", 2, "guest CPUs")
 	flag.IntVar(&c.mem, "mem", 2048, "guest memory, MiB")
 	flag.DurationVar(&c.timeout, "timeout", 60*time.Minute, "give up on a guest after this long")
@@ -240,12 +242,19 @@ func makeImage(c *config, k *Kernel, b *binaries, img string) error {
 		paths = append(paths, m.path)
 	}
 	logf("%s: modules %s (built in: %s)", k.Release, strings.Join(names, " "), strings.Join(builtins, " "))
+	// PID 1 is busybox init, which reaps orphans as a real init does (a
+	// shell as PID 1 leaves them zombies, and tests that wait for a killed
+	// process to go away would time out); it runs the plan as sysinit.
 	files := []guestFile{
-		{path: "init", perm: 0o755, data: initScript},
+		{path: "etc/inittab", perm: 0o644, data: []byte("::sysinit:/etc/run-plan\n")},
+		{path: "etc/run-plan", perm: 0o755, data: initScript},
 		{path: "bin/tcpwatch", perm: 0o755, host: b.tcpwatch},
 	}
 	var tests []string
 	for _, t := range b.tests {
+		if c.tests != "" && !strings.Contains(" "+c.tests+" ", " "+t.pkg+" ") {
+			continue
+		}
 		files = append(files, guestFile{path: "tests/" + filepath.Base(t.file), perm: 0o755, host: t.file})
 		gdir := "/src/" + t.pkg
 		files = append(files, guestFile{path: "src/" + t.pkg + "/.keep", perm: 0o644})

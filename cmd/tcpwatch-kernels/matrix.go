@@ -159,7 +159,7 @@ func compare(results []*KernelResult, e *Expect) bool {
 					r.Allowed = append(r.Allowed, fmt.Sprintf("test %s %s: %s", pkg, name, a.Why))
 					continue
 				}
-				diff("test %s: %s failed: %s", pkg, name, firstOr(tr.Key[name], "(no log line)"))
+				diff("test %s: %s failed: %s", pkg, name, firstOr(head(tr.Key[name], 3), "(no log line)"))
 			}
 			if tr.RC != 0 && len(tr.Failed) == 0 {
 				diff("test %s: exit %d without a failed test (crash or timeout): %s", pkg, tr.RC, strings.Join(tr.Tail, " / "))
@@ -180,6 +180,13 @@ func normalize(m map[string][]string) map[string][]string {
 		}
 	}
 	return out
+}
+
+func head(l []string, n int) []string {
+	if len(l) > n {
+		return append(l[:n:n], fmt.Sprintf("(%d more)", len(l)-n))
+	}
+	return l
 }
 
 func firstOr(l []string, def string) string {
@@ -216,6 +223,8 @@ const howToRun = `## How to run
     make test-kernels                      # 6.1, 6.12 and the newest kernel Debian serves
     make test-kernels KERNELS="6.1 newest" # what CI runs
     make test-kernels KERNELS=6.12 STEPS=check,lab SCENARIOS="cable-pull cable-replug"
+    make test-kernels KERNELS=5.10 STEPS=check        # bullseye's kernel, older than the matrix
+    go run ./cmd/tcpwatch-kernels -kernels 6.1 -steps tests -tests "tracer lab/netlab" -smp 1
     go run ./cmd/tcpwatch-kernels -report-only   # rebuild this file from the last logs
 
 Needs root (apt, and the privileged tests inside the guest run as the guest's root).
