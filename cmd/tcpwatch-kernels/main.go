@@ -151,11 +151,18 @@ func run(c *config) (bool, error) {
 		results = append(results, r)
 	}
 	ok := compare(results, exp)
+	passed, failed := 0, 0
 	for _, r := range results {
 		for _, d := range r.Diffs {
 			logf("%s: %s", r.Kernel.Release, d)
 		}
+		if len(r.Diffs) == 0 {
+			passed++
+		} else {
+			failed++
+		}
 	}
+	defer fmt.Printf("kernels: %d passed, %d failed\n", passed, failed)
 	if c.out != "" {
 		if err := writeMatrix(c.out, results, exp); err != nil {
 			return false, err
