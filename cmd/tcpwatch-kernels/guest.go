@@ -236,7 +236,7 @@ func parseTest(s *Section) *TestResult {
 		case strings.HasPrefix(t, "--- FAIL: "):
 			name := strings.Fields(strings.TrimPrefix(t, "--- FAIL: "))[0]
 			tr.Failed = append(tr.Failed, name)
-			tr.Key[name] = logs[name]
+			tr.Key[name] = keyLines(logs[name])
 		case strings.HasPrefix(t, "--- PASS: ") && !strings.HasPrefix(l, " "):
 			tr.Passed++
 		case strings.HasPrefix(t, "--- SKIP: "):
@@ -251,4 +251,21 @@ func parseTest(s *Section) *TestResult {
 	n := len(s.Lines)
 	tr.Tail = s.Lines[max(0, n-15):]
 	return tr
+}
+
+// keyLines drops the lines a test logs from one place three times or more
+// (event dumps): what is left is its errors and notes.
+func keyLines(lines []string) []string {
+	at := map[string]int{}
+	loc := func(l string) string { f, _, _ := strings.Cut(l, ": "); return f }
+	for _, l := range lines {
+		at[loc(l)]++
+	}
+	var out []string
+	for _, l := range lines {
+		if at[loc(l)] < 3 {
+			out = append(out, l)
+		}
+	}
+	return out
 }

@@ -246,7 +246,15 @@ modinfo) under build/kernels/. The guest (qemu -accel tcg, -cpu max) runs
 ` + "`tcpwatch lab list`" + ` shows, and every test binary with -test.v (CI=true: privileged
 tests fail rather than skip), then powers off. The raw serial log of each guest stays in
 build/kernels/guest-RELEASE.log. Allowed differences are in lab/kernels/expect.json (per
-kernel version range, with the reason); any other difference fails the run (exit 1).
+kernel version range, with the reason); any other difference fails the run (exit 1). The
+last line is "kernels: N passed, N failed".
+
+Time (2-core machine, -smp 2, TCG): the first run fetches about 290 MB of packages in
+seconds and builds the binaries in about a minute; each guest then takes 11–12 minutes
+(boot and modules 10 s, check 3–7 s, the 22 lab scenarios about 4 minutes, the
+privileged test packages 6–7 minutes). All three kernels: about 36 minutes. CI's subset,
+the oldest and the newest kernel (KERNELS="6.1 newest"), takes about 25 minutes, beside
+the normal suite's 4, well inside CI's 90.
 `
 
 func writeMatrix(path string, results []*KernelResult, e *Expect) error {
