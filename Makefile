@@ -64,6 +64,22 @@ vmlinux: deps ## regenerate vmlinux.h from this kernel's BTF
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
 	@echo "vmlinux.h regenerated from $$(uname -r)"
 
+# The kernel matrix (issue 9): Debian's kernels under qemu, see docs/kernels.md.
+KERNELS   ?= 6.1 6.12 newest
+STEPS     ?= check,lab,tests
+SCENARIOS ?=
+SMP       ?= 2
+KERNEL_PKGS := qemu-system-x86 busybox-static xz-utils zstd file
+
+.PHONY: test-kernels
+test-kernels: ## run check, the lab and the privileged tests in Debian's kernels under qemu (KERNELS="6.1 newest"); writes docs/kernels.md
+	@missing=""; for p in $(KERNEL_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(GO) run ./cmd/tcpwatch-kernels -kernels "$(KERNELS)" -steps "$(STEPS)" -scenarios "$(SCENARIOS)" -smp $(SMP)
+
 .PHONY: clean
 clean: ## remove build output
 	rm -f $(BINARY)

@@ -1,0 +1,294 @@
+// Command tcpwatch-kernels runs tcpwatch's check, lab scenarios and
+// privileged tests inside Debian's own kernels booted under qemu, and writes
+// the result matrix (make test-kernels; docs/kernels.md says how).
+//
+// For each kernel it downloads Debian's packages with apt (never installing
+// them), builds a busybox initramfs with static tcpwatch and test binaries
+// and the modules the lab needs, boots it with qemu (TCG unless /dev/kvm
+// works), reads the guest's framed serial output, and compares the results
+// with lab/kernels/expect.json. It exits 1 on any difference.
+package main
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+//go:embed init.sh
+var initScript []byte
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "tcpwatch-kernels: "+format+"\n", args...)
+}
+
+type config struct {
+	kernels    []string
+	cache      string
+	build      string
+	out        string
+	expect     string
+	steps      map[string]bool
+	scenarios  string
+	smp        int
+	mem        int
+	timeout    time.Duration
+	testTO     string
+	update     bool
+	reportOnly bool
+	accel      string
+	tests      string
+}
+
+func main() {
+	var c config
+	var kernels, steps string
+	flag.StringVar(&kernels, "kernels", "6.1 6.12 newest", "kernels to run: newest, or a version prefix of linux-image-amd64 (6.1, 6.12, 7.x)")
+	flag.StringVar(&c.cache, "cache", "/var/cache/tcpwatch-kernels", "where kernel packages are downloaded and unpacked")
+	flag.StringVar(&c.build, "build", "build/kernels", "binaries, initramfs images and raw guest logs")
+	flag.StringVar(&c.out, "out", "docs/kernels.md", "the matrix to write (empty: none)")
+	flag.StringVar(&c.expect, "expect", "lab/kernels/expect.json", "the allowed differences")
+	flag.StringVar(&steps, "steps", "check,lab,tests", "what the guest runs: check, lab, tests")
+	flag.StringVar(&c.scenarios, "scenarios", "", "only these lab scenarios (space-separated; default all)")
+	flag.StringVar(&c.tests, "tests", "", "only these test packages (space-separated, e.g. \"tracer lab/netlab\"; default all)")
+	flag.IntVar(&c.smp, "smp", 2, "guest CPUs")
+	flag.IntVar(&c.mem, "mem", 2048, "guest memory, MiB")
+	flag.DurationVar(&c.timeout, "timeout", 60*time.Minute, "give up on a guest after this long")
+	flag.StringVar(&c.testTO, "test-timeout", "30m", "-test.timeout of each test binary in the guest")
+	flag.BoolVar(&c.update, "apt-update", false, "run apt-get update even if the sources did not change")
+	flag.StringVar(&c.accel, "accel", "tcg", "qemu accelerator (kvm hangs nested here)")
+	flag.BoolVar(&c.reportOnly, "report-only", false, "boot nothing: rebuild the matrix from the logs in -build")
+	flag.Parse()
+	c.kernels = strings.Fields(strings.ReplaceAll(kernels, ",", " "))
+	c.steps = map[string]bool{}
+	for _, s := range strings.Split(steps, ",") {
+		c.steps[strings.TrimSpace(s)] = true
+	}
+	ok, err := run(&c)
+	if err != nil {
+		logf("%v", err)
+		os.Exit(2)
+	}
+	if !ok {
+		logf("differences from %s: see above and %s", c.expect, c.out)
+		os.Exit(1)
+	}
+}
+
+func run(c *config) (bool, error) {
+	if err := os.MkdirAll(c.build, 0o755); err != nil {
+		return false, err
+	}
+	exp, err := loadExpect(c.expect)
+	if err != nil {
+		return false, err
+	}
+	var kernels []*Kernel
+	if c.reportOnly {
+		b, err := os.ReadFile(filepath.Join(c.build, "kernels.json"))
+		if err != nil {
+			return false, fmt.Errorf("-report-only: %v", err)
+		}
+		if err := json.Unmarshal(b, &kernels); err != nil {
+			return false, err
+		}
+	} else {
+		if err := ensureSources(c.update); err != nil {
+			return false, err
+		}
+		rows, err := madison()
+		if err != nil {
+			return false, err
+		}
+		seen := map[string]bool{}
+		for _, sel := range c.kernels {
+			k, err := fetch(sel, rows, c.cache)
+			if err != nil {
+				return false, err
+			}
+			if seen[k.Version] {
+				logf("%s is %s again: run once", sel, k.Version)
+				continue
+			}
+			seen[k.Version] = true
+			logf("kernel %s: %s from %s (%s)", sel, k.Release, k.Suite, strings.Join(k.Packages, " "))
+			kernels = append(kernels, k)
+		}
+		b, _ := json.MarshalIndent(kernels, "", "  ")
+		os.WriteFile(filepath.Join(c.build, "kernels.json"), b, 0o644)
+	}
+
+	var results []*KernelResult
+	var bins *binaries
+	for _, k := range kernels {
+		logPath := filepath.Join(c.build, "guest-"+k.Release+".log")
+		if !c.reportOnly {
+			if bins == nil {
+				if bins, err = buildBinaries(c.build); err != nil {
+					return false, err
+				}
+			}
+			img := filepath.Join(c.build, "initramfs-"+k.Release+".cpio.gz")
+			if err := makeImage(c, k, bins, img); err != nil {
+				return false, fmt.Errorf("%s: %v", k.Release, err)
+			}
+			if err := boot(c, k, img, logPath); err != nil {
+				logf("%s: %v", k.Release, err)
+			}
+		}
+		r, err := parseLog(logPath)
+		if err != nil {
+			return false, err
+		}
+		r.Kernel = k
+		results = append(results, r)
+	}
+	ok := compare(results, exp)
+	passed, failed := 0, 0
+	for _, r := range results {
+		for _, d := range r.Diffs {
+			logf("%s: %s", r.Kernel.Release, d)
+		}
+		if len(r.Diffs) == 0 {
+			passed++
+		} else {
+			failed++
+		}
+	}
+	defer fmt.Printf("kernels: %d passed, %d failed\n", passed, failed)
+	if c.out != "" {
+		if err := writeMatrix(c.out, results, exp); err != nil {
+			return false, err
+		}
+		logf("wrote %s", c.out)
+	}
+	return ok, nil
+}
+
+type binaries struct {
+	tcpwatch string
+	tests    []testBinary
+	busybox  string
+}
+
+type testBinary struct{ pkg, dir, file string }
+
+// buildBinaries builds a static tcpwatch and a static test binary for each
+// package whose tests need the real kernel (those that import
+// internal/testenv).
+func buildBinaries(build string) (*binaries, error) {
+	bin := filepath.Join(build, "bin")
+	os.RemoveAll(bin)
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return nil, err
+	}
+	env := append(os.Environ(), "CGO_ENABLED=0")
+	b := &binaries{tcpwatch: filepath.Join(bin, "tcpwatch")}
+	logf("go build ./cmd/tcpwatch (static)")
+	cmd := exec.Command("go", "build", "-o", b.tcpwatch, "./cmd/tcpwatch")
+	cmd.Env, cmd.Stderr = env, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("go build: %v", err)
+	}
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}|{{.Dir}}|{{.Module.Path}}|{{join .TestImports " "}} {{join .XTestImports " "}}`, "./...").Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.SplitN(line, "|", 4)
+		if len(f) != 4 || !strings.Contains(" "+f[3]+" ", " "+f[2]+"/internal/testenv ") {
+			continue
+		}
+		rel := strings.TrimPrefix(strings.TrimPrefix(f[0], f[2]), "/")
+		file := filepath.Join(bin, strings.ReplaceAll(rel, "/", "_")+".test")
+		logf("go test -c ./%s (static)", rel)
+		cmd := exec.Command("go", "test", "-c", "-o", file, "./"+rel)
+		cmd.Env, cmd.Stderr = env, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("go test -c ./%s: %v", rel, err)
+		}
+		if _, err := os.Stat(file); err == nil {
+			b.tests = append(b.tests, testBinary{pkg: rel, dir: f[1], file: file})
+		}
+	}
+	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
+		if out, err := exec.Command("file", "-L", p).Output(); err == nil && strings.Contains(string(out), "statically linked") {
+			b.busybox = p
+			break
+		}
+		if _, err := os.Stat(p); err == nil && b.busybox == "" {
+			b.busybox = p
+		}
+	}
+	if b.busybox == "" {
+		return nil, errors.New("no busybox: apt-get install busybox-static")
+	}
+	return b, nil
+}
+
+// makeImage builds the initramfs of one kernel.
+func makeImage(c *config, k *Kernel, b *binaries, img string) error {
+	dir, err := k.modulesDir()
+	if err != nil {
+		return err
+	}
+	mods, builtins, err := resolveModules(dir, labModules)
+	if err != nil {
+		return err
+	}
+	var names, paths []string
+	for _, m := range mods {
+		names = append(names, m.name)
+		paths = append(paths, m.path)
+	}
+	logf("%s: modules %s (built in: %s)", k.Release, strings.Join(names, " "), strings.Join(builtins, " "))
+	// PID 1 is busybox init, which reaps orphans as a real init does (a
+	// shell as PID 1 leaves them zombies, and tests that wait for a killed
+	// process to go away would time out); it runs the plan as sysinit.
+	files := []guestFile{
+		{path: "etc/inittab", perm: 0o644, data: []byte("::sysinit:/etc/run-plan\n")},
+		{path: "etc/run-plan", perm: 0o755, data: initScript},
+		{path: "bin/tcpwatch", perm: 0o755, host: b.tcpwatch},
+	}
+	var tests []string
+	for _, t := range b.tests {
+		if c.tests != "" && !strings.Contains(" "+c.tests+" ", " "+t.pkg+" ") {
+			continue
+		}
+		files = append(files, guestFile{path: "tests/" + filepath.Base(t.file), perm: 0o755, host: t.file})
+		gdir := "/src/" + t.pkg
+		files = append(files, guestFile{path: "src/" + t.pkg + "/.keep", perm: 0o644})
+		// A package's testdata goes along: its tests run in its directory.
+		td := filepath.Join(t.dir, "testdata")
+		filepath.WalkDir(td, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && d.Type().IsRegular() {
+				rel, _ := filepath.Rel(t.dir, p)
+				files = append(files, guestFile{path: "src/" + t.pkg + "/" + rel, perm: 0o644, host: p})
+			}
+			return nil
+		})
+		tests = append(tests, t.pkg+"="+gdir)
+	}
+	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+	flagIf := func(s string) string {
+		if c.steps[s] {
+			return "1"
+		}
+		return ""
+	}
+	plan := fmt.Sprintf("MODULES=%s\nSTEP_CHECK=%s\nSTEP_LAB=%s\nSTEP_TESTS=%s\nSCENARIOS=%s\nTESTS=%s\nTEST_TIMEOUT=%s\nTEST_ARGS=\n",
+		q(strings.Join(paths, " ")), flagIf("check"), flagIf("lab"), flagIf("tests"), q(c.scenarios), q(strings.Join(tests, " ")), q(c.testTO))
+	files = append(files, guestFile{path: "etc/plan", perm: 0o644, data: []byte(plan)},
+		guestFile{path: "etc/hostname", perm: 0o644, data: []byte("tcpwatch-guest\n")},
+		guestFile{path: "etc/passwd", perm: 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
+		guestFile{path: "etc/group", perm: 0o644, data: []byte("root:x:0:\nnogroup:x:65534:\n")})
+	logf("%s: building %s", k.Release, img)
+	return buildInitramfs(img, files, mods, b.busybox)
+}
