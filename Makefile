@@ -67,3 +67,7 @@ vmlinux: deps ## regenerate vmlinux.h from this kernel's BTF
 clean: ## remove build output
 	rm -f $(BINARY)
 	$(GO) clean -testcache
+
+.PHONY: soak
+soak: deps build ## 10 minutes of loopback churn under tcpwatch --all, RSS every 10 s; writes docs/soak.md (root)
+	$(GO) run ./cmd/tcpwatch-bench soak --tcpwatch ./$(BINARY) --out docs/soak.md $(SOAKARGS)
