@@ -257,7 +257,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	err = w.Stats(output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
-		Evictions: stats.Evictions, Tracked: stats.Tracked})
+		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled})
 	if errors.Is(err, output.ErrClosedOutput) {
 		return nil
 	}

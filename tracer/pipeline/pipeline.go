@@ -51,6 +51,14 @@ type Options struct {
 	// Warn receives problems that do not stop the run (a namespace whose
 	// existing connections could not be listed).
 	Warn func(error)
+
+	// ReconcileEvery is how often the tracker is compared with the
+	// kernel's socket tables (sock_diag), so that connections whose end
+	// was lost do not stay forever; 0 means ReconcileEvery, negative
+	// never. It also runs soon after every loss report.
+	ReconcileEvery time.Duration
+	// LiveTable reads the socket tables (nil: sock_diag), for tests.
+	LiveTable LiveTable
 }
 
 // Filter keeps the connections a person asked about. Zero values match
@@ -106,6 +114,7 @@ type Stats struct {
 	Narratives map[string]int
 	Evictions  uint64
 	Tracked    int
+	Reconciled uint64 // connections dropped: the kernel no longer had them
 }
 
 // Pipeline is an open tracer and the tracker it feeds.
@@ -117,6 +126,7 @@ type Pipeline struct {
 	told    map[string]int
 	sinkErr error
 	sink    Sink
+	rec     *reconciler
 }
 
 // Open loads and attaches the kernel half. Hooks the kernel lacks are in
@@ -155,6 +165,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 		if !p.opts.NoExisting {
 			p.addExisting()
 		}
+		p.rec = newReconciler(&p.opts)
 	}
 
 	var (
@@ -179,6 +190,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			lastLoss = l.Total
 			if p.tracker != nil {
 				p.tracker.RecordsLost()
+				p.rec.soon()
 			}
 			return sink.Loss(l)
 		}
@@ -196,6 +208,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 		err := p.Tracer.Read(&ev)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			if p.tracker != nil {
+				p.rec.step(p.tracker, true, 0, p.opts.Warn)
 				p.tracker.Tick(wire.MonotonicNow())
 				mem.afterTick(p.tracker.Stats().Tracked)
 			}
@@ -223,6 +236,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			continue
 		}
 		p.tracker.Handle(&ev)
+		p.rec.step(p.tracker, false, ev.Mono, p.opts.Warn)
 		// With --all, routine happenings that are not narratives still show.
 		if p.opts.Routine && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 &&
 			p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) && p.sinkErr == nil {
@@ -239,6 +253,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 		}
 		ts := p.tracker.Stats()
 		stats.Evictions, stats.Tracked = ts.Evictions, ts.Tracked
+		stats.Reconciled = ts.Reconciled
 	}
 	stats.Narratives = p.told
 	if err := checkLoss(); err != nil {

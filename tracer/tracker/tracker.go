@@ -62,6 +62,7 @@ type Tracker struct {
 	wallAtZero time.Time
 	lastEmit   time.Duration
 	lossEpoch  uint64 // bumped whenever the kernel reports lost records
+	reconciled uint64 // connections dropped because the kernel no longer had them
 }
 
 type tupleKey struct {
@@ -621,11 +622,15 @@ type Stats struct {
 	Narratives map[string]int
 	Evictions  uint64
 	Tracked    int
+	// Reconciled counts connections dropped because the kernel's socket
+	// table no longer had them (their end was lost): see Reconcile.
+	Reconciled uint64
 }
 
 // Stats reports narratives by verdict, evictions and connections tracked.
 func (t *Tracker) Stats() Stats {
-	s := Stats{Narratives: make(map[string]int, len(t.counts)), Evictions: t.evictions, Tracked: t.tracked}
+	s := Stats{Narratives: make(map[string]int, len(t.counts)), Evictions: t.evictions, Tracked: t.tracked,
+		Reconciled: t.reconciled}
 	for v, n := range t.counts {
 		s.Narratives[string(v)] = n
 	}
