@@ -71,3 +71,15 @@ clean: ## remove build output
 .PHONY: soak
 soak: deps build ## 10 minutes of loopback churn under tcpwatch --all, RSS every 10 s; writes docs/soak.md (root)
 	$(GO) run ./cmd/tcpwatch-bench soak --tcpwatch ./$(BINARY) --out docs/soak.md $(SOAKARGS)
+
+# Fuzz targets, package:function; `go test` runs their seeds (f.Add and
+# testdata/fuzz/<target>), `make fuzz` explores each for FUZZTIME.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := tracer/wire:FuzzDecode tracer/wire:FuzzReadRecording tracer/tracker:FuzzTracker \
+	output:FuzzJSONOutput output:FuzzTextOutput
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s); a failure is saved under testdata/fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg; done
