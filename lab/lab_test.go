@@ -171,6 +171,10 @@ func TestCleanupAfterKill(t *testing.T) {
 	if ns := labNamespaces(t, cmd.Process.Pid); len(ns) > 0 {
 		t.Errorf("namespaces left after cleanup: %v", ns)
 	}
+	// ... and the directory of its applications' names.
+	if dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("%s%d-*", agentDirPrefix, cmd.Process.Pid))); len(dirs) > 0 {
+		t.Errorf("directories left after cleanup: %v", dirs)
+	}
 	deadline = time.Now().Add(5 * time.Second)
 	for len(labProcesses()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
