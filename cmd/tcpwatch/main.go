@@ -38,8 +38,15 @@ Flags:
 `
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintf(os.Stderr, "tcpwatch: %v\n", err)
+	// Every line on stderr starts with "tcpwatch: ", even the later lines
+	// of a multi-line error or warning.
+	stderr := newLinePrefixer(os.Stderr)
+	err := run(os.Args[1:], os.Stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tcpwatch: %v\n", err)
+	}
+	stderr.Flush()
+	if err != nil {
 		os.Exit(exitCode(err))
 	}
 }
@@ -174,7 +181,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "lab" {
 		return runLab(args[1:], stdout, stderr)
 	}
-	o, rest, err := parseFlags(args, stderr)
+	o, rest, err := parseFlags(args, stdout) // only --help writes there
 	if errors.Is(err, pflag.ErrHelp) {
 		return nil
 	}
