@@ -35,8 +35,8 @@ check-generated: generate ## fail if the committed BPF object or bindings are st
 	@git diff --exit-code -- bpf/ cmd/tcpwatch-bench/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
 
 .PHONY: build
-build: ## build ./tcpwatch (needs no clang: the BPF object is committed)
-	$(GO) build -o $(BINARY) ./cmd/tcpwatch
+build: ## build ./tcpwatch without cgo (so it can drop capabilities on every thread; no clang needed)
+	CGO_ENABLED=0 $(GO) build -o $(BINARY) ./cmd/tcpwatch
 
 .PHONY: run
 run: build ## build and run tcpwatch as root, e.g. make run ARGS="--events -o json"

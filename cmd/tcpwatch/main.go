@@ -239,6 +239,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	defer p.Close()
 	warnMissingHooks(p.Tracer, stderr)
+	// The programs are attached: keep only the capabilities reading /proc
+	// and other namespaces' socket tables needs (caps.go).
+	if err := dropCapabilities(); err != nil {
+		fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err)
+	}
 	// Until now SIGINT and SIGTERM kept their default action, so a start-up
 	// stuck on a slow file or a verifier can be stopped; from here they end
 	// the run cleanly with a stats line.
