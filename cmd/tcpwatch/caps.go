@@ -64,6 +64,10 @@ func dropCapabilities() error {
 		}
 		return nil
 	}
+	// A harmless all-threads call first: a cgo build refuses them all.
+	if err := all(unix.SYS_PRCTL, unix.PR_GET_NO_NEW_PRIVS, 0, 0); err != nil {
+		return err
+	}
 	// The bounding set limits what an execve could regain; dropping from
 	// it needs CAP_SETPCAP, which is then dropped too.
 	if has(effective, unix.CAP_SETPCAP) {

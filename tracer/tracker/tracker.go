@@ -245,6 +245,11 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 	if ev.Kind == wire.KindDestroy {
 		return nil
 	}
+	if ev.Cookie == 0 && !hasTuple {
+		// Nothing names the connection: no later record could find it,
+		// so an entry would only tell a one-record story and linger.
+		return nil
+	}
 	for t.tracked >= t.cfg.MaxConns {
 		t.remove(t.lru.prev)
 		t.evictions++
