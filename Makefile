@@ -36,8 +36,8 @@ check-generated: generate ## fail if the committed BPF object or bindings are st
 	@git diff --exit-code -- bpf/ cmd/tcpwatch-bench/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
 
 .PHONY: build
-build: ## build ./tcpwatch (needs no clang: the BPF object is committed)
-	$(GO) build -o $(BINARY) ./cmd/tcpwatch
+build: ## build ./tcpwatch without cgo (so it can drop capabilities on every thread; no clang needed)
+	CGO_ENABLED=0 $(GO) build -o $(BINARY) ./cmd/tcpwatch
 
 .PHONY: run
 run: build ## build and run tcpwatch as root, e.g. make run ARGS="--events -o json"
@@ -97,3 +97,19 @@ release: ## static binaries for amd64 and arm64 in dist/ (the committed bpfel ob
 image: release ## the container image (podman or docker), from deploy/Containerfile
 	@engine=$$(command -v podman || command -v docker) || { echo "no podman or docker" >&2; exit 1; }; \
 	$$engine build -f deploy/Containerfile --build-arg TARGETARCH=$$($(GO) env GOARCH) -t tcpwatch:latest .
+
+.PHONY: soak
+soak: deps build ## 10 minutes of loopback churn under tcpwatch --all, RSS every 10 s; writes docs/soak.md (root)
+	$(GO) run ./cmd/tcpwatch-bench soak --tcpwatch ./$(BINARY) --out docs/soak.md $(SOAKARGS)
+
+# Fuzz targets, package:function; `go test` runs their seeds (f.Add and
+# testdata/fuzz/<target>), `make fuzz` explores each for FUZZTIME.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := tracer/wire:FuzzDecode tracer/wire:FuzzReadRecording tracer/tracker:FuzzTracker \
+	output:FuzzJSONOutput output:FuzzTextOutput
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s); a failure is saved under testdata/fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg; done

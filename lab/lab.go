@@ -166,8 +166,12 @@ func (r *run) notify() {
 }
 
 // Cleanup removes the namespaces (and their processes) of lab runs whose
-// process is gone.
-func Cleanup() ([]string, error) { return netlab.CleanupStale() }
+// process is gone, and their directories under the temporary directory.
+func Cleanup() ([]string, error) {
+	removed, err := netlab.CleanupStale()
+	dirs, derr := cleanupAgentDirs(os.TempDir())
+	return append(removed, dirs...), errors.Join(err, derr)
+}
 
 // ErrNotRoot is returned when the lab cannot create namespaces.
 var ErrNotRoot = errors.New("the lab needs root: it creates network namespaces, links and nftables rules")
@@ -408,7 +412,7 @@ func (s labSink) Loss(l pipeline.Loss) error {
 // linkAgents names the application binaries after their roles, so that the
 // owner tcpwatch reports is "lab-client" or "lab-server", not "tcpwatch".
 func (r *run) linkAgents() error {
-	dir, err := os.MkdirTemp("", "tcpwatch-lab-")
+	dir, err := makeAgentDir()
 	if err != nil {
 		return err
 	}

@@ -208,6 +208,10 @@ func TestCleanupAfterKill(t *testing.T) {
 		}
 		return out
 	}
+	// ... and the directory of its applications' names.
+	if dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("%s%d-*", agentDirPrefix, cmd.Process.Pid))); len(dirs) > 0 {
+		t.Errorf("directories left after cleanup: %v", dirs)
+	}
 	deadline = time.Now().Add(5 * time.Second)
 	for len(alive()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)

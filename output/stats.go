@@ -18,6 +18,9 @@ type Stats struct {
 	Narratives map[string]int `json:"narratives"`
 	Evictions  uint64         `json:"evictions"`
 	Tracked    int            `json:"tracked"`
+	// Reconciled counts connections dropped because the kernel's socket
+	// table no longer had them: their end was among the lost records.
+	Reconciled uint64 `json:"reconciled"`
 }
 
 // Stats writes the closing summary.
@@ -45,6 +48,9 @@ func (w *Writer) Stats(s Stats) error {
 	}
 	if s.Evictions > 0 {
 		line += fmt.Sprintf(", %d connections evicted from the tracker", s.Evictions)
+	}
+	if s.Reconciled > 0 {
+		line += fmt.Sprintf(", %d connections whose end was lost dropped (gone from the kernel's socket table)", s.Reconciled)
 	}
 	w.line = append(w.line[:0], line...)
 	return w.writeLine()

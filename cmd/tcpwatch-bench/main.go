@@ -41,6 +41,14 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "soak" {
+		// The long memory soak (soak.go), apart from the cost workloads.
+		if err := runSoak(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "tcpwatch-bench soak: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "tcpwatch-bench: %v\n", err)
 		os.Exit(1)

@@ -30,8 +30,11 @@ Flags for run:
 
 func runLab(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, labUsage)
-		return usageError{errors.New("lab needs a command: list, run or cleanup")}
+		return usageError{errors.New("lab needs a command: list, run or cleanup (tcpwatch lab --help)")}
+	}
+	if args[0] == "--help" || args[0] == "-h" || args[0] == "help" {
+		fmt.Fprint(stdout, labUsage)
+		return nil
 	}
 	if (args[0] == "list" || args[0] == "cleanup") && len(args) > 1 {
 		return usageError{fmt.Errorf("lab %s takes no arguments", args[0])}
@@ -71,9 +74,9 @@ func runLabScenario(args []string, stdout, stderr io.Writer) error {
 	var explain bool
 	var record string
 	fs := pflag.NewFlagSet("tcpwatch lab run", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout) // only --help writes there
 	fs.Usage = func() {
-		fmt.Fprint(stderr, labUsage)
+		fmt.Fprint(stdout, labUsage)
 		fs.PrintDefaults()
 	}
 	fs.BoolVar(&opt.KernelDefaults, "kernel-defaults", false, "keep the kernel's own timers (tcp_retries2=15: 924.6s) instead of shortening them")

@@ -38,8 +38,15 @@ Flags:
 `
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintf(os.Stderr, "tcpwatch: %v\n", err)
+	// Every line on stderr starts with "tcpwatch: ", even the later lines
+	// of a multi-line error or warning.
+	stderr := newLinePrefixer(os.Stderr)
+	err := run(os.Args[1:], os.Stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tcpwatch: %v\n", err)
+	}
+	stderr.Flush()
+	if err != nil {
 		os.Exit(exitCode(err))
 	}
 }
@@ -179,7 +186,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "lab" {
 		return runLab(args[1:], stdout, stderr)
 	}
-	o, rest, err := parseFlags(args, stderr)
+	o, rest, err := parseFlags(args, stdout) // only --help writes there
 	if errors.Is(err, pflag.ErrHelp) {
 		return nil
 	}
@@ -242,6 +249,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	defer p.Close()
 	warnMissingHooks(p.Tracer, stderr)
+	// The programs are attached: keep only the capabilities reading /proc
+	// and other namespaces' socket tables needs (caps.go).
+	if err := dropCapabilities(); err != nil {
+		fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err)
+	}
 	// Until now SIGINT and SIGTERM kept their default action, so a start-up
 	// stuck on a slow file or a verifier can be stopped; from here they end
 	// the run cleanly with a stats line.
@@ -268,7 +280,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	err = w.Stats(output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
-		Evictions: stats.Evictions, Tracked: stats.Tracked})
+		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled})
 	if errors.Is(err, output.ErrClosedOutput) {
 		return nil
 	}

@@ -88,6 +88,8 @@ func Summary(n *tracker.Narrative) string {
 		return fmt.Sprintf("connect() to %s was refused: the peer answered SYN with RST (%s)", n.Remote, Errno(n.Errno))
 	case tracker.ConnectTimeout:
 		return connectTimeoutSummary(n)
+	case tracker.Untold:
+		return untoldSummary(n)
 	}
 	return string(n.Verdict)
 }
@@ -196,6 +198,8 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 		b.WriteString(abortExplanation(n.ResetReason))
 		b.WriteString(" The peer gets ECONNRESET.")
 
+	case tracker.Untold:
+		b.WriteString(untoldExplanation)
 	case tracker.ConnectRefused:
 		b.WriteString("The peer host is up but nothing listens on that port (or a firewall rejects with RST): its kernel answered the SYN with RST and tcp_reset() in SYN_SENT reports ECONNREFUSED.")
 	}
@@ -421,3 +425,17 @@ func plural(n int) string {
 	}
 	return "s"
 }
+
+// untoldSummary: a connection in an episode whose end tcpwatch never saw.
+func untoldSummary(n *tracker.Narrative) string {
+	last := "in an outage"
+	switch {
+	case n.Retransmits > 0:
+		last = fmt.Sprintf("stalled (%d RTO retransmission%s, no ACK for %s)", n.Retransmits, plural(n.Retransmits), Secs(n.Outage))
+	case n.Probes > 0:
+		last = fmt.Sprintf("keepalive probing (%d probe%s unanswered over %s)", n.Probes, plural(n.Probes), Secs(n.Outage))
+	}
+	return "the connection is gone from the kernel's socket table but how it ended was not seen: kernel records were lost; it was last " + last
+}
+
+const untoldExplanation = "The kernel dropped records while tcpwatch tracked this connection (stats.lost), and the ones that told its end (the move to CLOSE, the reset, the error, the socket's destruction) were among them. tcpwatch compares its connections with the kernel's own socket table (sock_diag) every few seconds; this one is no longer there, so it is told as ended, without a cause rather than with a guessed one. To see such ends, raise --ring-size or narrow the filters."

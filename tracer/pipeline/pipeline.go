@@ -59,6 +59,14 @@ type Options struct {
 	// Observe, when set, is told the run's counters about once a second
 	// and at the end, from the pipeline's goroutine (for metrics).
 	Observe func(Progress)
+
+	// ReconcileEvery is how often the tracker is compared with the
+	// kernel's socket tables (sock_diag), so that connections whose end
+	// was lost do not stay forever; 0 means ReconcileEvery, negative
+	// never. It also runs soon after every loss report.
+	ReconcileEvery time.Duration
+	// LiveTable reads the socket tables (nil: sock_diag), for tests.
+	LiveTable LiveTable
 }
 
 // Progress is the run's counters so far.
@@ -148,6 +156,7 @@ type Stats struct {
 	Narratives map[string]int
 	Evictions  uint64
 	Tracked    int
+	Reconciled uint64 // connections dropped: the kernel no longer had them
 }
 
 // Pipeline is an open tracer and the tracker it feeds.
@@ -159,6 +168,7 @@ type Pipeline struct {
 	told    map[string]int
 	sinkErr error
 	sink    Sink
+	rec     *reconciler
 }
 
 // Open loads and attaches the kernel half. Hooks the kernel lacks are in
@@ -197,6 +207,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 		if !p.opts.NoExisting {
 			p.addExisting()
 		}
+		p.rec = newReconciler(&p.opts)
 	}
 
 	var (
@@ -229,6 +240,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			lastLoss = l.Total
 			if p.tracker != nil {
 				p.tracker.RecordsLost()
+				p.rec.soon()
 			}
 			return sink.Loss(l)
 		}
@@ -250,6 +262,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 		if now.After(nextTick) {
 			nextTick = now.Add(tick)
 			if p.tracker != nil {
+				p.rec.step(p.tracker, true, 0, p.opts.Warn)
 				p.tracker.Tick(wire.MonotonicNow())
 				mem.afterTick(p.tracker.Stats().Tracked)
 			}
@@ -281,6 +294,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			continue
 		}
 		p.tracker.Handle(&ev)
+		p.rec.step(p.tracker, false, ev.Mono, p.opts.Warn)
 		// With --all, routine happenings that are not narratives still show.
 		if p.opts.Routine && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 &&
 			p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) && p.cgroupMatch(ev.CgroupID) && p.sinkErr == nil {
@@ -297,6 +311,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 		}
 		ts := p.tracker.Stats()
 		stats.Evictions, stats.Tracked = ts.Evictions, ts.Tracked
+		stats.Reconciled = ts.Reconciled
 	}
 	stats.Narratives = p.told
 	if err := checkLoss(); err != nil {

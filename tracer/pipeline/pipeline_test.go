@@ -30,7 +30,7 @@ func (c *collector) Narrative(n *tracker.Narrative) error {
 	c.got = append(c.got, *n)
 	return nil
 }
-func (c *collector) Notice(*tracker.Notice) error             { return nil }
+func (c *collector) Notice(*tracker.Notice) error              { return nil }
 func (c *collector) Event(*wire.Event, tcp.ResetReasons) error { return nil }
 func (c *collector) Loss(Loss) error                           { return nil }
 

@@ -41,6 +41,15 @@ type diagSocket struct {
 // dumpTCP lists family's TCP sockets through fd, a NETLINK_SOCK_DIAG socket
 // opened in the namespace to list.
 func dumpTCP(fd int, family uint8) ([]diagSocket, error) {
+	var out []diagSocket
+	err := walkTCP(fd, family, trackedStates, 1<<(inetDiagInfo-1), func(s *diagSocket) { out = append(out, *s) })
+	return out, err
+}
+
+// walkTCP calls fn for each of family's TCP sockets in the states of the
+// mask, asking for the inet_diag extensions of ext (bit n-1 for INET_DIAG
+// attribute n; 0 for the bare sockets). fn must not keep s.
+func walkTCP(fd int, family uint8, states uint32, ext uint8, fn func(s *diagSocket)) error {
 	req := make([]byte, unix.NLMSG_HDRLEN+sizeofDiagReq)
 	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
 	binary.NativeEndian.PutUint16(req[4:], sockDiagByFamily)
@@ -48,39 +57,38 @@ func dumpTCP(fd int, family uint8) ([]diagSocket, error) {
 	body := req[unix.NLMSG_HDRLEN:]
 	body[0] = family
 	body[1] = unix.IPPROTO_TCP
-	body[2] = 1 << (inetDiagInfo - 1)
-	binary.NativeEndian.PutUint32(body[4:], trackedStates)
+	body[2] = ext
+	binary.NativeEndian.PutUint32(body[4:], states)
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("sock_diag request: %w", err)
+		return fmt.Errorf("sock_diag request: %w", err)
 	}
-	var out []diagSocket
 	buf := make([]byte, 64<<10)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
-			return nil, fmt.Errorf("sock_diag reply: %w", err)
+			return fmt.Errorf("sock_diag reply: %w", err)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 		if err != nil {
-			return nil, fmt.Errorf("sock_diag reply: %w", err)
+			return fmt.Errorf("sock_diag reply: %w", err)
 		}
 		for _, m := range msgs {
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
-				return out, nil
+				return nil
 			case unix.NLMSG_ERROR:
 				if len(m.Data) >= 4 {
 					if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 {
-						return nil, fmt.Errorf("sock_diag: %w", unix.Errno(-errno))
+						return fmt.Errorf("sock_diag: %w", unix.Errno(-errno))
 					}
 				}
-				return out, nil
+				return nil
 			case sockDiagByFamily:
 				s, err := parseDiagMsg(m.Data)
 				if err != nil {
-					return nil, err
+					return err
 				}
-				out = append(out, s)
+				fn(&s)
 			}
 		}
 	}

@@ -114,16 +114,8 @@ const (
 )
 
 func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
-	// The socket belongs to the namespace it was created in.
-	fd := -1
-	if err := netnsexec.Do(path, func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-		if err != nil {
-			return fmt.Errorf("sock_diag socket: %w", err)
-		}
-		return nil
-	}); err != nil {
+	fd, err := diagSocketIn(path)
+	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(fd)
@@ -163,6 +155,21 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 		}
 	}
 	return out, nil
+}
+
+// diagSocketIn opens a sock_diag socket in the namespace at path: a
+// netlink socket answers for the namespace it was created in.
+func diagSocketIn(path string) (int, error) {
+	fd := -1
+	err := netnsexec.Do(path, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		if err != nil {
+			return fmt.Errorf("sock_diag socket: %w", err)
+		}
+		return nil
+	})
+	return fd, err
 }
 
 // readSettings reads a namespace's TCP sysctls; sock_diag does not report

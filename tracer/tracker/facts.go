@@ -148,6 +148,14 @@ func (c *conn) outageFacts(n *Narrative, now time.Duration) {
 	case ConnectTimeout:
 		n.Retransmits = c.synRetrans
 		n.Outage = now - c.firstMono
+	case Untold:
+		// What was known when the records stopped: the episode's figures.
+		if c.stallFirst != 0 {
+			stalled()
+		} else {
+			n.Probes = c.probes
+			n.Outage = now - c.probeSince
+		}
 	case LocalProcessExited, LocalAbort:
 		// An outage in progress when the owner died or gave up is part of
 		// the story.

@@ -39,10 +39,16 @@ const (
 	KeepaliveProbing Verdict = "keepalive_probing"
 )
 
+// Untold is the final verdict of a connection in an episode (stalled,
+// keepalive_probing) that the kernel's socket table no longer has while
+// its end never reached tcpwatch: the records that told it were lost. It
+// says so rather than guess (see Tracker.Reconcile).
+const Untold Verdict = "untold"
+
 // Verdicts lists every verdict, finals first.
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
-	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout,
+	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
 	Stalled, Recovered, KeepaliveProbing,
 }
 

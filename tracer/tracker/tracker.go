@@ -64,6 +64,7 @@ type Tracker struct {
 	wallAtZero time.Time
 	lastEmit   time.Duration
 	lossEpoch  uint64 // bumped whenever the kernel reports lost records
+	reconciled uint64 // connections dropped because the kernel no longer had them
 }
 
 type tupleKey struct {
@@ -249,6 +250,11 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 		}
 	}
 	if ev.Kind == wire.KindDestroy {
+		return nil
+	}
+	if ev.Cookie == 0 && !hasTuple {
+		// Nothing names the connection: no later record could find it,
+		// so an entry would only tell a one-record story and linger.
 		return nil
 	}
 	for t.tracked >= t.cfg.MaxConns {
@@ -636,11 +642,15 @@ type Stats struct {
 	Narratives map[string]int
 	Evictions  uint64
 	Tracked    int
+	// Reconciled counts connections dropped because the kernel's socket
+	// table no longer had them (their end was lost): see Reconcile.
+	Reconciled uint64
 }
 
 // Stats reports narratives by verdict, evictions and connections tracked.
 func (t *Tracker) Stats() Stats {
-	s := Stats{Narratives: make(map[string]int, len(t.counts)), Evictions: t.evictions, Tracked: t.tracked}
+	s := Stats{Narratives: make(map[string]int, len(t.counts)), Evictions: t.evictions, Tracked: t.tracked,
+		Reconciled: t.reconciled}
 	for v, n := range t.counts {
 		s.Narratives[string(v)] = n
 	}

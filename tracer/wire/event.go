@@ -277,15 +277,21 @@ func Encode(ev *Event) []byte {
 	if ev.Kind == KindCongState {
 		r.OldState = uint8(ev.OldCA)
 	}
-	if ev.Local.Addr().Is6() {
+	// Either side IPv6 makes an IPv6 record; a side with no address (a
+	// test's event, a reset with no socket) is all zeros, never a panic.
+	if la, ra := ev.Local.Addr(), ev.Remote.Addr(); la.Is6() || ra.Is6() {
 		r.Family = 10
-		r.Saddr = ev.Local.Addr().As16()
-		r.Daddr = ev.Remote.Addr().As16()
+		r.Saddr, r.Daddr = la.As16(), ra.As16()
 	} else {
 		r.Family = 2
-		s, d := ev.Local.Addr().As4(), ev.Remote.Addr().As4()
-		copy(r.Saddr[:], s[:])
-		copy(r.Daddr[:], d[:])
+		if la.Is4() {
+			s := la.As4()
+			copy(r.Saddr[:], s[:])
+		}
+		if ra.Is4() {
+			d := ra.As4()
+			copy(r.Daddr[:], d[:])
+		}
 	}
 	buf := make([]byte, recordSize)
 	*(*bpf.TcpwatchEvent)(unsafe.Pointer(&buf[0])) = r

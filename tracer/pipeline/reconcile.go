@@ -1,0 +1,114 @@
+package pipeline
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// ReconcileEvery is how often, by default, the tracker is compared with the
+// kernel's socket tables (Options.ReconcileEvery).
+const ReconcileEvery = 10 * time.Second
+
+// reconcileAfterLoss is how soon after a loss report the comparison runs:
+// a storm of lost records leaves dead entries behind at once.
+const reconcileAfterLoss = time.Second
+
+// catchUp is how far past the table's reading an event must be before the
+// tracker is known to have every record written before it (records of
+// different CPUs reach the ring a little out of order).
+const catchUp = 20 * time.Millisecond
+
+// LiveTable reads the kernel's socket tables of the namespaces given.
+type LiveTable func(netns []uint32) (Alive, error)
+
+// Alive answers for one reading of the socket tables (see tracker.Alive).
+type Alive interface {
+	Has(netns uint32, cookie uint64, local, remote netip.AddrPort) bool
+}
+
+// reconciler reads the kernel's socket tables away from the reading loop
+// and hands the result to the tracker once the loop has caught up with the
+// moment they were read.
+type reconciler struct {
+	every   time.Duration
+	read    LiveTable
+	next    time.Time
+	running bool
+	result  chan liveResult
+	ready   *liveResult
+	warned  bool
+}
+
+type liveResult struct {
+	asOf  time.Duration // kernel CLOCK_MONOTONIC before the tables were read
+	alive Alive
+	err   error
+}
+
+func newReconciler(opts *Options) *reconciler {
+	every := opts.ReconcileEvery
+	if every == 0 {
+		every = ReconcileEvery
+	}
+	if every < 0 {
+		return nil
+	}
+	read := opts.LiveTable
+	if read == nil {
+		read = func(ns []uint32) (Alive, error) { return sockdiag.Live(ns) }
+	}
+	return &reconciler{every: every, read: read, next: time.Now().Add(every), result: make(chan liveResult, 1)}
+}
+
+// soon brings the next comparison forward after a loss.
+func (r *reconciler) soon() {
+	if r == nil {
+		return
+	}
+	if at := time.Now().Add(reconcileAfterLoss); at.Before(r.next) {
+		r.next = at
+	}
+}
+
+// step starts a reading when one is due, and applies a finished one once
+// the loop has read past it: drained says the ring buffer was just found
+// empty, lastMono is the latest record's kernel time.
+func (r *reconciler) step(t *tracker.Tracker, drained bool, lastMono time.Duration, warn func(error)) {
+	if r == nil || t == nil {
+		return
+	}
+	select {
+	case res := <-r.result:
+		r.running = false
+		if res.err != nil && warn != nil && !r.warned {
+			// Once: a namespace that cannot be read stays so.
+			r.warned = true
+			warn(fmt.Errorf("comparing with the kernel's socket table: %w", res.err))
+		}
+		if res.alive != nil {
+			r.ready = &res
+		}
+	default:
+	}
+	if r.ready != nil && (drained || lastMono > r.ready.asOf+catchUp) {
+		alive := r.ready.alive
+		t.Reconcile(r.ready.asOf, wire.MonotonicNow(), alive.Has)
+		r.ready = nil
+		r.next = time.Now().Add(r.every)
+	}
+	if !r.running && r.ready == nil && !time.Now().Before(r.next) {
+		r.running = true
+		r.next = time.Now().Add(r.every)
+		ns := t.NetNS()
+		go func() {
+			asOf := wire.MonotonicNow()
+			alive, err := r.read(ns)
+			r.result <- liveResult{asOf: asOf, alive: alive, err: err}
+		}()
+	}
+}
