@@ -801,8 +801,12 @@ func TestCleanupStale(t *testing.T) {
 	}
 
 	removed, err := CleanupStale()
-	if err != nil {
-		t.Fatal(err)
+	for _, n := range left {
+		// Other runs' leftovers still mounted in some other mount
+		// namespace may fail to go: only this test's count.
+		if err != nil && strings.Contains(err.Error(), n) {
+			t.Fatal(err)
+		}
 	}
 	for _, n := range left {
 		if !slices.Contains(removed, n) {
