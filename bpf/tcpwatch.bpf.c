@@ -232,8 +232,14 @@ static __always_inline int handle_send_reset(const struct sock *sk, const struct
 		return 0;
 	/* A reset is notable: the socket gets storage. */
 	struct sock_info *info = sock_info_create(sk);
-	/* close()/disconnect with unread data or SO_LINGER 0: the owner is acting. */
-	if (!skb && reason_is_owner_close(reason))
+	/*
+	 * close()/disconnect with unread data or SO_LINGER 0: the owner is
+	 * acting. Before 6.10 the kernel gives no reason; those paths are the
+	 * ones that set TCP_CLOSE before they reset (tcp_close,
+	 * tcp_disconnect), while a timer's or ss -K's reset comes first.
+	 */
+	int owner_close = reason == TW_RST_REASON_UNKNOWN ? state == TCP_CLOSE : reason_is_owner_close(reason);
+	if (!skb && owner_close)
 		set_closer(info);
 	if (!wanted(info, 1))
 		return 0;

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpwatch/tcpwatch/bpf"
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
@@ -385,8 +385,10 @@ func TestKeepaliveProbeAndKill(t *testing.T) {
 	// The reason is what this kernel can say: 6.10+ names it, older
 	// kernels' tracepoint has no reason at all.
 	wantReason := ""
-	if slices.Contains(slices.Collect(maps.Values(col.t.Kernel.ResetReasons)), "TCP_KEEPALIVE_TIMEOUT") {
-		wantReason = "TCP_KEEPALIVE_TIMEOUT"
+	for _, h := range col.t.Hooks {
+		if slices.Contains(h.Chosen, bpf.TcpwatchProgTwSendResetReason) {
+			wantReason = "TCP_KEEPALIVE_TIMEOUT"
+		}
 	}
 	if got := col.t.Kernel.ResetReasons.Name(rst.Detail); got != wantReason || rst.Flags&wire.FlagInKeepalive == 0 {
 		t.Errorf("reset reason %q flags %b", got, rst.Flags)
