@@ -121,7 +121,7 @@ func runFloor() error {
 	}
 	defer objs.Close()
 	progs := []*ebpf.Program{objs.FloorSetState, objs.FloorRetransmit, objs.FloorSendReset, objs.FloorRecvReset,
-		objs.FloorError, objs.FloorCongState, objs.FloorDestroy, objs.FloorSend, objs.FloorRecv,
+		objs.FloorError, objs.FloorCongState, objs.FloorDestroy,
 		objs.FloorTimerEntry, objs.FloorTimerExit}
 	for _, p := range progs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
