@@ -54,6 +54,9 @@ type config struct {
 	conns     int
 	workloads []string
 	memConns  int
+	// busy server
+	busyConns    int
+	busyRequests int
 }
 
 func run(args []string) error {
@@ -64,7 +67,9 @@ func run(args []string) error {
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds per configuration (median and spread are reported)")
 	fs.IntVar(&c.conns, "conns", 20000, "connections per churn round")
 	fs.IntVar(&c.memConns, "mem-conns", 50000, "concurrent loopback connections for the memory workload (each has two tracked ends)")
-	fs.StringSliceVar(&c.workloads, "workloads", []string{"churn", "bulk", "timers", "memory", "startup", "decode"}, "workloads to run")
+	fs.IntVar(&c.busyConns, "busy-conns", 8, "persistent connections of the busy-server workload")
+	fs.IntVar(&c.busyRequests, "busy-requests", 200000, "one-byte requests per busy-server round (all connections)")
+	fs.StringSliceVar(&c.workloads, "workloads", []string{"churn", "busy", "bulk", "timers", "memory", "startup", "decode"}, "workloads to run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -89,6 +94,8 @@ func run(args []string) error {
 		switch w {
 		case "churn":
 			err = benchChurn(ctx, c, rep)
+		case "busy":
+			err = benchBusy(ctx, c, rep)
 		case "bulk":
 			err = benchBulk(ctx, c, rep)
 		case "timers":
