@@ -49,6 +49,7 @@ func main() {
 
 type config struct {
 	tcpwatch  string
+	baseline  string // another tcpwatch binary, measured beside in churn (A/B)
 	out       string
 	rounds    int
 	conns     int
@@ -63,6 +64,7 @@ func run(args []string) error {
 	var c config
 	fs := pflag.NewFlagSet("tcpwatch-bench", pflag.ContinueOnError)
 	fs.StringVar(&c.tcpwatch, "tcpwatch", "./tcpwatch", "the tcpwatch binary to measure")
+	fs.StringVar(&c.baseline, "baseline", "", "another tcpwatch binary (e.g. built from main) to measure beside in the churn rounds, default mode")
 	fs.StringVar(&c.out, "out", "docs/performance.md", "where to write the report")
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds per configuration (median and spread are reported)")
 	fs.IntVar(&c.conns, "conns", 20000, "connections per churn round")

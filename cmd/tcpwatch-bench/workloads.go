@@ -86,6 +86,9 @@ func benchChurn(ctx context.Context, c config, rep *report) error {
 		return err
 	}
 	tracers := []tracer{noTracer, floorTracer, tcpwatchDefault, tcpwatchAll, bpftracePeer}
+	if c.baseline != "" {
+		tracers = append(tracers, tcpwatchBase)
+	}
 	if err := ensureTracefs(); err != nil {
 		return err
 	}
@@ -117,7 +120,7 @@ func benchChurn(ctx context.Context, c config, rep *report) error {
 			cr.user = append(cr.user, float64(d.procNs)/n)
 			cr.total = append(cr.total, float64(bpfNs+d.procNs)/n)
 			cr.runs = append(cr.runs, float64(runs)/n)
-			cr.perProg = d
+			cr.perProg = cr.perProg.add(d)
 			if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
 				return err
 			}
@@ -126,13 +129,14 @@ func benchChurn(ctx context.Context, c config, rep *report) error {
 	for _, t := range tracers {
 		rep.churn = append(rep.churn, res[t.name])
 	}
+	rep.churnBase = res[tcpwatchBase.name]
 	return nil
 }
 
 type churnResult struct {
 	name                         string
 	rate, bpf, user, total, runs []float64
-	perProg                      cost // the last round's, per program
+	perProg                      cost // every round's, per program
 }
 
 // bulkPair builds two hosts joined by a lossy cable and starts a sender in A
@@ -700,7 +704,7 @@ func benchBusy(ctx context.Context, c config, rep *report) error {
 			br.background = append(br.background, float64(bgBPF+bg.procNs)/n)
 			br.net = append(br.net, max(0, float64(bpfNs+d.procNs)-float64(bgBPF+bg.procNs))/n)
 			br.whole = append(br.whole, float64(workNs+d.procNs)/n)
-			br.perProg = d
+			br.perProg = br.perProg.add(d)
 			if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
 				return err
 			}
@@ -715,5 +719,5 @@ type busyResult struct {
 	// background: the same tracer's cost over an idle interval as long as
 	// the round, per request; net: the round's cost less it.
 	bgRuns, background, net []float64
-	perProg                 cost // the last round's, per program
+	perProg                 cost // every round's, per program
 }
