@@ -3,8 +3,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * The floor for tcpwatch's benchmark: empty programs on exactly the
- * tracepoints tcpwatch uses. Whatever they cost is the least any tracer on
- * these hooks can cost; tcpwatch's own cost is reported against it.
+ * tracepoints tcpwatch attaches (tracer.hooks()): the TCP and sock
+ * tracepoints and the timer core's entry/exit, nothing on the send/receive
+ * path. Whatever they cost is the least any tracer on these hooks can
+ * cost; tcpwatch's own cost is reported against it.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -32,12 +34,6 @@ int BPF_PROG(floor_cong_state) { return 0; }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(floor_destroy) { return 0; }
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(floor_send) { return 0; }
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(floor_recv) { return 0; }
 
 SEC("tp_btf/timer_expire_entry")
 int BPF_PROG(floor_timer_entry) { return 0; }

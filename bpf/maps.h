@@ -51,9 +51,10 @@ struct sock_info {
 };
 
 /*
- * Socket-local storage: created by tw_set_state at connect, listen and the
- * close transitions (task context), and by the reset/error/retransmit
- * programs when a socket becomes notable; read by every program that has
+ * Socket-local storage: created by tw_set_state at listen, at connect with
+ * emit_all, at a close by an exiting task, and by the
+ * reset/error/retransmit programs (and a CLOSE with an error) when a
+ * socket becomes notable; read by every program that has
  * a trusted socket; deleted by the kernel with the socket. The timer
  * programs never read it: their socket pointer is not one the helper
  * accepts, and its layout is the kernel's business.
@@ -64,6 +65,40 @@ struct {
 	__type(key, int);
 	__type(value, struct sock_info);
 } sock_infos SEC(".maps");
+
+/*
+ * Who called connect(), without socket-local storage: creating storage
+ * costs about 1 us per connection (allocation at connect, an RCU free at
+ * destruction) and most connections never become notable. Keyed by the
+ * socket cookie, which tw_set_state generates at connect (every
+ * established socket gets one anyway: the timer programs read it), in a
+ * direct-mapped array: slot = cookie % TW_CONNECT_SLOTS. Cookies are
+ * handed out in sequence, so a slot is overwritten after that many more
+ * sockets got a cookie (65536: minutes on a busy host); a socket that
+ * becomes notable later than that has no connect owner in the kernel and
+ * user space names it from /proc. Written by tw_set_state at SYN_SENT
+ * (default mode); read by sock_info_create when a socket's storage is
+ * made (it becomes notable, or is closed by an exiting task). Never
+ * deleted (array). `cookie` is cleared before and set after the other
+ * fields, and a reader checks it before and after copying them: a slot
+ * being rewritten on another CPU is not read as the old socket's.
+ */
+#define TW_CONNECT_SLOTS (1 << 16)
+
+struct connect_owner {
+	__u64 cookie; /* 0: empty or being written */
+	__u64 ts_ns;  /* bpf_ktime_get_ns() at connect */
+	__u32 pid;
+	__u8 comm[TW_COMM_LEN];
+	__u8 _pad[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TW_CONNECT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct connect_owner);
+} connect_owners SEC(".maps");
 
 /*
  * icsk_probes_out after the keepalive timer last ran, keyed by the socket's

@@ -7,6 +7,12 @@
  * FIN_WAIT1, CLOSE_WAIT -> LAST_ACK, or an active reset on close). Accepted
  * and pre-existing sockets have no owner here until they are closed: user
  * space names them from the listener's record or the socket inode.
+ *
+ * The connect owner is not put in socket storage (maps.h, connect_owners):
+ * it waits in a slot keyed by the cookie, and goes into the storage when
+ * the socket becomes notable. A connected socket with no storage is, like
+ * an accepted one, closed without its closer noted (unless the closer is
+ * exiting): its later records name the connect owner.
  */
 #ifndef TW_SOCKINFO_H
 #define TW_SOCKINFO_H
@@ -20,10 +26,58 @@ static __always_inline struct sock_info *sock_info_lookup(const struct sock *sk)
 	return bpf_sk_storage_get(&sock_infos, (void *)sk, 0, 0);
 }
 
+#define barrier() asm volatile("" ::: "memory")
+
+static __always_inline struct connect_owner *connect_slot(__u64 cookie)
+{
+	__u32 slot = (__u32)cookie & (TW_CONNECT_SLOTS - 1);
+	return bpf_map_lookup_elem(&connect_owners, &slot);
+}
+
+/* connect(), default mode: the owner waits in its slot (a few ns, no allocation). */
+static __always_inline void remember_connect(const struct sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	struct connect_owner *c = connect_slot(cookie);
+	if (!c)
+		return;
+	c->cookie = 0;
+	barrier();
+	c->pid = bpf_get_current_pid_tgid() >> 32;
+	c->ts_ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(&c->comm, sizeof(c->comm));
+	barrier();
+	c->cookie = cookie;
+}
+
+/* New storage of a socket connect()ed in default mode: its owner from the slot. */
+static __always_inline int recall_connect(const struct sock *sk, struct sock_info *info)
+{
+	__u64 cookie = sk->__sk_common.skc_cookie.counter; /* never generated here */
+	if (!cookie)
+		return 0;
+	struct connect_owner *c = connect_slot(cookie);
+	if (!c || c->cookie != cookie)
+		return 0;
+	barrier();
+	info->pid = c->pid;
+	info->first_seen_ns = c->ts_ns;
+	__builtin_memcpy(info->comm, c->comm, sizeof(info->comm));
+	barrier();
+	if (c->cookie != cookie) { /* rewritten meanwhile by a later socket's connect */
+		info->pid = 0;
+		__builtin_memset(info->comm, 0, sizeof(info->comm));
+		info->first_seen_ns = 0;
+		return 0;
+	}
+	info->owner_source = TW_OWNER_CONNECT;
+	return 1;
+}
+
 static __always_inline struct sock_info *sock_info_create(const struct sock *sk)
 {
 	struct sock_info *info = bpf_sk_storage_get(&sock_infos, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (info && !info->first_seen_ns)
+	if (info && !info->first_seen_ns && !recall_connect(sk, info))
 		info->first_seen_ns = bpf_ktime_get_ns();
 	return info;
 }
@@ -62,12 +116,13 @@ static __always_inline void set_closer(struct sock_info *info)
 
 /*
  * ESTABLISHED -> FIN_WAIT1 or CLOSE_WAIT -> LAST_ACK: close() or exit, in
- * the owner's task. A socket with storage (connect()ed, or notable) learns
- * its closer. One without (accepted, closed by a live process) is left
- * without: making storage costs about 1 us per connection (measured:
- * tw_set_state 380 -> 270 ns per run on loopback churn), and its owner is
- * the listener's, which user space knows from the LISTEN record. A closer
- * that is exiting is news (the process died): then storage is made.
+ * the owner's task. A socket with storage (notable, or connect()ed with
+ * emit_all) learns its closer. One without (accepted or connect()ed, closed
+ * by a live process) is left without: making storage costs about 1 us per
+ * connection (measured: tw_set_state 380 -> 270 ns per run on loopback
+ * churn), and its owner is the connect slot's, or the holder of its inode
+ * or the listener's, which user space finds. A closer that is exiting is
+ * news (the process died): then storage is made.
  */
 static __always_inline struct sock_info *closing(const struct sock *sk)
 {

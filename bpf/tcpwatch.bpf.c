@@ -22,8 +22,8 @@
  *   keepalive.h  the TCP timers' entry/exit windows
  *
  * A connection that is born and dies normally costs a few loads per
- * tracepoint, its owner at connect/close and no record, unless the user
- * asked for everything (emit_all).
+ * tracepoint, its cookie and owner at connect (in a slot, not socket
+ * storage) and no record, unless the user asked for everything (emit_all).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -60,6 +60,11 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 
 	switch (newstate) {
 	case TCP_SYN_SENT: /* connect() */
+		if (!tw_cfg.emit_all) {
+			/* Storage only if it becomes notable: the owner waits in a slot. */
+			remember_connect(sk);
+			return 0;
+		}
 		info = sock_info_create(sk);
 		set_owner(info, TW_OWNER_CONNECT);
 		break;

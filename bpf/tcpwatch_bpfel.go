@@ -13,6 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TcpwatchConnectOwner struct {
+	_      structs.HostLayout
+	Cookie uint64
+	TsNs   uint64
+	Pid    uint32
+	Comm   [16]uint8
+	Pad    [4]uint8
+}
+
 type TcpwatchEvent struct {
 	_                 structs.HostLayout
 	TsNs              uint64
@@ -143,6 +152,7 @@ type TcpwatchTwWindow struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TcpwatchMapConnectOwners      = "connect_owners"
 	TcpwatchMapCounters           = "counters"
 	TcpwatchMapEvents             = "events"
 	TcpwatchMapKaProbes           = "ka_probes"
@@ -225,11 +235,12 @@ type TcpwatchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpwatchMapSpecs struct {
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	KaProbes  *ebpf.MapSpec `ebpf:"ka_probes"`
-	SockInfos *ebpf.MapSpec `ebpf:"sock_infos"`
-	TwWindows *ebpf.MapSpec `ebpf:"tw_windows"`
+	ConnectOwners *ebpf.MapSpec `ebpf:"connect_owners"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	KaProbes      *ebpf.MapSpec `ebpf:"ka_probes"`
+	SockInfos     *ebpf.MapSpec `ebpf:"sock_infos"`
+	TwWindows     *ebpf.MapSpec `ebpf:"tw_windows"`
 }
 
 // TcpwatchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -263,15 +274,17 @@ func (o *TcpwatchObjects) Close() error {
 //
 // It can be passed to LoadTcpwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpwatchMaps struct {
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Events    *ebpf.Map `ebpf:"events"`
-	KaProbes  *ebpf.Map `ebpf:"ka_probes"`
-	SockInfos *ebpf.Map `ebpf:"sock_infos"`
-	TwWindows *ebpf.Map `ebpf:"tw_windows"`
+	ConnectOwners *ebpf.Map `ebpf:"connect_owners"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	Events        *ebpf.Map `ebpf:"events"`
+	KaProbes      *ebpf.Map `ebpf:"ka_probes"`
+	SockInfos     *ebpf.Map `ebpf:"sock_infos"`
+	TwWindows     *ebpf.Map `ebpf:"tw_windows"`
 }
 
 func (m *TcpwatchMaps) Close() error {
 	return _TcpwatchClose(
+		m.ConnectOwners,
 		m.Counters,
 		m.Events,
 		m.KaProbes,

@@ -19,10 +19,8 @@ const (
 	floorProgFloorCongState  = "floor_cong_state"
 	floorProgFloorDestroy    = "floor_destroy"
 	floorProgFloorError      = "floor_error"
-	floorProgFloorRecv       = "floor_recv"
 	floorProgFloorRecvReset  = "floor_recv_reset"
 	floorProgFloorRetransmit = "floor_retransmit"
-	floorProgFloorSend       = "floor_send"
 	floorProgFloorSendReset  = "floor_send_reset"
 	floorProgFloorSetState   = "floor_set_state"
 	floorProgFloorTimerEntry = "floor_timer_entry"
@@ -74,10 +72,8 @@ type floorProgramSpecs struct {
 	FloorCongState  *ebpf.ProgramSpec `ebpf:"floor_cong_state"`
 	FloorDestroy    *ebpf.ProgramSpec `ebpf:"floor_destroy"`
 	FloorError      *ebpf.ProgramSpec `ebpf:"floor_error"`
-	FloorRecv       *ebpf.ProgramSpec `ebpf:"floor_recv"`
 	FloorRecvReset  *ebpf.ProgramSpec `ebpf:"floor_recv_reset"`
 	FloorRetransmit *ebpf.ProgramSpec `ebpf:"floor_retransmit"`
-	FloorSend       *ebpf.ProgramSpec `ebpf:"floor_send"`
 	FloorSendReset  *ebpf.ProgramSpec `ebpf:"floor_send_reset"`
 	FloorSetState   *ebpf.ProgramSpec `ebpf:"floor_set_state"`
 	FloorTimerEntry *ebpf.ProgramSpec `ebpf:"floor_timer_entry"`
@@ -135,10 +131,8 @@ type floorPrograms struct {
 	FloorCongState  *ebpf.Program `ebpf:"floor_cong_state"`
 	FloorDestroy    *ebpf.Program `ebpf:"floor_destroy"`
 	FloorError      *ebpf.Program `ebpf:"floor_error"`
-	FloorRecv       *ebpf.Program `ebpf:"floor_recv"`
 	FloorRecvReset  *ebpf.Program `ebpf:"floor_recv_reset"`
 	FloorRetransmit *ebpf.Program `ebpf:"floor_retransmit"`
-	FloorSend       *ebpf.Program `ebpf:"floor_send"`
 	FloorSendReset  *ebpf.Program `ebpf:"floor_send_reset"`
 	FloorSetState   *ebpf.Program `ebpf:"floor_set_state"`
 	FloorTimerEntry *ebpf.Program `ebpf:"floor_timer_entry"`
@@ -150,10 +144,8 @@ func (p *floorPrograms) Close() error {
 		p.FloorCongState,
 		p.FloorDestroy,
 		p.FloorError,
-		p.FloorRecv,
 		p.FloorRecvReset,
 		p.FloorRetransmit,
-		p.FloorSend,
 		p.FloorSendReset,
 		p.FloorSetState,
 		p.FloorTimerEntry,

@@ -57,22 +57,29 @@ func main() {
 
 type config struct {
 	tcpwatch  string
+	baseline  string // another tcpwatch binary, measured beside in churn (A/B)
 	out       string
 	rounds    int
 	conns     int
 	workloads []string
 	memConns  int
+	// busy server
+	busyConns    int
+	busyRequests int
 }
 
 func run(args []string) error {
 	var c config
 	fs := pflag.NewFlagSet("tcpwatch-bench", pflag.ContinueOnError)
 	fs.StringVar(&c.tcpwatch, "tcpwatch", "./tcpwatch", "the tcpwatch binary to measure")
+	fs.StringVar(&c.baseline, "baseline", "", "another tcpwatch binary (e.g. built from main) to measure beside in the churn rounds, default mode")
 	fs.StringVar(&c.out, "out", "docs/performance.md", "where to write the report")
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds per configuration (median and spread are reported)")
 	fs.IntVar(&c.conns, "conns", 20000, "connections per churn round")
 	fs.IntVar(&c.memConns, "mem-conns", 50000, "concurrent loopback connections for the memory workload (each has two tracked ends)")
-	fs.StringSliceVar(&c.workloads, "workloads", []string{"churn", "bulk", "timers", "memory", "startup", "decode"}, "workloads to run")
+	fs.IntVar(&c.busyConns, "busy-conns", 8, "persistent connections of the busy-server workload")
+	fs.IntVar(&c.busyRequests, "busy-requests", 200000, "one-byte requests per busy-server round (all connections)")
+	fs.StringSliceVar(&c.workloads, "workloads", []string{"churn", "busy", "bulk", "timers", "memory", "startup", "decode"}, "workloads to run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,6 +104,8 @@ func run(args []string) error {
 		switch w {
 		case "churn":
 			err = benchChurn(ctx, c, rep)
+		case "busy":
+			err = benchBusy(ctx, c, rep)
 		case "bulk":
 			err = benchBulk(ctx, c, rep)
 		case "timers":
@@ -129,7 +138,7 @@ func runFloor() error {
 	}
 	defer objs.Close()
 	progs := []*ebpf.Program{objs.FloorSetState, objs.FloorRetransmit, objs.FloorSendReset, objs.FloorRecvReset,
-		objs.FloorError, objs.FloorCongState, objs.FloorDestroy, objs.FloorSend, objs.FloorRecv,
+		objs.FloorError, objs.FloorCongState, objs.FloorDestroy,
 		objs.FloorTimerEntry, objs.FloorTimerExit}
 	for _, p := range progs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})

@@ -32,6 +32,7 @@ var (
 	}}
 	tcpwatchDefault = tracer{name: "tcpwatch", args: func(c config) []string { return []string{c.tcpwatch, "-o", "json"} }}
 	tcpwatchAll     = tracer{name: "tcpwatch --all", args: func(c config) []string { return []string{c.tcpwatch, "-o", "json", "--all"} }}
+	tcpwatchBase    = tracer{name: "tcpwatch (baseline)", args: func(c config) []string { return []string{c.baseline, "-o", "json"} }}
 	bpftracePeer    = tracer{name: "bpftrace", args: func(config) []string { return []string{"bpftrace", "-e", bpftraceScript} }}
 )
 
@@ -195,6 +196,18 @@ func (c cost) sub(before cost) cost {
 		d.runs[k] = c.runs[k] - before.runs[k]
 	}
 	return d
+}
+
+// add sums two costs (several rounds' worth).
+func (c cost) add(o cost) cost {
+	s := cost{bpfNs: map[string]uint64{}, runs: map[string]uint64{}, procNs: c.procNs + o.procNs}
+	for _, x := range []cost{c, o} {
+		for k, v := range x.bpfNs {
+			s.bpfNs[k] += v
+			s.runs[k] += x.runs[k]
+		}
+	}
+	return s
 }
 
 func (c cost) totalBPF() (ns, runs uint64) {

@@ -86,6 +86,9 @@ func benchChurn(ctx context.Context, c config, rep *report) error {
 		return err
 	}
 	tracers := []tracer{noTracer, floorTracer, tcpwatchDefault, tcpwatchAll, bpftracePeer}
+	if c.baseline != "" {
+		tracers = append(tracers, tcpwatchBase)
+	}
 	if err := ensureTracefs(); err != nil {
 		return err
 	}
@@ -117,7 +120,7 @@ func benchChurn(ctx context.Context, c config, rep *report) error {
 			cr.user = append(cr.user, float64(d.procNs)/n)
 			cr.total = append(cr.total, float64(bpfNs+d.procNs)/n)
 			cr.runs = append(cr.runs, float64(runs)/n)
-			cr.perProg = d
+			cr.perProg = cr.perProg.add(d)
 			if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
 				return err
 			}
@@ -126,13 +129,14 @@ func benchChurn(ctx context.Context, c config, rep *report) error {
 	for _, t := range tracers {
 		rep.churn = append(rep.churn, res[t.name])
 	}
+	rep.churnBase = res[tcpwatchBase.name]
 	return nil
 }
 
 type churnResult struct {
 	name                         string
 	rate, bpf, user, total, runs []float64
-	perProg                      cost // the last round's, per program
+	perProg                      cost // every round's, per program
 }
 
 // bulkPair builds two hosts joined by a lossy cable and starts a sender in A
@@ -544,10 +548,11 @@ func contains[T comparable](xs []T, x T) bool {
 	return false
 }
 
-// benchDecode runs the Go benchmarks of the decode path.
+// benchDecode runs the Go benchmarks of the user-space stages: decode,
+// track, render.
 func benchDecode(ctx context.Context, c config, rep *report) error {
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Decode|Track", "-benchmem", "-count", "5",
-		"./tracer/", "./tracer/tracker/")
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Decode|Track|NarrativeJSON|NarrativeEncodingJSON", "-benchmem", "-count", "3",
+		"./tracer/wire/", "./tracer/tracker/", "./output/")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -559,4 +564,160 @@ func benchDecode(ctx context.Context, c config, rep *report) error {
 		}
 	}
 	return nil
+}
+
+// busyOnce runs a busy server on loopback: conns persistent connections,
+// each a client sending a one-byte request and waiting for the one-byte
+// response, requests in all, as fast as they go. No connection opens or
+// closes while it is timed, so only the per-message path runs: the
+// tracepoints tcpwatch uses should stay quiet. It returns the time taken
+// and the CPU this process (clients, server, and the kernel work done in
+// their syscalls and softirqs) spent.
+func busyOnce(conns, requests int) (elapsed time.Duration, cpuNs uint64, err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) { // echo one byte at a time until the client closes
+				defer c.Close()
+				b := make([]byte, 1)
+				for {
+					if _, err := c.Read(b); err != nil {
+						return
+					}
+					if _, err := c.Write(b); err != nil {
+						return
+					}
+				}
+			}(c)
+		}
+	}()
+	clients := make([]net.Conn, 0, conns)
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	for i := 0; i < conns; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return 0, 0, err
+		}
+		clients = append(clients, c)
+	}
+	// Every connection warmed up (accepted, one exchange) before the clock starts.
+	for _, c := range clients {
+		if err := exchange(c); err != nil {
+			return 0, 0, err
+		}
+	}
+	per := requests / conns
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	cpu0 := selfCPU()
+	start := time.Now()
+	for _, c := range clients {
+		wg.Add(1)
+		go func(c net.Conn) {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				if err := exchange(c); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}(c)
+	}
+	wg.Wait()
+	elapsed = time.Since(start)
+	cpuNs = selfCPU() - cpu0
+	if err, ok := firstErr.Load().(error); ok {
+		return elapsed, cpuNs, err
+	}
+	return elapsed, cpuNs, nil
+}
+
+func exchange(c net.Conn) error {
+	var b [1]byte
+	if _, err := c.Write(b[:]); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(c, b[:])
+	return err
+}
+
+// selfCPU is this process's user + system CPU time, in ns.
+func selfCPU() uint64 {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return uint64(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchBusy is the busy server: persistent connections and one-byte
+// requests, the load where a hook on the send/receive path would cost most.
+// Per request it reports the tracer's CPU (its BPF programs' run time and
+// its process), and the whole CPU (the workload's own, kernel included,
+// plus the tracer's), beside no tracer and the floor.
+func benchBusy(ctx context.Context, c config, rep *report) error {
+	if _, _, err := busyOnce(c.busyConns, c.busyRequests/10); err != nil { // warm-up
+		return err
+	}
+	tracers := []tracer{noTracer, floorTracer, tcpwatchDefault, tcpwatchAll}
+	for round := 0; round < c.rounds; round++ {
+		for _, t := range tracers {
+			fmt.Fprintf(os.Stderr, "busy round %d: %s\n", round+1, t.name)
+			r, err := t.start(ctx, c, false)
+			if err != nil {
+				return err
+			}
+			before, _ := r.sample()
+			elapsed, workNs, err := busyOnce(c.busyConns, c.busyRequests)
+			after, _ := r.sample()
+			// The same tracer, idle for as long: what the machine's other
+			// activity (connections of other users, timers) cost it.
+			if err == nil {
+				err = sleepCtx(ctx, elapsed)
+			}
+			idle, _ := r.sample()
+			r.stop()
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			d, bg := after.sub(before), idle.sub(after)
+			bpfNs, runs := d.totalBPF()
+			bgBPF, bgRuns := bg.totalBPF()
+			n := float64(c.busyRequests)
+			br := rep.busyFor(t.name)
+			br.rate = append(br.rate, n/elapsed.Seconds())
+			br.runs = append(br.runs, float64(runs)/n)
+			br.bgRuns = append(br.bgRuns, float64(bgRuns)/n)
+			br.bpf = append(br.bpf, float64(bpfNs)/n)
+			br.user = append(br.user, float64(d.procNs)/n)
+			br.tracer = append(br.tracer, float64(bpfNs+d.procNs)/n)
+			br.background = append(br.background, float64(bgBPF+bg.procNs)/n)
+			br.net = append(br.net, max(0, float64(bpfNs+d.procNs)-float64(bgBPF+bg.procNs))/n)
+			br.whole = append(br.whole, float64(workNs+d.procNs)/n)
+			br.perProg = br.perProg.add(d)
+			if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+type busyResult struct {
+	name                                 string
+	rate, runs, bpf, user, tracer, whole []float64
+	// background: the same tracer's cost over an idle interval as long as
+	// the round, per request; net: the round's cost less it.
+	bgRuns, background, net []float64
+	perProg                 cost // every round's, per program
 }
