@@ -319,11 +319,17 @@ int BPF_PROG(tw_cong_state, struct sock *sk, const __u8 ca_state)
 	__u8 old = BPF_CORE_READ_BITFIELD(&tp->inet_conn, icsk_ca_state);
 	if (old == ca_state)
 		return 0;
-	/* By default only the end of an RTO episode matters: Loss -> anything. */
-	if (!tw_cfg.emit_all && old != TCP_CA_Loss)
+	/*
+	 * By default only the end of an RTO episode matters: Loss -> anything.
+	 * It is always news: before 6.17 the episode's retransmissions may
+	 * have been seen only at the retransmission timer, whose socket
+	 * pointer cannot mark the socket notable.
+	 */
+	int episode_end = old == TCP_CA_Loss;
+	if (!tw_cfg.emit_all && !episode_end)
 		return 0;
-	struct sock_info *info = sock_info_lookup(sk);
-	if (!wanted(info, 0))
+	struct sock_info *info = episode_end ? sock_info_create(sk) : sock_info_lookup(sk);
+	if (!wanted(info, episode_end))
 		return 0;
 	struct event *e = emit_sk(sk, info, TW_EV_CONG_STATE);
 	if (!e)
