@@ -149,7 +149,10 @@ static __always_inline void write_timer_entry(struct tw_window *w, const struct 
 	w->killed = 0;
 	w->rtx_seen = 0;
 	w->have_entry = 0;
-	w->before = BPF_CORE_READ((const struct inet_connection_sock *)sk, icsk_retransmits);
+	const struct inet_connection_sock *icsk = (const void *)sk;
+	w->before = BPF_CORE_READ(icsk, icsk_retransmits);
+	w->rto_before = BPF_CORE_READ(icsk, icsk_rto);
+	w->backoff_before = BPF_CORE_READ(icsk, icsk_backoff);
 }
 
 /*
@@ -168,6 +171,12 @@ static __always_inline __u16 write_timer_exit(struct tw_window *w)
 	__builtin_memset(&w->entry, 0, sizeof(w->entry));
 	fill_probed(&w->entry, sk);
 	w->entry.kind = TW_EV_RETRANSMIT;
+	/*
+	 * By exit the timer has doubled the RTO for the next expiry; the
+	 * record, like the tracepoint's, names the RTO that expired.
+	 */
+	w->entry.rto_ms = jiffies_to_ms(w->rto_before);
+	w->entry.backoff = w->backoff_before;
 	return TW_F_FROM_TIMER;
 }
 

@@ -145,7 +145,10 @@ struct tw_window {
 	__u8 rtx_seen; /* tcp_retransmit_skb fired for it inside the window */
 	__u8 before;  /* at entry: icsk_probes_out (keepalive), icsk_retransmits (write) */
 	__u8 have_entry; /* entry holds the figures read at entry */
-	__u8 _pad[3];
+	__u8 backoff_before; /* write: icsk_backoff at entry */
+	__u8 _pad[2];
+	__u32 rto_before; /* write: icsk_rto at entry (jiffies): the RTO that expired */
+	__u32 _pad2;
 	struct event entry; /* for a kill: read at entry, the socket may be gone at exit */
 };
 

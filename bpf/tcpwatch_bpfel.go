@@ -136,16 +136,19 @@ const (
 )
 
 type TcpwatchTwWindow struct {
-	_         structs.HostLayout
-	Timer     uint64
-	Sk        uint64
-	Kind      uint8
-	Killed    uint8
-	RtxSeen   uint8
-	Before    uint8
-	HaveEntry uint8
-	Pad       [3]uint8
-	Entry     TcpwatchEvent
+	_             structs.HostLayout
+	Timer         uint64
+	Sk            uint64
+	Kind          uint8
+	Killed        uint8
+	RtxSeen       uint8
+	Before        uint8
+	HaveEntry     uint8
+	BackoffBefore uint8
+	Pad           [2]uint8
+	RtoBefore     uint32
+	Pad2          uint32
+	Entry         TcpwatchEvent
 }
 
 // Names of all BPF objects in the ELF.

@@ -289,7 +289,9 @@ func checkStories(t *testing.T, lines []Record) {
 		if n.Verdict == tracker.Stalled && n.Final == false && len(n.RTOs) > 0 {
 			at := n.Mono + n.GiveUpIn
 			if first, ok := giveUp[k]; ok {
-				if d := (at - first).Abs(); d > slices.Max(n.RTOs)+50*time.Millisecond {
+				// One RTO, plus the timer's own lateness (large under an
+				// emulator: the kernel matrix runs this under qemu TCG).
+				if d := (at - first).Abs(); d > slices.Max(n.RTOs)+250*time.Millisecond {
 					t.Errorf("%s %v>%v: projected give-up moved by %v (RTOs %v)", l.Host, n.Local, n.Remote, d, n.RTOs)
 				}
 			} else {
