@@ -41,6 +41,7 @@ type config struct {
 	mem        int
 	timeout    time.Duration
 	testTO     string
+	testRun    string
 	update     bool
 	reportOnly bool
 	accel      string
@@ -62,6 +63,7 @@ func main() {
 	flag.IntVar(&c.mem, "mem", 2048, "guest memory, MiB")
 	flag.DurationVar(&c.timeout, "timeout", 60*time.Minute, "give up on a guest after this long")
 	flag.StringVar(&c.testTO, "test-timeout", "30m", "-test.timeout of each test binary in the guest")
+	flag.StringVar(&c.testRun, "run", "", "only the tests matching this -test.run pattern (for chasing one failure)")
 	flag.BoolVar(&c.update, "apt-update", false, "run apt-get update even if the sources did not change")
 	flag.StringVar(&c.accel, "accel", "tcg", "qemu accelerator (kvm hangs nested here)")
 	flag.BoolVar(&c.reportOnly, "report-only", false, "boot nothing: rebuild the matrix from the logs in -build")
@@ -182,11 +184,20 @@ type testBinary struct{ pkg, dir, file string }
 
 // hostOnlyTests need software the guest does not carry (a busybox
 // initramfs): real servers from Debian (redis, PostgreSQL, nginx,
-// Prometheus), bash, setpriv, systemd-analyze, a cgo-free rebuild of the
+// Prometheus), bash (to place a connecting process in a cgroup), setpriv, systemd-analyze, a cgo-free rebuild of the
 // binary, or the repository's files. They test tcpwatch against that
 // software, not against the kernel, and run on the host in make test;
 // the guest names them as skipped, never silently.
-const hostOnlyTests = `^(TestRedis|TestPsql|TestNginx|TestPrometheus|TestContainerAttribution|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestREADMEExamples|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted)`
+const hostOnlyTests = `^(TestRedis|TestPsql|TestNginx|TestPrometheus|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestREADMEExamples|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted)`
+
+// testArgs are the test binaries' extra flags in the guest.
+func testArgs(run string) string {
+	args := "-test.skip=" + hostOnlyTests
+	if run != "" {
+		args += " -test.run=" + run
+	}
+	return args
+}
 
 // hostOnlyPackages are test packages that only check the repository's
 // files (deploy manifests): nothing in them depends on the kernel.
@@ -301,7 +312,7 @@ func makeImage(c *config, k *Kernel, b *binaries, img string) error {
 	}
 	plan := fmt.Sprintf("MODULES=%s\nSTEP_CHECK=%s\nSTEP_LAB=%s\nSTEP_TESTS=%s\nSCENARIOS=%s\nTESTS=%s\nTEST_TIMEOUT=%s\nTEST_ARGS=%s\n",
 		q(strings.Join(paths, " ")), flagIf("check"), flagIf("lab"), flagIf("tests"), q(c.scenarios), q(strings.Join(tests, " ")), q(c.testTO),
-		q("-test.skip="+hostOnlyTests))
+		q(testArgs(c.testRun)))
 	files = append(files, guestFile{path: "etc/plan", perm: 0o644, data: []byte(plan)},
 		guestFile{path: "etc/hostname", perm: 0o644, data: []byte("tcpwatch-guest\n")},
 		guestFile{path: "etc/passwd", perm: 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
