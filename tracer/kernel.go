@@ -225,3 +225,26 @@ func ksymsVisible(path string, names ...string) map[string]bool {
 	}
 	return seen
 }
+
+// MinKernel is the oldest kernel tcpwatch is proven on: Debian 12's 6.1,
+// the oldest of the kernel matrix (make test-kernels). Older kernels lack
+// what the programs use (bpf_get_current_task_btf before 5.11,
+// inet_sk_error_report before 5.14, tcp_cong_state_set before 5.19).
+const MinKernel = "6.1"
+
+// BelowMinimum says whether the running kernel is older than MinKernel.
+func (ki *KernelInfo) BelowMinimum() bool {
+	return versionLess(ki.Release, MinKernel)
+}
+
+// versionLess compares the leading "major.minor" of two kernel releases.
+func versionLess(release, min string) bool {
+	parse := func(s string) (int, int) {
+		var major, minor int
+		fmt.Sscanf(s, "%d.%d", &major, &minor)
+		return major, minor
+	}
+	a1, a2 := parse(release)
+	b1, b2 := parse(min)
+	return a1 < b1 || (a1 == b1 && a2 < b2)
+}

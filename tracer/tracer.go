@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -428,4 +429,21 @@ func (t *Tracer) Close() error {
 		t.coll.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// Degraded lists what this kernel lets tcpwatch tell only in part, though
+// every hook attached: fields left empty, figures learned another way.
+func (t *Tracer) Degraded() []string {
+	var out []string
+	for _, h := range t.Hooks {
+		switch {
+		case slices.Contains(h.Chosen, bpf.TcpwatchProgTwSendReset):
+			out = append(out, "reset_reason is empty: this kernel's tcp_send_reset names no reason (6.10+); "+
+				"local_abort and keepalive_timeout are still told, a close with unread data is still the owner's")
+		case slices.Contains(h.Chosen, bpf.TcpwatchProgTwRetransmit):
+			out = append(out, "retransmissions that fail on this host (a pulled cable) reach no tracepoint before 6.17: "+
+				"they are seen at the retransmission timer, counted in failed_sends with no errno")
+		}
+	}
+	return out
 }

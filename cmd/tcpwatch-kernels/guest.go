@@ -78,6 +78,7 @@ type KernelResult struct {
 	Sections []*Section
 	Modules  []string // MODULE-FAIL lines
 	Hooks    []Hook
+	Degraded []string // what check says this kernel tells only in part
 	Check    *Section
 	Listed   []string
 	Lab      map[string]*LabResult
@@ -168,6 +169,9 @@ func parseLog(path string) (*KernelResult, error) {
 				fs := strings.Fields(l)
 				if len(fs) >= 2 && (fs[0] == "ok" || fs[0] == "MISSING") {
 					r.Hooks = append(r.Hooks, Hook{Name: fs[1], Status: fs[0], Detail: strings.TrimSpace(strings.SplitN(strings.TrimSpace(l), fs[1], 2)[1])})
+				}
+				if d, ok := strings.CutPrefix(strings.TrimSpace(l), "DEGRADED "); ok {
+					r.Degraded = append(r.Degraded, d)
 				}
 			}
 		case "lab-list":

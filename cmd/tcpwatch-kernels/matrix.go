@@ -312,6 +312,17 @@ func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 			w("\n")
 		}
 	}
+	// What check says each kernel tells only in part.
+	w("\n## What each kernel tells only in part (tcpwatch check: DEGRADED)\n\n")
+	for _, r := range results {
+		if len(r.Degraded) == 0 {
+			w("- %s: nothing\n", r.Kernel.Release)
+			continue
+		}
+		for _, d := range r.Degraded {
+			w("- %s: %s\n", r.Kernel.Release, mdEscape(d))
+		}
+	}
 	// Lab.
 	var scen []string
 	seen = map[string]bool{}

@@ -22,6 +22,11 @@ func runCheck(o *options, out io.Writer) error {
 	stdout := bufio.NewWriter(out)
 	k := t.Kernel
 	fmt.Fprintf(stdout, "kernel   %s\n", k.Release)
+	if k.BelowMinimum() {
+		fmt.Fprintf(stdout, "minimum  %s: this kernel is older than any tcpwatch is tested on; what attached below works, other verdicts may be missing or wrong\n", tracer.MinKernel)
+	} else {
+		fmt.Fprintf(stdout, "minimum  %s (the oldest kernel of tcpwatch's matrix): this kernel is supported\n", tracer.MinKernel)
+	}
 	fmt.Fprintf(stdout, "btf      %s\n", k.BTFSource)
 	fmt.Fprintf(stdout, "hz       %d (from %s)\n", k.HZ, k.HZSource)
 	fmt.Fprintf(stdout, "timers   tcp_keepalive_timer %s, tcp_write_timer %s (/proc/kallsyms)\n",
@@ -35,6 +40,9 @@ func runCheck(o *options, out io.Writer) error {
 		}
 		missing++
 		fmt.Fprintf(stdout, "  MISSING  %-26s %s; lost: %s\n", h.Name, h.Reason, h.Loses)
+	}
+	for _, d := range t.Degraded() {
+		fmt.Fprintf(stdout, "  DEGRADED %s\n", d)
 	}
 	if missing == 0 {
 		fmt.Fprintln(stdout, "all hooks attached: every verdict is available")

@@ -249,6 +249,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	defer p.Close()
 	warnMissingHooks(p.Tracer, stderr)
+	if k := p.Tracer.Kernel; k.BelowMinimum() {
+		fmt.Fprintf(stderr, "tcpwatch: warning: kernel %s is older than %s, the oldest tcpwatch is tested on: some verdicts may be missing or wrong\n", k.Release, tracer.MinKernel)
+	}
 	// The programs are attached: keep only the capabilities reading /proc
 	// and other namespaces' socket tables needs (caps.go).
 	if err := dropCapabilities(); err != nil {
