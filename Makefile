@@ -11,7 +11,7 @@ GOTESTFLAGS ?= -count=1 -p 1
 # Packages the BPF toolchain and the tests need on a fresh Debian machine
 # (redis-server, postgresql, nginx: real servers for the end-to-end tests;
 # prometheus scrapes --metrics in a test; systemd: systemd-analyze verify).
-DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx prometheus systemd
+DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx prometheus systemd strace
 
 .DEFAULT_GOAL := help
 
