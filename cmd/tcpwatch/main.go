@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,13 +42,39 @@ func main() {
 	// Every line on stderr starts with "tcpwatch: ", even the later lines
 	// of a multi-line error or warning.
 	stderr := newLinePrefixer(os.Stderr)
+	stopProfile := startCPUProfile(stderr)
 	err := run(os.Args[1:], os.Stdout, stderr)
+	stopProfile()
 	if err != nil {
 		fmt.Fprintf(stderr, "tcpwatch: %v\n", err)
 	}
 	stderr.Flush()
 	if err != nil {
 		os.Exit(exitCode(err))
+	}
+}
+
+// startCPUProfile writes a CPU profile of the whole run to the file named
+// by TCPWATCH_CPUPROFILE, if set (for performance work: read it with
+// go tool pprof -top; the run must end with SIGINT, SIGTERM or --duration
+// for the profile to be complete). Deliberately not a flag: it is for the
+// people who measure tcpwatch, not for its users.
+func startCPUProfile(stderr io.Writer) (stop func()) {
+	path := os.Getenv("TCPWATCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tcpwatch: warning: TCPWATCH_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 
