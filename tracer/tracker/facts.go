@@ -12,7 +12,8 @@ import (
 
 // narrate gathers the facts behind verdict v for c and queues the
 // narrative: it is told once the grace period has passed, in time order.
-func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) {
+// The narrative is returned for the caller to amend before it is told.
+func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Narrative {
 	ev := &c.last
 	n := &Narrative{
 		Time:        t.wallAtZero.Add(now),
@@ -60,7 +61,8 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) {
 	n.Budget = budgetOf(c, ev)
 	c.outageFacts(n, now)
 	t.counts[v]++
-	t.pending = append(t.pending, n)
+	t.pending.Push(n.Mono, n)
+	return n
 }
 
 // ownerOf names the process that holds c's socket: the one the kernel saw
