@@ -348,6 +348,10 @@ func (t *Tracer) Read(ev *wire.Event) error {
 	}
 }
 
+// Buffered says whether the ring holds records not read yet: when it does
+// not, the next Read waits.
+func (t *Tracer) Buffered() bool { return t.reader.AvailableBytes() > 0 }
+
 // SetDeadline makes Read return os.ErrDeadlineExceeded when no record
 // arrives before deadline (the zero time: no deadline), so a caller can do
 // periodic work on one goroutine.

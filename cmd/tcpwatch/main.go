@@ -293,8 +293,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
-		Host: fleet.host, Cgroups: opts.Cgroups})
+		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true})
 	stats, err := p.Run(ctx, fleet.wrap(sink{w}))
+	if err != nil {
+		w.Flush() // what was told before the failure
+	}
 	if record != nil {
 		if ferr := record.Flush(); ferr != nil && err == nil {
 			err = fmt.Errorf("--record: %w", ferr)
@@ -308,15 +311,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	err = w.Stats(output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
 		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled})
+	if err == nil {
+		err = w.Flush()
+	}
 	if errors.Is(err, output.ErrClosedOutput) {
 		return nil
 	}
 	return err
 }
 
-// sink hands the pipeline's records to the output writer.
+// sink hands the pipeline's records to the output writer, which holds
+// them until the pipeline has read what the ring held (pipeline.Flusher).
 type sink struct{ w *output.Writer }
 
+func (s sink) Flush() error                         { return s.w.Flush() }
 func (s sink) Narrative(n *tracker.Narrative) error { return s.w.Narrative(n) }
 func (s sink) Notice(n *tracker.Notice) error       { return s.w.Notice(n) }
 func (s sink) Event(ev *wire.Event, r tcp.ResetReasons) error {
