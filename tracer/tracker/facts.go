@@ -72,7 +72,11 @@ func (t *Tracker) ownerOf(c *conn) Owner {
 		return c.owner
 	}
 	if t.cfg.Owners != nil && c.inode != 0 {
-		if pid, comm, ok := t.cfg.Owners.Owner(c.inode); ok {
+		lookup := t.cfg.Owners.Owner
+		if k, ok := t.cfg.Owners.(knownOwners); ok && (c.orphan || c.destroyed) {
+			lookup = k.Known // no descriptor left to find
+		}
+		if pid, comm, ok := lookup(c.inode); ok {
 			c.owner = Owner{PID: pid, Comm: comm, Source: OwnerProcfs}
 			return c.owner
 		}

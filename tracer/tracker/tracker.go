@@ -38,6 +38,15 @@ type OwnerResolver interface {
 	Owner(inode uint32) (pid uint32, comm string, ok bool)
 }
 
+// knownOwners is an OwnerResolver that can also answer from what it has
+// already seen, without searching (owners.Index.Known). It is asked that
+// way about a socket no process holds any more: a search (a scan of all of
+// /proc) cannot find it, and under --all churn every server-side end is
+// such a socket, asked about once each.
+type knownOwners interface {
+	Known(inode uint32) (pid uint32, comm string, ok bool)
+}
+
 // Tracker holds per-connection state and emits narratives. It is not safe
 // for concurrent use: one goroutine feeds it events in kernel order.
 type Tracker struct {
@@ -123,6 +132,7 @@ type conn struct {
 	local, remote netip.AddrPort
 	netns         uint32
 	owner         Owner
+	destroyed     bool // its destroy record came: no process holds it
 	firstMono     time.Duration
 	last          figures // from the latest event
 	steps         []step
@@ -362,7 +372,12 @@ func (t *Tracker) onListener(ev *wire.Event) bool {
 		}
 		return true
 	case ev.OldState == tcp.StateListen:
-		delete(t.listeners, key)
+		// LISTEN -> CLOSE is the listener closing. LISTEN -> SYN_RECV
+		// is a new child socket (cloned from the listener, with its
+		// state): the listener stays.
+		if ev.State == tcp.StateClose {
+			delete(t.listeners, key)
+		}
 		return true
 	}
 	return false
@@ -389,6 +404,9 @@ func (c *conn) observe(ev *wire.Event) {
 	}
 	if ev.Flags&wire.FlagOrphan != 0 {
 		c.orphan = true
+	}
+	if ev.Kind == wire.KindDestroy {
+		c.destroyed = true
 	}
 	if ev.Flags&wire.FlagOwnerExiting != 0 {
 		c.exiting, c.exitCode = true, ev.ExitCode
