@@ -270,7 +270,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 		if now.After(nextTick) {
 			nextTick = now.Add(tick)
 			if p.tracker != nil {
-				p.rec.step(p.tracker, true, 0, p.opts.Warn)
+				p.rec.step(p.tracker, true, 0, now, p.opts.Warn)
 				p.tracker.Tick(wire.MonotonicNow())
 				mem.afterTick(p.tracker.Stats().Tracked)
 			}
@@ -312,7 +312,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			continue
 		}
 		p.tracker.Handle(&ev)
-		p.rec.step(p.tracker, false, ev.Mono, p.opts.Warn)
+		p.rec.step(p.tracker, false, ev.Mono, now, p.opts.Warn)
 		// With --all, routine happenings that are not narratives still show.
 		if p.opts.Routine && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 &&
 			p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) && p.cgroupMatch(ev.CgroupID) && p.sinkErr == nil {
