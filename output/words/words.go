@@ -314,6 +314,25 @@ func abortExplanation(reason string) string {
 }
 
 // Step is one line of a timeline.
+// transitions holds "OLD -> NEW" for every pair of the kernel's states:
+// most steps of a timeline are one, and --all renders several per
+// connection.
+var transitions = func() (t [tcp.StateNewSynRecv + 1][tcp.StateNewSynRecv + 1]string) {
+	for o := range t {
+		for n := range t[o] {
+			t[o][n] = tcp.State(o).String() + " -> " + tcp.State(n).String()
+		}
+	}
+	return t
+}()
+
+func transition(old, state tcp.State) string {
+	if int(old) < len(transitions) && int(state) < len(transitions) {
+		return transitions[old][state]
+	}
+	return old.String() + " -> " + state.String()
+}
+
 func Step(s *tracker.Step) string {
 	switch {
 	case s.Existing:
@@ -321,7 +340,7 @@ func Step(s *tracker.Step) string {
 	}
 	switch s.Kind {
 	case wire.KindState:
-		return s.Old.String() + " -> " + s.State.String()
+		return transition(s.Old, s.State)
 	case wire.KindRetransmit:
 		kind := "retransmission"
 		switch {
