@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/netip"
+	"os"
 	"reflect"
 	"strings"
 	"syscall"
@@ -232,5 +233,74 @@ func TestCommCannotForgeFields(t *testing.T) {
 	before, _, _ := strings.Cut(buf.String(), " comm=")
 	if strings.Count(before, " pid=") != 1 || !strings.Contains(buf.String(), ` comm="x pid=1 comm=y" `) {
 		t.Errorf("a process name forged fields: %q", buf.String())
+	}
+}
+
+// BenchmarkNarrativeJSONToPipe writes narratives into a pipe that another
+// goroutine drains, as tcpwatch -o json | reader does: a write() per line
+// (perLine) against whole lines held and written together (batch, what
+// tcpwatch does; issue #11).
+func BenchmarkNarrativeJSONToPipe(b *testing.B) {
+	for _, batch := range []bool{false, true} {
+		name := "perLine"
+		if batch {
+			name = "batch"
+		}
+		b.Run(name, func(b *testing.B) {
+			r, wr, err := os.Pipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			drained := make(chan struct{})
+			go func() {
+				io.Copy(io.Discard, r)
+				close(drained)
+			}()
+			n := benchNarrative()
+			w := NewWriter(wr, JSON, Options{Batch: batch})
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if err := w.Narrative(n); err != nil {
+					b.Fatal(err)
+				}
+				if i%256 == 255 { // the pipeline flushes when the ring is empty
+					w.Flush()
+				}
+			}
+			w.Flush()
+			wr.Close()
+			<-drained
+			r.Close()
+		})
+	}
+}
+
+// A batching writer holds whole lines until Flush, and writes everything
+// told.
+func TestBatchHoldsWholeLinesUntilFlush(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf, JSON, Options{Batch: true})
+	n := benchNarrative()
+	for range 3 {
+		if err := w.Narrative(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if buf.Len() != 0 {
+		t.Fatalf("a batching writer wrote before Flush: %q", buf.String())
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(buf.String(), "\n"); got != 3 || !strings.HasSuffix(buf.String(), "}\n") {
+		t.Errorf("after Flush: %d lines, %q", got, buf.String())
+	}
+	// Past batchMax it writes by itself, whole lines only.
+	buf.Reset()
+	for buf.Len() == 0 {
+		w.Narrative(n)
+	}
+	if !strings.HasSuffix(buf.String(), "\n") || buf.Len() < batchMax {
+		t.Errorf("wrote %d bytes on its own, want whole lines past %d", buf.Len(), batchMax)
 	}
 }

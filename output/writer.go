@@ -37,13 +37,16 @@ func ParseFormat(s string) (Format, error) {
 const TimeLayout = time.RFC3339Nano
 
 // Writer writes records one line at a time, each line in one write so
-// that a pipeline never sees half a record.
+// that a pipeline never sees half a record; with Options.Batch, whole
+// lines are held and written together by Flush.
 type Writer struct {
 	out     io.Writer
 	format  Format
 	color   bool
 	explain bool
+	batch   bool
 	line    []byte
+	held    []byte // whole lines waiting for Flush (Batch)
 	host    string
 	cgroups *containers.Resolver
 }
@@ -56,12 +59,20 @@ type Options struct {
 	Host string
 	// Cgroups names the cgroup of raw events (narratives come named).
 	Cgroups *containers.Resolver
+	// Batch holds whole lines and writes them with one write() when
+	// Flush is called or batchMax bytes are held; the caller must Flush
+	// whenever it runs out of work. A write per line was a tenth of
+	// tcpwatch --all's CPU under connection churn (issue #11).
+	Batch bool
 }
+
+// batchMax bounds what a batching Writer holds before it writes.
+const batchMax = 64 << 10
 
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
 	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
-		host: opts.Host, cgroups: opts.Cgroups}
+		host: opts.Host, cgroups: opts.Cgroups, batch: opts.Batch}
 }
 
 // IsTerminal says whether f is a terminal (for colour).
@@ -76,8 +87,31 @@ var ErrClosedOutput = errors.New("output closed")
 
 func (w *Writer) writeLine() error {
 	w.line = append(w.line, '\n')
-	_, err := w.out.Write(w.line)
+	if w.batch {
+		w.held = append(w.held, w.line...)
+		w.line = w.line[:0]
+		if len(w.held) >= batchMax {
+			return w.Flush()
+		}
+		return nil
+	}
+	err := w.write(w.line)
 	w.line = w.line[:0]
+	return err
+}
+
+// Flush writes the lines a batching Writer holds (see Options.Batch).
+func (w *Writer) Flush() error {
+	if len(w.held) == 0 {
+		return nil
+	}
+	err := w.write(w.held)
+	w.held = w.held[:0]
+	return err
+}
+
+func (w *Writer) write(b []byte) error {
+	_, err := w.out.Write(b)
 	if errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrClosed) {
 		return ErrClosedOutput
 	}

@@ -49,6 +49,9 @@ func startRaw(tb testing.TB, cfg Config) *rawCollector {
 			// With All, records come without a wakeup: poll.
 			tr.reader.SetDeadline(time.Now().Add(PollInterval))
 			err := tr.reader.ReadInto(&rec)
+			if tr.stopped.Load() {
+				return // Stop leaves the reader open until Close
+			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}

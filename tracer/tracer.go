@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -99,6 +101,11 @@ type Tracer struct {
 	clock    wire.Clock
 	lazy     bool      // records are written without waking the reader
 	deadline time.Time // the caller's, for Read
+	// ring is the ring buffer's map, registered with Go's netpoller: Read
+	// waits there for records (see waitForRecords); nil if that failed.
+	ring     *os.File
+	ringConn syscall.RawConn
+	stopped  atomic.Bool // Stop was called (with ring)
 }
 
 // ErrNotPermitted means the caller lacks the privileges to load BPF.
@@ -164,6 +171,13 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	t.clock = wire.NewClock(wire.MonotonicNow(), time.Now())
 	t.lazy = lazyWakeup(cfg.All, cfg.RingSize) != 0
+	t.ring, t.ringConn = pollable(coll.Maps[bpf.TcpwatchMapEvents].FD())
+	if t.ringConn != nil {
+		// Read waits in the netpoller; ReadInto must never block (a
+		// wait there, with a record in the ring and no wakeup due for
+		// it, could last until the next wakeup).
+		t.reader.SetDeadline(time.Unix(1, 0))
+	}
 	// The kernel's types were needed to choose and load the programs only;
 	// hand their memory back before the long run.
 	ki.btf = nil
@@ -322,10 +336,53 @@ func (t *Tracer) attach() error {
 // record buffer. It returns ErrClosed once Stop or Close has been called,
 // and os.ErrDeadlineExceeded when a deadline set with SetDeadline passes.
 func (t *Tracer) Read(ev *wire.Event) error {
+	if t.ringConn == nil {
+		return t.readBlocking(ev)
+	}
+	for {
+		if t.stopped.Load() {
+			return ErrClosed
+		}
+		// With records in the ring (a batch being read) there is no wait
+		// and no clock reading, which costs tens of ns a record.
+		if t.reader.AvailableBytes() == 0 {
+			wait := t.deadline
+			if t.lazy {
+				// Records arrive without a wakeup (see lazyWakeup): look
+				// at the ring at least every PollInterval.
+				wait = time.Now().Add(PollInterval)
+				if !t.deadline.IsZero() && t.deadline.Before(wait) {
+					wait = t.deadline
+				}
+			}
+			t.waitForRecords(wait)
+		}
+		// The reader's own deadline is always past (see pollable):
+		// ReadInto never blocks, it returns a record or
+		// os.ErrDeadlineExceeded (nothing but discarded records, or the
+		// wait above ended by its deadline).
+		err := t.reader.ReadInto(&t.record)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if !t.deadline.IsZero() && !time.Now().Before(t.deadline) {
+				return err
+			}
+			continue
+		}
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return ErrClosed
+		}
+		if err != nil {
+			return fmt.Errorf("reading the ring buffer: %w", err)
+		}
+		return wire.Decode(t.record.RawSample, t.clock, ev)
+	}
+}
+
+// readBlocking is Read when the ring could not be registered with the
+// netpoller: ReadInto waits in its own epoll_wait.
+func (t *Tracer) readBlocking(ev *wire.Event) error {
 	for {
 		if t.lazy {
-			// Records arrive without a wakeup (see lazyWakeup): look at
-			// the ring at least every PollInterval.
 			poll := time.Now().Add(PollInterval)
 			if !t.deadline.IsZero() && t.deadline.Before(poll) {
 				poll = t.deadline
@@ -349,12 +406,62 @@ func (t *Tracer) Read(ev *wire.Event) error {
 	}
 }
 
+// pollable registers a duplicate of the ring buffer map's descriptor with
+// Go's netpoller (the kernel's ring buffer supports poll).
+func pollable(mapFD int) (*os.File, syscall.RawConn) {
+	fd, err := unix.FcntlInt(uintptr(mapFD), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, nil
+	}
+	f := os.NewFile(uintptr(fd), "ringbuf")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil
+	}
+	return f, rc
+}
+
+// waitForRecords parks the reading goroutine in Go's netpoller until the
+// ring holds a record or until deadline (zero: none); ReadInto then finds
+// the record, or the deadline, at once. Left to ReadInto, the wait is a
+// blocking epoll_wait that keeps the goroutine's P in a system call: the
+// runtime's sysmon then never sleeps deeply (it polls every 20 µs to
+// 10 ms, retaking the P every 10 ms), which cost tcpwatch --all about 2%
+// of a CPU while idle and a tenth of its CPU under churn (issue #11).
+// Errors (deadline, Stop) are left for ReadInto to report.
+func (t *Tracer) waitForRecords(deadline time.Time) {
+	if t.reader.AvailableBytes() > 0 {
+		return
+	}
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		return
+	}
+	if t.ring.SetReadDeadline(deadline) != nil {
+		return
+	}
+	t.ringConn.Read(func(uintptr) bool { return t.reader.AvailableBytes() > 0 })
+}
+
+// Buffered says whether the ring holds records not read yet: when it does
+// not, the next Read waits.
+func (t *Tracer) Buffered() bool {
+	if t.ring == nil {
+		return false // the reader may be closed by Stop: no unlocked look
+	}
+	return !t.stopped.Load() && t.reader.AvailableBytes() > 0
+}
+
 // SetDeadline makes Read return os.ErrDeadlineExceeded when no record
 // arrives before deadline (the zero time: no deadline), so a caller can do
 // periodic work on one goroutine.
 func (t *Tracer) SetDeadline(deadline time.Time) {
 	t.deadline = deadline
-	if !t.lazy {
+	if !t.lazy && t.ringConn == nil {
 		t.reader.SetDeadline(deadline)
 	}
 }
@@ -408,9 +515,18 @@ func (t *Tracer) Lost() (uint64, error) {
 }
 
 // Stop ends Read (it returns ErrClosed) but keeps the programs loaded, so
-// counters can still be read.
+// counters can still be read. It may be called from another goroutine
+// while Read runs.
 func (t *Tracer) Stop() error {
 	if t.reader == nil {
+		return nil
+	}
+	if t.ring != nil {
+		// Read waits in the netpoller and checks stopped: the reader
+		// itself stays open until Close (its AvailableBytes, which Read
+		// uses unlocked, must not meet a closed ring).
+		t.stopped.Store(true)
+		t.ring.Close() // wakes a Read waiting in waitForRecords
 		return nil
 	}
 	return t.reader.Close()
@@ -421,6 +537,9 @@ func (t *Tracer) Stop() error {
 // the process dies, even by SIGKILL.
 func (t *Tracer) Close() error {
 	errs := []error{t.Stop()}
+	if t.ring != nil && t.reader != nil {
+		errs = append(errs, t.reader.Close())
+	}
 	for _, l := range t.links {
 		errs = append(errs, l.Close())
 	}

@@ -602,3 +602,50 @@ func readsResetReason(t *tracer.Tracer) bool {
 	}
 	return false
 }
+
+// Read waits in Go's netpoller (not in a blocking epoll_wait): a deadline
+// still ends the wait, and Stop still ends a wait without one, in both
+// modes.
+func TestReadWaitEndsByDeadlineAndStop(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, all := range []bool{false, true} {
+		// A port nothing uses: no record comes.
+		tr, err := tracer.New(tracer.Config{All: all, FilterPort: 9})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev wire.Event
+		start := time.Now()
+		tr.SetDeadline(start.Add(120 * time.Millisecond))
+		err = tr.Read(&ev)
+		for err == nil { // a stray record of the host's
+			err = tr.Read(&ev)
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("all=%v: Read with a deadline: %v, want os.ErrDeadlineExceeded", all, err)
+		}
+		if d := time.Since(start); d < 100*time.Millisecond || d > 2*time.Second {
+			t.Errorf("all=%v: Read returned after %v, want about 120ms", all, d)
+		}
+		tr.SetDeadline(time.Time{})
+		done := make(chan error, 1)
+		go func() {
+			err := tr.Read(&ev)
+			for err == nil {
+				err = tr.Read(&ev)
+			}
+			done <- err
+		}()
+		time.Sleep(100 * time.Millisecond)
+		tr.Stop()
+		select {
+		case err := <-done:
+			if !errors.Is(err, tracer.ErrClosed) {
+				t.Errorf("all=%v: Read after Stop: %v, want tracer.ErrClosed", all, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("all=%v: Stop did not end a Read without deadline", all)
+		}
+		tr.Close()
+	}
+}

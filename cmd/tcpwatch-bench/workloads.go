@@ -551,7 +551,7 @@ func contains[T comparable](xs []T, x T) bool {
 // benchDecode runs the Go benchmarks of the user-space stages: decode,
 // track, render.
 func benchDecode(ctx context.Context, c config, rep *report) error {
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Decode|Track|NarrativeJSON|NarrativeEncodingJSON", "-benchmem", "-count", "3",
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Decode|Track|ChurnAll|NarrativeJSON|NarrativeEncodingJSON", "-benchmem", "-count", "3",
 		"./tracer/wire/", "./tracer/tracker/", "./output/")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,13 +42,39 @@ func main() {
 	// Every line on stderr starts with "tcpwatch: ", even the later lines
 	// of a multi-line error or warning.
 	stderr := newLinePrefixer(os.Stderr)
+	stopProfile := startCPUProfile(stderr)
 	err := run(os.Args[1:], os.Stdout, stderr)
+	stopProfile()
 	if err != nil {
 		fmt.Fprintf(stderr, "tcpwatch: %v\n", err)
 	}
 	stderr.Flush()
 	if err != nil {
 		os.Exit(exitCode(err))
+	}
+}
+
+// startCPUProfile writes a CPU profile of the whole run to the file named
+// by TCPWATCH_CPUPROFILE, if set (for performance work: read it with
+// go tool pprof -top; the run must end with SIGINT, SIGTERM or --duration
+// for the profile to be complete). Deliberately not a flag: it is for the
+// people who measure tcpwatch, not for its users.
+func startCPUProfile(stderr io.Writer) (stop func()) {
+	path := os.Getenv("TCPWATCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tcpwatch: warning: TCPWATCH_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 
@@ -269,8 +296,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
-		Host: fleet.host, Cgroups: opts.Cgroups})
+		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true})
 	stats, err := p.Run(ctx, fleet.wrap(sink{w}))
+	if err != nil {
+		w.Flush() // what was told before the failure
+	}
 	if record != nil {
 		if ferr := record.Flush(); ferr != nil && err == nil {
 			err = fmt.Errorf("--record: %w", ferr)
@@ -284,15 +314,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	err = w.Stats(output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
 		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled})
+	if err == nil {
+		err = w.Flush()
+	}
 	if errors.Is(err, output.ErrClosedOutput) {
 		return nil
 	}
 	return err
 }
 
-// sink hands the pipeline's records to the output writer.
+// sink hands the pipeline's records to the output writer, which holds
+// them until the pipeline has read what the ring held (pipeline.Flusher).
 type sink struct{ w *output.Writer }
 
+func (s sink) Flush() error                         { return s.w.Flush() }
 func (s sink) Narrative(n *tracker.Narrative) error { return s.w.Narrative(n) }
 func (s sink) Notice(n *tracker.Notice) error       { return s.w.Notice(n) }
 func (s sink) Event(ev *wire.Event, r tcp.ResetReasons) error {

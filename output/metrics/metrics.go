@@ -145,6 +145,14 @@ type sink struct {
 	next pipeline.Sink
 }
 
+// Flush passes on to a sink that holds lines (pipeline.Flusher).
+func (s sink) Flush() error {
+	if f, ok := s.next.(pipeline.Flusher); ok {
+		return f.Flush()
+	}
+	return nil
+}
+
 func (s sink) Narrative(n *tracker.Narrative) error {
 	s.m.Narrative(n)
 	return s.next.Narrative(n)

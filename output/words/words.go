@@ -101,12 +101,38 @@ func connectTimeoutSummary(n *tracker.Narrative) string {
 
 // Explanation teaches what the kernel did and why, with its figures.
 func Explanation(n *tracker.Narrative) string {
+	// The normal ends are most of what --all tells, one per connection
+	// end under churn: their words are fixed, so no building.
+	if e := normalExplanation(n); e != "" && !n.LostRecords {
+		return e
+	}
 	var b strings.Builder
 	explain(&b, n)
 	if n.LostRecords {
 		b.WriteString(" Some kernel records were lost while tcpwatch tracked this connection (see stats.lost): its timeline may have gaps.")
 	}
 	return b.String()
+}
+
+const (
+	peerClosedExplanation  = "ESTABLISHED -> CLOSE_WAIT: a FIN arrived, and read() returns 0 (end of file). A peer process that exited or crashed with an empty receive buffer sends exactly the same FIN."
+	peerResetAfterFIN      = " The RST that followed (the peer refusing data sent after its FIN, reason TCP_ABORT_ON_DATA on its side) means its socket is closed: reads still return 0, a write fails with EPIPE."
+	localClosedExplanation = "close() or shutdown() sent FIN (ESTABLISHED -> FIN_WAIT1); the peer acknowledged and closed its side."
+)
+
+// normalExplanation explains a normal end (local_closed, peer_closed); ""
+// for any other verdict.
+func normalExplanation(n *tracker.Narrative) string {
+	switch n.Verdict {
+	case tracker.PeerClosed:
+		if n.ResetState != 0 {
+			return peerClosedExplanation + peerResetAfterFIN
+		}
+		return peerClosedExplanation
+	case tracker.LocalClosed:
+		return localClosedExplanation
+	}
+	return ""
 }
 
 func explain(b *strings.Builder, n *tracker.Narrative) {
@@ -175,14 +201,8 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 		fmt.Fprintf(b, "tcp_receive_reset in %s with the peer acknowledging normally: its application aborted the connection (closed it with unread data, SO_LINGER 0, or died with unread data: RST reason TCP_ABORT_ON_CLOSE on its side), or its kernel rejected our segment. %s gets %s (EPIPE on a write after the reset).",
 			n.ResetState, capital(app), Errno(n.Errno))
 
-	case tracker.PeerClosed:
-		b.WriteString("ESTABLISHED -> CLOSE_WAIT: a FIN arrived, and read() returns 0 (end of file). A peer process that exited or crashed with an empty receive buffer sends exactly the same FIN.")
-		if n.ResetState != 0 {
-			b.WriteString(" The RST that followed (the peer refusing data sent after its FIN, reason TCP_ABORT_ON_DATA on its side) means its socket is closed: reads still return 0, a write fails with EPIPE.")
-		}
-
-	case tracker.LocalClosed:
-		b.WriteString("close() or shutdown() sent FIN (ESTABLISHED -> FIN_WAIT1); the peer acknowledged and closed its side.")
+	case tracker.PeerClosed, tracker.LocalClosed:
+		b.WriteString(normalExplanation(n))
 
 	case tracker.LocalProcessExited:
 		peer := "a normal close (peer_closed)"
@@ -294,6 +314,25 @@ func abortExplanation(reason string) string {
 }
 
 // Step is one line of a timeline.
+// transitions holds "OLD -> NEW" for every pair of the kernel's states:
+// most steps of a timeline are one, and --all renders several per
+// connection.
+var transitions = func() (t [tcp.StateNewSynRecv + 1][tcp.StateNewSynRecv + 1]string) {
+	for o := range t {
+		for n := range t[o] {
+			t[o][n] = tcp.State(o).String() + " -> " + tcp.State(n).String()
+		}
+	}
+	return t
+}()
+
+func transition(old, state tcp.State) string {
+	if int(old) < len(transitions) && int(state) < len(transitions) {
+		return transitions[old][state]
+	}
+	return old.String() + " -> " + state.String()
+}
+
 func Step(s *tracker.Step) string {
 	switch {
 	case s.Existing:
@@ -301,7 +340,7 @@ func Step(s *tracker.Step) string {
 	}
 	switch s.Kind {
 	case wire.KindState:
-		return s.Old.String() + " -> " + s.State.String()
+		return transition(s.Old, s.State)
 	case wire.KindRetransmit:
 		kind := "retransmission"
 		switch {

@@ -62,6 +62,21 @@ func (x *Index) Owner(inode uint32) (pid uint32, comm string, ok bool) {
 	return o.PID, o.Comm, found
 }
 
+// Known answers from what the last scan saw, without scanning: for a
+// socket no process holds any more (orphaned, destroyed), which no scan
+// could find; the last scan may have seen its holder while it lived.
+func (x *Index) Known(inode uint32) (pid uint32, comm string, ok bool) {
+	if inode == 0 {
+		return 0, "", false
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if o, found := x.byInode[inode]; found && x.alive(o.PID) {
+		return o.PID, o.Comm, true
+	}
+	return 0, "", false
+}
+
 // Scans is how many times the index read all of /proc.
 func (x *Index) Scans() uint64 {
 	x.mu.Lock()

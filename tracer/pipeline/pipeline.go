@@ -139,6 +139,13 @@ type Sink interface {
 	Loss(Loss) error
 }
 
+// Flusher is a Sink that holds what it is told until Flush; the pipeline
+// flushes it whenever it has read every record the ring held (before it
+// waits for more) and at every tick, so nothing waits longer than a tick.
+type Flusher interface {
+	Flush() error
+}
+
 // Loss is the kernel's count of records it could not deliver, in total
 // since the start, and what it adds since the last report.
 type Loss struct {
@@ -195,6 +202,7 @@ const lossEvery = time.Second
 // A closed output ends the run with the sink's error.
 func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 	p.sink = sink
+	flusher, _ := sink.(Flusher)
 	stop := context.AfterFunc(ctx, func() { p.Tracer.Stop() })
 	defer stop()
 	reasons := p.Tracer.Kernel.ResetReasons
@@ -262,10 +270,20 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 		if now.After(nextTick) {
 			nextTick = now.Add(tick)
 			if p.tracker != nil {
-				p.rec.step(p.tracker, true, 0, p.opts.Warn)
+				p.rec.step(p.tracker, true, 0, now, p.opts.Warn)
 				p.tracker.Tick(wire.MonotonicNow())
 				mem.afterTick(p.tracker.Stats().Tracked)
 			}
+			if flusher != nil && p.sinkErr == nil {
+				p.sinkErr = flusher.Flush()
+			}
+		}
+		// Out of records: what the sink holds goes out before the wait.
+		if flusher != nil && p.sinkErr == nil && !p.Tracer.Buffered() {
+			p.sinkErr = flusher.Flush()
+		}
+		if p.sinkErr != nil {
+			break
 		}
 		p.Tracer.SetDeadline(nextTick)
 		err := p.Tracer.Read(&ev)
@@ -294,7 +312,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			continue
 		}
 		p.tracker.Handle(&ev)
-		p.rec.step(p.tracker, false, ev.Mono, p.opts.Warn)
+		p.rec.step(p.tracker, false, ev.Mono, now, p.opts.Warn)
 		// With --all, routine happenings that are not narratives still show.
 		if p.opts.Routine && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 &&
 			p.opts.Filter.Match(ev.NetNS, ev.Local, ev.Remote, ev.PID, ev.Comm()) && p.cgroupMatch(ev.CgroupID) && p.sinkErr == nil {
@@ -316,6 +334,11 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 	stats.Narratives = p.told
 	if err := checkLoss(); err != nil {
 		return stats, err
+	}
+	if flusher != nil {
+		if err := flusher.Flush(); err != nil {
+			return stats, err
+		}
 	}
 	return stats, nil
 }

@@ -77,8 +77,10 @@ func (r *reconciler) soon() {
 
 // step starts a reading when one is due, and applies a finished one once
 // the loop has read past it: drained says the ring buffer was just found
-// empty, lastMono is the latest record's kernel time.
-func (r *reconciler) step(t *tracker.Tracker, drained bool, lastMono time.Duration, warn func(error)) {
+// empty, lastMono is the latest record's kernel time, now the loop's
+// latest reading of the clock (the schedule is in seconds: one reading
+// per record is enough).
+func (r *reconciler) step(t *tracker.Tracker, drained bool, lastMono time.Duration, now time.Time, warn func(error)) {
 	if r == nil || t == nil {
 		return
 	}
@@ -99,11 +101,11 @@ func (r *reconciler) step(t *tracker.Tracker, drained bool, lastMono time.Durati
 		alive := r.ready.alive
 		t.Reconcile(r.ready.asOf, wire.MonotonicNow(), alive.Has)
 		r.ready = nil
-		r.next = time.Now().Add(r.every)
+		r.next = now.Add(r.every)
 	}
-	if !r.running && r.ready == nil && !time.Now().Before(r.next) {
+	if !r.running && r.ready == nil && !now.Before(r.next) {
 		r.running = true
-		r.next = time.Now().Add(r.every)
+		r.next = now.Add(r.every)
 		ns := t.NetNS()
 		go func() {
 			asOf := wire.MonotonicNow()

@@ -12,7 +12,8 @@ import (
 
 // narrate gathers the facts behind verdict v for c and queues the
 // narrative: it is told once the grace period has passed, in time order.
-func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) {
+// The narrative is returned for the caller to amend before it is told.
+func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Narrative {
 	ev := &c.last
 	n := &Narrative{
 		Time:        t.wallAtZero.Add(now),
@@ -60,7 +61,8 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) {
 	n.Budget = budgetOf(c, ev)
 	c.outageFacts(n, now)
 	t.counts[v]++
-	t.pending = append(t.pending, n)
+	t.pending.Push(n.Mono, n)
+	return n
 }
 
 // ownerOf names the process that holds c's socket: the one the kernel saw
@@ -70,7 +72,11 @@ func (t *Tracker) ownerOf(c *conn) Owner {
 		return c.owner
 	}
 	if t.cfg.Owners != nil && c.inode != 0 {
-		if pid, comm, ok := t.cfg.Owners.Owner(c.inode); ok {
+		lookup := t.cfg.Owners.Owner
+		if k, ok := t.cfg.Owners.(knownOwners); ok && (c.orphan || c.destroyed) {
+			lookup = k.Known // no descriptor left to find
+		}
+		if pid, comm, ok := lookup(c.inode); ok {
 			c.owner = Owner{PID: pid, Comm: comm, Source: OwnerProcfs}
 			return c.owner
 		}

@@ -37,8 +37,7 @@ func (t *Tracker) Reconcile(asOf, now time.Duration, alive Alive) (dropped int) 
 		default:
 			if !c.done && (c.stallFirst != 0 || c.kaAnnounced) {
 				c.done, c.closing = true, false
-				t.narrate(c, Untold, true, max(now, c.last.Mono))
-				t.pending[len(t.pending)-1].LostRecords = true
+				t.narrate(c, Untold, true, max(now, c.last.Mono)).LostRecords = true
 			}
 			c.done = true
 			t.remove(c)

@@ -239,3 +239,72 @@ func TestConnectRefusedKeepsLocalAddress(t *testing.T) {
 		t.Fatalf("%+v", c.got)
 	}
 }
+
+// countingOwners answers like fakeOwners and counts how it was asked:
+// Owner may scan all of /proc (owners.Index), Known never does.
+type countingOwners struct {
+	fakeOwners
+	searched, known int
+}
+
+func (f *countingOwners) Owner(inode uint32) (uint32, string, bool) {
+	f.searched++
+	return f.fakeOwners.Owner(inode)
+}
+
+func (f *countingOwners) Known(inode uint32) (uint32, string, bool) {
+	f.known++
+	return f.fakeOwners.Owner(inode)
+}
+
+// An accepted socket that the server closes normally (--all): the kernel
+// never saw its owner, and by its narrative no process holds it (its
+// records say orphan, then it is destroyed), so no search of /proc can
+// find it; the resolver is asked only what it already knows, and the
+// listener names the owner. The listener's first accepted connection
+// (LISTEN -> SYN_RECV, the child cloned from it) must not make the tracker
+// forget the listener.
+func TestAcceptedSocketClosedNormallyIsNotSearched(t *testing.T) {
+	var c collect
+	owners := &countingOwners{fakeOwners: fakeOwners{}}
+	tr := New(Config{All: true, Owners: owners}, c.emit)
+	listen := netip.AddrPortFrom(srv.Addr(), 0)
+	evs := []wire.Event{
+		{Mono: at(1), Kind: wire.KindState, Cookie: 1, Local: srv, Remote: listen, PID: 42, Owner: wire.OwnerListen,
+			OldState: tcp.StateClose, State: tcp.StateListen},
+		{Mono: at(2), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, Inode: 0, OldState: tcp.StateListen, State: tcp.StateSynRecv},
+		{Mono: at(3), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, Inode: 555, OldState: tcp.StateSynRecv, State: tcp.StateEstablished},
+		{Mono: at(10), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, Inode: 555, OldState: tcp.StateEstablished, State: tcp.StateFinWait1},
+		{Mono: at(11), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, Inode: 555, Flags: wire.FlagOrphan, OldState: tcp.StateFinWait1, State: tcp.StateFinWait2},
+		{Mono: at(12), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, Inode: 555, Flags: wire.FlagOrphan, OldState: tcp.StateFinWait2, State: tcp.StateClose},
+		{Mono: at(12), Kind: wire.KindDestroy, Cookie: 7, Local: srv, Remote: cli, Inode: 555, Flags: wire.FlagOrphan, State: tcp.StateClose},
+	}
+	for i := range evs {
+		tr.Handle(&evs[i])
+	}
+	tr.Flush(time.Second)
+	if len(c.got) != 1 || c.got[0].Verdict != LocalClosed {
+		t.Fatalf("told %v, want one local_closed", verdictsOf(c.got))
+	}
+	if o := c.got[0].Owner; o.PID != 42 || o.Source != OwnerListener {
+		t.Errorf("owner %+v, want the listener's (pid 42)", o)
+	}
+	if owners.searched != 0 || owners.known == 0 {
+		t.Errorf("resolver searched %d times, asked what it knew %d times; want 0 searches", owners.searched, owners.known)
+	}
+
+	// What the resolver saw while the socket lived still names it.
+	owners.fakeOwners[556] = Owner{PID: 43, Comm: "worker"}
+	for i := range evs[1:] {
+		ev := evs[1+i]
+		ev.Cookie, ev.Mono = 8, ev.Mono+time.Second
+		if ev.Inode != 0 {
+			ev.Inode = 556
+		}
+		tr.Handle(&ev)
+	}
+	tr.Flush(3 * time.Second)
+	if n := c.got[len(c.got)-1]; n.Cookie != 8 || n.Owner.PID != 43 || n.Owner.Source != OwnerProcfs {
+		t.Errorf("second connection: cookie %d owner %+v, want the worker (pid 43) from procfs", n.Cookie, n.Owner)
+	}
+}

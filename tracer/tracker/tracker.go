@@ -2,7 +2,6 @@ package tracker
 
 import (
 	"net/netip"
-	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +38,15 @@ type OwnerResolver interface {
 	Owner(inode uint32) (pid uint32, comm string, ok bool)
 }
 
+// knownOwners is an OwnerResolver that can also answer from what it has
+// already seen, without searching (owners.Index.Known). It is asked that
+// way about a socket no process holds any more: a search (a scan of all of
+// /proc) cannot find it, and under --all churn every server-side end is
+// such a socket, asked about once each.
+type knownOwners interface {
+	Known(inode uint32) (pid uint32, comm string, ok bool)
+}
+
 // Tracker holds per-connection state and emits narratives. It is not safe
 // for concurrent use: one goroutine feeds it events in kernel order.
 type Tracker struct {
@@ -55,8 +63,8 @@ type Tracker struct {
 	peak     int
 
 	listeners map[listenKey]Owner
-	closing   []*conn
-	pending   []*Narrative // told after Grace, in time order
+	closing   timeQueue[*conn]      // by closeMono; finalized after Grace
+	pending   timeQueue[*Narrative] // told after Grace, in time order
 	evictions uint64
 	counts    map[Verdict]int
 	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
@@ -124,6 +132,7 @@ type conn struct {
 	local, remote netip.AddrPort
 	netns         uint32
 	owner         Owner
+	destroyed     bool // its destroy record came: no process holds it
 	firstMono     time.Duration
 	last          figures // from the latest event
 	steps         []step
@@ -363,7 +372,12 @@ func (t *Tracker) onListener(ev *wire.Event) bool {
 		}
 		return true
 	case ev.OldState == tcp.StateListen:
-		delete(t.listeners, key)
+		// LISTEN -> CLOSE is the listener closing. LISTEN -> SYN_RECV
+		// is a new child socket (cloned from the listener, with its
+		// state): the listener stays.
+		if ev.State == tcp.StateClose {
+			delete(t.listeners, key)
+		}
 		return true
 	}
 	return false
@@ -390,6 +404,9 @@ func (c *conn) observe(ev *wire.Event) {
 	}
 	if ev.Flags&wire.FlagOrphan != 0 {
 		c.orphan = true
+	}
+	if ev.Kind == wire.KindDestroy {
+		c.destroyed = true
 	}
 	if ev.Flags&wire.FlagOwnerExiting != 0 {
 		c.exiting, c.exitCode = true, ev.ExitCode
@@ -451,7 +468,7 @@ func (t *Tracker) startClosing(c *conn, mono time.Duration, old tcp.State) {
 		return
 	}
 	c.closing, c.closeMono, c.closeOld = true, mono, old
-	t.closing = append(t.closing, c)
+	t.closing.Push(mono, c)
 }
 
 func (t *Tracker) onState(c *conn, ev *wire.Event) {
@@ -565,48 +582,33 @@ func (t *Tracker) onKeepalive(c *conn, ev *wire.Event) {
 // (by then the reset and error report that follow a close have arrived)
 // and tells the narratives that have waited out the grace, in time order.
 func (t *Tracker) Tick(now time.Duration) {
-	if len(t.closing) > 0 {
-		kept := t.closing[:0]
-		for _, c := range t.closing {
-			switch {
-			case !c.closing || c.done || c.prev == nil:
-				// finalized, or evicted, meanwhile
-			case now-c.closeMono >= t.cfg.Grace:
-				c.closing = false
-				t.finalize(c, c.closeMono)
-			default:
-				kept = append(kept, c)
-			}
+	for {
+		at, c, ok := t.closing.Front()
+		if !ok || now-at < t.cfg.Grace {
+			break
 		}
-		clear(t.closing[len(kept):])
-		t.closing = kept
+		t.closing.Pop()
+		// Skip the finalized and the evicted, and an entry left from an
+		// earlier close of the same connection (its current one is queued
+		// under its own time).
+		if c.closing && !c.done && c.prev != nil && c.closeMono == at {
+			c.closing = false
+			t.finalize(c, c.closeMono)
+		}
 	}
 	t.release(now - t.cfg.Grace)
 }
 
 // release tells the pending narratives older than until, oldest first.
 func (t *Tracker) release(until time.Duration) {
-	if len(t.pending) == 0 {
-		return
+	for {
+		at, n, ok := t.pending.Front()
+		if !ok || at > until {
+			return
+		}
+		t.pending.Pop()
+		t.emit(n)
 	}
-	slices.SortStableFunc(t.pending, func(a, b *Narrative) int { return cmpDuration(a.Mono, b.Mono) })
-	n := 0
-	for n < len(t.pending) && t.pending[n].Mono <= until {
-		t.emit(t.pending[n])
-		n++
-	}
-	clear(t.pending[:n])
-	t.pending = append(t.pending[:0], t.pending[n:]...)
-}
-
-func cmpDuration(a, b time.Duration) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // RecordsLost tells the tracker that the kernel dropped records: every
@@ -618,13 +620,17 @@ func (t *Tracker) RecordsLost() { t.lossEpoch++ }
 // still in an episode are narrated again with Final false, and every
 // pending narrative is told.
 func (t *Tracker) Flush(now time.Duration) {
-	for _, c := range t.closing {
+	for {
+		_, c, ok := t.closing.Front()
+		if !ok {
+			break
+		}
+		t.closing.Pop()
 		if c.closing && !c.done && c.prev != nil {
 			c.closing = false
 			t.finalize(c, c.closeMono)
 		}
 	}
-	t.closing = t.closing[:0]
 	for c := t.lru.next; c != &t.lru; c = c.next {
 		switch {
 		case c.done:
