@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -306,5 +307,36 @@ func TestAcceptedSocketClosedNormallyIsNotSearched(t *testing.T) {
 	tr.Flush(3 * time.Second)
 	if n := c.got[len(c.got)-1]; n.Cookie != 8 || n.Owner.PID != 43 || n.Owner.Source != OwnerProcfs {
 		t.Errorf("second connection: cookie %d owner %+v, want the worker (pid 43) from procfs", n.Cookie, n.Owner)
+	}
+}
+
+// A process that finishes and exits with status 0 before its peer's FIN
+// arrives (a postgres backend after the client's Terminate) closed the
+// connection normally: no local_process_exited. Status 1 is a failure.
+func TestCleanExitIsANormalClose(t *testing.T) {
+	for _, tc := range []struct {
+		exitCode uint32
+		all      bool
+		want     []string
+	}{
+		{0, false, nil},
+		{0, true, []string{string(LocalClosed)}},
+		{1 << 8, false, []string{string(LocalProcessExited)}},
+	} {
+		var c collect
+		tr := New(Config{All: tc.all}, c.emit)
+		evs := []wire.Event{
+			{Mono: at(10), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, PID: 99, Owner: wire.OwnerClose,
+				OldState: tcp.StateEstablished, State: tcp.StateFinWait1, Flags: wire.FlagOwnerExiting, ExitCode: tc.exitCode},
+			{Mono: at(11), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, OldState: tcp.StateFinWait2, State: tcp.StateClose},
+			{Mono: at(12), Kind: wire.KindDestroy, Cookie: 7, Local: srv, Remote: cli, State: tcp.StateClose},
+		}
+		for i := range evs {
+			tr.Handle(&evs[i])
+		}
+		tr.Flush(time.Second)
+		if got := verdictsOf(c.got); !slices.Equal(got, tc.want) {
+			t.Errorf("exit code %#x all=%v: told %v, want %v", tc.exitCode, tc.all, got, tc.want)
+		}
 	}
 }

@@ -476,7 +476,7 @@ func (t *Tracker) onState(c *conn, ev *wire.Event) {
 		t.watchTimeWait(c, ev)
 	}
 	switch {
-	case ev.OldState == tcp.StateEstablished && ev.State == tcp.StateFinWait1 && ev.Flags&wire.FlagOwnerExiting != 0:
+	case ev.OldState == tcp.StateEstablished && ev.State == tcp.StateFinWait1 && ev.Flags&wire.FlagOwnerExiting != 0 && c.died():
 		// The owner died with the connection open from both sides.
 		t.finish(c, LocalProcessExited, ev.Mono)
 	case ev.State == tcp.StateClose:
@@ -683,11 +683,22 @@ func (t *Tracker) finish(c *conn, v Verdict, now time.Duration) {
 	t.narrate(c, v, true, now)
 }
 
+// died says whether the owner's exit was a failure for this connection:
+// killed by a signal, a non-zero exit status, unread data thrown away
+// (RST), or an outage in progress. A process that finishes its work and
+// exits with status 0, its kernel closing the connection with FIN (a
+// postgres backend after the client's Terminate, before the client's FIN
+// arrives), closed it normally.
+func (c *conn) died() bool {
+	return tcp.ExitSignal(c.exitCode) != 0 || tcp.ExitStatus(c.exitCode) != 0 || c.sentReset ||
+		c.stallFirst != 0 || c.kaAnnounced
+}
+
 // finalVerdict reads the connection's last events in order of what explains
 // the death best.
 func (c *conn) finalVerdict() Verdict {
 	switch {
-	case c.exiting && !c.sawPeerFIN:
+	case c.exiting && !c.sawPeerFIN && c.died():
 		return LocalProcessExited
 	case c.kaKilled || c.sentInKeepalive:
 		return KeepaliveTimeout
