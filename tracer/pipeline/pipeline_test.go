@@ -48,7 +48,7 @@ func (c *collector) find(v tracker.Verdict, local netip.AddrPort) (tracker.Narra
 // A connection that was already probing an unanswering peer when tcpwatch
 // started: its story is told with the socket's own keepalive settings (not
 // the namespace's 7200/75/9), names the process holding it (found in /proc,
-// no descriptor borrowed), and ends once.
+// no descriptor borrowed), and ends once, with all its probes.
 func TestExistingProbingConnection(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	l, err := netlab.New()
@@ -89,7 +89,7 @@ func TestExistingProbingConnection(t *testing.T) {
 		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
 		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
-		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 4)
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 8)
 	})
 	undo, err := a.Blackhole(b.Addr4())
 	if err != nil {
@@ -115,7 +115,9 @@ func TestExistingProbingConnection(t *testing.T) {
 	go func() { _, err := p.Run(ctx, &col); done <- err }()
 
 	local := netip.MustParseAddrPort(client.LocalAddr().String())
-	deadline := time.Now().Add(10 * time.Second)
+	// Eight probes a second apart: the story outlasts a slow start-up (the
+	// kernel matrix runs this under qemu TCG, where loading takes seconds).
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, ok := col.find(tracker.KeepaliveTimeout, local); ok {
 			break
@@ -131,14 +133,14 @@ func TestExistingProbingConnection(t *testing.T) {
 		t.Fatalf("no keepalive_probing for %v among %d narratives", local, len(col.got))
 	}
 	s := probing.Settings
-	if s.KeepaliveTime != time.Second || s.KeepaliveIntvl != time.Second || s.KeepaliveProbes != 4 {
-		t.Errorf("settings %+v, want the socket's own 1s/1s/4", s)
+	if s.KeepaliveTime != time.Second || s.KeepaliveIntvl != time.Second || s.KeepaliveProbes != 8 {
+		t.Errorf("settings %+v, want the socket's own 1s/1s/8", s)
 	}
 	if probing.Owner.PID != uint32(os.Getpid()) || probing.Owner.Source == tracker.OwnerUnknown {
 		t.Errorf("owner %+v, want this process (%d)", probing.Owner, os.Getpid())
 	}
 	final, ok := col.find(tracker.KeepaliveTimeout, local)
-	if !ok || final.Probes != 4 || final.Owner.PID != uint32(os.Getpid()) {
+	if !ok || final.Probes != 8 || final.Owner.PID != uint32(os.Getpid()) {
 		t.Fatalf("final %v: %+v", ok, final)
 	}
 	finals := 0
