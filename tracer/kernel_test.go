@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
+	"github.com/tcpwatch/tcpwatch/internal/labtest"
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 )
@@ -238,26 +239,6 @@ func TestKernelListenRecordWithOwner(t *testing.T) {
 	})
 }
 
-// twoHosts builds hosts a and b joined by a cable.
-func twoHosts(tb testing.TB) (a, b *netlab.Host) {
-	tb.Helper()
-	l, err := netlab.New()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	if a, err = l.AddHost("a"); err != nil {
-		tb.Fatal(err)
-	}
-	if b, err = l.AddHost("b"); err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := l.Cable(a, b, netlab.CableOptions{}); err != nil {
-		tb.Fatal(err)
-	}
-	return a, b
-}
-
 // dialAccept connects a to a listener on b and returns both ends.
 func dialAccept(tb testing.TB, a, b *netlab.Host, p int) (client, server *net.TCPConn) {
 	tb.Helper()
@@ -298,7 +279,7 @@ func setInt(tb testing.TB, c *net.TCPConn, level, opt, val int) {
 // only task context can tell.
 func TestKernelKeepaliveOnAcceptedSocket(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	a, b := twoHosts(t)
+	a, b := labtest.Pair(t)
 	col := startRaw(t, Config{})
 	_, server := dialAccept(t, a, b, 7101)
 	setInt(t, server, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
@@ -364,7 +345,7 @@ func slicesHas(hooks []*Hook, prog string) bool {
 // window reports it (FROM_TIMER).
 func TestKernelRetransmitNotDoubledFromTimer(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	a, b := twoHosts(t)
+	a, b := labtest.Pair(t)
 	if err := a.Sysctl("net/ipv4/tcp_retries2", "3"); err != nil {
 		t.Fatal(err)
 	}

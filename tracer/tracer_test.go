@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
+	"github.com/tcpwatch/tcpwatch/internal/labtest"
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
@@ -105,20 +106,7 @@ func netnsOf(tb testing.TB, path string) uint32 {
 // pair builds two hosts joined by a cable, with short timers.
 func pair(tb testing.TB) (a, b *netlab.Host) {
 	tb.Helper()
-	l, err := netlab.New()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	if a, err = l.AddHost("a"); err != nil {
-		tb.Fatal(err)
-	}
-	if b, err = l.AddHost("b"); err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := l.Cable(a, b, netlab.CableOptions{}); err != nil {
-		tb.Fatal(err)
-	}
+	a, b = labtest.Pair(tb)
 	for _, h := range []*netlab.Host{a, b} {
 		if err := h.Sysctl("net/ipv4/tcp_retries2", "3"); err != nil {
 			tb.Fatal(err)

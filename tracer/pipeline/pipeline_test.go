@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpwatch/tcpwatch/internal/labtest"
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
-	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -51,22 +51,7 @@ func (c *collector) find(v tracker.Verdict, local netip.AddrPort) (tracker.Narra
 // no descriptor borrowed), and ends once, with all its probes.
 func TestExistingProbingConnection(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	l, err := netlab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	a, err := l.AddHost("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.AddHost("b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.Cable(a, b, netlab.CableOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	a, b := labtest.Pair(t)
 	addr := netip.AddrPortFrom(b.Addr4(), 7301).String()
 	var ln net.Listener
 	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
