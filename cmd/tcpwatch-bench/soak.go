@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/tcpwatch/tcpwatch/internal/loadgen"
 )
 
 type soakConfig struct {
@@ -148,26 +150,11 @@ sampling:
 // steadyChurn makes rate loopback connections per second (connect, one
 // byte each way, the server closes first) until ctx ends.
 func steadyChurn(ctx context.Context, rate, workers int, done, failed *atomic.Int64) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := loadgen.EchoOneByteServer()
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) {
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					c.Write(b)
-				}
-				c.Close()
-			}(c)
-		}
-	}()
 	tokens := make(chan struct{}, rate)
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpwatch/tcpwatch/internal/loadgen"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 )
 
@@ -29,26 +30,11 @@ func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) 
 // fast as workers allow. The server closes first, so the TIME_WAITs stay on
 // its side and the clients never run out of ports.
 func churnOnce(n, workers int) (time.Duration, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := loadgen.EchoOneByteServer()
 	if err != nil {
 		return 0, err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) {
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					c.Write(b)
-				}
-				c.Close()
-			}(c)
-		}
-	}()
 	var left atomic.Int64
 	left.Store(int64(n))
 	var wg sync.WaitGroup

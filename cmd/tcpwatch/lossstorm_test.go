@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/internal/loadgen"
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/output"
 )
@@ -100,26 +101,11 @@ func TestLossStormMemoryReturns(t *testing.T) {
 // server closes first) with the given number of clients, within limit.
 func churn(t *testing.T, n, workers int, limit time.Duration) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := loadgen.EchoOneByteServer()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) {
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					c.Write(b)
-				}
-				c.Close()
-			}(c)
-		}
-	}()
 	var left, made atomic.Int64
 	left.Store(int64(n))
 	deadline := time.Now().Add(limit)
