@@ -340,3 +340,58 @@ func TestCleanExitIsANormalClose(t *testing.T) {
 		}
 	}
 }
+
+// The owner was killed; its orphan, in FIN_WAIT2, got data from the peer:
+// tcp_reset() closes and destroys it, and only then does the kernel answer
+// the data with a reset, from the destroyed socket, which still carries the
+// owner's exit. Seen on 7.3 under qemu. That last record is not a second
+// story.
+func TestNothingAfterDestroy(t *testing.T) {
+	for _, all := range []bool{false, true} {
+		var c collect
+		tr := New(Config{All: all}, c.emit)
+		evs := []wire.Event{
+			{Mono: at(10), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, PID: 5, Owner: wire.OwnerClose,
+				OldState: tcp.StateEstablished, State: tcp.StateFinWait1, Flags: wire.FlagOwnerExiting, ExitCode: 9},
+			{Mono: at(11), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, PID: 5, OldState: tcp.StateFinWait1,
+				State: tcp.StateFinWait2, Flags: wire.FlagOwnerExiting | wire.FlagOrphan, ExitCode: 9},
+			{Mono: at(200), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, PID: 5, OldState: tcp.StateFinWait2,
+				State: tcp.StateClose, Flags: wire.FlagOwnerExiting | wire.FlagOrphan, ExitCode: 9},
+			{Mono: at(200), Kind: wire.KindDestroy, Cookie: 7, Local: srv, Remote: cli, State: tcp.StateClose},
+			{Mono: at(201), Kind: wire.KindSendReset, Cookie: 7, Local: srv, Remote: cli, PID: 5, State: tcp.StateClose,
+				Flags: wire.FlagOwnerExiting | wire.FlagOrphan | wire.FlagReplyReset, ExitCode: 9, Detail: 8},
+		}
+		for i := range evs {
+			tr.Handle(&evs[i])
+			tr.Tick(evs[i].Mono + 100*time.Millisecond)
+		}
+		tr.Flush(time.Second)
+		if len(c.got) != 1 || c.got[0].Verdict != LocalProcessExited {
+			t.Errorf("all=%v: told %v, want one local_process_exited", all, verdictsOf(c.got))
+		}
+		if st := tr.Stats(); st.Tracked != 0 {
+			t.Errorf("all=%v: %d connections still tracked after the destroy", all, st.Tracked)
+		}
+	}
+}
+
+// The cookies of destroyed sockets are forgotten after a while, within a
+// bound: a host closing connections all day does not grow the tracker.
+func TestGoneCookiesAreBounded(t *testing.T) {
+	tr := New(Config{All: true}, func(*Narrative) {})
+	for i := range maxGoneKept + 10 {
+		cookie := uint64(i + 1)
+		ev := wire.Event{Mono: at(i), Kind: wire.KindState, Cookie: cookie, Local: srv, Remote: cli,
+			OldState: tcp.StateEstablished, State: tcp.StateClose}
+		tr.Handle(&ev)
+		ev.Kind = wire.KindDestroy
+		tr.Handle(&ev)
+	}
+	if n := len(tr.gone); n > maxGoneKept {
+		t.Errorf("%d cookies kept, bound %d", n, maxGoneKept)
+	}
+	tr.Tick(at(maxGoneKept+10) + goneFor)
+	if n, q := len(tr.gone), tr.goneOrder.Len(); n != 0 || q != 0 {
+		t.Errorf("%d cookies (%d queued) kept %v after the last destroy", n, q, goneFor)
+	}
+}

@@ -68,6 +68,12 @@ type Tracker struct {
 	evictions uint64
 	counts    map[Verdict]int
 	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
+	// gone holds the cookies of sockets destroyed lately. The kernel can
+	// still write about a socket after its destroy record: an orphan that
+	// tcp_reset() destroys on data it cannot take then answers that data
+	// with a reset. Such a record must not begin a second story.
+	gone      map[uint64]struct{}
+	goneOrder timeQueue[uint64]
 	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
 	wallAtZero time.Time
 	lastEmit   time.Duration
@@ -89,6 +95,10 @@ const (
 	timeWaitLen     = 60 * time.Second // TCP_TIMEWAIT_LEN
 	maxTimeWaitKept = 1 << 16
 	maxListeners    = 1 << 16
+	// goneFor is how long a destroyed socket's cookie is remembered: what
+	// the kernel writes after the destroy comes in the same softirq.
+	goneFor     = time.Second
+	maxGoneKept = 1 << 16
 )
 
 // New returns a tracker that calls emit for every narrative. emit must not
@@ -104,7 +114,8 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 		cfg.ResetReasons = tcp.ResetReasons{}
 	}
 	t := &Tracker{cfg: cfg, emit: emit, byCookie: make(map[uint64]*conn), byTuple: make(map[tupleKey]*conn),
-		listeners: make(map[listenKey]Owner), counts: make(map[Verdict]int), timeWait: make(map[tupleKey]time.Duration)}
+		listeners: make(map[listenKey]Owner), counts: make(map[Verdict]int), timeWait: make(map[tupleKey]time.Duration),
+		gone: make(map[uint64]struct{})}
 	t.lru.prev, t.lru.next = &t.lru, &t.lru
 	return t
 }
@@ -261,6 +272,9 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 	if ev.Kind == wire.KindDestroy {
 		return nil
 	}
+	if _, ok := t.gone[ev.Cookie]; ok && ev.Cookie != 0 {
+		return nil // written after the socket's destroy: its story is over
+	}
 	if ev.Cookie == 0 && !hasTuple {
 		// Nothing names the connection: no later record could find it,
 		// so an entry would only tell a one-record story and linger.
@@ -308,6 +322,7 @@ func (t *Tracker) Handle(ev *wire.Event) {
 	if c.done {
 		if ev.Kind == wire.KindDestroy {
 			t.remove(c)
+			t.rememberGone(c.cookie, ev.Mono)
 		}
 		return
 	}
@@ -355,6 +370,33 @@ func (t *Tracker) Handle(ev *wire.Event) {
 			t.finalize(c, c.closeMono)
 		}
 		t.remove(c)
+		t.rememberGone(c.cookie, ev.Mono)
+	}
+}
+
+// rememberGone keeps a destroyed socket's cookie for goneFor.
+func (t *Tracker) rememberGone(cookie uint64, mono time.Duration) {
+	if cookie == 0 {
+		return
+	}
+	if len(t.gone) >= maxGoneKept {
+		_, old, _ := t.goneOrder.Front()
+		t.goneOrder.Pop()
+		delete(t.gone, old)
+	}
+	t.gone[cookie] = struct{}{}
+	t.goneOrder.Push(mono, cookie)
+}
+
+// forgetGone drops the cookies destroyed more than goneFor before now.
+func (t *Tracker) forgetGone(now time.Duration) {
+	for {
+		at, cookie, ok := t.goneOrder.Front()
+		if !ok || now-at < goneFor {
+			return
+		}
+		t.goneOrder.Pop()
+		delete(t.gone, cookie)
 	}
 }
 
@@ -596,6 +638,7 @@ func (t *Tracker) Tick(now time.Duration) {
 			t.finalize(c, c.closeMono)
 		}
 	}
+	t.forgetGone(now)
 	t.release(now - t.cfg.Grace)
 }
 
