@@ -170,6 +170,7 @@ type Stats struct {
 type Pipeline struct {
 	opts    Options
 	Tracer  *tracer.Tracer
+	src     recordSource // the Tracer; a replay in tests of the loop's timing
 	tracker *tracker.Tracker
 	owners  *owners.Index
 	told    map[string]int
@@ -185,7 +186,16 @@ func Open(opts Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pipeline{opts: opts, Tracer: t, owners: owners.NewIndex(), told: map[string]int{}}, nil
+	return &Pipeline{opts: opts, Tracer: t, src: t, owners: owners.NewIndex(), told: map[string]int{}}, nil
+}
+
+// recordSource is what the reading loop needs of the tracer.
+type recordSource interface {
+	Read(ev *wire.Event) error
+	SetDeadline(deadline time.Time)
+	Buffered() bool
+	Losses() (tracer.Losses, error)
+	Stop() error
 }
 
 // Close detaches everything.
@@ -195,6 +205,11 @@ func (p *Pipeline) Close() error { return p.Tracer.Close() }
 // comes, so that verdicts leave promptly.
 const tickEvery = 100 * time.Millisecond
 
+// inFlight is how long a record may take from its timestamp to the ring
+// (the rest of the program that writes it): the clock a drained ring tells
+// the tracker is held back by it.
+const inFlight = 10 * time.Millisecond
+
 // lossEvery is how often the kernel's loss counters are read.
 const lossEvery = time.Second
 
@@ -203,7 +218,7 @@ const lossEvery = time.Second
 func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 	p.sink = sink
 	flusher, _ := sink.(Flusher)
-	stop := context.AfterFunc(ctx, func() { p.Tracer.Stop() })
+	stop := context.AfterFunc(ctx, func() { p.src.Stop() })
 	defer stop()
 	reasons := p.Tracer.Kernel.ResetReasons
 	if !p.opts.Events {
@@ -264,14 +279,22 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 				break
 			}
 		}
-		// The tracker hears the time even when records never stop (a busy
-		// host, or records of other namespaces the run does not accept):
-		// verdicts must not wait for a quiet moment.
+		// The tracker hears the clock when no record comes, so that
+		// verdicts leave on time on a quiet host; records it does not
+		// accept tell it the time too (below). But only an empty ring
+		// means it has read everything written before now: while records
+		// wait unread (a slow reader, qemu), the clock would end a close's
+		// grace before the reset or error that follows it is read, and
+		// decide the verdict without them.
 		if now.After(nextTick) {
 			nextTick = now.Add(tick)
 			if p.tracker != nil {
-				p.rec.step(p.tracker, true, 0, now, p.opts.Warn)
-				p.tracker.Tick(wire.MonotonicNow())
+				mono := wire.MonotonicNow()
+				drained := !p.src.Buffered()
+				p.rec.step(p.tracker, drained, 0, now, p.opts.Warn)
+				if drained {
+					p.tracker.Tick(mono - inFlight)
+				}
 				mem.afterTick(p.tracker.Stats().Tracked)
 			}
 			if flusher != nil && p.sinkErr == nil {
@@ -279,14 +302,14 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			}
 		}
 		// Out of records: what the sink holds goes out before the wait.
-		if flusher != nil && p.sinkErr == nil && !p.Tracer.Buffered() {
+		if flusher != nil && p.sinkErr == nil && !p.src.Buffered() {
 			p.sinkErr = flusher.Flush()
 		}
 		if p.sinkErr != nil {
 			break
 		}
-		p.Tracer.SetDeadline(nextTick)
-		err := p.Tracer.Read(&ev)
+		p.src.SetDeadline(nextTick)
+		err := p.src.Read(&ev)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
 		}
@@ -297,6 +320,9 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 			return stats, err
 		}
 		if p.opts.Accept != nil && !p.opts.Accept(&ev) {
+			if p.tracker != nil {
+				p.tracker.Tick(ev.Mono)
+			}
 			continue
 		}
 		stats.Events++
@@ -344,7 +370,7 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 }
 
 func (p *Pipeline) loss() (Loss, error) {
-	l, err := p.Tracer.Losses()
+	l, err := p.src.Losses()
 	if err != nil {
 		return Loss{}, err
 	}
