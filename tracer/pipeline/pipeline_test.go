@@ -49,6 +49,12 @@ func (c *collector) find(v tracker.Verdict, local netip.AddrPort) (tracker.Narra
 // started: its story is told with the socket's own keepalive settings (not
 // the namespace's 7200/75/9), names the process holding it (found in /proc,
 // no descriptor borrowed), and ends once, with all its probes.
+//
+// Loading takes a fraction of a second here but many seconds under qemu TCG
+// (the kernel matrix): the socket starts with enough probes to outlast any
+// start-up, and once the story has begun the test lowers TCP_KEEPCNT to just
+// past the probes already sent, so the end comes soon either way. The kernel
+// reads the count at every expiry, and so does the tracer.
 func TestExistingProbingConnection(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	a, b := labtest.Pair(t)
@@ -69,12 +75,13 @@ func TestExistingProbingConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
+	const startProbes = 60
 	rc, _ := client.(*net.TCPConn).SyscallConn()
 	rc.Control(func(fd uintptr) {
 		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
 		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
-		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 8)
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPCNT, startProbes)
 	})
 	undo, err := a.Blackhole(b.Addr4())
 	if err != nil {
@@ -100,33 +107,47 @@ func TestExistingProbingConnection(t *testing.T) {
 	go func() { _, err := p.Run(ctx, &col); done <- err }()
 
 	local := netip.MustParseAddrPort(client.LocalAddr().String())
-	// Eight probes a second apart: the story outlasts a slow start-up (the
-	// kernel matrix runs this under qemu TCG, where loading takes seconds).
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, ok := col.find(tracker.KeepaliveTimeout, local); ok {
-			break
+	waitFor := func(v tracker.Verdict, within time.Duration) (tracker.Narrative, bool) {
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			if n, ok := col.find(v, local); ok {
+				return n, true
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return tracker.Narrative{}, false
 	}
+	probing, ok := waitFor(tracker.KeepaliveProbing, (startProbes-5)*time.Second)
+	var lastProbes int
+	if ok {
+		var info *unix.TCPInfo
+		rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		lastProbes = int(info.Probes) + 2
+		rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPCNT, lastProbes) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	final, finalOK := waitFor(tracker.KeepaliveTimeout, 10*time.Second)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	probing, ok := col.find(tracker.KeepaliveProbing, local)
 	if !ok {
-		t.Fatalf("no keepalive_probing for %v among %d narratives", local, len(col.got))
+		t.Fatalf("no keepalive_probing for %v among %d narratives: %+v", local, len(col.got), col.got)
 	}
 	s := probing.Settings
-	if s.KeepaliveTime != time.Second || s.KeepaliveIntvl != time.Second || s.KeepaliveProbes != 8 {
-		t.Errorf("settings %+v, want the socket's own 1s/1s/8", s)
+	if s.KeepaliveTime != time.Second || s.KeepaliveIntvl != time.Second || s.KeepaliveProbes != startProbes {
+		t.Errorf("settings %+v, want the socket's own 1s/1s/%d", s, startProbes)
 	}
 	if probing.Owner.PID != uint32(os.Getpid()) || probing.Owner.Source == tracker.OwnerUnknown {
 		t.Errorf("owner %+v, want this process (%d)", probing.Owner, os.Getpid())
 	}
-	final, ok := col.find(tracker.KeepaliveTimeout, local)
-	if !ok || final.Probes != 8 || final.Owner.PID != uint32(os.Getpid()) {
-		t.Fatalf("final %v: %+v", ok, final)
+	if !finalOK || final.Probes != lastProbes || final.Owner.PID != uint32(os.Getpid()) {
+		t.Fatalf("final %v, want keepalive_timeout after %d probes: %+v", finalOK, lastProbes, final)
 	}
 	finals := 0
 	for _, n := range col.got {
