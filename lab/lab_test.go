@@ -107,15 +107,19 @@ func TestScenarios(t *testing.T) {
 	for _, sc := range Scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
 			var lines []Record
+			// The kernel's records, kept to replay a failure through the
+			// tracker (a test in tracer/tracker reads this format).
+			var recording strings.Builder
 			defer func() {
 				if t.Failed() {
 					for _, l := range lines {
 						t.Logf("%s", describe(l))
 					}
+					t.Logf("recording:\n%s", recording.String())
 				}
 			}()
 			start := time.Now()
-			res, err := Run(context.Background(), sc.Name, Options{}, func(r Record) { lines = append(lines, r) })
+			res, err := Run(context.Background(), sc.Name, Options{Record: &recording}, func(r Record) { lines = append(lines, r) })
 			elapsed := time.Since(start)
 			if err != nil {
 				t.Fatalf("run: %v (verdicts %+v)", err, res)
