@@ -42,6 +42,7 @@ type config struct {
 	timeout    time.Duration
 	testTO     string
 	testRun    string
+	testCount  int
 	update     bool
 	reportOnly bool
 	accel      string
@@ -64,10 +65,15 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", 60*time.Minute, "give up on a guest after this long")
 	flag.StringVar(&c.testTO, "test-timeout", "30m", "-test.timeout of each test binary in the guest")
 	flag.StringVar(&c.testRun, "run", "", "only the tests matching this -test.run pattern (for chasing one failure)")
+	flag.IntVar(&c.testCount, "count", 1, "run each test this many times (-test.count; for chasing a flaky one)")
 	flag.BoolVar(&c.update, "apt-update", false, "run apt-get update even if the sources did not change")
 	flag.StringVar(&c.accel, "accel", "tcg", "qemu accelerator (kvm hangs nested here)")
 	flag.BoolVar(&c.reportOnly, "report-only", false, "boot nothing: rebuild the matrix from the logs in -build")
 	flag.Parse()
+	if c.testCount < 1 {
+		logf("-count %d: must be at least 1", c.testCount)
+		os.Exit(2)
+	}
 	c.kernels = strings.Fields(strings.ReplaceAll(kernels, ",", " "))
 	c.steps = map[string]bool{}
 	for _, s := range strings.Split(steps, ",") {
@@ -191,8 +197,8 @@ type testBinary struct{ pkg, dir, file string }
 const hostOnlyTests = `^(TestRedis|TestPsql|TestNginx|TestPrometheus|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestREADMEExamples|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
 
 // testArgs are the test binaries' extra flags in the guest.
-func testArgs(run string) string {
-	args := "-test.skip=" + hostOnlyTests
+func testArgs(run string, count int) string {
+	args := fmt.Sprintf("-test.count=%d -test.skip=%s", count, hostOnlyTests)
 	if run != "" {
 		args += " -test.run=" + run
 	}
@@ -312,7 +318,7 @@ func makeImage(c *config, k *Kernel, b *binaries, img string) error {
 	}
 	plan := fmt.Sprintf("MODULES=%s\nSTEP_CHECK=%s\nSTEP_LAB=%s\nSTEP_TESTS=%s\nSCENARIOS=%s\nTESTS=%s\nTEST_TIMEOUT=%s\nTEST_ARGS=%s\n",
 		q(strings.Join(paths, " ")), flagIf("check"), flagIf("lab"), flagIf("tests"), q(c.scenarios), q(strings.Join(tests, " ")), q(c.testTO),
-		q(testArgs(c.testRun)))
+		q(testArgs(c.testRun, c.testCount)))
 	files = append(files, guestFile{path: "etc/plan", perm: 0o644, data: []byte(plan)},
 		guestFile{path: "etc/hostname", perm: 0o644, data: []byte("tcpwatch-guest\n")},
 		guestFile{path: "etc/passwd", perm: 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
