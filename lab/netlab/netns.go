@@ -119,7 +119,8 @@ func netnsIDOf(path string) (netnsID, error) {
 // slip into the old namespace after the scan, or into the new one after a
 // Reboot. It works through pidfds, so a pid recycled between the scan and
 // the kill is never hit, and it rescans until nothing is left, to catch
-// children forked meanwhile. Processes that exited but were not yet reaped
+// children forked meanwhile, and while any process is mid-exec (see midExec).
+// Processes that exited but were not yet reaped
 // (zombies) no longer hold the namespace and are ignored; reaping stays with
 // their parent (exec.Cmd.Wait).
 func killNetnsProcesses(id netnsID, path string) error {
@@ -131,6 +132,7 @@ func killNetnsProcesses(id netnsID, path string) error {
 			return err
 		}
 		var pidfds []int
+		unsettled := false
 		for _, e := range entries {
 			pid, err := strconv.Atoi(e.Name())
 			if err != nil || pid == self {
@@ -142,6 +144,7 @@ func killNetnsProcesses(id netnsID, path string) error {
 			}
 			// Checked after opening the pidfd, so this is the process the fd names.
 			if !inNetns(pid, id) && !enteringNetns(pid, path) {
+				unsettled = unsettled || midExec(pid)
 				unix.Close(fd)
 				continue
 			}
@@ -152,8 +155,16 @@ func killNetnsProcesses(id netnsID, path string) error {
 			}
 			pidfds = append(pidfds, fd)
 		}
-		if len(pidfds) == 0 {
+		if len(pidfds) == 0 && !unsettled {
 			return nil
+		}
+		if len(pidfds) == 0 {
+			// Someone is between exec and its arguments: look again.
+			if time.Now().After(deadline) {
+				return errors.New("a process stayed mid-exec for 10s")
+			}
+			time.Sleep(5 * time.Millisecond)
+			continue
 		}
 		for _, fd := range pidfds {
 			// A pidfd polls readable once its process has exited.
@@ -187,6 +198,22 @@ func enteringNetns(pid int, path string) bool {
 	}
 	argv := strings.SplitN(string(b), "\x00", 3)
 	return len(argv) == 3 && argv[0] == nsexecArg0 && argv[1] == path
+}
+
+// midExec reports whether pid is a process in the middle of an execve: its
+// new program is mapped (it has an executable) but its arguments are not
+// yet, so it has no cmdline. cmd.Start returns in that window (the exec
+// "succeeded" once the close-on-exec pipe closed, before the arguments are
+// set up), and a Command child there is neither in its namespace nor
+// recognisable by its argv yet. Kernel threads and zombies have no
+// executable; a program run with an empty argv still has a cmdline of one
+// NUL byte.
+func midExec(pid int) bool {
+	if _, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && len(b) == 0
 }
 
 func closeAll(fds []int) {
