@@ -67,7 +67,7 @@ func main() {
 	flag.StringVar(&c.testRun, "run", "", "only the tests matching this -test.run pattern (for chasing one failure)")
 	flag.IntVar(&c.testCount, "count", 1, "run each test this many times (-test.count; for chasing a flaky one)")
 	flag.BoolVar(&c.update, "apt-update", false, "run apt-get update even if the sources did not change")
-	flag.StringVar(&c.accel, "accel", "tcg", "qemu accelerator (kvm hangs nested here)")
+	flag.StringVar(&c.accel, "accel", "tcg,thread=single", "qemu accelerator (kvm hangs nested here; see the matrix notes on thread=single)")
 	flag.BoolVar(&c.reportOnly, "report-only", false, "boot nothing: rebuild the matrix from the logs in -build")
 	flag.Parse()
 	if c.testCount < 1 {
