@@ -56,7 +56,10 @@ func TestLossStormMemoryReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	time.Sleep(2 * time.Second) // attached, existing connections read
+	// Idle is measured once tcpwatch is loaded and has read the existing
+	// connections: a fixed sleep measured a half-loaded process under qemu.
+	waitRunning(t, cmd.Process.Pid)
+	time.Sleep(time.Second)
 	idle := vmRSS(t, cmd.Process.Pid)
 
 	// The storm: 40,000 loopback connections (80,000 tracked ends), as

@@ -275,20 +275,22 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer p.Close()
+	// Until now SIGINT and SIGTERM kept their default action, so a start-up
+	// stuck on a slow file or a verifier can be stopped; from here, with the
+	// programs attached, they end the run cleanly with a stats line.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	warnMissingHooks(p.Tracer, stderr)
 	if k := p.Tracer.Kernel; k.BelowMinimum() {
 		fmt.Fprintf(stderr, "tcpwatch: warning: kernel %s is older than %s, the oldest tcpwatch is tested on: some verdicts may be missing or wrong\n", k.Release, tracer.MinKernel)
 	}
 	// The programs are attached: keep only the capabilities reading /proc
-	// and other namespaces' socket tables needs (caps.go).
+	// and other namespaces' socket tables needs (caps.go). This takes a
+	// while (an all-threads syscall per capability): signals are already
+	// heard.
 	if err := dropCapabilities(); err != nil {
 		fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err)
 	}
-	// Until now SIGINT and SIGTERM kept their default action, so a start-up
-	// stuck on a slow file or a verifier can be stopped; from here they end
-	// the run cleanly with a stats line.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if o.duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.duration)

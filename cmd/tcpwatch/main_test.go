@@ -11,10 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/lab"
@@ -152,7 +155,7 @@ func TestStopsCleanly(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitAttached(t, cmd.Process.Pid)
+	waitRunning(t, cmd.Process.Pid)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
@@ -256,7 +259,7 @@ func TestEndToEndJSON(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			waitAttached(t, cmd.Process.Pid)
+			waitRunning(t, cmd.Process.Pid)
 			res, err := lab.Run(context.Background(), name, lab.Options{}, func(lab.Record) {})
 			time.Sleep(300 * time.Millisecond)
 			cmd.Process.Signal(syscall.SIGINT)
@@ -360,6 +363,37 @@ func waitAttached(t *testing.T, pid int) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("tcpwatch (pid %d) did not attach within 30s", pid)
+}
+
+// waitRunning waits until tcpwatch at pid is attached and hears SIGINT and
+// SIGTERM. A build that can drop capabilities (no cgo: the kernel matrix's
+// static binaries) does so right after it starts listening for signals,
+// which can take a second under qemu: CAP_BPF leaving its effective set
+// says the handlers are in place. A cgo build keeps its capabilities; there
+// attachment is the best sign there is.
+func waitRunning(t *testing.T, pid int) {
+	t.Helper()
+	waitAttached(t, pid)
+	if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_GET_NO_NEW_PRIVS, 0, 0); errno == syscall.ENOTSUP {
+		return // this binary is tcpwatch too: it will not drop them
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatalf("tcpwatch (pid %d): %v", pid, err)
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if hex, ok := strings.CutPrefix(line, "CapEff:\t"); ok {
+				eff, err := strconv.ParseUint(hex, 16, 64)
+				if err == nil && eff&(1<<unix.CAP_BPF) == 0 {
+					return
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("tcpwatch (pid %d) kept CAP_BPF 30s after attaching", pid)
 }
 
 // oneStory checks that each connection has at most one final narrative

@@ -125,7 +125,7 @@ func startWatch(t *testing.T, args ...string) *serverWatch {
 			w.cmd.Process.Kill()
 		}
 	})
-	waitAttached(t, w.cmd.Process.Pid)
+	waitRunning(t, w.cmd.Process.Pid)
 	return w
 }
 
