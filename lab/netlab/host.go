@@ -273,6 +273,15 @@ func (h *Host) teardown() error {
 	if err := deleteNamedNetns(h.path); err != nil {
 		errs = append(errs, err)
 	}
+	// Once more, now that the path is gone and nothing new can enter: a
+	// Command child the first scan could not recognise (caught inside an
+	// exec, say) may have joined the namespace since, and would keep it
+	// alive and running.
+	if id != (netnsID{}) {
+		if err := killNetnsProcesses(id, h.path); err != nil {
+			errs = append(errs, fmt.Errorf("netlab: %s: %w", h.name, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
