@@ -1,10 +1,13 @@
 package tracker
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -310,9 +313,11 @@ func TestAcceptedSocketClosedNormallyIsNotSearched(t *testing.T) {
 	}
 }
 
-// A process that finishes and exits with status 0 before its peer's FIN
-// arrives (a postgres backend after the client's Terminate) closed the
-// connection normally: no local_process_exited. Status 1 is a failure.
+// A process that finishes and exits before its peer's FIN arrives (a
+// postgres backend after the client's Terminate, status 0) closed the
+// connection normally: no local_process_exited. So did one that exits with
+// status 1 when the peer then closes in turn (see
+// TestNonZeroExitJudgedByThePeer); a signal is a failure.
 func TestCleanExitIsANormalClose(t *testing.T) {
 	for _, tc := range []struct {
 		exitCode uint32
@@ -321,7 +326,9 @@ func TestCleanExitIsANormalClose(t *testing.T) {
 	}{
 		{0, false, nil},
 		{0, true, []string{string(LocalClosed)}},
-		{1 << 8, false, []string{string(LocalProcessExited)}},
+		{1 << 8, false, nil},
+		{1 << 8, true, []string{string(LocalClosed)}},
+		{11, false, []string{string(LocalProcessExited)}},
 	} {
 		var c collect
 		tr := New(Config{All: tc.all}, c.emit)
@@ -393,5 +400,51 @@ func TestGoneCookiesAreBounded(t *testing.T) {
 	tr.Tick(at(maxGoneKept+10) + goneFor)
 	if n, q := len(tr.gone), tr.goneOrder.Len(); n != 0 || q != 0 {
 		t.Errorf("%d cookies (%d queued) kept %v after the last destroy", n, q, goneFor)
+	}
+}
+
+// An sshd session process exits with status 255 after the client's
+// disconnect; now and then its FIN leaves before the client's. The client
+// then closes in turn: a normal end, not local_process_exited (seen with
+// Debian's OpenSSH 9.2 in about 4% of sessions). The same exit with the
+// peer's data arriving afterwards, which the kernel aborts, is a failure.
+func TestNonZeroExitJudgedByThePeer(t *testing.T) {
+	const status255 = 255 << 8
+	exitClose := func(cookie uint64) []wire.Event {
+		return []wire.Event{
+			{Mono: at(10), Kind: wire.KindState, Cookie: cookie, Local: srv, Remote: cli, PID: 5, Owner: wire.OwnerClose,
+				OldState: tcp.StateEstablished, State: tcp.StateFinWait1, Flags: wire.FlagOwnerExiting, ExitCode: status255},
+			{Mono: at(11), Kind: wire.KindState, Cookie: cookie, Local: srv, Remote: cli, OldState: tcp.StateFinWait1,
+				State: tcp.StateFinWait2, Flags: wire.FlagOwnerExiting | wire.FlagOrphan, ExitCode: status255},
+		}
+	}
+	for _, all := range []bool{false, true} {
+		var c collect
+		tr := New(Config{All: all}, c.emit)
+		clean := append(exitClose(7),
+			wire.Event{Mono: at(12), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, OldState: tcp.StateFinWait2,
+				State: tcp.StateClose, Flags: wire.FlagOwnerExiting | wire.FlagOrphan, ExitCode: status255},
+			wire.Event{Mono: at(12), Kind: wire.KindDestroy, Cookie: 7, Local: srv, Remote: cli, State: tcp.StateClose})
+		aborted := append(exitClose(8),
+			wire.Event{Mono: at(300), Kind: wire.KindState, Cookie: 8, Local: srv, Remote: cli, OldState: tcp.StateFinWait2,
+				State: tcp.StateClose, SkErr: int32(unix.ECONNRESET), Flags: wire.FlagOwnerExiting | wire.FlagOrphan, ExitCode: status255},
+			wire.Event{Mono: at(300), Kind: wire.KindDestroy, Cookie: 8, Local: srv, Remote: cli, State: tcp.StateClose})
+		for _, evs := range [][]wire.Event{clean, aborted} {
+			for i := range evs {
+				tr.Handle(&evs[i])
+			}
+		}
+		tr.Flush(time.Second)
+		var got []string
+		for _, n := range c.got {
+			got = append(got, fmt.Sprintf("%d:%s", n.Cookie, n.Verdict))
+		}
+		want := []string{"8:local_process_exited"}
+		if all {
+			want = []string{"7:local_closed", "8:local_process_exited"}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("all=%v: told %v, want %v", all, got, want)
+		}
 	}
 }

@@ -727,14 +727,18 @@ func (t *Tracker) finish(c *conn, v Verdict, now time.Duration) {
 }
 
 // died says whether the owner's exit was a failure for this connection:
-// killed by a signal, a non-zero exit status, unread data thrown away
-// (RST), or an outage in progress. A process that finishes its work and
-// exits with status 0, its kernel closing the connection with FIN (a
-// postgres backend after the client's Terminate, before the client's FIN
-// arrives), closed it normally.
+// killed by a signal, unread data thrown away (RST), an outage in progress,
+// or a non-zero exit status that left the peer unfinished (it reset the
+// connection, or its data arrived after the exit and the kernel aborted).
+// A process that finishes its work and exits, its kernel closing the
+// connection with FIN and the peer closing in turn, closed it normally,
+// whatever its status: a postgres backend after the client's Terminate
+// exits 0, an sshd session process after the client's disconnect exits 255.
+// Whether the peer was finished shows only at the end, so a status-only
+// exit is judged when the connection closes.
 func (c *conn) died() bool {
-	return tcp.ExitSignal(c.exitCode) != 0 || tcp.ExitStatus(c.exitCode) != 0 || c.sentReset ||
-		c.stallFirst != 0 || c.kaAnnounced
+	return tcp.ExitSignal(c.exitCode) != 0 || c.sentReset || c.stallFirst != 0 || c.kaAnnounced ||
+		tcp.ExitStatus(c.exitCode) != 0 && (c.recvReset || c.errno != 0)
 }
 
 // finalVerdict reads the connection's last events in order of what explains
