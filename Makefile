@@ -9,9 +9,10 @@ ARGS      ?=
 # build namespaces; one package at a time keeps their timing honest.
 GOTESTFLAGS ?= -count=1 -p 1
 # Packages the BPF toolchain and the tests need on a fresh Debian machine
-# (redis-server, postgresql, nginx: real servers for the end-to-end tests;
-# prometheus scrapes --metrics in a test; systemd: systemd-analyze verify).
-DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx prometheus systemd strace
+# (redis-server, postgresql, nginx, openssh-server and openssh-client: real
+# servers and clients for the end-to-end tests; prometheus scrapes --metrics
+# in a test; systemd: systemd-analyze verify).
+DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace
 
 .DEFAULT_GOAL := help
 
@@ -19,11 +20,23 @@ DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx p
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The servers are for the tests, which run them in namespaces on the lab's
+# addresses: their packages must not start them on the host (an sshd on the
+# machine's port 22, a redis on its loopback). Debian's maintainer scripts
+# start services through invoke-rc.d or deb-systemd-invoke, which both ask
+# /usr/sbin/policy-rc.d first; exit 101 means "action forbidden by policy"
+# (init-system-helpers' README.policy-rc.d). A policy-rc.d the machine already
+# has (containers ship one) is its admin's and is left as it is; the one made
+# here is removed afterwards, whatever apt-get did.
 .PHONY: deps
-deps: ## install the BPF toolchain (clang-14, libbpf headers, bpftool) if missing
+deps: ## install the BPF toolchain (clang-14, libbpf headers, bpftool) and the test servers if missing
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
+		if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			trap 'rm -f /usr/sbin/policy-rc.d' EXIT; trap 'exit 130' INT TERM; \
+			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d || exit 1; \
+		fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 

@@ -1,11 +1,12 @@
 package main
 
 // End-to-end tests against real server software from Debian's packages
-// (redis-server, PostgreSQL 15), run in lab namespaces with the real tcpwatch
-// command, as issue 8 asks: the shapes servers produce every day (server-side
-// keepalive on an idle accepted socket, sessions that the client ends, a
-// backend killed mid-session) must be told with the right owner, once, and
-// normal endings must not be told at all in default mode.
+// (redis-server, PostgreSQL 15, nginx; OpenSSH in ssh_test.go), run in lab
+// namespaces with the real tcpwatch command, as issue 8 asks: the shapes
+// servers produce every day (server-side keepalive on an idle accepted
+// socket, sessions that the client ends, a backend killed mid-session) must
+// be told with the right owner, once, and normal endings must not be told
+// at all in default mode.
 //
 // The servers listen only on the lab's addresses (198.18.0.0/15 and
 // 2001:db8::/32, inside the lab's namespaces); nothing listens on the host.
