@@ -107,3 +107,25 @@ func TestLaggingReaderKeepsTheGrace(t *testing.T) {
 }
 
 func (s *lateSource) drained() bool { return !s.Buffered() }
+
+// A burst of a few thousand connections that ended gives its memory back
+// at the next tick: the runtime is told to return it once the tracker
+// holds under a quarter of its peak, and not before.
+func TestMemoryReturnAfterBurst(t *testing.T) {
+	var m memoryReturn
+	m.afterTick(returnAfterPeak)
+	m.afterTick(returnAfterPeak / 2)
+	if m.peak != returnAfterPeak {
+		t.Fatalf("returned at half the peak (peak now %d)", m.peak)
+	}
+	m.afterTick(returnAfterPeak/4 - 1)
+	if m.peak != returnAfterPeak/4-1 {
+		t.Fatalf("not returned under a quarter of a %d-connection peak (peak still %d)", returnAfterPeak, m.peak)
+	}
+	var small memoryReturn
+	small.afterTick(returnAfterPeak - 1)
+	small.afterTick(0)
+	if small.peak != returnAfterPeak-1 {
+		t.Fatalf("returned after a burst of %d, below the threshold", returnAfterPeak-1)
+	}
+}

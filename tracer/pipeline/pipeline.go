@@ -435,9 +435,14 @@ func (p *Pipeline) addExisting() {
 // the peak's pages for minutes.
 type memoryReturn struct{ peak int }
 
+// returnAfterPeak is the smallest burst worth a forced return: about 2 KiB a
+// connection, so 4 MiB and more. At 10,000 a loss storm that left 7,000
+// dead entries (a slower host, the kernel matrix's guests) kept 16 MiB.
+const returnAfterPeak = 2048
+
 func (m *memoryReturn) afterTick(tracked int) {
 	m.peak = max(m.peak, tracked)
-	if m.peak >= 10000 && tracked < m.peak/4 {
+	if m.peak >= returnAfterPeak && tracked < m.peak/4 {
 		debug.FreeOSMemory()
 		m.peak = tracked
 	}
