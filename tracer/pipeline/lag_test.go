@@ -108,24 +108,41 @@ func TestLaggingReaderKeepsTheGrace(t *testing.T) {
 
 func (s *lateSource) drained() bool { return !s.Buffered() }
 
-// A burst of a few thousand connections that ended gives its memory back
-// at the next tick: the runtime is told to return it once the tracker
-// holds under a quarter of its peak, and not before.
+// Memory goes back after a burst, once: when the tracker holds under a
+// quarter of a peak of a few thousand connections, or when a flood of
+// records has been followed by a quiet second; never for small ones.
 func TestMemoryReturnAfterBurst(t *testing.T) {
+	t0 := time.Now()
 	var m memoryReturn
-	m.afterTick(returnAfterPeak)
-	m.afterTick(returnAfterPeak / 2)
-	if m.peak != returnAfterPeak {
-		t.Fatalf("returned at half the peak (peak now %d)", m.peak)
+	m.afterTick(returnAfterPeak, 0, t0)
+	if m.afterTick(returnAfterPeak/2, 0, t0) {
+		t.Fatal("returned at half the peak")
 	}
-	m.afterTick(returnAfterPeak/4 - 1)
-	if m.peak != returnAfterPeak/4-1 {
-		t.Fatalf("not returned under a quarter of a %d-connection peak (peak still %d)", returnAfterPeak, m.peak)
+	if !m.afterTick(returnAfterPeak/4-1, 0, t0) {
+		t.Fatalf("not returned under a quarter of a %d-connection peak", returnAfterPeak)
 	}
 	var small memoryReturn
-	small.afterTick(returnAfterPeak - 1)
-	small.afterTick(0)
-	if small.peak != returnAfterPeak-1 {
-		t.Fatalf("returned after a burst of %d, below the threshold", returnAfterPeak-1)
+	small.afterTick(returnAfterPeak-1, 0, t0)
+	if small.afterTick(0, 0, t0) {
+		t.Fatalf("returned after a burst of %d connections, below the threshold", returnAfterPeak-1)
+	}
+
+	var flood memoryReturn
+	flood.afterTick(0, 0, t0)
+	flood.afterTick(0, returnAfterRecords, t0.Add(time.Second))
+	if flood.afterTick(0, returnAfterRecords, t0.Add(time.Second+quietBeforeReturn/2)) {
+		t.Fatal("returned while records were still coming")
+	}
+	if !flood.afterTick(0, returnAfterRecords, t0.Add(time.Second+quietBeforeReturn)) {
+		t.Fatalf("not returned a quiet %v after %d records", quietBeforeReturn, returnAfterRecords)
+	}
+	if flood.afterTick(0, returnAfterRecords, t0.Add(time.Minute)) {
+		t.Fatal("returned twice for one flood")
+	}
+	var trickle memoryReturn
+	trickle.afterTick(0, 0, t0)
+	trickle.afterTick(0, returnAfterRecords-1, t0.Add(time.Second))
+	if trickle.afterTick(0, returnAfterRecords-1, t0.Add(time.Minute)) {
+		t.Fatalf("returned after %d records, below the threshold", returnAfterRecords-1)
 	}
 }
