@@ -295,7 +295,9 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 				if drained {
 					p.tracker.Tick(mono - inFlight)
 				}
-				mem.afterTick(p.tracker.Stats().Tracked, stats.Events, now)
+				// Lost records count as read: a ring that overflows is a
+				// flood the reader went through at full speed.
+				mem.afterTick(p.tracker.Stats().Tracked, stats.Events+stats.Lost, now)
 			}
 			if flusher != nil && p.sinkErr == nil {
 				p.sinkErr = flusher.Flush()
@@ -456,7 +458,7 @@ const (
 )
 
 // afterTick is told, at every tick, the connections tracked, the records
-// read so far and the time; it says whether it returned memory.
+// read (or lost) so far and the time; it says whether it returned memory.
 func (m *memoryReturn) afterTick(tracked int, events uint64, now time.Time) bool {
 	m.peak = max(m.peak, tracked)
 	if events != m.events || m.lastRecord.IsZero() {
