@@ -492,3 +492,23 @@ func TestKernelLossesIncludeRecursionMisses(t *testing.T) {
 	}
 	t.Logf("losses: ring full %d, recursion %d %v", l.RingFull, l.Recursion, l.RecursionByProgram)
 }
+
+// On a kernel older than the minimum a load failure is explained as such,
+// in one line that names what the verifier missed, not reported as a bug.
+func TestBelowMinimumError(t *testing.T) {
+	ki := &KernelInfo{Release: "5.10.0-32-amd64"}
+	ve := &ebpf.VerifierError{Cause: unix.EINVAL, Log: []string{
+		"6: (85) call bpf_sk_storage_get#107",
+		"unknown func bpf_sk_storage_get#107",
+		"processed 6 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0",
+	}}
+	msg := belowMinimumError(ki, fmt.Errorf("load program: %w", ve)).Error()
+	for _, want := range []string{"kernel 5.10.0-32-amd64 is older than " + MinKernel, `"unknown func bpf_sk_storage_get#107"`, "5.11"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "\n") || strings.Contains(msg, "report") {
+		t.Errorf("%q: want one line, not a bug report", msg)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
@@ -139,6 +141,12 @@ func New(cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before 5.11 the kernel charges BPF maps to RLIMIT_MEMLOCK (64 KiB by
+	// default) and answers EPERM beyond it; later kernels use the memory
+	// cgroup, and this is a no-op there. Only this process's limit moves.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising the locked-memory limit for BPF maps: %w", err)
+	}
 	spec, err := bpf.LoadTcpwatch()
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
@@ -157,6 +165,9 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, opts)
 	if err != nil {
+		if ki.BelowMinimum() {
+			return nil, belowMinimumError(ki, err)
+		}
 		return nil, loadError(err)
 	}
 	t.coll = coll
@@ -283,6 +294,25 @@ func lazyWakeup(all bool, ring int) uint64 {
 	return uint64(ring / 4)
 }
 
+// belowMinimumError explains a load failure on a kernel older than
+// MinKernel: not a bug to report, a kernel without what the programs use.
+// The verifier's own reason (its last line before the statistics, such as
+// "unknown func bpf_sk_storage_get#107") names the missing piece.
+func belowMinimumError(ki *KernelInfo, err error) error {
+	why := err.Error()
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		for i := len(ve.Log) - 1; i >= 0; i-- {
+			if line := strings.TrimSpace(ve.Log[i]); line != "" && !strings.HasPrefix(line, "processed ") {
+				why = "its verifier says " + strconv.Quote(line)
+				break
+			}
+		}
+	}
+	return fmt.Errorf("kernel %s is older than %s, the oldest tcpwatch runs on, and cannot load its programs: %s (tracing programs gained bpf_get_current_task_btf and socket-local storage in 5.11, bpf_get_socket_cookie in 5.12)",
+		ki.Release, MinKernel, why)
+}
+
 // loadError turns a load failure into one line that says what to do; the
 // verifier's log follows on the next lines for whoever needs it.
 func loadError(err error) error {
@@ -290,7 +320,7 @@ func loadError(err error) error {
 	if errors.As(err, &ve) {
 		return fmt.Errorf("the kernel's verifier rejected a tcpwatch program (please report it with this output): %s\n%+v", ve.Cause, ve)
 	}
-	if errors.Is(err, unix.EPERM) {
+	if errors.Is(err, unix.EPERM) && CheckPrivileges() != nil {
 		return fmt.Errorf("%w: %v", ErrNotPermitted, err)
 	}
 	return fmt.Errorf("loading the BPF programs: %w", err)
