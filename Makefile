@@ -78,14 +78,14 @@ vmlinux: deps ## regenerate vmlinux.h from this kernel's BTF
 	@echo "vmlinux.h regenerated from $$(uname -r)"
 
 # The kernel matrix (issue 9): Debian's kernels under qemu, see docs/kernels.md.
-KERNELS   ?= 6.1 6.12 newest
+KERNELS   ?= 5.10 6.1 6.12 newest
 STEPS     ?= check,lab,tests
 SCENARIOS ?=
 SMP       ?= 2
 KERNEL_PKGS := qemu-system-x86 busybox-static xz-utils zstd file
 
 .PHONY: test-kernels
-test-kernels: ## run check, the lab and the privileged tests in Debian's kernels under qemu (KERNELS="6.1 newest"); writes docs/kernels.md
+test-kernels: ## run check, the lab and the privileged tests in Debian's kernels under qemu (KERNELS="5.10 6.1 newest"); writes docs/kernels.md
 	@missing=""; for p in $(KERNEL_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \

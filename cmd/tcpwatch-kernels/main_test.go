@@ -108,3 +108,27 @@ func TestModName(t *testing.T) {
 		}
 	}
 }
+
+// A kernel tcpwatch refuses passes when check fails saying so, and only then.
+func TestRefusedKernel(t *testing.T) {
+	e := &Expect{Allow: []Allow{{Below: "6.1", Refused: "is older than 6.1", Why: "helpers tracing programs lack before 5.12"}}}
+	k510 := &Kernel{Version: "5.10.223-1", Release: "5.10.0-32-amd64"}
+	k61 := &Kernel{Version: "6.1.192-2", Release: "6.1.0-56-amd64"}
+	if e.refusal(k510) == nil || e.refusal(k61) != nil {
+		t.Fatalf("refusal: 5.10 %v, 6.1 %v", e.refusal(k510), e.refusal(k61))
+	}
+	for _, tc := range []struct {
+		check *Section
+		ok    bool
+	}{
+		{&Section{RC: 1, Stderr: []string{"tcpwatch: kernel 5.10.0-32-amd64 is older than 6.1, the oldest tcpwatch runs on"}}, true},
+		{&Section{RC: 0}, false},
+		{&Section{RC: 1, Stderr: []string{"tcpwatch: not permitted to load BPF programs"}}, false},
+		{nil, false},
+	} {
+		r := &KernelResult{Kernel: k510, Done: true, Check: tc.check}
+		if got := compare([]*KernelResult{r}, e); got != tc.ok {
+			t.Errorf("check %+v: compare %v, want %v (diffs %v)", tc.check, got, tc.ok, r.Diffs)
+		}
+	}
+}
