@@ -260,12 +260,25 @@ func TestEndToEndJSON(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitRunning(t, cmd.Process.Pid)
-			res, err := lab.Run(context.Background(), name, lab.Options{}, func(lab.Record) {})
+			var labRecords []lab.Record
+			res, err := lab.Run(context.Background(), name, lab.Options{}, func(r lab.Record) { labRecords = append(labRecords, r) })
 			time.Sleep(300 * time.Millisecond)
 			cmd.Process.Signal(syscall.SIGINT)
 			if werr := cmd.Wait(); werr != nil {
 				t.Errorf("tcpwatch: %v: %s", werr, stderr.String())
 			}
+			defer func() {
+				if t.Failed() {
+					// What the lab's own tracer and tcpwatch each told.
+					t.Logf("lab result: %+v", res)
+					for _, r := range labRecords {
+						if b, err := json.Marshal(r); err == nil {
+							t.Logf("lab: %s", b)
+						}
+					}
+					t.Logf("tcpwatch -o json:\n%s", stdout.String())
+				}
+			}()
 			if err != nil {
 				t.Fatalf("lab: %v", err)
 			}
