@@ -448,3 +448,44 @@ func TestNonZeroExitJudgedByThePeer(t *testing.T) {
 		}
 	}
 }
+
+// A process killed with unread data: tcp_close() sets CLOSE, then resets
+// (and only the reset carries the exit), then destroys. Under qemu the
+// reset came more than the grace after the CLOSE, and the connection was
+// finalized as a quiet local close in between (6.12 guest,
+// process-crash-unread). An owner's close without an error waits for its
+// destroy, up to closeWait.
+func TestOwnerCloseWaitsForItsReset(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	evs := []wire.Event{
+		{Mono: at(10), Kind: wire.KindState, Cookie: 7, Local: srv, Remote: cli, PID: 5, Owner: wire.OwnerConnect,
+			OldState: tcp.StateEstablished, State: tcp.StateClose},
+		{Mono: at(250), Kind: wire.KindSendReset, Cookie: 7, Local: srv, Remote: cli, PID: 5, State: tcp.StateClose,
+			Flags: wire.FlagOwnerExiting, ExitCode: 9, Detail: 8},
+		{Mono: at(251), Kind: wire.KindDestroy, Cookie: 7, Local: srv, Remote: cli, State: tcp.StateClose},
+	}
+	tr.Handle(&evs[0])
+	tr.Tick(at(210)) // the clock, with the reset not yet written
+	tr.Handle(&evs[1])
+	tr.Handle(&evs[2])
+	tr.Flush(time.Second)
+	if len(c.got) != 1 || c.got[0].Verdict != LocalProcessExited || c.got[0].ExitSignal != 9 {
+		t.Fatalf("told %v, want one local_process_exited with signal 9", verdictsOf(c.got))
+	}
+
+	// No destroy (tcp_disconnect keeps the socket): told after closeWait.
+	var d collect
+	tr = New(Config{All: true}, d.emit)
+	ev := wire.Event{Mono: at(10), Kind: wire.KindState, Cookie: 8, Local: srv, Remote: cli, PID: 5,
+		OldState: tcp.StateEstablished, State: tcp.StateClose}
+	tr.Handle(&ev)
+	tr.Tick(at(10) + closeWait - time.Millisecond)
+	if len(d.got) != 0 {
+		t.Fatalf("told %v before closeWait", verdictsOf(d.got))
+	}
+	tr.Tick(at(10) + closeWait + tr.cfg.Grace)
+	if len(d.got) != 1 || d.got[0].Verdict != LocalClosed {
+		t.Fatalf("told %v after closeWait, want local_closed", verdictsOf(d.got))
+	}
+}

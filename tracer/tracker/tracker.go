@@ -63,7 +63,7 @@ type Tracker struct {
 	peak     int
 
 	listeners map[listenKey]Owner
-	closing   timeQueue[*conn]      // by closeMono; finalized after Grace
+	closing   timeQueue[*conn]      // by closeDue; finalized after Grace
 	pending   timeQueue[*Narrative] // told after Grace, in time order
 	evictions uint64
 	counts    map[Verdict]int
@@ -99,6 +99,9 @@ const (
 	// the kernel writes after the destroy comes in the same softirq.
 	goneFor     = time.Second
 	maxGoneKept = 1 << 16
+	// closeWait bounds the wait for the destroy of a connection its owner
+	// closed (see startClosing).
+	closeWait = time.Second
 )
 
 // New returns a tracker that calls emit for every narrative. emit must not
@@ -160,6 +163,7 @@ type conn struct {
 	sawPeerFIN bool
 	closing    bool
 	closeMono  time.Duration
+	closeDue   time.Duration // when the closing queue finalizes it (without a destroy)
 	closeOld   tcp.State
 	done       bool // narrated as final; kept to swallow the socket's last events
 
@@ -510,7 +514,17 @@ func (t *Tracker) startClosing(c *conn, mono time.Duration, old tcp.State) {
 		return
 	}
 	c.closing, c.closeMono, c.closeOld = true, mono, old
-	t.closing.Push(mono, c)
+	c.closeDue = mono
+	if old == tcp.StateEstablished && c.errno == 0 && !c.recvReset {
+		// An established connection closed without an error or a reset
+		// from the peer: tcp_close() or tcp_disconnect() in the owner's
+		// task, whose reset (unread data, SO_LINGER 0, an exiting owner)
+		// comes next, then the destroy that finalizes it. Under a slow
+		// CPU (qemu) the reset came more than the grace later; wait for
+		// the destroy up to closeWait.
+		c.closeDue = mono + closeWait - t.cfg.Grace
+	}
+	t.closing.Push(c.closeDue, c)
 }
 
 func (t *Tracker) onState(c *conn, ev *wire.Event) {
@@ -633,7 +647,7 @@ func (t *Tracker) Tick(now time.Duration) {
 		// Skip the finalized and the evicted, and an entry left from an
 		// earlier close of the same connection (its current one is queued
 		// under its own time).
-		if c.closing && !c.done && c.prev != nil && c.closeMono == at {
+		if c.closing && !c.done && c.prev != nil && c.closeDue == at {
 			c.closing = false
 			t.finalize(c, c.closeMono)
 		}
