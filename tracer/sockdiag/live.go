@@ -28,11 +28,14 @@ type Table struct {
 // socket (and its story is told); request sockets are not tracked.
 const liveStates = trackedStates &^ (1 << 10)
 
-// Live reads the socket tables of the namespaces given. A namespace no
-// process or name under /var/run/netns holds any more is absent from the
-// Table: its sockets are gone with it. One that exists but cannot be read
-// is reported in the error and Has answers true for it (unknown is not
-// gone).
+// Live reads the socket tables of the namespaces given. One that cannot be
+// read is reported in the error, and one that no process or name under
+// /var/run/netns holds any more cannot be entered either: Has answers true
+// for both (unknown is not gone). A namespace no one can name still exists
+// while a socket holds it: the orphans of a killed container's or a lab
+// host's processes go on retransmitting their FIN there for minutes, and
+// dropping them as gone let their next retransmission start a second story
+// after the final one (seen in the 7.3 guest).
 func Live(namespaceInodes []uint32) (*Table, error) {
 	t := &Table{read: map[uint32]bool{}, unknown: map[uint32]bool{}}
 	if len(namespaceInodes) == 0 {
@@ -84,13 +87,10 @@ func (t *Table) readNetNS(inode uint32, path string) error {
 
 // Has says whether the kernel had the socket when the table was read: by
 // cookie (unique across namespaces), or by 4-tuple when the cookie is not
-// known. It answers true for a namespace that could not be read.
+// known. It answers true for a namespace that could not be read or found.
 func (t *Table) Has(netnsInode uint32, cookie uint64, local, remote netip.AddrPort) bool {
-	if t.unknown[netnsInode] {
+	if t.unknown[netnsInode] || !t.read[netnsInode] {
 		return true
-	}
-	if !t.read[netnsInode] {
-		return false
 	}
 	if cookie != 0 {
 		_, ok := slices.BinarySearch(t.cookies, cookie)

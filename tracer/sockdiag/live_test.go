@@ -11,8 +11,8 @@ import (
 )
 
 // The live table has a connection while it exists, by cookie and by
-// 4-tuple, and no longer once it is closed; a namespace that does not
-// exist has nothing.
+// 4-tuple, and no longer once it is closed; a namespace it cannot find is
+// unknown, not empty.
 func TestLiveTable(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -48,8 +48,10 @@ func TestLiveTable(t *testing.T) {
 	if !table.Has(ns, cookie, local, remote) || !table.Has(ns, 0, local, remote) {
 		t.Fatalf("live connection (cookie %d) not in a table of %d sockets", cookie, table.Len())
 	}
-	if table.Has(1, 0, local, remote) {
-		t.Error("a namespace that does not exist has a socket")
+	// A namespace no process or name holds cannot be read, which is not
+	// the same as empty: orphan sockets may still live in it.
+	if !table.Has(1, 0, local, remote) {
+		t.Error("a namespace that cannot be found was taken for empty")
 	}
 	// An abortive close (SO_LINGER 0: RST) destroys the socket at once.
 	c.(*net.TCPConn).SetLinger(0)
