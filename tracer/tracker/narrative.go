@@ -3,6 +3,13 @@
 // outages, and decides the verdict a person in an incident can act on. It
 // produces facts (counts, times, the kernel's figures); the words that
 // explain them live in output/words.
+//
+// The files follow a connection's life, and one record's path through them
+// runs down the page: tracker.go (Handle, the clock), conn.go (finding the
+// connection, observing the record), opened.go (listeners, connections found
+// at start-up, TIME_WAIT reuse), outage.go (retransmissions and recovery),
+// keepalive.go, closing.go (the end and its verdict), told.go (the facts of
+// a narrative as they were when the kernel decided, and its telling).
 package tracker
 
 import (

@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -89,6 +88,28 @@ func (t *Tracker) ownerOf(c *conn) Owner {
 	return c.owner
 }
 
+// errnoSeen is the error the application gets: the one the kernel
+// reported on the socket, else the one the verdict implies.
+func (c *conn) errnoSeen(v Verdict) int32 {
+	switch {
+	case v.Episode():
+		return 0
+	case c.errno != 0 && !tcp.KernelInternalErrno(c.errno):
+		return c.errno
+	}
+	switch v {
+	case PeerReset, PeerLostState:
+		return int32(unix.ECONNRESET)
+	case ConnectRefused:
+		return int32(unix.ECONNREFUSED)
+	case PeerClosed:
+		if c.recvReset {
+			return int32(unix.EPIPE) // the reset came after the peer's FIN
+		}
+	}
+	return 0
+}
+
 // budgetOf is the deadline the kernel applies to c's outage.
 func budgetOf(c *conn, ev *figures) Budget {
 	s := ev.Settings
@@ -174,20 +195,6 @@ func (c *conn) outageFacts(n *Narrative, now time.Duration) {
 	}
 }
 
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// reverted says whether the RTOs seen stopped doubling: the kernel reverts
-// the backoff when an ICMP unreachable arrives during it (RFC 6069).
-func reverted(rtos []time.Duration) bool {
-	n := len(rtos)
-	return n >= 2 && rtos[n-1] <= rtos[n-2] && rtos[n-1] < tcp.RTOMaxDefault
-}
-
 // projectGiveUp is when the kernel will kill c if nothing changes: the
 // first RTO expiry at or past the first retransmission plus the budget.
 // The RTO pattern is the one seen, so the projection holds still across
@@ -198,24 +205,16 @@ func (c *conn) projectGiveUp(b Budget) time.Duration {
 	return tcp.ProjectGiveUp(deadline, ev.Mono, ev.RTO, ev.RTOMax, !reverted(c.rtos), b.Setting == "TCP_USER_TIMEOUT")
 }
 
-// errnoSeen is the error the application gets: the one the kernel
-// reported on the socket, else the one the verdict implies.
-func (c *conn) errnoSeen(v Verdict) int32 {
-	switch {
-	case v.Episode():
-		return 0
-	case c.errno != 0 && !tcp.KernelInternalErrno(c.errno):
-		return c.errno
-	}
-	switch v {
-	case PeerReset, PeerLostState:
-		return int32(unix.ECONNRESET)
-	case ConnectRefused:
-		return int32(unix.ECONNREFUSED)
-	case PeerClosed:
-		if c.recvReset {
-			return int32(unix.EPIPE) // the reset came after the peer's FIN
-		}
+// reverted says whether the RTOs seen stopped doubling: the kernel reverts
+// the backoff when an ICMP unreachable arrives during it (RFC 6069).
+func reverted(rtos []time.Duration) bool {
+	n := len(rtos)
+	return n >= 2 && rtos[n-1] <= rtos[n-2] && rtos[n-1] < tcp.RTOMaxDefault
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
 	}
 	return 0
 }
@@ -236,95 +235,4 @@ func (t *Tracker) timeline(c *conn) []Step {
 		out[0].Dropped = c.droppedSteps
 	}
 	return out
-}
-
-// watchTimeWait remembers the 4-tuples the active closer leaves in TIME_WAIT
-// (the full socket goes FIN_WAIT2/CLOSING -> CLOSE and a timewait socket
-// takes its place), and tells when a new connection takes one over.
-func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
-	key := tupleKey{c.netns, c.local, c.remote}
-	switch {
-	case ev.State == tcp.StateClose && (ev.OldState == tcp.StateFinWait2 || ev.OldState == tcp.StateClosing):
-		if len(t.timeWait) >= maxTimeWaitKept {
-			for k, at := range t.timeWait {
-				if ev.Mono-at > timeWaitLen {
-					delete(t.timeWait, k)
-				}
-			}
-		}
-		if len(t.timeWait) < maxTimeWaitKept {
-			t.timeWait[key] = ev.Mono
-		}
-	case ev.OldState == tcp.StateSynSent && ev.State == tcp.StateEstablished:
-		at, ok := t.timeWait[key]
-		if !ok {
-			return
-		}
-		delete(t.timeWait, key)
-		if age := ev.Mono - at; age < timeWaitLen {
-			t.cfg.Notices(&Notice{Time: ev.Time, Kind: "time_wait_reuse", Cookie: c.cookie, Local: c.local,
-				Remote: c.remote, NetNS: c.netns, Owner: t.ownerOf(c), Age: age, CgroupID: c.cgroupID})
-		}
-	}
-}
-
-// Existing is a connection that was there before tcpwatch started, as the
-// kernel's socket table (sock_diag) and /proc describe it.
-type Existing struct {
-	Cookie        uint64
-	NetNS         uint32
-	Local, Remote netip.AddrPort
-	State         tcp.State
-	Inode         uint32
-	Owner         Owner
-	CAState       tcp.CAState
-	Retransmits   uint8
-	Backoff       uint8
-	Probes        uint8
-	RTO, RTOMax   time.Duration
-	AckAge        time.Duration // since the peer last acknowledged anything
-	Settings      tcp.Settings  // the namespace's; sock_diag does not show the socket's own
-}
-
-// AddExisting starts tracking a connection found at start-up. One already
-// in an outage is narrated at once; one already probing is not, since its
-// own keepalive settings arrive with the timer's next record.
-func (t *Tracker) AddExisting(mono time.Duration, wall time.Time, e *Existing) {
-	if e.State == tcp.StateListen {
-		if e.Owner.PID != 0 && len(t.listeners) < maxListeners {
-			t.listeners[listenKey{e.NetNS, e.Local.Port()}] = Owner{PID: e.Owner.PID, Comm: e.Owner.Comm, Source: OwnerListener}
-		}
-		return
-	}
-	t.wallAtZero = wall.Add(-mono)
-	ev := wire.Event{Mono: mono, Time: wall, Cookie: e.Cookie, NetNS: e.NetNS, Local: e.Local, Remote: e.Remote,
-		Inode: e.Inode, State: e.State, CAState: e.CAState, Retransmits: e.Retransmits, Backoff: e.Backoff,
-		ProbesOut: e.Probes, RTO: e.RTO, RTOMax: e.RTOMax, AckAge: e.AckAge, Settings: e.Settings}
-	c := t.lookup(&ev)
-	if c == nil || c.done {
-		return
-	}
-	if e.Owner.PID != 0 {
-		c.owner = e.Owner
-	}
-	c.local, c.remote, c.inode, c.state = e.Local, e.Remote, e.Inode, e.State
-	c.sawPeerFIN = e.State == tcp.StateCloseWait || e.State == tcp.StateLastAck
-	c.last = figures{Mono: mono, RTO: e.RTO, RTOMax: e.RTOMax, AckAge: e.AckAge, Settings: e.Settings,
-		CAState: e.CAState, Retransmits: e.Retransmits}
-	c.addStep(step{mono: mono, state: e.State, ca: e.CAState, retransmits: e.Retransmits, probes: e.Probes,
-		rtoMs: uint32(e.RTO / time.Millisecond), existing: true})
-	switch {
-	case e.CAState == tcp.CALoss && e.Retransmits > 0:
-		// tcp_info's RTO is the next one, already doubled.
-		prior := ev
-		prior.Kind = wire.KindRetransmit
-		if prior.Backoff > 0 {
-			prior.RTO /= 2
-		}
-		c.last.RTO = prior.RTO
-		t.onRetransmit(c, &prior)
-	case e.Settings.KeepaliveOn && e.Probes > 0:
-		c.probes = int(e.Probes)
-		c.probeSince = mono - e.AckAge
-	}
 }

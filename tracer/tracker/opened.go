@@ -1,0 +1,125 @@
+package tracker
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// onListener keeps listening sockets apart from connections: their owner
+// is remembered to name the owner of the connections they accept.
+func (t *Tracker) onListener(ev *wire.Event) bool {
+	if ev.Kind != wire.KindState {
+		return ev.State == tcp.StateListen
+	}
+	key := listenKey{ev.NetNS, ev.Local.Port()}
+	switch {
+	case ev.State == tcp.StateListen:
+		if ev.PID != 0 && (len(t.listeners) < maxListeners || t.listeners[key].PID != 0) {
+			t.listeners[key] = Owner{PID: ev.PID, Comm: ev.Comm(), Source: OwnerListener}
+		}
+		return true
+	case ev.OldState == tcp.StateListen:
+		// LISTEN -> CLOSE is the listener closing. LISTEN -> SYN_RECV
+		// is a new child socket (cloned from the listener, with its
+		// state): the listener stays.
+		if ev.State == tcp.StateClose {
+			delete(t.listeners, key)
+		}
+		return true
+	}
+	return false
+}
+
+// watchTimeWait remembers the 4-tuples the active closer leaves in TIME_WAIT
+// (the full socket goes FIN_WAIT2/CLOSING -> CLOSE and a timewait socket
+// takes its place), and tells when a new connection takes one over.
+func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
+	key := tupleKey{c.netns, c.local, c.remote}
+	switch {
+	case ev.State == tcp.StateClose && (ev.OldState == tcp.StateFinWait2 || ev.OldState == tcp.StateClosing):
+		if len(t.timeWait) >= maxTimeWaitKept {
+			for k, at := range t.timeWait {
+				if ev.Mono-at > timeWaitLen {
+					delete(t.timeWait, k)
+				}
+			}
+		}
+		if len(t.timeWait) < maxTimeWaitKept {
+			t.timeWait[key] = ev.Mono
+		}
+	case ev.OldState == tcp.StateSynSent && ev.State == tcp.StateEstablished:
+		at, ok := t.timeWait[key]
+		if !ok {
+			return
+		}
+		delete(t.timeWait, key)
+		if age := ev.Mono - at; age < timeWaitLen {
+			t.cfg.Notices(&Notice{Time: ev.Time, Kind: "time_wait_reuse", Cookie: c.cookie, Local: c.local,
+				Remote: c.remote, NetNS: c.netns, Owner: t.ownerOf(c), Age: age, CgroupID: c.cgroupID})
+		}
+	}
+}
+
+// Existing is a connection that was there before tcpwatch started, as the
+// kernel's socket table (sock_diag) and /proc describe it.
+type Existing struct {
+	Cookie        uint64
+	NetNS         uint32
+	Local, Remote netip.AddrPort
+	State         tcp.State
+	Inode         uint32
+	Owner         Owner
+	CAState       tcp.CAState
+	Retransmits   uint8
+	Backoff       uint8
+	Probes        uint8
+	RTO, RTOMax   time.Duration
+	AckAge        time.Duration // since the peer last acknowledged anything
+	Settings      tcp.Settings  // the namespace's; sock_diag does not show the socket's own
+}
+
+// AddExisting starts tracking a connection found at start-up. One already
+// in an outage is narrated at once; one already probing is not, since its
+// own keepalive settings arrive with the timer's next record.
+func (t *Tracker) AddExisting(mono time.Duration, wall time.Time, e *Existing) {
+	if e.State == tcp.StateListen {
+		if e.Owner.PID != 0 && len(t.listeners) < maxListeners {
+			t.listeners[listenKey{e.NetNS, e.Local.Port()}] = Owner{PID: e.Owner.PID, Comm: e.Owner.Comm, Source: OwnerListener}
+		}
+		return
+	}
+	t.wallAtZero = wall.Add(-mono)
+	ev := wire.Event{Mono: mono, Time: wall, Cookie: e.Cookie, NetNS: e.NetNS, Local: e.Local, Remote: e.Remote,
+		Inode: e.Inode, State: e.State, CAState: e.CAState, Retransmits: e.Retransmits, Backoff: e.Backoff,
+		ProbesOut: e.Probes, RTO: e.RTO, RTOMax: e.RTOMax, AckAge: e.AckAge, Settings: e.Settings}
+	c := t.lookup(&ev)
+	if c == nil || c.done {
+		return
+	}
+	if e.Owner.PID != 0 {
+		c.owner = e.Owner
+	}
+	c.local, c.remote, c.inode, c.state = e.Local, e.Remote, e.Inode, e.State
+	c.sawPeerFIN = e.State == tcp.StateCloseWait || e.State == tcp.StateLastAck
+	c.last = figures{Mono: mono, RTO: e.RTO, RTOMax: e.RTOMax, AckAge: e.AckAge, Settings: e.Settings,
+		CAState: e.CAState, Retransmits: e.Retransmits}
+	c.addStep(step{mono: mono, state: e.State, ca: e.CAState, retransmits: e.Retransmits, probes: e.Probes,
+		rtoMs: uint32(e.RTO / time.Millisecond), existing: true})
+	switch {
+	case e.CAState == tcp.CALoss && e.Retransmits > 0:
+		// tcp_info's RTO is the next one, already doubled.
+		prior := ev
+		prior.Kind = wire.KindRetransmit
+		if prior.Backoff > 0 {
+			prior.RTO /= 2
+		}
+		c.last.RTO = prior.RTO
+		t.onRetransmit(c, &prior)
+	case e.Settings.KeepaliveOn && e.Probes > 0:
+		c.probes = int(e.Probes)
+		c.probeSince = mono - e.AckAge
+	}
+}

@@ -1,0 +1,77 @@
+package tracker
+
+import (
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+func (t *Tracker) onRetransmit(c *conn, ev *wire.Event) {
+	if ev.State == tcp.StateSynSent || ev.State == tcp.StateSynRecv {
+		c.synRetrans = max(c.synRetrans+1, int(ev.Retransmits))
+		return
+	}
+	if ev.CAState != tcp.CALoss && ev.Flags&wire.FlagFromTimer == 0 {
+		return // fast retransmit or loss probe: routine
+	}
+	if c.stallFirst == 0 {
+		c.stallFirst = firstRetransmit(ev)
+		// The peer went silent about one RTO before the first
+		// retransmission (the original transmission), not at the last ACK
+		// of an idle connection.
+		c.silenceStart = c.stallFirst - firstRTO(ev)
+		if acked := ev.Mono - ev.AckAge; ev.AckAge > 0 && acked > c.silenceStart {
+			c.silenceStart = acked
+		}
+		c.stallRetrans = 0
+		c.rtos = c.rtos[:0]
+	}
+	c.stallRetrans++
+	if ev.Detail != 0 {
+		c.failedSends, c.failedErrno = c.failedSends+1, -ev.Detail
+	}
+	if len(c.rtos) < 24 {
+		c.rtos = append(c.rtos, ev.RTO)
+	}
+	t.narrate(c, Stalled, false, ev.Mono)
+}
+
+// firstRetransmit is when the outage's first RTO retransmission went out.
+// Normally this event is it; when tcpwatch started mid-outage, walk back
+// through the halving RTOs the kernel used before.
+func firstRetransmit(ev *wire.Event) time.Duration {
+	first := ev.Mono
+	rto := ev.RTO
+	for i := 1; i < int(ev.Retransmits); i++ {
+		rto /= 2
+		first -= rto
+	}
+	return first
+}
+
+// firstRTO is the RTO that expired to send the first retransmission.
+func firstRTO(ev *wire.Event) time.Duration {
+	rto := ev.RTO
+	for i := 1; i < int(ev.Retransmits); i++ {
+		rto /= 2
+	}
+	if ev.Backoff > 0 && ev.Retransmits > 0 {
+		rto /= 2 // the record's RTO is already doubled for the next expiry
+	}
+	return rto
+}
+
+// onCongState ends the outage when the kernel leaves its loss state: the
+// peer acknowledged what was retransmitted.
+func (t *Tracker) onCongState(c *conn, ev *wire.Event) {
+	if ev.OldCA == tcp.CALoss && ev.CAState != tcp.CALoss && c.stallFirst != 0 {
+		t.narrate(c, Recovered, false, ev.Mono)
+		c.endStall()
+	}
+}
+
+func (c *conn) endStall() {
+	c.stallFirst, c.silenceStart, c.stallRetrans, c.failedSends = 0, 0, 0, 0
+	c.rtos = c.rtos[:0]
+}
