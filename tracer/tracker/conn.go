@@ -211,7 +211,11 @@ func (c *conn) observe(ev *wire.Event) {
 	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == OwnerListener) {
 		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Source: ownerSource(ev.Owner)}
 	}
-	if ev.Flags&wire.FlagOrphan != 0 {
+	// Orphan is a fact of the connection while it lived: an application
+	// that closes its socket after the kernel ended the connection (psql
+	// after ETIMEDOUT) leaves an orphan for the destroy to report, but the
+	// kernel decided about a socket the application held.
+	if ev.Flags&wire.FlagOrphan != 0 && !c.closing {
 		c.orphan = true
 	}
 	if ev.Kind == wire.KindDestroy {

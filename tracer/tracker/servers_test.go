@@ -489,3 +489,38 @@ func TestOwnerCloseWaitsForItsReset(t *testing.T) {
 		t.Fatalf("told %v after closeWait, want local_closed", verdictsOf(d.got))
 	}
 }
+
+// A client that gets ETIMEDOUT and closes its socket at once (psql,
+// redis-cli) leaves an orphan for the destroy record to report; the kernel
+// decided about a socket the application held: no orphan, tcp_retries2's
+// budget.
+func TestTimeoutThenCloseIsNoOrphan(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	s := tcp.Settings{Retries2: 5, OrphanRetries: 0}
+	base := wire.Event{Cookie: 3, Local: cli, Remote: srv, PID: 42, Owner: wire.OwnerConnect, Settings: s, RTOMax: 120 * time.Second}
+	now := 1000
+	for i, rto := range []int{200, 400, 800, 1600, 3200} {
+		if i > 0 {
+			now += rto
+		}
+		ev := base
+		ev.Mono, ev.Kind, ev.State, ev.CAState, ev.Retransmits, ev.RTO = at(now), wire.KindRetransmit, tcp.StateEstablished, tcp.CALoss, uint8(i+1), at(rto)
+		tr.Handle(&ev)
+	}
+	now += 6400
+	kill := base
+	kill.Mono, kill.Kind, kill.State, kill.OldState, kill.SkErr = at(now), wire.KindState, tcp.StateClose, tcp.StateEstablished, int32(unix.ETIMEDOUT)
+	tr.Handle(&kill)
+	report := kill
+	report.Kind, report.Detail = wire.KindError, int32(unix.ETIMEDOUT)
+	tr.Handle(&report)
+	destroy := base
+	destroy.Mono, destroy.Kind, destroy.State, destroy.Flags, destroy.Owner = at(now+2), wire.KindDestroy, tcp.StateClose, wire.FlagOrphan, wire.OwnerClose
+	tr.Handle(&destroy)
+	tr.Flush(at(now + 1000))
+	n := c.got[len(c.got)-1]
+	if n.Verdict != RetransmitTimeout || n.Orphan || n.Budget.Setting != "tcp_retries2" || n.Errno != int32(unix.ETIMEDOUT) {
+		t.Fatalf("%s orphan %v budget %+v errno %d", n.Verdict, n.Orphan, n.Budget, n.Errno)
+	}
+}

@@ -57,7 +57,7 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 		n.Begins, c.toldProbing = c.toldProbing != c.probeSince, c.probeSince
 	}
 	n.Errno = c.errnoSeen(v)
-	n.Budget = budgetOf(c, ev)
+	n.Budget = budgetOf(c, ev, v)
 	c.outageFacts(n, now)
 	t.counts[v]++
 	t.pending.Push(n.Mono, n)
@@ -111,14 +111,17 @@ func (c *conn) errnoSeen(v Verdict) int32 {
 }
 
 // budgetOf is the deadline the kernel applies to c's outage.
-func budgetOf(c *conn, ev *figures) Budget {
+func budgetOf(c *conn, ev *figures, v Verdict) Budget {
 	s := ev.Settings
+	// The exiting owner's close leaves the socket an orphan: from then on
+	// the kernel counts tcp_orphan_retries for the outage in progress.
+	orphan := c.orphan || v == LocalProcessExited && c.stallFirst != 0
 	switch {
 	case c.connecting:
 		return Budget{Limit: tcp.SynBudget(s.SynRetries, ev.RTOMax), Setting: "tcp_syn_retries", Value: int(s.SynRetries)}
 	case s.UserTimeout > 0:
 		return Budget{Limit: s.UserTimeout, Setting: "TCP_USER_TIMEOUT", Value: int(s.UserTimeout.Milliseconds())}
-	case c.orphan:
+	case orphan:
 		return Budget{Limit: tcp.OrphanBudget(s.OrphanRetries, ev.RTO, ev.RTOMax), Setting: "tcp_orphan_retries", Value: int(s.OrphanRetries)}
 	}
 	return Budget{Limit: tcp.RetransmitBudget(s.Retries2, ev.RTOMax), Setting: "tcp_retries2", Value: int(s.Retries2)}
