@@ -59,13 +59,20 @@ func KeepaliveBudget(s Settings) time.Duration {
 	return s.KeepaliveTime + time.Duration(s.KeepaliveProbes)*s.KeepaliveIntvl
 }
 
-// ProjectGiveUp simulates the retransmission timer from its last expiry at
-// last with the RTO rto: the kernel checks its deadline only when the RTO
-// fires, so death comes at the first expiry at or past it. doubling says
-// whether the RTO doubles at each expiry (exponential backoff) or stays
-// (RFC 6069 revert); clamp, set for TCP_USER_TIMEOUT, means the kernel
-// shortens the last RTO to end exactly at the deadline.
-func ProjectGiveUp(deadline, last, rto, rtoMax time.Duration, doubling, clamp bool) time.Duration {
+// GiveUpAt is when the kernel will kill a connection in an outage if
+// nothing is answered, by its own arithmetic (tcp_retransmit_timer and
+// tcp_write_timeout): at each expiry of the retransmission timer it checks
+// the time since the outage's first retransmission (retrans_stamp, first)
+// against the budget and kills at the first expiry at or past it;
+// otherwise it retransmits and re-arms the timer with the RTO doubled,
+// capped by rtoMax. last is the latest expiry seen and rto the RTO that
+// expired then. doubling is false when an ICMP unreachable reverts each
+// backoff (RFC 6069): the interval stays. userTimeout says the budget is
+// TCP_USER_TIMEOUT, to which the kernel clamps the next interval
+// (tcp_clamp_rto_to_user_timeout), so death comes at the deadline itself.
+// The result is the kernel's, not the clock's: each expiry comes late by
+// the timer wheel's slack (up to an eighth of the interval).
+func GiveUpAt(first, budget, last, rto, rtoMax time.Duration, doubling, userTimeout bool) time.Duration {
 	if rtoMax <= 0 {
 		rtoMax = tcpRTOMax
 	}
@@ -73,15 +80,16 @@ func ProjectGiveUp(deadline, last, rto, rtoMax time.Duration, doubling, clamp bo
 		rto = tcpRTOMin
 	}
 	t := last
-	for i := 0; i < 1024 && t < deadline; i++ {
-		if doubling && i > 0 {
+	for i := 0; i < 1024 && t-first < budget; i++ {
+		if doubling {
 			rto = min(2*rto, rtoMax)
 		}
-		next := t + rto
-		if clamp && next > deadline {
-			next = deadline
+		next := rto
+		if userTimeout {
+			remaining := first + budget - t
+			next = max(min(rto, remaining), time.Millisecond)
 		}
-		t = next
+		t += next
 	}
 	return t
 }

@@ -52,23 +52,37 @@ func TestOrphanBudget(t *testing.T) {
 	}
 }
 
-func TestProjectGiveUp(t *testing.T) {
-	last := 10 * time.Second
-	budget := RetransmitBudget(15, 0)
-	// Doubling from 200ms: the first expiry at or past last + budget.
-	got := ProjectGiveUp(last+budget-200*time.Millisecond, last, 200*time.Millisecond, 0, true, false)
-	if got < last+budget-200*time.Millisecond || got > last+budget+RTOMaxDefault {
-		t.Errorf("doubling: %v", got-last)
-	}
-	// Reverted backoff: expiries every RTO, so death within one RTO of the deadline.
-	deadline := last + 3*time.Second
-	got = ProjectGiveUp(deadline, last, 204*time.Millisecond, 0, false, false)
-	if got < deadline || got >= deadline+204*time.Millisecond {
-		t.Errorf("reverted: %v past the deadline", got-deadline)
-	}
-	// TCP_USER_TIMEOUT clamps the last RTO to the deadline itself.
-	if got := ProjectGiveUp(deadline, last, time.Second, 0, true, true); got != deadline {
-		t.Errorf("clamped: %v, want the deadline", got-last)
+// The expected times are worked out by hand from tcp_retransmit_timer:
+// after an expiry the RTO doubles, and the kernel kills at the first expiry
+// where the time since the first retransmission reaches the budget.
+func TestGiveUpAt(t *testing.T) {
+	ms := time.Millisecond
+	first := 10 * time.Second
+	three := RetransmitBudget(3, 0) // 15 × 200ms = 3s
+	for _, tc := range []struct {
+		name            string
+		budget          time.Duration
+		last, rto       time.Duration
+		doubling, clamp bool
+		want            time.Duration
+	}{
+		// Expiries 0.4, 1.2, 2.8 (< 3s), 6.0 s after the first retransmission.
+		{"retries2=3 at the first retransmission", three, first, 200 * ms, true, false, first + 6*time.Second},
+		{"retries2=3 at the third", three, first + 1200*ms, 800 * ms, true, false, first + 6*time.Second},
+		{"retries2=3 at the fourth", three, first + 2800*ms, 1600 * ms, true, false, first + 6*time.Second},
+		// 0.408, 1.224, ..., 208.488 (RTO 104.448s), then 120s each:
+		// 928.488 is the first past 924.6.
+		{"retries2=15, 204ms", RetransmitBudget(15, 0), first, 204 * ms, true, false, first + 928488*ms},
+		// With exactly 200ms, 924.4 falls short of 924.6: one more 120s.
+		{"retries2=15, 200ms", RetransmitBudget(15, 0), first, 200 * ms, true, false, first + 1044400*ms},
+		// Reverted backoff: every 204ms; 15 × 204ms = 3.06s is the first past 3s.
+		{"reverted", three, first, 204 * ms, false, false, first + 3060*ms},
+		// TCP_USER_TIMEOUT=5s: 2s, then the 4s RTO clamped to the 3s left.
+		{"user timeout", 5 * time.Second, first, time.Second, true, true, first + 5*time.Second},
+	} {
+		if got := GiveUpAt(first, tc.budget, tc.last, tc.rto, 0, tc.doubling, tc.clamp); got != tc.want {
+			t.Errorf("%s: %v after the first retransmission, want %v", tc.name, got-first, tc.want-first)
+		}
 	}
 }
 

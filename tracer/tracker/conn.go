@@ -57,6 +57,17 @@ type conn struct {
 	silenceStart time.Duration // when the peer went silent
 	stallRetrans int
 	rtos         []time.Duration
+	// The retransmission timer's latest expiry, the RTO that expired then
+	// (the kernel doubles it for the next one) and icsk_retransmits after
+	// it: the ground of the projected give-up.
+	timerAt          time.Duration
+	timerRTO         time.Duration
+	timerRetransmits uint8
+	// retransStamp is the kernel's retrans_stamp, from which it counts the
+	// budget: the first retransmission's time, or the original
+	// transmission's when that retransmission never left this host (the
+	// kernel stamps the attempt with the segment's last send).
+	retransStamp time.Duration
 	failedSends  int   // retransmissions that never left this host
 	failedErrno  int32 // ... and the error of the last one
 	synRetrans   int
@@ -64,6 +75,8 @@ type conn struct {
 	// Keepalive.
 	probes      int
 	probeSince  time.Duration
+	probeAt     time.Duration // the latest probe sent
+	answeredAt  time.Duration // when the peer answered the probing (recovered)
 	kaKilled    bool
 	kaAnnounced bool
 

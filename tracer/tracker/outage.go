@@ -15,6 +15,13 @@ func (t *Tracker) onRetransmit(c *conn, ev *wire.Event) {
 	if ev.CAState != tcp.CALoss && ev.Flags&wire.FlagFromTimer == 0 {
 		return // fast retransmit or loss probe: routine
 	}
+	// The retransmission timer counts its expiries in icsk_retransmits. A
+	// retransmission in Loss that counted none resends the rest of the
+	// queue after an ACK: the peer answers, nothing more went unanswered,
+	// and the kernel's deadline has not moved.
+	if c.stallFirst != 0 && ev.Flags&wire.FlagFromTimer == 0 && ev.Retransmits == c.timerRetransmits {
+		return
+	}
 	if c.stallFirst == 0 {
 		c.stallFirst = firstRetransmit(ev)
 		// The peer went silent about one RTO before the first
@@ -26,8 +33,13 @@ func (t *Tracker) onRetransmit(c *conn, ev *wire.Event) {
 		}
 		c.stallRetrans = 0
 		c.rtos = c.rtos[:0]
+		c.retransStamp = c.stallFirst
+		if ev.Detail != 0 {
+			c.retransStamp = c.stallFirst - firstRTO(ev)
+		}
 	}
 	c.stallRetrans++
+	c.timerAt, c.timerRTO, c.timerRetransmits = ev.Mono, ev.RTO, ev.Retransmits
 	if ev.Detail != 0 {
 		c.failedSends, c.failedErrno = c.failedSends+1, -ev.Detail
 	}
@@ -73,5 +85,6 @@ func (t *Tracker) onCongState(c *conn, ev *wire.Event) {
 
 func (c *conn) endStall() {
 	c.stallFirst, c.silenceStart, c.stallRetrans, c.failedSends = 0, 0, 0, 0
+	c.timerAt, c.timerRTO, c.timerRetransmits = 0, 0, 0
 	c.rtos = c.rtos[:0]
 }

@@ -146,11 +146,17 @@ func (c *conn) outageFacts(n *Narrative, now time.Duration) {
 		stalled()
 		n.GiveUpIn = max(c.projectGiveUp(n.Budget)-now, 0)
 	case Recovered:
+		// The answer that ended the outage answered the latest
+		// retransmission or probe: only those before it went unanswered.
 		if c.stallFirst != 0 {
 			stalled()
+			n.Retransmits = max(c.stallRetrans-1, 0)
 		} else {
 			n.Probes = c.probes
-			n.Outage = now - c.probeSince
+			if c.answeredAt >= c.probeAt {
+				n.Probes = max(c.probes-1, 0)
+			}
+			n.Outage = c.answeredAt - c.probeSince
 		}
 	case KeepaliveProbing:
 		n.Probes = c.probes
@@ -198,14 +204,20 @@ func (c *conn) outageFacts(n *Narrative, now time.Duration) {
 	}
 }
 
-// projectGiveUp is when the kernel will kill c if nothing changes: the
-// first RTO expiry at or past the first retransmission plus the budget.
-// The RTO pattern is the one seen, so the projection holds still across
-// the outage's expiries.
+// projectGiveUp is when the kernel will kill c if nothing changes, by its
+// own arithmetic from the timer's latest expiry (see tcp.GiveUpAt). An
+// RTO that stopped doubling means an ICMP unreachable reverts each backoff
+// (RFC 6069): the interval stays. A revert still to come (a router's
+// rate-limited ICMP, a neighbour entry failing seconds into the outage)
+// cannot be foreseen: it can only bring the end earlier.
 func (c *conn) projectGiveUp(b Budget) time.Duration {
 	ev := &c.last
-	deadline := c.stallFirst + b.Limit
-	return tcp.ProjectGiveUp(deadline, ev.Mono, ev.RTO, ev.RTOMax, !reverted(c.rtos), b.Setting == "TCP_USER_TIMEOUT")
+	doubling := !reverted(c.rtos)
+	last, rto := c.timerAt, c.timerRTO
+	if last == 0 {
+		last, rto = ev.Mono, ev.RTO
+	}
+	return tcp.GiveUpAt(c.retransStamp, b.Limit, last, rto, ev.RTOMax, doubling, b.Setting == "TCP_USER_TIMEOUT")
 }
 
 // reverted says whether the RTOs seen stopped doubling: the kernel reverts

@@ -106,6 +106,40 @@ func between(t *testing.T, what string, d, lo, hi time.Duration) {
 	}
 }
 
+// wheelSlack is how late the kernel's timers may fire: jiffies, and the
+// timer wheel's granularity, up to an eighth of the time to expiry.
+func wheelSlack(ahead time.Duration) time.Duration { return ahead/8 + 20*time.Millisecond }
+
+// checkProjections holds every stalled narrative's projected give-up to the
+// kernel's actual one, the final's time: no later than the timer wheel's
+// slack allows. An unreachable (an ICMP error, a failed neighbour entry,
+// sends that never left) can revert the backoff (RFC 6069) after the
+// projection was made and bring the end earlier, never later.
+func checkProjections(t *testing.T, ns []Narrative) {
+	t.Helper()
+	type key struct{ l, r netip.AddrPort }
+	projected := map[key][]Narrative{}
+	for _, n := range ns {
+		k := key{n.Local, n.Remote}
+		switch {
+		case n.Verdict == Stalled && !n.Final:
+			projected[k] = append(projected[k], n)
+		case n.Final && (n.Verdict == RetransmitTimeout || n.Verdict == HostUnreachable) && !n.Connecting:
+			for _, p := range projected[k] {
+				at := p.Mono + p.GiveUpIn
+				early := -5 * time.Millisecond
+				if p.FailedSends > 0 || n.FailedSends > 0 || n.SkErrSoft != 0 || tcp.Unreachable(n.Errno) {
+					early = -2 * slices.Max(n.RTOs) // the next interval, undoubled or cut short
+				}
+				if d := n.Mono - at; d < early || d > wheelSlack(p.GiveUpIn) {
+					t.Errorf("%v>%v: stalled at %v projected the end at %v; it came at %v (%v off, RTOs %v)",
+						n.Local, n.Remote, p.Mono, at, n.Mono, d, n.RTOs)
+				}
+			}
+		}
+	}
+}
+
 // Every recorded scenario replays to the verdicts the live run gave, and
 // each verdict carries the figures that decided it.
 func TestRecordedScenarios(t *testing.T) {
@@ -145,7 +179,9 @@ func TestRecordedScenarios(t *testing.T) {
 		"cable-replug": func(t *testing.T, got map[string][]Narrative) {
 			n := last(t, got["A"], Recovered)
 			between(t, "outage", n.Outage, 1500*time.Millisecond, 5*time.Second)
-			if n.Retransmits < 2 || len(n.RTOs) != n.Retransmits {
+			// The last retransmission got the answer: only the ones
+			// before it went unanswered.
+			if n.Retransmits < 2 || len(n.RTOs) != n.Retransmits+1 {
 				t.Errorf("retransmits %d RTOs %v", n.Retransmits, n.RTOs)
 			}
 		},
@@ -278,6 +314,7 @@ func TestRecordedScenarios(t *testing.T) {
 			check(t, got)
 			for host, ns := range got {
 				oneStoryPerConnection(t, host, ns)
+				checkProjections(t, ns)
 			}
 		})
 	}
