@@ -26,7 +26,7 @@ func Summary(n *tracker.Narrative) string {
 		if n.Probes > 0 && n.Retransmits == 0 {
 			return fmt.Sprintf("the idle peer answered a keepalive probe after %d unanswered; the connection is alive", n.Probes)
 		}
-		return fmt.Sprintf("the peer answered again after a %s outage that cost %d RTO retransmission%s; the application saw only a delay",
+		return fmt.Sprintf("the peer answered again after a %s outage; %d RTO retransmission%s went unanswered before it; the application saw only a delay",
 			Secs(n.Outage), n.Retransmits, plural(n.Retransmits))
 	case tracker.KeepaliveProbing:
 		return fmt.Sprintf("keepalive probe %d of %d sent, the previous one went unanswered: the idle peer has been silent for %s; the kernel gives up in about %s",
