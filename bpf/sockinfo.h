@@ -28,6 +28,19 @@ static __always_inline struct sock_info *sock_info_lookup(const struct sock *sk)
 
 #define barrier() asm volatile("" ::: "memory")
 
+/*
+ * An owner's name is its process's: the thread-group leader's comm. The
+ * current task's comm is a thread's: at a process's exit its files are
+ * closed by whichever thread exits last (redis-server's bio_aof_fsync),
+ * and connect() may come from a worker thread with a name of its own.
+ */
+static __always_inline void process_comm(__u8 *comm)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (bpf_probe_read_kernel_str(comm, TW_COMM_LEN, task->group_leader->comm) < 0)
+		bpf_get_current_comm(comm, TW_COMM_LEN);
+}
+
 static __always_inline struct connect_owner *connect_slot(__u64 cookie)
 {
 	__u32 slot = (__u32)cookie & (TW_CONNECT_SLOTS - 1);
@@ -45,7 +58,7 @@ static __always_inline void remember_connect(const struct sock *sk)
 	barrier();
 	c->pid = bpf_get_current_pid_tgid() >> 32;
 	c->ts_ns = bpf_ktime_get_ns();
-	bpf_get_current_comm(&c->comm, sizeof(c->comm));
+	process_comm(c->comm);
 	barrier();
 	c->cookie = cookie;
 }
@@ -86,7 +99,7 @@ static __always_inline void owner_is_current(struct sock_info *info, __u32 tgid,
 {
 	info->pid = tgid;
 	info->owner_source = source;
-	bpf_get_current_comm(&info->comm, sizeof(info->comm));
+	process_comm(info->comm);
 }
 
 /* connect() or listen(): the caller owns the socket. */

@@ -1,0 +1,160 @@
+package main
+
+// End-to-end tests of issue 17: every field of a narrative is what the
+// kernel saw when it decided, with real applications (Debian's python3 and
+// curl) in lab namespaces and the real tcpwatch command.
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/lab/netlab"
+)
+
+const python3 = "/usr/bin/python3"
+
+// startPython runs script with python3 in h, and waits for the line it
+// prints to say it is ready. The rest of its output is returned by the
+// channel, line by line.
+func startPython(t *testing.T, h *netlab.Host, ready, script string, args ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	requireInstalled(t, python3, "python3")
+	cmd := h.Command(python3, append([]string{"-c", script}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("python3 stderr: %s", stderr.String())
+		}
+	})
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		io.Copy(io.Discard, out)
+	}()
+	select {
+	case l := <-lines:
+		if l != ready {
+			t.Fatalf("python3 said %q, want %q (stderr %s)", l, ready, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("python3 did not say %q within 10s (stderr %s)", ready, stderr.String())
+	}
+	return cmd, lines
+}
+
+// leaderGoneServer accepts one connection and hands it to a thread named
+// closer-thread; the main thread, named truth-main, then exits alone
+// (SYS_exit, not exit_group), so the process lives on in that one thread.
+// Killed, its files are closed by closer-thread: the kernel's comm in that
+// task is the thread's, while ps and /proc/PID/comm name the process
+// truth-main, as for redis-server's bio_aof_fsync.
+const leaderGoneServer = `
+import ctypes, os, socket, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_NAME = 15
+libc.prctl(PR_SET_NAME, b"truth-main", 0, 0, 0)
+ln = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+ln.bind((sys.argv[1], int(sys.argv[2])))
+ln.listen(8)
+print("listening", flush=True)
+conn, _ = ln.accept()
+def hold():
+    libc.prctl(PR_SET_NAME, b"closer-thread", 0, 0, 0)
+    print("holding", flush=True)
+    while True:
+        time.sleep(1)
+threading.Thread(target=hold).start()
+time.sleep(0.3)
+libc.syscall({"x86_64": 60, "aarch64": 93}[os.uname().machine], 0)
+`
+
+// The owner of a connection is named by its process (the thread-group
+// leader's comm), not by the thread that happened to close its files.
+func TestProcessNameNotThreadName(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	s, c := serverLab(t)
+	nsS := netnsInode(t, s)
+	ap := netip.AddrPortFrom(s.Addr4(), 7017)
+	w := startWatch(t)
+	srv, lines := startPython(t, s, "listening", leaderGoneServer, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
+	var conn net.Conn
+	err := c.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", ap.String(), 2*time.Second)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	select {
+	case l := <-lines:
+		if l != "holding" {
+			t.Fatalf("server said %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not hand the connection to its thread")
+	}
+	pid := srv.Process.Pid
+	// Wait until the main thread is gone: the leader a zombie, the
+	// process alive in closer-thread.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "\nState:\tZ") && strings.Contains(string(b), "\nThreads:\t2\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the main thread did not exit: %s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || strings.TrimSpace(string(comm)) != "truth-main" {
+		t.Fatalf("/proc/%d/comm = %q (%v), want truth-main", pid, comm, err)
+	}
+	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	srv.Wait()
+	time.Sleep(500 * time.Millisecond)
+	all := w.stop(t, nsS)
+	logNarratives(t, "tcpwatch", all)
+	checkOneStory(t, all)
+	client := netip.MustParseAddrPort(conn.LocalAddr().String())
+	got := of(all, tupleFrom(ap, client))
+	if len(got) != 1 || got[0].Verdict != "local_process_exited" {
+		t.Fatalf("server side: %v, want local_process_exited", verdicts(got))
+	}
+	if n := got[0]; int(n.PID) != pid || n.Comm != "truth-main" || n.ExitSignal != 9 {
+		t.Errorf("local_process_exited pid=%d comm=%q signal=%d, want pid %d comm truth-main (the process, not its thread closer-thread), signal 9",
+			n.PID, n.Comm, n.ExitSignal, pid)
+	}
+}
