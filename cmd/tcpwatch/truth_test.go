@@ -158,3 +158,154 @@ func TestProcessNameNotThreadName(t *testing.T) {
 			n.PID, n.Comm, n.ExitSignal, pid)
 	}
 }
+
+// heldClient is psql or redis-cli in a black hole: it sends a request,
+// waits for the answer, and when the kernel gives up (ETIMEDOUT) reports
+// the error and closes its socket at once.
+const heldClient = `
+import errno, socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.settimeout(None)
+print("connected", s.getsockname()[1], flush=True)
+sys.stdin.readline()
+s.sendall(b"SELECT 1;\n")
+try:
+    s.recv(1)
+    print("answered", flush=True)
+except OSError as e:
+    print("error", errno.errorcode.get(e.errno, e.errno), flush=True)
+s.close()
+time.sleep(1)
+`
+
+// A client that gets ETIMEDOUT and closes its socket is told as the kernel
+// decided: not an orphan, tcp_retries2's budget, its errno; and each
+// stalled line's projected give-up is the kernel's actual one, within the
+// timer wheel's slack.
+func TestClientTimesOutThenCloses(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	s, c := serverLab(t)
+	nsC := netnsInode(t, c)
+	if err := c.Sysctl("net.ipv4.tcp_retries2", "3"); err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.AddrPortFrom(s.Addr4(), 5432)
+	var ln net.Listener
+	if err := s.Do(func() (err error) { ln, err = net.Listen("tcp", ap.String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close() // holds it, never answers
+		}
+	}()
+	w := startWatch(t)
+	cli, lines := startPythonStdin(t, c, heldClient, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
+	first := <-lines
+	port, ok := strings.CutPrefix(first, "connected ")
+	if !ok {
+		t.Fatalf("client said %q", first)
+	}
+	undo, err := s.Blackhole(c.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	io.WriteString(cli.stdin, "go\n")
+	var said string
+	select {
+	case said = <-lines:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the client saw nothing within 20s: the kernel should give up after about 6s")
+	}
+	if said != "error ETIMEDOUT" {
+		t.Errorf("the client saw %q, want error ETIMEDOUT", said)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	all := w.stop(t, nsC)
+	logNarratives(t, "tcpwatch", all)
+	checkOneStory(t, all)
+	lport, _ := strconv.Atoi(port)
+	got := of(all, tuple{c.Addr4().String(), uint16(lport), ap.Addr().String(), ap.Port()})
+	if len(got) < 2 {
+		t.Fatalf("client side: %v, want stalled lines and retransmit_timeout", verdicts(got))
+	}
+	final := got[len(got)-1]
+	if final.Verdict != "retransmit_timeout" || final.Orphan || final.BudgetBy != "tcp_retries2" || final.Errno != "ETIMEDOUT" || final.Comm != "python3" {
+		t.Errorf("final %s orphan=%v budget_setting=%s errno=%s comm=%s, want retransmit_timeout of a socket python3 held (tcp_retries2, ETIMEDOUT)",
+			final.Verdict, final.Orphan, final.BudgetBy, final.Errno, final.Comm)
+	}
+	end := parseTime(t, final.Time)
+	for _, n := range got[:len(got)-1] {
+		if n.Verdict != "stalled" {
+			t.Errorf("%s before the final", n.Verdict)
+			continue
+		}
+		at := parseTime(t, n.Time).Add(time.Duration(n.GiveUpInMs) * time.Millisecond)
+		giveUpIn := time.Duration(n.GiveUpInMs) * time.Millisecond
+		// Milliseconds in JSON, and the timer wheel's slack: up to an
+		// eighth of the time to expiry late.
+		if d := end.Sub(at); d < -2*time.Millisecond || d > giveUpIn/8+50*time.Millisecond {
+			t.Errorf("stalled at %s (retrans %d, RTOs %v) projected the end at %s; it came at %s: %v off",
+				n.Time, n.Retransmits, n.RTOsMs, at.Format("15:04:05.000"), end.Format("15:04:05.000"), d)
+		} else {
+			t.Logf("stalled retrans=%d giveup_in=%v: the end came %v after the projection", n.Retransmits, giveUpIn, d)
+		}
+	}
+}
+
+func parseTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+type pythonProc struct {
+	*exec.Cmd
+	stdin io.WriteCloser
+}
+
+// startPythonStdin runs script with python3 in h, with a pipe to its
+// standard input; its output comes line by line.
+func startPythonStdin(t *testing.T, h *netlab.Host, script string, args ...string) (*pythonProc, <-chan string) {
+	t.Helper()
+	requireInstalled(t, python3, "python3")
+	cmd := h.Command(python3, append([]string{"-c", script}, args...)...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("python3 stderr: %s", stderr.String())
+		}
+	})
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return &pythonProc{cmd, in}, lines
+}
