@@ -61,6 +61,7 @@ type agentOptions struct {
 	userTimeout  time.Duration
 	linger0      bool
 	closeAfter   time.Duration
+	connectTime  time.Duration
 	hold         time.Duration
 	accept       int
 	reconnect    time.Duration
@@ -83,6 +84,7 @@ func AgentMain(args []string) int {
 	fs.DurationVar(&o.userTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT")
 	fs.BoolVar(&o.linger0, "linger0", false, "SO_LINGER with a zero timeout (close sends RST)")
 	fs.DurationVar(&o.closeAfter, "close-after", 0, "close the connection after this long (0: never)")
+	fs.DurationVar(&o.connectTime, "connect-timeout", 0, "client: give up on connect() after this long, as client libraries do (0: the kernel's budget)")
 	fs.DurationVar(&o.hold, "hold", time.Hour, "exit after this long")
 	fs.IntVar(&o.accept, "accept", 1, "server: accept this many connections (the last one is the one it works with)")
 	fs.DurationVar(&o.reconnect, "reconnect-after", 0, "client: close at once, then connect again from the same local port after this long")
@@ -149,7 +151,7 @@ func (a *agent) run() error {
 		}
 		ln.Close()
 	case "client":
-		d := net.Dialer{Timeout: 0}
+		d := net.Dialer{Timeout: a.o.connectTime}
 		if a.o.localPort != 0 {
 			d.LocalAddr = &net.TCPAddr{Port: a.o.localPort}
 			d.Control = func(_, _ string, rc syscall.RawConn) error {

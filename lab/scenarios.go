@@ -342,6 +342,21 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "connect-abandoned", Row: 13,
+		Summary: "A connects to B through a black hole with its own connect timeout (2 s), as client libraries do: the application gives up long before tcp_syn_retries' budget",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.ConnectAbandoned}},
+		Sysctls: map[string]string{"net/ipv4/tcp_syn_retries": "6"},
+		Act: func(r *run) error {
+			if _, err := r.blackhole("everything to and from B is dropped"); err != nil {
+				return err
+			}
+			if err := r.startApp("A", client(r, "--connect-timeout=2s")...); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "timewait-reuse", Row: 14,
 		Summary:      "A closes first (its side keeps the 4-tuple in TIME_WAIT), then connects again from the same port: tcp_tw_reuse lets the new connection take the 4-tuple over",
 		ExpectNotice: map[string][]string{"A": {"time_wait_reuse"}},

@@ -40,6 +40,7 @@ var exampleOf = []struct {
 	{tracker.LocalAbort, "local-abort-unread", "A", false},
 	{tracker.ConnectRefused, "connect-refused", "A", false},
 	{tracker.ConnectTimeout, "connect-timeout", "A", false},
+	{tracker.ConnectAbandoned, "connect-abandoned", "A", false},
 	{tracker.Stalled, "host-down", "A", false},
 	{tracker.Recovered, "cable-replug", "A", false},
 	{tracker.KeepaliveProbing, "keepalive-dead", "A", false},

@@ -309,3 +309,90 @@ func startPythonStdin(t *testing.T, h *netlab.Host, script string, args ...strin
 	}()
 	return &pythonProc{cmd, in}, lines
 }
+
+// abandoningClient connects with a socket timeout, as client libraries do,
+// and closes the socket when it expires.
+const abandoningClient = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.settimeout(float(sys.argv[3]))
+print("connecting", flush=True)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("connected", flush=True)
+except socket.timeout:
+    print("timeout", s.getsockname()[1], flush=True)
+s.close()
+`
+
+// Applications give up on connect() long before tcp_syn_retries' budget
+// (127 s by default): curl --connect-timeout 2 and a python3 client with a
+// 1.5 s socket timeout, to a black-holed host, are each told as a failed
+// connect: the SYN retransmissions seen, how long the application waited,
+// the budget it did not wait for.
+func TestApplicationConnectTimeout(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	requireInstalled(t, "/usr/bin/curl", "curl")
+	s, c := serverLab(t)
+	nsC := netnsInode(t, c)
+	undo, err := s.Blackhole(c.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	w := startWatch(t)
+
+	curlAt := netip.AddrPortFrom(s.Addr4(), 8080)
+	curl := c.Command("/usr/bin/curl", "-sS", "--connect-timeout", "2", "http://"+curlAt.String()+"/")
+	var curlErr lockedBuffer
+	curl.Stderr = &curlErr
+	start := time.Now()
+	err = curl.Run()
+	curlWaited := time.Since(start)
+	// Exit status 28: CURLE_OPERATION_TIMEDOUT, its connect timeout.
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 28 {
+		t.Fatalf("curl: %v (%s), want exit status 28, its connect timeout", err, curlErr.String())
+	}
+
+	pyAt := netip.AddrPortFrom(s.Addr4(), 5432)
+	_, lines := startPython(t, c, "connecting", abandoningClient, pyAt.Addr().String(), strconv.Itoa(int(pyAt.Port())), "1.5")
+	var pyPort int
+	select {
+	case l := <-lines:
+		p, ok := strings.CutPrefix(l, "timeout ")
+		if !ok {
+			t.Fatalf("python3 said %q, want timeout", l)
+		}
+		pyPort, _ = strconv.Atoi(p)
+	case <-time.After(10 * time.Second):
+		t.Fatal("python3's connect did not time out within 10s")
+	}
+	time.Sleep(500 * time.Millisecond)
+	all := w.stop(t, nsC)
+	logNarratives(t, "tcpwatch", all)
+	checkOneStory(t, all)
+
+	check := func(who string, got []narrativeJSON, waited time.Duration, comm string) {
+		t.Helper()
+		if len(got) != 1 {
+			t.Errorf("%s: %v, want one connect_abandoned", who, verdicts(got))
+			return
+		}
+		n := got[0]
+		outage := time.Duration(n.OutageMs) * time.Millisecond
+		if n.Verdict != "connect_abandoned" || !n.Final || n.Comm != comm || n.Errno != "" || n.Retransmits < 1 ||
+			n.BudgetBy != "tcp_syn_retries" || time.Duration(n.BudgetMs)*time.Millisecond <= outage ||
+			(outage-waited).Abs() > 300*time.Millisecond {
+			t.Errorf("%s: %s final=%v comm=%s errno=%q retransmits=%d outage=%v budget=%dms (%s), want connect_abandoned by %s after about %v, SYN retransmissions, inside tcp_syn_retries' budget",
+				who, n.Verdict, n.Final, n.Comm, n.Errno, n.Retransmits, outage, n.BudgetMs, n.BudgetBy, comm, waited)
+		}
+	}
+	var curlSide []narrativeJSON
+	for _, n := range all {
+		if n.RAddr == curlAt.Addr().String() && n.RPort == curlAt.Port() {
+			curlSide = append(curlSide, n)
+		}
+	}
+	check("curl", curlSide, min(curlWaited, 2*time.Second), "curl")
+	check("python3", of(all, tuple{c.Addr4().String(), uint16(pyPort), pyAt.Addr().String(), pyAt.Port()}), 1500*time.Millisecond, "python3")
+}

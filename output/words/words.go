@@ -88,6 +88,9 @@ func Summary(n *tracker.Narrative) string {
 		return fmt.Sprintf("connect() to %s was refused: the peer answered SYN with RST (%s)", n.Remote, Errno(n.Errno))
 	case tracker.ConnectTimeout:
 		return connectTimeoutSummary(n)
+	case tracker.ConnectAbandoned:
+		return fmt.Sprintf("the application gave up on connect() to %s after %s: %d SYN retransmission%s unanswered, long before the kernel would have (tcp_syn_retries=%d: %s)",
+			n.Remote, Secs(n.Outage), n.Retransmits, plural(n.Retransmits), n.Budget.Value, Secs(n.Budget.Limit))
 	case tracker.Untold:
 		return untoldSummary(n)
 	}
@@ -220,6 +223,9 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 
 	case tracker.Untold:
 		b.WriteString(untoldExplanation)
+	case tracker.ConnectAbandoned:
+		fmt.Fprintf(b, "No SYN-ACK and no RST came back: a black hole (host down, route missing, firewall dropping). The application closed its connecting socket itself after %s, with no error from the kernel: its own connect timeout (curl --connect-timeout, a client library's connect timeout, a socket timeout), which it reports in its own words. The kernel would have kept retransmitting the SYN: %s, then connect() would have failed with ETIMEDOUT (connect_timeout).",
+			Secs(n.Outage), budget)
 	case tracker.ConnectRefused:
 		b.WriteString("The peer host is up but nothing listens on that port (or a firewall rejects with RST): its kernel answered the SYN with RST and tcp_reset() in SYN_SENT reports ECONNREFUSED.")
 	}

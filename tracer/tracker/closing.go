@@ -162,6 +162,12 @@ func (c *conn) finalVerdict() Verdict {
 			return HostUnreachable
 		}
 		return ConnectTimeout
+	case c.connecting && c.synSent && c.errno == 0 && c.synRetrans > 0:
+		// Closed while its SYNs went unanswered, with no error from the
+		// kernel: the application's own connect timeout. One closed
+		// before any retransmission (a happy-eyeballs race lost, a
+		// cancelled request) is no news.
+		return ConnectAbandoned
 	case c.errno == int32(unix.ETIMEDOUT):
 		if c.probes > 0 && c.stallFirst == 0 {
 			return KeepaliveTimeout

@@ -71,6 +71,7 @@ type conn struct {
 	failedSends  int   // retransmissions that never left this host
 	failedErrno  int32 // ... and the error of the last one
 	synRetrans   int
+	synSent      bool // connect()ed: seen in SYN_SENT
 
 	// Keepalive.
 	probes      int
@@ -236,6 +237,9 @@ func (c *conn) observe(ev *wire.Event) {
 	}
 	if ev.Flags&wire.FlagOwnerExiting != 0 {
 		c.exiting, c.exitCode = true, ev.ExitCode
+	}
+	if ev.State == tcp.StateSynSent || ev.Kind == wire.KindState && ev.OldState == tcp.StateSynSent {
+		c.synSent = true
 	}
 	switch ev.State {
 	case tcp.StateSynSent, tcp.StateSynRecv:

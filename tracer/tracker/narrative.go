@@ -37,6 +37,10 @@ const (
 	LocalAbort         Verdict = "local_abort"
 	ConnectRefused     Verdict = "connect_refused"
 	ConnectTimeout     Verdict = "connect_timeout"
+	// ConnectAbandoned: the application gave up on a handshake whose SYNs
+	// went unanswered and closed the connecting socket itself (its own
+	// connect timeout), before the kernel's tcp_syn_retries budget ran out.
+	ConnectAbandoned Verdict = "connect_abandoned"
 )
 
 // Episodes: the connection lives on.
@@ -55,7 +59,7 @@ const Untold Verdict = "untold"
 // Verdicts lists every verdict, finals first.
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
-	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
+	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, ConnectAbandoned, Untold,
 	Stalled, Recovered, KeepaliveProbing,
 }
 

@@ -530,3 +530,53 @@ func TestTimeoutThenCloseIsNoOrphan(t *testing.T) {
 		t.Fatalf("%s orphan %v budget %+v errno %d", n.Verdict, n.Orphan, n.Budget, n.Errno)
 	}
 }
+
+// An application that closes its connecting socket after unanswered SYN
+// retransmissions gave up on connect() itself: connect_abandoned, with the
+// retransmissions and how long it waited. One that closes before any
+// retransmission (a happy-eyeballs race lost) is no news.
+func TestConnectAbandoned(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		retrans int
+		want    []Verdict
+	}{
+		{"after SYN retransmissions", 1, []Verdict{ConnectAbandoned}},
+		{"before any", 0, nil},
+	} {
+		var c collect
+		tr := New(Config{}, c.emit)
+		base := wire.Event{Cookie: 9, Local: cli, Remote: srv, PID: 42, Owner: wire.OwnerConnect,
+			Settings: tcp.Settings{SynRetries: 6}, RTOMax: 120 * time.Second}
+		syn := base
+		syn.Mono, syn.Kind, syn.State, syn.OldState = at(1000), wire.KindState, tcp.StateSynSent, tcp.StateClose
+		tr.Handle(&syn)
+		for i := 1; i <= tc.retrans; i++ {
+			ev := base
+			ev.Mono, ev.Kind, ev.State, ev.Retransmits, ev.RTO = at(1000+1000*i), wire.KindRetransmit, tcp.StateSynSent, uint8(i), time.Second
+			tr.Handle(&ev)
+		}
+		closed := base
+		closed.Mono, closed.Kind, closed.State, closed.OldState = at(3000), wire.KindState, tcp.StateClose, tcp.StateSynSent
+		tr.Handle(&closed)
+		tr.Flush(at(5000))
+		if got := verdictsOf(c.got); !slices.Equal(got, verdictStrings(tc.want)) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+			continue
+		}
+		if len(c.got) == 1 {
+			n := c.got[0]
+			if n.Retransmits != 1 || n.Outage != 2*time.Second || n.Errno != 0 || n.Budget.Setting != "tcp_syn_retries" || !n.Connecting {
+				t.Errorf("%s: retransmits %d outage %v errno %d budget %+v connecting %v", tc.name, n.Retransmits, n.Outage, n.Errno, n.Budget, n.Connecting)
+			}
+		}
+	}
+}
+
+func verdictStrings(vs []Verdict) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, string(v))
+	}
+	return out
+}

@@ -181,7 +181,9 @@ func (c *conn) outageFacts(n *Narrative, now time.Duration) {
 			n.Retransmits = max(n.Retransmits, c.recvRetransmits)
 			n.Probes = max(c.probes, c.recvProbes)
 		}
-	case ConnectTimeout:
+	case ConnectTimeout, ConnectAbandoned:
+		// The SYN retransmissions, and how long the application waited
+		// since connect().
 		n.Retransmits = c.synRetrans
 		n.Outage = now - c.firstMono
 	case Untold:

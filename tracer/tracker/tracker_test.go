@@ -280,6 +280,15 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("B: errno %s", tcp.ErrnoName(b.Errno))
 			}
 		},
+		"connect-abandoned": func(t *testing.T, got map[string][]Narrative) {
+			// The lab client's own 2 s connect timeout, tcp_syn_retries=6:
+			// the application closed its connecting socket, no errno.
+			n := last(t, got["A"], ConnectAbandoned)
+			if n.Errno != 0 || n.Retransmits < 1 || !n.Connecting || n.Budget.Setting != "tcp_syn_retries" || n.Budget.Value != 6 || n.Owner.Comm != "lab-client" {
+				t.Errorf("errno %d SYN retransmits %d connecting %v budget %+v comm %q", n.Errno, n.Retransmits, n.Connecting, n.Budget, n.Owner.Comm)
+			}
+			between(t, "waited", n.Outage, 2*time.Second, 2300*time.Millisecond)
+		},
 		"connect-timeout": func(t *testing.T, got map[string][]Narrative) {
 			n := last(t, got["A"], ConnectTimeout)
 			// tcp_syn_retries=1 is a time budget (tcp_model_timeout: 3 s from
