@@ -396,3 +396,94 @@ func TestApplicationConnectTimeout(t *testing.T) {
 	check("curl", curlSide, min(curlWaited, 2*time.Second), "curl")
 	check("python3", of(all, tuple{c.Addr4().String(), uint16(pyPort), pyAt.Addr().String(), pyAt.Port()}), 1500*time.Millisecond, "python3")
 }
+
+// closingClient sends a request into a black hole and closes its socket
+// while the request is being retransmitted: the kernel finishes the
+// connection alone, an orphan.
+const closingClient = `
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print("connected", s.getsockname()[1], flush=True)
+sys.stdin.readline()
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+time.sleep(0.5)
+s.close()
+print("closed", flush=True)
+time.sleep(60)
+`
+
+// An orphan found at start-up (tcpwatch started mid-outage, after the
+// application closed its socket) is told as one from its first line: no
+// process, tcp_orphan_retries' budget, and a projected give-up that holds
+// to the kernel's actual one.
+func TestOrphanFoundAtStartup(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	s, c := serverLab(t)
+	nsC := netnsInode(t, c)
+	if err := c.Sysctl("net.ipv4.tcp_orphan_retries", "3"); err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.AddrPortFrom(s.Addr4(), 8080)
+	var ln net.Listener
+	if err := s.Do(func() (err error) { ln, err = net.Listen("tcp", ap.String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+		}
+	}()
+	cli, lines := startPythonStdin(t, c, closingClient, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
+	port, ok := strings.CutPrefix(<-lines, "connected ")
+	if !ok {
+		t.Fatal("the client did not connect")
+	}
+	undo, err := s.Blackhole(c.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	io.WriteString(cli.stdin, "go\n")
+	if l := <-lines; l != "closed" {
+		t.Fatalf("client said %q", l)
+	}
+	w := startWatch(t)
+	// tcp_orphan_retries=3: 3s from the first retransmission, the kill at
+	// the timer's expiry past it, about 6.2s after the request.
+	time.Sleep(8 * time.Second)
+	all := w.stop(t, nsC)
+	logNarratives(t, "tcpwatch", all)
+	checkOneStory(t, all)
+	lport, _ := strconv.Atoi(port)
+	got := of(all, tuple{c.Addr4().String(), uint16(lport), ap.Addr().String(), ap.Port()})
+	if len(got) < 2 || got[len(got)-1].Verdict != "retransmit_timeout" {
+		t.Fatalf("client side: %v, want stalled from start-up, then retransmit_timeout", verdicts(got))
+	}
+	final := got[len(got)-1]
+	end := parseTime(t, final.Time)
+	for _, n := range got {
+		if !n.Orphan || n.BudgetBy != "tcp_orphan_retries" || n.PID != 0 {
+			t.Errorf("%s at %s: orphan=%v budget_setting=%s pid=%d, want an orphan on tcp_orphan_retries with no process",
+				n.Verdict, n.Time, n.Orphan, n.BudgetBy, n.PID)
+		}
+		if strings.Contains(n.Explanation, "the application will then get") {
+			t.Errorf("%s: an orphan's explanation promises an application an error: %s", n.Verdict, n.Explanation)
+		}
+		if n.Verdict != "stalled" {
+			continue
+		}
+		giveUpIn := time.Duration(n.GiveUpInMs) * time.Millisecond
+		at := parseTime(t, n.Time).Add(giveUpIn)
+		if d := end.Sub(at); d < -2*time.Millisecond || d > giveUpIn/8+50*time.Millisecond {
+			t.Errorf("stalled at %s (retrans %d, RTOs %v) projected the end at %s; it came at %s: %v off",
+				n.Time, n.Retransmits, n.RTOsMs, at.Format("15:04:05.000"), end.Format("15:04:05.000"), d)
+		} else {
+			t.Logf("stalled retrans=%d giveup_in=%v: the end came %v after the projection", n.Retransmits, giveUpIn, d)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package sockdiag
 
 import (
+	"time"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,6 +33,7 @@ type diagSocket struct {
 	family  uint8
 	state   uint8
 	timer   uint8
+	expires time.Duration // idiag_expires: until the pending timer fires
 	local   netip.AddrPort
 	remote  netip.AddrPort
 	cookie  uint64
@@ -110,6 +113,7 @@ func parseDiagMsg(b []byte) (diagSocket, error) {
 	s.local = netip.AddrPortFrom(la.Unmap(), sport)
 	s.remote = netip.AddrPortFrom(ra.Unmap(), dport)
 	s.cookie = uint64(binary.NativeEndian.Uint32(id[40:])) | uint64(binary.NativeEndian.Uint32(id[44:]))<<32
+	s.expires = time.Duration(binary.NativeEndian.Uint32(b[52:])) * time.Millisecond
 	s.inode = binary.NativeEndian.Uint32(b[68:])
 	for attrs := b[sizeofDiagMsg:]; len(attrs) >= unix.SizeofRtAttr; {
 		l := int(binary.NativeEndian.Uint16(attrs[0:]))

@@ -31,6 +31,12 @@ type Socket struct {
 	PID           uint32 // owner, 0 if no process holds it (orphaned)
 	Comm          string
 	KeepaliveOn   bool // the keepalive timer is armed
+	// RetransmitIn: the retransmission timer fires in this long (0: not
+	// armed), from ReadAt, the kernel's CLOCK_MONOTONIC when its table was
+	// read: the figures are that moment's, which can be a while before the
+	// snapshot returns (every namespace, every /proc entry).
+	RetransmitIn time.Duration
+	ReadAt       time.Duration
 
 	CAState      tcp.CAState
 	Retransmits  uint8
@@ -108,9 +114,10 @@ func namespaces() (map[uint32]string, error) {
 }
 
 const (
-	timerKeepalive = 2 // idiag_timer: the keepalive timer is pending
-	afInet         = syscall.AF_INET
-	afInet6        = syscall.AF_INET6
+	timerRetransmit = 1 // idiag_timer: the retransmission (or loss probe) timer is pending
+	timerKeepalive  = 2 // idiag_timer: the keepalive timer is pending
+	afInet          = syscall.AF_INET
+	afInet6         = syscall.AF_INET6
 )
 
 func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
@@ -122,6 +129,8 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 	settings, rtoMax := readSettings(path)
 	var out []Socket
 	for _, family := range []uint8{afInet, afInet6} {
+		var now unix.Timespec
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &now)
 		socks, err := dumpTCP(fd, family)
 		if err != nil {
 			return nil, err
@@ -137,8 +146,12 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 				KeepaliveOn: d.timer == timerKeepalive,
 				Settings:    settings,
 				RTOMax:      rtoMax,
+				ReadAt:      time.Duration(now.Nano()),
 			}
 			s.Settings.KeepaliveOn = s.KeepaliveOn
+			if d.timer == timerRetransmit {
+				s.RetransmitIn = d.expires
+			}
 			if ti := d.tcpInfo; ti != nil {
 				s.CAState = tcp.CAState(ti.Ca_state)
 				s.Retransmits = ti.Retransmits

@@ -78,7 +78,14 @@ type Existing struct {
 	Probes        uint8
 	RTO, RTOMax   time.Duration
 	AckAge        time.Duration // since the peer last acknowledged anything
-	Settings      tcp.Settings  // the namespace's; sock_diag does not show the socket's own
+	// RetransmitIn is when the retransmission timer fires next (sock_diag's
+	// idiag_expires), 0 if it is not armed or unknown.
+	RetransmitIn time.Duration
+	// ReadAt is the kernel's CLOCK_MONOTONIC when the table was read: the
+	// moment of these figures, which can be well before AddExisting (0:
+	// then).
+	ReadAt   time.Duration
+	Settings tcp.Settings // the namespace's; sock_diag does not show the socket's own
 }
 
 // AddExisting starts tracking a connection found at start-up. One already
@@ -92,6 +99,11 @@ func (t *Tracker) AddExisting(mono time.Duration, wall time.Time, e *Existing) {
 		return
 	}
 	t.wallAtZero = wall.Add(-mono)
+	if e.ReadAt > 0 && e.ReadAt < mono {
+		// Told as of the figures' moment: records the kernel wrote since
+		// (they wait in the ring buffer) come after it.
+		wall, mono = wall.Add(e.ReadAt-mono), e.ReadAt
+	}
 	ev := wire.Event{Mono: mono, Time: wall, Cookie: e.Cookie, NetNS: e.NetNS, Local: e.Local, Remote: e.Remote,
 		Inode: e.Inode, State: e.State, CAState: e.CAState, Retransmits: e.Retransmits, Backoff: e.Backoff,
 		ProbesOut: e.Probes, RTO: e.RTO, RTOMax: e.RTOMax, AckAge: e.AckAge, Settings: e.Settings}
@@ -108,16 +120,27 @@ func (t *Tracker) AddExisting(mono time.Duration, wall time.Time, e *Existing) {
 		CAState: e.CAState, Retransmits: e.Retransmits}
 	c.addStep(step{mono: mono, state: e.State, ca: e.CAState, retransmits: e.Retransmits, probes: e.Probes,
 		rtoMs: uint32(e.RTO / time.Millisecond), existing: true})
+	// No file, no process: an orphan (closed by its owner, the kernel
+	// finishing the connection alone, on tcp_orphan_retries' budget).
+	c.orphan = e.Inode == 0
 	switch {
 	case e.CAState == tcp.CALoss && e.Retransmits > 0:
-		// tcp_info's RTO is the next one, already doubled.
+		// The timer's latest expiry, as a record would have told it:
+		// tcp_info's RTO is the next interval, already doubled, and the
+		// timer fires RetransmitIn from now.
 		prior := ev
 		prior.Kind = wire.KindRetransmit
 		if prior.Backoff > 0 {
 			prior.RTO /= 2
+			prior.Backoff--
+		}
+		if e.RetransmitIn > 0 && e.RetransmitIn <= e.RTO {
+			prior.Mono = mono + e.RetransmitIn - e.RTO
+			prior.AckAge = max(e.AckAge-(mono-prior.Mono), 0)
 		}
 		c.last.RTO = prior.RTO
-		t.onRetransmit(c, &prior)
+		c.timerExpired(&prior)
+		t.narrate(c, Stalled, false, mono)
 	case e.Settings.KeepaliveOn && e.Probes > 0:
 		c.probes = int(e.Probes)
 		c.probeSince = mono - e.AckAge

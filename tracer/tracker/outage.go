@@ -15,12 +15,20 @@ func (t *Tracker) onRetransmit(c *conn, ev *wire.Event) {
 	if ev.CAState != tcp.CALoss && ev.Flags&wire.FlagFromTimer == 0 {
 		return // fast retransmit or loss probe: routine
 	}
+	if c.timerExpired(ev) {
+		t.narrate(c, Stalled, false, ev.Mono)
+	}
+}
+
+// timerExpired notes an expiry of the retransmission timer in an outage;
+// false for a retransmission that is not one.
+func (c *conn) timerExpired(ev *wire.Event) bool {
 	// The retransmission timer counts its expiries in icsk_retransmits. A
 	// retransmission in Loss that counted none resends the rest of the
 	// queue after an ACK: the peer answers, nothing more went unanswered,
 	// and the kernel's deadline has not moved.
 	if c.stallFirst != 0 && ev.Flags&wire.FlagFromTimer == 0 && ev.Retransmits == c.timerRetransmits {
-		return
+		return false
 	}
 	if c.stallFirst == 0 {
 		c.stallFirst = firstRetransmit(ev)
@@ -46,7 +54,7 @@ func (t *Tracker) onRetransmit(c *conn, ev *wire.Event) {
 	if len(c.rtos) < 24 {
 		c.rtos = append(c.rtos, ev.RTO)
 	}
-	t.narrate(c, Stalled, false, ev.Mono)
+	return true
 }
 
 // firstRetransmit is when the outage's first RTO retransmission went out.
@@ -67,9 +75,6 @@ func firstRTO(ev *wire.Event) time.Duration {
 	rto := ev.RTO
 	for i := 1; i < int(ev.Retransmits); i++ {
 		rto /= 2
-	}
-	if ev.Backoff > 0 && ev.Retransmits > 0 {
-		rto /= 2 // the record's RTO is already doubled for the next expiry
 	}
 	return rto
 }

@@ -580,3 +580,28 @@ func verdictStrings(vs []Verdict) []string {
 	}
 	return out
 }
+
+// A connection found at start-up in an outage with no file (an orphan) is
+// told as an orphan from its first line, its projection from the timer's
+// own next expiry (sock_diag's idiag_expires) as of the table's reading.
+func TestExistingOrphanInOutage(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	// Read at 10s: two expiries so far (204ms, 408ms), the timer armed
+	// with 816ms and due in 500ms: the last expiry was at 9.684s, the
+	// first retransmission at 9.276s.
+	tr.AddExisting(at(10300), time.Unix(1_800_000_000, 0), &Existing{Cookie: 5, Local: cli, Remote: srv,
+		State: tcp.StateFinWait1, CAState: tcp.CALoss, Retransmits: 2, Backoff: 2, RTO: at(816), RTOMax: 120 * time.Second,
+		RetransmitIn: at(500), ReadAt: at(10000), Settings: tcp.Settings{Retries2: 15, OrphanRetries: 3}})
+	tr.Flush(at(11000))
+	if len(c.got) == 0 {
+		t.Fatal("nothing told")
+	}
+	n := c.got[0]
+	// tcp_orphan_retries=3: 3s from 9.276s; expiries 10.5, 12.132 (2.856s),
+	// 15.396: the kill.
+	if !n.Orphan || n.Budget.Setting != "tcp_orphan_retries" || n.Mono != at(10000) || n.Mono+n.GiveUpIn != at(15396) {
+		t.Errorf("orphan %v budget %+v at %v giving up at %v, want an orphan on tcp_orphan_retries told at 10s, the kill at 15.396s",
+			n.Orphan, n.Budget, n.Mono, n.Mono+n.GiveUpIn)
+	}
+}
