@@ -19,28 +19,33 @@ type NarrativeRecord struct {
 	Verdict string `json:"verdict"`
 	Final   bool   `json:"final"`
 	ConnFields
-	OwnerSource string         `json:"owner_source"`
-	Inode       uint32         `json:"inode"`
-	State       string         `json:"state"`
-	Orphan      bool           `json:"orphan"`
-	Errno       string         `json:"errno"`
-	ResetReason string         `json:"reset_reason"`
-	Retransmits int            `json:"retransmits"`
-	FailedSends int            `json:"failed_sends"`
-	Probes      int            `json:"probes"`
-	OutageMs    int64          `json:"outage_ms"`
-	GiveUpInMs  int64          `json:"giveup_in_ms"`
-	RTOsMs      []int64        `json:"rtos_ms"`
-	BudgetMs    int64          `json:"budget_ms"`
-	BudgetBy    string         `json:"budget_setting"`
-	ExitSignal  int            `json:"exit_signal"`
-	ExitStatus  int            `json:"exit_status"`
-	SentReset   bool           `json:"sent_reset"`
-	LostRecords bool           `json:"lost_records"`
-	Summary     string         `json:"summary"`
-	Explanation string         `json:"explanation"`
-	Timeline    []TimelineStep `json:"timeline"`
-	Settings    SettingsRecord `json:"settings"`
+	OwnerSource string  `json:"owner_source"`
+	Inode       uint32  `json:"inode"`
+	State       string  `json:"state"`
+	Orphan      bool    `json:"orphan"`
+	Errno       string  `json:"errno"`
+	ResetReason string  `json:"reset_reason"`
+	Retransmits int     `json:"retransmits"`
+	FailedSends int     `json:"failed_sends"`
+	Probes      int     `json:"probes"`
+	OutageMs    int64   `json:"outage_ms"`
+	GiveUpInMs  int64   `json:"giveup_in_ms"`
+	RTOsMs      []int64 `json:"rtos_ms"`
+	BudgetMs    int64   `json:"budget_ms"`
+	BudgetBy    string  `json:"budget_setting"`
+	ExitSignal  int     `json:"exit_signal"`
+	ExitStatus  int     `json:"exit_status"`
+	SentReset   bool    `json:"sent_reset"`
+	LostRecords bool    `json:"lost_records"`
+	// The other end of the connection, where this host has it too: its
+	// verdict, namespace and how long before this one it ended.
+	PeerVerdict       string         `json:"peer_verdict"`
+	PeerNetNS         uint32         `json:"peer_netns"`
+	PeerEndedMsBefore int64          `json:"peer_ended_ms_before"`
+	Summary           string         `json:"summary"`
+	Explanation       string         `json:"explanation"`
+	Timeline          []TimelineStep `json:"timeline"`
+	Settings          SettingsRecord `json:"settings"`
 }
 
 // TimelineStep is one kernel event in a narrative's timeline.
@@ -82,6 +87,9 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 		Settings:    NewSettingsRecord(n.Settings, n.RTOMax),
 	}
 	r.setCgroup(cg)
+	if p := n.PeerEnd; p != nil {
+		r.PeerVerdict, r.PeerNetNS, r.PeerEndedMsBefore = string(p.Verdict), p.NetNS, p.Before.Milliseconds()
+	}
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}

@@ -305,3 +305,19 @@ func TestBatchHoldsWholeLinesUntilFlush(t *testing.T) {
 		t.Errorf("wrote %d bytes on its own, want whole lines past %d", buf.Len(), batchMax)
 	}
 }
+
+// The stats line tells apart connections whose end was lost from healthy
+// ones from before tcpwatch that ended unseen by design: only the first
+// is a loss.
+func TestStatsTellUnseenEndsFromLostOnes(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf, Text, Options{})
+	if err := w.Stats(Stats{Events: 10, Reconciled: 2, EndedUnseen: 20}); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	line := buf.String()
+	if !strings.Contains(line, "2 connections whose end was lost") || !strings.Contains(line, "20 connections from before tcpwatch ended unseen (by design") {
+		t.Errorf("stats: %s", line)
+	}
+}

@@ -21,6 +21,10 @@ type Stats struct {
 	// Reconciled counts connections dropped because the kernel's socket
 	// table no longer had them: their end was among the lost records.
 	Reconciled uint64 `json:"reconciled"`
+	// EndedUnseen counts connections dropped the same way whose end the
+	// kernel reports by design to no one: healthy connections that predate
+	// tcpwatch end without a record in default mode. Nothing was lost.
+	EndedUnseen uint64 `json:"ended_unseen"`
 }
 
 // Stats writes the closing summary.
@@ -51,6 +55,9 @@ func (w *Writer) Stats(s Stats) error {
 	}
 	if s.Reconciled > 0 {
 		line += fmt.Sprintf(", %d connections whose end was lost dropped (gone from the kernel's socket table)", s.Reconciled)
+	}
+	if s.EndedUnseen > 0 {
+		line += fmt.Sprintf(", %d connections from before tcpwatch ended unseen (by design: in default mode the kernel reports no normal end of a connection it did not see begin)", s.EndedUnseen)
 	}
 	w.line = append(w.line[:0], line...)
 	return w.writeLine()

@@ -310,7 +310,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	err = w.Stats(output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
-		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled})
+		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled, EndedUnseen: stats.EndedUnseen})
 	if err == nil {
 		err = w.Flush()
 	}

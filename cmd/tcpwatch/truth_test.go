@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -485,5 +486,87 @@ func TestOrphanFoundAtStartup(t *testing.T) {
 		} else {
 			t.Logf("stalled retrans=%d giveup_in=%v: the end came %v after the projection", n.Retransmits, giveUpIn, d)
 		}
+	}
+}
+
+// Both ends on this host: a server whose keepalive (1s idle, 1s apart, 3
+// probes) ends an idle connection while the path is down, and its client,
+// whose next request after the path came back meets the server kernel's
+// RST. The client's final is joined with the server's keepalive_timeout
+// instead of guessing (no "answering normally", no "rebooted").
+func TestPeerEndJoined(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	s, c := serverLab(t)
+	nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+	ap := netip.AddrPortFrom(s.Addr4(), 6379)
+	var ln net.Listener
+	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 3}}
+	if err := s.Do(func() (err error) { ln, err = lc.Listen(t.Context(), "tcp", ap.String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err == nil {
+			accepted <- conn
+		}
+	}()
+	w := startWatch(t)
+	var conn net.Conn
+	if err := c.Do(func() (err error) {
+		conn, err = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: -1}).Dial("tcp", ap.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	srvConn := <-accepted
+	defer srvConn.Close()
+	undo, err := s.Blackhole(c.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Idle 1s, then 3 probes 1s apart: the server's kernel gives up after
+	// about 4s. Wait 6s, bring the path back, and send a request.
+	time.Sleep(6 * time.Second)
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("PING\r\n"))
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, readErr := conn.Read(make([]byte, 16))
+	if !errors.Is(readErr, syscall.ECONNRESET) {
+		t.Errorf("the client read %v, want ECONNRESET", readErr)
+	}
+	time.Sleep(300 * time.Millisecond)
+	all := w.stop(t, nsS, nsC)
+	logNarratives(t, "tcpwatch", all)
+	checkOneStory(t, all)
+	client := netip.MustParseAddrPort(conn.LocalAddr().String())
+	srvSide := of(all, tupleFrom(ap, client))
+	if len(srvSide) == 0 || srvSide[len(srvSide)-1].Verdict != "keepalive_timeout" {
+		t.Fatalf("server side: %v, want keepalive_timeout", verdicts(srvSide))
+	}
+	cliSide := of(all, tupleFrom(client, ap))
+	if len(cliSide) != 1 {
+		t.Fatalf("client side: %v, want one final", verdicts(cliSide))
+	}
+	n, kill := cliSide[0], srvSide[len(srvSide)-1]
+	before := parseTime(t, n.Time).Sub(parseTime(t, kill.Time))
+	if n.Verdict != "peer_reset" && n.Verdict != "peer_lost_state" || n.Errno != "ECONNRESET" {
+		t.Errorf("client: %s errno %s, want a reset (ECONNRESET)", n.Verdict, n.Errno)
+	}
+	if n.PeerVerdict != "keepalive_timeout" || n.PeerNetNS != nsS || (time.Duration(n.PeerEndedMsBefore)*time.Millisecond-before).Abs() > 2*time.Millisecond {
+		t.Errorf("client's peer_verdict=%q peer_netns=%d peer_ended_ms_before=%d, want keepalive_timeout in %d, %v before",
+			n.PeerVerdict, n.PeerNetNS, n.PeerEndedMsBefore, nsS, before)
+	}
+	for _, claim := range []string{"answering normally", "rebooted"} {
+		if strings.Contains(n.Summary, claim) {
+			t.Errorf("client's summary claims %q: %s", claim, n.Summary)
+		}
+	}
+	if !strings.Contains(n.Summary, "keepalive_timeout") {
+		t.Errorf("client's summary does not say why: %s", n.Summary)
 	}
 }

@@ -52,10 +52,17 @@ func Summary(n *tracker.Narrative) string {
 		if n.Retransmits == 0 {
 			what = fmt.Sprintf("keepalive probe %d", n.Probes)
 		}
-		return fmt.Sprintf("the peer answered %s with RST after %s of silence: its host rebooted or lost the connection (%s)",
+		if n.PeerEnd != nil {
+			return fmt.Sprintf("the peer answered %s with RST after %s of silence: its side had ended the connection %s earlier (%s) (%s)",
+				what, Secs(n.Outage), Secs(n.PeerEnd.Before), n.PeerEnd.Verdict, Errno(n.Errno))
+		}
+		return fmt.Sprintf("the peer answered %s with RST after %s of silence: it no longer had the connection (its host rebooted, or its side ended it while the path was silent) (%s)",
 			what, Secs(n.Outage), Errno(n.Errno))
 	case tracker.PeerReset:
-		return fmt.Sprintf("the peer reset the connection (RST) while it was answering normally: %s", Errno(n.Errno))
+		if n.PeerEnd != nil {
+			return fmt.Sprintf("the peer reset the connection (RST): its side had ended it %s earlier (%s): %s", Secs(n.PeerEnd.Before), n.PeerEnd.Verdict, Errno(n.Errno))
+		}
+		return fmt.Sprintf("the peer reset the connection (RST): %s", Errno(n.Errno))
 	case tracker.PeerClosed:
 		if n.ResetState != 0 {
 			return "the peer closed the connection (FIN), then reset it: its process closed the socket or died"
@@ -197,12 +204,14 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 		if n.Retransmits == 0 {
 			what = fmt.Sprintf("keepalive probe %d (the connection was idle, so only the keepalive timer spoke)", n.Probes)
 		}
-		fmt.Fprintf(b, "A RST arrived in %s answering %s: the peer's kernel has no socket for this 4-tuple (reason NO_SOCKET on its side). That is what a host that crashed and rebooted does, or a NAT/firewall that forgot the flow. %s gets %s.",
+		fmt.Fprintf(b, "A RST arrived in %s answering %s: the peer's kernel has no socket for this 4-tuple (reason NO_SOCKET on its side). From this side alone that is a host that crashed and rebooted, a peer whose own timers ended the connection while the path was silent (its keepalive or retransmission timeout), or a NAT/firewall that forgot the flow. %s gets %s.",
 			n.ResetState, what, capital(app), Errno(n.Errno))
+		peerEnd(b, n)
 
 	case tracker.PeerReset:
-		fmt.Fprintf(b, "tcp_receive_reset in %s with the peer acknowledging normally: its application aborted the connection (closed it with unread data, SO_LINGER 0, or died with unread data: RST reason TCP_ABORT_ON_CLOSE on its side), or its kernel rejected our segment. %s gets %s (EPIPE on a write after the reset).",
+		fmt.Fprintf(b, "tcp_receive_reset in %s with nothing of ours unanswered before it: its application aborted the connection (closed it with unread data, SO_LINGER 0, or died with unread data: RST reason TCP_ABORT_ON_CLOSE on its side), its kernel had ended the connection on its own (a keepalive or retransmission timeout while the path was down) and answered our next segment with RST, or it rejected our segment. %s gets %s (EPIPE on a write after the reset).",
 			n.ResetState, capital(app), Errno(n.Errno))
+		peerEnd(b, n)
 
 	case tracker.PeerClosed, tracker.LocalClosed:
 		b.WriteString(normalExplanation(n))
@@ -228,6 +237,14 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 			Secs(n.Outage), budget)
 	case tracker.ConnectRefused:
 		b.WriteString("The peer host is up but nothing listens on that port (or a firewall rejects with RST): its kernel answered the SYN with RST and tcp_reset() in SYN_SENT reports ECONNREFUSED.")
+	}
+}
+
+// peerEnd joins the other end's story, where tcpwatch saw it on this host.
+func peerEnd(b *strings.Builder, n *tracker.Narrative) {
+	if p := n.PeerEnd; p != nil {
+		fmt.Fprintf(b, " tcpwatch saw the other end on this host (netns %d): told %s %s before this reset; the RST is its kernel answering for a connection it had already ended.",
+			p.NetNS, p.Verdict, Secs(p.Before))
 	}
 }
 

@@ -99,12 +99,13 @@ type Progress struct {
 
 // Stats sum up a run.
 type Stats struct {
-	Events     uint64         // kernel records read
-	Lost       uint64         // kernel records lost (ring full or program recursion)
-	Narratives map[string]int // told (after the filter), by verdict
-	Evictions  uint64
-	Tracked    int
-	Reconciled uint64 // connections dropped: the kernel no longer had them
+	Events      uint64         // kernel records read
+	Lost        uint64         // kernel records lost (ring full or program recursion)
+	Narratives  map[string]int // told (after the filter), by verdict
+	Evictions   uint64
+	Tracked     int
+	Reconciled  uint64 // connections dropped: the kernel no longer had them, their end lost
+	EndedUnseen uint64 // ... their end unreported by design (healthy, from before tcpwatch)
 }
 
 // Engine reads one source, tracks, enriches, filters and tells.
@@ -177,6 +178,7 @@ func (e *Engine) finish() (Stats, error) {
 		}
 		ts := e.tracker.Stats()
 		e.stats.Evictions, e.stats.Tracked, e.stats.Reconciled = ts.Evictions, ts.Tracked, ts.Reconciled
+		e.stats.EndedUnseen = ts.EndedUnseen
 	}
 	if err := e.checkLoss(); err != nil {
 		return e.stats, err

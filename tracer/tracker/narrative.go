@@ -175,6 +175,18 @@ type Narrative struct {
 	Timeline []Step
 	Settings tcp.Settings
 	RTOMax   time.Duration
+
+	// PeerEnd, on a final: the other end of this connection, where this
+	// host has it too (another namespace, a container of the node), had
+	// ended with this verdict, Before this narrative.
+	PeerEnd *PeerEnd
+}
+
+// PeerEnd is how the other end of a connection was told on this host.
+type PeerEnd struct {
+	Verdict Verdict
+	NetNS   uint32
+	Before  time.Duration
 }
 
 // Notice is something worth showing with --all that is not a verdict about

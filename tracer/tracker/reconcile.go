@@ -42,11 +42,30 @@ func (t *Tracker) Reconcile(asOf, now time.Duration, alive Alive) (dropped int) 
 			c.done = true
 			t.remove(c)
 			t.reconciled++
+			if !t.cfg.All && c.onlyFoundAtStartup() {
+				t.unseen++
+			}
 			dropped++
 		}
 		c = prev
 	}
 	return dropped
+}
+
+// onlyFoundAtStartup says whether all the tracker knows of c is the
+// sock_diag entry of start-up: in default mode the kernel keeps no storage
+// for a healthy connection it did not see begin, so it never reports its
+// end.
+func (c *conn) onlyFoundAtStartup() bool {
+	if c.droppedSteps > 0 || len(c.steps) == 0 {
+		return false
+	}
+	for i := range c.steps {
+		if !c.steps[i].existing {
+			return false
+		}
+	}
+	return true
 }
 
 // NetNS lists the network namespaces of the connections tracked: the ones

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -59,6 +60,9 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 	n.Errno = c.errnoSeen(v)
 	n.Budget = budgetOf(c, ev, v)
 	c.outageFacts(n, now)
+	if final {
+		n.PeerEnd = t.peerEnd(c, v, now)
+	}
 	t.counts[v]++
 	t.pending.Push(n.Mono, n)
 	return n
@@ -252,4 +256,62 @@ func (t *Tracker) timeline(c *conn) []Step {
 		out[0].Dropped = c.droppedSteps
 	}
 	return out
+}
+
+// endKey is a connection's 4-tuple, whatever its namespace: the other end
+// of a connection between two namespaces of this host has it mirrored.
+type endKey struct{ local, remote netip.AddrPort }
+
+type endedConn struct {
+	verdict Verdict
+	mono    time.Duration
+	netns   uint32
+	cookie  uint64
+}
+
+const (
+	maxEndedKept = 1 << 16
+	// endedFor is how long a failure is kept to explain its other end: a
+	// peer that was cut off learns of it when the path comes back.
+	endedFor = 10 * time.Minute
+)
+
+// peerEnd remembers c's failure, and finds how c's other end, when this
+// host has it too, was told: a client's RST may come because the server's
+// keepalive ended the connection long before, which only the two stories
+// together say.
+func (t *Tracker) peerEnd(c *conn, v Verdict, now time.Duration) *PeerEnd {
+	if !c.local.IsValid() || !c.remote.IsValid() || c.remote.Port() == 0 {
+		return nil
+	}
+	var found *PeerEnd
+	if e, ok := t.ended[endKey{c.remote, c.local}]; ok && e.cookie != c.cookie && e.mono <= now {
+		found = &PeerEnd{Verdict: e.verdict, NetNS: e.netns, Before: now - e.mono}
+	}
+	if v != LocalClosed && v != PeerClosed {
+		k := endKey{c.local, c.remote}
+		if len(t.ended) >= maxEndedKept {
+			if _, old, ok := t.endedOrder.Front(); ok {
+				t.endedOrder.Pop()
+				delete(t.ended, old)
+			}
+		}
+		t.ended[k] = endedConn{verdict: v, mono: now, netns: c.netns, cookie: c.cookie}
+		t.endedOrder.Push(now, k)
+	}
+	return found
+}
+
+// forgetEnded drops the failures told more than endedFor before now.
+func (t *Tracker) forgetEnded(now time.Duration) {
+	for {
+		at, k, ok := t.endedOrder.Front()
+		if !ok || now-at < endedFor {
+			return
+		}
+		t.endedOrder.Pop()
+		if e, ok := t.ended[k]; ok && e.mono == at {
+			delete(t.ended, k)
+		}
+	}
 }

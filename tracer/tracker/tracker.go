@@ -72,11 +72,17 @@ type Tracker struct {
 	// with a reset. Such a record must not begin a second story.
 	gone      map[uint64]struct{}
 	goneOrder timeQueue[uint64]
+	// ended holds the failures told lately, by 4-tuple: where tcpwatch sees
+	// both ends of a connection (namespaces, containers of one node), the
+	// other end's story explains this one's (see peerEnd).
+	ended      map[endKey]endedConn
+	endedOrder timeQueue[endKey]
 	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
 	wallAtZero time.Time
 	lastEmit   time.Duration
 	lossEpoch  uint64 // bumped whenever the kernel reports lost records
 	reconciled uint64 // connections dropped because the kernel no longer had them
+	unseen     uint64 // ... of which, ends the kernel does not report by design
 }
 
 type tupleKey struct {
@@ -116,7 +122,7 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 	}
 	t := &Tracker{cfg: cfg, emit: emit, byCookie: make(map[uint64]*conn), byTuple: make(map[tupleKey]*conn),
 		listeners: make(map[listenKey]Owner), counts: make(map[Verdict]int), timeWait: make(map[tupleKey]time.Duration),
-		gone: make(map[uint64]struct{})}
+		gone: make(map[uint64]struct{}), ended: make(map[endKey]endedConn)}
 	t.lru.prev, t.lru.next = &t.lru, &t.lru
 	return t
 }
@@ -195,6 +201,7 @@ func (t *Tracker) Tick(now time.Duration) {
 		}
 	}
 	t.forgetGone(now)
+	t.forgetEnded(now)
 	t.release(now - t.cfg.Grace)
 }
 
@@ -248,14 +255,18 @@ type Stats struct {
 	Evictions  uint64
 	Tracked    int
 	// Reconciled counts connections dropped because the kernel's socket
-	// table no longer had them (their end was lost): see Reconcile.
+	// table no longer had them and their end was lost: see Reconcile.
 	Reconciled uint64
+	// EndedUnseen counts connections dropped the same way whose end the
+	// kernel does not report by design: healthy connections that predate
+	// tcpwatch end without a record in default mode.
+	EndedUnseen uint64
 }
 
 // Stats reports narratives by verdict, evictions and connections tracked.
 func (t *Tracker) Stats() Stats {
 	s := Stats{Narratives: make(map[string]int, len(t.counts)), Evictions: t.evictions, Tracked: t.tracked,
-		Reconciled: t.reconciled}
+		Reconciled: t.reconciled - t.unseen, EndedUnseen: t.unseen}
 	for v, n := range t.counts {
 		s.Narratives[string(v)] = n
 	}

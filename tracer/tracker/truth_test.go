@@ -1,0 +1,98 @@
+package tracker
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// Both ends of a connection between two namespaces of this host: the
+// server's keepalive ended it during an outage; when the path came back,
+// the client's next segment met the server kernel's RST. The client's final
+// is joined with the server's: its verdict, its namespace, how long before.
+// Without the other end in sight, nothing is joined.
+func TestPeerEndJoinsBothSides(t *testing.T) {
+	server, client := netip.MustParseAddrPort("10.0.0.2:5432"), netip.MustParseAddrPort("10.0.0.1:40000")
+	for _, seeBoth := range []bool{true, false} {
+		var c collect
+		tr := New(Config{}, c.emit)
+		if seeBoth {
+			kill := wire.Event{Mono: at(10000), Kind: wire.KindKeepalive, Cookie: 1, NetNS: 2, Local: server, Remote: client,
+				State: tcp.StateEstablished, Flags: wire.FlagKeepaliveKill, ProbesOut: 3, AckAge: at(5000),
+				Settings: tcp.Settings{KeepaliveOn: true, KeepaliveProbes: 3}}
+			tr.Handle(&kill)
+			closed := wire.Event{Mono: at(10000), Kind: wire.KindState, Cookie: 1, NetNS: 2, Local: server, Remote: client,
+				OldState: tcp.StateEstablished, State: tcp.StateClose, SkErr: int32(unix.ETIMEDOUT)}
+			tr.Handle(&closed)
+		}
+		rst := wire.Event{Mono: at(33000), Kind: wire.KindRecvReset, Cookie: 2, NetNS: 1, Local: client, Remote: server,
+			State: tcp.StateEstablished}
+		tr.Handle(&rst)
+		closed := wire.Event{Mono: at(33000), Kind: wire.KindState, Cookie: 2, NetNS: 1, Local: client, Remote: server,
+			OldState: tcp.StateEstablished, State: tcp.StateClose, SkErr: int32(unix.ECONNRESET)}
+		tr.Handle(&closed)
+		tr.Flush(at(40000))
+		n := c.got[len(c.got)-1]
+		if n.Verdict != PeerReset || n.NetNS != 1 {
+			t.Fatalf("client's final: %s in netns %d", n.Verdict, n.NetNS)
+		}
+		switch {
+		case seeBoth && (n.PeerEnd == nil || n.PeerEnd.Verdict != KeepaliveTimeout || n.PeerEnd.NetNS != 2 || n.PeerEnd.Before != 23*time.Second):
+			t.Errorf("peer end %+v, want the server's keepalive_timeout in netns 2, 23s before", n.PeerEnd)
+		case !seeBoth && n.PeerEnd != nil:
+			t.Errorf("peer end %+v with only one side seen", n.PeerEnd)
+		}
+	}
+}
+
+// A keepalive probe answered after the path came back: the probe that got
+// the answer is not among the unanswered, and the silence ends at the
+// peer's ACK, not at the timer's next run that notices it.
+func TestKeepaliveRecoveredCountsTheUnanswered(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	s := tcp.Settings{KeepaliveOn: true, KeepaliveTime: 2 * time.Second, KeepaliveIntvl: time.Second, KeepaliveProbes: 5}
+	base := wire.Event{Kind: wire.KindKeepalive, Cookie: 4, Local: cli, Remote: srv, State: tcp.StateEstablished, Settings: s}
+	// Idle since 8s: probe 1 at 10s, probe 2 at 11s (told), answered at
+	// 11.002s, noticed at the timer's run at 12s.
+	for i, mono := range []int{10000, 11000} {
+		ev := base
+		ev.Mono, ev.Flags, ev.ProbesOut, ev.AckAge = at(mono), wire.FlagProbeSent, uint8(i+1), at(mono-8000)
+		tr.Handle(&ev)
+	}
+	ans := base
+	ans.Mono, ans.Flags, ans.AckAge = at(12000), wire.FlagProbeAnswered, at(998)
+	tr.Handle(&ans)
+	tr.Flush(at(13000))
+	n := c.got[len(c.got)-1]
+	if n.Verdict != Recovered || n.Probes != 1 || n.Outage != at(3002) {
+		t.Errorf("%s after %d unanswered, silence %v; want recovered after 1, 3.002s (8s to 11.002s)", n.Verdict, n.Probes, n.Outage)
+	}
+}
+
+// Connections that predate tcpwatch and stayed healthy end without a
+// record in default mode: counted apart from those whose end was lost.
+func TestReconcileTellsUnseenEndsFromLostOnes(t *testing.T) {
+	for _, all := range []bool{false, true} {
+		tr := New(Config{All: all}, func(*Narrative) {})
+		tr.AddExisting(at(1000), time.Unix(1_800_000_000, 0), &Existing{Cookie: 1, Local: cli, Remote: srv,
+			State: tcp.StateEstablished, Inode: 77})
+		seen := wire.Event{Mono: at(1100), Kind: wire.KindState, Cookie: 2, Local: netip.MustParseAddrPort("10.0.0.1:2"),
+			Remote: srv, OldState: tcp.StateSynSent, State: tcp.StateEstablished}
+		tr.Handle(&seen)
+		tr.Reconcile(at(5000), at(5000), func(uint32, uint64, netip.AddrPort, netip.AddrPort) bool { return false })
+		s := tr.Stats()
+		wantUnseen := uint64(1)
+		if all {
+			wantUnseen = 0 // --all reports every end: a missing one was lost
+		}
+		if s.EndedUnseen != wantUnseen || s.Reconciled != 2-wantUnseen {
+			t.Errorf("all=%v: ended unseen %d, end lost %d; want %d and %d", all, s.EndedUnseen, s.Reconciled, wantUnseen, 2-wantUnseen)
+		}
+	}
+}
