@@ -122,6 +122,7 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	b = appendStringField(b, "host", r.Host)
 	b = appendStringField(b, "verdict", r.Verdict)
 	b = appendBoolField(b, "final", r.Final)
+	b = appendStringField(b, "incident_id", r.IncidentID)
 	b = appendConnFields(b, &r.ConnFields)
 	b = appendStringField(b, "owner_source", r.OwnerSource)
 	b = appendUintField(b, "inode", uint64(r.Inode))

@@ -17,6 +17,8 @@ type NarrativeRecord struct {
 	Host    string `json:"host"`
 	Verdict string `json:"verdict"`
 	Final   bool   `json:"final"`
+	// IncidentID names the incident the connection is part of ("" alone).
+	IncidentID string `json:"incident_id"`
 	ConnFields
 	OwnerSource string         `json:"owner_source"`
 	Inode       uint32         `json:"inode"`
@@ -55,6 +57,7 @@ func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
 		Time:        n.Time.Format(TimeLayout),
 		Verdict:     string(n.Verdict),
 		Final:       n.Final,
+		IncidentID:  n.Incident,
 		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		OwnerSource: string(n.Owner.Source),
 		Inode:       n.Inode,
@@ -75,7 +78,7 @@ func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
 		SentReset:   n.SentReset,
 		LostRecords: n.LostRecords,
 		Summary:     words.Summary(n),
-		Explanation: words.Explanation(n),
+		Explanation: explanationOnce(n),
 		Timeline:    make([]TimelineStep, len(n.Timeline)),
 		Settings:    NewSettingsRecord(n.Settings, n.RTOMax),
 	}
@@ -89,6 +92,16 @@ func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
 	return r
 }
 
+// explanationOnce is a narrative's explanation, except on the later
+// narratives of a stalled or keepalive_probing episode: its first gave
+// it, and the later ones only bring new figures.
+func explanationOnce(n *tracker.Narrative) string {
+	if (n.Verdict == tracker.Stalled || n.Verdict == tracker.KeepaliveProbing) && !n.Begins && !n.Final {
+		return ""
+	}
+	return words.Explanation(n)
+}
+
 const (
 	ansiReset  = "\x1b[0m"
 	ansiRed    = "\x1b[1;31m"
@@ -100,6 +113,10 @@ const (
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative) error {
 	if w.format == JSON {
+		if n.Incident != "" && !w.connections {
+			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n)
+			return w.writeLine()
+		}
 		rec := NewNarrativeRecord(n)
 		rec.Host = w.host
 		w.line = appendNarrativeJSON(w.line[:0], &rec)

@@ -45,10 +45,13 @@ type Writer struct {
 	color   bool
 	explain bool
 	batch   bool
-	line    []byte
-	held    []byte // whole lines waiting for Flush (Batch)
-	host    string
-	cgroups *containers.Resolver
+	// connections writes the narratives of connections in an incident in
+	// full (JSON), not folded into the incident's records.
+	connections bool
+	line        []byte
+	held        []byte // whole lines waiting for Flush (Batch)
+	host        string
+	cgroups     *containers.Resolver
 }
 
 // Options tune the text format.
@@ -64,6 +67,9 @@ type Options struct {
 	// whenever it runs out of work. A write per line was a tenth of
 	// tcpwatch --all's CPU under connection churn (issue #11).
 	Batch bool
+	// Connections writes the narratives of connections in an incident in
+	// full in JSON, instead of folded (--connections).
+	Connections bool
 }
 
 // batchMax bounds what a batching Writer holds before it writes.
@@ -72,7 +78,7 @@ const batchMax = 64 << 10
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
 	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
-		host: opts.Host, cgroups: opts.Cgroups, batch: opts.Batch}
+		host: opts.Host, cgroups: opts.Cgroups, batch: opts.Batch, connections: opts.Connections}
 }
 
 // IsTerminal says whether f is a terminal (for colour).

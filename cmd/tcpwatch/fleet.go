@@ -11,6 +11,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/output/metrics"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
 )
 
@@ -101,6 +102,13 @@ func (fl *fleet) wrap(s pipeline.Sink) pipeline.Sink {
 		return s
 	}
 	return fl.metrics.Sink(s)
+}
+
+// observeIncident hands an incident record to the metrics, when they are on.
+func (fl *fleet) observeIncident(inc *incident.Incident) {
+	if fl.metrics != nil {
+		fl.metrics.Incident(inc)
+	}
 }
 
 func (fl *fleet) close() {

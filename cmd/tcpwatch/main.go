@@ -21,6 +21,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -92,6 +93,7 @@ func exitCode(err error) int {
 type options struct {
 	events    bool
 	all       bool
+	conns     bool
 	explain   bool
 	record    string
 	maxConns  int
@@ -118,6 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	}
 	fs.BoolVar(&o.events, "events", false, "print every decoded kernel event instead of narratives")
 	fs.BoolVar(&o.all, "all", false, "also narrate normal lifecycles and routine kernel events")
+	fs.BoolVar(&o.conns, "connections", false, "also tell each connection of an incident (2+ connections to one peer in trouble) on its own line, in full")
 	fs.BoolVar(&o.explain, "explain", false, "text output: add each narrative's explanation (JSON always has it)")
 	fs.StringVar(&o.record, "record", "", "also append every kernel event to this file (hex records, replayable in tests)")
 	fs.StringVarP(&o.output, "output", "o", "text", "output format: text or json (JSON lines)")
@@ -298,8 +301,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
-		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true})
-	stats, err := p.Run(ctx, fleet.wrap(sink{w}))
+		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true, Connections: o.conns})
+	telling := incident.Lines
+	if format == output.JSON {
+		telling = incident.Records
+	}
+	incidents := incident.NewStage(incident.StageOptions{Telling: telling, Connections: o.conns,
+		SharedFate: incident.ReadSharedFate, Observe: fleet.observeIncident}, sink{w})
+	stats, err := p.Run(ctx, fleet.wrap(incidents))
+	if err == nil {
+		err = incidents.End()
+	}
 	if err != nil {
 		w.Flush() // what was told before the failure
 	}
@@ -332,6 +344,7 @@ type sink struct{ w *output.Writer }
 func (s sink) Flush() error                         { return s.w.Flush() }
 func (s sink) Narrative(n *tracker.Narrative) error { return s.w.Narrative(n) }
 func (s sink) Notice(n *tracker.Notice) error       { return s.w.Notice(n) }
+func (s sink) Incident(i *incident.Incident) error  { return s.w.Incident(i) }
 func (s sink) Event(ev *wire.Event, r tcp.ResetReasons) error {
 	return s.w.Event(ev, r)
 }

@@ -157,8 +157,9 @@ type Incident struct {
 	// Owners are the processes, most connections first.
 	Owners []Owner
 	// Retransmissions and probes sent into the silence, summed over the
-	// connections (their latest figures).
-	Retransmits, Probes int
+	// connections (their latest figures), and the retransmissions that
+	// never left this host.
+	Retransmits, Probes, FailedSends int
 	// RTOMin and RTOMax span the latest RTO of the connections stalled now.
 	RTOMin, RTOMax time.Duration
 	// GiveUpFirst and GiveUpLast span the projected give-ups of the
@@ -168,6 +169,10 @@ type Incident struct {
 	FirstFailure, LastFailure time.Time
 	// Outage is from the onset to Ended, or to Time while it goes on.
 	Outage time.Duration
+	// Joined lists the connections that joined since the incident was
+	// last told (at Open: all so far), so that a record that counts bytes
+	// need not tell each one's first narrative.
+	Joined []Joined
 	// Changes says why an update is told.
 	Changes Change
 	// Outcome is set at Close.
@@ -181,21 +186,35 @@ type Incident struct {
 	SharedFate *SharedFate
 }
 
+// Joined is a connection as it joined an incident.
+type Joined struct {
+	Cookie        uint64
+	Local, Remote netip.AddrPort
+	PID           uint32
+	Verdict       tracker.Verdict
+	// Onset is its first sign of trouble; GiveUp its projected give-up
+	// when it joined (zero if none).
+	Onset, GiveUp time.Time
+}
+
 // SharedFate is what an incident's peer means for the idle connections to
 // it: they share its fate, but cannot notice until their kernels do.
 type SharedFate struct {
 	// Idle connections to the peer (ESTABLISHED, nothing in flight) that
-	// are not in the incident.
+	// are not in the incident, and their owners.
 	Idle   int
 	Owners []Owner
-	// Keepalive: how many have the keepalive timer armed, and when the
-	// first and the last of them would give up on a silent peer.
-	Keepalive                 int
-	NoticeFirst, NoticeLast   time.Time
-	Never                     int    // no keepalive: their kernels never notice until they send
-	Source                    string // where the figures come from (a sentence)
-	KeepaliveProbes           uint8
-	KeepaliveIntvl, Lookahead time.Duration
+	// Keepalive have the keepalive timer armed: the first and the last of
+	// them would give up on a silent peer at NoticeFirst and NoticeLast
+	// (with KeepaliveProbes probes KeepaliveIntvl apart).
+	Keepalive               int
+	NoticeFirst, NoticeLast time.Time
+	KeepaliveProbes         uint8
+	KeepaliveIntvl          time.Duration
+	// Never have no keepalive: their kernels never notice until they send.
+	Never int
+	// Source says where the figures come from (a sentence).
+	Source string
 }
 
 // Stats count what the model did.
@@ -216,6 +235,11 @@ type connKey struct {
 	local, remote netip.AddrPort
 }
 
+type cookieKey struct {
+	netns  uint32
+	cookie uint64
+}
+
 type memberState uint8
 
 const (
@@ -226,6 +250,7 @@ const (
 
 type member struct {
 	inc       *incident
+	cookie    cookieKey
 	state     memberState
 	verdict   tracker.Verdict
 	owner     Owner
@@ -235,6 +260,7 @@ type member struct {
 	giveUpAt  time.Duration // kernel time of the projected give-up, 0 if none
 	retrans   int
 	probes    int
+	failedTx  int
 	errno     int32
 	told      bool // a narrative of its current episode was news
 	toldClass int
@@ -261,6 +287,7 @@ type incident struct {
 	verdicts  map[tracker.Verdict]bool
 	examples  map[tracker.Verdict]*tracker.Narrative
 	explained map[tracker.Verdict]bool
+	joined    []Joined // since the incident was last told
 	anyFailed bool
 	anyHealed bool
 	firstFail time.Duration
@@ -275,6 +302,7 @@ type Model struct {
 	report    func(*Incident)
 	byPeer    map[Key]*incident
 	byConn    map[connKey]*member
+	cookies   map[cookieKey]*member // the same, by socket cookie
 	now       time.Duration
 	lastSweep time.Duration
 	seq       uint64
@@ -305,7 +333,7 @@ func New(cfg Config, report func(*Incident)) *Model {
 		cfg.ID = hex.EncodeToString(b[:])
 	}
 	return &Model{cfg: cfg, report: report, byPeer: map[Key]*incident{}, byConn: map[connKey]*member{},
-		stats: Stats{Incidents: map[Outcome]int{}}}
+		cookies: map[cookieKey]*member{}, stats: Stats{Incidents: map[Outcome]int{}}}
 }
 
 // Stats reports what the model did so far.
@@ -405,14 +433,23 @@ func (m *Model) join(ck connKey, n *tracker.Narrative) *member {
 			explained: map[tracker.Verdict]bool{}}
 		m.byPeer[key] = inc
 	}
-	mb := &member{inc: inc, port: n.Remote.Port()}
+	mb := &member{inc: inc, port: n.Remote.Port(), cookie: cookieKey{n.NetNS, n.Cookie}}
 	inc.members[ck] = mb
 	m.byConn[ck] = mb
+	if n.Cookie != 0 {
+		m.cookies[mb.cookie] = mb
+	}
 	inc.onset = min(inc.onset, onsetOf(n))
 	if inc.port != n.Remote.Port() {
 		inc.portShared = false
 	}
 	inc.inTrouble++ // update() moves it to its real state
+	j := Joined{Cookie: n.Cookie, Local: n.Local, Remote: n.Remote, PID: n.Owner.PID, Verdict: n.Verdict,
+		Onset: n.Time.Add(-(n.Mono - onsetOf(n)))}
+	if n.GiveUpIn > 0 {
+		j.GiveUp = n.Time.Add(n.GiveUpIn)
+	}
+	inc.joined = append(inc.joined, j)
 	mb.state = inTrouble
 	if len(inc.members) >= 2 {
 		if !inc.everTwo {
@@ -455,7 +492,7 @@ func (m *Model) update(inc *incident, mb *member, n *tracker.Narrative) News {
 	if _, ok := inc.examples[n.Verdict]; !ok && !inc.explained[n.Verdict] {
 		inc.examples[n.Verdict] = copyNarrative(n)
 	}
-	mb.retrans, mb.probes = n.Retransmits, n.Probes
+	mb.retrans, mb.probes, mb.failedTx = n.Retransmits, n.Probes, n.FailedSends
 	if len(n.RTOs) > 0 {
 		mb.rto = n.RTOs[len(n.RTOs)-1]
 	}
@@ -530,13 +567,20 @@ func (m *Model) update(inc *incident, mb *member, n *tracker.Narrative) News {
 // forget stops following a connection that is gone: it still counts in
 // its incident, but a later connection on the same 4-tuple is new.
 func (m *Model) forget(mb *member, ck connKey) {
-	if m.byConn[ck] == mb {
-		delete(m.byConn, ck)
-	}
+	m.unfollow(ck, mb)
 	if mb.inc.members[ck] == mb {
 		delete(mb.inc.members, ck)
 	}
 	mb.inc.gone = append(mb.inc.gone, mb)
+}
+
+func (m *Model) unfollow(ck connKey, mb *member) {
+	if m.byConn[ck] == mb {
+		delete(m.byConn, ck)
+	}
+	if m.cookies[mb.cookie] == mb {
+		delete(m.cookies, mb.cookie)
+	}
 }
 
 func absDur(d time.Duration) time.Duration {
@@ -603,9 +647,7 @@ func (m *Model) Flush(mono time.Duration) {
 
 func (m *Model) drop(inc *incident) {
 	for ck, mb := range inc.members {
-		if m.byConn[ck] == mb {
-			delete(m.byConn, ck)
-		}
+		m.unfollow(ck, mb)
 	}
 	delete(m.byPeer, inc.key)
 }
@@ -634,6 +676,7 @@ func (m *Model) tell(inc *incident, phase Phase) {
 		r.Verdicts[mb.verdict]++
 		r.Retransmits += mb.retrans
 		r.Probes += mb.probes
+		r.FailedSends += mb.failedTx
 		switch mb.state {
 		case inTrouble:
 			r.InTrouble++
@@ -711,6 +754,7 @@ func (m *Model) tell(inc *incident, phase Phase) {
 			inc.explained[v] = true
 		}
 	}
+	r.Joined, inc.joined = inc.joined, nil
 	inc.changes = 0
 	inc.lastTold = m.now
 	m.report(r)

@@ -128,6 +128,10 @@ type Narrative struct {
 	// tracker.
 	CgroupID uint64
 	Cgroup   containers.Info
+	// Incident is the id of the incident (two or more connections in
+	// trouble with one peer) the connection is part of: filled by
+	// tracer/incident after the filters, not the tracker; "" alone.
+	Incident string
 	State    tcp.State
 	// Orphan: no process held the socket any more (closed by its owner,
 	// the kernel finishing the connection alone).
