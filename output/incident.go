@@ -2,6 +2,7 @@ package output
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -65,19 +66,18 @@ type OwnerRecord struct {
 	Connections int    `json:"connections"`
 }
 
-// JoinedRecord is a connection that joined an incident since its last
-// record: the facts of its first narrative, which is not written apart.
+// JoinedRecord groups the connections that joined an incident since its
+// last record by local address, peer port, owner and verdict: each joined
+// connection stands for its first narrative, which is not written apart.
+// Conns holds one [cookie, lport, onset_ms, giveup_ms] per connection:
+// its first sign of trouble and its projected give-up in ms after the
+// incident's onset (giveup_ms 0: none projected).
 type JoinedRecord struct {
-	Cookie uint64 `json:"cookie"`
-	LAddr  string `json:"laddr"`
-	LPort  uint16 `json:"lport"`
-	RPort  uint16 `json:"rport"`
-	PID    uint32 `json:"pid"`
-	// OnsetMs and GiveUpMs are its first sign of trouble and its
-	// projected give-up, in ms after the incident's onset (GiveUpMs 0: none).
-	Verdict  string `json:"verdict"`
-	OnsetMs  int64  `json:"onset_ms"`
-	GiveUpMs int64  `json:"giveup_ms"`
+	LAddr   string     `json:"laddr"`
+	RPort   uint16     `json:"rport"`
+	PID     uint32     `json:"pid"`
+	Verdict string     `json:"verdict"`
+	Conns   [][4]int64 `json:"conns"`
 }
 
 // SharedFateRecord is what the peer's trouble means for its idle connections.
@@ -108,6 +108,32 @@ func ownerRecords(owners []incident.Owner) []OwnerRecord {
 	return out
 }
 
+func joinedRecords(inc *incident.Incident) []JoinedRecord {
+	type groupKey struct {
+		laddr   netip.Addr
+		rport   uint16
+		pid     uint32
+		verdict tracker.Verdict
+	}
+	out := []JoinedRecord{}
+	index := map[groupKey]int{}
+	for _, j := range inc.Joined {
+		k := groupKey{j.Local.Addr(), j.Remote.Port(), j.PID, j.Verdict}
+		i, ok := index[k]
+		if !ok {
+			i = len(out)
+			index[k] = i
+			out = append(out, JoinedRecord{LAddr: k.laddr.String(), RPort: k.rport, PID: k.pid, Verdict: string(k.verdict)})
+		}
+		var giveUp int64
+		if !j.GiveUp.IsZero() {
+			giveUp = j.GiveUp.Sub(inc.Onset).Milliseconds()
+		}
+		out[i].Conns = append(out[i].Conns, [4]int64{int64(j.Cookie), int64(j.Local.Port()), j.Onset.Sub(inc.Onset).Milliseconds(), giveUp})
+	}
+	return out
+}
+
 // NewIncidentRecord builds the JSON form of inc.
 func NewIncidentRecord(inc *incident.Incident) IncidentRecord {
 	r := IncidentRecord{
@@ -120,7 +146,7 @@ func NewIncidentRecord(inc *incident.Incident) IncidentRecord {
 		RTOMinMs: inc.RTOMin.Milliseconds(), RTOMaxMs: inc.RTOMax.Milliseconds(),
 		GiveUpFirst: timeOrEmpty(inc.GiveUpFirst), GiveUpLast: timeOrEmpty(inc.GiveUpLast),
 		FirstFailed: timeOrEmpty(inc.FirstFailure), LastFailed: timeOrEmpty(inc.LastFailure),
-		Changes: inc.Changes.Names(), Outcome: string(inc.Outcome), Joined: make([]JoinedRecord, len(inc.Joined)),
+		Changes: inc.Changes.Names(), Outcome: string(inc.Outcome), Joined: joinedRecords(inc),
 		Summary: words.IncidentSummary(inc), Explanations: map[string]string{},
 	}
 	if r.Changes == nil {
@@ -131,14 +157,6 @@ func NewIncidentRecord(inc *incident.Incident) IncidentRecord {
 	}
 	for e, n := range inc.Errnos {
 		r.Errnos[tcp.ErrnoName(e)] = n
-	}
-	for i, j := range inc.Joined {
-		jr := JoinedRecord{Cookie: j.Cookie, LAddr: j.Local.Addr().String(), LPort: j.Local.Port(), RPort: j.Remote.Port(),
-			PID: j.PID, Verdict: string(j.Verdict), OnsetMs: j.Onset.Sub(inc.Onset).Milliseconds()}
-		if !j.GiveUp.IsZero() {
-			jr.GiveUpMs = j.GiveUp.Sub(inc.Onset).Milliseconds()
-		}
-		r.Joined[i] = jr
 	}
 	if sf := inc.SharedFate; sf != nil {
 		r.SharedFate = &SharedFateRecord{Idle: sf.Idle, Owners: ownerRecords(sf.Owners), Keepalive: sf.Keepalive,

@@ -84,9 +84,10 @@ const (
 	FirstRecovery                      // the first connection recovered
 	NewOwner                           // a process not named before
 	NewVerdict                         // a verdict not seen before in it
+	GiveUpMoves                        // a connection's projected give-up moved (GiveUpSlack)
 )
 
-var changeNames = []string{"connections", "first_giveup", "first_recovery", "new_owner", "new_verdict"}
+var changeNames = []string{"connections", "first_giveup", "first_recovery", "new_owner", "new_verdict", "giveup_moved"}
 
 // Names lists the changes by name, in a fixed order.
 func (c Change) Names() []string {
@@ -554,6 +555,11 @@ func (m *Model) update(inc *incident, mb *member, n *tracker.Narrative) News {
 		return First
 	case mb.giveUpAt != 0 && mb.toldAt != 0 && absDur(mb.giveUpAt-mb.toldAt) > GiveUpSlack(mb.giveUpAt-n.Mono):
 		mb.toldClass, mb.toldAt = class, mb.giveUpAt
+		if inc.everTwo {
+			// The incident tells the span of its connections' give-ups.
+			inc.changes |= GiveUpMoves
+			return Repeat
+		}
 		return GiveUpMoved
 	case class != mb.toldClass && !inc.everTwo:
 		// In an incident, the RTO's class is the incident's to tell (its
