@@ -337,6 +337,13 @@ func New(cfg Config, report func(*Incident)) *Model {
 		cookies: map[cookieKey]*member{}, stats: Stats{Incidents: map[Outcome]int{}}}
 }
 
+// Follows says whether the model follows the connection with this cookie
+// in that namespace: it is in trouble or in an incident, not idle beside it.
+func (m *Model) Follows(netns uint32, cookie uint64) bool {
+	_, ok := m.cookies[cookieKey{netns, cookie}]
+	return ok
+}
+
 // Stats reports what the model did so far.
 func (m *Model) Stats() Stats {
 	s := m.stats
@@ -387,8 +394,9 @@ func GiveUpSlack(left time.Duration) time.Duration {
 }
 
 // Observe takes one narrative (as the tracker tells it, after the
-// filters) and says how it stands. n is not kept.
-func (m *Model) Observe(n *tracker.Narrative) Tag {
+// filters) and the container of its connection ("" for a host process),
+// and says how it stands. n is not kept.
+func (m *Model) Observe(n *tracker.Narrative, container string) Tag {
 	if !n.Time.IsZero() {
 		m.wallAtZero = n.Time.Add(-n.Mono)
 	}
@@ -406,7 +414,7 @@ func (m *Model) Observe(n *tracker.Narrative) Tag {
 		mb = m.join(ck, n)
 	}
 	inc := mb.inc
-	news := m.update(inc, mb, n)
+	news := m.update(inc, mb, n, container)
 	tag := Tag{News: news}
 	if inc.everTwo {
 		tag.Incident = inc.id
@@ -471,10 +479,10 @@ func onsetOf(n *tracker.Narrative) time.Duration {
 }
 
 // update applies n to its connection and incident, and says whether it is news.
-func (m *Model) update(inc *incident, mb *member, n *tracker.Narrative) News {
+func (m *Model) update(inc *incident, mb *member, n *tracker.Narrative, container string) News {
 	was := mb.state
 	mb.verdict = n.Verdict
-	owner := Owner{PID: n.Owner.PID, Comm: n.Owner.Comm, Container: n.Cgroup.ID}
+	owner := Owner{PID: n.Owner.PID, Comm: n.Owner.Comm, Container: container}
 	if owner.PID != mb.owner.PID || mb.owner.Comm == "" {
 		mb.owner = owner
 	}

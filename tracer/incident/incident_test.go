@@ -85,7 +85,7 @@ func outage(t *testing.T, m *Model, peer netip.AddrPort, n int, start, spread, s
 			e.c.rtos = append(e.c.rtos, min(rto, 120*time.Second))
 			nar = e.c.narrative(tracker.Stalled, e.at, false)
 		}
-		tag := m.Observe(nar)
+		tag := m.Observe(nar, "")
 		news[tag.News]++
 	}
 	return news
@@ -211,7 +211,7 @@ func TestUpdatesOnlyOnChangeAndAtMostEveryTenSeconds(t *testing.T) {
 		c := &conn{local: netip.AddrPortFrom(client, uint16(40000+i)), remote: peerA, pid: 5, onset: mono}
 		c.rtos = []time.Duration{200 * time.Millisecond}
 		conns = append(conns, c)
-		m.Observe(c.narrative(tracker.Stalled, mono, false))
+		m.Observe(c.narrative(tracker.Stalled, mono, false), "")
 	}
 	// Then nothing joins: no update may follow for 30 s.
 	for s := 61; s <= 90; s++ {
@@ -239,7 +239,7 @@ func TestUpdatesOnlyOnChangeAndAtMostEveryTenSeconds(t *testing.T) {
 	}
 	// A second owner is a change of class too, and the end tells each.
 	c := &conn{local: netip.AddrPortFrom(client, 50000), remote: peerA, pid: 6, onset: 95 * time.Second, rtos: []time.Duration{time.Second}}
-	m.Observe(c.narrative(tracker.Stalled, 95*time.Second, false))
+	m.Observe(c.narrative(tracker.Stalled, 95*time.Second, false), "")
 	m.Tick(101 * time.Second)
 	if r := rec.reports[len(rec.reports)-1]; r.Phase != Update || r.Changes&NewOwner == 0 || len(r.Owners) != 2 {
 		t.Errorf("after a new owner: %s %v owners %+v", r.Phase, r.Changes.Names(), r.Owners)
@@ -255,19 +255,19 @@ func TestMixedOutcomeAndRecoveredThenStalledAgain(t *testing.T) {
 	m := New(Config{ID: "t"}, rec.report)
 	a := &conn{local: netip.AddrPortFrom(client, 1), remote: peerA, pid: 1, onset: time.Second, rtos: []time.Duration{time.Second}}
 	b := &conn{local: netip.AddrPortFrom(client, 2), remote: netip.AddrPortFrom(peerA.Addr(), 80), pid: 1, onset: time.Second, rtos: []time.Duration{time.Second}}
-	m.Observe(a.narrative(tracker.Stalled, 2*time.Second, false))
-	m.Observe(b.narrative(tracker.Stalled, 2*time.Second, false))
-	tag := m.Observe(a.narrative(tracker.Recovered, 3*time.Second, false))
+	m.Observe(a.narrative(tracker.Stalled, 2*time.Second, false), "")
+	m.Observe(b.narrative(tracker.Stalled, 2*time.Second, false), "")
+	tag := m.Observe(a.narrative(tracker.Recovered, 3*time.Second, false), "")
 	if tag.News != End || tag.Incident == "" {
 		t.Errorf("recovery tag %+v", tag)
 	}
 	// a stalls again within the incident: a first narrative again.
 	a.rtos = []time.Duration{time.Second}
-	if tag := m.Observe(a.narrative(tracker.Stalled, 4*time.Second, false)); tag.News != First {
+	if tag := m.Observe(a.narrative(tracker.Stalled, 4*time.Second, false), ""); tag.News != First {
 		t.Errorf("second episode: %+v", tag)
 	}
-	m.Observe(a.narrative(tracker.Recovered, 5*time.Second, false))
-	m.Observe(b.narrative(tracker.RetransmitTimeout, 6*time.Second, true))
+	m.Observe(a.narrative(tracker.Recovered, 5*time.Second, false), "")
+	m.Observe(b.narrative(tracker.RetransmitTimeout, 6*time.Second, true), "")
 	m.Tick(20 * time.Second)
 	r := rec.reports[len(rec.reports)-1]
 	if r.Phase != Close || r.Outcome != Mixed || r.Port != 0 || r.Connections != 2 || r.Recovered != 1 || r.Failed != 1 {
@@ -282,21 +282,21 @@ func TestGiveUpMovedIsNews(t *testing.T) {
 	m := New(Config{ID: "t"}, func(*Incident) {})
 	c := &conn{local: netip.AddrPortFrom(client, 1), remote: peerA, pid: 1, onset: time.Second, rtos: []time.Duration{500 * time.Millisecond}}
 	n := c.narrative(tracker.Stalled, 2*time.Second, false)
-	m.Observe(n)
+	m.Observe(n, "")
 	c.rtos = append(c.rtos, 2*time.Second)
 	n = c.narrative(tracker.Stalled, 4*time.Second, false)
-	if tag := m.Observe(n); tag.News != RTOClass {
+	if tag := m.Observe(n, ""); tag.News != RTOClass {
 		t.Errorf("RTO 2 s after 0.5 s: %+v", tag)
 	}
 	c.rtos = append(c.rtos, 4*time.Second)
 	n = c.narrative(tracker.Stalled, 8*time.Second, false)
-	if tag := m.Observe(n); tag.News != Repeat {
+	if tag := m.Observe(n, ""); tag.News != Repeat {
 		t.Errorf("same class, same give-up: %+v", tag)
 	}
 	c.rtos = append(c.rtos, 4*time.Second)
 	n = c.narrative(tracker.Stalled, 12*time.Second, false)
 	n.GiveUpIn = 30 * time.Second // a TCP_USER_TIMEOUT set meanwhile
-	if tag := m.Observe(n); tag.News != GiveUpMoved {
+	if tag := m.Observe(n, ""); tag.News != GiveUpMoved {
 		t.Errorf("give-up moved by minutes: %+v", tag)
 	}
 }
