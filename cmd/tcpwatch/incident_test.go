@@ -16,8 +16,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -500,5 +502,96 @@ func TestIncidentTwoPeersAtOnce(t *testing.T) {
 	}
 	if run.stats.Lost != 0 {
 		t.Errorf("%d records lost", run.stats.Lost)
+	}
+}
+
+// A real Prometheus (Debian's package) scrapes tcpwatch --metrics through
+// an incident: the peer's series appear while it is open and disappear
+// when it closes, and the incident is counted by its outcome.
+func TestPrometheusIncidentPerPeer(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	prom, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("prometheus is not installed: run make deps (it installs Debian's prometheus package)")
+	}
+	c, servers := outageLab(t, 1)
+	s := servers[0]
+	if err := c.Sysctl("net/ipv4/tcp_retries2", "6"); err != nil {
+		t.Fatal(err)
+	}
+	metricsPort, webPort := freePort(t), freePort(t)
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: tcpwatch\n    static_configs:\n      - targets: [\"127.0.0.1:%d\"]\n", metricsPort)
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, "--netns", fmt.Sprint(netnsInode(t, c)), "-o", "json", "--metrics", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+	waitRunning(t, w.cmd.Process.Pid)
+	var promLog lockedBuffer
+	p := exec.Command(prom, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", webPort))
+	p.Stdout, p.Stderr = &promLog, &promLog
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		p.Process.Kill()
+		p.Wait()
+		if t.Failed() {
+			t.Logf("prometheus log:\n%s", promLog.String())
+		}
+	}()
+	api := func(q string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d/api/v1/query?%s", webPort, url.Values{"query": {q}}.Encode())
+	}
+	// Prometheus must be scraping before the incident.
+	waitFor(t, 30*time.Second, "Prometheus scraping tcpwatch", func() bool {
+		_, ok := queryValue(api(`tcpwatch_build_info`))
+		return ok
+	})
+
+	startPeerServer(t, s, s.Addr4())
+	conns := dialMany(t, c, netip.AddrPortFrom(s.Addr4(), outagePort), 50, -1)
+	if _, err := c.Blackhole(s.Addr4()); err != nil {
+		t.Fatal(err)
+	}
+	for _, cn := range conns {
+		cn.Write(make([]byte, 100))
+	}
+	peerSeries := fmt.Sprintf(`tcpwatch_incident_connections{peer=%q}`, s.Addr4().String())
+	// tcp_retries2=6: the kernel gives up after 25.4 s; the incident is
+	// open from about 1 s to 30 s.
+	waitFor(t, 20*time.Second, peerSeries+" == 50", func() bool {
+		v, ok := queryValue(api(peerSeries))
+		return ok && v == 50
+	})
+	if v, ok := queryValue(api(fmt.Sprintf(`tcpwatch_incidents_open{peer=%q}`, s.Addr4()))); !ok || v != 1 {
+		t.Errorf("tcpwatch_incidents_open for the peer: %v (%v), want 1", v, ok)
+	}
+	waitFor(t, 60*time.Second, `tcpwatch_incidents_total{outcome="fatal"} == 1`, func() bool {
+		v, ok := queryValue(api(`tcpwatch_incidents_total{outcome="fatal"}`))
+		return ok && v == 1
+	})
+	// The peer's series are gone from the scrape, hence from the query.
+	waitFor(t, 10*time.Second, "the peer's series gone", func() bool {
+		_, ok1 := queryValue(api(peerSeries))
+		_, ok2 := queryValue(api(`tcpwatch_incidents_open`))
+		return !ok1 && !ok2
+	})
+	run := parseJSONRun(t, w.stop(t))
+	if incs := byIncident(run.incidents); len(incs) != 1 {
+		t.Errorf("%d incidents, want 1", len(incs))
+	}
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v", what, limit)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
