@@ -330,7 +330,9 @@ func twoThousand(t *testing.T, fatal bool) {
 	}
 
 	if dir := os.Getenv("TCPWATCH_INCIDENT_DUMP"); dir != "" {
+		// For the documentation's examples (docs/incidents.md).
 		os.WriteFile(fmt.Sprintf("%s/outage-fatal-%v.json", dir, fatal), []byte(jsonOut), 0o644)
+		os.WriteFile(fmt.Sprintf("%s/outage-fatal-%v.txt", dir, fatal), []byte(textOut), 0o644)
 	}
 	run := parseJSONRun(t, jsonOut)
 	if run.stats.Lost != 0 || run.losses != 0 {
