@@ -31,6 +31,7 @@ const usage = `tcpwatch: why is this TCP connection failing, or why did it die?
 Usage:
   tcpwatch [flags]          watch every TCP connection and narrate failures
   tcpwatch --events [flags] print every decoded kernel event
+  tcpwatch top [flags]      full-screen view of the open incidents and their connections
   tcpwatch check            show the kernel, its BTF and which hooks attach
   tcpwatch lab ...          reproduce a failure scenario in namespaces (tcpwatch lab --help)
 
@@ -225,8 +226,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	top := false
 	if len(rest) > 0 {
 		switch rest[0] {
+		case "top":
+			if len(rest) > 1 {
+				return usageError{fmt.Errorf("top takes no arguments")}
+			}
+			if o.events || format != output.Text {
+				return usageError{fmt.Errorf("top shows incidents on the terminal: not with --events or -o json")}
+			}
+			top = true
 		case "check":
 			if len(rest) > 1 {
 				return usageError{fmt.Errorf("check takes no arguments")}
@@ -296,6 +306,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer cancel()
 	}
 
+	if top {
+		err := runTop(ctx, engine.New(t, cfg), fleet)
+		if record != nil {
+			if ferr := record.Flush(); ferr != nil && err == nil {
+				err = fmt.Errorf("--record: %w", ferr)
+			}
+		}
+		return err
+	}
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
 		Host: fleet.host, Batch: true, Connections: o.conns})
 	telling := stage.Lines

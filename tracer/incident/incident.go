@@ -13,6 +13,7 @@
 package incident
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
@@ -252,6 +253,8 @@ const (
 type member struct {
 	inc       *incident
 	cookie    cookieKey
+	local     netip.AddrPort
+	remote    netip.AddrPort
 	state     memberState
 	verdict   tracker.Verdict
 	owner     Owner
@@ -442,7 +445,7 @@ func (m *Model) join(ck connKey, n *tracker.Narrative) *member {
 			explained: map[tracker.Verdict]bool{}}
 		m.byPeer[key] = inc
 	}
-	mb := &member{inc: inc, port: n.Remote.Port(), cookie: cookieKey{n.NetNS, n.Cookie}}
+	mb := &member{inc: inc, port: n.Remote.Port(), cookie: cookieKey{n.NetNS, n.Cookie}, local: n.Local, remote: n.Remote}
 	inc.members[ck] = mb
 	m.byConn[ck] = mb
 	if n.Cookie != 0 {
@@ -673,8 +676,28 @@ func (m *Model) wall(mono time.Duration) time.Time {
 	return m.wallAtZero.Add(mono)
 }
 
-// tell builds the snapshot of inc and reports it.
+// tell builds the record of inc and reports it.
 func (m *Model) tell(inc *incident, phase Phase) {
+	r := m.build(inc, phase, nil)
+	if phase == Close {
+		m.stats.Incidents[r.Outcome]++
+	}
+	for _, v := range tracker.Verdicts {
+		if ex, ok := inc.examples[v]; ok && r.Verdicts[v] > 0 {
+			r.Examples = append(r.Examples, ex)
+			delete(inc.examples, v)
+			inc.explained[v] = true
+		}
+	}
+	r.Joined, inc.joined = inc.joined, nil
+	inc.changes = 0
+	inc.lastTold = m.now
+	m.report(r)
+}
+
+// build sums up inc as it is now; each member is also handed to each,
+// when set.
+func (m *Model) build(inc *incident, phase Phase, each func(*member)) *Incident {
 	r := &Incident{ID: inc.id, Phase: phase, Time: m.wall(m.now), Onset: m.wall(inc.onset), NetNS: inc.key.NetNS,
 		Peer: inc.key.Addr, Verdicts: map[tracker.Verdict]int{}, Errnos: map[int32]int{}, Changes: inc.changes}
 	if phase == Open {
@@ -686,6 +709,9 @@ func (m *Model) tell(inc *incident, phase Phase) {
 	owners := map[uint32]*Owner{}
 	var giveFirst, giveLast time.Duration
 	count := func(mb *member) {
+		if each != nil {
+			each(mb)
+		}
 		r.Connections++
 		r.Verdicts[mb.verdict]++
 		r.Retransmits += mb.retrans
@@ -759,17 +785,78 @@ func (m *Model) tell(inc *incident, phase Phase) {
 		default:
 			r.Outcome = Mixed
 		}
-		m.stats.Incidents[r.Outcome]++
 	}
-	for _, v := range tracker.Verdicts {
-		if ex, ok := inc.examples[v]; ok && r.Verdicts[v] > 0 {
-			r.Examples = append(r.Examples, ex)
-			delete(inc.examples, v)
-			inc.explained[v] = true
+	return r
+}
+
+// Live is an incident as it stands, with its connections: what a live
+// view shows (Model.Live). Incident.Phase is Open for an incident told,
+// "" for a lone connection's, not told.
+type Live struct {
+	Incident
+	Members []Member
+}
+
+// Member is one connection of an incident, as it stands.
+type Member struct {
+	Local, Remote netip.AddrPort
+	PID           uint32
+	Comm          string
+	Verdict       tracker.Verdict
+	Retransmits   int
+	Probes        int
+	RTO           time.Duration
+	Errno         int32
+	// GiveUp is its projected give-up while in trouble (zero if none).
+	GiveUp time.Time
+	// InTrouble: stalled or keepalive_probing now.
+	InTrouble bool
+}
+
+// Live lists the incidents open now (lone connections in trouble too), in
+// order of onset, with their connections: at most maxMembers each, those
+// in trouble first, the earliest give-up first.
+func (m *Model) Live(maxMembers int) []Live {
+	out := make([]Live, 0, len(m.byPeer))
+	for _, inc := range m.byPeer {
+		phase := Phase("")
+		if inc.announced {
+			phase = Open
 		}
+		var members []Member
+		r := m.build(inc, phase, func(mb *member) {
+			members = append(members, Member{Local: mb.local, Remote: mb.remote, PID: mb.owner.PID, Comm: mb.owner.Comm,
+				Verdict: mb.verdict, Retransmits: mb.retrans, Probes: mb.probes, RTO: mb.rto, Errno: mb.errno,
+				GiveUp: m.wall(mb.giveUpAt), InTrouble: mb.state == inTrouble})
+		})
+		slices.SortFunc(members, func(a, b Member) int {
+			switch {
+			case a.InTrouble != b.InTrouble:
+				if a.InTrouble {
+					return -1
+				}
+				return 1
+			case !a.GiveUp.Equal(b.GiveUp):
+				if a.GiveUp.IsZero() {
+					return 1
+				}
+				if b.GiveUp.IsZero() {
+					return -1
+				}
+				return a.GiveUp.Compare(b.GiveUp)
+			}
+			return cmp.Compare(a.Local.Port(), b.Local.Port())
+		})
+		if len(members) > maxMembers {
+			members = members[:maxMembers]
+		}
+		out = append(out, Live{Incident: *r, Members: members})
 	}
-	r.Joined, inc.joined = inc.joined, nil
-	inc.changes = 0
-	inc.lastTold = m.now
-	m.report(r)
+	slices.SortFunc(out, func(a, b Live) int {
+		if c := a.Onset.Compare(b.Onset); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	return out
 }

@@ -40,6 +40,11 @@ type Options struct {
 	SharedFate func(inc *incident.Incident, follows func(netns uint32, cookie uint64) bool)
 	// Observe, when set, is told every incident record (for metrics).
 	Observe func(*incident.Incident)
+	// Live, when set, is handed the open incidents about once a second
+	// (incident.Model.Live, at most LiveMembers connections each), from
+	// the engine's goroutine: for a live view.
+	Live        func([]incident.Live)
+	LiveMembers int
 }
 
 // Incidents is the stage: an engine.Stage through its Stage method.
@@ -49,11 +54,15 @@ type Incidents struct {
 	next  engine.Sink
 	err   error
 	item  engine.Item
+	// lastLive is when Live was last called; sharedFate keeps each open
+	// incident's last reading for it.
+	lastLive   time.Time
+	sharedFate map[string]*incident.SharedFate
 }
 
 // New returns the stage; Stage plugs it into an engine.Chain.
 func New(opts Options) *Incidents {
-	s := &Incidents{opts: opts}
+	s := &Incidents{opts: opts, sharedFate: map[string]*incident.SharedFate{}}
 	s.model = incident.New(opts.Model, s.report)
 	return s
 }
@@ -70,6 +79,13 @@ func (s *Incidents) Model() *incident.Model { return s.model }
 func (s *Incidents) report(inc *incident.Incident) {
 	if s.opts.SharedFate != nil {
 		s.opts.SharedFate(inc, s.model.Follows)
+	}
+	if s.opts.Live != nil {
+		if inc.Phase == incident.Close {
+			delete(s.sharedFate, inc.ID)
+		} else {
+			s.sharedFate[inc.ID] = inc.SharedFate
+		}
 	}
 	if s.opts.Observe != nil {
 		s.opts.Observe(inc)
@@ -126,8 +142,19 @@ func (s *Incidents) Flush() error {
 	if s.err != nil {
 		return s.err
 	}
+	if now := time.Now(); s.opts.Live != nil && now.Sub(s.lastLive) >= liveEvery {
+		s.lastLive = now
+		live := s.model.Live(s.opts.LiveMembers)
+		for i := range live {
+			live[i].SharedFate = s.sharedFate[live[i].ID]
+		}
+		s.opts.Live(live)
+	}
 	return s.next.Flush()
 }
+
+// liveEvery is how often Options.Live is called.
+const liveEvery = time.Second
 
 // End tells the end of every incident still open (tcpwatch stops), once
 // the engine has told its last narrative.
