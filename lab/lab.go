@@ -209,7 +209,7 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 		appWhat: map[string][]string{}, stdin: map[string]io.WriteCloser{}, appPIDs: map[string][]int{},
 		changed: make(chan struct{}, 1), kernelDone: make(chan struct{})}
 
-	cfg := engine.Config{Mode: engine.ModeAll, Record: opt.Record, NoExisting: true, Accept: r.ours}
+	cfg := engine.Config{Mode: engine.ModeRoutine, Record: opt.Record, NoExisting: true, Accept: r.ours}
 	t, err := tracer.New(cfg.Kernel(tracer.Config{}))
 	if err != nil {
 		return nil, err
