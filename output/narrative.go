@@ -98,6 +98,9 @@ const (
 	ansiGreen  = "\x1b[1;32m"
 )
 
+// colorOf is a verdict's colour, by its severity in the registry.
+var colorOf = map[words.Severity]string{words.Normal: ansiGreen, words.Warning: ansiYellow, words.Failure: ansiRed}
+
 // Narrative writes one narrative: in text, one line with the verdict first,
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
@@ -119,14 +122,7 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative, cg containe
 		verdict += "?"
 	}
 	if w.color {
-		color := ansiRed
-		switch n.Verdict {
-		case tracker.Stalled, tracker.KeepaliveProbing:
-			color = ansiYellow
-		case tracker.Recovered, tracker.LocalClosed, tracker.PeerClosed:
-			color = ansiGreen
-		}
-		b = fmt.Appendf(b, "%s%-20s%s", color, verdict, ansiReset)
+		b = fmt.Appendf(b, "%s%-20s%s", colorOf[words.SeverityOf(n.Verdict)], verdict, ansiReset)
 	} else {
 		b = fmt.Appendf(b, "%-20s", verdict)
 	}

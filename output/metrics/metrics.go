@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -60,6 +61,16 @@ func New(opts Options) *Metrics {
 		Name: "tcpwatch_narratives_total",
 		Help: "Narratives told, by verdict and address family (after the filters).",
 	}, labels)
+	if !opts.Container {
+		// Every registered verdict has its series from the start, at 0:
+		// a rate() or an alert on a verdict not yet seen has a series to
+		// read. (Containers are not known in advance.)
+		for _, v := range words.Verdicts(nil) {
+			for _, fam := range []string{"ipv4", "ipv6"} {
+				m.narratives.WithLabelValues(string(v), fam)
+			}
+		}
+	}
 	m.rto = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcpwatch_rto_episodes_total",
 		Help: "Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).",
