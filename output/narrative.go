@@ -8,6 +8,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // NarrativeRecord is the JSON form of a narrative (`type: "narrative"`).
@@ -58,7 +59,7 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 		Verdict:     string(n.Verdict),
 		Final:       n.Final,
 		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
-		OwnerSource: string(n.Owner.Source),
+		OwnerSource: n.Owner.Source.String(),
 		Inode:       n.Inode,
 		State:       n.State.String(),
 		Orphan:      n.Orphan,
@@ -128,7 +129,7 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative, cg containe
 	}
 	b = fmt.Appendf(b, " %s -> %s", n.Local, n.Remote)
 	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
-	if n.Owner.Source == tracker.OwnerListener {
+	if n.Owner.Source == wire.OwnerListener {
 		b = append(b, " (listener)"...)
 	}
 	b = appendContainer(b, cg)

@@ -15,8 +15,7 @@ func (w *Writer) Tell(it *engine.Item) error {
 	case it.Event != nil:
 		return w.Event(it.Event, it.ResetReasons, it.Cgroup)
 	case it.Loss != nil:
-		l := it.Loss
-		return w.Loss(LossRecord{New: l.New, Total: l.Total, RingFull: l.RingFull, Recursion: l.Recursion})
+		return w.Loss(*it.Loss)
 	}
 	return nil
 }

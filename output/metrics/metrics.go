@@ -128,8 +128,8 @@ func family(n *tracker.Narrative) string {
 	return "ipv4"
 }
 
-// Narrative counts one narrative told, whose connection's cgroup names cg.
-func (m *Metrics) Narrative(n *tracker.Narrative, cg containers.Info) {
+// count counts one narrative told, whose connection's cgroup names cg.
+func (m *Metrics) count(n *tracker.Narrative, cg containers.Info) {
 	fam := family(n)
 	if m.container {
 		m.narratives.WithLabelValues(string(n.Verdict), fam, cg.ID).Inc()
@@ -158,7 +158,7 @@ type stage struct {
 
 func (s stage) Tell(it *engine.Item) error {
 	if it.Narrative != nil {
-		s.m.Narrative(it.Narrative, it.Cgroup)
+		s.m.count(it.Narrative, it.Cgroup)
 	}
 	return s.next.Tell(it)
 }
