@@ -8,6 +8,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // NarrativeRecord is the JSON form of a narrative (`type: "narrative"`).
@@ -61,7 +62,7 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 		Final:       n.Final,
 		IncidentID:  n.Incident,
 		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
-		OwnerSource: string(n.Owner.Source),
+		OwnerSource: n.Owner.Source.String(),
 		Inode:       n.Inode,
 		State:       n.State.String(),
 		Orphan:      n.Orphan,
@@ -111,6 +112,9 @@ const (
 	ansiGreen  = "\x1b[1;32m"
 )
 
+// colorOf is a verdict's colour, by its severity in the registry.
+var colorOf = map[words.Severity]string{words.Normal: ansiGreen, words.Warning: ansiYellow, words.Failure: ansiRed}
+
 // Narrative writes one narrative: in text, one line with the verdict first,
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
@@ -136,20 +140,13 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative, cg containe
 		verdict += "?"
 	}
 	if w.color {
-		color := ansiRed
-		switch n.Verdict {
-		case tracker.Stalled, tracker.KeepaliveProbing:
-			color = ansiYellow
-		case tracker.Recovered, tracker.LocalClosed, tracker.PeerClosed:
-			color = ansiGreen
-		}
-		b = fmt.Appendf(b, "%s%-20s%s", color, verdict, ansiReset)
+		b = fmt.Appendf(b, "%s%-20s%s", colorOf[words.SeverityOf(n.Verdict)], verdict, ansiReset)
 	} else {
 		b = fmt.Appendf(b, "%-20s", verdict)
 	}
 	b = fmt.Appendf(b, " %s -> %s", n.Local, n.Remote)
 	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
-	if n.Owner.Source == tracker.OwnerListener {
+	if n.Owner.Source == wire.OwnerListener {
 		b = append(b, " (listener)"...)
 	}
 	b = appendContainer(b, cg)

@@ -17,8 +17,7 @@ func (w *Writer) Tell(it *engine.Item) error {
 	case it.Incident != nil:
 		return w.Incident(it.Incident)
 	case it.Loss != nil:
-		l := it.Loss
-		return w.Loss(LossRecord{New: l.New, Total: l.Total, RingFull: l.RingFull, Recursion: l.Recursion})
+		return w.Loss(*it.Loss)
 	}
 	return nil
 }

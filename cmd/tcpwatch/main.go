@@ -341,8 +341,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	err = w.Stats(output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
-		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled})
+	err = w.Stats(stats)
 	if err == nil {
 		err = w.Flush()
 	}

@@ -41,7 +41,21 @@ const (
 	// ModeEvents (--events) tells every decoded kernel event and tracks
 	// nothing.
 	ModeEvents
+	// ModeRoutine tells the verdicts of ModeDefault and the routine
+	// happenings of ModeAll, without normal lifecycles: the lab's account,
+	// whose recorded verdicts a default tracker must give again on replay.
+	ModeRoutine
 )
+
+// kernelSendsAll says whether the kernel half sends every record (and
+// then writes them without waking the reader: see tracer.PollInterval).
+func (m Mode) kernelSendsAll() bool { return m != ModeDefault }
+
+// narratesLifecycles says whether normal lifecycles are narrated.
+func (m Mode) narratesLifecycles() bool { return m == ModeAll }
+
+// tellsRoutine says whether answered probes and TIME_WAIT reuse are told.
+func (m Mode) tellsRoutine() bool { return m == ModeAll || m == ModeRoutine }
 
 // Config says what to watch and what to tell.
 type Config struct {
@@ -84,7 +98,7 @@ type Config struct {
 // kernel sends every record (--all, --events) and its filters. One --port
 // and one --netns thus decide both the kernel's filter and user space's.
 func (c *Config) Kernel(k tracer.Config) tracer.Config {
-	k.All = c.Mode != ModeDefault
+	k.All = c.Mode.kernelSendsAll()
 	k.FilterNetNS, k.FilterPort = c.Filter.NetNS, c.Filter.Port
 	return k
 }

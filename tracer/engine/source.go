@@ -50,9 +50,9 @@ type schedule struct {
 
 func (s *schedule) start(mode Mode, now time.Time) {
 	s.tick = tickEvery
-	if mode != ModeDefault {
-		// The kernel then writes without waking the reader (see
-		// tracer.PollInterval): look at least that often.
+	if mode.kernelSendsAll() {
+		// The kernel then writes without waking the reader: look at
+		// least as often as the tracer does.
 		s.tick = tracer.PollInterval
 	}
 	s.nextTick, s.nextLoss = now.Add(s.tick), now.Add(lossEvery)

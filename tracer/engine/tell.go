@@ -49,7 +49,8 @@ type Sink interface {
 
 // A Stage is a Sink that hands items on to next, after counting them
 // (metrics), grouping them (incidents) or holding them: stages compose
-// between the engine and the last sink without the engine knowing.
+// between the engine and the last sink without the engine knowing. A
+// stage passes every Flush on to next, after letting out what it holds.
 type Stage func(next Sink) Sink
 
 // Chain puts stages in front of last; stages[0] sees items first.
@@ -60,7 +61,8 @@ func Chain(last Sink, stages ...Stage) Sink {
 	return last
 }
 
-// SinkFunc is a Sink that holds nothing.
+// SinkFunc is a last Sink that holds nothing (its Flush does nothing:
+// not for a stage).
 type SinkFunc func(*Item) error
 
 func (f SinkFunc) Tell(it *Item) error { return f(it) }
