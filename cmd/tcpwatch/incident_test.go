@@ -172,7 +172,7 @@ type incidentJSON struct {
 type jsonRun struct {
 	incidents  []incidentJSON
 	narratives []narrativeJSON
-	stats      output.Stats
+	stats      output.StatsRecord
 	losses     int
 }
 
