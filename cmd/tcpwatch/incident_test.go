@@ -597,3 +597,114 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 		time.Sleep(500 * time.Millisecond)
 	}
 }
+
+// A PostgreSQL pool (pgbench -c 40, Debian's postgresql, in namespaces)
+// whose database host goes silent for 15 s, then returns: the issue's
+// second outage. One incident for the database, its connections and owner
+// those of pgbench, a handful of text lines (206 to 263 before), and every
+// connection told in it at most once to its end.
+func TestIncidentPgbenchDatabaseSilent(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	pgbench := filepath.Join(pgBin, "pgbench")
+	requireInstalled(t, pgbench, "postgresql-client-15")
+	s, c := serverLab(t)
+	pg := startPostgres(t, s, c, s.Addr4())
+	bench := func(args ...string) *exec.Cmd {
+		cmd := c.Command(pgbench, append([]string{"-h", pg.addr.String(), "-p", "5432", "-U", "postgres"}, args...)...)
+		cmd.Env = append(os.Environ(), "PGSSLMODE=disable")
+		return cmd
+	}
+	if out, err := bench("-i", "-s", "1", "-q", "postgres").CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	ns := fmt.Sprint(netnsInode(t, c))
+	text := startWatcher(t, "--netns", ns, "-o", "text")
+	js := startWatcher(t, "--netns", ns, "-o", "json")
+	waitRunning(t, text.cmd.Process.Pid)
+	waitRunning(t, js.cmd.Process.Pid)
+
+	var benchOut lockedBuffer
+	run := bench("-c", "40", "-j", "4", "-T", "40", "-n", "postgres")
+	run.Stdout, run.Stderr = &benchOut, &benchOut
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	benchDone := make(chan error, 1)
+	go func() { benchDone <- run.Wait() }()
+	time.Sleep(5 * time.Second)
+	undo, err := c.Blackhole(s.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	silentAt := time.Now()
+	time.Sleep(15 * time.Second)
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-benchDone:
+		if err != nil {
+			t.Errorf("pgbench: %v\n%s", err, benchOut.String())
+		}
+	case <-time.After(120 * time.Second):
+		run.Process.Kill()
+		t.Fatalf("pgbench did not end within 120 s of the outage's end:\n%s", benchOut.String())
+	}
+	time.Sleep(7 * time.Second) // the incident settles and closes
+	textOut, jsonOut := text.stop(t), js.stop(t)
+	lines := strings.Split(strings.TrimRight(textOut, "\n"), "\n")
+	t.Logf("pgbench:\n%s", benchOut.String())
+	t.Logf("text: %d lines, %d bytes:\n%s", len(lines), len(textOut), textOut)
+	t.Logf("JSON: %d bytes, %d lines", len(jsonOut), strings.Count(jsonOut, "\n"))
+	if len(lines) > textLineBudget {
+		t.Errorf("%d text lines for a 15 s outage, budget %d", len(lines), textLineBudget)
+	}
+	r := parseJSONRun(t, jsonOut)
+	if r.stats.Lost != 0 || r.losses != 0 {
+		t.Errorf("records lost: %d", r.stats.Lost)
+	}
+	checkOneStory(t, r.narratives)
+	incs := byIncident(r.incidents)
+	if len(incs) != 1 {
+		t.Fatalf("%d incidents, want 1", len(incs))
+	}
+	for id, recs := range incs {
+		open, closing := recs[0], recs[len(recs)-1]
+		if open.Phase != "open" || closing.Phase != "close" || closing.Outcome != "recovered" {
+			t.Errorf("%s: %s .. %s %s, want open .. close recovered", id, open.Phase, closing.Phase, closing.Outcome)
+		}
+		if closing.Peer.Addr != pg.addr.String() || closing.Peer.Port != 5432 {
+			t.Errorf("peer %+v, want %s:5432", closing.Peer, pg.addr)
+		}
+		onset, _ := time.Parse(time.RFC3339Nano, closing.Onset)
+		if d := onset.Sub(silentAt); d < -time.Second || d > time.Second {
+			t.Errorf("onset %v, the host went silent at %v", onset, silentAt)
+		}
+		if len(closing.Owners) != 1 || closing.Owners[0].PID != uint32(run.Process.Pid) || closing.Owners[0].Comm != "pgbench" {
+			t.Errorf("owners %+v, want pgbench (pid %d)", closing.Owners, run.Process.Pid)
+		}
+		// The incident's count against the connections told in it.
+		conns := map[uint16]bool{}
+		for _, rec := range recs {
+			for _, g := range rec.Joined {
+				for _, cn := range g.Conns {
+					conns[uint16(cn[1])] = true
+				}
+			}
+		}
+		for _, n := range r.narratives {
+			if n.IncidentID == id {
+				conns[n.LPort] = true
+			}
+		}
+		sf := 0
+		if open.SharedFate != nil {
+			sf = open.SharedFate.Idle
+		}
+		t.Logf("%s: %d connections (%d told), %d recovered, %d idle beside it at open, outage %d ms, %d records",
+			id, closing.Connections, len(conns), closing.Recovered, sf, closing.OutageMs, len(recs))
+		if closing.Connections != len(conns) || closing.Recovered != closing.Connections || closing.Connections > 40 || closing.Connections < 2 {
+			t.Errorf("%d connections, %d recovered; %d told in it; at most 40 exist", closing.Connections, closing.Recovered, len(conns))
+		}
+	}
+}

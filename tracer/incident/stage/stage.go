@@ -77,7 +77,8 @@ func (s *Incidents) Stage(next engine.Sink) engine.Sink {
 func (s *Incidents) Model() *incident.Model { return s.model }
 
 func (s *Incidents) report(inc *incident.Incident) {
-	if s.opts.SharedFate != nil {
+	// Once the peer answered again, its idle connections share no fate.
+	if s.opts.SharedFate != nil && inc.Outcome != incident.Recovered {
 		s.opts.SharedFate(inc, s.model.Follows)
 	}
 	if s.opts.Live != nil {
