@@ -12,7 +12,7 @@ GOTESTFLAGS ?= -count=1 -p 1
 # (redis-server, postgresql, nginx, openssh-server and openssh-client: real
 # servers and clients for the end-to-end tests; prometheus scrapes --metrics
 # in a test; systemd: systemd-analyze verify).
-DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace
+DEB_PKGS  := gcc clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace
 
 .DEFAULT_GOAL := help
 
@@ -49,7 +49,7 @@ check-generated: generate ## fail if the committed BPF object or bindings are st
 	@git diff --exit-code -- bpf/ cmd/tcpwatch-bench/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
 
 .PHONY: build
-build: ## build ./tcpwatch without cgo (so it can drop capabilities on every thread; no clang needed)
+build: ## build ./tcpwatch, static and without cgo (no C compiler needed)
 	CGO_ENABLED=0 $(GO) build -o $(BINARY) ./cmd/tcpwatch
 
 .PHONY: run
