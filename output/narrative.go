@@ -102,6 +102,10 @@ const (
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 	if w.format == JSON {
+		if !w.explain && Lifecycle(n) {
+			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host)
+			return w.writeLine()
+		}
 		rec := NewNarrativeRecord(n, cg)
 		rec.Host = w.host
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
