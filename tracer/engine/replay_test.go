@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -190,6 +191,13 @@ func BenchmarkReplayAll(b *testing.B) {
 		opts output.Options
 	}{{"short", output.Options{}}, {"explain", output.Options{Explain: true}}} {
 		b.Run(bc.name, func(b *testing.B) {
+			// As the command sets it for --all (GOGC, GOMEMLIMIT
+			// override it there and here).
+			gcPercent, memoryLimit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
+			defer debug.SetGCPercent(gcPercent)
+			defer debug.SetMemoryLimit(memoryLimit)
+			debug.SetGCPercent(gcPercent)
+			engine.TuneGC(engine.ModeAll, os.Getenv)
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu0, wall0 := cpuTime(), time.Now()
