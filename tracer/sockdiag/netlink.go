@@ -1,8 +1,6 @@
 package sockdiag
 
 import (
-	"time"
-
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,7 +31,7 @@ type diagSocket struct {
 	family  uint8
 	state   uint8
 	timer   uint8
-	expires time.Duration // idiag_expires: until the pending timer fires
+	expires uint32 // ms left on the pending timer
 	local   netip.AddrPort
 	remote  netip.AddrPort
 	cookie  uint64
@@ -101,7 +99,7 @@ func parseDiagMsg(b []byte) (diagSocket, error) {
 	if len(b) < sizeofDiagMsg {
 		return diagSocket{}, errors.New("sock_diag: short inet_diag_msg")
 	}
-	s := diagSocket{family: b[0], state: b[1], timer: b[2]}
+	s := diagSocket{family: b[0], state: b[1], timer: b[2], expires: binary.NativeEndian.Uint32(b[52:])}
 	id := b[4:52] // struct inet_diag_sockid
 	sport, dport := binary.BigEndian.Uint16(id[0:]), binary.BigEndian.Uint16(id[2:])
 	src, dst := id[4:20], id[20:36]
@@ -113,7 +111,6 @@ func parseDiagMsg(b []byte) (diagSocket, error) {
 	s.local = netip.AddrPortFrom(la.Unmap(), sport)
 	s.remote = netip.AddrPortFrom(ra.Unmap(), dport)
 	s.cookie = uint64(binary.NativeEndian.Uint32(id[40:])) | uint64(binary.NativeEndian.Uint32(id[44:]))<<32
-	s.expires = time.Duration(binary.NativeEndian.Uint32(b[52:])) * time.Millisecond
 	s.inode = binary.NativeEndian.Uint32(b[68:])
 	for attrs := b[sizeofDiagMsg:]; len(attrs) >= unix.SizeofRtAttr; {
 		l := int(binary.NativeEndian.Uint16(attrs[0:]))

@@ -31,8 +31,11 @@ type Socket struct {
 	PID           uint32 // owner, 0 if no process holds it (orphaned)
 	Comm          string
 	KeepaliveOn   bool // the keepalive timer is armed
+	// TimerExpires is the time left on the socket's pending timer
+	// (idiag_expires): with KeepaliveOn, until the next keepalive probe.
+	TimerExpires time.Duration
 	// RetransmitIn: the retransmission timer fires in this long (0: not
-	// armed), from ReadAt, the kernel's CLOCK_MONOTONIC when its table was
+	// armed). ReadAt is the kernel's CLOCK_MONOTONIC when the table was
 	// read: the figures are that moment's, which can be a while before the
 	// snapshot returns (every namespace, every /proc entry).
 	RetransmitIn time.Duration
@@ -137,20 +140,21 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 		}
 		for _, d := range socks {
 			s := Socket{
-				Cookie:      d.cookie,
-				NetNS:       inode,
-				Local:       d.local,
-				Remote:      d.remote,
-				State:       tcp.State(d.state),
-				Inode:       d.inode,
-				KeepaliveOn: d.timer == timerKeepalive,
-				Settings:    settings,
-				RTOMax:      rtoMax,
-				ReadAt:      time.Duration(now.Nano()),
+				Cookie:       d.cookie,
+				NetNS:        inode,
+				Local:        d.local,
+				Remote:       d.remote,
+				State:        tcp.State(d.state),
+				Inode:        d.inode,
+				KeepaliveOn:  d.timer == timerKeepalive,
+				TimerExpires: time.Duration(d.expires) * time.Millisecond,
+				Settings:     settings,
+				RTOMax:       rtoMax,
+				ReadAt:       time.Duration(now.Nano()),
 			}
 			s.Settings.KeepaliveOn = s.KeepaliveOn
 			if d.timer == timerRetransmit {
-				s.RetransmitIn = d.expires
+				s.RetransmitIn = s.TimerExpires
 			}
 			if ti := d.tcpInfo; ti != nil {
 				s.CAState = tcp.CAState(ti.Ca_state)

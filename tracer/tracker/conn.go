@@ -222,7 +222,7 @@ func (c *conn) observe(ev *wire.Event) {
 	if ev.CgroupID != 0 {
 		c.cgroupID = ev.CgroupID
 	}
-	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == OwnerListener) {
+	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == wire.OwnerListener) {
 		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Source: ownerSource(ev.Owner)}
 	}
 	// Orphan is a fact of the connection while it lived: an application
@@ -283,12 +283,12 @@ func (c *conn) addStep(s step) {
 	c.steps = append(c.steps, s)
 }
 
-func ownerSource(s wire.OwnerSource) OwnerSource {
+// ownerSource is how a record's owner was learned: the kernel's word for
+// connect and close; any other owner it names was read from /proc.
+func ownerSource(s wire.OwnerSource) wire.OwnerSource {
 	switch s {
-	case wire.OwnerConnect:
-		return OwnerConnect
-	case wire.OwnerClose:
-		return OwnerClose
+	case wire.OwnerConnect, wire.OwnerClose:
+		return s
 	}
-	return OwnerProcfs
+	return wire.OwnerProcfs
 }

@@ -18,7 +18,7 @@ func (t *Tracker) onListener(ev *wire.Event) bool {
 	switch {
 	case ev.State == tcp.StateListen:
 		if ev.PID != 0 && (len(t.listeners) < maxListeners || t.listeners[key].PID != 0) {
-			t.listeners[key] = Owner{PID: ev.PID, Comm: ev.Comm(), Source: OwnerListener}
+			t.listeners[key] = Owner{PID: ev.PID, Comm: ev.Comm(), Source: wire.OwnerListener}
 		}
 		return true
 	case ev.OldState == tcp.StateListen:
@@ -94,7 +94,7 @@ type Existing struct {
 func (t *Tracker) AddExisting(mono time.Duration, wall time.Time, e *Existing) {
 	if e.State == tcp.StateListen {
 		if e.Owner.PID != 0 && len(t.listeners) < maxListeners {
-			t.listeners[listenKey{e.NetNS, e.Local.Port()}] = Owner{PID: e.Owner.PID, Comm: e.Owner.Comm, Source: OwnerListener}
+			t.listeners[listenKey{e.NetNS, e.Local.Port()}] = Owner{PID: e.Owner.PID, Comm: e.Owner.Comm, Source: wire.OwnerListener}
 		}
 		return
 	}

@@ -80,7 +80,7 @@ func (t *Tracker) ownerOf(c *conn) Owner {
 			lookup = k.Known // no descriptor left to find
 		}
 		if pid, comm, ok := lookup(c.inode); ok {
-			c.owner = Owner{PID: pid, Comm: comm, Source: OwnerProcfs}
+			c.owner = Owner{PID: pid, Comm: comm, Source: wire.OwnerProcfs}
 			return c.owner
 		}
 	}
