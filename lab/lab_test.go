@@ -330,6 +330,17 @@ var scenarioChecks = map[string]func(t *testing.T, lines []Record){
 		}
 		t.Error("no host_unreachable")
 	},
+	"keepalive-kill-joined": func(t *testing.T, lines []Record) {
+		for _, l := range lines {
+			if n := l.Narrative; n != nil && l.Host == "A" && n.Verdict == tracker.PeerReset {
+				if n.PeerEnd == nil || n.PeerEnd.Verdict != tracker.KeepaliveTimeout {
+					t.Errorf("A's peer_reset not joined with B's keepalive_timeout: %+v", n.PeerEnd)
+				}
+				return
+			}
+		}
+		t.Error("no peer_reset for A")
+	},
 	"process-killed-in-outage": func(t *testing.T, lines []Record) {
 		for _, l := range lines {
 			if n := l.Narrative; n != nil && l.Host == "A" && n.Verdict == tracker.LocalProcessExited {

@@ -235,6 +235,32 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "keepalive-kill-joined", Row: 9,
+		Summary: "an idle connection with keepalive on B's side only; the path goes dark until B's keepalive ends the connection, then comes back: A's next write meets B's RST, and tcpwatch, seeing both ends, joins them",
+		Expect: map[string][]tracker.Verdict{"A": {tracker.PeerReset},
+			"B": {tracker.KeepaliveProbing, tracker.KeepaliveTimeout}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, keepalive(r)), client(r)); err != nil {
+				return err
+			}
+			undo, err := r.blackhole("the path between A and B goes dark")
+			if err != nil {
+				return err
+			}
+			if err := r.waitVerdict("B", tracker.KeepaliveTimeout); err != nil {
+				return err
+			}
+			if err := undo(); err != nil {
+				return err
+			}
+			r.step("the path is back; A's client writes")
+			if err := r.tell("A", "write"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "keepalive-alive", Row: 10,
 		Summary: "an idle connection with keepalive on and B alive: each probe is answered, nothing to report",
 		Forbid:  map[string][]tracker.Verdict{"A": finals},

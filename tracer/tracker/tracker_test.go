@@ -280,6 +280,17 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("B: errno %s", tcp.ErrnoName(b.Errno))
 			}
 		},
+		"keepalive-kill-joined": func(t *testing.T, got map[string][]Narrative) {
+			// Both ends traced: A's reset joined with B's keepalive kill.
+			b := last(t, got["B"], KeepaliveTimeout)
+			a := last(t, got["A"], PeerReset)
+			if a.PeerEnd == nil || a.PeerEnd.Verdict != KeepaliveTimeout || a.PeerEnd.NetNS != b.NetNS || a.PeerEnd.Before != a.Mono-b.Mono {
+				t.Errorf("A's peer end %+v, want B's keepalive_timeout (netns %d) %v before", a.PeerEnd, b.NetNS, a.Mono-b.Mono)
+			}
+			if b.PeerEnd != nil {
+				t.Errorf("B's keepalive_timeout joined with %+v: A's end came after", b.PeerEnd)
+			}
+		},
 		"connect-abandoned": func(t *testing.T, got map[string][]Narrative) {
 			// The lab client's own 2 s connect timeout, tcp_syn_retries=6:
 			// the application closed its connecting socket, no errno.
