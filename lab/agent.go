@@ -62,6 +62,7 @@ type agentOptions struct {
 	linger0      bool
 	closeAfter   time.Duration
 	connectTime  time.Duration
+	closeOnError bool
 	hold         time.Duration
 	accept       int
 	reconnect    time.Duration
@@ -84,6 +85,7 @@ func AgentMain(args []string) int {
 	fs.DurationVar(&o.userTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT")
 	fs.BoolVar(&o.linger0, "linger0", false, "SO_LINGER with a zero timeout (close sends RST)")
 	fs.DurationVar(&o.closeAfter, "close-after", 0, "close the connection after this long (0: never)")
+	fs.BoolVar(&o.closeOnError, "close-on-error", false, "close the socket at once when a read fails, as psql or redis-cli do")
 	fs.DurationVar(&o.connectTime, "connect-timeout", 0, "client: give up on connect() after this long, as client libraries do (0: the kernel's budget)")
 	fs.DurationVar(&o.hold, "hold", time.Hour, "exit after this long")
 	fs.IntVar(&o.accept, "accept", 1, "server: accept this many connections (the last one is the one it works with)")
@@ -255,6 +257,10 @@ func (a *agent) reader(c *net.TCPConn, done chan struct{}) {
 			a.report("read returned EOF (peer closed)", nil, c)
 		} else {
 			a.report("read failed", err, c)
+			if a.o.closeOnError {
+				// The writer may close too: a second Close only fails.
+				a.report("closed after the error", c.Close(), nil)
+			}
 		}
 		return
 	}

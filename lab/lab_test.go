@@ -330,6 +330,17 @@ var scenarioChecks = map[string]func(t *testing.T, lines []Record){
 		}
 		t.Error("no host_unreachable")
 	},
+	"host-down-app-closes": func(t *testing.T, lines []Record) {
+		for _, l := range lines {
+			if n := l.Narrative; n != nil && l.Host == "A" && n.Verdict == tracker.RetransmitTimeout {
+				if n.Orphan || n.Budget.Setting != "tcp_retries2" {
+					t.Errorf("retransmit_timeout orphan=%v budget %s: the client held the socket when the kernel gave up", n.Orphan, n.Budget.Setting)
+				}
+				return
+			}
+		}
+		t.Error("no retransmit_timeout for A")
+	},
 	"keepalive-kill-joined": func(t *testing.T, lines []Record) {
 		for _, l := range lines {
 			if n := l.Narrative; n != nil && l.Host == "A" && n.Verdict == tracker.PeerReset {

@@ -103,6 +103,21 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "host-down-app-closes", Row: 4,
+		Summary:  "as host-down, but A's client closes its socket as soon as it gets the error, as psql or redis-cli do: the kernel decided about a socket the client held, not an orphan",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms", "--close-on-error")); err != nil {
+				return err
+			}
+			if _, err := r.blackhole("B died: from now on nothing leaves B and nothing reaches it"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "process-killed-in-outage", Row: 4,
 		Summary: "B's host dies while A sends; A's client, blocked in recv(), is killed mid-outage: its death is the story's end, with the outage it was in",
 		Expect:  map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.LocalProcessExited}},

@@ -280,6 +280,18 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("B: errno %s", tcp.ErrnoName(b.Errno))
 			}
 		},
+		"host-down-app-closes": func(t *testing.T, got map[string][]Narrative) {
+			// The client closed its socket on ETIMEDOUT, within the grace:
+			// the destroy reports an orphan, the kernel decided before.
+			n := last(t, got["A"], RetransmitTimeout)
+			if n.Orphan || n.Budget.Setting != "tcp_retries2" || tcp.ErrnoName(n.Errno) != "ETIMEDOUT" || n.Owner.Comm != "lab-client" {
+				t.Errorf("orphan %v budget %s errno %s comm %q, want the client's socket on tcp_retries2, ETIMEDOUT",
+					n.Orphan, n.Budget.Setting, tcp.ErrnoName(n.Errno), n.Owner.Comm)
+			}
+			if k := n.Timeline[len(n.Timeline)-1].Kind; k != wire.KindDestroy {
+				t.Errorf("the recording's story ends with %v, not the destroy its close brought within the grace", k)
+			}
+		},
 		"keepalive-kill-joined": func(t *testing.T, got map[string][]Narrative) {
 			// Both ends traced: A's reset joined with B's keepalive kill.
 			b := last(t, got["B"], KeepaliveTimeout)
