@@ -96,3 +96,52 @@ func TestReconcileTellsUnseenEndsFromLostOnes(t *testing.T) {
 		}
 	}
 }
+
+// A cable replugged on the receiving side: the peer's ACKs come back, and
+// in Loss the kernel resends the rest of its queue (retransmissions that no
+// timer counted, the RTO back to 204ms) in the millisecond before it leaves
+// Loss. Those are no expiries: the deadline does not move, and recovered
+// counts only the timer's retransmissions before the answer.
+func TestReplugDoesNotMoveTheDeadline(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	base := wire.Event{Kind: wire.KindRetransmit, Cookie: 6, Local: cli, Remote: srv, State: tcp.StateEstablished,
+		CAState: tcp.CALoss, RTOMax: 120 * time.Second, Settings: tcp.Settings{Retries2: 15}}
+	now := 1000
+	for i, rto := range []int{204, 408, 816} {
+		if i > 0 {
+			now += rto
+		}
+		ev := base
+		ev.Mono, ev.Retransmits, ev.RTO = at(now), uint8(i+1), at(rto)
+		tr.Handle(&ev)
+	}
+	now += 1000 // the path is back: the peer's ACKs, the queue resent
+	for _, rto := range []int{816, 204} {
+		ev := base
+		ev.Mono, ev.Retransmits, ev.RTO = at(now), 3, at(rto)
+		tr.Handle(&ev)
+	}
+	back := base
+	back.Kind, back.Mono, back.CAState, back.OldCA = wire.KindCongState, at(now), tcp.CAOpen, tcp.CALoss
+	tr.Handle(&back)
+	tr.Flush(at(now + 1000))
+	var stalled []Narrative
+	for _, n := range c.got {
+		if n.Verdict == Stalled {
+			stalled = append(stalled, n)
+		}
+	}
+	if len(stalled) != 3 {
+		t.Fatalf("%d stalled lines, want one per timer expiry (3): %v", len(stalled), verdictsOf(c.got))
+	}
+	for _, n := range stalled[1:] {
+		if at := n.Mono + n.GiveUpIn; at != stalled[0].Mono+stalled[0].GiveUpIn {
+			t.Errorf("the deadline moved from %v to %v", stalled[0].Mono+stalled[0].GiveUpIn, at)
+		}
+	}
+	r := c.got[len(c.got)-1]
+	if r.Verdict != Recovered || r.Retransmits != 2 || len(r.RTOs) != 3 {
+		t.Errorf("%s after %d unanswered, RTOs %v; want recovered after 2 (the third answered), RTOs of the 3 expiries", r.Verdict, r.Retransmits, r.RTOs)
+	}
+}
