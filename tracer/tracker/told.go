@@ -270,16 +270,18 @@ type endedConn struct {
 }
 
 const (
-	maxEndedKept = 1 << 16
+	maxEndedKept = 1 << 14
 	// endedFor is how long a failure is kept to explain its other end: a
 	// peer that was cut off learns of it when the path comes back.
 	endedFor = 10 * time.Minute
 )
 
-// peerEnd remembers c's failure, and finds how c's other end, when this
-// host has it too, was told: a client's RST may come because the server's
-// keepalive ended the connection long before, which only the two stories
-// together say.
+// peerEnd remembers c's end when the kernel's own timers decided it, and
+// finds how c's other end, when this host has it too, was told: a
+// client's RST may come because the server's keepalive ended the
+// connection long before, which only the two stories together say. Only
+// those ends are kept: they come with outages, so the memory scales with
+// failures, not with the churn of connections that abort or reset.
 func (t *Tracker) peerEnd(c *conn, v Verdict, now time.Duration) *PeerEnd {
 	if !c.local.IsValid() || !c.remote.IsValid() || c.remote.Port() == 0 {
 		return nil
@@ -288,7 +290,7 @@ func (t *Tracker) peerEnd(c *conn, v Verdict, now time.Duration) *PeerEnd {
 	if e, ok := t.ended[endKey{c.remote, c.local}]; ok && e.cookie != c.cookie && e.mono <= now {
 		found = &PeerEnd{Verdict: e.verdict, NetNS: e.netns, Before: now - e.mono}
 	}
-	if v != LocalClosed && v != PeerClosed {
+	if v == KeepaliveTimeout || v == RetransmitTimeout || v == HostUnreachable {
 		k := endKey{c.local, c.remote}
 		if len(t.ended) >= maxEndedKept {
 			if _, old, ok := t.endedOrder.Front(); ok {
