@@ -359,6 +359,11 @@ var scenarioChecks = map[string]func(t *testing.T, lines []Record){
 					t.Errorf("local_process_exited: signal %d retransmits %d outage %v errno %d owner %+v",
 						n.ExitSignal, n.Retransmits, n.Outage, n.Errno, n.Owner)
 				}
+				// Its socket lives on as an orphan: the kernel counts
+				// tcp_orphan_retries from then on, not tcp_retries2.
+				if n.Budget.Setting != "tcp_orphan_retries" {
+					t.Errorf("local_process_exited in an outage cites %s's budget, want tcp_orphan_retries", n.Budget.Setting)
+				}
 				return
 			}
 		}

@@ -280,6 +280,13 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("B: errno %s", tcp.ErrnoName(b.Errno))
 			}
 		},
+		"process-killed-in-outage": func(t *testing.T, got map[string][]Narrative) {
+			// Killed mid-outage: the orphan it leaves is on tcp_orphan_retries.
+			n := last(t, got["A"], LocalProcessExited)
+			if n.ExitSignal != 9 || n.Retransmits < 1 || n.Budget.Setting != "tcp_orphan_retries" || n.Owner.Comm != "lab-client" {
+				t.Errorf("signal %d retransmits %d budget %s comm %q", n.ExitSignal, n.Retransmits, n.Budget.Setting, n.Owner.Comm)
+			}
+		},
 		"host-down-app-closes": func(t *testing.T, got map[string][]Narrative) {
 			// The client closed its socket on ETIMEDOUT, within the grace:
 			// the destroy reports an orphan, the kernel decided before.
