@@ -46,7 +46,7 @@ func TestLiveTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !table.Has(ns, cookie, local, remote) || !table.Has(ns, 0, local, remote) {
-		t.Fatalf("live connection (cookie %d) not in a table of %d sockets", cookie, table.Len())
+		t.Fatalf("live connection (cookie %d) not in a table of %d sockets", cookie, len(table.cookies))
 	}
 	// A namespace no process or name holds cannot be read, which is not
 	// the same as empty: orphan sockets may still live in it.
