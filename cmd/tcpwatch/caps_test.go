@@ -17,7 +17,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 )
 
-// startCaps is the documented start-up set (README, Safety), in setpriv's words.
+// startCaps is the documented start-up set (docs/safety.md), in setpriv's words.
 const startCaps = "+bpf,+perfmon,+syslog,+sys_admin,+sys_ptrace,+dac_read_search"
 
 // keptMask is CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21).
