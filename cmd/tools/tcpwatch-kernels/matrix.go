@@ -253,9 +253,9 @@ const howToRun = `### How to run
     make test-kernels                           # 5.10, 6.1, 6.12 and the newest kernel Debian serves
     make test-kernels KERNELS="5.10 6.1 newest" # what CI runs
     make test-kernels KERNELS=6.12 STEPS=check,lab SCENARIOS="cable-pull cable-replug"
-    go run ./cmd/tcpwatch-kernels -kernels 6.1 -steps tests -tests "tracer lab/netlab" -smp 1
-    go run ./cmd/tcpwatch-kernels -kernels 6.1 -steps tests -tests lab -run 'TestScenarios/^cable-pull$' -count 10
-    go run ./cmd/tcpwatch-kernels -report-only   # rebuild this file from the last logs
+    go run -C cmd/tools ./tcpwatch-kernels -kernels 6.1 -steps tests -tests "tracer lab/netlab" -smp 1
+    go run -C cmd/tools ./tcpwatch-kernels -kernels 6.1 -steps tests -tests lab -run 'TestScenarios/^cable-pull$' -count 10
+    go run -C cmd/tools ./tcpwatch-kernels -report-only   # rebuild this file from the last logs
 
 Needs root (apt, and the privileged tests inside the guest run as the guest's root).
 It installs qemu-system-x86 and busybox-static on the host if missing, and adds the apt
@@ -311,7 +311,7 @@ func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 	}
 	b.WriteString(prose)
 	w("## Kernel matrix\n\n")
-	w("Written by `make test-kernels` (cmd/tcpwatch-kernels) on %s: tcpwatch's check, lab scenarios and privileged tests inside Debian's own kernels under qemu. Do not edit by hand.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	w("Written by `make test-kernels` (cmd/tools/tcpwatch-kernels) on %s: tcpwatch's check, lab scenarios and privileged tests inside Debian's own kernels under qemu. Do not edit by hand.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	w("| kernel | Debian packages | from | guest | wall time | result |\n|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		res := "as expected"
