@@ -1,0 +1,33 @@
+package testkit
+
+import (
+	"io"
+	"net"
+)
+
+// EchoOneByteServer is loopback load for the benchmarks, the soak and the
+// tests: it listens on a free loopback port and, for every connection,
+// echoes one byte and closes first, so the server side takes TIME_WAIT
+// and the clients never run out of ports. Closing the listener stops it.
+func EchoOneByteServer() (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(c, b); err == nil {
+					c.Write(b)
+				}
+				c.Close()
+			}(c)
+		}
+	}()
+	return ln, nil
+}
