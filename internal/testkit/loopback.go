@@ -3,6 +3,7 @@ package testkit
 import (
 	"io"
 	"net"
+	"testing"
 )
 
 // EchoOneByteServer is loopback load for the benchmarks, the soak and the
@@ -30,4 +31,26 @@ func EchoOneByteServer() (net.Listener, error) {
 		}
 	}()
 	return ln, nil
+}
+
+// Loopback makes one connection on 127.0.0.1 and returns both ends,
+// closed when the test ends (a test may close either sooner).
+func Loopback(tb testing.TB) (client, server *net.TCPConn) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		c.Close()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
