@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 )
 
 // startCaps is the documented start-up set (docs/safety.md), in setpriv's words.
@@ -108,7 +108,7 @@ func watchRefused(t *testing.T, cmd *exec.Cmd) (map[string]string, []map[string]
 // CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, on every thread, and still
 // narrates.
 func TestCapabilitiesDroppedAfterStart(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	exe := buildNoCgo(t)
 	status, threads, refused, stderr := watchRefused(t, exec.Command(exe, "-o", "json", "--duration", "4s"))
 	want := map[string]string{"CapEff": keptMask, "CapPrm": keptMask, "CapInh": "0000000000000000",
@@ -134,7 +134,7 @@ func TestCapabilitiesDroppedAfterStart(t *testing.T) {
 // Started as nobody with exactly the documented start-up set, tcpwatch
 // runs, drops to the kept set and narrates.
 func TestRunsWithTheStartUpSetOnly(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		t.Fatal("setpriv (util-linux) is needed")

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -28,10 +28,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// requireRoot: see testenv.RequirePrivileged (skip on a laptop, fail in CI).
+// requireRoot: see testkit.RequirePrivileged (skip on a laptop, fail in CI).
 func requireRoot(t *testing.T) {
 	t.Helper()
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 }
 
 const staleHelperEnv = "NETLAB_TEST_STALE_HELPER"

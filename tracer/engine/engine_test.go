@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/internal/labtest"
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
@@ -55,8 +55,8 @@ func (c *collector) find(v tracker.Verdict, local netip.AddrPort) (tracker.Narra
 // past the probes already sent, so the end comes soon either way. The kernel
 // reads the count at every expiry, and so does the tracer.
 func TestExistingProbingConnection(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	a, b := labtest.Pair(t)
+	testkit.RequirePrivileged(t)
+	a, b := hosts.Pair(t, "a", "b")
 	addr := netip.AddrPortFrom(b.Addr4(), 7301).String()
 	var ln net.Listener
 	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {

@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/internal/loadgen"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 )
 
@@ -30,7 +30,7 @@ func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) 
 // fast as workers allow. The server closes first, so the TIME_WAITs stay on
 // its side and the clients never run out of ports.
 func churnOnce(n, workers int) (time.Duration, error) {
-	ln, err := loadgen.EchoOneByteServer()
+	ln, err := testkit.EchoOneByteServer()
 	if err != nil {
 		return 0, err
 	}
