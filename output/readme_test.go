@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -26,12 +28,14 @@ import (
 
 // exampleOf names, per verdict, the recording and host whose narrative
 // docs/verdicts.md shows.
-var exampleOf = []struct {
+type exampleRef struct {
 	verdict   tracker.Verdict
 	recording string
 	host      string
 	all       bool
-}{
+}
+
+var exampleOf = []exampleRef{
 	{tracker.PeerClosed, "process-crash", "A", false},
 	{tracker.LocalClosed, "timewait-reuse", "A", true},
 	{tracker.LocalProcessExited, "process-crash", "B", false},
@@ -189,10 +193,10 @@ func TestDocsExamplesAreCurrent(t *testing.T) {
 }
 
 // TestVerdictsAreDocumented: the README's list of verdicts and the tables
-// of docs/verdicts.md name exactly the verdicts the tracker gives.
+// of docs/verdicts.md name exactly the registered verdicts.
 func TestVerdictsAreDocumented(t *testing.T) {
 	known := map[string]bool{}
-	for _, v := range tracker.Verdicts {
+	for _, v := range words.Verdicts(nil) {
 		known[string(v)] = true
 	}
 	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
@@ -250,6 +254,52 @@ func checkNames(t *testing.T, where string, names []string, known map[string]boo
 	for v := range known {
 		if !seen[v] {
 			t.Errorf("%s does not name the verdict %q", where, v)
+		}
+	}
+}
+
+// withoutExample are the registered verdicts no recording shows: no lab
+// scenario loses the kernel's records on purpose.
+var withoutExample = map[tracker.Verdict]bool{tracker.Untold: true}
+
+// Every registered verdict is cited in the documentation (the README or
+// docs/) and, unless no recording can show it, has a real example there.
+func TestEveryVerdictIsDocumented(t *testing.T) {
+	docs := []string{filepath.Join("..", "README.md")}
+	more, err := filepath.Glob(filepath.Join("..", "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for _, p := range append(docs, more...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text.Write(b)
+	}
+	for _, v := range words.Verdicts(nil) {
+		if !strings.Contains(text.String(), "`"+string(v)+"`") {
+			t.Errorf("the verdict %s is cited nowhere in README.md or docs/", v)
+		}
+		example := slices.ContainsFunc(exampleOf, func(ex exampleRef) bool { return ex.verdict == v })
+		if example == withoutExample[v] {
+			t.Errorf("%s: has an example %v, expected to have none %v", v, example, withoutExample[v])
+		}
+	}
+}
+
+// Every registered verdict's text line is in the colour of its severity.
+func TestEveryVerdictIsColoured(t *testing.T) {
+	for _, e := range words.Registry {
+		var buf bytes.Buffer
+		n := &tracker.Narrative{Verdict: e.Verdict, Final: !e.Episode}
+		if err := NewWriter(&buf, Text, Options{Color: true}).Narrative(n, containers.Info{}); err != nil {
+			t.Fatal(err)
+		}
+		want := map[words.Severity]string{words.Normal: ansiGreen, words.Warning: ansiYellow, words.Failure: ansiRed}[e.Severity]
+		if !strings.Contains(buf.String(), want+string(e.Verdict)) {
+			t.Errorf("%s (%s) is not coloured %q: %q", e.Verdict, e.Severity, want, buf.String())
 		}
 	}
 }
