@@ -60,3 +60,34 @@ func TestREADMEFlagsTable(t *testing.T) {
 		t.Errorf("the README's flags table differs from tcpwatch --help:\n  --help: %v\n  README: %v", accepted, documented)
 	}
 }
+
+// TestREADMECommands: every command of tcpwatch's usage is in the
+// README's list of commands.
+func TestREADMECommands(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _, ok := strings.Cut(usage, "\nFlags:")
+	if !ok {
+		t.Fatal("the usage has no Flags: line")
+	}
+	commands := 0
+	for _, line := range strings.Split(head, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "tcpwatch ") {
+			continue
+		}
+		// The command is what comes before the column of its meaning;
+		// "lab ..." stands for the lab's own commands.
+		cmd, _, _ := strings.Cut(line, "  ")
+		cmd = strings.TrimSuffix(cmd, "...")
+		commands++
+		if !strings.Contains(string(readme), "\n"+cmd) {
+			t.Errorf("the README's list of commands lacks %q", cmd)
+		}
+	}
+	if commands < 4 {
+		t.Fatalf("found only %d commands in the usage", commands)
+	}
+}

@@ -247,7 +247,7 @@ type testBinary struct{ pkg, dir, file string }
 // binary, or the repository's files. They test tcpwatch against that
 // software, not against the kernel, and run on the host in make test;
 // the guest names them as skipped, never silently.
-const hostOnlyTests = `^(TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestDocsExamples|TestVerdictsAreDocumented|TestREADMEFlagsTable|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
+const hostOnlyTests = `^(TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestDocsExamples|TestVerdictsAreDocumented|TestREADMEFlagsTable|TestREADMECommands|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
 
 // testArgs are the test binaries' extra flags in the guest.
 func testArgs(run string, count int) string {
