@@ -352,15 +352,9 @@ func TestKernelLossesIncludeRecursionMisses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go testkit.AcceptAll(ln, func(c net.Conn) {
+		c.Close()
+	})
 	var wg sync.WaitGroup
 	for g := 0; g < 2; g++ {
 		wg.Add(1)

@@ -15,21 +15,15 @@ func EchoOneByteServer() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	go AcceptAll(ln, func(c net.Conn) {
+		go func() {
+			b := make([]byte, 1)
+			if _, err := io.ReadFull(c, b); err == nil {
+				c.Write(b)
 			}
-			go func(c net.Conn) {
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					c.Write(b)
-				}
-				c.Close()
-			}(c)
-		}
-	}()
+			c.Close()
+		}()
+	})
 	return ln, nil
 }
 
@@ -53,4 +47,17 @@ func Loopback(tb testing.TB) (client, server *net.TCPConn) {
 	}
 	tb.Cleanup(func() { c.Close(); s.Close() })
 	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// AcceptAll hands every connection ln accepts to handle, on the calling
+// goroutine, until ln is closed: the accept loop of a test's server (run
+// it with go; handle starts a goroutine for work that blocks).
+func AcceptAll(ln net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		handle(c)
+	}
 }

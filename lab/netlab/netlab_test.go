@@ -110,18 +110,12 @@ func echoServer(t *testing.T, h *Host, ip netip.Addr) netip.AddrPort {
 			c.Close()
 		}
 	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go io.Copy(c, c)
-		}
-	}()
+	go testkit.AcceptAll(ln, func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		go io.Copy(c, c)
+	})
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
