@@ -19,7 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 )
 
@@ -97,9 +98,9 @@ libc.syscall({"x86_64": 60, "aarch64": 93}[os.uname().machine], 0)
 // The owner of a connection is named by its process (the thread-group
 // leader's comm), not by the thread that happened to close its files.
 func TestProcessNameNotThreadName(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	s, c := serverLab(t)
-	nsS := netnsInode(t, s)
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
+	nsS := hosts.Netns(t, s)
 	ap := netip.AddrPortFrom(s.Addr4(), 7017)
 	w := startWatch(t)
 	srv, lines := startPython(t, s, "listening", leaderGoneServer, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
@@ -148,7 +149,7 @@ func TestProcessNameNotThreadName(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	all := w.stop(t, nsS)
 	logNarratives(t, "tcpwatch", all)
-	checkOneStory(t, all)
+	testkit.OneStory(t, "tcpwatch", all, told)
 	client := netip.MustParseAddrPort(conn.LocalAddr().String())
 	got := of(all, tupleFrom(ap, client))
 	if len(got) != 1 || got[0].Verdict != "local_process_exited" {
@@ -184,9 +185,9 @@ time.sleep(1)
 // stalled line's projected give-up is the kernel's actual one, within the
 // timer wheel's slack.
 func TestClientTimesOutThenCloses(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	s, c := serverLab(t)
-	nsC := netnsInode(t, c)
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
+	nsC := hosts.Netns(t, c)
 	if err := c.Sysctl("net.ipv4.tcp_retries2", "3"); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func TestClientTimesOutThenCloses(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	all := w.stop(t, nsC)
 	logNarratives(t, "tcpwatch", all)
-	checkOneStory(t, all)
+	testkit.OneStory(t, "tcpwatch", all, told)
 	lport, _ := strconv.Atoi(port)
 	got := of(all, tuple{c.Addr4().String(), uint16(lport), ap.Addr().String(), ap.Port()})
 	if len(got) < 2 {
@@ -332,10 +333,10 @@ s.close()
 // connect: the SYN retransmissions seen, how long the application waited,
 // the budget it did not wait for.
 func TestApplicationConnectTimeout(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	requireInstalled(t, "/usr/bin/curl", "curl")
-	s, c := serverLab(t)
-	nsC := netnsInode(t, c)
+	s, c := hosts.Pair(t, "S", "C")
+	nsC := hosts.Netns(t, c)
 	undo, err := s.Blackhole(c.Addr4())
 	if err != nil {
 		t.Fatal(err)
@@ -371,7 +372,7 @@ func TestApplicationConnectTimeout(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	all := w.stop(t, nsC)
 	logNarratives(t, "tcpwatch", all)
-	checkOneStory(t, all)
+	testkit.OneStory(t, "tcpwatch", all, told)
 
 	check := func(who string, got []narrativeJSON, waited time.Duration, comm string) {
 		t.Helper()
@@ -418,9 +419,9 @@ time.sleep(60)
 // process, tcp_orphan_retries' budget, and a projected give-up that holds
 // to the kernel's actual one.
 func TestOrphanFoundAtStartup(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	s, c := serverLab(t)
-	nsC := netnsInode(t, c)
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
+	nsC := hosts.Netns(t, c)
 	if err := c.Sysctl("net.ipv4.tcp_orphan_retries", "3"); err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +460,7 @@ func TestOrphanFoundAtStartup(t *testing.T) {
 	time.Sleep(8 * time.Second)
 	all := w.stop(t, nsC)
 	logNarratives(t, "tcpwatch", all)
-	checkOneStory(t, all)
+	testkit.OneStory(t, "tcpwatch", all, told)
 	lport, _ := strconv.Atoi(port)
 	got := of(all, tuple{c.Addr4().String(), uint16(lport), ap.Addr().String(), ap.Port()})
 	if len(got) < 2 || got[len(got)-1].Verdict != "retransmit_timeout" {
@@ -495,9 +496,9 @@ func TestOrphanFoundAtStartup(t *testing.T) {
 // RST. The client's final is joined with the server's keepalive_timeout
 // instead of guessing (no "answering normally", no "rebooted").
 func TestPeerEndJoined(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	s, c := serverLab(t)
-	nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
+	nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 	ap := netip.AddrPortFrom(s.Addr4(), 6379)
 	var ln net.Listener
 	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 3}}
@@ -542,7 +543,7 @@ func TestPeerEndJoined(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	all := w.stop(t, nsS, nsC)
 	logNarratives(t, "tcpwatch", all)
-	checkOneStory(t, all)
+	testkit.OneStory(t, "tcpwatch", all, told)
 	client := netip.MustParseAddrPort(conn.LocalAddr().String())
 	srvSide := of(all, tupleFrom(ap, client))
 	if len(srvSide) == 0 || srvSide[len(srvSide)-1].Verdict != "keepalive_timeout" {
