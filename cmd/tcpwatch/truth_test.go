@@ -22,6 +22,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
+	"github.com/tcpwatch/tcpwatch/output"
 )
 
 const python3 = "/usr/bin/python3"
@@ -569,5 +570,36 @@ func TestPeerEndJoined(t *testing.T) {
 	}
 	if !strings.Contains(n.Summary, "keepalive_timeout") {
 		t.Errorf("client's summary does not say why: %s", n.Summary)
+	}
+}
+
+// Healthy connections that predate tcpwatch end without a record in
+// default mode, by design: the stats count them apart from connections
+// whose end was lost, and nothing was lost.
+func TestStatsTellUnseenEndsFromLost(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
+	nsC := hosts.Netns(t, c)
+	var conns []*net.TCPConn
+	for port := 7100; port < 7105; port++ {
+		client, server := hosts.Connect(t, c, s, port)
+		conns = append(conns, client, server)
+	}
+	w := startWatch(t, "--netns", strconv.FormatUint(uint64(nsC), 10))
+	for _, conn := range conns {
+		conn.Close()
+	}
+	// The tracker reconciles with the kernel's socket table every 10 s.
+	time.Sleep(12 * time.Second)
+	w.stop(t, nsC)
+	stats := testkit.JSONLines(w.stdout.String(), func(r output.StatsRecord) bool { return r.Type == "stats" })
+	if len(stats) != 1 {
+		t.Fatalf("%d stats records", len(stats))
+	}
+	st := stats[0]
+	t.Logf("stats: lost %d, reconciled %d, ended_unseen %d, tracked %d", st.Lost, st.Reconciled, st.EndedUnseen, st.Tracked)
+	if st.Lost != 0 || st.Reconciled != 0 || st.EndedUnseen != 5 {
+		t.Errorf("lost %d, reconciled (end lost) %d, ended_unseen %d; want 0, 0 and the 5 client ends that predate tcpwatch",
+			st.Lost, st.Reconciled, st.EndedUnseen)
 	}
 }
