@@ -154,7 +154,7 @@ func (c *conn) outageFacts(n *Narrative, now time.Duration) {
 		// retransmission or probe: only those before it went unanswered.
 		if c.stallFirst != 0 {
 			stalled()
-			n.Retransmits = max(c.stallRetrans-1, 0)
+			n.Retransmits = max(c.stallRetrans, int(c.timerRetransmits)) - 1
 		} else {
 			n.Probes = c.probes
 			if c.answeredAt >= c.probeAt {

@@ -145,3 +145,21 @@ func TestReplugDoesNotMoveTheDeadline(t *testing.T) {
 		t.Errorf("%s after %d unanswered, RTOs %v; want recovered after 2 (the third answered), RTOs of the 3 expiries", r.Verdict, r.Retransmits, r.RTOs)
 	}
 }
+
+// An outage found at start-up that then recovers counts the expiries the
+// kernel had made before tcpwatch came, less the one answered.
+func TestExistingOutageRecovers(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	tr.AddExisting(at(10000), time.Unix(1_800_000_000, 0), &Existing{Cookie: 5, Local: cli, Remote: srv, Inode: 9,
+		State: tcp.StateEstablished, CAState: tcp.CALoss, Retransmits: 3, Backoff: 3, RTO: at(1632), RTOMax: 120 * time.Second,
+		Settings: tcp.Settings{Retries2: 15}})
+	back := wire.Event{Mono: at(10500), Kind: wire.KindCongState, Cookie: 5, Local: cli, Remote: srv,
+		State: tcp.StateEstablished, CAState: tcp.CAOpen, OldCA: tcp.CALoss}
+	tr.Handle(&back)
+	tr.Flush(at(11000))
+	n := c.got[len(c.got)-1]
+	if n.Verdict != Recovered || n.Retransmits != 2 {
+		t.Errorf("%s after %d unanswered, want recovered after 2 (3 expiries, the last answered)", n.Verdict, n.Retransmits)
+	}
+}
