@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -94,6 +95,9 @@ type ConnFields struct {
 	Cgroup      string `json:"cgroup"`
 	ContainerID string `json:"container_id"`
 	PodUID      string `json:"pod_uid"`
+	// The connection's Community ID (TCP, --community-id-seed): the same
+	// on both ends and in Zeek's, Suricata's or Elastic's flow records.
+	CommunityID string `json:"community_id"`
 }
 
 // setCgroup fills the cgroup fields from what the cgroup names.
@@ -110,9 +114,10 @@ func appendContainer(b []byte, info containers.Info) []byte {
 	return b
 }
 
-func connFields(cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
+func connFields(seed uint16, cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
 	f := ConnFields{Cookie: cookie, Family: "ipv4", LAddr: local.Addr().String(), LPort: local.Port(),
-		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm}
+		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm,
+		CommunityID: communityid.Flow(seed, communityid.TCP, local, remote)}
 	if local.Addr().Is6() {
 		f.Family = "ipv6"
 	}
@@ -132,13 +137,17 @@ func keepaliveAction(f wire.Flags) string {
 	return ""
 }
 
-// NewEventRecord builds the JSON form of ev.
+// NewEventRecord builds the JSON form of ev (Community ID seed 0).
 func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
+	return newEventRecord(ev, reasons, 0)
+}
+
+func newEventRecord(ev *wire.Event, reasons tcp.ResetReasons, seed uint16) EventRecord {
 	r := EventRecord{
 		Type:          "event",
 		Time:          ev.Time.Format(TimeLayout),
 		Kind:          ev.Kind.String(),
-		ConnFields:    connFields(ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm()),
+		ConnFields:    connFields(seed, ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm()),
 		Retransmits:   ev.Retransmits,
 		Backoff:       ev.Backoff,
 		Probes:        ev.ProbesOut,
@@ -182,7 +191,7 @@ func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
 func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons) error {
 	info := w.cgroups.Lookup(ev.CgroupID)
 	if w.format == JSON {
-		rec := NewEventRecord(ev, reasons)
+		rec := newEventRecord(ev, reasons, w.seed)
 		rec.Host = w.host
 		rec.setCgroup(info)
 		return w.writeJSON(rec)

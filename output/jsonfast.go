@@ -94,7 +94,8 @@ func appendConnFields(b []byte, f *ConnFields) []byte {
 	b = appendStringField(b, "comm", f.Comm)
 	b = appendStringField(b, "cgroup", f.Cgroup)
 	b = appendStringField(b, "container_id", f.ContainerID)
-	return appendStringField(b, "pod_uid", f.PodUID)
+	b = appendStringField(b, "pod_uid", f.PodUID)
+	return appendStringField(b, "community_id", f.CommunityID)
 }
 
 func appendSettings(b []byte, s *SettingsRecord) []byte {

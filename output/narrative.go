@@ -48,14 +48,16 @@ type TimelineStep struct {
 	Event string `json:"event"`
 }
 
-// NewNarrativeRecord builds the JSON form of n.
-func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
+// NewNarrativeRecord builds the JSON form of n (Community ID seed 0).
+func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord { return newNarrativeRecord(n, 0) }
+
+func newNarrativeRecord(n *tracker.Narrative, seed uint16) NarrativeRecord {
 	r := NarrativeRecord{
 		Type:        "narrative",
 		Time:        n.Time.Format(TimeLayout),
 		Verdict:     string(n.Verdict),
 		Final:       n.Final,
-		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		ConnFields:  connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		OwnerSource: string(n.Owner.Source),
 		Inode:       n.Inode,
 		State:       n.State.String(),
@@ -100,7 +102,7 @@ const (
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative) error {
 	if w.format == JSON {
-		rec := NewNarrativeRecord(n)
+		rec := newNarrativeRecord(n, w.seed)
 		rec.Host = w.host
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
 		return w.writeLine()
@@ -188,10 +190,12 @@ type NoticeRecord struct {
 	Explanation string `json:"explanation"`
 }
 
-// NewNoticeRecord builds the JSON form of n.
-func NewNoticeRecord(n *tracker.Notice) NoticeRecord {
+// NewNoticeRecord builds the JSON form of n (Community ID seed 0).
+func NewNoticeRecord(n *tracker.Notice) NoticeRecord { return newNoticeRecord(n, 0) }
+
+func newNoticeRecord(n *tracker.Notice, seed uint16) NoticeRecord {
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
-		ConnFields: connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
 	r.setCgroup(n.Cgroup)
 	return r
@@ -200,7 +204,7 @@ func NewNoticeRecord(n *tracker.Notice) NoticeRecord {
 // Notice writes a notice (shown with --all).
 func (w *Writer) Notice(n *tracker.Notice) error {
 	if w.format == JSON {
-		rec := NewNoticeRecord(n)
+		rec := newNoticeRecord(n, w.seed)
 		rec.Host = w.host
 		return w.writeJSON(rec)
 	}

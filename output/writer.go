@@ -48,6 +48,7 @@ type Writer struct {
 	line    []byte
 	held    []byte // whole lines waiting for Flush (Batch)
 	host    string
+	seed    uint16
 	cgroups *containers.Resolver
 }
 
@@ -64,6 +65,10 @@ type Options struct {
 	// whenever it runs out of work. A write per line was a tenth of
 	// tcpwatch --all's CPU under connection churn (issue #11).
 	Batch bool
+	// CommunityIDSeed seeds the `community_id` of every record about a
+	// connection (0, the specification's default, unless every tool
+	// whose records are joined uses another).
+	CommunityIDSeed uint16
 }
 
 // batchMax bounds what a batching Writer holds before it writes.
@@ -72,7 +77,7 @@ const batchMax = 64 << 10
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
 	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
-		host: opts.Host, cgroups: opts.Cgroups, batch: opts.Batch}
+		host: opts.Host, cgroups: opts.Cgroups, batch: opts.Batch, seed: opts.CommunityIDSeed}
 }
 
 // IsTerminal says whether f is a terminal (for colour).

@@ -106,6 +106,7 @@ type options struct {
 	port      uint16
 	netns     uint32
 	fleet     fleetOptions
+	pipelines pipelineOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
@@ -131,6 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.StringVar(&o.addrText, "addr", "", "only connections with an address in this CIDR (or address) on either side")
 	fs.IntVar(&o.maxConns, "max-connections", 1<<18, "connections the tracker remembers (least recently active evicted)")
 	o.fleet.addFlags(fs)
+	o.pipelines.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil, nil, err
@@ -298,7 +300,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
-		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true})
+		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true, CommunityIDSeed: o.pipelines.communityIDSeed})
 	stats, err := p.Run(ctx, fleet.wrap(sink{w}))
 	if err != nil {
 		w.Flush() // what was told before the failure
