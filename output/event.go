@@ -194,6 +194,11 @@ func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons) error {
 		rec := newEventRecord(ev, reasons, w.seed)
 		rec.Host = w.host
 		rec.setCgroup(info)
+		if w.schema == SchemaV2 {
+			body := string(appendEventText(nil, ev, reasons))
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityDebug, body, Attrs(&rec))
+			return w.writeLine()
+		}
 		return w.writeJSON(rec)
 	}
 	w.line = appendEventText(w.line[:0], ev, reasons)

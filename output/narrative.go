@@ -104,6 +104,10 @@ func (w *Writer) Narrative(n *tracker.Narrative) error {
 	if w.format == JSON {
 		rec := newNarrativeRecord(n, w.seed)
 		rec.Host = w.host
+		if w.schema == SchemaV2 {
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, VerdictSeverity(n.Verdict), rec.Summary, Attrs(&rec))
+			return w.writeLine()
+		}
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
 		return w.writeLine()
 	}
@@ -206,6 +210,10 @@ func (w *Writer) Notice(n *tracker.Notice) error {
 	if w.format == JSON {
 		rec := newNoticeRecord(n, w.seed)
 		rec.Host = w.host
+		if w.schema == SchemaV2 {
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityInfo, rec.Summary, Attrs(&rec))
+			return w.writeLine()
+		}
 		return w.writeJSON(rec)
 	}
 	w.line = w.AppendNoticeText(w.line[:0], n)

@@ -49,6 +49,7 @@ type Writer struct {
 	held    []byte // whole lines waiting for Flush (Batch)
 	host    string
 	seed    uint16
+	schema  Schema
 	cgroups *containers.Resolver
 }
 
@@ -69,6 +70,8 @@ type Options struct {
 	// connection (0, the specification's default, unless every tool
 	// whose records are joined uses another).
 	CommunityIDSeed uint16
+	// Schema names the JSON fields: SchemaV1 (the default) or SchemaV2.
+	Schema Schema
 }
 
 // batchMax bounds what a batching Writer holds before it writes.
@@ -77,7 +80,8 @@ const batchMax = 64 << 10
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
 	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
-		host: opts.Host, cgroups: opts.Cgroups, batch: opts.Batch, seed: opts.CommunityIDSeed}
+		host: opts.Host, cgroups: opts.Cgroups, batch: opts.Batch, seed: opts.CommunityIDSeed,
+		schema: opts.Schema}
 }
 
 // IsTerminal says whether f is a terminal (for colour).

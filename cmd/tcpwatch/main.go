@@ -174,6 +174,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	if err := o.fleet.check(fs); err != nil {
 		return nil, nil, usageError{err}
 	}
+	if err := o.pipelines.check(fs); err != nil {
+		return nil, nil, usageError{err}
+	}
 	return o, fs.Args(), nil
 }
 
@@ -300,7 +303,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
-		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true, CommunityIDSeed: o.pipelines.communityIDSeed})
+		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true, CommunityIDSeed: o.pipelines.communityIDSeed,
+		Schema: o.pipelines.schema})
 	stats, err := p.Run(ctx, fleet.wrap(sink{w}))
 	if err != nil {
 		w.Flush() // what was told before the failure

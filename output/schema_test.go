@@ -1,0 +1,107 @@
+package output
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+)
+
+// A v2 line carries every v1 field under its v2 name, with the same value
+// (what v1 tells as "" or pid 0, unknown, is absent), and the semantic
+// conventions' names for the connection.
+func TestSchemaV2CarriesEveryV1Field(t *testing.T) {
+	n := replayFor(t, "host-down", "A", tracker.RetransmitTimeout, false)
+	n.Owner.Comm = "lab-client"
+	var b1, b2 bytes.Buffer
+	if err := NewWriter(&b1, JSON, Options{Host: "node-1"}).Narrative(n); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewWriter(&b2, JSON, Options{Host: "node-1", Schema: SchemaV2}).Narrative(n); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("v2: %s", b2.Bytes())
+	var v1, v2 map[string]any
+	if err := json.Unmarshal(b1.Bytes(), &v1); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b2.Bytes(), &v2); err != nil {
+		t.Fatalf("%v: %s", err, b2.Bytes())
+	}
+	if v2["schema"] != "2" || v2["type"] != "narrative" || v2["time"] != v1["time"] || v2["body"] != v1["summary"] || v2["severity"] != "ERROR" {
+		t.Errorf("v2 head: schema %v type %v time %v severity %v body %v", v2["schema"], v2["type"], v2["time"], v2["severity"], v2["body"])
+	}
+	for k, want := range v1 {
+		if k == "settings" {
+			for sk, sv := range want.(map[string]any) {
+				if got := v2["tcpwatch.settings."+sk]; !reflect.DeepEqual(got, sv) {
+					t.Errorf("settings.%s: v2 %v, v1 %v", sk, got, sv)
+				}
+			}
+			continue
+		}
+		if v2Top[k] {
+			continue
+		}
+		got, ok := v2[V2Name(k)]
+		if !ok && (want == "" || (k == "pid" && want == float64(0))) {
+			continue
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s -> %s: v2 %v, v1 %v", k, V2Name(k), got, want)
+		}
+	}
+	for k, want := range map[string]any{
+		"network.peer.address": v1["raddr"], "network.peer.port": v1["rport"], "network.local.address": v1["laddr"],
+		"network.transport": "tcp", "network.type": "ipv4", "error.type": "ETIMEDOUT", "host.name": "node-1",
+		"tcpwatch.verdict": "retransmit_timeout", "process.executable.name": "lab-client",
+	} {
+		if v2[k] != want {
+			t.Errorf("%s = %v, want %v", k, v2[k], want)
+		}
+	}
+	if _, ok := v2["container.id"]; ok {
+		t.Errorf("container.id present for a host process: %v", v2["container.id"])
+	}
+}
+
+// Every verdict has a severity chosen for it: a failure is an ERROR.
+func TestVerdictSeverity(t *testing.T) {
+	want := map[tracker.Verdict]string{
+		tracker.PeerClosed: "INFO", tracker.LocalClosed: "INFO", tracker.Recovered: "INFO",
+		tracker.Stalled: "WARN", tracker.KeepaliveProbing: "WARN", tracker.LocalProcessExited: "WARN",
+		tracker.LocalAbort: "WARN", tracker.Untold: "WARN",
+		tracker.PeerReset: "ERROR", tracker.PeerLostState: "ERROR", tracker.RetransmitTimeout: "ERROR",
+		tracker.HostUnreachable: "ERROR", tracker.KeepaliveTimeout: "ERROR", tracker.ConnectRefused: "ERROR",
+		tracker.ConnectTimeout: "ERROR",
+	}
+	for _, v := range append(append([]tracker.Verdict(nil), tracker.Verdicts...), tracker.Stalled, tracker.Recovered, tracker.KeepaliveProbing) {
+		w, ok := want[v]
+		if !ok {
+			t.Errorf("verdict %s has no severity chosen in this test: decide one in VerdictSeverity", v)
+			continue
+		}
+		if got := VerdictSeverity(v).Text; got != w {
+			t.Errorf("%s: %s, want %s", v, got, w)
+		}
+	}
+}
+
+// docs/pipelines.md's table of v2 names is the code's.
+func TestPipelinesDocListsV2Names(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "pipelines.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v1, v2 := range V2Names {
+		row := "| `" + v1 + "` | `" + v2 + "` |"
+		if !strings.Contains(string(doc), row) {
+			t.Errorf("docs/pipelines.md has no row %q", row)
+		}
+	}
+}
