@@ -8,7 +8,10 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Schema is the version of the JSON lines' field names.
@@ -235,4 +238,27 @@ func appendV2(b []byte, typ, time string, sev Severity, body string, attrs []Att
 		}
 	}
 	return append(b, '}')
+}
+
+// NewNarrativeRecordSeeded is NewNarrativeRecord with a Community ID seed.
+func NewNarrativeRecordSeeded(n *tracker.Narrative, seed uint16) NarrativeRecord {
+	return newNarrativeRecord(n, seed)
+}
+
+// NewNoticeRecordSeeded is NewNoticeRecord with a Community ID seed.
+func NewNoticeRecordSeeded(n *tracker.Notice, seed uint16) NoticeRecord {
+	return newNoticeRecord(n, seed)
+}
+
+// NewEventRecordSeeded is NewEventRecord with a Community ID seed and the
+// event's cgroup.
+func NewEventRecordSeeded(ev *wire.Event, reasons tcp.ResetReasons, seed uint16, cgroup containers.Info) EventRecord {
+	r := newEventRecord(ev, reasons, seed)
+	r.setCgroup(cgroup)
+	return r
+}
+
+// EventText is the text line of a kernel event (the v2 record's body).
+func EventText(ev *wire.Event, reasons tcp.ResetReasons) string {
+	return string(appendEventText(nil, ev, reasons))
 }

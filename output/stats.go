@@ -21,6 +21,23 @@ type Stats struct {
 	// Reconciled counts connections dropped because the kernel's socket
 	// table no longer had them: their end was among the lost records.
 	Reconciled uint64 `json:"reconciled"`
+	// OTLP is what became of the records sent to a collector (--otlp).
+	OTLP *OTLPStats `json:"otlp,omitempty"`
+}
+
+// OTLPStats count the OTLP export (the `otlp` object of `stats`).
+type OTLPStats struct {
+	// Emitted log records; Exported accepted by the collector; Failed
+	// sent but refused or unanswered (retries included); Dropped never
+	// sent: the queue was full, or still held them at exit.
+	Emitted  uint64 `json:"emitted"`
+	Exported uint64 `json:"exported"`
+	Failed   uint64 `json:"failed"`
+	Dropped  uint64 `json:"dropped"`
+	// Metric exports attempted, and those that failed.
+	MetricExports       uint64 `json:"metric_exports"`
+	MetricExportsFailed uint64 `json:"metric_exports_failed"`
+	LastError           string `json:"last_error,omitempty"`
 }
 
 // Stats writes the closing summary.
@@ -48,6 +65,13 @@ func (w *Writer) Stats(s Stats) error {
 	}
 	if s.Evictions > 0 {
 		line += fmt.Sprintf(", %d connections evicted from the tracker", s.Evictions)
+	}
+	if o := s.OTLP; o != nil {
+		line += fmt.Sprintf(", OTLP: %d log records sent, %d failed, %d dropped; %d of %d metric exports failed",
+			o.Exported, o.Failed, o.Dropped, o.MetricExportsFailed, o.MetricExports)
+		if o.LastError != "" {
+			line += " (last error: " + o.LastError + ")"
+		}
 	}
 	if s.Reconciled > 0 {
 		line += fmt.Sprintf(", %d connections whose end was lost dropped (gone from the kernel's socket table)", s.Reconciled)

@@ -85,14 +85,22 @@ func (f *fleetOptions) setup(opts *pipeline.Options) (*fleet, error) {
 	}
 	if f.metricsAddr != "" {
 		fl.metrics = metrics.New(metrics.Options{Container: len(f.metricsLabels) > 0})
+		opts.Observe = fl.metrics.Observe
 		srv, err := fl.metrics.Serve(f.metricsAddr)
 		if err != nil {
 			return nil, err
 		}
 		fl.server = srv
-		opts.Observe = fl.metrics.Observe
 	}
 	return fl, nil
+}
+
+// ensureMetrics makes the metrics exist (for OTLP) without serving them.
+func (fl *fleet) ensureMetrics(opts *pipeline.Options) {
+	if fl.metrics == nil {
+		fl.metrics = metrics.New(metrics.Options{})
+		opts.Observe = fl.metrics.Observe
+	}
 }
 
 // wrap counts what goes to the output, when metrics are on.

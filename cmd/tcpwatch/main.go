@@ -275,6 +275,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer fleet.close()
+	exporter, err := o.pipelines.startOTLP(fleet, &opts, opts.Warn)
+	if err != nil {
+		return err
+	}
 	p, err := pipeline.Open(opts)
 	if err != nil {
 		return err
@@ -305,9 +309,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
 		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true, CommunityIDSeed: o.pipelines.communityIDSeed,
 		Schema: o.pipelines.schema})
-	stats, err := p.Run(ctx, fleet.wrap(sink{w}))
+	var out pipeline.Sink = sink{w}
+	if exporter != nil {
+		out = exporter.Sink(out)
+	}
+	stats, err := p.Run(ctx, fleet.wrap(out))
 	if err != nil {
 		w.Flush() // what was told before the failure
+	}
+	otlpStats, oerr := stopOTLP(exporter)
+	if oerr != nil {
+		fmt.Fprintf(stderr, "tcpwatch: warning: --otlp: %v\n", oerr)
 	}
 	if record != nil {
 		if ferr := record.Flush(); ferr != nil && err == nil {
@@ -321,7 +333,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	err = w.Stats(output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
-		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled})
+		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled, OTLP: otlpStats})
 	if err == nil {
 		err = w.Flush()
 	}

@@ -1,22 +1,33 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
 	"github.com/spf13/pflag"
 
 	"github.com/tcpwatch/tcpwatch/output"
+	"github.com/tcpwatch/tcpwatch/output/otlp"
+	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
 )
 
 // pipelineOptions are the flags for handing tcpwatch's records to the
-// pipelines people already run: the flow id other tools share.
+// pipelines people already run: the flow id other tools share, the
+// semantic conventions' names, and OTLP.
 type pipelineOptions struct {
 	communityIDSeed uint16
 	schemaText      string
 	schema          output.Schema
+	otlpURL         string
 }
 
 func (p *pipelineOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Uint16Var(&p.communityIDSeed, "community-id-seed", 0, "seed of the community_id flow hash (0, the standard default, unless the tools you join with use another)")
 	fs.StringVar(&p.schemaText, "schema", "v1", "JSON field names: v1 (tcpwatch's own) or v2 (OpenTelemetry semantic conventions, as --otlp sends; docs/pipelines.md)")
+	fs.StringVar(&p.otlpURL, "otlp", "", "also send narratives as OTLP logs and the metrics as OTLP metrics to this collector (e.g. http://localhost:4318; OTEL_EXPORTER_OTLP_* variables apply)")
 }
 
 func (p *pipelineOptions) check(fs *pflag.FlagSet) error {
@@ -25,5 +36,61 @@ func (p *pipelineOptions) check(fs *pflag.FlagSet) error {
 		return err
 	}
 	p.schema = s
+	if fs.Changed("otlp") {
+		if err := otlp.CheckURL(p.otlpURL); err != nil {
+			return err
+		}
+		if _, err := otlp.Protocol("logs"); err != nil {
+			return err
+		}
+		if _, err := otlp.Protocol("metrics"); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// otlpShutdownWithin bounds how long tcpwatch waits at exit for the
+// collector to take what is still queued.
+const otlpShutdownWithin = 5 * time.Second
+
+// startOTLP builds the exporter when --otlp is given (nil otherwise); its
+// counts join the metrics (which then exist even without --metrics).
+func (p *pipelineOptions) startOTLP(fl *fleet, opts *pipeline.Options, warn func(error)) (*otlp.Exporter, error) {
+	if p.otlpURL == "" {
+		return nil, nil
+	}
+	fl.ensureMetrics(opts)
+	e, err := otlp.New(context.Background(), otlp.Config{URL: p.otlpURL, Host: fl.host, Version: buildVersion(),
+		CommunityIDSeed: p.communityIDSeed, Cgroups: opts.Cgroups, Gatherer: fl.metrics.Registry, Warn: warn})
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Register(fl.metrics.Registry); err != nil {
+		return nil, fmt.Errorf("--otlp: %w", err)
+	}
+	return e, nil
+}
+
+// stopOTLP sends what is left and says what could not be sent.
+func stopOTLP(e *otlp.Exporter) (*output.OTLPStats, error) {
+	if e == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), otlpShutdownWithin)
+	defer cancel()
+	err := e.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = nil // what was not sent in time is counted
+	}
+	s := e.Stats()
+	return &output.OTLPStats{Emitted: s.Emitted, Exported: s.Exported, Failed: s.Failed, Dropped: s.Dropped,
+		MetricExports: s.MetricExports, MetricExportsFailed: s.MetricExportsFailed, LastError: s.LastError}, err
+}
+
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
 }
