@@ -1,0 +1,505 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/lab"
+	"github.com/tcpwatch/tcpwatch/output"
+	"github.com/tcpwatch/tcpwatch/output/communityid"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+)
+
+// The OpenTelemetry Collector the OTLP tests send to: the real one, built
+// from its Go modules (lab/otelcol, a module of its own) with the OTLP
+// receiver and the file exporter. Built once per test binary; the Go
+// build cache makes later builds quick.
+var (
+	collectorOnce sync.Once
+	collectorPath string
+	collectorErr  error
+)
+
+func buildCollector(t *testing.T) string {
+	t.Helper()
+	collectorOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tcpwatch-otelcol-")
+		if err != nil {
+			collectorErr = err
+			return
+		}
+		collectorPath = filepath.Join(dir, "otelcol")
+		src, _ := filepath.Abs(filepath.Join("..", "..", "lab", "otelcol"))
+		cmd := exec.Command("go", "build", "-o", collectorPath, ".")
+		cmd.Dir = src
+		if out, err := cmd.CombinedOutput(); err != nil {
+			collectorErr = fmt.Errorf("building the collector in %s: %v\n%s", src, err, out)
+		}
+	})
+	if collectorErr != nil {
+		t.Fatal(collectorErr)
+	}
+	return collectorPath
+}
+
+// collector is a running Collector and where it writes what it received.
+type collector struct {
+	cmd           *exec.Cmd
+	grpc, http    string // host:port of its OTLP receivers
+	logs, metrics string // its file exporters' files
+	stderr        bytes.Buffer
+	stopped       bool
+	exited        chan struct{} // closed when the process has ended
+	dir, exe      string
+}
+
+// startCollector runs the Collector on two free loopback ports: OTLP/gRPC
+// and OTLP/HTTP in, logs and metrics each to a file of OTLP JSON lines.
+// Its own telemetry is off: nothing else listens.
+func startCollector(t *testing.T) *collector {
+	t.Helper()
+	c := &collector{exe: buildCollector(t), dir: t.TempDir()}
+	c.grpc = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.http = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.logs, c.metrics = filepath.Join(c.dir, "logs.json"), filepath.Join(c.dir, "metrics.json")
+	config := fmt.Sprintf(`receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: %q}
+      http: {endpoint: %q}
+exporters:
+  file/logs: {path: %q, flush_interval: 100ms}
+  file/metrics: {path: %q, flush_interval: 100ms}
+service:
+  telemetry:
+    logs: {level: warn}
+    metrics: {level: none}
+  pipelines:
+    logs: {receivers: [otlp], exporters: [file/logs]}
+    metrics: {receivers: [otlp], exporters: [file/metrics]}
+`, c.grpc, c.http, c.logs, c.metrics)
+	path := filepath.Join(c.dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(c.exe, "--config", "file:"+path)
+	c.cmd.Stderr = &c.stderr
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.exited = make(chan struct{})
+	go func() { c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(func() { c.stop(t) })
+	deadline := time.Now().Add(60 * time.Second)
+	for _, addr := range []string{c.grpc, c.http} {
+		for {
+			conn, err := net.Dial("tcp", addr)
+			if err == nil {
+				conn.Close()
+				break
+			}
+			select {
+			case <-c.exited:
+				t.Fatalf("the collector exited: %s", c.stderr.String())
+			case <-time.After(50 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the collector does not listen on %s: %s", addr, c.stderr.String())
+			}
+		}
+	}
+	return c
+}
+
+// stop ends the collector as an operator would (SIGTERM: it flushes its
+// files); kill ends it as a crash does.
+func (c *collector) stop(t *testing.T) {
+	if c.stopped {
+		return
+	}
+	c.stopped = true
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exited
+		t.Errorf("the collector did not stop in 30s")
+	}
+}
+
+func (c *collector) kill() {
+	if c.stopped {
+		return
+	}
+	c.stopped = true
+	c.cmd.Process.Kill()
+	<-c.exited
+}
+
+// otlpRecord is one log record as the collector wrote it, with its
+// attributes decoded.
+type otlpRecord struct {
+	Resource     map[string]any
+	EventName    string
+	TimeUnixNano string
+	Severity     int
+	SeverityText string
+	Body         string
+	Attrs        map[string]any
+}
+
+// anyValue decodes OTLP JSON's AnyValue.
+func anyValue(v map[string]json.RawMessage) any {
+	for k, raw := range v {
+		switch k {
+		case "stringValue":
+			var s string
+			json.Unmarshal(raw, &s)
+			return s
+		case "intValue":
+			var s string // int64 is a string in OTLP JSON
+			if json.Unmarshal(raw, &s) != nil {
+				s = string(raw)
+			}
+			n, _ := strconv.ParseInt(s, 10, 64)
+			return n
+		case "boolValue":
+			var b bool
+			json.Unmarshal(raw, &b)
+			return b
+		case "arrayValue":
+			var a struct{ Values []map[string]json.RawMessage }
+			json.Unmarshal(raw, &a)
+			out := []any{}
+			for _, x := range a.Values {
+				out = append(out, anyValue(x))
+			}
+			return out
+		case "kvlistValue":
+			var kv struct{ Values []keyValue }
+			json.Unmarshal(raw, &kv)
+			return kvMap(kv.Values)
+		}
+	}
+	return nil
+}
+
+type keyValue struct {
+	Key   string
+	Value map[string]json.RawMessage
+}
+
+func kvMap(kvs []keyValue) map[string]any {
+	m := map[string]any{}
+	for _, kv := range kvs {
+		m[kv.Key] = anyValue(kv.Value)
+	}
+	return m
+}
+
+// readLogs reads the collector's logs file (one ExportLogsServiceRequest
+// per line).
+func readLogs(t *testing.T, path string) []otlpRecord {
+	t.Helper()
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []otlpRecord
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		var req struct {
+			ResourceLogs []struct {
+				Resource  struct{ Attributes []keyValue }
+				ScopeLogs []struct {
+					LogRecords []struct {
+						TimeUnixNano   string
+						EventName      string
+						SeverityNumber int
+						SeverityText   string
+						Body           map[string]json.RawMessage
+						Attributes     []keyValue
+					}
+				}
+			}
+		}
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			t.Fatalf("collector's logs file: %v", err)
+		}
+		for _, rl := range req.ResourceLogs {
+			res := kvMap(rl.Resource.Attributes)
+			for _, sl := range rl.ScopeLogs {
+				for _, lr := range sl.LogRecords {
+					body, _ := anyValue(lr.Body).(string)
+					out = append(out, otlpRecord{Resource: res, EventName: lr.EventName, TimeUnixNano: lr.TimeUnixNano,
+						Severity: lr.SeverityNumber, SeverityText: lr.SeverityText, Body: body, Attrs: kvMap(lr.Attributes)})
+				}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readMetricPoints reads the collector's metrics file: the latest value
+// of each metric's data points, by their attributes.
+func readMetricPoints(t *testing.T, path string) map[string]map[string]float64 {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]float64{}
+	for _, line := range bytes.Split(bytes.TrimSpace(raw), []byte("\n")) {
+		var req struct {
+			ResourceMetrics []struct {
+				ScopeMetrics []struct {
+					Metrics []struct {
+						Name  string
+						Sum   *struct{ DataPoints []dataPoint }
+						Gauge *struct{ DataPoints []dataPoint }
+					}
+				}
+			}
+		}
+		if err := json.Unmarshal(line, &req); err != nil {
+			t.Fatalf("collector's metrics file: %v", err)
+		}
+		for _, rm := range req.ResourceMetrics {
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					var dps []dataPoint
+					if m.Sum != nil {
+						dps = m.Sum.DataPoints
+					} else if m.Gauge != nil {
+						dps = m.Gauge.DataPoints
+					}
+					for _, dp := range dps {
+						if out[m.Name] == nil {
+							out[m.Name] = map[string]float64{}
+						}
+						var labels []string
+						for k, v := range kvMap(dp.Attributes) {
+							labels = append(labels, fmt.Sprintf("%s=%v", k, v))
+						}
+						slices.Sort(labels)
+						out[m.Name][strings.Join(labels, ",")] = dp.AsDouble
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+type dataPoint struct {
+	Attributes []keyValue
+	AsDouble   float64
+}
+
+// watchOTLP starts tcpwatch -o json sending to url, quick to export.
+func watchOTLP(t *testing.T, url string, env ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
+	cmd := tcpwatch(t, "-o", "json", "--otlp", url, "--host-name", "node-otlp")
+	cmd.Env = append(cmd.Env, "OTEL_BLRP_SCHEDULE_DELAY=100", "OTEL_METRIC_EXPORT_INTERVAL=500",
+		"OTEL_BLRP_EXPORT_TIMEOUT=2000", "OTEL_EXPORTER_OTLP_TIMEOUT=2000")
+	cmd.Env = append(cmd.Env, env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, cmd.Process.Pid)
+	return cmd, &stdout, &stderr
+}
+
+// stopWatch ends tcpwatch with SIGINT and returns its narratives in the
+// given namespaces and its stats record.
+func stopWatch(t *testing.T, cmd *exec.Cmd, stdout, stderr *bytes.Buffer, netns []uint32) ([]output.NarrativeRecord, output.Stats) {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("tcpwatch: %v: %s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("tcpwatch did not stop within 60s of SIGINT: %s", stderr.String())
+	}
+	var ns []output.NarrativeRecord
+	var stats output.Stats
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		var head struct{ Type string }
+		if json.Unmarshal([]byte(line), &head) != nil {
+			continue
+		}
+		switch head.Type {
+		case "narrative":
+			var n output.NarrativeRecord
+			json.Unmarshal([]byte(line), &n)
+			if slices.Contains(netns, n.NetNS) {
+				ns = append(ns, n)
+			}
+		case "stats":
+			json.Unmarshal([]byte(line), &stats)
+		}
+	}
+	if stats.OTLP == nil {
+		t.Fatalf("no otlp counts in the stats record:\n%s", stdout.String())
+	}
+	return ns, stats
+}
+
+func netnsOf(res *lab.Result) []uint32 {
+	var out []uint32
+	for _, inodes := range res.NetNS {
+		out = append(out, inodes...)
+	}
+	return out
+}
+
+// narrativeKey keys a narrative by its connection, verdict and time (an
+// outage tells several stalled narratives of one connection).
+func narrativeKey(cookie int64, verdict string, unixNano string) string {
+	return fmt.Sprintf("%d/%s/%s", cookie, verdict, unixNano)
+}
+
+// TestOTLPToCollector: the lab's scenarios, watched by tcpwatch --otlp,
+// arrive in a real Collector as log records, one per narrative, with the
+// narrative's fields as the conventions' attributes; and the metrics
+// arrive with the figures /metrics serves. Both protocols.
+func TestOTLPToCollector(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, proto := range []string{"http/protobuf", "grpc"} {
+		t.Run(strings.ReplaceAll(proto, "/", "-"), func(t *testing.T) {
+			c := startCollector(t)
+			url := "http://" + c.http
+			if proto == "grpc" {
+				url = "http://" + c.grpc
+			}
+			cmd, stdout, stderr := watchOTLP(t, url, "OTEL_EXPORTER_OTLP_PROTOCOL="+proto)
+			var netns []uint32
+			for _, sc := range []string{"process-crash", "connect-refused"} {
+				res, err := lab.Run(context.Background(), sc, lab.Options{}, func(lab.Record) {})
+				if err != nil {
+					cmd.Process.Kill()
+					t.Fatalf("lab %s: %v", sc, err)
+				}
+				netns = append(netns, netnsOf(res)...)
+			}
+			time.Sleep(300 * time.Millisecond)
+			told, stats := stopWatch(t, cmd, stdout, stderr, netns)
+			c.stop(t) // flushes its files
+			o := stats.OTLP
+			t.Logf("%s: tcpwatch told %d lab narratives; otlp %+v", proto, len(told), *o)
+			if o.Emitted == 0 || o.Exported != o.Emitted || o.Failed != 0 || o.Dropped != 0 || o.MetricExports == 0 || o.MetricExportsFailed != 0 {
+				t.Errorf("otlp counts %+v: want every record exported, none failed or dropped, metrics exported", *o)
+			}
+			got := readLogs(t, c.logs)
+			if uint64(len(got)) != o.Exported {
+				t.Errorf("the collector received %d log records, tcpwatch counted %d exported", len(got), o.Exported)
+			}
+			byKey := map[string][]otlpRecord{}
+			for _, r := range got {
+				if r.Resource["host.name"] != "node-otlp" || r.Resource["service.name"] != "tcpwatch" {
+					t.Errorf("resource %v: want host.name node-otlp, service.name tcpwatch", r.Resource)
+				}
+				ns, _ := r.Attrs["tcpwatch.netns"].(int64)
+				if r.EventName != "tcpwatch.narrative" || !slices.Contains(netns, uint32(ns)) {
+					continue
+				}
+				cookie, _ := r.Attrs["tcpwatch.cookie"].(int64)
+				verdict, _ := r.Attrs["tcpwatch.verdict"].(string)
+				k := narrativeKey(cookie, verdict, r.TimeUnixNano)
+				byKey[k] = append(byKey[k], r)
+			}
+			var verdicts []string
+			for _, n := range told {
+				verdicts = append(verdicts, n.Verdict)
+				ts, _ := time.Parse(output.TimeLayout, n.Time)
+				rs := byKey[narrativeKey(int64(n.Cookie), n.Verdict, strconv.FormatInt(ts.UnixNano(), 10))]
+				if len(rs) != 1 {
+					t.Errorf("narrative %s of cookie %d: %d log records in the collector, want 1", n.Verdict, n.Cookie, len(rs))
+					continue
+				}
+				r := rs[0]
+				ap := func(a string, p uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr(a), p) }
+				sev := output.VerdictSeverity(tracker.Verdict(n.Verdict))
+				want := map[string]any{
+					"network.peer.address": n.RAddr, "network.peer.port": int64(n.RPort),
+					"network.local.address": n.LAddr, "network.local.port": int64(n.LPort),
+					"network.transport": "tcp", "network.type": n.Family,
+					"network.community_id": communityid.Flow(0, communityid.TCP, ap(n.LAddr, n.LPort), ap(n.RAddr, n.RPort)),
+					"process.pid":          int64(n.PID), "process.executable.name": n.Comm,
+					"tcpwatch.retransmits": int64(n.Retransmits), "tcpwatch.state": n.State,
+					"tcpwatch.explanation": n.Explanation,
+				}
+				if n.Errno != "" {
+					want["error.type"] = n.Errno
+				}
+				for k, v := range want {
+					if r.Attrs[k] != v {
+						t.Errorf("%s (cookie %d): attribute %s = %v, want %v", n.Verdict, n.Cookie, k, r.Attrs[k], v)
+					}
+				}
+				if r.Body != n.Summary || r.SeverityText != sev.Text || r.Severity != sev.Number {
+					t.Errorf("%s: body %q severity %s/%d; want %q %s/%d", n.Verdict, r.Body, r.SeverityText, r.Severity, n.Summary, sev.Text, sev.Number)
+				}
+				if tl, _ := r.Attrs["tcpwatch.timeline"].([]any); len(tl) != len(n.Timeline) {
+					t.Errorf("%s: timeline of %d steps, want %d", n.Verdict, len(tl), len(n.Timeline))
+				}
+				if r.Attrs["tcpwatch.final"] != n.Final {
+					t.Errorf("%s: tcpwatch.final %v, want %v", n.Verdict, r.Attrs["tcpwatch.final"], n.Final)
+				}
+			}
+			for _, v := range []string{"peer_closed", "local_process_exited", "connect_refused"} {
+				if !slices.Contains(verdicts, v) {
+					t.Errorf("no %s among the lab's narratives %v", v, verdicts)
+				}
+			}
+			if len(byKey) != len(told) {
+				t.Errorf("the collector has %d lab narratives, tcpwatch told %d", len(byKey), len(told))
+			}
+			points := readMetricPoints(t, c.metrics)
+			if points["tcpwatch_narratives_total"]["family=ipv4,verdict=connect_refused"] < 1 ||
+				points["tcpwatch_records_read_total"][""] < 1 ||
+				points["tcpwatch_otlp_log_records_total"]["outcome=exported"] < 1 {
+				t.Errorf("metrics in the collector: narratives %v, records read %v, otlp %v",
+					points["tcpwatch_narratives_total"], points["tcpwatch_records_read_total"], points["tcpwatch_otlp_log_records_total"])
+			}
+			if _, ok := points["go_goroutines"]; ok {
+				t.Errorf("the Go runtime's metrics were sent: only tcpwatch_* should be")
+			}
+			if t.Failed() {
+				t.Logf("tcpwatch stdout:\n%s\nstderr:\n%s\ncollector:\n%s", stdout, stderr, c.stderr.String())
+			}
+		})
+	}
+}
