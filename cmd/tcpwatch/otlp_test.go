@@ -322,9 +322,9 @@ type dataPoint struct {
 }
 
 // watchOTLP starts tcpwatch -o json sending to url, quick to export.
-func watchOTLP(t *testing.T, url string, env ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+func watchOTLP(t *testing.T, url string, env []string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
-	cmd := tcpwatch(t, "-o", "json", "--otlp", url, "--host-name", "node-otlp")
+	cmd := tcpwatch(t, append([]string{"-o", "json", "--otlp", url, "--host-name", "node-otlp"}, args...)...)
 	cmd.Env = append(cmd.Env, "OTEL_BLRP_SCHEDULE_DELAY=100", "OTEL_METRIC_EXPORT_INTERVAL=500",
 		"OTEL_BLRP_EXPORT_TIMEOUT=2000", "OTEL_EXPORTER_OTLP_TIMEOUT=2000")
 	cmd.Env = append(cmd.Env, env...)
@@ -404,7 +404,7 @@ func TestOTLPToCollector(t *testing.T) {
 			if proto == "grpc" {
 				url = "http://" + c.grpc
 			}
-			cmd, stdout, stderr := watchOTLP(t, url, "OTEL_EXPORTER_OTLP_PROTOCOL="+proto)
+			cmd, stdout, stderr := watchOTLP(t, url, []string{"OTEL_EXPORTER_OTLP_PROTOCOL=" + proto})
 			var netns []uint32
 			for _, sc := range []string{"process-crash", "connect-refused"} {
 				res, err := lab.Run(context.Background(), sc, lab.Options{}, func(lab.Record) {})
@@ -501,5 +501,128 @@ func TestOTLPToCollector(t *testing.T) {
 				t.Logf("tcpwatch stdout:\n%s\nstderr:\n%s\ncollector:\n%s", stdout, stderr, c.stderr.String())
 			}
 		})
+	}
+}
+
+// scrape reads one counter of tcpwatch's /metrics (0 if absent).
+func scrape(t *testing.T, addr, series string) float64 {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", addr)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	sc := bufio.NewScanner(conn)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// TestOTLPCollectorDiesMidRun: the collector is killed between two lab
+// scenarios. tcpwatch carries on telling the second on stdout, counts
+// every record it could not send (stats, /metrics), warns once, and
+// still stops promptly at SIGINT.
+func TestOTLPCollectorDiesMidRun(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	c := startCollector(t)
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cmd, stdout, stderr := watchOTLP(t, "http://"+c.http, []string{"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}, "--metrics", metricsAddr)
+	defer func() {
+		if t.Failed() {
+			t.Logf("tcpwatch stdout:\n%s\nstderr:\n%s\ncollector:\n%s", stdout, stderr, c.stderr.String())
+		}
+	}()
+
+	first, err := lab.Run(context.Background(), "process-crash", lab.Options{}, func(lab.Record) {})
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("lab: %v", err)
+	}
+	firstNS := netnsOf(first)
+	// Wait until the collector has written the first scenario's stories.
+	countIn := func(recs []otlpRecord, netns []uint32) int {
+		n := 0
+		for _, r := range recs {
+			ns, _ := r.Attrs["tcpwatch.netns"].(int64)
+			if r.EventName == "tcpwatch.narrative" && slices.Contains(netns, uint32(ns)) {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for countIn(readLogs(t, c.logs), firstNS) < 2 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the collector did not receive the first scenario's narratives in 30s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.kill() // as a crash: no goodbye, the port closes
+	killed := time.Now()
+	received := readLogs(t, c.logs)
+	// Namespace inodes are reused: the second scenario's are told apart
+	// from the first's by time.
+	after := func(unixNano int64) bool { return unixNano > killed.UnixNano() }
+
+	second, err := lab.Run(context.Background(), "connect-refused", lab.Options{}, func(lab.Record) {})
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("lab: %v", err)
+	}
+	secondNS := netnsOf(second)
+	// The metrics tell, live, that records are not getting through.
+	deadline = time.Now().Add(30 * time.Second)
+	for scrape(t, metricsAddr, `tcpwatch_otlp_log_records_total{outcome="failed"}`)+
+		scrape(t, metricsAddr, `tcpwatch_otlp_log_records_total{outcome="dropped"}`) < 1 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("/metrics never counted a failed or dropped OTLP record with the collector dead")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopStart := time.Now()
+	told, stats := stopWatch(t, cmd, stdout, stderr, append(append([]uint32(nil), firstNS...), secondNS...))
+	o := stats.OTLP
+	t.Logf("collector killed after %d of the first scenario's narratives; tcpwatch stopped %v after SIGINT; otlp %+v",
+		countIn(received, firstNS), time.Since(stopStart).Round(time.Millisecond), *o)
+
+	var secondTold int
+	for _, n := range told {
+		ts, _ := time.Parse(output.TimeLayout, n.Time)
+		if slices.Contains(secondNS, n.NetNS) && after(ts.UnixNano()) {
+			secondTold++
+		}
+	}
+	if secondTold == 0 {
+		t.Errorf("tcpwatch told nothing of the second scenario: it did not carry on")
+	}
+	if o.Emitted != o.Exported+o.Failed+o.Dropped {
+		t.Errorf("emitted %d != exported %d + failed %d + dropped %d: records unaccounted for", o.Emitted, o.Exported, o.Failed, o.Dropped)
+	}
+	if o.Failed+o.Dropped < uint64(secondTold) {
+		t.Errorf("failed %d + dropped %d < the %d narratives told after the collector died", o.Failed, o.Dropped, secondTold)
+	}
+	if o.Exported < uint64(countIn(received, firstNS)) {
+		t.Errorf("exported %d, but the collector had %d of the first scenario's", o.Exported, countIn(received, firstNS))
+	}
+	if o.MetricExportsFailed == 0 || o.LastError == "" {
+		t.Errorf("metric exports failed %d, last error %q: want the dead collector seen", o.MetricExportsFailed, o.LastError)
+	}
+	if n := strings.Count(stderr.String(), "OTLP export to"); n != 1 {
+		t.Errorf("%d warnings about failing exports on stderr, want 1:\n%s", n, stderr)
+	}
+	for _, r := range readLogs(t, c.logs) {
+		if ns, _ := r.Attrs["tcpwatch.netns"].(int64); slices.Contains(secondNS, uint32(ns)) {
+			if ts, _ := strconv.ParseInt(r.TimeUnixNano, 10, 64); after(ts) {
+				t.Errorf("the dead collector has a record of the second scenario: %s %v", r.Body, r.Attrs["tcpwatch.verdict"])
+			}
+		}
 	}
 }
