@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tcpwatch/tcpwatch/output/communityid"
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
@@ -20,7 +21,7 @@ func TestCommunityIDJoinsBothEnds(t *testing.T) {
 	}
 	line := func(n *tracker.Narrative, seed uint16) (rec NarrativeRecord) {
 		var buf bytes.Buffer
-		if err := NewWriter(&buf, JSON, Options{CommunityIDSeed: seed}).Narrative(n); err != nil {
+		if err := NewWriter(&buf, JSON, Options{CommunityIDSeed: seed}).Narrative(n, containers.Info{}); err != nil {
 			t.Fatal(err)
 		}
 		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {

@@ -137,12 +137,15 @@ func keepaliveAction(f wire.Flags) string {
 	return ""
 }
 
-// NewEventRecord builds the JSON form of ev (Community ID seed 0).
-func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
-	return newEventRecord(ev, reasons, 0)
+// NewEventRecord builds the JSON form of ev, whose reset reasons the
+// kernel names in reasons and whose connection's cgroup names cg
+// (Community ID seed 0).
+func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info) EventRecord {
+	return NewEventRecordSeeded(ev, reasons, cg, 0)
 }
 
-func newEventRecord(ev *wire.Event, reasons tcp.ResetReasons, seed uint16) EventRecord {
+// NewEventRecordSeeded is NewEventRecord with a Community ID seed.
+func NewEventRecordSeeded(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info, seed uint16) EventRecord {
 	r := EventRecord{
 		Type:          "event",
 		Time:          ev.Time.Format(TimeLayout),
@@ -165,6 +168,7 @@ func newEventRecord(ev *wire.Event, reasons tcp.ResetReasons, seed uint16) Event
 		OwnerExiting:  ev.Flags&wire.FlagOwnerExiting != 0,
 		Settings:      NewSettingsRecord(ev.Settings, ev.RTOMax),
 	}
+	r.setCgroup(cg)
 	if ev.Flags&wire.FlagNoSocket == 0 {
 		r.State = ev.State.String()
 		r.CAState = ev.CAState.String()
@@ -187,16 +191,13 @@ func newEventRecord(ev *wire.Event, reasons tcp.ResetReasons, seed uint16) Event
 	return r
 }
 
-// Event writes one raw kernel event.
-func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons) error {
-	info := w.cgroups.Lookup(ev.CgroupID)
+// Event writes one raw kernel event, whose connection's cgroup names info.
+func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons, info containers.Info) error {
 	if w.format == JSON {
-		rec := newEventRecord(ev, reasons, w.seed)
+		rec := NewEventRecordSeeded(ev, reasons, info, w.seed)
 		rec.Host = w.host
-		rec.setCgroup(info)
 		if w.schema == SchemaV2 {
-			body := string(appendEventText(nil, ev, reasons))
-			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityDebug, body, Attrs(&rec))
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityDebug, EventText(ev, reasons), Attrs(&rec))
 			return w.writeLine()
 		}
 		return w.writeJSON(rec)

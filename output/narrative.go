@@ -5,8 +5,10 @@ import (
 	"strings"
 
 	"github.com/tcpwatch/tcpwatch/output/words"
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // NarrativeRecord is the JSON form of a narrative (`type: "narrative"`).
@@ -48,17 +50,21 @@ type TimelineStep struct {
 	Event string `json:"event"`
 }
 
-// NewNarrativeRecord builds the JSON form of n (Community ID seed 0).
-func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord { return newNarrativeRecord(n, 0) }
+// NewNarrativeRecord builds the JSON form of n, whose connection's cgroup
+// names cg (Community ID seed 0).
+func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecord {
+	return NewNarrativeRecordSeeded(n, cg, 0)
+}
 
-func newNarrativeRecord(n *tracker.Narrative, seed uint16) NarrativeRecord {
+// NewNarrativeRecordSeeded is NewNarrativeRecord with a Community ID seed.
+func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uint16) NarrativeRecord {
 	r := NarrativeRecord{
 		Type:        "narrative",
 		Time:        n.Time.Format(TimeLayout),
 		Verdict:     string(n.Verdict),
 		Final:       n.Final,
 		ConnFields:  connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
-		OwnerSource: string(n.Owner.Source),
+		OwnerSource: n.Owner.Source.String(),
 		Inode:       n.Inode,
 		State:       n.State.String(),
 		Orphan:      n.Orphan,
@@ -81,7 +87,7 @@ func newNarrativeRecord(n *tracker.Narrative, seed uint16) NarrativeRecord {
 		Timeline:    make([]TimelineStep, len(n.Timeline)),
 		Settings:    NewSettingsRecord(n.Settings, n.RTOMax),
 	}
-	r.setCgroup(n.Cgroup)
+	r.setCgroup(cg)
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}
@@ -98,11 +104,14 @@ const (
 	ansiGreen  = "\x1b[1;32m"
 )
 
+// colorOf is a verdict's colour, by its severity in the registry.
+var colorOf = map[words.Severity]string{words.Normal: ansiGreen, words.Warning: ansiYellow, words.Failure: ansiRed}
+
 // Narrative writes one narrative: in text, one line with the verdict first,
 // then the connection, its owner, the evidence, and the summary last.
-func (w *Writer) Narrative(n *tracker.Narrative) error {
+func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 	if w.format == JSON {
-		rec := newNarrativeRecord(n, w.seed)
+		rec := NewNarrativeRecordSeeded(n, cg, w.seed)
 		rec.Host = w.host
 		if w.schema == SchemaV2 {
 			w.line = appendV2(w.line[:0], rec.Type, rec.Time, VerdictSeverity(n.Verdict), rec.Summary, Attrs(&rec))
@@ -111,35 +120,28 @@ func (w *Writer) Narrative(n *tracker.Narrative) error {
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
 		return w.writeLine()
 	}
-	w.line = w.AppendNarrativeText(w.line[:0], n)
+	w.line = w.AppendNarrativeText(w.line[:0], n, cg)
 	return w.writeLine()
 }
 
 // AppendNarrativeText appends the text form of n (without a newline).
-func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative) []byte {
+func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative, cg containers.Info) []byte {
 	b = n.Time.AppendFormat(b, "15:04:05.000 ")
 	verdict := string(n.Verdict)
 	if !n.Final && !n.Verdict.Episode() {
 		verdict += "?"
 	}
 	if w.color {
-		color := ansiRed
-		switch n.Verdict {
-		case tracker.Stalled, tracker.KeepaliveProbing:
-			color = ansiYellow
-		case tracker.Recovered, tracker.LocalClosed, tracker.PeerClosed:
-			color = ansiGreen
-		}
-		b = fmt.Appendf(b, "%s%-20s%s", color, verdict, ansiReset)
+		b = fmt.Appendf(b, "%s%-20s%s", colorOf[words.SeverityOf(n.Verdict)], verdict, ansiReset)
 	} else {
 		b = fmt.Appendf(b, "%-20s", verdict)
 	}
 	b = fmt.Appendf(b, " %s -> %s", n.Local, n.Remote)
 	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
-	if n.Owner.Source == tracker.OwnerListener {
+	if n.Owner.Source == wire.OwnerListener {
 		b = append(b, " (listener)"...)
 	}
-	b = appendContainer(b, n.Cgroup)
+	b = appendContainer(b, cg)
 	b = append(b, evidence(n)...)
 	b = append(b, " | "...)
 	b = append(b, Sanitize(words.Summary(n))...)
@@ -194,21 +196,25 @@ type NoticeRecord struct {
 	Explanation string `json:"explanation"`
 }
 
-// NewNoticeRecord builds the JSON form of n (Community ID seed 0).
-func NewNoticeRecord(n *tracker.Notice) NoticeRecord { return newNoticeRecord(n, 0) }
+// NewNoticeRecord builds the JSON form of n, whose connection's cgroup
+// names cg (Community ID seed 0).
+func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
+	return NewNoticeRecordSeeded(n, cg, 0)
+}
 
-func newNoticeRecord(n *tracker.Notice, seed uint16) NoticeRecord {
+// NewNoticeRecordSeeded is NewNoticeRecord with a Community ID seed.
+func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) NoticeRecord {
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
 		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
-	r.setCgroup(n.Cgroup)
+	r.setCgroup(cg)
 	return r
 }
 
 // Notice writes a notice (shown with --all).
-func (w *Writer) Notice(n *tracker.Notice) error {
+func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 	if w.format == JSON {
-		rec := newNoticeRecord(n, w.seed)
+		rec := NewNoticeRecordSeeded(n, cg, w.seed)
 		rec.Host = w.host
 		if w.schema == SchemaV2 {
 			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityInfo, rec.Summary, Attrs(&rec))
@@ -216,16 +222,16 @@ func (w *Writer) Notice(n *tracker.Notice) error {
 		}
 		return w.writeJSON(rec)
 	}
-	w.line = w.AppendNoticeText(w.line[:0], n)
+	w.line = w.AppendNoticeText(w.line[:0], n, cg)
 	return w.writeLine()
 }
 
 // AppendNoticeText appends the text form of a notice.
-func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice) []byte {
+func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice, cg containers.Info) []byte {
 	b = n.Time.AppendFormat(b, "15:04:05.000 ")
 	b = fmt.Appendf(b, "%-20s %s -> %s", n.Kind, n.Local, n.Remote)
 	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
-	b = appendContainer(b, n.Cgroup)
+	b = appendContainer(b, cg)
 	b = append(b, " | "...)
 	b = append(b, Sanitize(words.NoticeSummary(n))...)
 	if w.explain {

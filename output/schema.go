@@ -8,7 +8,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -180,14 +180,14 @@ var (
 	SeverityError = Severity{"ERROR", 17}
 )
 
-// VerdictSeverity grades a verdict: a connection that failed is an
-// ERROR; one in trouble (an episode), or ended by this host's own
-// process or its lost records, a WARN; a normal close or a recovery INFO.
+// VerdictSeverity is a verdict's severity in OpenTelemetry's terms, from
+// the verdict registry's: a failure is an ERROR, an episode in progress a
+// WARN, a normal end or an outage survived INFO.
 func VerdictSeverity(v tracker.Verdict) Severity {
-	switch v {
-	case tracker.PeerClosed, tracker.LocalClosed, tracker.Recovered:
+	switch words.SeverityOf(v) {
+	case words.Normal:
 		return SeverityInfo
-	case tracker.Stalled, tracker.KeepaliveProbing, tracker.LocalProcessExited, tracker.LocalAbort, tracker.Untold:
+	case words.Warning:
 		return SeverityWarn
 	}
 	return SeverityError
@@ -238,24 +238,6 @@ func appendV2(b []byte, typ, time string, sev Severity, body string, attrs []Att
 		}
 	}
 	return append(b, '}')
-}
-
-// NewNarrativeRecordSeeded is NewNarrativeRecord with a Community ID seed.
-func NewNarrativeRecordSeeded(n *tracker.Narrative, seed uint16) NarrativeRecord {
-	return newNarrativeRecord(n, seed)
-}
-
-// NewNoticeRecordSeeded is NewNoticeRecord with a Community ID seed.
-func NewNoticeRecordSeeded(n *tracker.Notice, seed uint16) NoticeRecord {
-	return newNoticeRecord(n, seed)
-}
-
-// NewEventRecordSeeded is NewEventRecord with a Community ID seed and the
-// event's cgroup.
-func NewEventRecordSeeded(ev *wire.Event, reasons tcp.ResetReasons, seed uint16, cgroup containers.Info) EventRecord {
-	r := newEventRecord(ev, reasons, seed)
-	r.setCgroup(cgroup)
-	return r
 }
 
 // EventText is the text line of a kernel event (the v2 record's body).

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tcpwatch/tcpwatch/output/words"
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
@@ -19,10 +21,10 @@ func TestSchemaV2CarriesEveryV1Field(t *testing.T) {
 	n := replayFor(t, "host-down", "A", tracker.RetransmitTimeout, false)
 	n.Owner.Comm = "lab-client"
 	var b1, b2 bytes.Buffer
-	if err := NewWriter(&b1, JSON, Options{Host: "node-1"}).Narrative(n); err != nil {
+	if err := NewWriter(&b1, JSON, Options{Host: "node-1"}).Narrative(n, containers.Info{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := NewWriter(&b2, JSON, Options{Host: "node-1", Schema: SchemaV2}).Narrative(n); err != nil {
+	if err := NewWriter(&b2, JSON, Options{Host: "node-1", Schema: SchemaV2}).Narrative(n, containers.Info{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("v2: %s", b2.Bytes())
@@ -70,22 +72,15 @@ func TestSchemaV2CarriesEveryV1Field(t *testing.T) {
 	}
 }
 
-// Every verdict has a severity chosen for it: a failure is an ERROR.
+// Every registered verdict's OTLP severity follows the registry's.
 func TestVerdictSeverity(t *testing.T) {
-	want := map[tracker.Verdict]string{
-		tracker.PeerClosed: "INFO", tracker.LocalClosed: "INFO", tracker.Recovered: "INFO",
-		tracker.Stalled: "WARN", tracker.KeepaliveProbing: "WARN", tracker.LocalProcessExited: "WARN",
-		tracker.LocalAbort: "WARN", tracker.Untold: "WARN",
-		tracker.PeerReset: "ERROR", tracker.PeerLostState: "ERROR", tracker.RetransmitTimeout: "ERROR",
-		tracker.HostUnreachable: "ERROR", tracker.KeepaliveTimeout: "ERROR", tracker.ConnectRefused: "ERROR",
-		tracker.ConnectTimeout: "ERROR",
-	}
-	for _, v := range append(append([]tracker.Verdict(nil), tracker.Verdicts...), tracker.Stalled, tracker.Recovered, tracker.KeepaliveProbing) {
-		w, ok := want[v]
-		if !ok {
-			t.Errorf("verdict %s has no severity chosen in this test: decide one in VerdictSeverity", v)
-			continue
+	want := map[words.Severity]string{words.Normal: "INFO", words.Warning: "WARN", words.Failure: "ERROR"}
+	for _, e := range words.Registry {
+		if got := VerdictSeverity(e.Verdict).Text; got != want[e.Severity] {
+			t.Errorf("%s (%s): %s, want %s", e.Verdict, e.Severity, got, want[e.Severity])
 		}
+	}
+	for v, w := range map[tracker.Verdict]string{tracker.RetransmitTimeout: "ERROR", tracker.Stalled: "WARN", tracker.PeerClosed: "INFO"} {
 		if got := VerdictSeverity(v).Text; got != w {
 			t.Errorf("%s: %s, want %s", v, got, w)
 		}

@@ -5,11 +5,13 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 )
 
-// Stats is the last record tcpwatch writes (`type: "stats"`): how much it
-// saw and whether anything was lost.
-type Stats struct {
+// StatsRecord is the last record tcpwatch writes (`type: "stats"`): the
+// run's engine.Stats, how much it saw and whether anything was lost.
+type StatsRecord struct {
 	Type       string         `json:"type"`
 	Time       string         `json:"time"`
 	Host       string         `json:"host"`
@@ -40,11 +42,14 @@ type OTLPStats struct {
 	LastError           string `json:"last_error,omitempty"`
 }
 
-// Stats writes the closing summary.
-func (w *Writer) Stats(s Stats) error {
-	s.Type = "stats"
-	s.Time = time.Now().Format(TimeLayout)
-	s.Host = w.host
+// Stats writes the closing summary of a run.
+func (w *Writer) Stats(st engine.Stats) error { return w.StatsWithOTLP(st, nil) }
+
+// StatsWithOTLP writes the closing summary of a run that also sent its
+// records to a collector (o: what became of them).
+func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
+	s := StatsRecord{Type: "stats", Time: time.Now().Format(TimeLayout), Host: w.host, Events: st.Events, Lost: st.Lost,
+		Narratives: st.Narratives, Evictions: st.Evictions, Tracked: st.Tracked, Reconciled: st.Reconciled, OTLP: o}
 	if s.Narratives == nil {
 		s.Narratives = map[string]int{}
 	}
@@ -94,10 +99,9 @@ type LossRecord struct {
 }
 
 // Loss reports lost kernel records.
-func (w *Writer) Loss(l LossRecord) error {
-	l.Type = "loss"
-	l.Time = time.Now().Format(TimeLayout)
-	l.Host = w.host
+func (w *Writer) Loss(lost engine.Loss) error {
+	l := LossRecord{Type: "loss", Time: time.Now().Format(TimeLayout), Host: w.host,
+		New: lost.New, Total: lost.Total, RingFull: lost.RingFull, Recursion: lost.Recursion}
 	if w.format == JSON {
 		return w.writeJSON(l)
 	}

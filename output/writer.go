@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/tcpwatch/tcpwatch/tracer/containers"
 )
 
 // Format is how records are written.
@@ -50,7 +48,6 @@ type Writer struct {
 	host    string
 	seed    uint16
 	schema  Schema
-	cgroups *containers.Resolver
 }
 
 // Options tune the text format.
@@ -59,8 +56,6 @@ type Options struct {
 	Explain bool // add each narrative's explanation in text mode
 	// Host is the `host` of every JSON record: which machine said it.
 	Host string
-	// Cgroups names the cgroup of raw events (narratives come named).
-	Cgroups *containers.Resolver
 	// Batch holds whole lines and writes them with one write() when
 	// Flush is called or batchMax bytes are held; the caller must Flush
 	// whenever it runs out of work. A write per line was a tenth of
@@ -80,8 +75,7 @@ const batchMax = 64 << 10
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
 	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
-		host: opts.Host, cgroups: opts.Cgroups, batch: opts.Batch, seed: opts.CommunityIDSeed,
-		schema: opts.Schema}
+		host: opts.Host, batch: opts.Batch, seed: opts.CommunityIDSeed, schema: opts.Schema}
 }
 
 // IsTerminal says whether f is a terminal (for colour).

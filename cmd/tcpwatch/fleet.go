@@ -11,7 +11,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/output/metrics"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 )
 
 // fleetOptions are the flags for running tcpwatch on many machines:
@@ -65,7 +65,7 @@ type fleet struct {
 // setup resolves the host name and the cgroup hierarchy, and starts the
 // metrics server, before the kernel half is loaded: a busy port fails the
 // start, not the first scrape.
-func (f *fleetOptions) setup(opts *pipeline.Options) (*fleet, error) {
+func (f *fleetOptions) setup(opts *engine.Config) (*fleet, error) {
 	fl := &fleet{host: f.hostName}
 	if fl.host == "" {
 		h, err := os.Hostname()
@@ -85,30 +85,31 @@ func (f *fleetOptions) setup(opts *pipeline.Options) (*fleet, error) {
 	}
 	if f.metricsAddr != "" {
 		fl.metrics = metrics.New(metrics.Options{Container: len(f.metricsLabels) > 0})
-		opts.Observe = fl.metrics.Observe
 		srv, err := fl.metrics.Serve(f.metricsAddr)
 		if err != nil {
 			return nil, err
 		}
 		fl.server = srv
+		opts.Observe = fl.metrics.Observe
 	}
 	return fl, nil
 }
 
-// ensureMetrics makes the metrics exist (for OTLP) without serving them.
-func (fl *fleet) ensureMetrics(opts *pipeline.Options) {
+// stages are what stands between the engine and the output: the metrics,
+// when they are on, count what goes to the output.
+func (fl *fleet) stages() []engine.Stage {
 	if fl.metrics == nil {
-		fl.metrics = metrics.New(metrics.Options{})
-		opts.Observe = fl.metrics.Observe
+		return nil
 	}
+	return []engine.Stage{fl.metrics.Stage}
 }
 
-// wrap counts what goes to the output, when metrics are on.
-func (fl *fleet) wrap(s pipeline.Sink) pipeline.Sink {
+// ensureMetrics makes the metrics exist (for OTLP) without serving them.
+func (fl *fleet) ensureMetrics(cfg *engine.Config) {
 	if fl.metrics == nil {
-		return s
+		fl.metrics = metrics.New(metrics.Options{})
+		cfg.Observe = fl.metrics.Observe
 	}
-	return fl.metrics.Sink(s)
 }
 
 func (fl *fleet) close() {

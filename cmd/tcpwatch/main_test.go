@@ -146,7 +146,7 @@ func TestStopsCleanly(t *testing.T) {
 		t.Fatalf("--duration: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	var stats output.Stats
+	var stats output.StatsRecord
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &stats); err != nil || stats.Type != "stats" {
 		t.Fatalf("last line is not stats: %q (%v)", lines[len(lines)-1], err)
 	}

@@ -339,7 +339,7 @@ func watchOTLP(t *testing.T, url string, env []string, args ...string) (*exec.Cm
 
 // stopWatch ends tcpwatch with SIGINT and returns its narratives in the
 // given namespaces and its stats record.
-func stopWatch(t *testing.T, cmd *exec.Cmd, stdout, stderr *bytes.Buffer, netns []uint32) ([]output.NarrativeRecord, output.Stats) {
+func stopWatch(t *testing.T, cmd *exec.Cmd, stdout, stderr *bytes.Buffer, netns []uint32) ([]output.NarrativeRecord, output.StatsRecord) {
 	t.Helper()
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
@@ -354,7 +354,7 @@ func stopWatch(t *testing.T, cmd *exec.Cmd, stdout, stderr *bytes.Buffer, netns 
 		t.Fatalf("tcpwatch did not stop within 60s of SIGINT: %s", stderr.String())
 	}
 	var ns []output.NarrativeRecord
-	var stats output.Stats
+	var stats output.StatsRecord
 	for _, line := range strings.Split(stdout.String(), "\n") {
 		var head struct{ Type string }
 		if json.Unmarshal([]byte(line), &head) != nil {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/output/otlp"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 )
 
 // pipelineOptions are the flags for handing tcpwatch's records to the
@@ -56,13 +56,13 @@ const otlpShutdownWithin = 5 * time.Second
 
 // startOTLP builds the exporter when --otlp is given (nil otherwise); its
 // counts join the metrics (which then exist even without --metrics).
-func (p *pipelineOptions) startOTLP(fl *fleet, opts *pipeline.Options, warn func(error)) (*otlp.Exporter, error) {
+func (p *pipelineOptions) startOTLP(fl *fleet, cfg *engine.Config) (*otlp.Exporter, error) {
 	if p.otlpURL == "" {
 		return nil, nil
 	}
-	fl.ensureMetrics(opts)
+	fl.ensureMetrics(cfg)
 	e, err := otlp.New(context.Background(), otlp.Config{URL: p.otlpURL, Host: fl.host, Version: buildVersion(),
-		CommunityIDSeed: p.communityIDSeed, Cgroups: opts.Cgroups, Gatherer: fl.metrics.Registry, Warn: warn})
+		CommunityIDSeed: p.communityIDSeed, Gatherer: fl.metrics.Registry, Warn: cfg.Warn})
 	if err != nil {
 		return nil, err
 	}

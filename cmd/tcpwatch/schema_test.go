@@ -61,7 +61,7 @@ func TestSchemaV2EndToEnd(t *testing.T) {
 			t.Errorf("v2 narrative has v1 names: %v", r)
 		}
 	}
-	if a["severity"] != "INFO" || b["severity"] != "WARN" || a["error.type"] != "EPIPE" {
+	if a["severity"] != "INFO" || b["severity"] != "ERROR" || a["error.type"] != "EPIPE" {
 		t.Errorf("A: severity %v error.type %v; B: severity %v", a["severity"], a["error.type"], b["severity"])
 	}
 	ap := func(r map[string]any, side string) netip.AddrPort {

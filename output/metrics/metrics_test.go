@@ -9,32 +9,35 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
-	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
-	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
-type nopSink struct{ narratives int }
+type nopSink struct{ narratives, items int }
 
-func (s *nopSink) Narrative(*tracker.Narrative) error        { s.narratives++; return nil }
-func (s *nopSink) Notice(*tracker.Notice) error              { return nil }
-func (s *nopSink) Event(*wire.Event, tcp.ResetReasons) error { return nil }
-func (s *nopSink) Loss(pipeline.Loss) error                  { return nil }
+func (s *nopSink) Tell(it *engine.Item) error {
+	s.items++
+	if it.Narrative != nil {
+		s.narratives++
+	}
+	return nil
+}
+func (s *nopSink) Flush() error { return nil }
 
 const cid = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
-func narr(v tracker.Verdict, local string, begins bool, cg string) *tracker.Narrative {
-	return &tracker.Narrative{Verdict: v, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(local),
-		Begins: begins, Cgroup: containers.Parse(cg)}
+func narr(v tracker.Verdict, local string, begins bool, cg string) *engine.Item {
+	return &engine.Item{Narrative: &tracker.Narrative{Verdict: v, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(local),
+		Begins: begins}, Cgroup: containers.Parse(cg)}
 }
 
 func TestCounts(t *testing.T) {
 	m := New(Options{})
 	next := &nopSink{}
-	s := m.Sink(next)
-	for _, n := range []*tracker.Narrative{
+	s := m.Stage(next)
+	for _, it := range []*engine.Item{
 		narr(tracker.ConnectRefused, "10.0.0.1:1", false, "/"),
 		narr(tracker.ConnectRefused, "10.0.0.1:2", false, "/"),
 		narr(tracker.ConnectRefused, "[fd00::1]:1", false, "/"),
@@ -45,23 +48,19 @@ func TestCounts(t *testing.T) {
 		narr(tracker.KeepaliveProbing, "[fd00::1]:4", true, "/"),
 		narr(tracker.KeepaliveProbing, "[fd00::1]:4", false, "/"),
 	} {
-		if err := s.Narrative(n); err != nil {
+		if err := s.Tell(it); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if next.narratives != 9 {
-		t.Errorf("the wrapped sink got %d narratives", next.narratives)
+	if err := s.Tell(&engine.Item{Loss: &engine.Loss{Total: 1, New: 1}}); err != nil {
+		t.Fatal(err)
 	}
-	m.Observe(pipeline.Progress{Events: 1234, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
+	if next.narratives != 9 || next.items != 10 {
+		t.Errorf("the wrapped sink got %d narratives, %d items", next.narratives, next.items)
+	}
+	m.Observe(engine.Progress{Events: 1234, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
 
 	expected := `
-# HELP tcpwatch_narratives_total Narratives told, by verdict and address family (after the filters).
-# TYPE tcpwatch_narratives_total counter
-tcpwatch_narratives_total{family="ipv4",verdict="connect_refused"} 2
-tcpwatch_narratives_total{family="ipv6",verdict="connect_refused"} 1
-tcpwatch_narratives_total{family="ipv4",verdict="stalled"} 3
-tcpwatch_narratives_total{family="ipv4",verdict="retransmit_timeout"} 1
-tcpwatch_narratives_total{family="ipv6",verdict="keepalive_probing"} 2
 # HELP tcpwatch_rto_episodes_total Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).
 # TYPE tcpwatch_rto_episodes_total counter
 tcpwatch_rto_episodes_total{family="ipv4"} 1
@@ -83,21 +82,54 @@ tcpwatch_tracker_evictions_total 3
 tcpwatch_tracked_connections 17
 `
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(expected),
-		"tcpwatch_narratives_total", "tcpwatch_rto_episodes_total", "tcpwatch_keepalive_episodes_total",
+		"tcpwatch_rto_episodes_total", "tcpwatch_keepalive_episodes_total",
 		"tcpwatch_records_read_total", "tcpwatch_records_lost_total", "tcpwatch_tracker_evictions_total",
 		"tcpwatch_tracked_connections"); err != nil {
 		t.Error(err)
+	}
+	told := map[[2]string]float64{{"connect_refused", "ipv4"}: 2, {"connect_refused", "ipv6"}: 1,
+		{"stalled", "ipv4"}: 3, {"retransmit_timeout", "ipv4"}: 1, {"keepalive_probing", "ipv6"}: 2}
+	for _, v := range words.Verdicts(nil) {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			got := testutil.ToFloat64(m.narratives.WithLabelValues(string(v), fam))
+			if want := told[[2]string{string(v), fam}]; got != want {
+				t.Errorf("tcpwatch_narratives_total{verdict=%q,family=%q} = %v, want %v", v, fam, got, want)
+			}
+		}
 	}
 	if n, err := testutil.GatherAndCount(m.Registry, "tcpwatch_build_info"); err != nil || n != 1 {
 		t.Errorf("build_info: %d series (%v)", n, err)
 	}
 }
 
+// Every registered verdict has its series from the start, and each
+// narrative told through the stage counts under its own verdict.
+func TestEveryVerdictIsCounted(t *testing.T) {
+	m := New(Options{})
+	if n, err := testutil.GatherAndCount(m.Registry, "tcpwatch_narratives_total"); err != nil || n != 2*len(words.Registry) {
+		t.Errorf("%d narrative series before any narrative (%v), want 2 per registered verdict (%d)", n, err, 2*len(words.Registry))
+	}
+	s := m.Stage(&nopSink{})
+	for i, v := range words.Verdicts(nil) {
+		for range i + 1 {
+			if err := s.Tell(narr(v, "10.0.0.1:1", false, "/")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, v := range words.Verdicts(nil) {
+		if got := testutil.ToFloat64(m.narratives.WithLabelValues(string(v), "ipv4")); got != float64(i+1) {
+			t.Errorf("%s counted %v times, told %d", v, got, i+1)
+		}
+	}
+}
+
 // Labels never carry an address or a port; the container label only when asked.
 func TestLabels(t *testing.T) {
 	m := New(Options{Container: true})
-	m.Narrative(narr(tracker.PeerReset, "10.9.8.7:4567", false, "/system.slice/docker-"+cid+".scope"))
-	m.Narrative(narr(tracker.PeerReset, "10.9.8.7:4568", false, "/system.slice/sshd.service"))
+	s := m.Stage(&nopSink{})
+	s.Tell(narr(tracker.PeerReset, "10.9.8.7:4567", false, "/system.slice/docker-"+cid+".scope"))
+	s.Tell(narr(tracker.PeerReset, "10.9.8.7:4568", false, "/system.slice/sshd.service"))
 	expected := `
 # HELP tcpwatch_narratives_total Narratives told, by verdict and address family (after the filters).
 # TYPE tcpwatch_narratives_total counter

@@ -43,7 +43,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -61,8 +61,6 @@ type Config struct {
 	Version string
 	// CommunityIDSeed seeds network.community_id.
 	CommunityIDSeed uint16
-	// Cgroups names the cgroup of raw events (narratives come named).
-	Cgroups *containers.Resolver
 	// Gatherer holds the metrics to send (tcpwatch's Prometheus registry);
 	// nil sends no metrics.
 	Gatherer prometheus.Gatherer
@@ -388,27 +386,27 @@ func keyValue(a output.Attr) attribute.KeyValue {
 	return attribute.String(a.Key, fmt.Sprint(a.Value))
 }
 
-// Narrative sends one narrative.
-func (e *Exporter) Narrative(n *tracker.Narrative) {
-	rec := output.NewNarrativeRecordSeeded(n, e.cfg.CommunityIDSeed)
+// Narrative sends one narrative, whose connection's cgroup names cg.
+func (e *Exporter) Narrative(n *tracker.Narrative, cg containers.Info) {
+	rec := output.NewNarrativeRecordSeeded(n, cg, e.cfg.CommunityIDSeed)
 	e.emit("tcpwatch.narrative", n.Time, output.VerdictSeverity(n.Verdict), rec.Summary, output.Attrs(&rec))
 }
 
 // Notice sends one notice.
-func (e *Exporter) Notice(n *tracker.Notice) {
-	rec := output.NewNoticeRecordSeeded(n, e.cfg.CommunityIDSeed)
+func (e *Exporter) Notice(n *tracker.Notice, cg containers.Info) {
+	rec := output.NewNoticeRecordSeeded(n, cg, e.cfg.CommunityIDSeed)
 	e.emit("tcpwatch.notice", n.Time, output.SeverityInfo, rec.Summary, output.Attrs(&rec))
 }
 
 // Event sends one raw kernel event (--events).
-func (e *Exporter) Event(ev *wire.Event, reasons tcp.ResetReasons) {
-	rec := output.NewEventRecordSeeded(ev, reasons, e.cfg.CommunityIDSeed, e.cfg.Cgroups.Lookup(ev.CgroupID))
+func (e *Exporter) Event(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info) {
+	rec := output.NewEventRecordSeeded(ev, reasons, cg, e.cfg.CommunityIDSeed)
 	e.emit("tcpwatch.event", ev.Time, output.SeverityDebug, output.EventText(ev, reasons), output.Attrs(&rec))
 }
 
 // Loss sends a loss report: the kernel could not deliver records, so
 // stories told from now on may have gaps.
-func (e *Exporter) Loss(l pipeline.Loss) {
+func (e *Exporter) Loss(l engine.Loss) {
 	body := fmt.Sprintf("%d kernel records lost (%d in all: %d ring buffer full, %d programs skipped by recursion): stories told from now on may have gaps",
 		l.New, l.Total, l.RingFull, l.Recursion)
 	e.emit("tcpwatch.loss", time.Now(), output.SeverityWarn, body, []output.Attr{
@@ -417,38 +415,27 @@ func (e *Exporter) Loss(l pipeline.Loss) {
 	})
 }
 
-// Sink sends what goes to next to the collector too, then hands it on.
-// It never waits for the collector.
-func (e *Exporter) Sink(next pipeline.Sink) pipeline.Sink { return sink{e, next} }
+// Stage sends what goes to next to the collector too, then hands it on
+// (an engine.Stage). It never waits for the collector.
+func (e *Exporter) Stage(next engine.Sink) engine.Sink { return stage{e, next} }
 
-type sink struct {
+type stage struct {
 	e    *Exporter
-	next pipeline.Sink
+	next engine.Sink
 }
 
-func (s sink) Flush() error {
-	if f, ok := s.next.(pipeline.Flusher); ok {
-		return f.Flush()
+func (s stage) Tell(it *engine.Item) error {
+	switch {
+	case it.Narrative != nil:
+		s.e.Narrative(it.Narrative, it.Cgroup)
+	case it.Notice != nil:
+		s.e.Notice(it.Notice, it.Cgroup)
+	case it.Event != nil:
+		s.e.Event(it.Event, it.ResetReasons, it.Cgroup)
+	case it.Loss != nil:
+		s.e.Loss(*it.Loss)
 	}
-	return nil
+	return s.next.Tell(it)
 }
 
-func (s sink) Narrative(n *tracker.Narrative) error {
-	s.e.Narrative(n)
-	return s.next.Narrative(n)
-}
-
-func (s sink) Notice(n *tracker.Notice) error {
-	s.e.Notice(n)
-	return s.next.Notice(n)
-}
-
-func (s sink) Event(ev *wire.Event, r tcp.ResetReasons) error {
-	s.e.Event(ev, r)
-	return s.next.Event(ev, r)
-}
-
-func (s sink) Loss(l pipeline.Loss) error {
-	s.e.Loss(l)
-	return s.next.Loss(l)
-}
+func (s stage) Flush() error { return s.next.Flush() }

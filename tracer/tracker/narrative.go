@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -57,28 +56,17 @@ func (v Verdict) Episode() bool {
 	return v == Stalled || v == Recovered || v == KeepaliveProbing
 }
 
-// OwnerSource says how the owner of a connection was learned.
-type OwnerSource string
-
-const (
-	OwnerUnknown  OwnerSource = ""         // nobody could be named
-	OwnerConnect  OwnerSource = "connect"  // the process that called connect()
-	OwnerClose    OwnerSource = "close"    // the process that closed or aborted it
-	OwnerProcfs   OwnerSource = "procfs"   // the process holding its descriptor (/proc/PID/fd)
-	OwnerListener OwnerSource = "listener" // the process that listens on its port: the holder could not be found
-)
-
 // Owner is the process a connection belongs to.
 type Owner struct {
 	PID    uint32
 	Comm   string
-	Source OwnerSource
+	Source wire.OwnerSource
 }
 
 // Exact says whether the owner is the process that holds the socket, not
 // a guess from its listener.
 func (o Owner) Exact() bool {
-	return o.PID != 0 && o.Source != OwnerListener
+	return o.PID != 0 && o.Source != wire.OwnerListener
 }
 
 // Budget is the kernel's deadline for a connection in an outage: how long
@@ -123,11 +111,9 @@ type Narrative struct {
 	NetNS  uint32
 	Inode  uint32
 	Owner  Owner
-	// CgroupID is the socket's cgroup v2 id (0 unknown); Cgroup is what
-	// it names, filled by whoever resolves it (the pipeline), not the
-	// tracker.
+	// CgroupID is the socket's cgroup v2 id (0 unknown); what it names
+	// (path, container, pod) is the engine's to find, not the tracker's.
 	CgroupID uint64
-	Cgroup   containers.Info
 	State    tcp.State
 	// Orphan: no process held the socket any more (closed by its owner,
 	// the kernel finishing the connection alone).
@@ -181,7 +167,6 @@ type Notice struct {
 	Owner  Owner
 	// Age is how long ago the earlier connection on the 4-tuple closed.
 	Age time.Duration
-	// CgroupID and Cgroup: as in Narrative.
+	// CgroupID: as in Narrative.
 	CgroupID uint64
-	Cgroup   containers.Info
 }
