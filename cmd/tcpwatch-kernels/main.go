@@ -197,11 +197,11 @@ type testBinary struct{ pkg, dir, file string }
 
 // hostOnlyTests need software the guest does not carry (a busybox
 // initramfs): real servers and clients from Debian (redis, PostgreSQL,
-// nginx, OpenSSH, Prometheus), bash (to place a connecting process in a cgroup), strace, setpriv, systemd-analyze, a cgo-free rebuild of the
+// nginx, OpenSSH, Prometheus, the OpenTelemetry Collector built with the Go toolchain), bash (to place a connecting process in a cgroup), strace, setpriv, systemd-analyze, a cgo-free rebuild of the
 // binary, or the repository's files. They test tcpwatch against that
 // software, not against the kernel, and run on the host in make test;
 // the guest names them as skipped, never silently.
-const hostOnlyTests = `^(TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestREADMEExamples|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
+const hostOnlyTests = `^(TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestOTLP|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestREADMEExamples|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
 
 // testArgs are the test binaries' extra flags in the guest.
 func testArgs(run string, count int) string {
