@@ -95,9 +95,11 @@ type Stats struct {
 // signal ("logs" or "metrics"), http/protobuf when nothing does (the
 // specification's default).
 func Protocol(signal string) (string, error) {
-	p := os.Getenv("OTEL_EXPORTER_OTLP_" + strings.ToUpper(signal) + "_PROTOCOL")
+	name := "OTEL_EXPORTER_OTLP_" + strings.ToUpper(signal) + "_PROTOCOL"
+	p := os.Getenv(name)
 	if p == "" {
-		p = os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+		name = "OTEL_EXPORTER_OTLP_PROTOCOL"
+		p = os.Getenv(name)
 	}
 	switch p {
 	case "", "http/protobuf":
@@ -105,7 +107,7 @@ func Protocol(signal string) (string, error) {
 	case "grpc":
 		return "grpc", nil
 	}
-	return "", fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: tcpwatch speaks grpc and http/protobuf", p)
+	return "", fmt.Errorf("%s=%q: tcpwatch speaks grpc and http/protobuf", name, p)
 }
 
 // CheckURL says whether u can be a collector's URL.
