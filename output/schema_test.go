@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -97,6 +98,41 @@ func TestPipelinesDocListsV2Names(t *testing.T) {
 		row := "| `" + v1 + "` | `" + v2 + "` |"
 		if !strings.Contains(string(doc), row) {
 			t.Errorf("docs/pipelines.md has no row %q", row)
+		}
+	}
+}
+
+// A kernel event in v2: its text line as body, DEBUG, the connection in
+// the conventions' names, and what v1 omits when empty omitted too.
+func TestSchemaV2Event(t *testing.T) {
+	ev := sampleEvent("[2001:db8::1]:443", "[2001:db8::2]:51000")
+	var buf bytes.Buffer
+	cg := containers.Info{Path: "/kubepods.slice/x", ID: strings.Repeat("ab", 32), PodUID: "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9"}
+	if err := NewWriter(&buf, JSON, Options{Schema: SchemaV2, CommunityIDSeed: 3}).Event(ev, nil, cg); err != nil {
+		t.Fatal(err)
+	}
+	var v2 map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &v2); err != nil {
+		t.Fatalf("%v: %s", err, buf.Bytes())
+	}
+	want := map[string]any{
+		"schema": "2", "type": "event", "severity": "DEBUG", "body": EventText(ev, nil),
+		"tcpwatch.kind": "retransmit", "network.type": "ipv6", "network.transport": "tcp",
+		"network.local.address": "2001:db8::1", "network.local.port": float64(443),
+		"network.peer.address": "2001:db8::2", "network.peer.port": float64(51000),
+		"process.pid": float64(77), "process.executable.name": "curl",
+		"container.id": cg.ID, "k8s.pod.uid": cg.PodUID, "tcpwatch.cgroup": cg.Path,
+		"network.community_id": communityid.Flow(3, communityid.TCP, ev.Local, ev.Remote),
+		"tcpwatch.retransmits": float64(2), "tcpwatch.settings.tcp_retries2": float64(15),
+	}
+	for k, w := range want {
+		if v2[k] != w {
+			t.Errorf("%s = %v, want %v", k, v2[k], w)
+		}
+	}
+	for _, k := range []string{"tcpwatch.old_state", "error.type", "tcpwatch.reset_reason", "laddr"} {
+		if _, ok := v2[k]; ok {
+			t.Errorf("%s present: %v", k, v2[k])
 		}
 	}
 }
