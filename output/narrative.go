@@ -19,6 +19,8 @@ type NarrativeRecord struct {
 	Host    string `json:"host"`
 	Verdict string `json:"verdict"`
 	Final   bool   `json:"final"`
+	// IncidentID names the incident the connection is part of ("" alone).
+	IncidentID string `json:"incident_id"`
 	ConnFields
 	OwnerSource string         `json:"owner_source"`
 	Inode       uint32         `json:"inode"`
@@ -63,6 +65,7 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		Time:        n.Time.Format(TimeLayout),
 		Verdict:     string(n.Verdict),
 		Final:       n.Final,
+		IncidentID:  n.Incident,
 		ConnFields:  connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		OwnerSource: n.Owner.Source.String(),
 		Inode:       n.Inode,
@@ -83,7 +86,7 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		SentReset:   n.SentReset,
 		LostRecords: n.LostRecords,
 		Summary:     words.Summary(n),
-		Explanation: words.Explanation(n),
+		Explanation: explanationOnce(n),
 		Timeline:    make([]TimelineStep, len(n.Timeline)),
 		Settings:    NewSettingsRecord(n.Settings, n.RTOMax),
 	}
@@ -95,6 +98,16 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		r.Timeline[i] = TimelineStep{TMs: s.At.Milliseconds(), Event: words.Step(&n.Timeline[i])}
 	}
 	return r
+}
+
+// explanationOnce is a narrative's explanation, except on the later
+// narratives of a stalled or keepalive_probing episode: its first gave
+// it, and the later ones only bring new figures.
+func explanationOnce(n *tracker.Narrative) string {
+	if (n.Verdict == tracker.Stalled || n.Verdict == tracker.KeepaliveProbing) && !n.Begins && !n.Final {
+		return ""
+	}
+	return words.Explanation(n)
 }
 
 const (
@@ -111,12 +124,22 @@ var colorOf = map[words.Severity]string{words.Normal: ansiGreen, words.Warning: 
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 	if w.format == JSON {
-		rec := NewNarrativeRecordSeeded(n, cg, w.seed)
-		rec.Host = w.host
 		if w.schema == SchemaV2 {
-			w.line = appendV2(w.line[:0], rec.Type, rec.Time, VerdictSeverity(n.Verdict), rec.Summary, Attrs(&rec))
+			rec := NewNarrativeRecordSeeded(n, cg, w.seed)
+			rec.Host = w.host
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, VerdictSeverity(n.Verdict), rec.Summary, NarrativeAttrs(&rec, n, w.explain))
 			return w.writeLine()
 		}
+		if !w.explain && Lifecycle(n) {
+			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host, w.seed)
+			return w.writeLine()
+		}
+		if n.Incident != "" && !w.connections {
+			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n, w.seed)
+			return w.writeLine()
+		}
+		rec := NewNarrativeRecordSeeded(n, cg, w.seed)
+		rec.Host = w.host
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
 		return w.writeLine()
 	}

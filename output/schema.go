@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/tcpwatch/tcpwatch/output/words"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -63,6 +64,8 @@ var V2Names = map[string]string{
 	"pod_uid":      "k8s.pod.uid",
 	"community_id": "network.community_id",
 	"errno":        "error.type",
+	"peer.addr":    "network.peer.address",
+	"peer.port":    "network.peer.port",
 }
 
 // v2Top are the v1 fields that are not attributes in v2: the record's
@@ -153,6 +156,11 @@ func Attrs(rec any) []Attr {
 			// OTLP integers are int64: a cookie above 2^63 would wrap,
 			// but the kernel counts cookies up from 1.
 			val = int64(f.Uint())
+		case reflect.Pointer, reflect.Map, reflect.Slice:
+			if f.IsNil() {
+				continue
+			}
+			val = f.Interface()
 		default:
 			val = f.Interface()
 		}
@@ -165,6 +173,36 @@ func Attrs(rec any) []Attr {
 		}
 	}
 	return attrs
+}
+
+// NarrativeAttrs are a narrative's v2 attributes. A normal lifecycle
+// (Lifecycle) leaves out its explanation, timeline and settings, the same
+// every time, as its v1 short form does, unless explain.
+func NarrativeAttrs(rec *NarrativeRecord, n *tracker.Narrative, explain bool) []Attr {
+	attrs := Attrs(rec)
+	if explain || !Lifecycle(n) {
+		return attrs
+	}
+	out := attrs[:0]
+	for _, a := range attrs {
+		if a.Key == "tcpwatch.explanation" || a.Key == "tcpwatch.timeline" || strings.HasPrefix(a.Key, "tcpwatch.settings.") {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// IncidentSeverity grades an incident: an ERROR once a connection died of
+// it, INFO when it closed with every connection recovered, else WARN.
+func IncidentSeverity(inc *incident.Incident) Severity {
+	switch {
+	case inc.Failed > 0:
+		return SeverityError
+	case inc.Phase == incident.Close:
+		return SeverityInfo
+	}
+	return SeverityWarn
 }
 
 // Severity is how grave a record is, in OpenTelemetry's log severities.

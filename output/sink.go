@@ -14,6 +14,8 @@ func (w *Writer) Tell(it *engine.Item) error {
 		return w.Notice(it.Notice, it.Cgroup)
 	case it.Event != nil:
 		return w.Event(it.Event, it.ResetReasons, it.Cgroup)
+	case it.Incident != nil:
+		return w.Incident(it.Incident)
 	case it.Loss != nil:
 		return w.Loss(*it.Loss)
 	}

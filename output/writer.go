@@ -43,11 +43,14 @@ type Writer struct {
 	color   bool
 	explain bool
 	batch   bool
-	line    []byte
-	held    []byte // whole lines waiting for Flush (Batch)
-	host    string
-	seed    uint16
-	schema  Schema
+	// connections writes the narratives of connections in an incident in
+	// full (JSON), not folded into the incident's records.
+	connections bool
+	line        []byte
+	held        []byte // whole lines waiting for Flush (Batch)
+	host        string
+	seed        uint16
+	schema      Schema
 }
 
 // Options tune the text format.
@@ -61,6 +64,9 @@ type Options struct {
 	// whenever it runs out of work. A write per line was a tenth of
 	// tcpwatch --all's CPU under connection churn (issue #11).
 	Batch bool
+	// Connections writes the narratives of connections in an incident in
+	// full in JSON, instead of folded (--connections).
+	Connections bool
 	// CommunityIDSeed seeds the `community_id` of every record about a
 	// connection (0, the specification's default, unless every tool
 	// whose records are joined uses another).
@@ -75,7 +81,8 @@ const batchMax = 64 << 10
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
 	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
-		host: opts.Host, batch: opts.Batch, seed: opts.CommunityIDSeed, schema: opts.Schema}
+		host: opts.Host, batch: opts.Batch, connections: opts.Connections, seed: opts.CommunityIDSeed,
+		schema: opts.Schema}
 }
 
 // IsTerminal says whether f is a terminal (for colour).

@@ -12,6 +12,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/output/metrics"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
 )
 
 // fleetOptions are the flags for running tcpwatch on many machines:
@@ -109,6 +110,13 @@ func (fl *fleet) ensureMetrics(cfg *engine.Config) {
 	if fl.metrics == nil {
 		fl.metrics = metrics.New(metrics.Options{})
 		cfg.Observe = fl.metrics.Observe
+	}
+}
+
+// observeIncident hands an incident record to the metrics, when they are on.
+func (fl *fleet) observeIncident(inc *incident.Incident) {
+	if fl.metrics != nil {
+		fl.metrics.Incident(inc)
 	}
 }
 

@@ -56,13 +56,13 @@ const otlpShutdownWithin = 5 * time.Second
 
 // startOTLP builds the exporter when --otlp is given (nil otherwise); its
 // counts join the metrics (which then exist even without --metrics).
-func (p *pipelineOptions) startOTLP(fl *fleet, cfg *engine.Config) (*otlp.Exporter, error) {
+func (p *pipelineOptions) startOTLP(fl *fleet, cfg *engine.Config, explain bool) (*otlp.Exporter, error) {
 	if p.otlpURL == "" {
 		return nil, nil
 	}
 	fl.ensureMetrics(cfg)
 	e, err := otlp.New(context.Background(), otlp.Config{URL: p.otlpURL, Host: fl.host, Version: buildVersion(),
-		CommunityIDSeed: p.communityIDSeed, Gatherer: fl.metrics.Registry, Warn: cfg.Warn})
+		CommunityIDSeed: p.communityIDSeed, Explain: explain, Gatherer: fl.metrics.Registry, Warn: cfg.Warn})
 	if err != nil {
 		return nil, err
 	}

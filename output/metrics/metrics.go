@@ -45,6 +45,7 @@ type Metrics struct {
 	narratives *prometheus.CounterVec
 	rto        *prometheus.CounterVec
 	keepalive  *prometheus.CounterVec
+	incidents  incidentMetrics
 
 	events, ringFull, recursion, evictions atomic.Uint64
 	tracked                                atomic.Int64
@@ -89,7 +90,9 @@ func New(opts Options) *Metrics {
 		Help: "tcpwatch's version and the Go it was built with (always 1).",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version(), runtime.Version()).Set(1)
+	m.incidents = newIncidentMetrics()
 	m.Registry.MustRegister(
+		m.incidents.open, m.incidents.inTrouble, m.incidents.ended,
 		m.narratives, m.rto, m.keepalive, build,
 		counter("tcpwatch_records_read_total", "Kernel records read from the ring buffer.", &m.events, nil),
 		counter("tcpwatch_records_lost_total", lostHelp, &m.ringFull, prometheus.Labels{"reason": "ring_full"}),

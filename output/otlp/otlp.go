@@ -1,6 +1,6 @@
 // Package otlp sends what tcpwatch tells to an OpenTelemetry collector
-// with the official Go SDK: every narrative, notice, loss report (and, with
-// --events, kernel event) as an OTLP log record, in the v2 schema's names
+// with the official Go SDK: every narrative, incident record, notice, loss
+// report (and, with --events, kernel event) as an OTLP log record, in the v2 schema's names
 // (output.Attrs), and the Prometheus metrics' figures as OTLP metrics.
 //
 // Where the collector is and how to reach it is the SDK's standard
@@ -16,11 +16,14 @@
 package otlp
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -44,6 +47,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -61,6 +65,9 @@ type Config struct {
 	Version string
 	// CommunityIDSeed seeds network.community_id.
 	CommunityIDSeed uint16
+	// Explain sends a normal lifecycle's explanation, timeline and
+	// settings too (--explain), as its JSON line has them.
+	Explain bool
 	// Gatherer holds the metrics to send (tcpwatch's Prometheus registry);
 	// nil sends no metrics.
 	Gatherer prometheus.Gatherer
@@ -385,13 +392,69 @@ func keyValue(a output.Attr) attribute.KeyValue {
 		}
 		return attribute.Slice(a.Key, steps...)
 	}
-	return attribute.String(a.Key, fmt.Sprint(a.Value))
+	// Nested records (an incident's owners, its joined connections):
+	// their JSON form, as OTLP lists and maps.
+	j, err := json.Marshal(a.Value)
+	if err != nil {
+		return attribute.String(a.Key, fmt.Sprint(a.Value))
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber()
+	if dec.Decode(&v) != nil {
+		return attribute.String(a.Key, string(j))
+	}
+	return attribute.KeyValue{Key: attribute.Key(a.Key), Value: anyValue(v)}
+}
+
+// anyValue converts decoded JSON to an attribute value.
+func anyValue(v any) attribute.Value {
+	switch v := v.(type) {
+	case string:
+		return attribute.StringValue(v)
+	case bool:
+		return attribute.BoolValue(v)
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return attribute.Int64Value(i)
+		}
+		f, _ := v.Float64()
+		return attribute.Float64Value(f)
+	case []any:
+		vs := make([]attribute.Value, len(v))
+		for i, x := range v {
+			vs[i] = anyValue(x)
+		}
+		return attribute.SliceValue(vs...)
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		kvs := make([]attribute.KeyValue, len(keys))
+		for i, k := range keys {
+			kvs[i] = attribute.KeyValue{Key: attribute.Key(k), Value: anyValue(v[k])}
+		}
+		return attribute.MapValue(kvs...)
+	}
+	return attribute.StringValue("")
 }
 
 // Narrative sends one narrative, whose connection's cgroup names cg.
 func (e *Exporter) Narrative(n *tracker.Narrative, cg containers.Info) {
 	rec := output.NewNarrativeRecordSeeded(n, cg, e.cfg.CommunityIDSeed)
-	e.emit("tcpwatch.narrative", n.Time, output.VerdictSeverity(n.Verdict), rec.Summary, output.Attrs(&rec))
+	e.emit("tcpwatch.narrative", n.Time, output.VerdictSeverity(n.Verdict), rec.Summary, output.NarrativeAttrs(&rec, n, e.cfg.Explain))
+}
+
+// Incident sends one incident record (open, update, close).
+func (e *Exporter) Incident(inc *incident.Incident) {
+	rec := output.NewIncidentRecord(inc)
+	t := inc.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	e.emit("tcpwatch.incident", t, output.IncidentSeverity(inc), rec.Summary, output.Attrs(&rec))
 }
 
 // Notice sends one notice.
@@ -434,6 +497,8 @@ func (s stage) Tell(it *engine.Item) error {
 		s.e.Notice(it.Notice, it.Cgroup)
 	case it.Event != nil:
 		s.e.Event(it.Event, it.ResetReasons, it.Cgroup)
+	case it.Incident != nil:
+		s.e.Incident(it.Incident)
 	case it.Loss != nil:
 		s.e.Loss(*it.Loss)
 	}

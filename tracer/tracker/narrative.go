@@ -114,6 +114,10 @@ type Narrative struct {
 	// CgroupID is the socket's cgroup v2 id (0 unknown); what it names
 	// (path, container, pod) is the engine's to find, not the tracker's.
 	CgroupID uint64
+	// Incident is the id of the incident (two or more connections in
+	// trouble with one peer) the connection is part of: filled by the
+	// incident stage after the filters, not the tracker; "" alone.
+	Incident string
 	State    tcp.State
 	// Orphan: no process held the socket any more (closed by its owner,
 	// the kernel finishing the connection alone).
