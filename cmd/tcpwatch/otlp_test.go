@@ -626,3 +626,82 @@ func TestOTLPCollectorDiesMidRun(t *testing.T) {
 		}
 	}
 }
+
+// An incident (a peer gone silent under several connections) reaches the
+// collector as incident log records, the peer in the conventions' names,
+// and its connections' folded narratives carry its id.
+func TestOTLPIncident(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	const conns = 8
+	col := startCollector(t)
+	c, servers := outageLab(t, 1)
+	s := servers[0]
+	netns := netnsInode(t, c)
+	if err := c.Sysctl("net/ipv4/tcp_retries2", "3"); err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, "--netns", fmt.Sprint(netns), "-o", "json", "--otlp", "http://"+col.http, "--host-name", "node-otlp")
+	waitRunning(t, w.cmd.Process.Pid)
+	startPeerServer(t, s, s.Addr4())
+	dialed := dialMany(t, c, netip.AddrPortFrom(s.Addr4(), outagePort), conns, -1)
+	if _, err := c.Blackhole(s.Addr4()); err != nil {
+		t.Fatal(err)
+	}
+	for _, cn := range dialed {
+		cn.Write(make([]byte, 100))
+	}
+	// tcp_retries2=3: the kernel gives up after about 3 s; the incident
+	// closes 5 s after the last connection's trouble.
+	time.Sleep(15 * time.Second)
+	run := parseJSONRun(t, w.stop(t))
+	col.stop(t)
+	if len(run.incidents) == 0 {
+		t.Fatalf("no incident told")
+	}
+	o := run.stats.OTLP
+	if o == nil || o.Exported != o.Emitted || o.Failed+o.Dropped != 0 {
+		t.Fatalf("otlp %+v: want everything exported", o)
+	}
+	var incs, folded int
+	ids := map[string]bool{}
+	for _, inc := range run.incidents {
+		ids[inc.IncidentID] = true
+	}
+	for _, r := range readLogs(t, col.logs) {
+		switch r.EventName {
+		case "tcpwatch.incident":
+			incs++
+			id, _ := r.Attrs["tcpwatch.incident_id"].(string)
+			if !ids[id] || r.Attrs["network.peer.address"] != s.Addr4().String() || r.Attrs["network.peer.port"] != int64(outagePort) ||
+				r.Body == "" || r.Attrs["tcpwatch.phase"] == nil {
+				t.Errorf("incident record: id %q body %q attrs %v", id, r.Body, r.Attrs)
+			}
+			if r.Attrs["tcpwatch.phase"] == "close" && (r.Attrs["tcpwatch.outcome"] != "fatal" || r.SeverityText != "ERROR") {
+				t.Errorf("closing record: outcome %v severity %s, want fatal ERROR", r.Attrs["tcpwatch.outcome"], r.SeverityText)
+			}
+		case "tcpwatch.narrative":
+			if id, _ := r.Attrs["tcpwatch.incident_id"].(string); ids[id] {
+				folded++
+				if r.Attrs["network.community_id"] == nil || r.Attrs["network.peer.address"] != s.Addr4().String() {
+					t.Errorf("narrative in the incident: attrs %v", r.Attrs)
+				}
+			}
+		}
+	}
+	t.Logf("%d incident records and %d narratives in incidents told; the collector has %d and %d", len(run.incidents),
+		countInIncident(run.narratives, ids), incs, folded)
+	if incs != len(run.incidents) || folded != countInIncident(run.narratives, ids) || folded == 0 {
+		t.Errorf("collector: %d incident records, %d narratives in incidents; tcpwatch told %d and %d",
+			incs, folded, len(run.incidents), countInIncident(run.narratives, ids))
+	}
+}
+
+func countInIncident(ns []narrativeJSON, ids map[string]bool) int {
+	n := 0
+	for _, x := range ns {
+		if ids[x.IncidentID] {
+			n++
+		}
+	}
+	return n
+}
