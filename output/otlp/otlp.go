@@ -189,7 +189,9 @@ func New(ctx context.Context, cfg Config) (*Exporter, error) {
 	if e.queue.batch > e.queue.max {
 		e.queue.batch = e.queue.max
 	}
-	e.logs = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(e.queue))
+	// Attribute keys are unique by construction (output.Attrs): the
+	// SDK's de-duplication, a map per record, was most of the cost.
+	e.logs = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(e.queue), sdklog.WithAllowKeyDuplication())
 	e.logger = e.logs.Logger("github.com/tcpwatch/tcpwatch", log.WithInstrumentationVersion(cfg.Version))
 	if cfg.Gatherer != nil {
 		var mexp sdkmetric.Exporter
