@@ -4,8 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -66,23 +73,36 @@ type collector struct {
 	stderr        bytes.Buffer
 	stopped       bool
 	exited        chan struct{} // closed when the process has ended
+	cert          string        // its TLS certificate (PEM), with TLS
 	dir, exe      string
 }
 
 // startCollector runs the Collector on two free loopback ports: OTLP/gRPC
 // and OTLP/HTTP in, logs and metrics each to a file of OTLP JSON lines.
 // Its own telemetry is off: nothing else listens.
-func startCollector(t *testing.T) *collector {
+func startCollector(t *testing.T) *collector { return startCollectorTLS(t, false) }
+
+// startCollectorTLS is startCollector with, when tls, both receivers
+// behind TLS with a certificate of their own for 127.0.0.1, whose PEM is
+// in c.cert.
+func startCollectorTLS(t *testing.T, tls bool) *collector {
 	t.Helper()
 	c := &collector{exe: buildCollector(t), dir: t.TempDir()}
 	c.grpc = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	c.http = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	c.logs, c.metrics = filepath.Join(c.dir, "logs.json"), filepath.Join(c.dir, "metrics.json")
+	tlsConfig := ""
+	if tls {
+		c.cert = filepath.Join(c.dir, "cert.pem")
+		key := filepath.Join(c.dir, "key.pem")
+		writeSelfSigned(t, c.cert, key)
+		tlsConfig = fmt.Sprintf(", tls: {cert_file: %q, key_file: %q}", c.cert, key)
+	}
 	config := fmt.Sprintf(`receivers:
   otlp:
     protocols:
-      grpc: {endpoint: %q}
-      http: {endpoint: %q}
+      grpc: {endpoint: %q%s}
+      http: {endpoint: %q%s}
 exporters:
   file/logs: {path: %q, flush_interval: 100ms}
   file/metrics: {path: %q, flush_interval: 100ms}
@@ -93,7 +113,7 @@ service:
   pipelines:
     logs: {receivers: [otlp], exporters: [file/logs]}
     metrics: {receivers: [otlp], exporters: [file/metrics]}
-`, c.grpc, c.http, c.logs, c.metrics)
+`, c.grpc, tlsConfig, c.http, tlsConfig, c.logs, c.metrics)
 	path := filepath.Join(c.dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -704,4 +724,80 @@ func countInIncident(ns []narrativeJSON, ids map[string]bool) int {
 		}
 	}
 	return n
+}
+
+// writeSelfSigned writes a self-signed certificate for 127.0.0.1 and its key.
+func writeSelfSigned(t *testing.T, certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tcpwatch test collector"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOTLPOverTLS: an https URL is TLS, trusting what
+// OTEL_EXPORTER_OTLP_CERTIFICATE names, over both protocols; without it
+// the collector's certificate is refused and every record counted failed.
+func TestOTLPOverTLS(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, tc := range []struct {
+		name, proto string
+		trust       bool
+	}{{"http-trusted", "http/protobuf", true}, {"grpc-trusted", "grpc", true}, {"http-untrusted", "http/protobuf", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := startCollectorTLS(t, true)
+			addr := c.http
+			if tc.proto == "grpc" {
+				addr = c.grpc
+			}
+			env := []string{"OTEL_EXPORTER_OTLP_PROTOCOL=" + tc.proto}
+			if tc.trust {
+				env = append(env, "OTEL_EXPORTER_OTLP_CERTIFICATE="+c.cert)
+			}
+			cmd, stdout, stderr := watchOTLP(t, "https://"+addr, env)
+			res, err := lab.Run(context.Background(), "connect-refused", lab.Options{}, func(lab.Record) {})
+			if err != nil {
+				cmd.Process.Kill()
+				t.Fatalf("lab: %v", err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			told, stats := stopWatch(t, cmd, stdout, stderr, netnsOf(res))
+			c.stop(t)
+			o := stats.OTLP
+			got := readLogs(t, c.logs)
+			t.Logf("%s: %d lab narratives told; otlp %+v; the collector has %d records", tc.name, len(told), *o, len(got))
+			if len(told) == 0 {
+				t.Fatalf("no lab narrative told")
+			}
+			if tc.trust {
+				if o.Exported != o.Emitted || o.Failed+o.Dropped != 0 || uint64(len(got)) != o.Exported {
+					t.Errorf("trusted TLS: otlp %+v, collector %d records: want all exported and received", *o, len(got))
+				}
+				return
+			}
+			if o.Exported != 0 || o.Failed+o.Dropped != o.Emitted || len(got) != 0 || !strings.Contains(o.LastError, "certificate") {
+				t.Errorf("untrusted TLS: otlp %+v, collector %d records: want nothing exported, all failed on the certificate", *o, len(got))
+			}
+		})
+	}
 }
