@@ -26,7 +26,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab"
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/output/communityid"
@@ -416,7 +417,7 @@ func narrativeKey(cookie int64, verdict string, unixNano string) string {
 // narrative's fields as the conventions' attributes; and the metrics
 // arrive with the figures /metrics serves. Both protocols.
 func TestOTLPToCollector(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	for _, proto := range []string{"http/protobuf", "grpc"} {
 		t.Run(strings.ReplaceAll(proto, "/", "-"), func(t *testing.T) {
 			c := startCollector(t)
@@ -549,7 +550,7 @@ func scrape(t *testing.T, addr, series string) float64 {
 // every record it could not send (stats, /metrics), warns once, and
 // still stops promptly at SIGINT.
 func TestOTLPCollectorDiesMidRun(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	c := startCollector(t)
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd, stdout, stderr := watchOTLP(t, "http://"+c.http, []string{"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}, "--metrics", metricsAddr)
@@ -651,12 +652,12 @@ func TestOTLPCollectorDiesMidRun(t *testing.T) {
 // collector as incident log records, the peer in the conventions' names,
 // and its connections' folded narratives carry its id.
 func TestOTLPIncident(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	const conns = 8
 	col := startCollector(t)
 	c, servers := outageLab(t, 1)
 	s := servers[0]
-	netns := netnsInode(t, c)
+	netns := hosts.Netns(t, c)
 	if err := c.Sysctl("net/ipv4/tcp_retries2", "3"); err != nil {
 		t.Fatal(err)
 	}
@@ -759,7 +760,7 @@ func writeSelfSigned(t *testing.T, certPath, keyPath string) {
 // OTEL_EXPORTER_OTLP_CERTIFICATE names, over both protocols; without it
 // the collector's certificate is refused and every record counted failed.
 func TestOTLPOverTLS(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	for _, tc := range []struct {
 		name, proto string
 		trust       bool

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/lab"
 	"github.com/tcpwatch/tcpwatch/output/communityid"
 )
@@ -20,7 +20,7 @@ import (
 // the semantic conventions' words, both ends joined by their Community ID
 // under a seed of their own.
 func TestSchemaV2EndToEnd(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	cmd := tcpwatch(t, "-o", "json", "--schema", "v2", "--community-id-seed", "7", "--host-name", "node-v2")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
