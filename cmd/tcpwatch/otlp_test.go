@@ -346,8 +346,10 @@ type dataPoint struct {
 func watchOTLP(t *testing.T, url string, env []string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
 	cmd := tcpwatch(t, append([]string{"-o", "json", "--otlp", url, "--host-name", "node-otlp"}, args...)...)
+	// tcpwatch watches the whole machine here (the lab's namespaces do not
+	// exist yet): a queue that holds a burst from other tests too.
 	cmd.Env = append(cmd.Env, "OTEL_BLRP_SCHEDULE_DELAY=100", "OTEL_METRIC_EXPORT_INTERVAL=500",
-		"OTEL_BLRP_EXPORT_TIMEOUT=2000", "OTEL_EXPORTER_OTLP_TIMEOUT=2000")
+		"OTEL_BLRP_EXPORT_TIMEOUT=2000", "OTEL_EXPORTER_OTLP_TIMEOUT=2000", "OTEL_BLRP_MAX_QUEUE_SIZE=65536")
 	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
