@@ -86,7 +86,8 @@ const Transport = "tcp"
 // leaf is one field of a record type: where it is and what it is called.
 type leaf struct {
 	index     []int
-	key       string
+	key       string // the v1 name
+	v2        string // the v2 name
 	omitEmpty bool
 }
 
@@ -116,7 +117,7 @@ func planOf(t reflect.Type) []leaf {
 				walk(f.Type, idx, prefix+name+".")
 				continue
 			}
-			out = append(out, leaf{index: idx, key: prefix + name, omitEmpty: strings.Contains(opts, "omitempty")})
+			out = append(out, leaf{index: idx, key: prefix + name, v2: V2Name(prefix + name), omitEmpty: strings.Contains(opts, "omitempty")})
 		}
 	}
 	walk(t, nil, "")
@@ -140,7 +141,7 @@ func Attrs(rec any) []Attr {
 		if l.omitEmpty && f.IsZero() {
 			continue
 		}
-		key := V2Name(l.key)
+		key := l.v2
 		var val any
 		switch f.Kind() {
 		case reflect.String:

@@ -54,3 +54,20 @@ func BenchmarkNarrative(b *testing.B) {
 	b.StopTimer()
 	e.logs.Shutdown(context.Background())
 }
+
+// BenchmarkLifecycle is a normal close under --all: the commonest
+// narrative on a busy host.
+func BenchmarkLifecycle(b *testing.B) {
+	q := newQueue(discard{}, 1<<20, 512, time.Millisecond, time.Second)
+	e := &Exporter{queue: q}
+	e.logs = sdklog.NewLoggerProvider(sdklog.WithProcessor(q), sdklog.WithAllowKeyDuplication())
+	e.logger = e.logs.Logger("bench")
+	n := benchNarrative()
+	n.Verdict, n.Errno, n.Retransmits, n.RTOs = tracker.LocalClosed, 0, 0, nil
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Narrative(n, containers.Info{})
+	}
+	b.StopTimer()
+	e.logs.Shutdown(context.Background())
+}

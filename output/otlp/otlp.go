@@ -84,6 +84,7 @@ type Exporter struct {
 	meters    *sdkmetric.MeterProvider
 	metricExp *countingMetricExporter
 	failing   atomic.Bool
+	kvs       []attribute.KeyValue // emit's buffer
 }
 
 // Stats count what became of the records handed to the exporter.
@@ -366,7 +367,9 @@ func (e *Exporter) emit(event string, t time.Time, sev output.Severity, body str
 	r.SetSeverity(severity(sev))
 	r.SetSeverityText(sev.Text)
 	r.SetBody(attribute.StringValue(body))
-	kvs := make([]attribute.KeyValue, 0, len(attrs))
+	// The record copies the attributes: one buffer serves every record
+	// (emit runs on the engine's goroutine only).
+	kvs := e.kvs[:0]
 	for _, a := range attrs {
 		if a.Key == "host.name" {
 			continue
@@ -375,6 +378,8 @@ func (e *Exporter) emit(event string, t time.Time, sev output.Severity, body str
 	}
 	r.AddAttributes(kvs...)
 	e.logger.Emit(context.Background(), r)
+	clear(kvs) // let go of the strings
+	e.kvs = kvs
 }
 
 func keyValue(a output.Attr) attribute.KeyValue {
