@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/cgroups"
 	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab"
 	"github.com/tcpwatch/tcpwatch/output"
@@ -802,5 +803,47 @@ func TestOTLPOverTLS(t *testing.T) {
 				t.Errorf("untrusted TLS: otlp %+v, collector %d records: want nothing exported, all failed on the certificate", *o, len(got))
 			}
 		})
+	}
+}
+
+// tcpwatch itself in a pod's container: the resource of its records names
+// that container and pod (from its own cgroup), and takes what
+// OTEL_RESOURCE_ATTRIBUTES adds.
+func TestOTLPResourceInAContainer(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	c := startCollector(t)
+	mount, parent := cgroups.Parent(t)
+	id := fleetID(7)
+	cg := cgroups.Make(t, mount, parent, "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"+fleetUIDU+".slice/cri-containerd-"+id+".scope")
+	cmd := tcpwatch(t, "-o", "json", "--otlp", "http://"+c.http, "--host-name", "node-c")
+	cmd.Env = append(cmd.Env, "OTEL_BLRP_SCHEDULE_DELAY=100", "OTEL_RESOURCE_ATTRIBUTES=k8s.node.name=node-c,k8s.pod.name=tcpwatch-x7")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cgroups.Start(t, cg, cmd)
+	waitRunning(t, cmd.Process.Pid)
+	// A refused connection, for a record to carry the resource.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	if conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		conn.Close()
+		t.Fatal("connect to a closed port succeeded")
+	}
+	time.Sleep(300 * time.Millisecond)
+	_, stats := stopWatch(t, cmd, &stdout, &stderr, nil)
+	c.stop(t)
+	recs := readLogs(t, c.logs)
+	if len(recs) == 0 || stats.OTLP.Exported == 0 {
+		t.Fatalf("the collector has %d records (otlp %+v)", len(recs), *stats.OTLP)
+	}
+	want := map[string]any{"container.id": id, "k8s.pod.uid": fleetUID, "k8s.node.name": "node-c",
+		"k8s.pod.name": "tcpwatch-x7", "host.name": "node-c", "service.name": "tcpwatch"}
+	for k, v := range want {
+		if recs[0].Resource[k] != v {
+			t.Errorf("resource %s = %v, want %v (resource %v)", k, recs[0].Resource[k], v, recs[0].Resource)
+		}
 	}
 }
