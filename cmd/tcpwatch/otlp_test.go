@@ -847,3 +847,70 @@ func TestOTLPResourceInAContainer(t *testing.T) {
 		}
 	}
 }
+
+// A collector that accepts connections and never answers: tcpwatch tells
+// everything on stdout as if it were not there, holds at most its small
+// queue, counts every record it could not send, and still stops at
+// SIGINT (the shutdown is bounded; the export in flight is cut).
+func TestOTLPCollectorNeverAnswers(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, conn) // read nothing, answer nothing
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	cmd, stdout, stderr := watchOTLP(t, "http://"+ln.Addr().String(), []string{
+		"OTEL_BLRP_MAX_QUEUE_SIZE=2", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE=1",
+		"OTEL_BLRP_EXPORT_TIMEOUT=600000", "OTEL_EXPORTER_OTLP_TIMEOUT=600000", "OTEL_METRIC_EXPORT_TIMEOUT=600000"})
+	var netns []uint32
+	for _, sc := range []string{"process-crash", "connect-refused"} {
+		res, err := lab.Run(context.Background(), sc, lab.Options{}, func(lab.Record) {})
+		if err != nil {
+			cmd.Process.Kill()
+			t.Fatalf("lab %s: %v", sc, err)
+		}
+		netns = append(netns, netnsOf(res)...)
+	}
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	told, stats := stopWatch(t, cmd, stdout, stderr, netns)
+	stopped := time.Since(start)
+	o := stats.OTLP
+	t.Logf("%d lab narratives told; stopped %v after SIGINT; otlp %+v", len(told), stopped.Round(time.Millisecond), *o)
+	var verdicts []string
+	for _, n := range told {
+		verdicts = append(verdicts, n.Verdict)
+	}
+	for _, v := range []string{"peer_closed", "local_process_exited", "connect_refused"} {
+		if !slices.Contains(verdicts, v) {
+			t.Errorf("no %s told on stdout (%v): the collector held tcpwatch up", v, verdicts)
+		}
+	}
+	if o.Exported != 0 || o.Emitted != o.Failed+o.Dropped || o.Failed == 0 || o.Dropped+o.Failed < uint64(len(told)) {
+		t.Errorf("otlp %+v: want nothing exported, every record failed (the export cut at exit) or dropped", *o)
+	}
+	// Bounded: 5 s for the queue at exit, whatever the collector does.
+	if stopped > 30*time.Second {
+		t.Errorf("tcpwatch took %v to stop with the collector not answering", stopped)
+	}
+}

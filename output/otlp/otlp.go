@@ -346,11 +346,21 @@ func (e *Exporter) Register(reg prometheus.Registerer) error {
 // Shutdown sends what is held and a last collection of the metrics, for
 // as long as ctx allows; what could not be sent by then is counted.
 func (e *Exporter) Shutdown(ctx context.Context) error {
-	var errs []error
-	if e.meters != nil {
-		errs = append(errs, e.meters.Shutdown(ctx))
-	}
-	errs = append(errs, e.logs.Shutdown(ctx))
+	// Metrics and logs at once: a collector that does not answer would
+	// otherwise spend the whole time on the metrics' last export, and the
+	// log queue would never be shut down and counted.
+	metricsDone := make(chan error, 1)
+	go func() {
+		if e.meters == nil {
+			metricsDone <- nil
+			return
+		}
+		metricsDone <- e.meters.Shutdown(ctx)
+	}()
+	// The queue first, directly: the provider skips its processors when
+	// ctx has already ended, and every record must be counted.
+	errs := []error{e.queue.Shutdown(ctx), e.logs.Shutdown(ctx)}
+	errs = append(errs, <-metricsDone)
 	return errors.Join(errs...)
 }
 

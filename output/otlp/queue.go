@@ -28,6 +28,9 @@ type queue struct {
 	stop     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
+	// Shutdown runs once (tcpwatch calls it, then the provider does).
+	shutdownOnce sync.Once
+	shutdownErr  error
 	// ctx ends every export when Shutdown runs out of time.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -97,6 +100,10 @@ func (q *queue) take() []sdklog.Record {
 }
 
 func (q *queue) export(batch []sdklog.Record) {
+	if q.ctx.Err() != nil {
+		q.dropped.Add(uint64(len(batch))) // Shutdown ran out of time: never sent
+		return
+	}
 	ctx, cancel := context.WithTimeout(q.ctx, q.timeout)
 	defer cancel()
 	if err := q.exp.Export(ctx, batch); err != nil {
@@ -124,8 +131,8 @@ func (q *queue) run() {
 				break
 			}
 			q.export(b)
-			if len(b) < q.batch {
-				break // the rest waits for the next tick or a full batch
+			if len(b) < q.batch || q.closed() {
+				break // the rest waits for the next tick or a full batch, or Shutdown
 			}
 		}
 	}
@@ -135,6 +142,11 @@ func (q *queue) run() {
 // then is cut short and counts as failed); what is still held is counted
 // dropped. The exporter is shut down last.
 func (q *queue) Shutdown(ctx context.Context) error {
+	q.shutdownOnce.Do(func() { q.shutdownErr = q.shutdown(ctx) })
+	return q.shutdownErr
+}
+
+func (q *queue) shutdown(ctx context.Context) error {
 	q.stopOnce.Do(func() { close(q.stop) })
 	stop := context.AfterFunc(ctx, q.cancel)
 	defer stop()
