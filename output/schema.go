@@ -41,7 +41,8 @@ func ParseSchema(s string) (Schema, error) {
 }
 
 // Attr is one attribute of a record in the v2 names. Value is a string,
-// int64, bool, []int64 or []TimelineStep.
+// int64, bool, []int64, []TimelineStep, or a nested part of an incident
+// record (owners, joined connections: any value encoding/json takes).
 type Attr struct {
 	Key   string
 	Value any
@@ -126,7 +127,7 @@ func planOf(t reflect.Type) []leaf {
 }
 
 // Attrs lists a record's attributes in v2 names (rec is a pointer to a
-// NarrativeRecord, NoticeRecord or EventRecord). What is unknown is left
+// NarrativeRecord, NoticeRecord, EventRecord or IncidentRecord). What is unknown is left
 // out rather than told as empty: an empty string, a process id 0.
 // network.transport is added to records about a connection.
 func Attrs(rec any) []Attr {
