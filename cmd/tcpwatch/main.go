@@ -350,10 +350,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		w.Flush() // what was told before the failure
 	}
-	otlpStats, oerr := stopOTLP(exporter)
-	if oerr != nil {
-		fmt.Fprintf(stderr, "tcpwatch: warning: --otlp: %v\n", oerr)
-	}
+	otlpStats := stopOTLP(exporter)
 	if record != nil {
 		if ferr := record.Flush(); ferr != nil && err == nil {
 			err = fmt.Errorf("--record: %w", ferr)
