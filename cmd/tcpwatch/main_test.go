@@ -36,7 +36,9 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeCollector()
+	os.Exit(code)
 }
 
 // tcpwatch returns a command that runs tcpwatch with args.

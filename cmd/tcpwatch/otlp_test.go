@@ -45,6 +45,13 @@ var (
 	collectorErr  error
 )
 
+// removeCollector removes the built collector (TestMain, at the end).
+func removeCollector() {
+	if collectorPath != "" {
+		os.RemoveAll(filepath.Dir(collectorPath))
+	}
+}
+
 func buildCollector(t *testing.T) string {
 	t.Helper()
 	collectorOnce.Do(func() {
