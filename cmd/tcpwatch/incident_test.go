@@ -708,3 +708,84 @@ func TestIncidentPgbenchDatabaseSilent(t *testing.T) {
 		}
 	}
 }
+
+// Incidents of the other kinds of trouble, for real: idle connections with
+// keepalive to a peer that goes silent (keepalive_probing, then
+// keepalive_timeout), and connections being opened to a peer that never
+// answers (connect_timeout). One incident each.
+func TestIncidentKeepaliveAndConnect(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	const n = 20
+	c, servers := outageLab(t, 2)
+	ka, dead := servers[0], servers[1]
+	if err := c.Sysctl("net/ipv4/tcp_syn_retries", "2"); err != nil { // connect gives up after 7 s
+		t.Fatal(err)
+	}
+	startPeerServer(t, ka, ka.Addr4())
+	js := startWatcher(t, "--netns", fmt.Sprint(netnsInode(t, c)), "-o", "json")
+	waitRunning(t, js.cmd.Process.Pid)
+	var idle []*net.TCPConn
+	err := c.Do(func() error {
+		d := net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 2 * time.Second, Interval: time.Second, Count: 3}}
+		for i := 0; i < n; i++ {
+			cn, err := d.Dial("tcp", netip.AddrPortFrom(ka.Addr4(), outagePort).String())
+			if err != nil {
+				return err
+			}
+			idle = append(idle, cn.(*net.TCPConn))
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		for _, cn := range idle {
+			cn.Close()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range servers {
+		if _, err := c.Blackhole(h.Addr4()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	var timedOut atomic.Int64
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Do(func() error {
+				cn, err := net.DialTimeout("tcp", netip.AddrPortFrom(dead.Addr4(), outagePort).String(), time.Minute)
+				if err == nil {
+					cn.Close()
+				} else if errors.Is(err, syscall.ETIMEDOUT) {
+					timedOut.Add(1)
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	time.Sleep(10 * time.Second) // keepalive gives up about 5 s after the last ACK; the incidents settle
+	out := js.stop(t)
+	r := parseJSONRun(t, out)
+	byPeer := map[string]incidentJSON{}
+	for _, recs := range byIncident(r.incidents) {
+		last := recs[len(recs)-1]
+		byPeer[last.Peer.Addr] = last
+	}
+	kaInc, connInc := byPeer[ka.Addr4().String()], byPeer[dead.Addr4().String()]
+	t.Logf("keepalive: %s %s %v %v; connect: %s %s %v %v", kaInc.Phase, kaInc.Outcome, kaInc.Verdicts, kaInc.Errnos,
+		connInc.Phase, connInc.Outcome, connInc.Verdicts, connInc.Errnos)
+	if len(byPeer) != 2 || kaInc.Outcome != "fatal" || kaInc.Verdicts["keepalive_timeout"] != n || kaInc.Probes < 2*n {
+		t.Errorf("keepalive incident: %+v", kaInc)
+	}
+	if connInc.Outcome != "fatal" || connInc.Verdicts["connect_timeout"] != n || connInc.Errnos["ETIMEDOUT"] != int(timedOut.Load()) || timedOut.Load() != n {
+		t.Errorf("connect incident: %s %v %v; the applications saw %d ETIMEDOUT", connInc.Outcome, connInc.Verdicts, connInc.Errnos, timedOut.Load())
+	}
+	checkOneStory(t, r.narratives)
+	if r.stats.Lost != 0 {
+		t.Errorf("%d records lost:\n%s", r.stats.Lost, out)
+	}
+}

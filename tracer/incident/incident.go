@@ -463,7 +463,9 @@ func (m *Model) join(ck connKey, n *tracker.Narrative) *member {
 	}
 	inc.joined = append(inc.joined, j)
 	mb.state = inTrouble
-	if len(inc.members) >= 2 {
+	// Gone connections count: a burst of refused or timed-out connects
+	// is told one final narrative each.
+	if len(inc.members)+len(inc.gone) >= 2 {
 		if !inc.everTwo {
 			inc.everTwo = true
 			inc.openDue = m.now + m.cfg.Gather

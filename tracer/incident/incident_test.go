@@ -300,3 +300,25 @@ func TestGiveUpMovedIsNews(t *testing.T) {
 		t.Errorf("give-up moved by minutes: %+v", tag)
 	}
 }
+
+// Connections that are told once, at their end (connect_timeout,
+// connect_refused), still make one incident together.
+func TestFinalsAloneMakeAnIncident(t *testing.T) {
+	var rec recorder
+	m := New(Config{ID: "t"}, rec.report)
+	for i := 0; i < 5; i++ {
+		c := &conn{local: netip.AddrPortFrom(client, uint16(100+i)), remote: peerA, pid: 3, onset: time.Second}
+		n := c.narrative(tracker.ConnectTimeout, 8*time.Second+time.Duration(i)*time.Millisecond, true)
+		n.Errno = int32(unix.ETIMEDOUT)
+		if tag := m.Observe(n, ""); (i == 0) != (tag.Incident == "") || tag.News != End {
+			t.Errorf("connection %d: %+v", i, tag)
+		}
+	}
+	m.Tick(20 * time.Second)
+	if len(rec.reports) != 2 {
+		t.Fatalf("%d records, want open and close", len(rec.reports))
+	}
+	if r := rec.reports[1]; r.Outcome != Fatal || r.Connections != 5 || r.Verdicts[tracker.ConnectTimeout] != 5 || r.Errnos[int32(unix.ETIMEDOUT)] != 5 {
+		t.Errorf("close %+v", r)
+	}
+}
