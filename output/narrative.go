@@ -119,6 +119,10 @@ var colorOf = map[words.Severity]string{words.Normal: ansiGreen, words.Warning: 
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 	if w.format == JSON {
+		if !w.explain && Lifecycle(n) {
+			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host)
+			return w.writeLine()
+		}
 		if n.Incident != "" && !w.connections {
 			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n)
 			return w.writeLine()

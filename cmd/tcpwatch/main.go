@@ -265,6 +265,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case o.all:
 		mode = engine.ModeAll
 	}
+	engine.TuneGC(mode, os.Getenv)
 	cfg := engine.Config{
 		Mode:     mode,
 		MaxConns: o.maxConns,

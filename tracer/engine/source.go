@@ -39,6 +39,10 @@ const tickEvery = 100 * time.Millisecond
 // the tracker is held back by it.
 const inFlight = 10 * time.Millisecond
 
+// clockEvery is how many records the reading loop handles on one clock
+// reading while more wait in the ring (see Run).
+const clockEvery = 64
+
 // lossEvery is how often the kernel's loss counters are read.
 const lossEvery = time.Second
 
