@@ -204,6 +204,10 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	b = appendStringField(b, "host", host)
 	b = appendStringField(b, "verdict", string(n.Verdict))
 	b = appendBoolField(b, "final", true)
+	if n.Incident != "" {
+		// A connection that recovered in an incident, then closed normally.
+		b = appendStringField(b, "incident_id", n.Incident)
+	}
 	b = appendUintField(b, "cookie", n.Cookie)
 	b = n.Local.Addr().AppendTo(append(appendKey(b, "laddr"), '"'))
 	b = append(b, '"')
