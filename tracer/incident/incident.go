@@ -347,6 +347,10 @@ func (m *Model) Follows(netns uint32, cookie uint64) bool {
 	return ok
 }
 
+// Open is how many incidents the model holds now, lone connections'
+// included: none on a healthy host.
+func (m *Model) Open() int { return len(m.byPeer) }
+
 // Stats reports what the model did so far.
 func (m *Model) Stats() Stats {
 	s := m.stats
