@@ -710,6 +710,11 @@ func TestIncidentPgbenchDatabaseSilent(t *testing.T) {
 		if closing.Connections != len(conns) || closing.Recovered != closing.Connections || closing.Connections > 40 || closing.Connections < 2 {
 			t.Errorf("%d connections, %d recovered; %d told in it; at most 40 exist", closing.Connections, closing.Recovered, len(conns))
 		}
+		// The pool's other connections wait for an answer with nothing in
+		// flight: they share the fate, and libpq arms keepalive on them.
+		if open.SharedFate == nil || open.Connections+open.SharedFate.Idle > 40 || open.SharedFate.Keepalive != open.SharedFate.Idle {
+			t.Errorf("shared fate at open: %+v, with %d connections in the incident (40 exist)", open.SharedFate, open.Connections)
+		}
 	}
 }
 
