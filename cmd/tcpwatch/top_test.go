@@ -98,4 +98,19 @@ func TestTopInTmux(t *testing.T) {
 	if alt := strings.TrimSpace(tmux("display-message", "-p", "-t", session, "#{alternate_on}")); alt != "0" {
 		t.Errorf("the terminal is still on the alternate screen (alternate_on=%s)", alt)
 	}
+
+	// The other way out: the run's end (--duration, as SIGINT and SIGTERM
+	// end it) restores the terminal too.
+	timed := session + "-d"
+	tmux("new-session", "-d", "-s", timed, "-x", "120", "-y", "30", "sh", "-c",
+		fmt.Sprintf("TCPWATCH_MAIN=1 %s top --duration 3s --netns %d; echo \"top exited $?\"; sleep 120", exe, netnsInode(t, c)))
+	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", timed).Run() })
+	session = timed
+	after = waitScreen("top's exit at the end of --duration", 60*time.Second, func(sc string) bool { return strings.Contains(sc, "top exited") })
+	if !strings.Contains(after, "top exited 0") || strings.Contains(after, "tcpwatch top ") {
+		t.Errorf("after --duration the terminal shows:\n%s", after)
+	}
+	if alt := strings.TrimSpace(tmux("display-message", "-p", "-t", session, "#{alternate_on}")); alt != "0" {
+		t.Errorf("after --duration the terminal is still on the alternate screen (alternate_on=%s)", alt)
+	}
 }
