@@ -323,7 +323,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		telling = stage.Records
 	}
 	incidents := stage.New(stage.Options{Telling: telling, Connections: o.conns,
-		SharedFate: (&incident.SharedFateReader{}).Read, Observe: fleet.observeIncident})
+		SharedFate: (&incident.SharedFateReader{}).Read, Observe: fleet.observeIncident,
+		InTrouble: fleet.incidentInTrouble()})
 	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, append(fleet.stages(), incidents.Stage)...))
 	if err == nil {
 		err = incidents.End()

@@ -37,7 +37,7 @@ func runTop(ctx context.Context, eng *engine.Engine, fl *fleet) (err error) {
 	defer screen.Fini()
 
 	var latest atomic.Pointer[[]incident.Live]
-	st := stage.New(stage.Options{Telling: stage.Lines, SharedFate: (&incident.SharedFateReader{}).Read, Observe: fl.observeIncident,
+	st := stage.New(stage.Options{Telling: stage.Lines, SharedFate: (&incident.SharedFateReader{}).Read, Observe: fl.observeIncident, InTrouble: fl.incidentInTrouble(),
 		Live: func(l []incident.Live) { latest.Store(&l) }, LiveMembers: topMembers})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -347,6 +347,16 @@ func (m *Model) Follows(netns uint32, cookie uint64) bool {
 	return ok
 }
 
+// InTrouble calls fn with each told incident's id and its connections in
+// trouble now (for a gauge between its records).
+func (m *Model) InTrouble(fn func(id string, inTrouble int)) {
+	for _, inc := range m.byPeer {
+		if inc.announced {
+			fn(inc.id, inc.inTrouble)
+		}
+	}
+}
+
 // Open is how many incidents the model holds now, lone connections'
 // included: none on a healthy host.
 func (m *Model) Open() int { return len(m.byPeer) }

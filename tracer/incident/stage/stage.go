@@ -40,6 +40,10 @@ type Options struct {
 	SharedFate func(inc *incident.Incident, follows func(netns uint32, cookie uint64) bool)
 	// Observe, when set, is told every incident record (for metrics).
 	Observe func(*incident.Incident)
+	// InTrouble, when set, is told each open incident's connections in
+	// trouble about once a second, from the engine's goroutine (for a
+	// gauge that follows them between the incident's records).
+	InTrouble func(id string, inTrouble int)
 	// Live, when set, is handed the open incidents about once a second
 	// (incident.Model.Live, at most LiveMembers connections each), from
 	// the engine's goroutine: for a live view.
@@ -57,6 +61,7 @@ type Incidents struct {
 	// lastLive is when Live was last called; sharedFate keeps each open
 	// incident's last reading for it.
 	lastLive   time.Time
+	lastCount  time.Time     // when InTrouble was last called
 	monoAt     time.Time     // when monoBase was read
 	monoBase   time.Duration // CLOCK_MONOTONIC at monoAt
 	sharedFate map[string]*incident.SharedFate
@@ -158,6 +163,10 @@ func (s *Incidents) Flush() error {
 	}
 	if s.err != nil {
 		return s.err
+	}
+	if s.opts.InTrouble != nil && s.model.Open() > 0 && time.Since(s.lastCount) >= liveEvery {
+		s.lastCount = time.Now()
+		s.model.InTrouble(s.opts.InTrouble)
 	}
 	if s.opts.Live != nil && time.Since(s.lastLive) >= liveEvery {
 		s.lastLive = time.Now()
