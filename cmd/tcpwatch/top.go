@@ -236,7 +236,7 @@ func (v *topView) draw(s tcell.Screen, live []incident.Live, now time.Time) {
 		shown := 0
 		for i, m := range l.Members {
 			// Keep the last line for how many are not shown.
-			if y >= height || y == height-1 && i < l.Connections-1 {
+			if y >= height || y == height-1 && i < l.Followed-1 {
 				break
 			}
 			shown++
@@ -259,8 +259,8 @@ func (v *topView) draw(s tcell.Screen, live []incident.Live, now time.Time) {
 			}
 			y++
 		}
-		if shown < l.Connections && y < height {
-			put(6, fmt.Sprintf("… %d more connections", l.Connections-shown), styleDim)
+		if shown < l.Followed && y < height {
+			put(6, fmt.Sprintf("… %d more connections", l.Followed-shown), styleDim)
 			y++
 		}
 	}

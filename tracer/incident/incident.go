@@ -275,7 +275,7 @@ type incident struct {
 	id      string
 	key     Key
 	members map[connKey]*member // followed now
-	gone    []*member           // gone, still counted
+	gone    goneSum             // the connections gone, still counted
 	onset   time.Duration
 	// troubleEnded is when the count in trouble last fell to zero.
 	troubleEnded time.Duration
@@ -479,7 +479,7 @@ func (m *Model) join(ck connKey, n *tracker.Narrative) *member {
 	mb.state = inTrouble
 	// Gone connections count: a burst of refused or timed-out connects
 	// is told one final narrative each.
-	if len(inc.members)+len(inc.gone) >= 2 {
+	if len(inc.members)+inc.gone.n >= 2 {
 		if !inc.everTwo {
 			inc.everTwo = true
 			inc.openDue = m.now + m.cfg.Gather
@@ -597,6 +597,42 @@ func (m *Model) update(inc *incident, mb *member, n *tracker.Narrative, containe
 	return Repeat
 }
 
+// goneSum sums up the connections of an incident that are gone: an
+// incident that lasts hours under a stream of failing connects keeps
+// counts, not every connection.
+type goneSum struct {
+	n, retrans, probes, failedTx, recovered, failed int
+	verdicts                                        map[tracker.Verdict]int
+	errnos                                          map[int32]int
+	owners                                          map[uint32]Owner
+}
+
+func (g *goneSum) add(mb *member) {
+	if g.verdicts == nil {
+		g.verdicts, g.errnos, g.owners = map[tracker.Verdict]int{}, map[int32]int{}, map[uint32]Owner{}
+	}
+	g.n++
+	g.retrans += mb.retrans
+	g.probes += mb.probes
+	g.failedTx += mb.failedTx
+	g.verdicts[mb.verdict]++
+	switch mb.state {
+	case recovered:
+		g.recovered++
+	case failed:
+		g.failed++
+		if mb.errno != 0 {
+			g.errnos[mb.errno]++
+		}
+	}
+	o := g.owners[mb.owner.PID]
+	if o.Connections == 0 {
+		o = Owner{PID: mb.owner.PID, Comm: mb.owner.Comm, Container: mb.owner.Container}
+	}
+	o.Connections++
+	g.owners[mb.owner.PID] = o
+}
+
 // forget stops following a connection that is gone: it still counts in
 // its incident, but a later connection on the same 4-tuple is new.
 func (m *Model) forget(mb *member, ck connKey) {
@@ -604,7 +640,7 @@ func (m *Model) forget(mb *member, ck connKey) {
 	if mb.inc.members[ck] == mb {
 		delete(mb.inc.members, ck)
 	}
-	mb.inc.gone = append(mb.inc.gone, mb)
+	mb.inc.gone.add(mb)
 }
 
 func (m *Model) unfollow(ck connKey, mb *member) {
@@ -766,8 +802,26 @@ func (m *Model) build(inc *incident, phase Phase, each func(*member)) *Incident 
 	for _, mb := range inc.members {
 		count(mb)
 	}
-	for _, mb := range inc.gone {
-		count(mb)
+	g := &inc.gone
+	r.Connections += g.n
+	r.Retransmits += g.retrans
+	r.Probes += g.probes
+	r.FailedSends += g.failedTx
+	r.Recovered += g.recovered
+	r.Failed += g.failed
+	for v, n := range g.verdicts {
+		r.Verdicts[v] += n
+	}
+	for e, n := range g.errnos {
+		r.Errnos[e] += n
+	}
+	for pid, o := range g.owners {
+		if mine := owners[pid]; mine != nil {
+			mine.Connections += o.Connections
+		} else {
+			o := o
+			owners[pid] = &o
+		}
 	}
 	for _, o := range owners {
 		r.Owners = append(r.Owners, *o)
@@ -810,7 +864,11 @@ func (m *Model) build(inc *incident, phase Phase, each func(*member)) *Incident 
 // "" for a lone connection's, not told.
 type Live struct {
 	Incident
-	Members []Member
+	// Members are the connections followed now (the gone ones are only
+	// counted), at most the number asked for; Followed says how many
+	// there are.
+	Members  []Member
+	Followed int
 }
 
 // Member is one connection of an incident, as it stands.
@@ -863,10 +921,11 @@ func (m *Model) Live(maxMembers int) []Live {
 			}
 			return cmp.Compare(a.Local.Port(), b.Local.Port())
 		})
+		followed := len(members)
 		if len(members) > maxMembers {
 			members = members[:maxMembers]
 		}
-		out = append(out, Live{Incident: *r, Members: members})
+		out = append(out, Live{Incident: *r, Members: members, Followed: followed})
 	}
 	slices.SortFunc(out, func(a, b Live) int {
 		if c := a.Onset.Compare(b.Onset); c != 0 {
