@@ -121,3 +121,17 @@ func BenchmarkFlushHealthy(b *testing.B) {
 		s.Flush()
 	}
 }
+
+// With --all, every normal end passes the stage: it must cost little.
+func BenchmarkTellLifecycle(b *testing.B) {
+	s := New(Options{Telling: Records})
+	sink := s.Stage(engine.SinkFunc(func(*engine.Item) error { return nil }))
+	n := &tracker.Narrative{Verdict: tracker.LocalClosed, Final: true, NetNS: 1,
+		Local: netip.MustParseAddrPort("10.0.0.1:40000"), Remote: netip.MustParseAddrPort("10.0.0.5:5432")}
+	it := &engine.Item{Narrative: n}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		n.Mono = time.Duration(i) * time.Microsecond
+		sink.Tell(it)
+	}
+}
