@@ -236,6 +236,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 			if o.events || format != output.Text {
 				return usageError{fmt.Errorf("top shows incidents on the terminal: not with --events or -o json")}
 			}
+			if err := haveTerminal(); err != nil {
+				return err
+			}
 			top = true
 		case "check":
 			if len(rest) > 1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -90,6 +91,16 @@ func runTop(ctx context.Context, eng *engine.Engine, fl *fleet) (err error) {
 			}
 		}
 	}
+}
+
+// haveTerminal says, before anything is loaded, whether top has a
+// terminal to draw on (tcell opens /dev/tty).
+func haveTerminal() error {
+	f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("top needs a terminal: %w", err)
+	}
+	return f.Close()
 }
 
 // waitEngine waits for the engine to stop after its context ended.
