@@ -258,7 +258,6 @@ type member struct {
 	state     memberState
 	verdict   tracker.Verdict
 	owner     Owner
-	port      uint16
 	rto       time.Duration
 	rtoMax    time.Duration
 	giveUpAt  time.Duration // kernel time of the projected give-up, 0 if none
@@ -316,8 +315,8 @@ type Model struct {
 }
 
 // New returns a model that calls report for every incident record told
-// (Open, Update, Close) of an incident of two or more. report must not
-// keep the Examples' narratives beyond the call unless it copies them.
+// (Open, Update, Close) of an incident of two or more; the record is the
+// receiver's to keep.
 func New(cfg Config, report func(*Incident)) *Model {
 	if cfg.Settle <= 0 {
 		cfg.Settle = DefaultSettle
@@ -459,7 +458,7 @@ func (m *Model) join(ck connKey, n *tracker.Narrative) *member {
 			explained: map[tracker.Verdict]bool{}}
 		m.byPeer[key] = inc
 	}
-	mb := &member{inc: inc, port: n.Remote.Port(), cookie: cookieKey{n.NetNS, n.Cookie}, local: n.Local, remote: n.Remote}
+	mb := &member{inc: inc, cookie: cookieKey{n.NetNS, n.Cookie}, local: n.Local, remote: n.Remote}
 	inc.members[ck] = mb
 	m.byConn[ck] = mb
 	if n.Cookie != 0 {
