@@ -281,6 +281,7 @@ func appendFoldedNarrativeJSON(b []byte, host string, n *tracker.Narrative, cg c
 	b = appendUintField(b, "cookie", n.Cookie)
 	b = appendStringField(b, "laddr", n.Local.Addr().String())
 	b = appendUintField(b, "lport", uint64(n.Local.Port()))
+	b = appendStringField(b, "raddr", n.Remote.Addr().String())
 	b = appendUintField(b, "rport", uint64(n.Remote.Port()))
 	b = appendUintField(b, "netns", uint64(n.NetNS))
 	b = appendUintField(b, "pid", uint64(n.Owner.PID))
