@@ -48,7 +48,8 @@ func TestTopInTmux(t *testing.T) {
 		return string(out)
 	}
 	tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", "sh", "-c", script)
-	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", session).Run() })
+	first := session
+	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", first).Run() })
 	screen := func() string { return tmux("capture-pane", "-p", "-t", session) }
 	waitScreen := func(what string, limit time.Duration, ok func(string) bool) string {
 		t.Helper()
