@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,16 +41,17 @@ func TestTopInTmux(t *testing.T) {
 	}
 	session := fmt.Sprintf("tcpwatch-top-%d", os.Getpid())
 	script := fmt.Sprintf("TCPWATCH_MAIN=1 %s top --netns %d; echo \"top exited $?\"; sleep 120", exe, hosts.Netns(t, c))
+	// A tmux server of the test's own (-S), never the person's.
+	sock := filepath.Join(t.TempDir(), "tmux")
+	t.Cleanup(func() { exec.Command("tmux", "-S", sock, "kill-server").Run() })
 	tmux := func(args ...string) string {
-		out, err := exec.Command("tmux", args...).CombinedOutput()
+		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("tmux %v: %v: %s", args, err, out)
 		}
 		return string(out)
 	}
 	tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", "sh", "-c", script)
-	first := session
-	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", first).Run() })
 	screen := func() string { return tmux("capture-pane", "-p", "-t", session) }
 	waitScreen := func(what string, limit time.Duration, ok func(string) bool) string {
 		t.Helper()
@@ -106,7 +108,6 @@ func TestTopInTmux(t *testing.T) {
 	timed := session + "-d"
 	tmux("new-session", "-d", "-s", timed, "-x", "120", "-y", "30", "sh", "-c",
 		fmt.Sprintf("TCPWATCH_MAIN=1 %s top --duration 3s --netns %d; echo \"top exited $?\"; sleep 120", exe, hosts.Netns(t, c)))
-	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", timed).Run() })
 	session = timed
 	after = waitScreen("top's exit at the end of --duration", 60*time.Second, func(sc string) bool { return strings.Contains(sc, "top exited") })
 	if !strings.Contains(after, "top exited 0") || strings.Contains(after, "tcpwatch top ") {
