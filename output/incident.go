@@ -285,15 +285,7 @@ func appendFoldedNarrativeJSON(b []byte, host string, n *tracker.Narrative, cg c
 	b = appendUintField(b, "rport", uint64(n.Remote.Port()))
 	b = appendUintField(b, "netns", uint64(n.NetNS))
 	b = appendUintField(b, "pid", uint64(n.Owner.PID))
-	if cg.Path != "" {
-		b = appendStringField(b, "cgroup", cg.Path)
-	}
-	if cg.ID != "" {
-		b = appendStringField(b, "container_id", cg.ID)
-	}
-	if cg.PodUID != "" {
-		b = appendStringField(b, "pod_uid", cg.PodUID)
-	}
+	b = appendKnownCgroup(b, cg)
 	b = appendStringField(b, "state", n.State.String())
 	if n.Errno != 0 {
 		b = appendStringField(b, "errno", tcp.ErrnoName(n.Errno))

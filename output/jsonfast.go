@@ -222,15 +222,7 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	if n.Owner.Comm != "" {
 		b = appendStringField(b, "comm", n.Owner.Comm)
 	}
-	if cg.Path != "" {
-		b = appendStringField(b, "cgroup", cg.Path)
-	}
-	if cg.ID != "" {
-		b = appendStringField(b, "container_id", cg.ID)
-	}
-	if cg.PodUID != "" {
-		b = appendStringField(b, "pod_uid", cg.PodUID)
-	}
+	b = appendKnownCgroup(b, cg)
 	if n.Owner.Source != wire.OwnerUnknown {
 		b = appendStringField(b, "owner_source", n.Owner.Source.String())
 	}
@@ -255,4 +247,19 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	}
 	b = appendIntField(b, "duration_ms", duration.Milliseconds())
 	return append(b, '}')
+}
+
+// appendKnownCgroup appends the cgroup fields that are known, for the
+// short records that leave out what is empty.
+func appendKnownCgroup(b []byte, cg containers.Info) []byte {
+	if cg.Path != "" {
+		b = appendStringField(b, "cgroup", cg.Path)
+	}
+	if cg.ID != "" {
+		b = appendStringField(b, "container_id", cg.ID)
+	}
+	if cg.PodUID != "" {
+		b = appendStringField(b, "pod_uid", cg.PodUID)
+	}
+	return b
 }
