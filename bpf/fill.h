@@ -151,6 +151,8 @@ static __always_inline void fill_tp(struct event *e, const struct tcp_sock *tp)
 	e->retrans_out = tp->retrans_out;
 	e->bytes_in_flight = tp->snd_nxt - tp->snd_una;
 	e->total_retrans = tp->total_retrans;
+	e->snd_wnd = tp->snd_wnd;
+	e->notsent_bytes = tp->write_seq - tp->snd_nxt;
 
 	/* 0 in the socket means "the namespace's sysctl" (keepalive_*_when()). */
 	__u32 ka_time = tp->keepalive_time ?: net->ipv4.sysctl_tcp_keepalive_time;
@@ -214,6 +216,8 @@ static __always_inline void fill_probed(struct event *e, const struct sock *sk)
 	e->retrans_out = BPF_CORE_READ(tp, retrans_out);
 	e->bytes_in_flight = BPF_CORE_READ(tp, snd_nxt) - BPF_CORE_READ(tp, snd_una);
 	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	e->snd_wnd = BPF_CORE_READ(tp, snd_wnd);
+	e->notsent_bytes = BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_nxt);
 
 	__u32 ka_time = BPF_CORE_READ(tp, keepalive_time) ?: BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_time);
 	__u32 ka_intvl = BPF_CORE_READ(tp, keepalive_intvl) ?: BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_intvl);

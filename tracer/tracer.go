@@ -87,6 +87,9 @@ func hooks() []*Hook {
 		{Name: "tcp_destroy_sock", Tracepoints: []string{"tcp:tcp_destroy_sock"},
 			Programs: []string{bpf.TcpwatchProgTwDestroySock}, Params: []int{1},
 			Loses: "the end of notable sockets, and prompt cleanup of keepalive probe counts (an LRU still bounds them)"},
+		{Name: "kfree_skb", Tracepoints: []string{"skb:kfree_skb"},
+			Programs: []string{bpf.TcpwatchProgTwDropRxsk, bpf.TcpwatchProgTwDrop}, Params: []int{4, 3},
+			Loses: "where a troubled connection's packets die: drops on this host and their reasons, left_host"},
 	}
 }
 

@@ -13,6 +13,11 @@ import (
 // record per line, so a scenario captured on a real kernel can be replayed
 // through the tracker in tests. Lines starting with # are comments.
 
+// recordSizeBeforeWindow is the size of struct event before snd_wnd,
+// notsent_bytes and drops were appended (issue 19): recordings made then
+// stay readable.
+const recordSizeBeforeWindow = 176
+
 // WriteRecord appends ev to a recording.
 func WriteRecord(w io.Writer, ev *Event) error {
 	_, err := fmt.Fprintf(w, "%s\n", hex.EncodeToString(Encode(ev)))
@@ -33,6 +38,10 @@ func ReadRecording(r io.Reader, epoch time.Time) ([]Event, error) {
 		raw, err := hex.DecodeString(text)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		if len(raw) == recordSizeBeforeWindow {
+			// Recorded before the record grew: its later fields are zero.
+			raw = append(raw, make([]byte, recordSize-len(raw))...)
 		}
 		var ev Event
 		if err := Decode(raw, clock, &ev); err != nil {
