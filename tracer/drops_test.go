@@ -3,8 +3,8 @@ package tracer_test
 import (
 	"context"
 	"net"
-	"syscall"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
