@@ -157,14 +157,21 @@ static __always_inline int handle_drop(const struct sk_buff *skb, int reason)
 		return 0;
 	k.lport = bpf_ntohs(ports[0]);
 	k.rport = bpf_ntohs(ports[1]);
-	/* Outgoing packets carry their socket; incoming ones their device. */
+	/*
+	 * Outgoing packets carry their socket, and keep it when they cross
+	 * into another namespace (a veth into a bridge or the node's own
+	 * stack): the key is the socket's namespace, and a device in another
+	 * one says the drop happened there, not in the connection's host.
+	 * Incoming packets dropped before the socket lookup have only their
+	 * device.
+	 */
 	const struct sock *owner = skb->sk;
-	if (owner)
-		k.netns = BPF_CORE_READ(owner, __sk_common.skc_net.net, ns.inum);
-	else if (skb->dev)
-		k.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	__u32 sk_ns = owner ? BPF_CORE_READ(owner, __sk_common.skc_net.net, ns.inum) : 0;
+	__u32 dev_ns = skb->dev ? BPF_CORE_READ(skb, dev, nd_net.net, ns.inum) : 0;
+	k.netns = sk_ns ?: dev_ns;
 	if (!k.netns)
 		return 0;
+	int elsewhere = sk_ns && dev_ns && sk_ns != dev_ns;
 
 	int inbound = 0;
 	struct troubled *t = bpf_map_lookup_elem(&troubled, &k);
@@ -186,9 +193,9 @@ static __always_inline int handle_drop(const struct sk_buff *skb, int reason)
 		return 0;
 	}
 	count(TW_CNT_DROPS_KEPT);
-	__u16 flags = inbound ? TW_F_DROP_IN : 0;
+	__u16 flags = (inbound ? TW_F_DROP_IN : 0) | (elsewhere ? TW_F_DROP_ELSEWHERE : 0);
 	__u8 hook = 0;
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP) &&
+	if (!elsewhere && bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP) &&
 	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP))
 		hook = nf_hook_of(skb, inbound);
 	int same = t->reason == reason && t->flags == flags && t->nf_hook == hook;

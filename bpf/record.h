@@ -39,6 +39,7 @@ enum tw_event_flag {
 	TW_F_ORPHAN = 1 << 7,        /* no process holds the socket any more (SOCK_DEAD) */
 	TW_F_FROM_TIMER = 1 << 8,    /* RETRANSMIT seen at the retransmission timer, not the tracepoint */
 	TW_F_DROP_IN = 1 << 9,       /* DROP: a packet from the peer (else one this socket sent) */
+	TW_F_DROP_ELSEWHERE = 1 << 10, /* DROP: in another network namespace of this kernel (a bridge, the node's firewall) */
 };
 
 /* How the kernel half learned the owner it puts in pid/comm. */

@@ -25,6 +25,9 @@ type Scenario struct {
 	Forbid map[string][]tracker.Verdict
 	// AppErrno is, per host, the error its application must see.
 	AppErrno map[string]string
+	// ExpectWords lists, per host, phrases that the summaries told about
+	// it must contain (each in at least one).
+	ExpectWords map[string][]string
 	// ExpectNotice lists, per host, notices that must be given.
 	ExpectNotice map[string][]string
 	// Sysctls are set in A before the applications start.
@@ -85,9 +88,11 @@ var Scenarios = withIPv6([]*Scenario{
 	},
 	{
 		Name: "host-down", Row: 4,
-		Summary:  "B's host dies (nothing leaves or answers) while A keeps sending: A retransmits until tcp_retries2's budget runs out",
-		Expect:   map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
-		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		Summary: "B's host dies (nothing leaves or answers) while A keeps sending: A retransmits until tcp_retries2's budget runs out",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		// The black hole is in the wire: every retransmission leaves A.
+		ExpectWords: map[string][]string{"A": {"left this host; none answered"}},
+		AppErrno:    map[string]string{"A": "ETIMEDOUT"},
 		Act: func(r *run) error {
 			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
 				return err
@@ -342,6 +347,54 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "firewall-drops-own", Row: 15,
+		Summary:     "A's own firewall (nft, OUTPUT) drops what A sends to B while A keeps sending: new data never leaves, the kernel probes the window instead of retransmitting, and gives up after tcp_retries2 probes",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		AppErrno:    map[string]string{"A": "ETIMEDOUT"},
+		ExpectWords: map[string][]string{"A": {"new data cannot leave this host", "all dropped here by netfilter (OUTPUT)"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if _, err := r.hosts["A"].DropTo(r.peer()); err != nil {
+				return err
+			}
+			r.step("A's firewall drops everything A sends to B (nft inet filter OUTPUT: drop)")
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "peer-stops-reading", Row: 16,
+		Summary:     "B's application stops reading while A writes 4 MB: B's receive window closes, B's kernel answers every window probe, and nothing will ever end the stall",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.ZeroWindow}},
+		Forbid:      map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		ExpectWords: map[string][]string{"A": {"the peer's application stopped reading", "nothing will end it"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, "--read=false"), client(r, "--send-on-connect=4000000")); err != nil {
+				return err
+			}
+			r.step("B's server never reads; A's client writes 4 MB in one write(), which blocks once both buffers are full")
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "firewall-drops-replies", Row: 17,
+		Summary:     "A's own firewall (nft, INPUT) drops what B sends: A's data leaves and B acknowledges it, but the ACKs die in A, which retransmits until it gives up",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		AppErrno:    map[string]string{"A": "ETIMEDOUT"},
+		ExpectWords: map[string][]string{"A": {"the peer is answering", "dropped here by netfilter (INPUT)"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if _, err := r.hosts["A"].DropFrom(r.peer()); err != nil {
+				return err
+			}
+			r.step("A's firewall drops everything B sends to A (nft inet filter INPUT: drop)")
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "timewait-reuse", Row: 14,
 		Summary:      "A closes first (its side keeps the 4-tuple in TIME_WAIT), then connects again from the same port: tcp_tw_reuse lets the new connection take the 4-tuple over",
 		ExpectNotice: map[string][]string{"A": {"time_wait_reuse"}},
@@ -391,7 +444,8 @@ func withIPv6(list []*Scenario) []*Scenario {
 	out := list
 	for _, sc := range list {
 		switch sc.Name {
-		case "cable-pull", "cable-replug", "host-reboot", "keepalive-dead", "keepalive-reboot":
+		case "cable-pull", "cable-replug", "host-reboot", "keepalive-dead", "keepalive-reboot",
+			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies":
 			v6 := *sc
 			v6.Name += "-v6"
 			v6.IPv6 = true
@@ -479,12 +533,16 @@ func (r *run) plug() error {
 	return nil
 }
 
-func (r *run) blackhole(why string) (func() error, error) {
-	peer := r.hosts["B"].Addr4()
+// peer is B's address in the scenario's family.
+func (r *run) peer() netip.Addr {
 	if r.sc.IPv6 {
-		peer = r.hosts["B"].Addr6()
+		return r.hosts["B"].Addr6()
 	}
-	undo, err := r.hosts["A"].Blackhole(peer)
+	return r.hosts["B"].Addr4()
+}
+
+func (r *run) blackhole(why string) (func() error, error) {
+	undo, err := r.hosts["A"].Blackhole(r.peer())
 	if err != nil {
 		return nil, err
 	}

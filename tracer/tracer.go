@@ -583,6 +583,17 @@ func (t *Tracer) Close() error {
 	return errors.Join(errs...)
 }
 
+// SeesDrops says whether the drop program is attached: narratives can
+// then say where a troubled connection's packets died.
+func (t *Tracer) SeesDrops() bool {
+	for _, h := range t.Hooks {
+		if h.Name == "kfree_skb" {
+			return h.Attached
+		}
+	}
+	return false
+}
+
 // Degraded lists what this kernel lets tcpwatch tell only in part, though
 // every hook attached: fields left empty, figures learned another way.
 func (t *Tracer) Degraded() []string {

@@ -20,9 +20,14 @@ import (
 func Summary(n *tracker.Narrative) string {
 	switch n.Verdict {
 	case tracker.Stalled:
-		return fmt.Sprintf("the peer has stopped acknowledging: %d RTO retransmission%s, no ACK for %s; the kernel gives up in about %s",
-			n.Retransmits, plural(n.Retransmits), Secs(n.Outage), Secs(n.GiveUpIn))
+		return stalledSummary(n)
+	case tracker.ZeroWindow:
+		return zeroWindowSummary(n)
 	case tracker.Recovered:
+		if n.WindowProbes > 0 && n.Retransmits == 0 {
+			return fmt.Sprintf("the waiting data left after %s of window probing (%d probe%s): the peer's window opened or this host stopped dropping it",
+				Secs(n.Outage), n.WindowProbes, plural(n.WindowProbes))
+		}
 		if n.Probes > 0 && n.Retransmits == 0 {
 			return fmt.Sprintf("the idle peer answered a keepalive probe after %d unanswered; the connection is alive", n.Probes)
 		}
@@ -37,6 +42,9 @@ func Summary(n *tracker.Narrative) string {
 	case tracker.RetransmitTimeout:
 		if n.Connecting {
 			return connectTimeoutSummary(n)
+		}
+		if n.DropsSeen || n.WindowProbes > 0 && n.Retransmits == 0 {
+			return timeoutSummary(n)
 		}
 		return fmt.Sprintf("the peer stopped acknowledging and the kernel gave up after %d retransmission%s over %s: %s",
 			n.Retransmits, plural(n.Retransmits), Secs(n.Outage), Errno(n.Errno))
@@ -143,7 +151,14 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 		app = "no application (it had already closed the socket)"
 	}
 	switch n.Verdict {
+	case tracker.ZeroWindow:
+		windowExplanation(b, n)
 	case tracker.Stalled:
+		if n.WindowProbes > 0 && n.Retransmits == 0 {
+			windowExplanation(b, n)
+			return
+		}
+		defer dropsExplanation(b, n)
 		fmt.Fprintf(b, "The retransmission timer fired %d time%s with nothing acknowledged (RTOs %s); %s. The budget: %s. The kernel checks it only when the RTO fires, so it will kill the connection at the first expiry past it, about %s from now",
 			n.Retransmits, plural(n.Retransmits), RTOList(n.RTOs), backoffText(n), budget, Secs(n.GiveUpIn))
 		if n.Orphan {
@@ -175,6 +190,13 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 				linearText(s), budget, Errno(n.Errno))
 			return
 		}
+		if n.WindowProbes > 0 && n.Retransmits == 0 {
+			fmt.Fprintf(b, "New data waited with nothing in flight, so the kernel probed the window (tcp_probe_timer) instead of retransmitting; %d probes in a row went unanswered and the expiry that found icsk_probes_out >= tcp_retries2=%d (or TCP_USER_TIMEOUT) killed the connection with sk_err=%s for %s.",
+				n.WindowProbes, s.Retries2, Errno(n.Errno), app)
+			dropsExplanation(b, n)
+			return
+		}
+		defer dropsExplanation(b, n)
 		fmt.Fprintf(b, "The budget: %s; the RTOs were %s. When the budget ran out at an RTO expiry, tcp_write_timeout() killed the connection with sk_err=%s for %s. Nothing came back, not even an ICMP error: the peer host died, the cable or path is down, or a firewall drops the traffic.",
 			budget, RTOList(n.RTOs), Errno(n.Errno), app)
 		failedSends(b, n)
@@ -185,6 +207,7 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 				Errno(n.Errno), budget)
 			return
 		}
+		defer dropsExplanation(b, n)
 		fmt.Fprintf(b, "The route to the peer failed while it was unacknowledged: a router's ICMP host/net unreachable or a failed ARP/neighbour lookup is a soft error for an established connection (sk_err_soft=%s); RTOs %s (%s). When the budget ran out (%s) the soft error became the error %s sees: %s.",
 			orUnknown(tcp.ErrnoName(n.SkErrSoft)), RTOList(n.RTOs), backoffText(n), budget, app, Errno(n.Errno))
 		failedSends(b, n)
@@ -383,6 +406,11 @@ func Step(s *tracker.Step) string {
 		return "keepalive probe answered"
 	case wire.KindDestroy:
 		return "socket destroyed"
+	case wire.KindProbe0:
+		if s.Probes == 0 {
+			return "window probing over: the data left"
+		}
+		return "window probe sent, icsk_probes_out=" + strconv.Itoa(int(s.Probes)) + " (interval base " + Secs(s.RTO) + ")"
 	}
 	return s.Kind.String()
 }

@@ -222,7 +222,8 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 	defer stop()
 	reasons := p.Tracer.Kernel.ResetReasons
 	if !p.opts.Events {
-		cfg := tracker.Config{All: p.opts.All, MaxConns: p.opts.MaxConns, ResetReasons: reasons, Owners: p.owners}
+		cfg := tracker.Config{All: p.opts.All, MaxConns: p.opts.MaxConns, ResetReasons: reasons, Owners: p.owners,
+			DropsSeen: p.Tracer.SeesDrops(), DropReasons: p.Tracer.Kernel.DropReasons}
 		if p.opts.Routine {
 			cfg.Notices = p.notice
 		}

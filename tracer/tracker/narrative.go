@@ -37,6 +37,7 @@ const (
 	Stalled          Verdict = "stalled"
 	Recovered        Verdict = "recovered"
 	KeepaliveProbing Verdict = "keepalive_probing"
+	// ZeroWindow: see probe.go.
 )
 
 // Untold is the final verdict of a connection in an episode (stalled,
@@ -49,12 +50,12 @@ const Untold Verdict = "untold"
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
 	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
-	Stalled, Recovered, KeepaliveProbing,
+	Stalled, Recovered, KeepaliveProbing, ZeroWindow,
 }
 
 // Episode reports whether the verdict describes a connection that lives on.
 func (v Verdict) Episode() bool {
-	return v == Stalled || v == Recovered || v == KeepaliveProbing
+	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == ZeroWindow
 }
 
 // OwnerSource says how the owner of a connection was learned.
@@ -167,6 +168,11 @@ type Narrative struct {
 	Timeline []Step
 	Settings tcp.Settings
 	RTOMax   time.Duration
+
+	// Where the episode's packets died (drops.go), and the window-probe
+	// timer's episode (probe.go).
+	DropFacts
+	WindowFacts
 }
 
 // Notice is something worth showing with --all that is not a verdict about
