@@ -378,6 +378,20 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "peer-stops-reading-user-timeout", Row: 16,
+		Summary:     "B's application stops reading while A writes 4 MB, and A set TCP_USER_TIMEOUT=3s: the answered probes do not count, the user timeout (from the first probe) ends it",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.ZeroWindow, tracker.RetransmitTimeout}},
+		AppErrno:    map[string]string{"A": "ETIMEDOUT"},
+		ExpectWords: map[string][]string{"A": {"TCP_USER_TIMEOUT=3s ends it", "the peer's window stayed closed"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, "--read=false"), client(r, "--send-on-connect=4000000", "--user-timeout=3s")); err != nil {
+				return err
+			}
+			r.step("B's server never reads; A's client (TCP_USER_TIMEOUT=3s) writes 4 MB in one write()")
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "firewall-drops-replies", Row: 17,
 		Summary:     "A's own firewall (nft, INPUT) drops what B sends: A's data leaves and B acknowledges it, but the ACKs die in A, which retransmits until it gives up",
 		Expect:      map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},

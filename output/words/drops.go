@@ -131,6 +131,10 @@ func windowStalledSummary(n *tracker.Narrative) string {
 // timeoutSummary is retransmit_timeout's summary when the drop path is
 // watched, or after window probes.
 func timeoutSummary(n *tracker.Narrative) string {
+	if n.WindowProbes > 0 && n.Retransmits == 0 && n.ProbesAnswered > 0 && n.PeerWindow == 0 {
+		return fmt.Sprintf("the peer's window stayed closed (its application did not read) and %s ran out after %d window probe%s over %s, %d answered with a closed window: %s",
+			BudgetSettingText(n), n.WindowProbes, plural(n.WindowProbes), Secs(n.Outage), n.ProbesAnswered, Errno(n.Errno))
+	}
 	if n.WindowProbes > 0 && n.Retransmits == 0 {
 		_, fate := silence(n, n.WindowProbes, "window probe")
 		return fmt.Sprintf("new data could not be sent and the kernel gave up after %s, over %s: %s", fate, Secs(n.Outage), Errno(n.Errno))
@@ -209,4 +213,12 @@ func dropsExplanation(b *strings.Builder, n *tracker.Narrative) {
 	} else if tcp.DropWhere(n.Drops[0].Reason) == "netfilter" {
 		b.WriteString(" The packets never left: look at this host's own firewall rules (nft list ruleset, iptables-save), not at the network or the peer.")
 	}
+}
+
+// BudgetSettingText names what ended a window-probe episode.
+func BudgetSettingText(n *tracker.Narrative) string {
+	if n.Settings.UserTimeout > 0 {
+		return "TCP_USER_TIMEOUT=" + Secs(n.Settings.UserTimeout)
+	}
+	return "the kernel's patience"
 }
