@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
@@ -499,6 +500,11 @@ func (t *Tracer) SetDeadline(deadline time.Time) {
 	}
 }
 
+// ResetReasons names the reasons this kernel gives for the resets it sends
+// (its enum sk_rst_reason, read from its BTF when the tracer was made):
+// the one route by which those names reach the tracker and the output.
+func (t *Tracer) ResetReasons() tcp.ResetReasons { return t.Kernel.ResetReasons }
+
 // ErrClosed is returned by Read after Close.
 var ErrClosed = errors.New("tracer closed")
 
@@ -582,6 +588,9 @@ func (t *Tracer) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// DropReasons names the kernel's drop reasons (enum skb_drop_reason).
+func (t *Tracer) DropReasons() tcp.DropReasons { return t.Kernel.DropReasons }
 
 // SeesDrops says whether the drop program is attached: narratives can
 // then say where a troubled connection's packets died.
