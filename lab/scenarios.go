@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
@@ -409,6 +411,27 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "server-stops-accepting", Row: 18,
+		Summary:     "B's server listens with a backlog of 2 and never calls accept() while A opens 8 connections: the accept queue fills and B's kernel turns the rest away",
+		Expect:      map[string][]tracker.Verdict{"B": {tracker.AcceptQueueOverflow}},
+		ExpectWords: map[string][]string{"B": {"the server stopped accepting", "backlog 2"}},
+		Act: func(r *run) error {
+			done, err := r.listenNoAccept("B", 2)
+			if err != nil {
+				return err
+			}
+			defer done()
+			r.step("B's server listens on %s with a backlog of 2 and never calls accept()", r.serverAddr(port))
+			closeAll, err := r.connectMany("A", 8)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			r.step("A opened 8 connections to it, 100 ms apart (non-blocking connect)")
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "timewait-reuse", Row: 14,
 		Summary:      "A closes first (its side keeps the 4-tuple in TIME_WAIT), then connects again from the same port: tcp_tw_reuse lets the new connection take the 4-tuple over",
 		ExpectNotice: map[string][]string{"A": {"time_wait_reuse"}},
@@ -459,7 +482,7 @@ func withIPv6(list []*Scenario) []*Scenario {
 	for _, sc := range list {
 		switch sc.Name {
 		case "cable-pull", "cable-replug", "host-reboot", "keepalive-dead", "keepalive-reboot",
-			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies":
+			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies", "server-stops-accepting":
 			v6 := *sc
 			v6.Name += "-v6"
 			v6.IPv6 = true
@@ -545,6 +568,82 @@ func (r *run) plug() error {
 	}
 	r.step("plugged the cable back in")
 	return nil
+}
+
+// listenNoAccept makes host listen on the server address with the given
+// backlog, in the lab's own process, and never accept: a server whose
+// application stopped calling accept().
+func (r *run) listenNoAccept(host string, backlog int) (done func(), err error) {
+	addr := netip.MustParseAddrPort(r.serverAddr(port))
+	var fd int
+	err = r.hosts[host].Do(func() error {
+		var err error
+		fd, err = unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, sockaddr(addr)); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		if err := unix.Listen(fd, backlog); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s in %s: %w", addr, host, err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// connectMany starts n non-blocking connects from host to the server
+// address, 100 ms apart; closeAll closes them.
+func (r *run) connectMany(host string, n int) (closeAll func(), err error) {
+	addr := netip.MustParseAddrPort(r.serverAddr(port))
+	var fds []int
+	closeAll = func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	for i := 0; i < n; i++ {
+		err := r.hosts[host].Do(func() error {
+			fd, err := unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			if err := unix.Connect(fd, sockaddr(addr)); err != nil && err != unix.EINPROGRESS {
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("connect from %s: %w", host, err)
+		}
+		if err := r.sleep(100 * time.Millisecond); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
+	return closeAll, nil
+}
+
+func sockFamily(a netip.Addr) int {
+	if a.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
 
 // peer is B's address in the scenario's family.

@@ -183,6 +183,15 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	if r.Endless {
 		b = appendBoolField(b, "endless", r.Endless)
 	}
+	if r.QueueLen != 0 {
+		b = appendUintField(b, "queue_len", uint64(r.QueueLen))
+	}
+	if r.QueueLimit != 0 {
+		b = appendUintField(b, "queue_limit", uint64(r.QueueLimit))
+	}
+	if r.TurnedAway != 0 {
+		b = appendIntField(b, "turned_away", int64(r.TurnedAway))
+	}
 	b = appendStringField(b, "summary", r.Summary)
 	b = appendStringField(b, "explanation", r.Explanation)
 	b = append(appendKey(b, "timeline"), '[')

@@ -39,16 +39,20 @@ type NarrativeRecord struct {
 	LostRecords bool    `json:"lost_records"`
 	// Where the episode's packets died (with the drop program attached)
 	// and the window-probe timer's episode: omitted when they do not apply.
-	Drops        []DropRecord   `json:"drops,omitempty"`
-	LeftHost     *int           `json:"left_host,omitempty"`
-	WindowProbes int            `json:"window_probes,omitempty"`
-	PeerWindow   *uint32        `json:"peer_window,omitempty"`
-	NotSent      uint32         `json:"notsent_bytes,omitempty"`
-	Endless      bool           `json:"endless,omitempty"`
-	Summary      string         `json:"summary"`
-	Explanation  string         `json:"explanation"`
-	Timeline     []TimelineStep `json:"timeline"`
-	Settings     SettingsRecord `json:"settings"`
+	Drops        []DropRecord `json:"drops,omitempty"`
+	LeftHost     *int         `json:"left_host,omitempty"`
+	WindowProbes int          `json:"window_probes,omitempty"`
+	PeerWindow   *uint32      `json:"peer_window,omitempty"`
+	NotSent      uint32       `json:"notsent_bytes,omitempty"`
+	Endless      bool         `json:"endless,omitempty"`
+	// accept_queue_overflow: the listener's accept queue and what it turned away.
+	QueueLen    uint32         `json:"queue_len,omitempty"`
+	QueueLimit  uint32         `json:"queue_limit,omitempty"`
+	TurnedAway  int            `json:"turned_away,omitempty"`
+	Summary     string         `json:"summary"`
+	Explanation string         `json:"explanation"`
+	Timeline    []TimelineStep `json:"timeline"`
+	Settings    SettingsRecord `json:"settings"`
 }
 
 // DropRecord counts one kind of drop of an episode's packets on this host.
@@ -112,6 +116,7 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 		wnd := n.PeerWindow
 		r.PeerWindow = &wnd
 	}
+	r.QueueLen, r.QueueLimit, r.TurnedAway = n.QueueLen, n.QueueLimit, n.TurnedAway
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}
@@ -151,7 +156,7 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative, cg containe
 	if w.color {
 		color := ansiRed
 		switch n.Verdict {
-		case tracker.Stalled, tracker.KeepaliveProbing, tracker.ZeroWindow:
+		case tracker.Stalled, tracker.KeepaliveProbing, tracker.ZeroWindow, tracker.AcceptQueueOverflow:
 			color = ansiYellow
 		case tracker.Recovered, tracker.LocalClosed, tracker.PeerClosed:
 			color = ansiGreen
@@ -198,6 +203,9 @@ func evidence(n *tracker.Narrative) string {
 	}
 	if n.ExitSignal != 0 {
 		parts = append(parts, fmt.Sprintf("signal=%d", n.ExitSignal))
+	}
+	if n.TurnedAway > 0 {
+		parts = append(parts, fmt.Sprintf("queue=%d/%d turned_away=%d", n.QueueLen, n.QueueLimit, n.TurnedAway))
 	}
 	if n.WindowProbes > 0 {
 		parts = append(parts, fmt.Sprintf("window_probes=%d wnd=%d notsent=%d", n.WindowProbes, n.PeerWindow, n.NotSent))

@@ -23,6 +23,9 @@ func Summary(n *tracker.Narrative) string {
 		return stalledSummary(n)
 	case tracker.ZeroWindow:
 		return zeroWindowSummary(n)
+	case tracker.AcceptQueueOverflow:
+		return fmt.Sprintf("the server stopped accepting: the accept queue of %s is full (%d waiting for accept(), backlog %d) and the kernel turned away %d SYN%s or handshake%s in %s; its clients' connect() retries, then times out",
+			n.Local, n.QueueLen, n.QueueLimit, n.TurnedAway, plural(n.TurnedAway), plural(n.TurnedAway), Secs(n.Outage))
 	case tracker.Recovered:
 		if n.WindowProbes > 0 && n.Retransmits == 0 {
 			return fmt.Sprintf("the waiting data left after %s of window probing (%d probe%s): the peer's window opened or this host stopped dropping it",
@@ -151,6 +154,9 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 		app = "no application (it had already closed the socket)"
 	}
 	switch n.Verdict {
+	case tracker.AcceptQueueOverflow:
+		fmt.Fprintf(b, "A connection the kernel completed waits in the listener's accept queue until the application calls accept(). The queue holds %d (the listen() backlog, capped by net.core.somaxconn) and has %d: a SYN or handshake-completing ACK that finds it full is dropped (sk_acceptq_is_full; counted in the listener's sk_drops and in ListenOverflows/ListenDrops of nstat), and the client retransmits its SYN with backoff until tcp_syn_retries runs out. The kernel is fine; %s, the owner of the listener, is not calling accept(): it is stopped, blocked or overloaded. A larger backlog only buys time.",
+			n.QueueLimit, n.QueueLen, ownerText(n))
 	case tracker.ZeroWindow:
 		windowExplanation(b, n)
 	case tracker.Stalled:

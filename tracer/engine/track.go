@@ -74,6 +74,7 @@ func (e *Engine) tick(now time.Time) {
 	mono := wire.MonotonicNow()
 	drained := !e.src.Buffered()
 	e.rec.step(e.tracker, drained, 0, now, e.cfg.Warn)
+	e.listen.step(e.tracker, now, e.cfg.Warn)
 	if drained {
 		e.tracker.Tick(mono - inFlight)
 	}

@@ -49,12 +49,12 @@ const Untold Verdict = "untold"
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
 	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
-	Stalled, Recovered, KeepaliveProbing, ZeroWindow,
+	Stalled, Recovered, KeepaliveProbing, ZeroWindow, AcceptQueueOverflow,
 }
 
 // Episode reports whether the verdict describes a connection that lives on.
 func (v Verdict) Episode() bool {
-	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == ZeroWindow
+	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == ZeroWindow || v == AcceptQueueOverflow
 }
 
 // OwnerSource says how the owner of a connection was learned.
@@ -170,6 +170,8 @@ type Narrative struct {
 	// timer's episode (probe.go).
 	DropFacts
 	WindowFacts
+	// A listener's accept queue (listeners.go).
+	ListenerFacts
 }
 
 // Notice is something worth showing with --all that is not a verdict about

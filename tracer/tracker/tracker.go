@@ -81,9 +81,10 @@ type Tracker struct {
 	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
 	wallAtZero time.Time
 	lastEmit   time.Duration
-	lossEpoch  uint64             // bumped whenever the kernel reports lost records
-	reconciled uint64             // connections dropped because the kernel no longer had them
-	probing    map[*conn]struct{} // connections in a window-probe episode (probe.go)
+	lossEpoch  uint64                  // bumped whenever the kernel reports lost records
+	reconciled uint64                  // connections dropped because the kernel no longer had them
+	probing    map[*conn]struct{}      // connections in a window-probe episode (probe.go)
+	overflows  map[listenKey]*overflow // listeners' accept queues, by reading (listeners.go)
 }
 
 type tupleKey struct {
