@@ -60,6 +60,17 @@ static __always_inline void drop_record_fill(struct event *e, const struct tw_tu
 	__builtin_memcpy(e->daddr, k->raddr, 16);
 }
 
+static __always_inline struct trouble_gate *gate(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&trouble_gate, &zero);
+}
+
+static __always_inline int port_marked(const struct trouble_gate *g, __u16 port)
+{
+	return (g->ports[(port >> 6) & (TW_PORT_WORDS - 1)] >> (port & 63)) & 1;
+}
+
 /* Sends the drops folded into t since its last record, if any. */
 static __always_inline void flush_folded(const struct tw_tuple *k, struct troubled *t)
 {
@@ -86,7 +97,15 @@ static __always_inline void mark_troubled(const struct sock *sk)
 	struct tw_tuple k;
 	if (!tuple_of_sk(sk, &k))
 		return;
+	/* A connection the user's filters exclude is none of our business. */
+	if (!filter_pass(k.netns, k.lport, k.rport))
+		return;
 	__u64 now = bpf_ktime_get_ns();
+	struct trouble_gate *g = gate();
+	if (g) {
+		g->last_mark_ns = now;
+		__sync_fetch_and_or(&g->ports[(k.lport >> 6) & (TW_PORT_WORDS - 1)], 1ULL << (k.lport & 63));
+	}
 	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	struct troubled *t = bpf_map_lookup_elem(&troubled, &k);
 	if (t && t->cookie == cookie) {
@@ -124,10 +143,21 @@ static __always_inline int handle_drop(const struct sk_buff *skb, int reason)
 	__u16 proto = skb->protocol;
 	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
 		return 0;
+	/* Nothing in trouble lately: nothing to look for. */
+	struct trouble_gate *g = gate();
+	if (!g || !g->last_mark_ns || bpf_ktime_get_ns() - g->last_mark_ns > TW_TROUBLE_TTL_NS)
+		return 0;
 	count(TW_CNT_DROPS_SEEN);
 	unsigned char *head = skb->head;
 	__u16 nh = skb->network_header, th = skb->transport_header;
 	if (nh == (__u16)~0U || th == (__u16)~0U || th <= nh)
+		return 0;
+
+	/* The ports first: most drops stop at the port prefilter. */
+	__be16 ports[2];
+	if (bpf_probe_read_kernel(ports, sizeof(ports), head + th))
+		return 0;
+	if (!port_marked(g, bpf_ntohs(ports[0])) && !port_marked(g, bpf_ntohs(ports[1])))
 		return 0;
 
 	/* The packet as if this host sent it: source = local. */
@@ -152,9 +182,6 @@ static __always_inline int handle_drop(const struct sk_buff *skb, int reason)
 	} else {
 		return 0;
 	}
-	__be16 ports[2];
-	if (bpf_probe_read_kernel(ports, sizeof(ports), head + th))
-		return 0;
 	k.lport = bpf_ntohs(ports[0]);
 	k.rport = bpf_ntohs(ports[1]);
 	/*

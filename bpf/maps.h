@@ -18,7 +18,7 @@ struct {
 
 enum tw_counter {
 	TW_CNT_LOST = 0, /* ring buffer full: record dropped */
-	TW_CNT_DROPS_SEEN = 1,   /* tw_drop runs: every TCP/IP packet the kernel dropped */
+	TW_CNT_DROPS_SEEN = 1,   /* tw_drop runs for an IP packet while some connection is in trouble */
 	TW_CNT_DROPS_KEPT = 2,   /* ... of which belonged to a troubled connection */
 	TW_CNT_MAX,
 };
@@ -210,5 +210,29 @@ struct {
 	__type(key, struct tw_tuple);
 	__type(value, struct troubled);
 } troubled SEC(".maps");
+
+/*
+ * The prefilter tw_drop reads before it parses a packet: when anything
+ * was last marked (0: never), and one bit per local port that a troubled
+ * connection uses. A drop on a host with no connection in trouble for
+ * TW_TROUBLE_TTL_NS costs two loads; one whose ports are not marked costs
+ * the header reads and one bit test, no hash lookup. Bits are set by
+ * mark_troubled and never cleared (a port stays a candidate: the hash
+ * lookup decides), and all of it is moot once nothing was marked for the
+ * TTL. Written by mark_troubled, read by tw_drop; never deleted (array).
+ */
+#define TW_PORT_WORDS (65536 / 64)
+
+struct trouble_gate {
+	__u64 last_mark_ns;
+	__u64 ports[TW_PORT_WORDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct trouble_gate);
+} trouble_gate SEC(".maps");
 
 #endif /* TW_MAPS_H */

@@ -93,6 +93,12 @@ type TcpwatchSockInfo struct {
 	Pad         [6]uint8
 }
 
+type TcpwatchTroubleGate struct {
+	_          structs.HostLayout
+	LastMarkNs uint64
+	Ports      [1024]uint64
+}
+
 type TcpwatchTroubled struct {
 	_          structs.HostLayout
 	Cookie     uint64
@@ -212,6 +218,7 @@ const (
 	TcpwatchMapEvents             = "events"
 	TcpwatchMapKaProbes           = "ka_probes"
 	TcpwatchMapSockInfos          = "sock_infos"
+	TcpwatchMapTroubleGate        = "trouble_gate"
 	TcpwatchMapTroubled           = "troubled"
 	TcpwatchMapTwWindows          = "tw_windows"
 	TcpwatchProgTwCongState       = "tw_cong_state"
@@ -302,6 +309,7 @@ type TcpwatchMapSpecs struct {
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	KaProbes      *ebpf.MapSpec `ebpf:"ka_probes"`
 	SockInfos     *ebpf.MapSpec `ebpf:"sock_infos"`
+	TroubleGate   *ebpf.MapSpec `ebpf:"trouble_gate"`
 	Troubled      *ebpf.MapSpec `ebpf:"troubled"`
 	TwWindows     *ebpf.MapSpec `ebpf:"tw_windows"`
 }
@@ -344,6 +352,7 @@ type TcpwatchMaps struct {
 	Events        *ebpf.Map `ebpf:"events"`
 	KaProbes      *ebpf.Map `ebpf:"ka_probes"`
 	SockInfos     *ebpf.Map `ebpf:"sock_infos"`
+	TroubleGate   *ebpf.Map `ebpf:"trouble_gate"`
 	Troubled      *ebpf.Map `ebpf:"troubled"`
 	TwWindows     *ebpf.Map `ebpf:"tw_windows"`
 }
@@ -355,6 +364,7 @@ func (m *TcpwatchMaps) Close() error {
 		m.Events,
 		m.KaProbes,
 		m.SockInfos,
+		m.TroubleGate,
 		m.Troubled,
 		m.TwWindows,
 	)

@@ -2,12 +2,14 @@ package tracer_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
@@ -190,5 +192,86 @@ func TestRepliesDroppedByThisHostsFirewall(t *testing.T) {
 				t.Errorf("drop cookie %d, retransmission's %d", drop.Cookie, rtx.Cookie)
 			}
 		})
+	}
+}
+
+// The drop program runs for every packet the kernel drops. A storm of
+// drops that belong to no connection in trouble (SYNs to a closed port:
+// kfree_skb NO_SOCKET) must all be discarded in the kernel, none reaching
+// the ring: first with no connection in trouble at all (the gate), then
+// with one in trouble on another port (the port prefilter). The program's
+// cost per run in both cases is logged for docs/drops.md.
+func TestDropPathDiscardsUnrelatedDrops(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := pair(t)
+	// Only A's connections: other tests on this kernel have their own
+	// troubles, which would open the gate.
+	col := startTracer(t, tracer.Config{FilterNetNS: netnsOf(t, a.NetnsPath())})
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Fatalf("enabling BPF statistics: %v", err)
+	}
+	defer stats.Close()
+	const storm = 5000
+	closed := netip.AddrPortFrom(b.Addr4(), 7999).String()
+	refuse := func(what string) tracer.DropPath {
+		before, err := col.t.DropPath()
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := a.Do(func() error {
+			for i := 0; i < storm; i++ {
+				if c, err := net.Dial("tcp", closed); err == nil {
+					c.Close()
+					return errors.New("something listens on the closed port")
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		elapsed := time.Since(start)
+		after, err := col.t.DropPath()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := tracer.DropPath{Seen: after.Seen - before.Seen, Kept: after.Kept - before.Kept, Runs: after.Runs - before.Runs,
+			Runtime: after.Runtime - before.Runtime}
+		if d.Runs < storm {
+			t.Fatalf("%s: %d runs for %d drops: BPF statistics off?", what, d.Runs, storm)
+		}
+		t.Logf("%s: %d connection attempts refused in %v: drop program ran %d times (%d seen past the gate, %d kept), %v per run",
+			what, storm, elapsed.Round(time.Millisecond), d.Runs, d.Seen, d.Kept, d.Runtime/time.Duration(d.Runs))
+		return d
+	}
+	if d := refuse("nothing in trouble"); d.Seen != 0 || d.Kept != 0 {
+		t.Errorf("nothing in trouble: %d drops went past the gate, %d kept", d.Seen, d.Kept)
+	}
+
+	// A connection in trouble on IPv6 (its probes die in A's OUTPUT).
+	client, _ := connectAt(t, a, b, b.Addr6(), 7401)
+	undo, err := a.DropTo(b.Addr6())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	if _, err := client.Write(make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddrPort(client.LocalAddr().String())
+	col.wait(t, 5*time.Second, "the troubled connection's first probe", func(e *wire.Event) bool {
+		return e.Kind == wire.KindProbe0 && e.Local == local
+	})
+	// Kept: only the troubled connection's own probes, dropped meanwhile.
+	if d := refuse("one connection in trouble elsewhere"); d.Seen < storm || d.Kept > 5 {
+		t.Errorf("one in trouble: %d drops seen (want %d or more), %d kept (want its own few)", d.Seen, storm, d.Kept)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	for _, e := range col.events {
+		if e.Kind == wire.KindDrop && e.Local != local {
+			t.Errorf("a drop record for an unrelated connection: %v > %v", e.Local, e.Remote)
+		}
 	}
 }
