@@ -12,7 +12,7 @@ GOTESTFLAGS ?= -count=1 -p 1
 # (redis-server, postgresql, nginx, openssh-server and openssh-client: real
 # servers and clients for the end-to-end tests; prometheus scrapes --metrics
 # in a test; systemd: systemd-analyze verify).
-DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace
+DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace apache2-utils
 
 .DEFAULT_GOAL := help
 

@@ -19,7 +19,7 @@ const ListenerEvery = time.Second
 
 // ReadListeners reads the listeners of the namespaces given (nil:
 // sock_diag), for tests.
-type ReadListeners func(netns []uint32) ([]sockdiag.Listener, error)
+type ReadListeners func(spaces []sockdiag.Namespace) ([]sockdiag.Listener, error)
 
 // listenWatch reads the accept queues away from the reading loop and
 // hands each reading to the tracker on the loop's goroutine.
@@ -78,7 +78,10 @@ func (w *listenWatch) step(t *tracker.Tracker, now time.Time, warn func(error)) 
 		return
 	}
 	w.next = now.Add(w.every)
-	ns := t.ListenerNetNS()
+	var ns []sockdiag.Namespace
+	for _, l := range t.ListenerNetNS() {
+		ns = append(ns, sockdiag.Namespace{Inode: l.NetNS, PID: l.PID})
+	}
 	if len(ns) == 0 {
 		return
 	}

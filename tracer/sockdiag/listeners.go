@@ -47,13 +47,29 @@ func NewListenerWatch() *ListenerWatch {
 	return &ListenerWatch{paths: map[uint32]string{}}
 }
 
+// Namespace names a network namespace by inode, with the pid of a process
+// that may be in it (a listener's owner): /proc/PID/ns/net opens it
+// without a scan of /proc.
+type Namespace struct {
+	Inode, PID uint32
+}
+
 // Read lists the TCP listeners of the namespaces given. A namespace it
 // cannot find or read is skipped and named in the error.
-func (w *ListenerWatch) Read(netns []uint32) ([]Listener, error) {
+func (w *ListenerWatch) Read(spaces []Namespace) ([]Listener, error) {
 	var out []Listener
 	var errs []error
-	for _, ns := range netns {
+	for _, sp := range spaces {
+		ns := sp.Inode
 		path, ok := w.paths[ns]
+		if !ok && sp.PID != 0 {
+			hint := fmt.Sprintf("/proc/%d/ns/net", sp.PID)
+			var st unix.Stat_t
+			if unix.Stat(hint, &st) == nil && uint32(st.Ino) == ns {
+				path, ok = hint, true
+				w.paths[ns] = hint
+			}
+		}
 		if !ok && time.Since(w.scanned) > rescanEvery {
 			w.scanned = time.Now()
 			if spaces, err := namespaces(); err == nil {

@@ -39,7 +39,7 @@ func TestListenerWatchSeesAFullAcceptQueue(t *testing.T) {
 	w := NewListenerWatch()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		ls, err := w.Read([]uint32{uint32(st.Ino)})
+		ls, err := w.Read([]Namespace{{Inode: uint32(st.Ino)}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -55,15 +55,21 @@ type overflow struct {
 	lastQueue ListenerQueue
 }
 
+// ListenerNS is a namespace where the tracker knows listeners, with the
+// pid of one listener's owner (a way into the namespace).
+type ListenerNS struct {
+	NetNS, PID uint32
+}
+
 // ListenerNetNS lists the namespaces where the tracker knows listeners:
 // the ones whose accept queues are worth reading.
-func (t *Tracker) ListenerNetNS() []uint32 {
+func (t *Tracker) ListenerNetNS() []ListenerNS {
 	seen := map[uint32]bool{}
-	var out []uint32
-	for k := range t.listeners {
+	var out []ListenerNS
+	for k, o := range t.listeners {
 		if !seen[k.netns] {
 			seen[k.netns] = true
-			out = append(out, k.netns)
+			out = append(out, ListenerNS{NetNS: k.netns, PID: o.PID})
 		}
 	}
 	return out
