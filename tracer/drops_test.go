@@ -12,7 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
@@ -90,7 +91,7 @@ func dropReasons(tb testing.TB) tcp.DropReasons {
 // in flight, and the kernel runs the window-probe timer, not the
 // retransmission timer. Its expiries and the probes' drops are told.
 func TestWindowProbesDroppedByThisHostsFirewall(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	reasons := dropReasons(t)
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{})
@@ -131,7 +132,7 @@ func TestWindowProbesDroppedByThisHostsFirewall(t *testing.T) {
 // younger than the interval that expired (the base RTO doubled by the
 // backoff before this expiry).
 func TestWindowProbesAnsweredWithAClosedWindow(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{})
 	for i, fam := range families(b) {
@@ -163,7 +164,7 @@ func TestWindowProbesAnsweredWithAClosedWindow(t *testing.T) {
 // in trouble (its first RTO), the dropped ACKs are told, with the 4-tuple
 // read from their headers (they carry no socket).
 func TestRepliesDroppedByThisHostsFirewall(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	reasons := dropReasons(t)
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{})
@@ -202,11 +203,11 @@ func TestRepliesDroppedByThisHostsFirewall(t *testing.T) {
 // with one in trouble on another port (the port prefilter). The program's
 // cost per run in both cases is logged for docs/drops.md.
 func TestDropPathDiscardsUnrelatedDrops(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	a, b := pair(t)
 	// Only A's connections: other tests on this kernel have their own
 	// troubles, which would open the gate.
-	col := startTracer(t, tracer.Config{FilterNetNS: netnsOf(t, a.NetnsPath())})
+	col := startTracer(t, tracer.Config{FilterNetNS: hosts.Netns(t, a)})
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		t.Fatalf("enabling BPF statistics: %v", err)

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 )
 
 // nginx whose worker is stopped (SIGSTOP: it never calls accept() again)
@@ -17,13 +18,13 @@ import (
 // accept_queue_overflow for the listener (not one line per SYN), naming
 // nginx, the queue and its limit.
 func TestNginxStoppedWorkerOverflowsTheAcceptQueue(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	requireInstalled(t, "/usr/bin/ab", "apache2-utils")
 	families(t, func(t *testing.T, v6 bool) {
-		s, c := serverLab(t)
+		s, c := hosts.Pair(t, "S", "C")
 		w := startWatch(t)
 		master, worker, ap := startNginx(t, s, c, addrOf(s, v6), "backlog=4")
-		nsS := netnsInode(t, s)
+		nsS := hosts.Netns(t, s)
 		// ab under way (its first request alone, then 50 at a time), then
 		// the worker stops: every connection still connecting lands in
 		// the accept queue or is turned away.

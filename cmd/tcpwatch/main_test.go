@@ -19,7 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/lab"
 	"github.com/tcpwatch/tcpwatch/output"
 )
@@ -88,7 +88,7 @@ func TestBadInputIsOneLineAndNonZero(t *testing.T) {
 }
 
 func TestNotRoot(t *testing.T) {
-	testenv.RequirePrivileged(t) // needs root to drop to nobody
+	testkit.RequirePrivileged(t) // needs root to drop to nobody
 	// The test binary lives in a directory only root may enter: give
 	// nobody a copy it can run.
 	exe, err := os.Executable()
@@ -123,7 +123,7 @@ func TestNotRoot(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	out, err := tcpwatch(t, "check").Output()
 	if err != nil {
 		t.Fatalf("check: %v", err)
@@ -138,13 +138,13 @@ func TestCheck(t *testing.T) {
 
 // --duration ends the run with exit 0 and a stats line; so does SIGTERM.
 func TestStopsCleanly(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	out, err := tcpwatch(t, "-o", "json", "--duration", "1s").Output()
 	if err != nil {
 		t.Fatalf("--duration: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	var stats output.Stats
+	var stats output.StatsRecord
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &stats); err != nil || stats.Type != "stats" {
 		t.Fatalf("last line is not stats: %q (%v)", lines[len(lines)-1], err)
 	}
@@ -167,7 +167,7 @@ func TestStopsCleanly(t *testing.T) {
 
 // `tcpwatch --events | head -1`: a closed stdout ends tcpwatch quietly, exit 0.
 func TestClosedStdout(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	cmd := tcpwatch(t, "--events")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -205,9 +205,9 @@ func TestClosedStdout(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
-		// The test binary is built with cgo: it says it kept its
-		// capabilities (caps.go); nothing else may be on stderr.
-		if err != nil || strings.TrimPrefix(stderr.String(), "tcpwatch: warning: "+errCgoCaps.Error()+"\n") != "" {
+		// Nothing may be on stderr: the capabilities are dropped in
+		// this cgo test binary too (caps.go).
+		if err != nil || stderr.String() != "" {
 			t.Errorf("after its reader went away: %v, stderr %q", err, stderr.String())
 		}
 	case <-time.After(10 * time.Second):
@@ -225,7 +225,7 @@ type narrativeJSON struct {
 // filters what it sends), narrates the lab's scenarios; its JSON carries the
 // verdict, the tuple, the owner, the errno and the counts.
 func TestEndToEndJSON(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	type want struct {
 		verdict  string
 		errno    string
@@ -283,11 +283,7 @@ func TestEndToEndJSON(t *testing.T) {
 				t.Fatalf("lab: %v", err)
 			}
 			byHost := map[string][]narrativeJSON{}
-			for _, line := range strings.Split(stdout.String(), "\n") {
-				var n narrativeJSON
-				if json.Unmarshal([]byte(line), &n) != nil || n.Type != "narrative" {
-					continue
-				}
+			for _, n := range testkit.JSONLines(stdout.String(), func(n narrativeJSON) bool { return n.Type == "narrative" }) {
 				for host, inodes := range res.NetNS {
 					if slices.Contains(inodes, n.NetNS) {
 						byHost[host] = append(byHost[host], n)
@@ -295,7 +291,7 @@ func TestEndToEndJSON(t *testing.T) {
 				}
 			}
 			for host, ns := range byHost {
-				oneStory(t, host, ns)
+				testkit.OneStory(t, host, ns, told)
 			}
 			for host, wants := range tests[name] {
 				got := byHost[host]
@@ -379,17 +375,12 @@ func waitAttached(t *testing.T, pid int) {
 }
 
 // waitRunning waits until tcpwatch at pid is attached and hears SIGINT and
-// SIGTERM. A build that can drop capabilities (no cgo: the kernel matrix's
-// static binaries) does so right after it starts listening for signals,
-// which can take a second under qemu: CAP_BPF leaving its effective set
-// says the handlers are in place. A cgo build keeps its capabilities; there
-// attachment is the best sign there is.
+// SIGTERM. Every build (cgo or not) drops its capabilities right after it
+// starts listening for signals, which can take a second under qemu:
+// CAP_BPF leaving its effective set says the handlers are in place.
 func waitRunning(t *testing.T, pid int) {
 	t.Helper()
 	waitAttached(t, pid)
-	if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_GET_NO_NEW_PRIVS, 0, 0); errno == syscall.ENOTSUP {
-		return // this binary is tcpwatch too: it will not drop them
-	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -407,20 +398,4 @@ func waitRunning(t *testing.T, pid int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("tcpwatch (pid %d) kept CAP_BPF 30s after attaching", pid)
-}
-
-// oneStory checks that each connection has at most one final narrative
-// and nothing told after it.
-func oneStory(t *testing.T, host string, ns []narrativeJSON) {
-	t.Helper()
-	final := map[string]string{}
-	for _, n := range ns {
-		k := fmt.Sprintf("%s:%d>%s:%d", n.LAddr, n.LPort, n.RAddr, n.RPort)
-		if v, done := final[k]; done {
-			t.Errorf("%s %s: %s told after the final %s", host, k, n.Verdict, v)
-		}
-		if n.Final {
-			final[k] = n.Verdict
-		}
-	}
 }

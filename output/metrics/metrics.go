@@ -1,8 +1,9 @@
 // Package metrics exports what tcpwatch tells as Prometheus metrics
 // (client_golang), for alerting across a fleet. Labels are deliberately
-// few, as ebpf_exporter and Retina do: verdict, address family and,
-// optionally, the container; never addresses or ports, whose cardinality
-// has no bound.
+// few: verdict, address family and, optionally, the container; never
+// addresses or ports, whose cardinality has no bound (Prometheus's own
+// advice on labels; ebpf_exporter's examples do label addresses, tcpwatch
+// does not follow them there).
 //
 // The metrics count what tcpwatch tells, after the filters (--pid,
 // --container, …): a stage in front of the output sees exactly the narratives the output
@@ -25,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -44,6 +46,7 @@ type Metrics struct {
 	narratives *prometheus.CounterVec
 	rto        *prometheus.CounterVec
 	keepalive  *prometheus.CounterVec
+	incidents  incidentMetrics
 
 	events, ringFull, recursion, evictions atomic.Uint64
 	tracked                                atomic.Int64
@@ -60,6 +63,16 @@ func New(opts Options) *Metrics {
 		Name: "tcpwatch_narratives_total",
 		Help: "Narratives told, by verdict and address family (after the filters).",
 	}, labels)
+	if !opts.Container {
+		// Every registered verdict has its series from the start, at 0:
+		// a rate() or an alert on a verdict not yet seen has a series to
+		// read. (Containers are not known in advance.)
+		for _, v := range words.Verdicts(nil) {
+			for _, fam := range []string{"ipv4", "ipv6"} {
+				m.narratives.WithLabelValues(string(v), fam)
+			}
+		}
+	}
 	m.rto = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcpwatch_rto_episodes_total",
 		Help: "Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).",
@@ -78,7 +91,9 @@ func New(opts Options) *Metrics {
 		Help: "tcpwatch's version and the Go it was built with (always 1).",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version(), runtime.Version()).Set(1)
+	m.incidents = newIncidentMetrics()
 	m.Registry.MustRegister(
+		m.incidents.open, m.incidents.inTrouble, m.incidents.ended,
 		m.narratives, m.rto, m.keepalive, build,
 		counter("tcpwatch_records_read_total", "Kernel records read from the ring buffer.", &m.events, nil),
 		counter("tcpwatch_records_lost_total", lostHelp, &m.ringFull, prometheus.Labels{"reason": "ring_full"}),
@@ -117,8 +132,8 @@ func family(n *tracker.Narrative) string {
 	return "ipv4"
 }
 
-// Narrative counts one narrative told, whose connection's cgroup names cg.
-func (m *Metrics) Narrative(n *tracker.Narrative, cg containers.Info) {
+// count counts one narrative told, whose connection's cgroup names cg.
+func (m *Metrics) count(n *tracker.Narrative, cg containers.Info) {
 	fam := family(n)
 	if m.container {
 		m.narratives.WithLabelValues(string(n.Verdict), fam, cg.ID).Inc()
@@ -147,7 +162,7 @@ type stage struct {
 
 func (s stage) Tell(it *engine.Item) error {
 	if it.Narrative != nil {
-		s.m.Narrative(it.Narrative, it.Cgroup)
+		s.m.count(it.Narrative, it.Cgroup)
 	}
 	return s.next.Tell(it)
 }

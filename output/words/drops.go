@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
@@ -164,7 +166,9 @@ func ownerText(n *tracker.Narrative) string {
 }
 
 // windowExplanation teaches the probe timer, for window-probe episodes.
-func windowExplanation(b *strings.Builder, n *tracker.Narrative) {
+func windowExplanation(n *tracker.Narrative) string {
+	var sb strings.Builder
+	b := &sb
 	s := n.Settings
 	fmt.Fprintf(b, "Nothing is in flight and %d bytes wait, so the kernel runs the zero-window probe timer (tcp_probe_timer, ICSK_TIME_PROBE0; ss shows timer:(persist,...)), not the retransmission timer: no retransmission is ever traced. Each expiry sends a probe (new data if the peer's window allows it, else a zero-window probe), counts it in icsk_probes_out and doubles the interval (icsk_backoff, up to %s). An ACK from the peer resets icsk_probes_out to 0. ",
 		n.NotSent, Secs(n.RTOMax))
@@ -186,18 +190,20 @@ func windowExplanation(b *strings.Builder, n *tracker.Narrative) {
 			fmt.Fprintf(b, "The kernel aborts with ETIMEDOUT at the expiry that finds icsk_probes_out >= tcp_retries2=%d: in about %s.", s.Retries2, Secs(n.GiveUpIn))
 		}
 	}
-	dropsExplanation(b, n)
+	b.WriteString(dropsExplanation(n))
+	return b.String()
 }
 
 // dropsExplanation says where the episode's packets died and which team
-// that points at.
-func dropsExplanation(b *strings.Builder, n *tracker.Narrative) {
+// that points at ("" when the drop path is not watched).
+func dropsExplanation(n *tracker.Narrative) string {
 	if !n.DropsSeen {
-		return
+		return ""
 	}
+	var sb strings.Builder
+	b := &sb
 	if len(n.Drops) == 0 {
-		b.WriteString(" No packet of this connection was dropped on this host (skb:kfree_skb): what was sent left, and the silence is on the path or at the peer.")
-		return
+		return " No packet of this connection was dropped on this host (skb:kfree_skb): what was sent left, and the silence is on the path or at the peer."
 	}
 	var parts []string
 	for _, d := range n.Drops {
@@ -213,6 +219,29 @@ func dropsExplanation(b *strings.Builder, n *tracker.Narrative) {
 	} else if tcp.DropWhere(n.Drops[0].Reason) == "netfilter" {
 		b.WriteString(" The packets never left: look at this host's own firewall rules (nft list ruleset, iptables-save), not at the network or the peer.")
 	}
+	return b.String()
+}
+
+// windowAndListeners: the verdicts of issue 19 that are neither a
+// retransmission outage nor a connection's end.
+var windowAndListeners = []Entry{
+	{Verdict: tracker.ZeroWindow, Family: Window, Episode: true, Severity: Warning,
+		Errno:   int32(unix.ETIMEDOUT), // only if TCP_USER_TIMEOUT ends it
+		Summary: zeroWindowSummary, Explain: windowExplanation},
+
+	{Verdict: tracker.AcceptQueueOverflow, Family: Listeners, Episode: true, Severity: Warning,
+		Summary: func(n *tracker.Narrative) string {
+			since := " since the listener was created"
+			if n.Outage > 0 {
+				since = " in " + Secs(n.Outage)
+			}
+			return fmt.Sprintf("the server stopped accepting: the accept queue of %s is full (%d waiting for accept(), backlog %d) and the kernel turned away %d SYN%s or handshake%s%s; its clients' connect() retries, then times out",
+				n.Local, n.QueueLen, n.QueueLimit, n.TurnedAway, plural(n.TurnedAway), plural(n.TurnedAway), since)
+		},
+		Explain: func(n *tracker.Narrative) string {
+			return fmt.Sprintf("A connection the kernel completed waits in the listener's accept queue until the application calls accept(). The queue holds %d (the listen() backlog, capped by net.core.somaxconn) and has %d: a SYN or handshake-completing ACK that finds it full is dropped (sk_acceptq_is_full; counted in the listener's sk_drops and in ListenOverflows/ListenDrops of nstat), and the client retransmits its SYN with backoff until tcp_syn_retries runs out. The kernel is fine; %s, the owner of the listener, is not calling accept(): it is stopped, blocked or overloaded. A larger backlog only buys time.",
+				n.QueueLimit, n.QueueLen, ownerText(n))
+		}},
 }
 
 // BudgetSettingText names what ended a window-probe episode.

@@ -13,8 +13,9 @@ import (
 	"time"
 )
 
-// Owner is a process holding a socket.
-type Owner struct {
+// Holder is the process holding a socket's descriptor (tracker.Owner adds how
+// it was learned).
+type Holder struct {
 	PID  uint32
 	Comm string
 }
@@ -29,9 +30,8 @@ type Index struct {
 	MinRescan time.Duration
 
 	mu       sync.Mutex
-	byInode  map[uint32]Owner
+	byInode  map[uint32]Holder
 	lastScan time.Time
-	scans    uint64
 }
 
 // NewIndex returns an index over /proc that rescans at most every 200 ms.
@@ -57,7 +57,6 @@ func (x *Index) Owner(inode uint32) (pid uint32, comm string, ok bool) {
 	}
 	x.byInode = Scan(x.ProcRoot)
 	x.lastScan = time.Now()
-	x.scans++
 	o, found := x.byInode[inode]
 	return o.PID, o.Comm, found
 }
@@ -77,13 +76,6 @@ func (x *Index) Known(inode uint32) (pid uint32, comm string, ok bool) {
 	return 0, "", false
 }
 
-// Scans is how many times the index read all of /proc.
-func (x *Index) Scans() uint64 {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.scans
-}
-
 func (x *Index) alive(pid uint32) bool {
 	_, err := os.Stat(x.ProcRoot + "/" + strconv.FormatUint(uint64(pid), 10))
 	return err == nil
@@ -91,8 +83,8 @@ func (x *Index) alive(pid uint32) bool {
 
 // Scan reads every process's descriptors and maps socket inodes to the
 // process holding them.
-func Scan(procRoot string) map[uint32]Owner {
-	out := map[uint32]Owner{}
+func Scan(procRoot string) map[uint32]Holder {
+	out := map[uint32]Holder{}
 	procs, err := os.ReadDir(procRoot)
 	if err != nil {
 		return out
@@ -124,7 +116,7 @@ func Scan(procRoot string) map[uint32]Owner {
 				b, _ := os.ReadFile(procRoot + "/" + p.Name() + "/comm")
 				comm = strings.TrimSuffix(string(b), "\n")
 			}
-			out[ino] = Owner{PID: uint32(pid), Comm: comm}
+			out[ino] = Holder{PID: uint32(pid), Comm: comm}
 		}
 	}
 	return out

@@ -31,6 +31,9 @@ type Socket struct {
 	PID           uint32 // owner, 0 if no process holds it (orphaned)
 	Comm          string
 	KeepaliveOn   bool // the keepalive timer is armed
+	// TimerExpires is the time left on the socket's pending timer
+	// (idiag_expires): with KeepaliveOn, until the next keepalive probe.
+	TimerExpires time.Duration
 
 	CAState      tcp.CAState
 	Retransmits  uint8
@@ -128,15 +131,16 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 		}
 		for _, d := range socks {
 			s := Socket{
-				Cookie:      d.cookie,
-				NetNS:       inode,
-				Local:       d.local,
-				Remote:      d.remote,
-				State:       tcp.State(d.state),
-				Inode:       d.inode,
-				KeepaliveOn: d.timer == timerKeepalive,
-				Settings:    settings,
-				RTOMax:      rtoMax,
+				Cookie:       d.cookie,
+				NetNS:        inode,
+				Local:        d.local,
+				Remote:       d.remote,
+				State:        tcp.State(d.state),
+				Inode:        d.inode,
+				KeepaliveOn:  d.timer == timerKeepalive,
+				TimerExpires: time.Duration(d.expires) * time.Millisecond,
+				Settings:     settings,
+				RTOMax:       rtoMax,
 			}
 			s.Settings.KeepaliveOn = s.KeepaliveOn
 			if ti := d.tcpInfo; ti != nil {
@@ -202,7 +206,8 @@ func readSettings(nsPath string) (tcp.Settings, time.Duration) {
 }
 
 // InTrouble says whether the connection is already in an outage: RTO
-// retransmissions or unanswered keepalive probes.
+// retransmissions or unanswered keepalive probes (an incident's shared
+// fate counts the idle connections that are not).
 func (s *Socket) InTrouble() bool {
 	return (s.CAState == tcp.CALoss && s.Retransmits > 0) || (s.KeepaliveOn && s.Probes > 0)
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // AcceptQueueOverflow is the episode of a listener whose accept queue is
@@ -92,8 +93,15 @@ func (t *Tracker) ListenerQueues(now time.Duration, qs []ListenerQueue) {
 			if o == nil && len(t.overflows) >= maxListeners {
 				continue
 			}
-			t.overflows[key] = &overflow{inode: q.Inode, drops: q.Drops, lastRead: now}
-			continue // the first reading is the baseline
+			o = &overflow{inode: q.Inode, drops: q.Drops, lastRead: now, lastQueue: *q}
+			t.overflows[key] = o
+			if q.Drops > 0 && q.Queue >= q.Limit {
+				// Already overflowing when first read: sk_drops counts
+				// since the listener was created, when is not known.
+				o.active, o.since, o.turned = true, now, int(q.Drops)
+				t.tellOverflow(key, o, now)
+			}
+			continue // else the first reading is the baseline
 		}
 		delta := int(q.Drops - o.drops)
 		prev := o.lastRead
@@ -160,7 +168,7 @@ func (t *Tracker) tellOverflow(key listenKey, o *overflow, now time.Duration) {
 func (t *Tracker) listenerOwner(key listenKey, inode uint32) Owner {
 	if t.cfg.Owners != nil && inode != 0 {
 		if pid, comm, ok := t.cfg.Owners.Owner(inode); ok {
-			return Owner{PID: pid, Comm: comm, Source: OwnerProcfs}
+			return Owner{PID: pid, Comm: comm, Source: wire.OwnerProcfs}
 		}
 	}
 	return t.listeners[key]

@@ -66,3 +66,35 @@ func TestWindowProbeGiveUpProjection(t *testing.T) {
 		t.Errorf("give up in %v, budget %+v", n.GiveUpIn, n.Budget)
 	}
 }
+
+// A listener's accept queue, read once a second: drops that grow while
+// the queue is full are one accept_queue_overflow, told again only after
+// 10 s; a listener found already overflowing is told at its first reading.
+func TestAcceptQueueOverflowOncePerListener(t *testing.T) {
+	var got []Narrative
+	tr := New(Config{}, func(n *Narrative) { got = append(got, *n) })
+	l := netip.MustParseAddrPort("10.0.0.1:443")
+	read := func(at time.Duration, queue, drops uint32) {
+		tr.ListenerQueues(at, []ListenerQueue{{NetNS: 1, Local: l, Inode: 99, Queue: queue, Limit: 4, Drops: drops}})
+		tr.Tick(at + 100*time.Millisecond)
+	}
+	s := time.Second
+	read(1*s, 2, 0) // baseline
+	read(2*s, 5, 6)
+	read(3*s, 5, 20)
+	read(4*s, 5, 31)
+	if len(got) != 1 || got[0].Verdict != AcceptQueueOverflow || got[0].TurnedAway != 6 || got[0].QueueLen != 5 ||
+		got[0].QueueLimit != 4 || got[0].Outage != time.Second || !got[0].Begins {
+		t.Fatalf("after 4 readings: %+v", got)
+	}
+	read(13*s, 5, 40)
+	if len(got) != 2 || got[1].TurnedAway != 40 || got[1].Begins || got[1].Outage != 12*s {
+		t.Fatalf("10 s later: %+v", got[len(got)-1])
+	}
+	// Another listener, overflowing before it was ever read.
+	tr.ListenerQueues(14*s, []ListenerQueue{{NetNS: 2, Local: l, Inode: 7, Queue: 3, Limit: 2, Drops: 9}})
+	tr.Tick(14*s + 100*time.Millisecond)
+	if len(got) != 3 || got[2].TurnedAway != 9 || got[2].NetNS != 2 {
+		t.Fatalf("first reading overflowing: %+v", got[len(got)-1])
+	}
+}

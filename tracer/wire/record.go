@@ -39,10 +39,6 @@ func ReadRecording(r io.Reader, epoch time.Time) ([]Event, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
-		if len(raw) == recordSizeBeforeWindow {
-			// Recorded before the record grew: its later fields are zero.
-			raw = append(raw, make([]byte, recordSize-len(raw))...)
-		}
 		var ev Event
 		if err := Decode(raw, clock, &ev); err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type report struct {
+	c           config
+	started     time.Time
+	startLoad   string
+	churn       []*churnResult
+	churnBase   *churnResult // --baseline, if given
+	busy        []*busyResult
+	bulk        []*bulkResult
+	timers      []*timerResult
+	memory      *memoryResult
+	startLoaded []float64
+	startFirst  []float64
+	decode      []string
+}
+
+func newReport(c config) *report { return &report{c: c, started: time.Now(), startLoad: loadAvg()} }
+
+func (r *report) bulkFor(name string) *bulkResult {
+	for _, b := range r.bulk {
+		if b.name == name {
+			return b
+		}
+	}
+	b := &bulkResult{name: name}
+	r.bulk = append(r.bulk, b)
+	return b
+}
+
+func (r *report) busyFor(name string) *busyResult {
+	for _, b := range r.busy {
+		if b.name == name {
+			return b
+		}
+	}
+	b := &busyResult{name: name}
+	r.busy = append(r.busy, b)
+	return b
+}
+
+func (r *report) timerFor(name string) *timerResult {
+	for _, t := range r.timers {
+		if t.name == name {
+			return t
+		}
+	}
+	t := &timerResult{name: name}
+	r.timers = append(r.timers, t)
+	return t
+}
+
+// ms formats a median with its spread: "412 (398–430)".
+func ms(xs []float64, prec int) string {
+	if len(xs) == 0 {
+		return "–"
+	}
+	lo, hi := spread(xs)
+	f := fmt.Sprintf("%%.%df", prec)
+	return fmt.Sprintf(f+" ("+f+"–"+f+")", median(xs), lo, hi)
+}
+
+func (r *report) find(name string) *churnResult {
+	for _, c := range r.churn {
+		if c != nil && c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// stages pairs each tcpwatch program with the floor's empty program on the
+// same tracepoint. Program names are as the kernel keeps them (15 bytes).
+var stages = []struct{ tracepoint, floor, tw string }{
+	{"sock:inet_sock_set_state", "floor_set_state", "tw_set_state"},
+	{"tcp:tcp_destroy_sock", "floor_destroy", "tw_destroy_sock"},
+	{"tcp:tcp_cong_state_set", "floor_cong_state", "tw_cong_state"},
+	{"tcp:tcp_retransmit_skb", "floor_retransmi", "tw_retransmit"},
+	{"tcp:tcp_send_reset", "floor_send_rese", "tw_send_reset"},
+	{"tcp:tcp_receive_reset", "floor_recv_rese", "tw_receive_rese"},
+	{"sock:inet_sk_error_report", "floor_error", "tw_error_report"},
+	{"timer:timer_expire_entry", "floor_timer_ent", "tw_timer_entry"},
+	{"timer:timer_expire_exit", "floor_timer_exi", "tw_timer_exit"},
+}
+
+// perRun is a cost's ns per run and runs per unit of work, for the
+// programs whose names start with prefix.
+func perRun(c cost, prefix string, units float64) (ns, runs float64, ok bool) {
+	var tns, truns uint64
+	for name, v := range c.bpfNs {
+		if strings.HasPrefix(name, prefix) {
+			tns += v
+			truns += c.runs[name]
+		}
+	}
+	if truns == 0 {
+		return 0, 0, false
+	}
+	return float64(tns) / float64(truns), float64(truns) / units, true
+}
+
+func ratio(x, floor float64) string {
+	if floor <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f×", x/floor)
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func (r *report) write(path string) error {
+	var b strings.Builder
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	fmt.Fprintf(&b, "# Performance\n\n")
+	fmt.Fprintf(&b, "What tcpwatch costs, measured in one run beside the floor (empty BPF programs on exactly the tracepoints tcpwatch attaches, none on the send/receive path) and bpftrace printing each event on them. Written by `make bench`; the prose between the tables is the harness's (cmd/tcpwatch-bench/report.go), the figures are this run's.\n\n")
+	fmt.Fprintf(&b, "- Machine: %s, %d cores, kernel %s; load average when the run began: %s, at the end: %s. The machine is shared (other builds, tests and a qemu guest run beside), so only ratios measured side by side in the same round mean much: every round runs each configuration once, one after the other.\n", cpuModel(), numCPU(), unix.ByteSliceToString(uts.Release[:]), r.startLoad, loadAvg())
+	fmt.Fprintf(&b, "- Run: %s, %d rounds per configuration; figures are the median with the spread (min–max) of the rounds\n", r.started.UTC().Format("2006-01-02 15:04 MST"), r.c.rounds)
+	fmt.Fprintf(&b, "- Reproduce: `make bench` (as root; it builds tcpwatch and runs `go run -C cmd/tools ./tcpwatch-bench`; `--workloads churn,busy` runs part of it)\n")
+	fmt.Fprintf(&b, "- Tracer CPU per unit of work = run time of the tracer's BPF programs (BPF_ENABLE_STATS: the kernel's `run_time_ns`, also shown per program) + CPU time of its process (schedstat of all its threads), divided by the connections, requests or events. Throughput swings by ±30%% between runs here, so it is shown beside, not as the headline.\n\n")
+
+	none, floor, tw, all, bt := r.find("none"), r.find("floor (empty programs)"), r.find("tcpwatch"), r.find("tcpwatch --all"), r.find("bpftrace")
+	var bFloor, bTw, bAll *busyResult
+	for _, x := range r.busy {
+		switch x.name {
+		case floorTracer.name:
+			bFloor = x
+		case tcpwatchDefault.name:
+			bTw = x
+		case tcpwatchAll.name:
+			bAll = x
+		}
+	}
+	if (floor != nil && tw != nil) || (bFloor != nil && bTw != nil) {
+		b.WriteString("## Goals\n\n| goal | measured (median of the rounds) | |\n|---|---|---|\n")
+		if floor != nil && tw != nil {
+			x := median(tw.total) / median(floor.total)
+			fmt.Fprintf(&b, "| churn, default mode ≤ 3× the floor | %.1f× (%.0f vs %.0f ns/connection) | %s |\n", x, median(tw.total), median(floor.total), met(x <= 3))
+		}
+		if floor != nil && all != nil {
+			x := median(all.total) / median(floor.total)
+			fmt.Fprintf(&b, "| churn, `--all` ≤ 10× the floor | %.1f× (%.0f ns/connection) | %s |\n", x, median(all.total), met(x <= 10))
+		}
+		if all != nil && bt != nil {
+			x := median(bt.total) / median(all.total)
+			fmt.Fprintf(&b, "| churn, `--all` ≤ 1/10 of bpftrace | 1/%.1f (bpftrace %.0f ns/connection) | %s |\n", x, median(bt.total), met(x >= 10))
+		}
+		if bFloor != nil && bTw != nil {
+			// The workload's own share: the tracer's cost less what the
+			// same tracer spent on the rest of the machine while idle. With
+			// nothing on the per-message path both are about 0, so the
+			// goal is judged against the floor's with a 1 ns/request slack.
+			x, f := median(bTw.net), median(bFloor.net)
+			fmt.Fprintf(&b, "| busy server, default mode: tracer CPU per request ≤ 1.5× the floor | %.2f vs %.2f ns/request net of the idle background (raw, background included: %.1f vs %.1f); whole CPU per request %.2f× the floor's | %s |\n",
+				x, f, median(bTw.tracer), median(bFloor.tracer), median(bTw.whole)/median(bFloor.whole), met(x <= 1.5*f+1))
+		}
+		if bFloor != nil && bAll != nil {
+			fmt.Fprintf(&b, "| busy server, `--all` (no goal set; shown for reference) | %.2f ns/request net (raw %.1f) | |\n", median(bAll.net), median(bAll.tracer))
+		}
+		b.WriteString("\n")
+	}
+
+	if len(r.churn) > 0 {
+		fmt.Fprintf(&b, "## Connection churn on loopback\n\n%d connections per round (connect, one byte each way, close), 4 client workers, server closes first. The tracers' output goes to a pipe that the harness drains.\n\n", r.c.conns)
+		fmt.Fprintf(&b, "| tracer | connections/s | vs no tracer | BPF programs run per connection | BPF ns/connection | user-space ns/connection | **total ns/connection** | × floor |\n|---|---|---|---|---|---|---|---|\n")
+		for _, c := range r.churn {
+			if c == nil {
+				continue
+			}
+			rt, xfloor := "–", "–"
+			if none != nil {
+				rt = fmt.Sprintf("%.2f", median(c.rate)/median(none.rate))
+			}
+			if floor != nil && c.name != "none" {
+				xfloor = fmt.Sprintf("%.1f", median(c.total)/median(floor.total))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | **%s** | %s |\n", c.name, ms(c.rate, 0), rt, ms(c.runs, 1),
+				ms(c.bpf, 0), ms(c.user, 0), ms(c.total, 0), xfloor)
+		}
+		b.WriteString("\n")
+		if floor != nil && tw != nil {
+			b.WriteString("Per program, all rounds together (`run_time_ns / run_cnt` from the kernel, less sensitive to the machine's other load than the totals): ns per run, and runs per connection.\n\n")
+			base := r.churnBase
+			if base != nil {
+				b.WriteString("| tracepoint | floor ns/run | tcpwatch ns/run | × floor | baseline ns/run | `--all` ns/run | runs/connection (tcpwatch) | tcpwatch ns/connection | `--all` ns/connection |\n|---|---|---|---|---|---|---|---|---|\n")
+			} else {
+				b.WriteString("| tracepoint | floor ns/run | tcpwatch ns/run | × floor | `--all` ns/run | runs/connection (tcpwatch) | tcpwatch ns/connection | `--all` ns/connection |\n|---|---|---|---|---|---|---|---|\n")
+			}
+			n := float64(r.c.conns * r.c.rounds)
+			for _, st := range stages {
+				fns, _, fok := perRun(floor.perProg, st.floor, n)
+				tns, truns, tok := perRun(tw.perProg, st.tw, n)
+				ans, aruns := 0.0, 0.0
+				aok := false
+				if all != nil {
+					ans, aruns, aok = perRun(all.perProg, st.tw, n)
+				}
+				if !fok && !tok && !aok {
+					continue
+				}
+				cell := func(ok bool, v float64) string {
+					if !ok {
+						return "–"
+					}
+					return fmt.Sprintf("%.0f", v)
+				}
+				x := "–"
+				if fok && tok {
+					x = ratio(tns, fns)
+				}
+				baseCell := ""
+				if base != nil {
+					bns, _, bok := perRun(base.perProg, st.tw, n)
+					baseCell = " " + cell(bok, bns) + " |"
+				}
+				fmt.Fprintf(&b, "| `%s` | %s | %s | %s |%s %s | %.2f | %s | %s |\n", st.tracepoint, cell(fok, fns), cell(tok, tns), x, baseCell, cell(aok, ans),
+					truns, cell(tok, tns*truns), cell(aok, ans*aruns))
+			}
+			b.WriteString("\n")
+		}
+		if bt != nil {
+			fmt.Fprintf(&b, "bpftrace's programs ran %.1f times per connection for %.0f ns/connection in the kernel (the `bpftrace` row).\n\n", median(bt.runs), median(bt.bpf))
+		}
+		b.WriteString(churnLimits)
+	}
+	if len(r.busy) > 0 {
+		fmt.Fprintf(&b, "## Busy server\n\n%d persistent loopback connections, each a client sending a one-byte request and waiting for the one-byte echo, %d requests per round in all (Go client and server in the harness's process). No connection opens or closes while it is timed: this is the per-message path, where tcpwatch used to run two programs per send and receive. *Tracer* is the tracer's BPF run time and its process over the round; the programs run for every connection and timer on the machine, so right after each round the same tracer is sampled idle for as long (*idle background*: other users' connections and timers) and *net* is the round less that; *whole* is the workload's process CPU (its syscalls and the loopback softirqs they run, which include any BPF program run in them) plus the tracer's process.\n\n", r.c.busyConns, r.c.busyRequests)
+		b.WriteString("| tracer | requests/s | BPF runs per request (idle background) | BPF ns/request | user-space ns/request | tracer ns/request | idle background ns/request | **net tracer ns/request** | whole CPU ns/request | × floor |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range r.busy {
+			xw := "–"
+			if bFloor != nil {
+				xw = fmt.Sprintf("%.2f", median(x.whole)/median(bFloor.whole))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.4f (%.4f) | %s | %s | %s | %s | **%s** | %s | %s |\n", x.name, ms(x.rate, 0), median(x.runs), median(x.bgRuns),
+				ms(x.bpf, 2), ms(x.user, 2), ms(x.tracer, 2), ms(x.background, 2), ms(x.net, 2), ms(x.whole, 0), xw)
+		}
+		b.WriteString("\n")
+		for _, x := range []*busyResult{bFloor, bTw, bAll} {
+			if x == nil {
+				continue
+			}
+			var parts []string
+			for _, name := range sortedKeys(x.perProg.bpfNs) {
+				if runs := x.perProg.runs[name]; runs > 0 {
+					parts = append(parts, fmt.Sprintf("`%s` %d runs × %.0f ns", name, runs, float64(x.perProg.bpfNs[name])/float64(runs)))
+				}
+			}
+			if len(parts) == 0 {
+				parts = []string{"no program ran"}
+			}
+			fmt.Fprintf(&b, "Per program, %s (all rounds, %d requests; the runs are the machine's other connections and timers): %s.\n\n", x.name, r.c.busyRequests*r.c.rounds, strings.Join(parts, ", "))
+		}
+		b.WriteString(busyLimits)
+	}
+	if len(r.bulk) > 0 {
+		fmt.Fprintf(&b, "## Bulk transfer with 2%% loss\n\n4 connections send as fast as they can for 5 s from A to B, two network namespaces joined by a cable (veth pairs and a bridge) that drops 2%% of IP packets at random (nftables `numgen random`). Retransmissions and congestion-state changes come at a high rate.\n\n")
+		fmt.Fprintf(&b, "| tracer | Mbit/s | tracer CPU (%% of one core) | BPF program runs/s | events/s read by tcpwatch | records lost |\n|---|---|---|---|---|---|\n")
+		for _, x := range r.bulk {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", x.name, ms(x.mbps, 0), ms(x.cpuPct, 2), ms(x.runsPerS, 0), ms(x.eventsPerS, 0), ms(x.lost, 0))
+		}
+		b.WriteString("\n")
+	}
+	if len(r.timers) > 0 {
+		fmt.Fprintf(&b, "## Timer load\n\nThe keepalive hook sits on `timer:timer_expire_entry/exit`, which fire for every kernel timer on the machine; it filters on the handler's address first. 2000 idle loopback connections with keepalive every second (answered) for 5 s.\n\n")
+		fmt.Fprintf(&b, "| tracer | timer expiries/s | ns per expiry (entry + exit programs) | tracer CPU (%% of one core) |\n|---|---|---|---|\n")
+		for _, x := range r.timers {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", x.name, ms(x.expiriesPerS, 0), ms(x.nsPerExpiry, 0), ms(x.cpuPct, 3))
+		}
+		b.WriteString("\n")
+	}
+	if m := r.memory; m != nil {
+		fmt.Fprintf(&b, "## Memory\n\n`tcpwatch --all` (which tracks every connection) while %d concurrent loopback connections are open: both ends are connections of this host, so it tracks %d (opened in %s by helper processes, as one process may hold only RLIMIT_NOFILE descriptors).\n\n", m.conns, 2*m.conns, m.opened.Round(time.Millisecond))
+		fmt.Fprintf(&b, "| moment | RSS | of which anonymous (heap, stacks) |\n|---|---|---|\n| idle, after start | %.1f MiB | %.1f MiB |\n| %d connections tracked | %.1f MiB | %.1f MiB |\n| 5 s after they closed | %.1f MiB | %.1f MiB |\n\n",
+			mib(m.idleKiB.total), mib(m.idleKiB.anon), 2*m.conns, mib(m.peakKiB.total), mib(m.peakKiB.anon), mib(m.afterKiB.total), mib(m.afterKiB.anon))
+		fmt.Fprintf(&b, "Kernel events read: %d, lost: %d, tracker evictions: %d.\n\n", m.events, m.lost, m.evictions)
+	}
+	if len(r.startFirst) > 0 {
+		fmt.Fprintf(&b, "## Start-up\n\n| from exec to | ms |\n|---|---|\n| programs loaded | %s |\n| first event printed | %s |\n\n", ms(r.startLoaded, 1), ms(r.startFirst, 1))
+	}
+	if len(r.decode) > 0 {
+		fmt.Fprintf(&b, "## User-space stages\n\nGo benchmarks, one record or narrative at a time: `Decode` is a ring-buffer record to a decoded event (tracer/wire); `DecodeAndTrack` is a record to a tracker update on a connection it knows (tracer/tracker); `TrackNewConnection` includes creating the connection's entry; `ChurnAll` is one `--all` connection's whole life (five state changes and the destroy) with the last 50 ms of narratives waiting, as under churn; `NarrativeJSON` renders one narrative as a JSON line (output; `NarrativeEncodingJSON` is the same through encoding/json, for comparison).\n\n```\n%s\n```\n", strings.Join(r.decode, "\n"))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}
+
+func mib(kib int) float64 { return float64(kib) / 1024 }
+
+// churnLimits says what keeps the churn figures where they are (see the
+// per-tracepoint table above for the numbers behind it).
+const churnLimits = `Where the cost goes, per stage:
+
+- **Default mode: kernel programs only.** A normal connection sends no record, so user space does nothing for it (its user-space column is tcpwatch's idle process and the records of the machine's other, notable connections). The gap to the floor is in ` + "`inet_sock_set_state`" + `, about five runs per end: at connect it generates the socket cookie and writes the owner (pid, comm, time) into a cookie-keyed slot of an array map, a few tens of ns; at ESTABLISHED it generates the accepted socket's cookie (the timer programs can only read a cookie, and issue #8 wants keepalive records to reach the same connection); at the close transitions and CLOSE it looks up the socket's storage (a helper call that finds none for a normal connection) and the timer window. Socket-local storage, about 1 µs per connection to create and free, is now made only for a socket that becomes notable (it was made at every connect: the baseline column, when measured, is that). ` + "`tcp_destroy_sock`" + ` pays a storage lookup; ` + "`tcp_cong_state_set`" + ` a ` + "`bpf_skc_to_tcp_sock`" + ` and a bitfield load.
+- **` + "`--all`" + `: user space.** Every state change is a record (about ten per connection, both ends), each filled by direct loads and reserved in the ring; then user space decodes and tracks each (` + "`DecodeAndTrack`" + ` below, tens of ns), creates two connection entries (` + "`TrackNewConnection`" + `), holds two narratives for the 50 ms grace period and renders them with their timelines as JSON lines (` + "`NarrativeJSON`" + `), written together when the ring is drained (` + "`ChurnAll`" + ` is one connection's life through the tracker with hundreds of narratives waiting, as under churn). Profiled (` + "`TCPWATCH_CPUPROFILE`" + `, perf) the process spends about a quarter of its time rendering JSON, a fifth tracking, a tenth in the Go runtime's sysmon (it spins for a millisecond each time the process wakes from the 50 ms poll), a tenth collecting garbage, and the rest in reading the ring, context switches and the pipe. The kernel part is a few times the floor; a 10× goal leaves about 10 µs per connection for everything, less than the two narratives per connection that ` + "`--all`" + ` exists to print cost to render. bpftrace prints one short line per event and writes no narrative; its per-event helpers and printf make its kernel side several times tcpwatch's.
+- **The machine's other load counts too.** The tracers see every connection on the machine, not only the workload's: other users' connections and tests (a soak running 1000 connections/s, end-to-end tests, a qemu guest) add runs and records to every tracer alike; ` + "`--all`" + ` tracks and narrates them all, so its figure is the most inflated of the lot.
+
+`
+
+// busyLimits says what the busy-server figures mean.
+const busyLimits = `No tcpwatch program runs on the send/receive path any more: the program runs counted during a round (BPF runs per request, about a thousandth) are the machine's other connections and timers, at the same rate as in the idle interval after it, for the floor and tcpwatch alike, and tcpwatch's BPF time per request stays under a nanosecond. What is left is tcpwatch's process: it reads and narrates the records of the machine's other notable connections (other users' tests and soak) and wakes for its own timers (the 50 ms hold of narratives; ` + "`--all`" + ` also polls the ring every 50 ms), a cost per second, not per request. The net column subtracts what the same tracer spent while idle for as long right after the round; what remains is the variation of that other load between the two intervals, shown by its spread. The whole CPU per request (the workload's own, kernel included) is the same with every tracer within the machine's noise. The goal is judged on the net tracer figure against the floor's with 1 ns/request of slack (1.5× of about zero is zero).
+
+`
