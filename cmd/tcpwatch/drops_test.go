@@ -100,3 +100,61 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, " / ")
 }
+
+// redis-cli pinging a redis whose replies this client host's own firewall
+// drops (nft INPUT): the requests leave, redis answers, the answers die
+// here. tcpwatch must not call it a dead peer: the stalled line says the
+// peer is answering and where its answers died.
+func TestRedisRepliesDroppedOnTheClientsHost(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	requireInstalled(t, "/usr/bin/redis-cli", "redis-server")
+	families(t, func(t *testing.T, v6 bool) {
+		s, c := hosts.Pair(t, "S", "C")
+		if err := c.Sysctl("net/ipv4/tcp_retries2", "4"); err != nil {
+			t.Fatal(err)
+		}
+		_, ap := startRedis(t, s, c, addrOf(s, v6), 0)
+		nsC := hosts.Netns(t, c)
+		w := startWatch(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
+		defer cancel()
+		cli := c.Command("/usr/bin/redis-cli", "-h", ap.Addr().String(), "-p", "6379", "-r", "60", "-i", "0.2", "PING")
+		cliDone := make(chan string, 1)
+		go func() {
+			out, _ := runUntil(ctx, cli)
+			cliDone <- out
+		}()
+		time.Sleep(time.Second) // a few PINGs answered
+		undo, err := c.DropFrom(ap.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer undo()
+		out := <-cliDone
+		all := w.stop(t, nsC)
+		logNarratives(t, "tcpwatch", all)
+		t.Logf("redis-cli: %s", lastLines(out, 2))
+
+		var stalled []narrativeJSON
+		for _, n := range all {
+			if n.Verdict == "stalled" && n.RPort == ap.Port() {
+				stalled = append(stalled, n)
+			}
+		}
+		if len(stalled) == 0 {
+			t.Fatalf("no stalled line for redis-cli's connection to %s", ap)
+		}
+		last := stalled[len(stalled)-1]
+		t.Logf("%s", last.Summary)
+		in := 0
+		for _, d := range last.Drops {
+			if d.Direction == "in" && d.Reason == "NETFILTER_DROP" && d.Hook == "INPUT" {
+				in += d.Count
+			}
+		}
+		if in == 0 || last.LeftHost == nil || *last.LeftHost != last.Retransmits ||
+			!strings.Contains(last.Summary, "the peer is answering") || last.Comm != "redis-cli" {
+			t.Errorf("stalled: drops %+v left_host %v retransmits %d comm %q: %s", last.Drops, last.LeftHost, last.Retransmits, last.Comm, last.Summary)
+		}
+	})
+}
