@@ -138,20 +138,87 @@ static __always_inline __u8 nf_hook_of(const struct sk_buff *skb, int inbound)
 	return skb->dev ? TW_NF_POSTROUTING : TW_NF_OUTPUT;
 }
 
+static __always_inline int is_netfilter_drop(int reason)
+{
+	return bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP) &&
+	       reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP);
+}
+
+/*
+ * A drop of troubled connection k's packet: one record, or folded into
+ * the next one of its kind (see TW_DROP_FOLD_NS).
+ */
+static __always_inline int keep_drop(struct tw_tuple *k, struct troubled *t, int reason, __u16 flags, __u8 hook)
+{
+	__u64 now = bpf_ktime_get_ns();
+	if (now - t->marked_ns > TW_TROUBLE_TTL_NS) {
+		bpf_map_delete_elem(&troubled, k);
+		return 0;
+	}
+	count(TW_CNT_DROPS_KEPT);
+	int same = t->reason == reason && t->flags == flags && t->nf_hook == hook;
+	if (same && now - t->last_emit_ns < TW_DROP_FOLD_NS) {
+		t->folded++;
+		return 0;
+	}
+	if (!same)
+		flush_folded(k, t);
+	if (!filter_pass(k->netns, k->lport, k->rport))
+		return 0;
+	struct event *e = reserve(TW_EV_DROP);
+	if (!e)
+		return 0;
+	drop_record_fill(e, k, t);
+	e->detail = reason;
+	e->flags = flags;
+	e->nf_hook = hook;
+	e->drops = 1 + (same ? t->folded : 0);
+	t->folded = 0;
+	t->reason = reason;
+	t->flags = flags;
+	t->nf_hook = hook;
+	t->last_emit_ns = now;
+	submit(e);
+	return 0;
+}
+
+/*
+ * A TCP segment dropped before it became an IP packet (no IP header yet,
+ * no protocol: the route lookup of ip_queue_xmit failed, IP_OUTNOROUTES):
+ * its socket names the connection.
+ */
+static __always_inline int drop_before_ip(const struct sk_buff *skb, const struct trouble_gate *g, int reason)
+{
+	const struct sock *sk = skb->sk;
+	if (!sk)
+		return 0;
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || state == TCP_LISTEN)
+		return 0;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	struct tw_tuple k;
+	if (!tuple_of_sk(sk, &k) || !port_marked(g, k.lport))
+		return 0;
+	struct troubled *t = bpf_map_lookup_elem(&troubled, &k);
+	if (!t)
+		return 0;
+	return keep_drop(&k, t, reason, 0, 0);
+}
+
 static __always_inline int handle_drop(const struct sk_buff *skb, int reason)
 {
-	__u16 proto = skb->protocol;
-	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
-		return 0;
 	/* Nothing in trouble lately: nothing to look for. */
 	struct trouble_gate *g = gate();
 	if (!g || !g->last_mark_ns || bpf_ktime_get_ns() - g->last_mark_ns > TW_TROUBLE_TTL_NS)
 		return 0;
-	count(TW_CNT_DROPS_SEEN);
+	__u16 proto = skb->protocol;
 	unsigned char *head = skb->head;
 	__u16 nh = skb->network_header, th = skb->transport_header;
-	if (nh == (__u16)~0U || th == (__u16)~0U || th <= nh)
-		return 0;
+	if ((proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) ||
+	    nh == (__u16)~0U || th == (__u16)~0U || th <= nh)
+		return drop_before_ip(skb, g, reason);
+	count(TW_CNT_DROPS_SEEN);
 
 	/* The ports first: most drops stop at the port prefilter. */
 	__be16 ports[2];
@@ -214,41 +281,10 @@ static __always_inline int handle_drop(const struct sk_buff *skb, int reason)
 		k = r;
 		inbound = 1;
 	}
-	__u64 now = bpf_ktime_get_ns();
-	if (now - t->marked_ns > TW_TROUBLE_TTL_NS) {
-		bpf_map_delete_elem(&troubled, &k);
-		return 0;
-	}
-	count(TW_CNT_DROPS_KEPT);
-	__u16 flags = (inbound ? TW_F_DROP_IN : 0) | (elsewhere ? TW_F_DROP_ELSEWHERE : 0);
 	__u8 hook = 0;
-	if (!elsewhere && bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP))
+	if (!elsewhere && is_netfilter_drop(reason))
 		hook = nf_hook_of(skb, inbound);
-	int same = t->reason == reason && t->flags == flags && t->nf_hook == hook;
-	if (same && now - t->last_emit_ns < TW_DROP_FOLD_NS) {
-		t->folded++;
-		return 0;
-	}
-	if (!same)
-		flush_folded(&k, t);
-	if (!filter_pass(k.netns, k.lport, k.rport))
-		return 0;
-	struct event *e = reserve(TW_EV_DROP);
-	if (!e)
-		return 0;
-	drop_record_fill(e, &k, t);
-	e->detail = reason;
-	e->flags = flags;
-	e->nf_hook = hook;
-	e->drops = 1 + (same ? t->folded : 0);
-	t->folded = 0;
-	t->reason = reason;
-	t->flags = flags;
-	t->nf_hook = hook;
-	t->last_emit_ns = now;
-	submit(e);
-	return 0;
+	return keep_drop(&k, t, reason, (inbound ? TW_F_DROP_IN : 0) | (elsewhere ? TW_F_DROP_ELSEWHERE : 0), hook);
 }
 
 #endif /* TW_DROPS_H */

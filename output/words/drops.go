@@ -32,7 +32,7 @@ func DropPlace(d tracker.Drop) string {
 	case "socket":
 		return "the socket (" + d.Reason + ")"
 	}
-	return d.Reason
+	return "the kernel (" + d.Reason + ")"
 }
 
 // places lists the places of one direction's drops in the connection's

@@ -72,6 +72,10 @@ var outages = []Entry{
 				return fmt.Sprintf("connect() to %s failed: the host is unreachable after %d SYN retransmission%s over %s (%s)",
 					n.Remote, n.Retransmits, plural(n.Retransmits), Secs(n.Outage), Errno(n.Errno))
 			}
+			if n.WindowProbes > 0 && n.Retransmits == 0 {
+				return fmt.Sprintf("the peer is unreachable: new data could not be sent, and after %s over %s the kernel gave up with %s",
+					sentFate(n, n.WindowProbes, "window probe"), Secs(n.Outage), Errno(n.Errno))
+			}
 			if n.DropsSeen && n.DroppedOut() > 0 {
 				return fmt.Sprintf("the peer is unreachable: after %s over %s the kernel gave up with %s",
 					sentFate(n, n.Retransmits, "retransmission"), Secs(n.Outage), Errno(n.Errno))
