@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -287,22 +288,11 @@ func TestRecordedScenarios(t *testing.T) {
 // nothing told about it after that; narratives in time order.
 func oneStoryPerConnection(t *testing.T, host string, ns []Narrative) {
 	t.Helper()
-	type key struct{ l, r netip.AddrPort }
-	final := map[key]Verdict{}
-	var prev time.Time
-	for _, n := range ns {
-		k := key{n.Local, n.Remote}
-		if v, done := final[k]; done {
-			t.Errorf("%s: %s told after the final %s for %v -> %v", host, n.Verdict, v, n.Local, n.Remote)
-		}
-		if n.Final {
-			final[k] = n.Verdict
-		}
-		if n.Time.Before(prev) {
-			t.Errorf("%s: %s at %v told after a narrative of %v", host, n.Verdict, n.Time, prev)
-		}
-		prev = n.Time
+	told := func(n Narrative) testkit.Told {
+		return testkit.Told{Conn: n.Local.String() + ">" + n.Remote.String(), Verdict: string(n.Verdict), Final: n.Final, Time: n.Time}
 	}
+	testkit.OneStory(t, host, ns, told)
+	testkit.InTimeOrder(t, host, ns, told)
 }
 
 // A normal lifecycle is told only with --all.
