@@ -244,6 +244,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 			if o.pipelines.otlpURL != "" {
 				return usageError{fmt.Errorf("top shows incidents on the terminal: not with --otlp (run tcpwatch --otlp beside it)")}
 			}
+			if err := haveTerminal(); err != nil {
+				return err
+			}
 			top = true
 		case "check":
 			if len(rest) > 1 {
@@ -336,7 +339,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		telling = stage.Records
 	}
 	incidents := stage.New(stage.Options{Telling: telling, Connections: o.conns,
-		SharedFate: incident.ReadSharedFate, Observe: fleet.observeIncident})
+		SharedFate: (&incident.SharedFateReader{}).Read, Observe: fleet.observeIncident,
+		InTrouble: fleet.incidentInTrouble()})
 	// The exporter comes after the incident stage, so that it sends the
 	// incidents' records too.
 	stages := append(fleet.stages(), incidents.Stage)
