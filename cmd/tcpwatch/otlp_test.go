@@ -786,6 +786,11 @@ func TestOTLPOverTLS(t *testing.T) {
 				env = append(env, "OTEL_EXPORTER_OTLP_CERTIFICATE="+c.cert)
 			}
 			cmd, stdout, stderr := watchOTLP(t, "https://"+addr, env)
+			defer func() {
+				if t.Failed() {
+					t.Logf("tcpwatch stdout:\n%s\nstderr:\n%s\ncollector:\n%s", stdout, stderr, c.stderr.String())
+				}
+			}()
 			res, err := lab.Run(context.Background(), "connect-refused", lab.Options{}, func(lab.Record) {})
 			if err != nil {
 				cmd.Process.Kill()
