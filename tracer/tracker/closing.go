@@ -133,7 +133,7 @@ func (t *Tracker) finish(c *conn, v Verdict, now time.Duration) {
 // Whether the peer was finished shows only at the end, so a status-only
 // exit is judged when the connection closes.
 func (c *conn) died() bool {
-	return tcp.ExitSignal(c.exitCode) != 0 || c.sentReset || c.stallFirst != 0 || c.kaAnnounced ||
+	return tcp.ExitSignal(c.exitCode) != 0 || c.sentReset || c.stallFirst != 0 || c.kaAnnounced || c.window.announced ||
 		tcp.ExitStatus(c.exitCode) != 0 && (c.recvReset || c.errno != 0)
 }
 

@@ -71,7 +71,9 @@ type conn struct {
 	failedSends  int   // retransmissions that never left this host
 	failedErrno  int32 // ... and the error of the last one
 	synRetrans   int
-	synSent      bool // connect()ed: seen in SYN_SENT
+	synSent      bool        // connect()ed: seen in SYN_SENT
+	drops        connDrops   // this host's drops of its packets, during the episode (drops.go)
+	window       windowProbe // the zero-window probe timer's episode (probe.go)
 
 	// Keepalive.
 	probes      int

@@ -91,5 +91,6 @@ func (t *Tracker) onCongState(c *conn, ev *wire.Event) {
 func (c *conn) endStall() {
 	c.stallFirst, c.silenceStart, c.stallRetrans, c.failedSends = 0, 0, 0, 0
 	c.timerAt, c.timerRTO, c.timerRetransmits = 0, 0, 0
+	c.drops.reset()
 	c.rtos = c.rtos[:0]
 }

@@ -60,6 +60,8 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 	n.Errno = c.errnoSeen(v)
 	n.Budget = budgetOf(c, ev, v)
 	c.outageFacts(n, now)
+	c.windowFacts(n, now)
+	t.dropFacts(c, n)
 	if final {
 		n.PeerEnd = t.peerEnd(c, v, now)
 	}

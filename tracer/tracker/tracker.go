@@ -30,6 +30,10 @@ type Config struct {
 	// Notices, when set, receives notices (TIME_WAIT reuse); the tracker
 	// then remembers recently closed 4-tuples to recognise them.
 	Notices func(*Notice)
+	// DropsSeen: the kernel half watches the drop path (kfree_skb), so
+	// narratives can say where the packets died; DropReasons names them.
+	DropsSeen   bool
+	DropReasons tcp.DropReasons
 }
 
 // OwnerResolver finds the process that holds a socket.
@@ -67,6 +71,8 @@ type Tracker struct {
 	evictions uint64
 	counts    map[Verdict]int
 	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
+	// timeWaitOrder is timeWait in time order (expireTimeWait).
+	timeWaitOrder timeQueue[tupleKey]
 	// gone holds the cookies of sockets destroyed lately. The kernel can
 	// still write about a socket after its destroy record: an orphan that
 	// tcp_reset() destroys on data it cannot take then answers that data
@@ -81,9 +87,11 @@ type Tracker struct {
 	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
 	wallAtZero time.Time
 	lastEmit   time.Duration
-	lossEpoch  uint64 // bumped whenever the kernel reports lost records
-	reconciled uint64 // connections dropped because the kernel no longer had them
-	unseen     uint64 // ... of which, ends the kernel does not report by design
+	lossEpoch  uint64                  // bumped whenever the kernel reports lost records
+	reconciled uint64                  // connections dropped because the kernel no longer had them
+	unseen     uint64                  // ... of which, ends the kernel does not report by design
+	probing    map[*conn]struct{}      // connections in a window-probe episode (probe.go)
+	overflows  map[listenKey]*overflow // listeners' accept queues, by reading (listeners.go)
 }
 
 type tupleKey struct {
@@ -141,6 +149,10 @@ func (t *Tracker) Handle(ev *wire.Event) {
 	if ev.Flags&wire.FlagNoSocket != 0 {
 		return // a reset for a 4-tuple with no socket: nothing to track
 	}
+	if ev.Kind == wire.KindDrop {
+		t.onDrop(ev)
+		return
+	}
 	if t.onListener(ev) {
 		return
 	}
@@ -172,6 +184,8 @@ func (t *Tracker) Handle(ev *wire.Event) {
 		t.onCongState(c, ev)
 	case wire.KindKeepalive:
 		t.onKeepalive(c, ev)
+	case wire.KindProbe0:
+		t.onProbe0(c, ev)
 	case wire.KindRecvReset:
 		c.onRecvReset(ev)
 	case wire.KindSendReset:
@@ -203,6 +217,9 @@ func (t *Tracker) Tick(now time.Duration) {
 	}
 	t.forgetGone(now)
 	t.forgetEnded(now)
+	if len(t.probing) > 0 {
+		t.expireWindowProbes(now)
+	}
 	t.release(now - t.cfg.Grace)
 }
 
@@ -245,6 +262,8 @@ func (t *Tracker) Flush(now time.Duration) {
 			t.narrate(c, Stalled, false, now)
 		case c.kaAnnounced:
 			t.narrate(c, KeepaliveProbing, false, now)
+		case c.windowVerdict() != "":
+			t.narrate(c, c.windowVerdict(), false, now)
 		}
 	}
 	t.release(now + time.Hour)
