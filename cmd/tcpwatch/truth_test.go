@@ -317,7 +317,7 @@ func startPythonStdin(t *testing.T, h *netlab.Host, script string, args ...strin
 // and closes the socket when it expires.
 const abandoningClient = `
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_STREAM)
 s.settimeout(float(sys.argv[3]))
 print("connecting", flush=True)
 try:
@@ -338,11 +338,15 @@ func TestApplicationConnectTimeout(t *testing.T) {
 	requireInstalled(t, "/usr/bin/curl", "curl")
 	s, c := hosts.Pair(t, "S", "C")
 	nsC := hosts.Netns(t, c)
-	undo, err := s.Blackhole(c.Addr4())
-	if err != nil {
-		t.Fatal(err)
+	// Two peers (S's IPv4 and IPv6 addresses), so that the two failed
+	// connects are two incidents, each told in full, not one folded.
+	for _, peer := range []netip.Addr{c.Addr4(), c.Addr6()} {
+		undo, err := s.Blackhole(peer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer undo()
 	}
-	defer undo()
 	w := startWatch(t)
 
 	curlAt := netip.AddrPortFrom(s.Addr4(), 8080)
@@ -350,14 +354,14 @@ func TestApplicationConnectTimeout(t *testing.T) {
 	var curlErr lockedBuffer
 	curl.Stderr = &curlErr
 	start := time.Now()
-	err = curl.Run()
+	err := curl.Run()
 	curlWaited := time.Since(start)
 	// Exit status 28: CURLE_OPERATION_TIMEDOUT, its connect timeout.
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 28 {
 		t.Fatalf("curl: %v (%s), want exit status 28, its connect timeout", err, curlErr.String())
 	}
 
-	pyAt := netip.AddrPortFrom(s.Addr4(), 5432)
+	pyAt := netip.AddrPortFrom(s.Addr6(), 5432)
 	_, lines := startPython(t, c, "connecting", abandoningClient, pyAt.Addr().String(), strconv.Itoa(int(pyAt.Port())), "1.5")
 	var pyPort int
 	select {
@@ -397,7 +401,7 @@ func TestApplicationConnectTimeout(t *testing.T) {
 		}
 	}
 	check("curl", curlSide, min(curlWaited, 2*time.Second), "curl")
-	check("python3", of(all, tuple{c.Addr4().String(), uint16(pyPort), pyAt.Addr().String(), pyAt.Port()}), 1500*time.Millisecond, "python3")
+	check("python3", of(all, tuple{c.Addr6().String(), uint16(pyPort), pyAt.Addr().String(), pyAt.Port()}), 1500*time.Millisecond, "python3")
 }
 
 // closingClient sends a request into a black hole and closes its socket
