@@ -23,7 +23,14 @@ type StatsRecord struct {
 	// Reconciled counts connections dropped because the kernel's socket
 	// table no longer had them: their end was among the lost records.
 	Reconciled uint64 `json:"reconciled"`
+	// Incidents counts the incidents (two or more connections to one peer
+	// in trouble) closed, by outcome.
+	Incidents map[string]int `json:"incidents"`
 }
+
+// IncidentStats gives the stats record the incidents closed, by outcome
+// (the incident stage's count).
+func (w *Writer) IncidentStats(byOutcome map[string]int) { w.incidents = byOutcome }
 
 // Stats writes the closing summary of a run.
 func (w *Writer) Stats(st engine.Stats) error {
@@ -31,6 +38,10 @@ func (w *Writer) Stats(st engine.Stats) error {
 		Narratives: st.Narratives, Evictions: st.Evictions, Tracked: st.Tracked, Reconciled: st.Reconciled}
 	if s.Narratives == nil {
 		s.Narratives = map[string]int{}
+	}
+	s.Incidents = w.incidents
+	if s.Incidents == nil {
+		s.Incidents = map[string]int{}
 	}
 	if w.format == JSON {
 		return w.writeJSON(s)
@@ -46,6 +57,14 @@ func (w *Writer) Stats(st engine.Stats) error {
 	}
 	if len(verdicts) > 0 {
 		line += ", narratives: " + strings.Join(verdicts, " ")
+	}
+	if len(s.Incidents) > 0 {
+		var outcomes []string
+		for o, n := range s.Incidents {
+			outcomes = append(outcomes, fmt.Sprintf("%s=%d", o, n))
+		}
+		sort.Strings(outcomes)
+		line += ", incidents: " + strings.Join(outcomes, " ")
 	}
 	if s.Evictions > 0 {
 		line += fmt.Sprintf(", %d connections evicted from the tracker", s.Evictions)

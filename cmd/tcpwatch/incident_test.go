@@ -367,6 +367,9 @@ func twoThousand(t *testing.T, fatal bool) {
 	if fatal {
 		wantOutcome, wantVerdict = "fatal", "retransmit_timeout"
 	}
+	if run.stats.Incidents[wantOutcome] != 1 {
+		t.Errorf("stats: incidents %v, want one %s", run.stats.Incidents, wantOutcome)
+	}
 	if closing.Outcome != wantOutcome || closing.Connections != writers || closing.Verdicts[wantVerdict] != writers {
 		t.Errorf("close: outcome %s, %d connections, verdicts %v; want %s, %d %s", closing.Outcome, closing.Connections,
 			closing.Verdicts, wantOutcome, writers, wantVerdict)
@@ -504,8 +507,8 @@ func TestIncidentTwoPeersAtOnce(t *testing.T) {
 			t.Errorf("peer %s: %d incidents, want 1 (all: %v)", s.Addr4(), peers[s.Addr4().String()], peers)
 		}
 	}
-	if len(incs) != 2 {
-		t.Errorf("%d incidents, want 2", len(incs))
+	if len(incs) != 2 || run.stats.Incidents["fatal"] != 2 {
+		t.Errorf("%d incidents, stats %v; want 2 fatal", len(incs), run.stats.Incidents)
 	}
 	if run.stats.Lost != 0 {
 		t.Errorf("%d records lost", run.stats.Lost)
