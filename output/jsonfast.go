@@ -154,6 +154,50 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	b = appendIntField(b, "exit_status", int64(r.ExitStatus))
 	b = appendBoolField(b, "sent_reset", r.SentReset)
 	b = appendBoolField(b, "lost_records", r.LostRecords)
+	if len(r.Drops) > 0 {
+		b = append(appendKey(b, "drops"), '[')
+		for i, d := range r.Drops {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"direction":`...)
+			b = appendJSONString(b, d.Direction)
+			b = appendStringField(b, "reason", d.Reason)
+			if d.Hook != "" {
+				b = appendStringField(b, "hook", d.Hook)
+			}
+			if d.Elsewhere {
+				b = appendBoolField(b, "elsewhere", true)
+			}
+			b = appendIntField(b, "count", int64(d.Count))
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	if r.LeftHost != nil {
+		b = appendIntField(b, "left_host", int64(*r.LeftHost))
+	}
+	if r.WindowProbes != 0 {
+		b = appendIntField(b, "window_probes", int64(r.WindowProbes))
+	}
+	if r.PeerWindow != nil {
+		b = appendUintField(b, "peer_window", uint64(*r.PeerWindow))
+	}
+	if r.NotSent != 0 {
+		b = appendUintField(b, "notsent_bytes", uint64(r.NotSent))
+	}
+	if r.Endless {
+		b = appendBoolField(b, "endless", r.Endless)
+	}
+	if r.QueueLen != 0 {
+		b = appendUintField(b, "queue_len", uint64(r.QueueLen))
+	}
+	if r.QueueLimit != 0 {
+		b = appendUintField(b, "queue_limit", uint64(r.QueueLimit))
+	}
+	if r.TurnedAway != 0 {
+		b = appendIntField(b, "turned_away", int64(r.TurnedAway))
+	}
 	b = appendStringField(b, "summary", r.Summary)
 	b = appendStringField(b, "explanation", r.Explanation)
 	b = append(appendKey(b, "timeline"), '[')
