@@ -274,8 +274,12 @@ func twoThousand(t *testing.T, fatal bool) {
 	server := startPeerServer(t, s, s.Addr4())
 	peer := netip.AddrPortFrom(s.Addr4(), outagePort)
 	ns := fmt.Sprint(hosts.Netns(t, c))
-	text := startWatcher(t, "--netns", ns, "-o", "text")
-	js := startWatcher(t, "--netns", ns, "-o", "json", "--host-name", "ci")
+	// Two tcpwatch side by side on a machine shared with other work: a
+	// 16 MiB ring (not 4) absorbs a reader that waits for a CPU while the
+	// 2,000 connections retransmit together, so that "nothing lost" is
+	// tcpwatch's property, not the machine's load.
+	text := startWatcher(t, "--netns", ns, "-o", "text", "--ring-size", "16777216")
+	js := startWatcher(t, "--netns", ns, "-o", "json", "--host-name", "ci", "--ring-size", "16777216")
 	waitRunning(t, text.cmd.Process.Pid)
 	waitRunning(t, js.cmd.Process.Pid)
 
