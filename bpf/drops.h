@@ -27,6 +27,13 @@
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
+/* ::ffff:a.b.c.d */
+static __always_inline int v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
+}
+
 /* The tuple of a socket, local side first. Probe reads: works on a trusted socket and a timer's. */
 static __always_inline int tuple_of_sk(const struct sock *sk, struct tw_tuple *k)
 {
@@ -40,6 +47,18 @@ static __always_inline int tuple_of_sk(const struct sock *sk, struct tw_tuple *k
 	if (k->family == AF_INET6) {
 		BPF_CORE_READ_INTO((struct in6_addr *)k->laddr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO((struct in6_addr *)k->raddr, sk, __sk_common.skc_v6_daddr);
+		/*
+		 * A dual-stack socket talking to an IPv4 peer (a server on [::]
+		 * that accepted an IPv4 client): its packets are IPv4, so is
+		 * its key.
+		 */
+		if (v4_mapped(k->laddr) && v4_mapped(k->raddr)) {
+			k->family = AF_INET;
+			__builtin_memcpy(k->laddr, k->laddr + 12, 4);
+			__builtin_memcpy(k->raddr, k->raddr + 12, 4);
+			__builtin_memset(k->laddr + 4, 0, 12);
+			__builtin_memset(k->raddr + 4, 0, 12);
+		}
 	} else if (k->family == AF_INET) {
 		BPF_CORE_READ_INTO((__u32 *)k->laddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)k->raddr, sk, __sk_common.skc_daddr);

@@ -276,3 +276,61 @@ func TestDropPathDiscardsUnrelatedDrops(t *testing.T) {
 		}
 	}
 }
+
+// A server listening on [::] (dual-stack, as Go's and nginx's often do)
+// talks to an IPv4 client through an AF_INET6 socket with v4-mapped
+// addresses, while its packets are IPv4: its drops must still be found.
+func TestDropsOfADualStackServerSocket(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	reasons := dropReasons(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.Config{FilterNetNS: hosts.Netns(t, b)})
+	var ln net.Listener
+	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", "[::]:7501"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	var client net.Conn
+	if err := a.Do(func() (err error) {
+		client, err = net.Dial("tcp", netip.AddrPortFrom(b.Addr4(), 7501).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server := <-accepted
+	defer server.Close()
+	// Go prints a v4-mapped address as IPv4: ask the socket its family.
+	rc, err := server.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sa unix.Sockaddr
+	rc.Control(func(fd uintptr) { sa, _ = unix.Getsockname(int(fd)) })
+	if _, v6 := sa.(*unix.SockaddrInet6); !v6 {
+		t.Fatalf("server socket %v is %T, not a dual-stack AF_INET6 one", server.LocalAddr(), sa)
+	}
+	undo, err := b.DropTo(a.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	if _, err := server.Write(make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	probe := col.wait(t, 5*time.Second, "the server's window probe", func(e *wire.Event) bool {
+		return e.Kind == wire.KindProbe0 && e.Local.Port() == 7501
+	})
+	drop := col.wait(t, 5*time.Second, "its probe dropped by netfilter OUTPUT", func(e *wire.Event) bool {
+		return e.Kind == wire.KindDrop && e.Cookie == probe.Cookie
+	})
+	if reasons.Name(drop.Detail) != "NETFILTER_DROP" || drop.NFHook != wire.NFHookOutput || drop.Local.Addr() != b.Addr4() {
+		t.Errorf("drop: reason %s hook %v local %v (probe's %v)", reasons.Name(drop.Detail), drop.NFHook, drop.Local, probe.Local)
+	}
+}
