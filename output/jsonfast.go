@@ -248,6 +248,10 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	b = appendStringField(b, "host", host)
 	b = appendStringField(b, "verdict", string(n.Verdict))
 	b = appendBoolField(b, "final", true)
+	if n.Incident != "" {
+		// A connection that recovered in an incident, then closed normally.
+		b = appendStringField(b, "incident_id", n.Incident)
+	}
 	b = appendUintField(b, "cookie", n.Cookie)
 	b = n.Local.Addr().AppendTo(append(appendKey(b, "laddr"), '"'))
 	b = append(b, '"')
@@ -262,15 +266,7 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	if n.Owner.Comm != "" {
 		b = appendStringField(b, "comm", n.Owner.Comm)
 	}
-	if cg.Path != "" {
-		b = appendStringField(b, "cgroup", cg.Path)
-	}
-	if cg.ID != "" {
-		b = appendStringField(b, "container_id", cg.ID)
-	}
-	if cg.PodUID != "" {
-		b = appendStringField(b, "pod_uid", cg.PodUID)
-	}
+	b = appendKnownCgroup(b, cg)
 	if n.Owner.Source != wire.OwnerUnknown {
 		b = appendStringField(b, "owner_source", n.Owner.Source.String())
 	}
@@ -295,4 +291,19 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	}
 	b = appendIntField(b, "duration_ms", duration.Milliseconds())
 	return append(b, '}')
+}
+
+// appendKnownCgroup appends the cgroup fields that are known, for the
+// short records that leave out what is empty.
+func appendKnownCgroup(b []byte, cg containers.Info) []byte {
+	if cg.Path != "" {
+		b = appendStringField(b, "cgroup", cg.Path)
+	}
+	if cg.ID != "" {
+		b = appendStringField(b, "container_id", cg.ID)
+	}
+	if cg.PodUID != "" {
+		b = appendStringField(b, "pod_uid", cg.PodUID)
+	}
+	return b
 }

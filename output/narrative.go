@@ -159,7 +159,7 @@ func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 			return w.writeLine()
 		}
 		if n.Incident != "" && !w.connections {
-			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n)
+			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n, cg)
 			return w.writeLine()
 		}
 		rec := NewNarrativeRecord(n, cg)

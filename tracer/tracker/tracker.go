@@ -73,6 +73,8 @@ type Tracker struct {
 	evictions uint64
 	counts    map[Verdict]int
 	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
+	// timeWaitOrder is timeWait in time order (expireTimeWait).
+	timeWaitOrder timeQueue[tupleKey]
 	// gone holds the cookies of sockets destroyed lately. The kernel can
 	// still write about a socket after its destroy record: an orphan that
 	// tcp_reset() destroys on data it cannot take then answers that data
