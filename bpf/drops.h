@@ -149,6 +149,35 @@ static __always_inline void unmark_troubled(const struct sock *sk)
 	bpf_map_delete_elem(&troubled, &k);
 }
 
+/*
+ * A socket destroyed while marked troubled: its end must reach user space
+ * even if nothing made it notable (the timer programs cannot create its
+ * storage: a window-probe episode ended by close() would otherwise end
+ * unseen). The gate and the port bit keep this to two loads for a healthy
+ * socket. Unmarks it.
+ */
+static __always_inline int troubled_at_destroy(const struct sock *sk)
+{
+	struct trouble_gate *g = gate();
+	if (!g || !g->last_mark_ns || bpf_ktime_get_ns() - g->last_mark_ns > TW_TROUBLE_TTL_NS)
+		return 0;
+	/* inet_put_port() has zeroed skc_num by now: inet_sport stays. */
+	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!port)
+		port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	if (!port_marked(g, port))
+		return 0;
+	struct tw_tuple k;
+	if (!tuple_of_sk(sk, &k))
+		return 0;
+	struct troubled *t = bpf_map_lookup_elem(&troubled, &k);
+	if (!t || t->cookie != BPF_CORE_READ(sk, __sk_common.skc_cookie.counter))
+		return 0;
+	flush_folded(&k, t);
+	bpf_map_delete_elem(&troubled, &k);
+	return 1;
+}
+
 /* NETFILTER_DROP's hook, from the packet's state (see enum tw_nf_hook). */
 static __always_inline __u8 nf_hook_of(const struct sk_buff *skb, int inbound)
 {

@@ -3,6 +3,7 @@ package tracer_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"syscall"
@@ -333,4 +334,38 @@ func TestDropsOfADualStackServerSocket(t *testing.T) {
 	if reasons.Name(drop.Detail) != "NETFILTER_DROP" || drop.NFHook != wire.NFHookOutput || drop.Local.Addr() != b.Addr4() {
 		t.Errorf("drop: reason %s hook %v local %v (probe's %v)", reasons.Name(drop.Detail), drop.NFHook, drop.Local, probe.Local)
 	}
+}
+
+// A connection whose only trouble was a window-probe episode has no
+// storage (the timer programs cannot create it): when its owner closes it
+// after the episode, its destroy must still be told, or user space would
+// keep the episode open forever.
+func TestDestroyOfAWindowProbeConnectionIsTold(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.Config{FilterNetNS: hosts.Netns(t, a)})
+	client, server := connectAt(t, a, b, b.Addr4(), 7601)
+	undo, err := a.DropTo(b.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write(make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddrPort(client.LocalAddr().String())
+	probe := col.wait(t, 5*time.Second, "a window probe", func(e *wire.Event) bool {
+		return e.Kind == wire.KindProbe0 && e.Local == local && e.ProbesOut >= 1
+	})
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	// The next probe sends the data, the server reads it: the episode is over.
+	if _, err := io.ReadFull(server, make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	server.Close()
+	col.wait(t, 5*time.Second, "the client socket's destroy", func(e *wire.Event) bool {
+		return e.Kind == wire.KindDestroy && e.Cookie == probe.Cookie
+	})
 }
