@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -103,6 +104,9 @@ type ConnFields struct {
 	Cgroup      string `json:"cgroup"`
 	ContainerID string `json:"container_id"`
 	PodUID      string `json:"pod_uid"`
+	// The connection's Community ID (TCP, --community-id-seed): the same
+	// on both ends and in Zeek's, Suricata's or Elastic's flow records.
+	CommunityID string `json:"community_id"`
 }
 
 // setCgroup fills the cgroup fields from what the cgroup names.
@@ -119,9 +123,10 @@ func appendContainer(b []byte, info containers.Info) []byte {
 	return b
 }
 
-func connFields(cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
+func connFields(seed uint16, cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
 	f := ConnFields{Cookie: cookie, Family: "ipv4", LAddr: local.Addr().String(), LPort: local.Port(),
-		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm}
+		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm,
+		CommunityID: communityid.Flow(seed, communityid.TCP, local, remote)}
 	if local.Addr().Is6() {
 		f.Family = "ipv6"
 	}
@@ -155,13 +160,19 @@ func keepaliveAction(f wire.Flags) string {
 }
 
 // NewEventRecord builds the JSON form of ev, whose reset reasons the
-// kernel names in reasons and whose connection's cgroup names cg.
+// kernel names in reasons and whose connection's cgroup names cg
+// (Community ID seed 0).
 func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info) EventRecord {
+	return NewEventRecordSeeded(ev, reasons, cg, 0)
+}
+
+// NewEventRecordSeeded is NewEventRecord with a Community ID seed.
+func NewEventRecordSeeded(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info, seed uint16) EventRecord {
 	r := EventRecord{
 		Type:          "event",
 		Time:          ev.Time.Format(TimeLayout),
 		Kind:          ev.Kind.String(),
-		ConnFields:    connFields(ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm()),
+		ConnFields:    connFields(seed, ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm()),
 		Retransmits:   ev.Retransmits,
 		Backoff:       ev.Backoff,
 		Probes:        ev.ProbesOut,
@@ -211,8 +222,12 @@ func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info
 // Event writes one raw kernel event, whose connection's cgroup names info.
 func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons, info containers.Info) error {
 	if w.format == JSON {
-		rec := NewEventRecord(ev, reasons, info)
+		rec := NewEventRecordSeeded(ev, reasons, info, w.seed)
 		rec.Host = w.host
+		if w.schema == SchemaV2 {
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityDebug, EventText(ev, reasons), Attrs(&rec))
+			return w.writeLine()
+		}
 		return w.writeJSON(rec)
 	}
 	w.line = appendEventText(w.line[:0], ev, reasons)

@@ -5,6 +5,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -99,7 +100,8 @@ func appendConnFields(b []byte, f *ConnFields) []byte {
 	b = appendStringField(b, "comm", f.Comm)
 	b = appendStringField(b, "cgroup", f.Cgroup)
 	b = appendStringField(b, "container_id", f.ContainerID)
-	return appendStringField(b, "pod_uid", f.PodUID)
+	b = appendStringField(b, "pod_uid", f.PodUID)
+	return appendStringField(b, "community_id", f.CommunityID)
 }
 
 func appendSettings(b []byte, s *SettingsRecord) []byte {
@@ -230,7 +232,7 @@ func Lifecycle(n *tracker.Narrative) bool {
 }
 
 // appendLifecycleJSON encodes the short form of a normal lifecycle, at most
-// 400 bytes for a host process's connection: the fields of the full record
+// 450 bytes for a host process's connection (400, and community_id): the fields of the full record
 // that are not zero (errno, reset_reason, sent_reset and lost_records are,
 // see Lifecycle), except family (the address says it), state (always
 // CLOSE), inode (the socket is gone), orphan (whether the owner closed
@@ -241,7 +243,7 @@ func Lifecycle(n *tracker.Narrative) bool {
 // timeline step: from the first record of the connection to its end)
 // instead. Names, order and values are the full record's, so a reader of
 // one reads the other.
-func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, host string) []byte {
+func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, host string, seed uint16) []byte {
 	b = append(b, `{"type":"narrative","time":"`...)
 	b = n.Time.AppendFormat(b, TimeLayout)
 	b = append(b, '"')
@@ -260,6 +262,7 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	b = append(b, '"')
 	b = appendUintField(b, "rport", uint64(n.Remote.Port()))
 	b = appendUintField(b, "netns", uint64(n.NetNS))
+	b = appendStringField(b, "community_id", communityid.Flow(seed, communityid.TCP, n.Local, n.Remote))
 	if n.Owner.PID != 0 {
 		b = appendUintField(b, "pid", uint64(n.Owner.PID))
 	}

@@ -75,15 +75,20 @@ type TimelineStep struct {
 }
 
 // NewNarrativeRecord builds the JSON form of n, whose connection's cgroup
-// names cg.
+// names cg (Community ID seed 0).
 func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecord {
+	return NewNarrativeRecordSeeded(n, cg, 0)
+}
+
+// NewNarrativeRecordSeeded is NewNarrativeRecord with a Community ID seed.
+func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uint16) NarrativeRecord {
 	r := NarrativeRecord{
 		Type:        "narrative",
 		Time:        n.Time.Format(TimeLayout),
 		Verdict:     string(n.Verdict),
 		Final:       n.Final,
 		IncidentID:  n.Incident,
-		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		ConnFields:  connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		OwnerSource: n.Owner.Source.String(),
 		Inode:       n.Inode,
 		State:       n.State.String(),
@@ -154,15 +159,21 @@ var colorOf = map[words.Severity]string{words.Normal: ansiGreen, words.Warning: 
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 	if w.format == JSON {
+		if w.schema == SchemaV2 {
+			rec := NewNarrativeRecordSeeded(n, cg, w.seed)
+			rec.Host = w.host
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, VerdictSeverity(n.Verdict), rec.Summary, NarrativeAttrs(&rec, n, w.explain))
+			return w.writeLine()
+		}
 		if !w.explain && Lifecycle(n) {
-			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host)
+			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host, w.seed)
 			return w.writeLine()
 		}
 		if n.Incident != "" && !w.connections {
-			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n, cg)
+			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n, cg, w.seed)
 			return w.writeLine()
 		}
-		rec := NewNarrativeRecord(n, cg)
+		rec := NewNarrativeRecordSeeded(n, cg, w.seed)
 		rec.Host = w.host
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
 		return w.writeLine()
@@ -256,10 +267,15 @@ type NoticeRecord struct {
 }
 
 // NewNoticeRecord builds the JSON form of n, whose connection's cgroup
-// names cg.
+// names cg (Community ID seed 0).
 func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
+	return NewNoticeRecordSeeded(n, cg, 0)
+}
+
+// NewNoticeRecordSeeded is NewNoticeRecord with a Community ID seed.
+func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) NoticeRecord {
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
-		ConnFields: connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
 	r.setCgroup(cg)
 	return r
@@ -268,8 +284,12 @@ func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
 // Notice writes a notice (shown with --all).
 func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 	if w.format == JSON {
-		rec := NewNoticeRecord(n, cg)
+		rec := NewNoticeRecordSeeded(n, cg, w.seed)
 		rec.Host = w.host
+		if w.schema == SchemaV2 {
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityInfo, rec.Summary, Attrs(&rec))
+			return w.writeLine()
+		}
 		return w.writeJSON(rec)
 	}
 	w.line = w.AppendNoticeText(w.line[:0], n, cg)

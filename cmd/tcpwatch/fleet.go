@@ -105,6 +105,14 @@ func (fl *fleet) stages() []engine.Stage {
 	return []engine.Stage{fl.metrics.Stage}
 }
 
+// ensureMetrics makes the metrics exist (for OTLP) without serving them.
+func (fl *fleet) ensureMetrics(cfg *engine.Config) {
+	if fl.metrics == nil {
+		fl.metrics = metrics.New(metrics.Options{})
+		cfg.Observe = fl.metrics.Observe
+	}
+}
+
 // observeIncident hands an incident record to the metrics, when they are on.
 func (fl *fleet) observeIncident(inc *incident.Incident) {
 	if fl.metrics != nil {

@@ -107,6 +107,7 @@ type options struct {
 	port      uint16
 	netns     uint32
 	fleet     fleetOptions
+	pipelines pipelineOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
@@ -133,6 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.StringVar(&o.addrText, "addr", "", "only connections with an address in this CIDR (or address) on either side")
 	fs.IntVar(&o.maxConns, "max-connections", 1<<18, "connections the tracker remembers (least recently active evicted)")
 	o.fleet.addFlags(fs)
+	o.pipelines.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil, nil, err
@@ -172,6 +174,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 		return nil, nil, usageError{errors.New("--comm takes a process name of 1 to 15 bytes (the kernel's TASK_COMM_LEN)")}
 	}
 	if err := o.fleet.check(fs); err != nil {
+		return nil, nil, usageError{err}
+	}
+	if err := o.pipelines.check(fs); err != nil {
 		return nil, nil, usageError{err}
 	}
 	return o, fs.Args(), nil
@@ -236,6 +241,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 			if o.events || format != output.Text {
 				return usageError{fmt.Errorf("top shows incidents on the terminal: not with --events or -o json")}
 			}
+			if o.pipelines.otlpURL != "" {
+				return usageError{fmt.Errorf("top shows incidents on the terminal: not with --otlp (run tcpwatch --otlp beside it)")}
+			}
 			if err := haveTerminal(); err != nil {
 				return err
 			}
@@ -283,6 +291,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer fleet.close()
+	exporter, err := o.pipelines.startOTLP(fleet, &cfg, o.explain)
+	if err != nil {
+		return err
+	}
 	t, err := tracer.New(cfg.Kernel(tracer.Config{RingSize: o.ringSize, KernelBTF: o.kernelBTF}))
 	if err != nil {
 		return err
@@ -320,7 +332,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
-		Host: fleet.host, Batch: true, Connections: o.conns})
+		Host: fleet.host, Batch: true, Connections: o.conns, CommunityIDSeed: o.pipelines.communityIDSeed,
+		Schema: o.pipelines.schema})
 	telling := stage.Lines
 	if format == output.JSON {
 		telling = stage.Records
@@ -328,13 +341,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	incidents := stage.New(stage.Options{Telling: telling, Connections: o.conns,
 		SharedFate: (&incident.SharedFateReader{}).Read, Observe: fleet.observeIncident,
 		InTrouble: fleet.incidentInTrouble()})
-	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, append(fleet.stages(), incidents.Stage)...))
+	// The exporter comes after the incident stage, so that it sends the
+	// incidents' records too.
+	stages := append(fleet.stages(), incidents.Stage)
+	if exporter != nil {
+		stages = append(stages, exporter.Stage)
+	}
+	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, stages...))
 	if err == nil {
 		err = incidents.End()
 	}
 	if err != nil {
 		w.Flush() // what was told before the failure
 	}
+	otlpStats := stopOTLP(exporter)
 	if record != nil {
 		if ferr := record.Flush(); ferr != nil && err == nil {
 			err = fmt.Errorf("--record: %w", ferr)
@@ -346,7 +366,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	err = w.Stats(stats)
+	err = w.StatsWithOTLP(stats, otlpStats)
 	if err == nil {
 		err = w.Flush()
 	}
