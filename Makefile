@@ -12,7 +12,7 @@ GOTESTFLAGS ?= -count=1 -p 1
 # (redis-server, postgresql, nginx, openssh-server and openssh-client: real
 # servers and clients for the end-to-end tests; prometheus scrapes --metrics
 # in a test; systemd: systemd-analyze verify).
-DEB_PKGS  := gcc clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace tmux
+DEB_PKGS  := gcc clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace tmux apache2-utils
 
 # The bench and the kernel matrix: a module of their own, apart from the
 # product's (they need the product's tree, the product never needs them).

@@ -154,6 +154,50 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	b = appendIntField(b, "exit_status", int64(r.ExitStatus))
 	b = appendBoolField(b, "sent_reset", r.SentReset)
 	b = appendBoolField(b, "lost_records", r.LostRecords)
+	if len(r.Drops) > 0 {
+		b = append(appendKey(b, "drops"), '[')
+		for i, d := range r.Drops {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"direction":`...)
+			b = appendJSONString(b, d.Direction)
+			b = appendStringField(b, "reason", d.Reason)
+			if d.Hook != "" {
+				b = appendStringField(b, "hook", d.Hook)
+			}
+			if d.Elsewhere {
+				b = appendBoolField(b, "elsewhere", true)
+			}
+			b = appendIntField(b, "count", int64(d.Count))
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	if r.LeftHost != nil {
+		b = appendIntField(b, "left_host", int64(*r.LeftHost))
+	}
+	if r.WindowProbes != 0 {
+		b = appendIntField(b, "window_probes", int64(r.WindowProbes))
+	}
+	if r.PeerWindow != nil {
+		b = appendUintField(b, "peer_window", uint64(*r.PeerWindow))
+	}
+	if r.NotSent != 0 {
+		b = appendUintField(b, "notsent_bytes", uint64(r.NotSent))
+	}
+	if r.Endless {
+		b = appendBoolField(b, "endless", r.Endless)
+	}
+	if r.QueueLen != 0 {
+		b = appendUintField(b, "queue_len", uint64(r.QueueLen))
+	}
+	if r.QueueLimit != 0 {
+		b = appendUintField(b, "queue_limit", uint64(r.QueueLimit))
+	}
+	if r.TurnedAway != 0 {
+		b = appendIntField(b, "turned_away", int64(r.TurnedAway))
+	}
 	b = appendStringField(b, "summary", r.Summary)
 	b = appendStringField(b, "explanation", r.Explanation)
 	b = append(appendKey(b, "timeline"), '[')
@@ -204,6 +248,10 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	b = appendStringField(b, "host", host)
 	b = appendStringField(b, "verdict", string(n.Verdict))
 	b = appendBoolField(b, "final", true)
+	if n.Incident != "" {
+		// A connection that recovered in an incident, then closed normally.
+		b = appendStringField(b, "incident_id", n.Incident)
+	}
 	b = appendUintField(b, "cookie", n.Cookie)
 	b = n.Local.Addr().AppendTo(append(appendKey(b, "laddr"), '"'))
 	b = append(b, '"')
@@ -218,15 +266,7 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	if n.Owner.Comm != "" {
 		b = appendStringField(b, "comm", n.Owner.Comm)
 	}
-	if cg.Path != "" {
-		b = appendStringField(b, "cgroup", cg.Path)
-	}
-	if cg.ID != "" {
-		b = appendStringField(b, "container_id", cg.ID)
-	}
-	if cg.PodUID != "" {
-		b = appendStringField(b, "pod_uid", cg.PodUID)
-	}
+	b = appendKnownCgroup(b, cg)
 	if n.Owner.Source != wire.OwnerUnknown {
 		b = appendStringField(b, "owner_source", n.Owner.Source.String())
 	}
@@ -251,4 +291,19 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	}
 	b = appendIntField(b, "duration_ms", duration.Milliseconds())
 	return append(b, '}')
+}
+
+// appendKnownCgroup appends the cgroup fields that are known, for the
+// short records that leave out what is empty.
+func appendKnownCgroup(b []byte, cg containers.Info) []byte {
+	if cg.Path != "" {
+		b = appendStringField(b, "cgroup", cg.Path)
+	}
+	if cg.ID != "" {
+		b = appendStringField(b, "container_id", cg.ID)
+	}
+	if cg.PodUID != "" {
+		b = appendStringField(b, "pod_uid", cg.PodUID)
+	}
+	return b
 }

@@ -22,28 +22,50 @@ type NarrativeRecord struct {
 	// IncidentID names the incident the connection is part of ("" alone).
 	IncidentID string `json:"incident_id"`
 	ConnFields
-	OwnerSource string         `json:"owner_source"`
-	Inode       uint32         `json:"inode"`
-	State       string         `json:"state"`
-	Orphan      bool           `json:"orphan"`
-	Errno       string         `json:"errno"`
-	ResetReason string         `json:"reset_reason"`
-	Retransmits int            `json:"retransmits"`
-	FailedSends int            `json:"failed_sends"`
-	Probes      int            `json:"probes"`
-	OutageMs    int64          `json:"outage_ms"`
-	GiveUpInMs  int64          `json:"giveup_in_ms"`
-	RTOsMs      []int64        `json:"rtos_ms"`
-	BudgetMs    int64          `json:"budget_ms"`
-	BudgetBy    string         `json:"budget_setting"`
-	ExitSignal  int            `json:"exit_signal"`
-	ExitStatus  int            `json:"exit_status"`
-	SentReset   bool           `json:"sent_reset"`
-	LostRecords bool           `json:"lost_records"`
+	OwnerSource string  `json:"owner_source"`
+	Inode       uint32  `json:"inode"`
+	State       string  `json:"state"`
+	Orphan      bool    `json:"orphan"`
+	Errno       string  `json:"errno"`
+	ResetReason string  `json:"reset_reason"`
+	Retransmits int     `json:"retransmits"`
+	FailedSends int     `json:"failed_sends"`
+	Probes      int     `json:"probes"`
+	OutageMs    int64   `json:"outage_ms"`
+	GiveUpInMs  int64   `json:"giveup_in_ms"`
+	RTOsMs      []int64 `json:"rtos_ms"`
+	BudgetMs    int64   `json:"budget_ms"`
+	BudgetBy    string  `json:"budget_setting"`
+	ExitSignal  int     `json:"exit_signal"`
+	ExitStatus  int     `json:"exit_status"`
+	SentReset   bool    `json:"sent_reset"`
+	LostRecords bool    `json:"lost_records"`
+	// Where the episode's packets died (with the drop program attached)
+	// and the window-probe timer's episode: omitted when they do not apply.
+	Drops        []DropRecord `json:"drops,omitempty"`
+	LeftHost     *int         `json:"left_host,omitempty"`
+	WindowProbes int          `json:"window_probes,omitempty"`
+	PeerWindow   *uint32      `json:"peer_window,omitempty"`
+	NotSent      uint32       `json:"notsent_bytes,omitempty"`
+	Endless      bool         `json:"endless,omitempty"`
+	// accept_queue_overflow: the listener's accept queue and what it turned away.
+	QueueLen    uint32         `json:"queue_len,omitempty"`
+	QueueLimit  uint32         `json:"queue_limit,omitempty"`
+	TurnedAway  int            `json:"turned_away,omitempty"`
 	Summary     string         `json:"summary"`
 	Explanation string         `json:"explanation"`
 	Timeline    []TimelineStep `json:"timeline"`
 	Settings    SettingsRecord `json:"settings"`
+}
+
+// DropRecord counts one kind of drop of an episode's packets on this host.
+type DropRecord struct {
+	Direction string `json:"direction"`      // "out": sent by this side; "in": from the peer
+	Reason    string `json:"reason"`         // as the kernel names it: NETFILTER_DROP, NEIGH_FAILED, ...
+	Hook      string `json:"hook,omitempty"` // NETFILTER_DROP: OUTPUT, INPUT, PREROUTING, POSTROUTING
+	// Elsewhere: in another network namespace of this kernel than the connection's.
+	Elsewhere bool `json:"elsewhere,omitempty"`
+	Count     int  `json:"count"`
 }
 
 // TimelineStep is one kernel event in a narrative's timeline.
@@ -86,6 +108,19 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 		Settings:    NewSettingsRecord(n.Settings, n.RTOMax),
 	}
 	r.setCgroup(cg)
+	for _, d := range n.Drops {
+		r.Drops = append(r.Drops, DropRecord{Direction: d.Direction(), Reason: d.Reason, Hook: d.Hook, Elsewhere: d.Elsewhere, Count: d.Count})
+	}
+	if n.DropsSeen && (n.Retransmits > 0 || n.WindowProbes > 0) {
+		left := n.LeftHost
+		r.LeftHost = &left
+	}
+	if n.WindowProbes > 0 {
+		r.WindowProbes, r.NotSent, r.Endless = n.WindowProbes, n.NotSent, n.Endless
+		wnd := n.PeerWindow
+		r.PeerWindow = &wnd
+	}
+	r.QueueLen, r.QueueLimit, r.TurnedAway = n.QueueLen, n.QueueLimit, n.TurnedAway
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}
@@ -124,7 +159,7 @@ func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 			return w.writeLine()
 		}
 		if n.Incident != "" && !w.connections {
-			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n)
+			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n, cg)
 			return w.writeLine()
 		}
 		rec := NewNarrativeRecord(n, cg)
@@ -186,6 +221,18 @@ func evidence(n *tracker.Narrative) string {
 	}
 	if n.ExitSignal != 0 {
 		parts = append(parts, fmt.Sprintf("signal=%d", n.ExitSignal))
+	}
+	if n.TurnedAway > 0 {
+		parts = append(parts, fmt.Sprintf("queue=%d/%d turned_away=%d", n.QueueLen, n.QueueLimit, n.TurnedAway))
+	}
+	if n.WindowProbes > 0 {
+		parts = append(parts, fmt.Sprintf("window_probes=%d wnd=%d notsent=%d", n.WindowProbes, n.PeerWindow, n.NotSent))
+	}
+	if out := n.DroppedOut(); out > 0 {
+		parts = append(parts, fmt.Sprintf("dropped_here=%d", out))
+	}
+	if in := n.DroppedIn(); in > 0 {
+		parts = append(parts, fmt.Sprintf("replies_dropped_here=%d", in))
 	}
 	if n.LostRecords {
 		parts = append(parts, "records_lost")

@@ -112,6 +112,14 @@ func (fl *fleet) observeIncident(inc *incident.Incident) {
 	}
 }
 
+// incidentInTrouble follows an open incident's count, when metrics are on.
+func (fl *fleet) incidentInTrouble() func(id string, n int) {
+	if fl.metrics == nil {
+		return nil
+	}
+	return fl.metrics.IncidentInTrouble
+}
+
 func (fl *fleet) close() {
 	if fl.server != nil {
 		fl.server.Close()

@@ -236,6 +236,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 			if o.events || format != output.Text {
 				return usageError{fmt.Errorf("top shows incidents on the terminal: not with --events or -o json")}
 			}
+			if err := haveTerminal(); err != nil {
+				return err
+			}
 			top = true
 		case "check":
 			if len(rest) > 1 {
@@ -323,7 +326,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		telling = stage.Records
 	}
 	incidents := stage.New(stage.Options{Telling: telling, Connections: o.conns,
-		SharedFate: incident.ReadSharedFate, Observe: fleet.observeIncident})
+		SharedFate: (&incident.SharedFateReader{}).Read, Observe: fleet.observeIncident,
+		InTrouble: fleet.incidentInTrouble()})
 	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, append(fleet.stages(), incidents.Stage)...))
 	if err == nil {
 		err = incidents.End()

@@ -71,6 +71,8 @@ func TestBadInputIsOneLineAndNonZero(t *testing.T) {
 		{[]string{"--addr", ""}, 2, "neither a CIDR"},
 		{[]string{"--port", "0"}, 2, "between 1 and 65535"},
 		{[]string{"lab", "list", "extra"}, 2, "takes no arguments"},
+		{[]string{"top", "extra"}, 2, "top takes no arguments"},
+		{[]string{"top", "-o", "json"}, 2, "not with --events or -o json"},
 	} {
 		var stderr bytes.Buffer
 		cmd := tcpwatch(t, tc.args...)

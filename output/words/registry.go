@@ -46,6 +46,8 @@ const (
 	Keepalive Family = "keepalive" // an idle peer stopped answering probes
 	Connect   Family = "connect"   // it never got past the handshake
 	Lost      Family = "lost"      // its end was among the records the kernel lost
+	Window    Family = "window"    // new data waits with nothing in flight: the peer's window is closed
+	Listeners Family = "listeners" // a local listener turns clients away
 )
 
 // Entry is one verdict in the registry.
@@ -71,7 +73,7 @@ type Entry struct {
 }
 
 // Registry is every verdict tcpwatch can give, by family.
-var Registry = slices.Concat(closes, resets, outages, keepaliveVerdicts, connects, lost)
+var Registry = slices.Concat(closes, resets, outages, keepaliveVerdicts, connects, lost, windowAndListeners)
 
 var byVerdict map[tracker.Verdict]*Entry
 

@@ -26,6 +26,14 @@ func sample(e *Entry) *tracker.Narrative {
 	if e.Episode {
 		n.Errno = 0
 	}
+	switch e.Verdict {
+	case tracker.ZeroWindow:
+		n.Retransmits, n.GiveUpIn = 0, 0
+		n.WindowFacts = tracker.WindowFacts{WindowProbes: 3, ProbesAnswered: 2, NotSent: 4096, Endless: true}
+	case tracker.AcceptQueueOverflow:
+		n.Local = netip.MustParseAddrPort("192.0.2.1:443")
+		n.ListenerFacts = tracker.ListenerFacts{QueueLen: 5, QueueLimit: 4, TurnedAway: 17}
+	}
 	return n
 }
 
@@ -62,39 +70,43 @@ func TestRegistry(t *testing.T) {
 // Each verdict's summary, word for word, for the same figures.
 func TestEveryVerdictIsWorded(t *testing.T) {
 	want := map[tracker.Verdict]string{
-		tracker.PeerClosed:         "the peer closed the connection (FIN), then reset it: its process closed the socket or died",
-		tracker.LocalClosed:        "this side closed the connection normally",
-		tracker.LocalProcessExited: "the owning process psql (pid 4242) was killed by SIGKILL with the connection open; its kernel closed it with FIN, 3s into an outage (3 RTO retransmissions unanswered)",
-		tracker.LocalAbort:         "this side aborted the connection with RST (TCP_ABORT_ON_CLOSE)",
-		tracker.PeerReset:          "the peer reset the connection (RST) while it was answering normally: ECONNRESET (104, connection reset by peer)",
-		tracker.PeerLostState:      "the peer answered 3 retransmissions with RST after 3s of silence: its host rebooted or lost the connection (ECONNRESET (104, connection reset by peer))",
-		tracker.Stalled:            "the peer has stopped acknowledging: 3 RTO retransmissions, no ACK for 3s; the kernel gives up in about 1s",
-		tracker.Recovered:          "the peer answered again after a 3s outage that cost 3 RTO retransmissions; the application saw only a delay",
-		tracker.RetransmitTimeout:  "the peer stopped acknowledging and the kernel gave up after 3 retransmissions over 3s: ETIMEDOUT (110, connection timed out)",
-		tracker.HostUnreachable:    "the peer is unreachable: after 3 retransmissions over 3s the kernel gave up with EHOSTUNREACH (113, no route to host)",
-		tracker.KeepaliveProbing:   "keepalive probe 2 of 3 sent, the previous one went unanswered: the idle peer has been silent for 3s; the kernel gives up in about 1s",
-		tracker.KeepaliveTimeout:   "the idle peer answered none of 2 keepalive probes: the kernel reset the connection after 3s of silence (ETIMEDOUT (110, connection timed out))",
-		tracker.ConnectRefused:     "connect() to 192.0.2.7:5432 was refused: the peer answered SYN with RST (ECONNREFUSED (111, connection refused))",
-		tracker.ConnectTimeout:     "connect() to 192.0.2.7:5432 timed out: 3 SYN retransmissions unanswered over 3s (ETIMEDOUT (110, connection timed out))",
-		tracker.Untold:             "the connection is gone from the kernel's socket table but how it ended was not seen: kernel records were lost; it was last stalled (3 RTO retransmissions, no ACK for 3s)",
+		tracker.PeerClosed:          "the peer closed the connection (FIN), then reset it: its process closed the socket or died",
+		tracker.LocalClosed:         "this side closed the connection normally",
+		tracker.LocalProcessExited:  "the owning process psql (pid 4242) was killed by SIGKILL with the connection open; its kernel closed it with FIN, 3s into an outage (3 RTO retransmissions unanswered)",
+		tracker.LocalAbort:          "this side aborted the connection with RST (TCP_ABORT_ON_CLOSE)",
+		tracker.PeerReset:           "the peer reset the connection (RST) while it was answering normally: ECONNRESET (104, connection reset by peer)",
+		tracker.PeerLostState:       "the peer answered 3 retransmissions with RST after 3s of silence: its host rebooted or lost the connection (ECONNRESET (104, connection reset by peer))",
+		tracker.Stalled:             "the peer has stopped acknowledging: 3 RTO retransmissions, no ACK for 3s; the kernel gives up in about 1s",
+		tracker.Recovered:           "the peer answered again after a 3s outage that cost 3 RTO retransmissions; the application saw only a delay",
+		tracker.RetransmitTimeout:   "the peer stopped acknowledging and the kernel gave up after 3 retransmissions over 3s: ETIMEDOUT (110, connection timed out)",
+		tracker.HostUnreachable:     "the peer is unreachable: after 3 retransmissions over 3s the kernel gave up with EHOSTUNREACH (113, no route to host)",
+		tracker.KeepaliveProbing:    "keepalive probe 2 of 3 sent, the previous one went unanswered: the idle peer has been silent for 3s; the kernel gives up in about 1s",
+		tracker.KeepaliveTimeout:    "the idle peer answered none of 2 keepalive probes: the kernel reset the connection after 3s of silence (ETIMEDOUT (110, connection timed out))",
+		tracker.ConnectRefused:      "connect() to 192.0.2.7:5432 was refused: the peer answered SYN with RST (ECONNREFUSED (111, connection refused))",
+		tracker.ConnectTimeout:      "connect() to 192.0.2.7:5432 timed out: 3 SYN retransmissions unanswered over 3s (ETIMEDOUT (110, connection timed out))",
+		tracker.Untold:              "the connection is gone from the kernel's socket table but how it ended was not seen: kernel records were lost; it was last stalled (3 RTO retransmissions, no ACK for 3s)",
+		tracker.ZeroWindow:          "the peer's application stopped reading: its receive window has been closed (0 bytes) for 3s, 2 window probes answered with a closed window, 4096 bytes from psql (pid 4242) wait to be sent; nothing will end it: answered probes never count toward tcp_retries2 and TCP_USER_TIMEOUT is not set",
+		tracker.AcceptQueueOverflow: "the server stopped accepting: the accept queue of 192.0.2.1:443 is full (5 waiting for accept(), backlog 4) and the kernel turned away 17 SYNs or handshakes in 3s; its clients' connect() retries, then times out",
 	}
 	// What each explanation must cite of the kernel's figures and mechanism.
 	cites := map[tracker.Verdict][]string{
-		tracker.PeerClosed:         {"CLOSE_WAIT", "TCP_ABORT_ON_DATA", "EPIPE"},
-		tracker.LocalClosed:        {"FIN_WAIT1"},
-		tracker.LocalProcessExited: {"PF_EXITING", "RTOs 200ms → 400ms", "tcp_retries2=3 allows 3s"},
-		tracker.LocalAbort:         {"unread data", "ECONNRESET"},
-		tracker.PeerReset:          {"in ESTABLISHED", "ECONNRESET (104"},
-		tracker.PeerLostState:      {"RTOs 200ms → 400ms", "NO_SOCKET", "ECONNRESET (104"},
-		tracker.Stalled:            {"fired 3 times", "RTOs 200ms → 400ms", "tcp_retries2=3 allows 3s", "about 1s from now", "will then get ETIMEDOUT"},
-		tracker.Recovered:          {"Loss back to", "3s, RTOs 200ms → 400ms"},
-		tracker.RetransmitTimeout:  {"tcp_retries2=3 allows 3s", "RTOs were 200ms → 400ms", "sk_err=ETIMEDOUT (110"},
-		tracker.HostUnreachable:    {"sk_err_soft=unknown", "RTOs 200ms → 400ms", "EHOSTUNREACH (113"},
-		tracker.KeepaliveProbing:   {"keepalive_time=2s idle", "icsk_probes_out=2; when it reaches 3", "gets ETIMEDOUT"},
-		tracker.KeepaliveTimeout:   {"keepalive_probes=3", "probe 2", "TCP_ABORT_ON_CLOSE", "ETIMEDOUT (110"},
-		tracker.ConnectRefused:     {"SYN_SENT reports ECONNREFUSED"},
-		tracker.ConnectTimeout:     {"tcp_retries2=3 allows 3s", "sk_err=ETIMEDOUT (110"},
-		tracker.Untold:             {"stats.lost", "sock_diag"},
+		tracker.PeerClosed:          {"CLOSE_WAIT", "TCP_ABORT_ON_DATA", "EPIPE"},
+		tracker.LocalClosed:         {"FIN_WAIT1"},
+		tracker.LocalProcessExited:  {"PF_EXITING", "RTOs 200ms → 400ms", "tcp_retries2=3 allows 3s"},
+		tracker.LocalAbort:          {"unread data", "ECONNRESET"},
+		tracker.PeerReset:           {"in ESTABLISHED", "ECONNRESET (104"},
+		tracker.PeerLostState:       {"RTOs 200ms → 400ms", "NO_SOCKET", "ECONNRESET (104"},
+		tracker.Stalled:             {"fired 3 times", "RTOs 200ms → 400ms", "tcp_retries2=3 allows 3s", "about 1s from now", "will then get ETIMEDOUT"},
+		tracker.Recovered:           {"Loss back to", "3s, RTOs 200ms → 400ms"},
+		tracker.RetransmitTimeout:   {"tcp_retries2=3 allows 3s", "RTOs were 200ms → 400ms", "sk_err=ETIMEDOUT (110"},
+		tracker.HostUnreachable:     {"sk_err_soft=unknown", "RTOs 200ms → 400ms", "EHOSTUNREACH (113"},
+		tracker.KeepaliveProbing:    {"keepalive_time=2s idle", "icsk_probes_out=2; when it reaches 3", "gets ETIMEDOUT"},
+		tracker.KeepaliveTimeout:    {"keepalive_probes=3", "probe 2", "TCP_ABORT_ON_CLOSE", "ETIMEDOUT (110"},
+		tracker.ConnectRefused:      {"SYN_SENT reports ECONNREFUSED"},
+		tracker.ConnectTimeout:      {"tcp_retries2=3 allows 3s", "sk_err=ETIMEDOUT (110"},
+		tracker.Untold:              {"stats.lost", "sock_diag"},
+		tracker.ZeroWindow:          {"tcp_probe_timer", "resets icsk_probes_out to 0", "window of 0 bytes", "tcp_retries2=3", "Without TCP_USER_TIMEOUT"},
+		tracker.AcceptQueueOverflow: {"holds 4", "has 5", "sk_acceptq_is_full", "psql (pid 4242)"},
 	}
 	for i := range Registry {
 		e := &Registry[i]

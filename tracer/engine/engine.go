@@ -93,6 +93,11 @@ type Config struct {
 	ReconcileEvery time.Duration
 	// LiveTable reads the socket tables (nil: sock_diag), for tests.
 	LiveTable LiveTable
+	// ListenerEvery is how often the accept queues of the listeners the
+	// tracker knows are read (accept_queue_overflow); 0 means
+	// ListenerEvery, negative never. ReadListeners replaces sock_diag.
+	ListenerEvery time.Duration
+	ReadListeners ReadListeners
 }
 
 // Kernel completes the kernel half's config from this one: whether the
@@ -123,6 +128,7 @@ type Engine struct {
 	tracker *tracker.Tracker // nil in ModeEvents
 	owners  *owners.Index
 	rec     *reconciler
+	listen  *listenWatch
 	mem     memoryReturn
 	sink    Sink
 	err     error // the sink's first error: it ends the run
@@ -138,6 +144,7 @@ func New(src Source, cfg Config) *Engine {
 	if cfg.Mode != ModeEvents {
 		e.tracker = e.newTracker()
 		e.rec = newReconciler(&cfg)
+		e.listen = newListenWatch(&cfg)
 	}
 	return e
 }

@@ -51,8 +51,8 @@ func (m *memoryReturn) afterTick(tracked int, events uint64, now time.Time) bool
 // gcPercentAll is the garbage collector's target with --all and --events,
 // where every record leaves garbage (a connection entry, its timeline, a
 // narrative, a line) and the live heap is small (the connections tracked):
-// at Go's default of 100 the collector was a third of the replay
-// benchmark's CPU (BenchmarkReplayAll: about 120,000 connections per
+// at Go's default of 100 the collector was a quarter of the replay
+// benchmark's CPU (BenchmarkReplayAll, unpaced: about 120,000 connections per
 // CPU-second at 100, 160,000 at 400). The heap may then grow to five times
 // what is live between collections, bounded by memoryLimitAll; a flood's
 // end still gives the pages back (memoryReturn).

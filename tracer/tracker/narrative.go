@@ -36,6 +36,7 @@ const (
 	Stalled          Verdict = "stalled"
 	Recovered        Verdict = "recovered"
 	KeepaliveProbing Verdict = "keepalive_probing"
+	// ZeroWindow: see probe.go.
 )
 
 // Untold is the final verdict of a connection in an episode (stalled,
@@ -48,12 +49,12 @@ const Untold Verdict = "untold"
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
 	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
-	Stalled, Recovered, KeepaliveProbing,
+	Stalled, Recovered, KeepaliveProbing, ZeroWindow, AcceptQueueOverflow,
 }
 
 // Episode reports whether the verdict describes a connection that lives on.
 func (v Verdict) Episode() bool {
-	return v == Stalled || v == Recovered || v == KeepaliveProbing
+	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == ZeroWindow || v == AcceptQueueOverflow
 }
 
 // Owner is the process a connection belongs to.
@@ -157,6 +158,13 @@ type Narrative struct {
 	Timeline []Step
 	Settings tcp.Settings
 	RTOMax   time.Duration
+
+	// Where the episode's packets died (drops.go), and the window-probe
+	// timer's episode (probe.go).
+	DropFacts
+	WindowFacts
+	// A listener's accept queue (listeners.go).
+	ListenerFacts
 }
 
 // Notice is something worth showing with --all that is not a verdict about
