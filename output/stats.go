@@ -27,6 +27,9 @@ type StatsRecord struct {
 	// kernel reports by design to no one: healthy connections that predate
 	// tcpwatch end without a record in default mode. Nothing was lost.
 	EndedUnseen uint64 `json:"ended_unseen"`
+	// Incidents counts the incidents (two or more connections to one peer
+	// in trouble) closed, by outcome.
+	Incidents map[string]int `json:"incidents"`
 	// OTLP is what became of the records sent to a collector (--otlp).
 	OTLP *OTLPStats `json:"otlp,omitempty"`
 }
@@ -46,6 +49,10 @@ type OTLPStats struct {
 	LastError           string `json:"last_error,omitempty"`
 }
 
+// IncidentStats gives the stats record the incidents closed, by outcome
+// (the incident stage's count).
+func (w *Writer) IncidentStats(byOutcome map[string]int) { w.incidents = byOutcome }
+
 // Stats writes the closing summary of a run.
 func (w *Writer) Stats(st engine.Stats) error { return w.StatsWithOTLP(st, nil) }
 
@@ -57,6 +64,10 @@ func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 		EndedUnseen: st.EndedUnseen, OTLP: o}
 	if s.Narratives == nil {
 		s.Narratives = map[string]int{}
+	}
+	s.Incidents = w.incidents
+	if s.Incidents == nil {
+		s.Incidents = map[string]int{}
 	}
 	if w.format == JSON {
 		return w.writeJSON(s)
@@ -72,6 +83,14 @@ func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 	}
 	if len(verdicts) > 0 {
 		line += ", narratives: " + strings.Join(verdicts, " ")
+	}
+	if len(s.Incidents) > 0 {
+		var outcomes []string
+		for o, n := range s.Incidents {
+			outcomes = append(outcomes, fmt.Sprintf("%s=%d", o, n))
+		}
+		sort.Strings(outcomes)
+		line += ", incidents: " + strings.Join(outcomes, " ")
 	}
 	if s.Evictions > 0 {
 		line += fmt.Sprintf(", %d connections evicted from the tracker", s.Evictions)
