@@ -250,7 +250,7 @@ type testBinary struct{ pkg, dir, file string }
 
 // hostOnlyTests need software the guest does not carry (a busybox
 // initramfs): real servers and clients from Debian (redis, PostgreSQL,
-// nginx, OpenSSH, Prometheus, the OpenTelemetry Collector built with the Go toolchain), bash (to place a connecting process in a cgroup), strace, setpriv, systemd-analyze, a cgo-free rebuild of the
+// nginx, OpenSSH, Prometheus, python3 and curl as real clients, the OpenTelemetry Collector built with the Go toolchain), bash (to place a connecting process in a cgroup), strace, setpriv, systemd-analyze, a cgo-free rebuild of the
 // binary, or the repository's files. They test tcpwatch against that
 // software, not against the kernel, and run on the host in make test;
 // the guest names them as skipped, never silently. The incident tests
@@ -258,7 +258,7 @@ type testBinary struct{ pkg, dir, file string }
 // grouping and its line and byte budgets: under TCG they would take most of
 // a guest's time to prove nothing about the kernel that the lab's
 // per-connection scenarios, run in every guest, do not already prove.
-const hostOnlyTests = `^(TestIncident|TestTopInTmux|TestExposureRedis|TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestOTLP|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestDocsExamples|TestVerdictsAreDocumented|TestREADMEFlagsTable|TestREADMECommands|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
+const hostOnlyTests = `^(TestApplicationConnectTimeout|TestClientTimesOutThenCloses|TestOrphanFoundAtStartup|TestProcessNameNotThreadName|TestIncident|TestTopInTmux|TestExposureRedis|TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestOTLP|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestDocsExamples|TestVerdictsAreDocumented|TestREADMEFlagsTable|TestREADMECommands|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
 
 // testArgs are the test binaries' extra flags in the guest.
 func testArgs(run string, count int) string {
