@@ -77,6 +77,7 @@ int tw_exposure(struct bpf_iter__tcp *ctx)
 		r.net_rto_max_ms = net->ipv4.sysctl_tcp_rto_max_ms;
 		r.flags |= TW_ROW_SYS_RTO_MAX;
 	}
+	r.net_fin_timeout = net->ipv4.sysctl_tcp_fin_timeout;
 	local_port_range(&r, net);
 
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
@@ -118,6 +119,7 @@ int tw_exposure(struct bpf_iter__tcp *ctx)
 		r.sk_keepalive_time = tp->keepalive_time;
 		r.sk_keepalive_intvl = tp->keepalive_intvl;
 		r.sk_keepalive_probes = tp->keepalive_probes;
+		r.linger2 = tp->linger2;
 		r.srtt_us = tp->srtt_us >> 3;
 		r.packets_out = tp->packets_out;
 		r.unacked_bytes = tp->snd_nxt - tp->snd_una;

@@ -64,6 +64,8 @@ struct tw_sock_row {
 	__u32 since_ack;         /* jiffies since the peer last acknowledged anything */
 	__u32 net_local_port_lo; /* ip_local_port_range */
 	__u32 net_local_port_hi;
+	__u32 net_fin_timeout;   /* tcp_fin_timeout, jiffies: how long an orphan waits in FIN_WAIT2 */
+	__s32 linger2;           /* TCP_LINGER2, jiffies: 0 = sysctl, < 0 = reset at once */
 };
 
 #endif /* TW_EXPOSURE_H */

@@ -68,6 +68,8 @@ type ExposureTwSockRow struct {
 	SinceAck           uint32
 	NetLocalPortLo     uint32
 	NetLocalPortHi     uint32
+	NetFinTimeout      uint32
+	Linger2            int32
 	_                  [4]byte
 }
 

@@ -33,6 +33,7 @@ Usage:
   tcpwatch [flags]          watch every TCP connection and narrate failures
   tcpwatch --events [flags] print every decoded kernel event
   tcpwatch check            show the kernel, its BTF and which hooks attach
+  tcpwatch exposure [flags] list every connection by when its kernel would notice a silent peer
   tcpwatch lab ...          reproduce a failure scenario in namespaces (tcpwatch lab --help)
 
 Flags:
@@ -231,6 +232,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 				return usageError{fmt.Errorf("check takes no arguments")}
 			}
 			return runCheck(o, stdout)
+		case "exposure":
+			if len(rest) > 1 {
+				return usageError{fmt.Errorf("exposure takes no arguments")}
+			}
+			return runExposure(o, format, stdout, stderr)
 		default:
 			return usageError{fmt.Errorf("unknown command %q (try --help)", rest[0])}
 		}
