@@ -21,6 +21,11 @@ type Stats struct {
 	// Reconciled counts connections dropped because the kernel's socket
 	// table no longer had them: their end was among the lost records.
 	Reconciled uint64 `json:"reconciled"`
+	// Exposure counts the connections of the last exposure snapshot
+	// (--exposure-every) by class (never, hours, minutes, seconds), and
+	// ExposureByComm the same per process name; absent when none was taken.
+	Exposure       map[string]int            `json:"exposure,omitempty"`
+	ExposureByComm map[string]map[string]int `json:"exposure_by_comm,omitempty"`
 }
 
 // Stats writes the closing summary.
@@ -51,6 +56,12 @@ func (w *Writer) Stats(s Stats) error {
 	}
 	if s.Reconciled > 0 {
 		line += fmt.Sprintf(", %d connections whose end was lost dropped (gone from the kernel's socket table)", s.Reconciled)
+	}
+	if s.Exposure != nil {
+		line += ", exposure (when a silent peer would be noticed):"
+		for _, c := range []string{"never", "hours", "minutes", "seconds"} {
+			line += fmt.Sprintf(" %s=%d", c, s.Exposure[c])
+		}
 	}
 	w.line = append(w.line[:0], line...)
 	return w.writeLine()

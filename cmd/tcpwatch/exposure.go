@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/output"
@@ -71,4 +73,124 @@ func filterExposure(socks []exposure.Socket, o *options) []exposure.Socket {
 		}
 	}
 	return out
+}
+
+// exposureWatch takes an exposure snapshot every interval while watch mode
+// runs (--exposure-every): a gauge per process name and class for
+// Prometheus, and the last counts for the stats record. One snapshot costs
+// a walk of every socket table and of /proc/*/fd, nothing per packet.
+type exposureWatch struct {
+	reader  *tracer.SocketReader
+	o       *options
+	cgroups *containers.Resolver
+	publish func(map[string]exposure.Tally) // nil without --metrics
+	warn    func(error)
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	tally  *exposure.Tally
+	byComm map[string]exposure.Tally
+}
+
+// openExposureWatch loads the socket iterator; it must run while
+// tcpwatch still holds CAP_BPF. Reading it later needs none.
+func openExposureWatch(o *options, cgroups *containers.Resolver, publish func(map[string]exposure.Tally), warn func(error)) (*exposureWatch, error) {
+	r, err := tracer.OpenSocketReader()
+	if err != nil {
+		return nil, err
+	}
+	return &exposureWatch{reader: r, o: o, cgroups: cgroups, publish: publish, warn: warn}, nil
+}
+
+// start snapshots at once and then every interval, until ctx ends or close.
+func (x *exposureWatch) start(ctx context.Context, every time.Duration) {
+	ctx, x.cancel = context.WithCancel(ctx)
+	x.done = make(chan struct{})
+	go func() {
+		defer close(x.done)
+		x.run(ctx, every)
+	}()
+}
+
+func (x *exposureWatch) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	warned := false
+	for {
+		if err := x.snapshot(); err != nil && !warned {
+			x.warn(fmt.Errorf("exposure snapshot: %w", err))
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (x *exposureWatch) snapshot() error {
+	socks, err := x.reader.Read(x.o.netns)
+	if len(socks) == 0 && err != nil {
+		return err
+	}
+	tracer.ResolveOwners(socks, x.cgroups)
+	r := exposure.Build(filterExposure(socks, x.o))
+	byComm := map[string]exposure.Tally{}
+	for _, p := range r.ByProcess {
+		comm := p.Comm
+		if p.PID == 0 {
+			comm = "(no process)"
+		}
+		t := byComm[comm]
+		for c := range t {
+			t[c] += p.Tally[c]
+		}
+		byComm[comm] = t
+	}
+	x.mu.Lock()
+	x.tally, x.byComm = &r.Tally, byComm
+	x.mu.Unlock()
+	if x.publish != nil {
+		x.publish(byComm)
+	}
+	return err
+}
+
+// stats fills the stats record's exposure figures from the last snapshot.
+func (x *exposureWatch) stats(s *output.Stats) {
+	if x == nil {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.tally == nil {
+		return
+	}
+	s.Exposure = classCounts(*x.tally)
+	s.ExposureByComm = map[string]map[string]int{}
+	for comm, t := range x.byComm {
+		s.ExposureByComm[comm] = classCounts(t)
+	}
+}
+
+func classCounts(t exposure.Tally) map[string]int {
+	m := map[string]int{}
+	for _, c := range exposure.Classes {
+		m[c.String()] = t[c]
+	}
+	return m
+}
+
+func (x *exposureWatch) close() {
+	if x == nil {
+		return
+	}
+	if x.cancel != nil {
+		x.cancel()
+		<-x.done
+	}
+	x.reader.Close()
 }

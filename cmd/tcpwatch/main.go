@@ -21,6 +21,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/exposure"
 	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -106,7 +107,10 @@ type options struct {
 	pid       uint32
 	port      uint16
 	netns     uint32
-	fleet     fleetOptions
+	// exposureEvery is how often watch mode takes an exposure snapshot
+	// for the metrics and the stats record; 0 never.
+	exposureEvery time.Duration
+	fleet         fleetOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
@@ -131,6 +135,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.StringVar(&o.comm, "comm", "", "only connections owned by a process with this name")
 	fs.StringVar(&o.addrText, "addr", "", "only connections with an address in this CIDR (or address) on either side")
 	fs.IntVar(&o.maxConns, "max-connections", 1<<18, "connections the tracker remembers (least recently active evicted)")
+	fs.DurationVar(&o.exposureEvery, "exposure-every", 30*time.Second, "watch mode: count connections by when a silent peer would be noticed (tcpwatch exposure) this often, for --metrics and the stats record; 0 turns it off")
 	o.fleet.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -140,6 +145,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	}
 	if o.duration < 0 {
 		return nil, nil, usageError{fmt.Errorf("--duration must not be negative")}
+	}
+	if o.exposureEvery != 0 && o.exposureEvery < time.Second {
+		return nil, nil, usageError{fmt.Errorf("--exposure-every must be 0 (off) or at least 1s")}
 	}
 	if fs.Changed("addr") {
 		p, err := parsePrefix(o.addrText)
@@ -287,6 +295,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	warnMissingHooks(p.Tracer, stderr)
+	var exp *exposureWatch
+	if o.exposureEvery > 0 && !o.events {
+		var publish func(map[string]exposure.Tally)
+		if fleet.metrics != nil {
+			publish = fleet.metrics.Exposure
+		}
+		warn := func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) }
+		exp, err = openExposureWatch(o, opts.Cgroups, publish, warn)
+		if err != nil {
+			warn(fmt.Errorf("no exposure figures (--exposure-every): %w", err))
+		}
+		defer exp.close()
+	}
 	if k := p.Tracer.Kernel; k.BelowMinimum() {
 		fmt.Fprintf(stderr, "tcpwatch: warning: kernel %s is older than %s, the oldest tcpwatch is tested on: some verdicts may be missing or wrong\n", k.Release, tracer.MinKernel)
 	}
@@ -303,6 +324,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer cancel()
 	}
 
+	if exp != nil {
+		exp.start(ctx, o.exposureEvery)
+	}
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
 		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true})
 	stats, err := p.Run(ctx, fleet.wrap(sink{w}))
@@ -320,8 +344,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	err = w.Stats(output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
-		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled})
+	final := output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
+		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled}
+	exp.stats(&final)
+	err = w.Stats(final)
 	if err == nil {
 		err = w.Flush()
 	}

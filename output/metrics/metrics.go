@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcpwatch/tcpwatch/tracer/exposure"
 	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -45,6 +46,7 @@ type Metrics struct {
 	narratives *prometheus.CounterVec
 	rto        *prometheus.CounterVec
 	keepalive  *prometheus.CounterVec
+	exposure   *prometheus.GaugeVec
 
 	events, ringFull, recursion, evictions atomic.Uint64
 	tracked                                atomic.Int64
@@ -69,6 +71,10 @@ func New(opts Options) *Metrics {
 		Name: "tcpwatch_keepalive_episodes_total",
 		Help: "Keepalive episodes begun: an idle peer left a keepalive probe unanswered (the first keepalive_probing narrative).",
 	}, []string{"family"})
+	m.exposure = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcpwatch_connections_by_exposure",
+		Help: "Connections by when their kernel would notice a silent peer (class: never, hours, minutes, seconds; the worse of idle and sending), per process name, from the last exposure snapshot.",
+	}, []string{"class", "comm"})
 	counter := func(name, help string, v *atomic.Uint64, constLabels prometheus.Labels) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: constLabels},
 			func() float64 { return float64(v.Load()) })
@@ -80,7 +86,7 @@ func New(opts Options) *Metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version(), runtime.Version()).Set(1)
 	m.Registry.MustRegister(
-		m.narratives, m.rto, m.keepalive, build,
+		m.narratives, m.rto, m.keepalive, m.exposure, build,
 		counter("tcpwatch_records_read_total", "Kernel records read from the ring buffer.", &m.events, nil),
 		counter("tcpwatch_records_lost_total", lostHelp, &m.ringFull, prometheus.Labels{"reason": "ring_full"}),
 		counter("tcpwatch_records_lost_total", lostHelp, &m.recursion, prometheus.Labels{"reason": "recursion"}),
@@ -109,6 +115,17 @@ func (m *Metrics) Observe(p pipeline.Progress) {
 	m.recursion.Store(p.Recursion)
 	m.evictions.Store(p.Evictions)
 	m.tracked.Store(int64(p.Tracked))
+}
+
+// Exposure replaces the exposure gauge with a new snapshot's counts: a
+// process gone since the last one leaves the gauge.
+func (m *Metrics) Exposure(byComm map[string]exposure.Tally) {
+	m.exposure.Reset()
+	for comm, t := range byComm {
+		for _, c := range exposure.Classes {
+			m.exposure.WithLabelValues(c.String(), comm).Set(float64(t[c]))
+		}
+	}
 }
 
 func family(n *tracker.Narrative) string {
