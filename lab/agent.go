@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,7 +80,7 @@ func AgentMain(args []string) int {
 	fs.DurationVar(&o.writeAfter, "write-after", 0, "write once after this long (0: never)")
 	fs.BoolVar(&o.read, "read", true, "read everything that arrives")
 	fs.IntVar(&o.sendOnAccept, "send-on-connect", 0, "write this many bytes as soon as connected")
-	fs.StringSliceVar(&o.keepalive, "keepalive", nil, "SO_KEEPALIVE with idle,interval,count (seconds)")
+	fs.StringSliceVar(&o.keepalive, "keepalive", []string{"off"}, "off; go (Go's default: on, 15s idle, 15s interval, 9 probes); or idle,interval,count in seconds")
 	fs.DurationVar(&o.userTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT")
 	fs.BoolVar(&o.linger0, "linger0", false, "SO_LINGER with a zero timeout (close sends RST)")
 	fs.DurationVar(&o.closeAfter, "close-after", 0, "close the connection after this long (0: never)")
@@ -87,6 +88,10 @@ func AgentMain(args []string) int {
 	fs.IntVar(&o.accept, "accept", 1, "server: accept this many connections (the last one is the one it works with)")
 	fs.DurationVar(&o.reconnect, "reconnect-after", 0, "client: close at once, then connect again from the same local port after this long")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if k := o.keepalive; !(len(k) == 1 && (k[0] == "off" || k[0] == "go")) && len(k) != 3 {
+		fmt.Fprintf(os.Stderr, "lab-agent: --keepalive %q: off, go, or idle,interval,count\n", strings.Join(k, ","))
 		return 2
 	}
 	a := &agent{o: o, enc: enc, pid: os.Getpid()}
@@ -130,7 +135,8 @@ func (a *agent) run() error {
 	var conn *net.TCPConn
 	switch a.o.role {
 	case "server":
-		ln, err := net.Listen("tcp", a.o.addr)
+		lc := net.ListenConfig{KeepAlive: a.goKeepalive()}
+		ln, err := lc.Listen(context.Background(), "tcp", a.o.addr)
 		if err != nil {
 			return err
 		}
@@ -149,7 +155,7 @@ func (a *agent) run() error {
 		}
 		ln.Close()
 	case "client":
-		d := net.Dialer{Timeout: 0}
+		d := net.Dialer{Timeout: 0, KeepAlive: a.goKeepalive()}
 		if a.o.localPort != 0 {
 			d.LocalAddr = &net.TCPAddr{Port: a.o.localPort}
 			d.Control = func(_, _ string, rc syscall.RawConn) error {
@@ -203,6 +209,17 @@ func (a *agent) run() error {
 func drain(c net.Conn) {
 	_, _ = io.Copy(io.Discard, c)
 	c.Close()
+}
+
+// goKeepalive is what net.Dialer and net.ListenConfig get as KeepAlive:
+// Go turns keepalive on by default (0: 15s idle, 15s interval, 9 probes),
+// so every lab application says what it wants. -1 leaves SO_KEEPALIVE
+// off; explicit values are set in configure.
+func (a *agent) goKeepalive() time.Duration {
+	if len(a.o.keepalive) == 1 && a.o.keepalive[0] == "go" {
+		return 0
+	}
+	return -1
 }
 
 func (a *agent) configure(c *net.TCPConn) error {

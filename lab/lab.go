@@ -187,6 +187,9 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 		return nil, ErrNotRoot
 	}
 	opt = opt.withDefaults()
+	if sc.Timeout > opt.Timeout {
+		opt.Timeout = sc.Timeout
+	}
 	if opt.Agent == "" {
 		exe, err := os.Executable()
 		if err != nil {

@@ -7,7 +7,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/output/words"
+	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/exposure"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
@@ -29,6 +32,9 @@ type Scenario struct {
 	ExpectNotice map[string][]string
 	// Sysctls are set in A before the applications start.
 	Sysctls map[string]string
+	// Timeout is how long the scenario needs at least, when the kernel
+	// decides with settings the lab does not shorten (Go's own keepalive).
+	Timeout time.Duration
 	Act     func(r *run) error
 }
 
@@ -71,7 +77,7 @@ var Scenarios = withIPv6([]*Scenario{
 		Summary: "B's host vanishes while the connection is idle and has no keepalive: nothing ever notices",
 		Forbid:  map[string][]tracker.Verdict{"A": finals},
 		Act: func(r *run) error {
-			if err := r.connect(server(r), client(r)); err != nil {
+			if err := r.connect(server(r), client(r, "--keepalive=off")); err != nil {
 				return err
 			}
 			if err := r.pull(); err != nil {
@@ -80,7 +86,27 @@ var Scenarios = withIPv6([]*Scenario{
 			if err := r.sleep(4 * time.Second); err != nil {
 				return err
 			}
-			return r.reportUnprotected("A")
+			return r.reportExposure("A")
+		},
+	},
+	{
+		Name: "host-down-idle-go-keepalive", Row: 3,
+		Summary:  "the same idle connection from a client that keeps Go's default keepalive (on: 15s idle, 9 probes 15s apart, set on the socket): the kernel notices after 150s",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.KeepaliveProbing, tracker.KeepaliveTimeout}},
+		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		// 15s + 9 × 15s, counted from the last ACK, and the lab's margin.
+		Timeout: 150*time.Second + 20*time.Second,
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--keepalive=go")); err != nil {
+				return err
+			}
+			if err := r.reportExposure("A"); err != nil {
+				return err
+			}
+			if err := r.pull(); err != nil {
+				return err
+			}
+			return r.waitExpected()
 		},
 	},
 	{
@@ -514,9 +540,11 @@ func (r *run) reboot() error {
 	return nil
 }
 
-// reportUnprotected says what the kernel of host knows about its idle
-// connections: nothing will ever end one with no keepalive and no data.
-func (r *run) reportUnprotected(host string) error {
+// reportExposure says, from the settings each socket holds (read by the
+// socket iterator of tcpwatch exposure), when the kernel of host would
+// notice that the peers of its connections vanished: "nothing will ever
+// end it" only when that is true.
+func (r *run) reportExposure(host string) error {
 	r.mu.Lock()
 	var inode uint32
 	for ino, h := range r.netnsHost {
@@ -525,20 +553,30 @@ func (r *run) reportUnprotected(host string) error {
 		}
 	}
 	r.mu.Unlock()
-	socks, err := sockdiag.Snapshot(inode)
+	reader, err := tracer.OpenSocketReader()
 	if err != nil {
 		return err
 	}
-	for _, s := range socks {
-		if s.State.String() != "ESTABLISHED" {
+	defer reader.Close()
+	socks, err := reader.Read(inode)
+	if err != nil {
+		return err
+	}
+	for _, c := range exposure.Build(socks).Connections {
+		if c.State != tcp.StateEstablished {
 			continue
 		}
-		ka := "off"
-		if s.KeepaliveOn {
-			ka = "on"
-		}
-		r.step("%s still has %s -> %s ESTABLISHED: keepalive %s, %d unacknowledged, last ACK %s ago: unprotected, nothing will ever end it",
-			host, s.Local, s.Remote, ka, s.Unacked, s.LastAckRecv)
+		r.step("%s still has %s -> %s ESTABLISHED, idle %s, %d bytes unacknowledged: %s",
+			host, c.Local, c.Remote, words.Secs(c.Idle), c.Unacked, exposureVerdict(c))
 	}
 	return nil
+}
+
+// exposureVerdict is the lab's sentence for one connection: whether
+// anything will ever end it, and why.
+func exposureVerdict(c *exposure.Connection) string {
+	if c.Assessment.Idle.Never {
+		return "no keepalive: nothing will ever end it while it stays idle (SO_KEEPALIVE is off on the socket); " + words.SendingWhy(c)
+	}
+	return "its kernel will notice after " + words.Long(c.Assessment.Idle.After) + " (" + words.IdleWhy(c) + ")"
 }
