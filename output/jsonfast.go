@@ -148,6 +148,11 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	b = appendIntField(b, "exit_status", int64(r.ExitStatus))
 	b = appendBoolField(b, "sent_reset", r.SentReset)
 	b = appendBoolField(b, "lost_records", r.LostRecords)
+	if r.CloseWaitSockets > 0 {
+		b = appendIntField(b, "close_wait_sockets", int64(r.CloseWaitSockets))
+		b = appendIntField(b, "close_wait_ms", r.CloseWaitMs)
+		b = appendBoolField(b, "close_wait_exited", r.CloseWaitExited)
+	}
 	b = appendStringField(b, "summary", r.Summary)
 	b = appendStringField(b, "explanation", r.Explanation)
 	b = append(appendKey(b, "timeline"), '[')

@@ -18,28 +18,34 @@ type NarrativeRecord struct {
 	Verdict string `json:"verdict"`
 	Final   bool   `json:"final"`
 	ConnFields
-	OwnerSource string         `json:"owner_source"`
-	Inode       uint32         `json:"inode"`
-	State       string         `json:"state"`
-	Orphan      bool           `json:"orphan"`
-	Errno       string         `json:"errno"`
-	ResetReason string         `json:"reset_reason"`
-	Retransmits int            `json:"retransmits"`
-	FailedSends int            `json:"failed_sends"`
-	Probes      int            `json:"probes"`
-	OutageMs    int64          `json:"outage_ms"`
-	GiveUpInMs  int64          `json:"giveup_in_ms"`
-	RTOsMs      []int64        `json:"rtos_ms"`
-	BudgetMs    int64          `json:"budget_ms"`
-	BudgetBy    string         `json:"budget_setting"`
-	ExitSignal  int            `json:"exit_signal"`
-	ExitStatus  int            `json:"exit_status"`
-	SentReset   bool           `json:"sent_reset"`
-	LostRecords bool           `json:"lost_records"`
-	Summary     string         `json:"summary"`
-	Explanation string         `json:"explanation"`
-	Timeline    []TimelineStep `json:"timeline"`
-	Settings    SettingsRecord `json:"settings"`
+	OwnerSource string  `json:"owner_source"`
+	Inode       uint32  `json:"inode"`
+	State       string  `json:"state"`
+	Orphan      bool    `json:"orphan"`
+	Errno       string  `json:"errno"`
+	ResetReason string  `json:"reset_reason"`
+	Retransmits int     `json:"retransmits"`
+	FailedSends int     `json:"failed_sends"`
+	Probes      int     `json:"probes"`
+	OutageMs    int64   `json:"outage_ms"`
+	GiveUpInMs  int64   `json:"giveup_in_ms"`
+	RTOsMs      []int64 `json:"rtos_ms"`
+	BudgetMs    int64   `json:"budget_ms"`
+	BudgetBy    string  `json:"budget_setting"`
+	ExitSignal  int     `json:"exit_signal"`
+	ExitStatus  int     `json:"exit_status"`
+	SentReset   bool    `json:"sent_reset"`
+	LostRecords bool    `json:"lost_records"`
+	// close_wait_stuck only: the sockets its peers closed that the
+	// process holds (at the end, the most it held), how long the oldest
+	// has been in CLOSE_WAIT, and whether the process exited.
+	CloseWaitSockets int            `json:"close_wait_sockets,omitempty"`
+	CloseWaitMs      int64          `json:"close_wait_ms,omitempty"`
+	CloseWaitExited  bool           `json:"close_wait_exited,omitempty"`
+	Summary          string         `json:"summary"`
+	Explanation      string         `json:"explanation"`
+	Timeline         []TimelineStep `json:"timeline"`
+	Settings         SettingsRecord `json:"settings"`
 }
 
 // TimelineStep is one kernel event in a narrative's timeline.
@@ -51,33 +57,36 @@ type TimelineStep struct {
 // NewNarrativeRecord builds the JSON form of n.
 func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
 	r := NarrativeRecord{
-		Type:        "narrative",
-		Time:        n.Time.Format(TimeLayout),
-		Verdict:     string(n.Verdict),
-		Final:       n.Final,
-		ConnFields:  connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
-		OwnerSource: string(n.Owner.Source),
-		Inode:       n.Inode,
-		State:       n.State.String(),
-		Orphan:      n.Orphan,
-		Errno:       tcp.ErrnoName(n.Errno),
-		ResetReason: n.ResetReason,
-		Retransmits: n.Retransmits,
-		FailedSends: n.FailedSends,
-		Probes:      n.Probes,
-		OutageMs:    n.Outage.Milliseconds(),
-		GiveUpInMs:  n.GiveUpIn.Milliseconds(),
-		RTOsMs:      make([]int64, len(n.RTOs)),
-		BudgetMs:    n.Budget.Limit.Milliseconds(),
-		BudgetBy:    n.Budget.Setting,
-		ExitSignal:  n.ExitSignal,
-		ExitStatus:  n.ExitStatus,
-		SentReset:   n.SentReset,
-		LostRecords: n.LostRecords,
-		Summary:     words.Summary(n),
-		Explanation: words.Explanation(n),
-		Timeline:    make([]TimelineStep, len(n.Timeline)),
-		Settings:    NewSettingsRecord(n.Settings, n.RTOMax),
+		Type:             "narrative",
+		Time:             n.Time.Format(TimeLayout),
+		Verdict:          string(n.Verdict),
+		Final:            n.Final,
+		ConnFields:       connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		OwnerSource:      string(n.Owner.Source),
+		Inode:            n.Inode,
+		State:            n.State.String(),
+		Orphan:           n.Orphan,
+		Errno:            tcp.ErrnoName(n.Errno),
+		ResetReason:      n.ResetReason,
+		Retransmits:      n.Retransmits,
+		FailedSends:      n.FailedSends,
+		Probes:           n.Probes,
+		OutageMs:         n.Outage.Milliseconds(),
+		GiveUpInMs:       n.GiveUpIn.Milliseconds(),
+		RTOsMs:           make([]int64, len(n.RTOs)),
+		BudgetMs:         n.Budget.Limit.Milliseconds(),
+		BudgetBy:         n.Budget.Setting,
+		ExitSignal:       n.ExitSignal,
+		ExitStatus:       n.ExitStatus,
+		SentReset:        n.SentReset,
+		LostRecords:      n.LostRecords,
+		CloseWaitSockets: n.CloseWaitSockets,
+		CloseWaitMs:      n.CloseWaitFor.Milliseconds(),
+		CloseWaitExited:  n.CloseWaitExited,
+		Summary:          words.Summary(n),
+		Explanation:      words.Explanation(n),
+		Timeline:         make([]TimelineStep, len(n.Timeline)),
+		Settings:         NewSettingsRecord(n.Settings, n.RTOMax),
 	}
 	r.setCgroup(n.Cgroup)
 	for i, d := range n.RTOs {
@@ -166,6 +175,9 @@ func evidence(n *tracker.Narrative) string {
 	}
 	if n.ExitSignal != 0 {
 		parts = append(parts, fmt.Sprintf("signal=%d", n.ExitSignal))
+	}
+	if n.CloseWaitSockets > 0 {
+		parts = append(parts, fmt.Sprintf("close_wait=%d for=%s", n.CloseWaitSockets, words.Secs(n.CloseWaitFor)))
 	}
 	if n.LostRecords {
 		parts = append(parts, "records_lost")

@@ -110,7 +110,9 @@ type options struct {
 	// exposureEvery is how often watch mode takes an exposure snapshot
 	// for the metrics and the stats record; 0 never.
 	exposureEvery time.Duration
-	fleet         fleetOptions
+	// closeWaitAfter is the close_wait_stuck threshold.
+	closeWaitAfter time.Duration
+	fleet          fleetOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
@@ -136,6 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.StringVar(&o.addrText, "addr", "", "only connections with an address in this CIDR (or address) on either side")
 	fs.IntVar(&o.maxConns, "max-connections", 1<<18, "connections the tracker remembers (least recently active evicted)")
 	fs.DurationVar(&o.exposureEvery, "exposure-every", 30*time.Second, "watch mode: count connections by when a silent peer would be noticed (tcpwatch exposure) this often, for --metrics and the stats record; 0 turns it off")
+	fs.DurationVar(&o.closeWaitAfter, "close-wait-after", tracker.DefaultCloseWaitAfter, "tell close_wait_stuck when a process keeps a connection its peer closed this long without closing it; 0 never")
 	o.fleet.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -145,6 +148,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	}
 	if o.duration < 0 {
 		return nil, nil, usageError{fmt.Errorf("--duration must not be negative")}
+	}
+	if o.closeWaitAfter < 0 {
+		return nil, nil, usageError{fmt.Errorf("--close-wait-after must not be negative (0 turns it off)")}
 	}
 	if o.exposureEvery != 0 && o.exposureEvery < time.Second {
 		return nil, nil, usageError{fmt.Errorf("--exposure-every must be 0 (off) or at least 1s")}
@@ -182,6 +188,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 		return nil, nil, usageError{err}
 	}
 	return o, fs.Args(), nil
+}
+
+// closeWaitThreshold turns the flag (0: never) into the tracker's setting
+// (negative: never).
+func closeWaitThreshold(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // maxRingSize bounds --ring-size: the kernel takes up to 4 GiB but a
@@ -269,12 +284,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 			FilterPort:  o.port,
 			KernelBTF:   o.kernelBTF,
 		},
-		Events:   o.events,
-		All:      o.all,
-		Routine:  o.all,
-		MaxConns: o.maxConns,
-		Filter:   pipeline.Filter{PID: o.pid, Comm: o.comm, Addr: o.addr, Port: o.port, NetNS: o.netns},
-		Warn:     func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) },
+		Events:         o.events,
+		All:            o.all,
+		Routine:        o.all,
+		MaxConns:       o.maxConns,
+		CloseWaitAfter: closeWaitThreshold(o.closeWaitAfter),
+		Filter:         pipeline.Filter{PID: o.pid, Comm: o.comm, Addr: o.addr, Port: o.port, NetNS: o.netns},
+		Warn:           func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) },
 	}
 	if record != nil {
 		opts.Record = record

@@ -90,6 +90,8 @@ func Summary(n *tracker.Narrative) string {
 		return connectTimeoutSummary(n)
 	case tracker.Untold:
 		return untoldSummary(n)
+	case tracker.CloseWaitStuck:
+		return closeWaitSummary(n)
 	}
 	return string(n.Verdict)
 }
@@ -220,6 +222,8 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 
 	case tracker.Untold:
 		b.WriteString(untoldExplanation)
+	case tracker.CloseWaitStuck:
+		b.WriteString(closeWaitExplanation)
 	case tracker.ConnectRefused:
 		b.WriteString("The peer host is up but nothing listens on that port (or a firewall rejects with RST): its kernel answered the SYN with RST and tcp_reset() in SYN_SENT reports ECONNREFUSED.")
 	}

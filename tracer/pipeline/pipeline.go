@@ -27,6 +27,9 @@ import (
 // Options say what to watch and what to tell.
 type Options struct {
 	Tracer tracer.Config
+	// CloseWaitAfter is the tracker's close_wait_stuck threshold
+	// (tracker.Config.CloseWaitAfter: 0 the default, negative never).
+	CloseWaitAfter time.Duration
 	// Events hands every decoded kernel event to the sink instead of
 	// narratives.
 	Events bool
@@ -222,7 +225,8 @@ func (p *Pipeline) Run(ctx context.Context, sink Sink) (Stats, error) {
 	defer stop()
 	reasons := p.Tracer.Kernel.ResetReasons
 	if !p.opts.Events {
-		cfg := tracker.Config{All: p.opts.All, MaxConns: p.opts.MaxConns, ResetReasons: reasons, Owners: p.owners}
+		cfg := tracker.Config{All: p.opts.All, MaxConns: p.opts.MaxConns, ResetReasons: reasons, Owners: p.owners,
+			CloseWaitAfter: p.opts.CloseWaitAfter}
 		if p.opts.Routine {
 			cfg.Notices = p.notice
 		}

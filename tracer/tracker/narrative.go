@@ -49,12 +49,12 @@ const Untold Verdict = "untold"
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
 	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
-	Stalled, Recovered, KeepaliveProbing,
+	Stalled, Recovered, KeepaliveProbing, CloseWaitStuck,
 }
 
 // Episode reports whether the verdict describes a connection that lives on.
 func (v Verdict) Episode() bool {
-	return v == Stalled || v == Recovered || v == KeepaliveProbing
+	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == CloseWaitStuck
 }
 
 // OwnerSource says how the owner of a connection was learned.
@@ -167,6 +167,14 @@ type Narrative struct {
 	Timeline []Step
 	Settings tcp.Settings
 	RTOMax   time.Duration
+
+	// close_wait_stuck (closewait.go): how many sockets its peers closed
+	// the process holds (at the end: the most it held), for how long the
+	// oldest has been in CLOSE_WAIT, and whether the episode ended with
+	// the process's exit rather than its close().
+	CloseWaitSockets int
+	CloseWaitFor     time.Duration
+	CloseWaitExited  bool
 }
 
 // Notice is something worth showing with --all that is not a verdict about

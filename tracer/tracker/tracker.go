@@ -31,6 +31,10 @@ type Config struct {
 	// Notices, when set, receives notices (TIME_WAIT reuse); the tracker
 	// then remembers recently closed 4-tuples to recognise them.
 	Notices func(*Notice)
+	// CloseWaitAfter is how long a socket may stay in CLOSE_WAIT before
+	// its process is told as close_wait_stuck; 0 means
+	// DefaultCloseWaitAfter, a negative value never.
+	CloseWaitAfter time.Duration
 }
 
 // OwnerResolver finds the process that holds a socket.
@@ -77,8 +81,9 @@ type Tracker struct {
 	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
 	wallAtZero time.Time
 	lastEmit   time.Duration
-	lossEpoch  uint64 // bumped whenever the kernel reports lost records
-	reconciled uint64 // connections dropped because the kernel no longer had them
+	lossEpoch  uint64     // bumped whenever the kernel reports lost records
+	reconciled uint64     // connections dropped because the kernel no longer had them
+	cw         closeWaits // sockets in CLOSE_WAIT (closewait.go)
 }
 
 type tupleKey struct {
@@ -228,6 +233,7 @@ func (t *Tracker) remove(c *conn) {
 	if c.prev == nil {
 		return
 	}
+	t.closeWaitLeave(c, c.last.Mono, c.exiting)
 	c.prev.next, c.next.prev = c.next, c.prev
 	c.prev, c.next = nil, nil
 	if c.cookie != 0 && t.byCookie[c.cookie] == c {
@@ -528,6 +534,7 @@ func (t *Tracker) startClosing(c *conn, mono time.Duration, old tcp.State) {
 }
 
 func (t *Tracker) onState(c *conn, ev *wire.Event) {
+	t.closeWaitState(c, ev)
 	if t.cfg.Notices != nil {
 		t.watchTimeWait(c, ev)
 	}
@@ -653,6 +660,7 @@ func (t *Tracker) Tick(now time.Duration) {
 		}
 	}
 	t.forgetGone(now)
+	t.closeWaitTick(now)
 	t.release(now - t.cfg.Grace)
 }
 
@@ -697,6 +705,7 @@ func (t *Tracker) Flush(now time.Duration) {
 			t.narrate(c, KeepaliveProbing, false, now)
 		}
 	}
+	t.closeWaitFlush(now)
 	t.release(now + time.Hour)
 }
 
