@@ -25,7 +25,8 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -94,6 +95,10 @@ type Record struct {
 	Event     *wire.Event        `json:"-"`
 	App       *AppEvent          `json:"-"`
 	Result    *Result            `json:"-"`
+	// Cgroup and ResetReasons come with a narrative, notice or event:
+	// what the engine learned around it (engine.Item).
+	Cgroup       containers.Info  `json:"-"`
+	ResetReasons tcp.ResetReasons `json:"-"`
 }
 
 // Result is the outcome of a run.
@@ -207,14 +212,14 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 		appWhat: map[string][]string{}, stdin: map[string]io.WriteCloser{}, appPIDs: map[string][]int{},
 		changed: make(chan struct{}, 1), kernelDone: make(chan struct{})}
 
-	p, err := pipeline.Open(pipeline.Options{Tracer: tracer.Config{All: true}, Record: opt.Record,
-		Routine: true, NoExisting: true, Accept: r.ours})
+	cfg := engine.Config{Mode: engine.ModeAll, Record: opt.Record, NoExisting: true, Accept: r.ours}
+	t, err := tracer.New(cfg.Kernel(tracer.Config{}))
 	if err != nil {
 		return nil, err
 	}
-	defer p.Close()
+	defer t.Close()
 	traceCtx, stopTrace := context.WithCancel(context.Background())
-	go r.trace(traceCtx, p)
+	go r.trace(traceCtx, engine.New(t, cfg))
 	defer func() {
 		stopTrace()
 		<-r.kernelDone
@@ -362,13 +367,13 @@ func (r *run) ours(ev *wire.Event) bool {
 	return ok && host != "R"
 }
 
-// trace runs the pipeline over the lab's hosts until ctx ends.
-func (r *run) trace(ctx context.Context, p *pipeline.Pipeline) {
+// trace runs the engine over the lab's hosts until ctx ends.
+func (r *run) trace(ctx context.Context, e *engine.Engine) {
 	defer close(r.kernelDone)
-	_, _ = p.Run(ctx, labSink{r})
+	_, _ = e.Run(ctx, labSink{r})
 }
 
-// labSink records what tcpwatch tells about each host.
+// labSink records what tcpwatch tells about each host (an engine.Sink).
 type labSink struct{ r *run }
 
 func (s labSink) host(netns uint32) string {
@@ -377,38 +382,36 @@ func (s labSink) host(netns uint32) string {
 	return s.r.netnsHost[netns]
 }
 
-func (s labSink) Narrative(n *tracker.Narrative) error {
-	host := s.host(n.NetNS)
-	s.r.mu.Lock()
-	s.r.verdicts[host] = append(s.r.verdicts[host], string(n.Verdict))
-	s.r.mu.Unlock()
-	cp := *n
-	s.r.emit(Record{Type: "narrative", Host: host, Narrative: &cp})
-	s.r.notify()
-	return nil
-}
+func (s labSink) Flush() error { return nil }
 
-func (s labSink) Notice(n *tracker.Notice) error {
-	host := s.host(n.NetNS)
-	s.r.mu.Lock()
-	s.r.notices[host] = append(s.r.notices[host], n.Kind)
-	s.r.mu.Unlock()
-	cp := *n
-	s.r.emit(Record{Type: "notice", Host: host, Notice: &cp})
+func (s labSink) Tell(it *engine.Item) error {
+	rec := Record{Cgroup: it.Cgroup, ResetReasons: it.ResetReasons}
+	switch {
+	case it.Narrative != nil:
+		n := *it.Narrative
+		rec.Type, rec.Host, rec.Narrative = "narrative", s.host(n.NetNS), &n
+		s.r.mu.Lock()
+		s.r.verdicts[rec.Host] = append(s.r.verdicts[rec.Host], string(n.Verdict))
+		s.r.mu.Unlock()
+	case it.Notice != nil:
+		n := *it.Notice
+		rec.Type, rec.Host, rec.Notice = "notice", s.host(n.NetNS), &n
+		s.r.mu.Lock()
+		s.r.notices[rec.Host] = append(s.r.notices[rec.Host], n.Kind)
+		s.r.mu.Unlock()
+	case it.Event != nil:
+		// What tcpwatch shows only with --all: a keepalive probe answered.
+		ev := *it.Event
+		rec.Type, rec.Host, rec.Event = "event", s.host(ev.NetNS), &ev
+	case it.Loss != nil:
+		l := it.Loss
+		s.r.step("%d kernel records lost (ring buffer full: %d, programs skipped: %d)", l.New, l.RingFull, l.Recursion)
+		return nil
+	default:
+		return nil
+	}
+	s.r.emit(rec)
 	s.r.notify()
-	return nil
-}
-
-// Event is what tcpwatch shows only with --all: a keepalive probe answered.
-func (s labSink) Event(ev *wire.Event, _ tcp.ResetReasons) error {
-	cp := *ev
-	s.r.emit(Record{Type: "event", Host: s.host(ev.NetNS), Event: &cp})
-	s.r.notify()
-	return nil
-}
-
-func (s labSink) Loss(l pipeline.Loss) error {
-	s.r.step("%d kernel records lost (ring buffer full: %d, programs skipped: %d)", l.New, l.RingFull, l.Recursion)
 	return nil
 }
 

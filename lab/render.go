@@ -6,16 +6,15 @@ import (
 	"strings"
 
 	"github.com/tcpwatch/tcpwatch/output"
-	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
 
 // Printer renders a run's records as they come: text lines with the time
 // since the run started and the host, or JSON lines (`-o json`) whose
 // narratives have the same fields as tcpwatch's plus `host`.
-func Printer(w *output.Writer, reasons tcp.ResetReasons) Sink {
+func Printer(w *output.Writer) Sink {
 	return func(rec Record) {
 		if w.Format() == output.JSON {
-			_ = w.JSON(jsonRecord(rec, reasons))
+			_ = w.JSON(jsonRecord(rec))
 			return
 		}
 		prefix := fmt.Sprintf("+%6.2fs %-4s ", rec.T.Seconds(), rec.Host)
@@ -23,11 +22,11 @@ func Printer(w *output.Writer, reasons tcp.ResetReasons) Sink {
 		case "lab_step":
 			_ = w.Line(prefix + rec.What)
 		case "narrative":
-			_ = w.Line(prefix + string(w.AppendNarrativeText(nil, rec.Narrative)))
+			_ = w.Line(prefix + string(w.AppendNarrativeText(nil, rec.Narrative, rec.Cgroup)))
 		case "event":
 			_ = w.Line(prefix + "event: keepalive probe answered (shown with --all)")
 		case "notice":
-			_ = w.Line(prefix + string(w.AppendNoticeText(nil, rec.Notice)) + " (shown with --all)")
+			_ = w.Line(prefix + string(w.AppendNoticeText(nil, rec.Notice, rec.Cgroup)) + " (shown with --all)")
 		case "app":
 			what := rec.App.What
 			if rec.App.Errno != "" {
@@ -107,14 +106,14 @@ type jsonResult struct {
 	*Result
 }
 
-func jsonRecord(rec Record, reasons tcp.ResetReasons) any {
+func jsonRecord(rec Record) any {
 	switch rec.Type {
 	case "narrative":
-		return jsonNarrative{Host: rec.Host, TMs: rec.TMs, NarrativeRecord: output.NewNarrativeRecord(rec.Narrative)}
+		return jsonNarrative{Host: rec.Host, TMs: rec.TMs, NarrativeRecord: output.NewNarrativeRecord(rec.Narrative, rec.Cgroup)}
 	case "event":
-		return jsonEvent{Host: rec.Host, TMs: rec.TMs, EventRecord: output.NewEventRecord(rec.Event, reasons)}
+		return jsonEvent{Host: rec.Host, TMs: rec.TMs, EventRecord: output.NewEventRecord(rec.Event, rec.ResetReasons, rec.Cgroup)}
 	case "notice":
-		return jsonNotice{Host: rec.Host, TMs: rec.TMs, NoticeRecord: output.NewNoticeRecord(rec.Notice)}
+		return jsonNotice{Host: rec.Host, TMs: rec.TMs, NoticeRecord: output.NewNoticeRecord(rec.Notice, rec.Cgroup)}
 	case "app":
 		return jsonApp{Type: "app", TMs: rec.TMs, Host: rec.Host, AppEvent: *rec.App}
 	case "lab_result":

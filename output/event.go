@@ -132,8 +132,9 @@ func keepaliveAction(f wire.Flags) string {
 	return ""
 }
 
-// NewEventRecord builds the JSON form of ev.
-func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
+// NewEventRecord builds the JSON form of ev, whose reset reasons the
+// kernel names in reasons and whose connection's cgroup names cg.
+func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info) EventRecord {
 	r := EventRecord{
 		Type:          "event",
 		Time:          ev.Time.Format(TimeLayout),
@@ -156,6 +157,7 @@ func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
 		OwnerExiting:  ev.Flags&wire.FlagOwnerExiting != 0,
 		Settings:      NewSettingsRecord(ev.Settings, ev.RTOMax),
 	}
+	r.setCgroup(cg)
 	if ev.Flags&wire.FlagNoSocket == 0 {
 		r.State = ev.State.String()
 		r.CAState = ev.CAState.String()
@@ -178,13 +180,11 @@ func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons) EventRecord {
 	return r
 }
 
-// Event writes one raw kernel event.
-func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons) error {
-	info := w.cgroups.Lookup(ev.CgroupID)
+// Event writes one raw kernel event, whose connection's cgroup names info.
+func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons, info containers.Info) error {
 	if w.format == JSON {
-		rec := NewEventRecord(ev, reasons)
+		rec := NewEventRecord(ev, reasons, info)
 		rec.Host = w.host
-		rec.setCgroup(info)
 		return w.writeJSON(rec)
 	}
 	w.line = appendEventText(w.line[:0], ev, reasons)

@@ -10,19 +10,19 @@ import (
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
 const fleetID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
-func fleetNarrative() *tracker.Narrative {
+func fleetNarrative() (*tracker.Narrative, containers.Info) {
 	return &tracker.Narrative{Time: time.Date(2026, 11, 21, 3, 4, 5, 6, time.UTC), Verdict: tracker.ConnectRefused, Final: true,
-		Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2"),
-		Owner:    tracker.Owner{PID: 42, Comm: "java", Source: tracker.OwnerConnect},
-		CgroupID: 99, Errno: 111,
-		Cgroup: containers.Parse("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e3d4c_5b6a_4978_8695_a4b3c2d1e0f9.slice/cri-containerd-" +
-			fleetID + ".scope")}
+			Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2"),
+			Owner:    tracker.Owner{PID: 42, Comm: "java", Source: tracker.OwnerConnect},
+			CgroupID: 99, Errno: 111},
+		containers.Parse("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e3d4c_5b6a_4978_8695_a4b3c2d1e0f9.slice/cri-containerd-" +
+			fleetID + ".scope")
 }
 
 // The hand-written encoder keeps up with the new fields, filled.
@@ -55,14 +55,14 @@ func TestNarrativeJSONWithContainerAndHost(t *testing.T) {
 func TestHostOnEveryJSONRecord(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewWriter(&buf, JSON, Options{Host: "node-7"})
-	n := fleetNarrative()
-	if err := w.Narrative(n); err != nil {
+	n, cg := fleetNarrative()
+	if err := w.Narrative(n, cg); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Notice(&tracker.Notice{Kind: "time_wait_reuse", Local: n.Local, Remote: n.Remote, Cgroup: n.Cgroup}); err != nil {
+	if err := w.Notice(&tracker.Notice{Kind: "time_wait_reuse", Local: n.Local, Remote: n.Remote}, cg); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Event(sampleEvent("10.0.0.1:1", "10.0.0.2:2"), nil); err != nil {
+	if err := w.Event(sampleEvent("10.0.0.1:1", "10.0.0.2:2"), nil, containers.Info{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Loss(LossRecord{New: 1, Total: 1, RingFull: 1}); err != nil {
@@ -90,7 +90,7 @@ func TestHostOnEveryJSONRecord(t *testing.T) {
 
 	buf.Reset()
 	w = NewWriter(&buf, Text, Options{})
-	if err := w.Narrative(n); err != nil {
+	if err := w.Narrative(n, cg); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(buf.String(), " pid=42 comm=java containerd:0123456789ab ") {
@@ -100,9 +100,9 @@ func TestHostOnEveryJSONRecord(t *testing.T) {
 
 // A loop check that the filter and the JSON agree on what a container is.
 func TestFilterAndRecordAgree(t *testing.T) {
-	n := fleetNarrative()
-	f := pipeline.Filter{Container: NewNarrativeRecord(n).ContainerID[:12]}
-	if !f.MatchCgroup(n.Cgroup) {
+	n, cg := fleetNarrative()
+	f := engine.Filter{Container: NewNarrativeRecord(n, cg).ContainerID[:12]}
+	if !f.Match(&engine.Item{Narrative: n, Cgroup: cg}) {
 		t.Error("--container with the record's short id does not match it")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -79,8 +80,8 @@ func FuzzJSONOutput(f *testing.F) {
 		var buf bytes.Buffer
 		w := NewWriter(&buf, JSON, Options{})
 		for what, write := range map[string]func() error{
-			"narrative": func() error { return w.Narrative(n) },
-			"event":     func() error { return w.Event(ev, fuzzReasons) },
+			"narrative": func() error { return w.Narrative(n, containers.Info{}) },
+			"event":     func() error { return w.Event(ev, fuzzReasons, containers.Info{}) },
 		} {
 			buf.Reset()
 			if err := write(); err != nil {
@@ -114,8 +115,8 @@ func FuzzTextOutput(f *testing.F) {
 		var buf bytes.Buffer
 		w := NewWriter(&buf, Text, Options{Color: sel&0x40 != 0})
 		for what, write := range map[string]func() error{
-			"narrative": func() error { return w.Narrative(n) },
-			"event":     func() error { return w.Event(ev, fuzzReasons) },
+			"narrative": func() error { return w.Narrative(n, containers.Info{}) },
+			"event":     func() error { return w.Event(ev, fuzzReasons, containers.Info{}) },
 		} {
 			buf.Reset()
 			if err := write(); err != nil {

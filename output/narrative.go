@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/tcpwatch/tcpwatch/output/words"
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
@@ -54,8 +55,9 @@ type TimelineStep struct {
 	Event string `json:"event"`
 }
 
-// NewNarrativeRecord builds the JSON form of n.
-func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
+// NewNarrativeRecord builds the JSON form of n, whose connection's cgroup
+// names cg.
+func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecord {
 	r := NarrativeRecord{
 		Type:             "narrative",
 		Time:             n.Time.Format(TimeLayout),
@@ -88,7 +90,7 @@ func NewNarrativeRecord(n *tracker.Narrative) NarrativeRecord {
 		Timeline:         make([]TimelineStep, len(n.Timeline)),
 		Settings:         NewSettingsRecord(n.Settings, n.RTOMax),
 	}
-	r.setCgroup(n.Cgroup)
+	r.setCgroup(cg)
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}
@@ -107,19 +109,19 @@ const (
 
 // Narrative writes one narrative: in text, one line with the verdict first,
 // then the connection, its owner, the evidence, and the summary last.
-func (w *Writer) Narrative(n *tracker.Narrative) error {
+func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 	if w.format == JSON {
-		rec := NewNarrativeRecord(n)
+		rec := NewNarrativeRecord(n, cg)
 		rec.Host = w.host
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
 		return w.writeLine()
 	}
-	w.line = w.AppendNarrativeText(w.line[:0], n)
+	w.line = w.AppendNarrativeText(w.line[:0], n, cg)
 	return w.writeLine()
 }
 
 // AppendNarrativeText appends the text form of n (without a newline).
-func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative) []byte {
+func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative, cg containers.Info) []byte {
 	b = n.Time.AppendFormat(b, "15:04:05.000 ")
 	verdict := string(n.Verdict)
 	if !n.Final && !n.Verdict.Episode() {
@@ -142,7 +144,7 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative) []byte {
 	if n.Owner.Source == tracker.OwnerListener {
 		b = append(b, " (listener)"...)
 	}
-	b = appendContainer(b, n.Cgroup)
+	b = appendContainer(b, cg)
 	b = append(b, evidence(n)...)
 	b = append(b, " | "...)
 	b = append(b, Sanitize(words.Summary(n))...)
@@ -200,32 +202,33 @@ type NoticeRecord struct {
 	Explanation string `json:"explanation"`
 }
 
-// NewNoticeRecord builds the JSON form of n.
-func NewNoticeRecord(n *tracker.Notice) NoticeRecord {
+// NewNoticeRecord builds the JSON form of n, whose connection's cgroup
+// names cg.
+func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
 		ConnFields: connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
-	r.setCgroup(n.Cgroup)
+	r.setCgroup(cg)
 	return r
 }
 
 // Notice writes a notice (shown with --all).
-func (w *Writer) Notice(n *tracker.Notice) error {
+func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 	if w.format == JSON {
-		rec := NewNoticeRecord(n)
+		rec := NewNoticeRecord(n, cg)
 		rec.Host = w.host
 		return w.writeJSON(rec)
 	}
-	w.line = w.AppendNoticeText(w.line[:0], n)
+	w.line = w.AppendNoticeText(w.line[:0], n, cg)
 	return w.writeLine()
 }
 
 // AppendNoticeText appends the text form of a notice.
-func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice) []byte {
+func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice, cg containers.Info) []byte {
 	b = n.Time.AppendFormat(b, "15:04:05.000 ")
 	b = fmt.Appendf(b, "%-20s %s -> %s", n.Kind, n.Local, n.Remote)
 	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
-	b = appendContainer(b, n.Cgroup)
+	b = appendContainer(b, cg)
 	b = append(b, " | "...)
 	b = append(b, Sanitize(words.NoticeSummary(n))...)
 	if w.explain {

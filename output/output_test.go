@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -40,7 +41,7 @@ func TestEventTextAddresses(t *testing.T) {
 	} {
 		var buf bytes.Buffer
 		w := NewWriter(&buf, Text, Options{})
-		if err := w.Event(sampleEvent(tc.local, tc.remote), nil); err != nil {
+		if err := w.Event(sampleEvent(tc.local, tc.remote), nil, containers.Info{}); err != nil {
 			t.Fatal(err)
 		}
 		line := buf.String()
@@ -58,7 +59,7 @@ func TestEventTextAddresses(t *testing.T) {
 func TestEventJSON(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewWriter(&buf, JSON, Options{})
-	if err := w.Event(sampleEvent("[fd00::1]:40000", "[fd00::2]:443"), nil); err != nil {
+	if err := w.Event(sampleEvent("[fd00::1]:40000", "[fd00::2]:443"), nil, containers.Info{}); err != nil {
 		t.Fatal(err)
 	}
 	var got map[string]any
@@ -102,7 +103,7 @@ func TestCommIsSanitisedInText(t *testing.T) {
 	ev := sampleEvent("10.0.0.1:1", "10.0.0.2:2")
 	ev.SetComm("x\x1b]0;pwn\x07")
 	var buf bytes.Buffer
-	if err := NewWriter(&buf, Text, Options{}).Event(ev, nil); err != nil {
+	if err := NewWriter(&buf, Text, Options{}).Event(ev, nil, containers.Info{}); err != nil {
 		t.Fatal(err)
 	}
 	if strings.ContainsAny(buf.String(), "\x1b\x07") {
@@ -116,7 +117,7 @@ func (brokenPipe) Write([]byte) (int, error) { return 0, syscall.EPIPE }
 
 func TestClosedOutput(t *testing.T) {
 	w := NewWriter(brokenPipe{}, Text, Options{})
-	if err := w.Event(sampleEvent("10.0.0.1:1", "10.0.0.2:2"), nil); err != ErrClosedOutput {
+	if err := w.Event(sampleEvent("10.0.0.1:1", "10.0.0.2:2"), nil, containers.Info{}); err != ErrClosedOutput {
 		t.Fatalf("got %v, want ErrClosedOutput", err)
 	}
 }
@@ -140,7 +141,7 @@ func TestNarrativeJSONMatchesEncodingJSON(t *testing.T) {
 		},
 		{Verdict: tracker.Stalled, Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2")},
 	} {
-		rec := NewNarrativeRecord(n)
+		rec := NewNarrativeRecord(n, containers.Info{})
 		want, err := json.Marshal(rec)
 		if err != nil {
 			t.Fatal(err)
@@ -195,7 +196,7 @@ func BenchmarkNarrativeJSON(b *testing.B) {
 	w := NewWriter(io.Discard, JSON, Options{})
 	b.ReportAllocs()
 	for b.Loop() {
-		w.Narrative(n)
+		w.Narrative(n, containers.Info{})
 	}
 }
 
@@ -215,7 +216,7 @@ func BenchmarkNarrativeEncodingJSON(b *testing.B) {
 	w := NewWriter(io.Discard, JSON, Options{})
 	b.ReportAllocs()
 	for b.Loop() {
-		rec := NewNarrativeRecord(n)
+		rec := NewNarrativeRecord(n, containers.Info{})
 		if err := w.writeJSON(&rec); err != nil {
 			b.Fatal(err)
 		}
@@ -227,7 +228,7 @@ func TestCommCannotForgeFields(t *testing.T) {
 	ev.PID = 4918
 	ev.SetComm("x pid=1 comm=y")
 	var buf bytes.Buffer
-	if err := NewWriter(&buf, Text, Options{}).Event(ev, nil); err != nil {
+	if err := NewWriter(&buf, Text, Options{}).Event(ev, nil, containers.Info{}); err != nil {
 		t.Fatal(err)
 	}
 	before, _, _ := strings.Cut(buf.String(), " comm=")
@@ -260,10 +261,10 @@ func BenchmarkNarrativeJSONToPipe(b *testing.B) {
 			w := NewWriter(wr, JSON, Options{Batch: batch})
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				if err := w.Narrative(n); err != nil {
+				if err := w.Narrative(n, containers.Info{}); err != nil {
 					b.Fatal(err)
 				}
-				if i%256 == 255 { // the pipeline flushes when the ring is empty
+				if i%256 == 255 { // the engine flushes when the ring is empty
 					w.Flush()
 				}
 			}
@@ -282,7 +283,7 @@ func TestBatchHoldsWholeLinesUntilFlush(t *testing.T) {
 	w := NewWriter(&buf, JSON, Options{Batch: true})
 	n := benchNarrative()
 	for range 3 {
-		if err := w.Narrative(n); err != nil {
+		if err := w.Narrative(n, containers.Info{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -298,7 +299,7 @@ func TestBatchHoldsWholeLinesUntilFlush(t *testing.T) {
 	// Past batchMax it writes by itself, whole lines only.
 	buf.Reset()
 	for buf.Len() == 0 {
-		w.Narrative(n)
+		w.Narrative(n, containers.Info{})
 	}
 	if !strings.HasSuffix(buf.String(), "\n") || buf.Len() < batchMax {
 		t.Errorf("wrote %d bytes on its own, want whole lines past %d", buf.Len(), batchMax)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -129,10 +130,10 @@ func renderExamples(t *testing.T) string {
 	for _, ex := range exampleOf {
 		n := replayFor(t, ex.recording, ex.host, ex.verdict, ex.all)
 		var text, js bytes.Buffer
-		if err := NewWriter(&text, Text, Options{}).Narrative(n); err != nil {
+		if err := NewWriter(&text, Text, Options{}).Narrative(n, containers.Info{}); err != nil {
 			t.Fatal(err)
 		}
-		if err := NewWriter(&js, JSON, Options{Host: "node-1"}).Narrative(n); err != nil {
+		if err := NewWriter(&js, JSON, Options{Host: "node-1"}).Narrative(n, containers.Info{}); err != nil {
 			t.Fatal(err)
 		}
 		heading := "#### `" + string(ex.verdict) + "`"
@@ -144,7 +145,7 @@ func renderExamples(t *testing.T) string {
 			full = n
 		}
 	}
-	rec := NewNarrativeRecord(full)
+	rec := NewNarrativeRecord(full, containers.Info{})
 	rec.Host = "node-1"
 	pretty, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {

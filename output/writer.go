@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/tcpwatch/tcpwatch/tracer/containers"
 )
 
 // Format is how records are written.
@@ -48,7 +46,6 @@ type Writer struct {
 	line    []byte
 	held    []byte // whole lines waiting for Flush (Batch)
 	host    string
-	cgroups *containers.Resolver
 }
 
 // Options tune the text format.
@@ -57,8 +54,6 @@ type Options struct {
 	Explain bool // add each narrative's explanation in text mode
 	// Host is the `host` of every JSON record: which machine said it.
 	Host string
-	// Cgroups names the cgroup of raw events (narratives come named).
-	Cgroups *containers.Resolver
 	// Batch holds whole lines and writes them with one write() when
 	// Flush is called or batchMax bytes are held; the caller must Flush
 	// whenever it runs out of work. A write per line was a tenth of
@@ -72,7 +67,7 @@ const batchMax = 64 << 10
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
 	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
-		host: opts.Host, cgroups: opts.Cgroups, batch: opts.Batch}
+		host: opts.Host, batch: opts.Batch}
 }
 
 // IsTerminal says whether f is a terminal (for colour).

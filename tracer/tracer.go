@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
@@ -495,6 +496,11 @@ func (t *Tracer) SetDeadline(deadline time.Time) {
 		t.reader.SetDeadline(deadline)
 	}
 }
+
+// ResetReasons names the reasons this kernel gives for the resets it sends
+// (its enum sk_rst_reason, read from its BTF when the tracer was made):
+// the one route by which those names reach the tracker and the output.
+func (t *Tracer) ResetReasons() tcp.ResetReasons { return t.Kernel.ResetReasons }
 
 // ErrClosed is returned by Read after Close.
 var ErrClosed = errors.New("tracer closed")

@@ -11,7 +11,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/output/metrics"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 )
 
 // fleetOptions are the flags for running tcpwatch on many machines:
@@ -65,7 +65,7 @@ type fleet struct {
 // setup resolves the host name and the cgroup hierarchy, and starts the
 // metrics server, before the kernel half is loaded: a busy port fails the
 // start, not the first scrape.
-func (f *fleetOptions) setup(opts *pipeline.Options) (*fleet, error) {
+func (f *fleetOptions) setup(opts *engine.Config) (*fleet, error) {
 	fl := &fleet{host: f.hostName}
 	if fl.host == "" {
 		h, err := os.Hostname()
@@ -95,12 +95,13 @@ func (f *fleetOptions) setup(opts *pipeline.Options) (*fleet, error) {
 	return fl, nil
 }
 
-// wrap counts what goes to the output, when metrics are on.
-func (fl *fleet) wrap(s pipeline.Sink) pipeline.Sink {
+// stages are what stands between the engine and the output: the metrics,
+// when they are on, count what goes to the output.
+func (fl *fleet) stages() []engine.Stage {
 	if fl.metrics == nil {
-		return s
+		return nil
 	}
-	return fl.metrics.Sink(s)
+	return []engine.Stage{fl.metrics.Stage}
 }
 
 func (fl *fleet) close() {

@@ -125,10 +125,6 @@ func runLabScenario(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 
 	w := output.NewWriter(stdout, f, output.Options{Color: isTerminal(stdout), Explain: explain})
-	ki, err := tracer.ProbeKernel("")
-	if err != nil {
-		return err
-	}
 	if record != "" {
 		f, err := os.Create(record)
 		if err != nil {
@@ -137,7 +133,7 @@ func runLabScenario(args []string, stdout, stderr io.Writer) error {
 		defer f.Close()
 		opt.Record = f
 	}
-	res, err := lab.Run(ctx, fs.Arg(0), opt, lab.Printer(w, ki.ResetReasons))
+	res, err := lab.Run(ctx, fs.Arg(0), opt, lab.Printer(w))
 	if err != nil {
 		return err
 	}

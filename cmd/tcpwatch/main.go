@@ -21,11 +21,9 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/exposure"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
-	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
-	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 const usage = `tcpwatch: why is this TCP connection failing, or why did it die?
@@ -276,41 +274,39 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer f.Close()
 		record = bufio.NewWriter(f)
 	}
-	opts := pipeline.Options{
-		Tracer: tracer.Config{
-			All:         o.all || o.events,
-			RingSize:    o.ringSize,
-			FilterNetNS: o.netns,
-			FilterPort:  o.port,
-			KernelBTF:   o.kernelBTF,
-		},
-		Events:         o.events,
-		All:            o.all,
-		Routine:        o.all,
+	mode := engine.ModeDefault
+	switch {
+	case o.events:
+		mode = engine.ModeEvents
+	case o.all:
+		mode = engine.ModeAll
+	}
+	cfg := engine.Config{
+		Mode:           mode,
 		MaxConns:       o.maxConns,
 		CloseWaitAfter: closeWaitThreshold(o.closeWaitAfter),
-		Filter:         pipeline.Filter{PID: o.pid, Comm: o.comm, Addr: o.addr, Port: o.port, NetNS: o.netns},
+		Filter:         engine.Filter{PID: o.pid, Comm: o.comm, Addr: o.addr, Port: o.port, NetNS: o.netns},
 		Warn:           func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) },
 	}
 	if record != nil {
-		opts.Record = record
+		cfg.Record = record
 	}
-	fleet, err := o.fleet.setup(&opts)
+	fleet, err := o.fleet.setup(&cfg)
 	if err != nil {
 		return err
 	}
 	defer fleet.close()
-	p, err := pipeline.Open(opts)
+	t, err := tracer.New(cfg.Kernel(tracer.Config{RingSize: o.ringSize, KernelBTF: o.kernelBTF}))
 	if err != nil {
 		return err
 	}
-	defer p.Close()
+	defer t.Close()
 	// Until now SIGINT and SIGTERM kept their default action, so a start-up
 	// stuck on a slow file or a verifier can be stopped; from here, with the
 	// programs attached, they end the run cleanly with a stats line.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	warnMissingHooks(p.Tracer, stderr)
+	warnMissingHooks(t, stderr)
 	var exp *exposureWatch
 	if o.exposureEvery > 0 && !o.events {
 		var publish func(map[string]exposure.Tally)
@@ -318,13 +314,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 			publish = fleet.metrics.Exposure
 		}
 		warn := func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) }
-		exp, err = openExposureWatch(o, opts.Cgroups, publish, warn)
+		exp, err = openExposureWatch(o, cfg.Cgroups, publish, warn)
 		if err != nil {
 			warn(fmt.Errorf("no exposure figures (--exposure-every): %w", err))
 		}
 		defer exp.close()
 	}
-	if k := p.Tracer.Kernel; k.BelowMinimum() {
+	if k := t.Kernel; k.BelowMinimum() {
 		fmt.Fprintf(stderr, "tcpwatch: warning: kernel %s is older than %s, the oldest tcpwatch is tested on: some verdicts may be missing or wrong\n", k.Release, tracer.MinKernel)
 	}
 	// The programs are attached: keep only the capabilities reading /proc
@@ -344,8 +340,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		exp.start(ctx, o.exposureEvery)
 	}
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
-		Host: fleet.host, Cgroups: opts.Cgroups, Batch: true})
-	stats, err := p.Run(ctx, fleet.wrap(sink{w}))
+		Host: fleet.host, Batch: true})
+	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, fleet.stages()...))
 	if err != nil {
 		w.Flush() // what was told before the failure
 	}
@@ -371,20 +367,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return err
-}
-
-// sink hands the pipeline's records to the output writer, which holds
-// them until the pipeline has read what the ring held (pipeline.Flusher).
-type sink struct{ w *output.Writer }
-
-func (s sink) Flush() error                         { return s.w.Flush() }
-func (s sink) Narrative(n *tracker.Narrative) error { return s.w.Narrative(n) }
-func (s sink) Notice(n *tracker.Notice) error       { return s.w.Notice(n) }
-func (s sink) Event(ev *wire.Event, r tcp.ResetReasons) error {
-	return s.w.Event(ev, r)
-}
-func (s sink) Loss(l pipeline.Loss) error {
-	return s.w.Loss(output.LossRecord{New: l.New, Total: l.Total, RingFull: l.RingFull, Recursion: l.Recursion})
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

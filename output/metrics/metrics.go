@@ -5,10 +5,10 @@
 // has no bound.
 //
 // The metrics count what tcpwatch tells, after the filters (--pid,
-// --container, …): a Sink wrapper sees exactly the narratives the output
+// --container, …): a stage in front of the output sees exactly the narratives the output
 // writes, so a dashboard and the log agree. The kernel-side counters
 // (records read and lost, tracked connections, evictions) are the run's,
-// from the pipeline's once-a-second progress report.
+// from the engine's once-a-second progress report.
 package metrics
 
 import (
@@ -25,11 +25,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/exposure"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
-	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
-	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Options choose the labels.
@@ -108,8 +107,8 @@ func version() string {
 	return "(devel)"
 }
 
-// Observe takes the pipeline's progress (pipeline.Options.Observe).
-func (m *Metrics) Observe(p pipeline.Progress) {
+// Observe takes the engine's progress (engine.Config.Observe).
+func (m *Metrics) Observe(p engine.Progress) {
 	m.events.Store(p.Events)
 	m.ringFull.Store(p.RingFull)
 	m.recursion.Store(p.Recursion)
@@ -135,11 +134,11 @@ func family(n *tracker.Narrative) string {
 	return "ipv4"
 }
 
-// Narrative counts one narrative told.
-func (m *Metrics) Narrative(n *tracker.Narrative) {
+// Narrative counts one narrative told, whose connection's cgroup names cg.
+func (m *Metrics) Narrative(n *tracker.Narrative, cg containers.Info) {
 	fam := family(n)
 	if m.container {
-		m.narratives.WithLabelValues(string(n.Verdict), fam, n.Cgroup.ID).Inc()
+		m.narratives.WithLabelValues(string(n.Verdict), fam, cg.ID).Inc()
 	} else {
 		m.narratives.WithLabelValues(string(n.Verdict), fam).Inc()
 	}
@@ -154,29 +153,23 @@ func (m *Metrics) Narrative(n *tracker.Narrative) {
 	}
 }
 
-// Sink counts the narratives going to next, then hands them on.
-func (m *Metrics) Sink(next pipeline.Sink) pipeline.Sink { return sink{m, next} }
+// Stage counts the narratives going to next, then hands every item on
+// (an engine.Stage).
+func (m *Metrics) Stage(next engine.Sink) engine.Sink { return stage{m, next} }
 
-type sink struct {
+type stage struct {
 	m    *Metrics
-	next pipeline.Sink
+	next engine.Sink
 }
 
-// Flush passes on to a sink that holds lines (pipeline.Flusher).
-func (s sink) Flush() error {
-	if f, ok := s.next.(pipeline.Flusher); ok {
-		return f.Flush()
+func (s stage) Tell(it *engine.Item) error {
+	if it.Narrative != nil {
+		s.m.Narrative(it.Narrative, it.Cgroup)
 	}
-	return nil
+	return s.next.Tell(it)
 }
 
-func (s sink) Narrative(n *tracker.Narrative) error {
-	s.m.Narrative(n)
-	return s.next.Narrative(n)
-}
-func (s sink) Notice(n *tracker.Notice) error                 { return s.next.Notice(n) }
-func (s sink) Event(ev *wire.Event, r tcp.ResetReasons) error { return s.next.Event(ev, r) }
-func (s sink) Loss(l pipeline.Loss) error                     { return s.next.Loss(l) }
+func (s stage) Flush() error { return s.next.Flush() }
 
 // Handler serves the registry in Prometheus's exposition formats.
 func (m *Metrics) Handler() http.Handler {

@@ -10,31 +10,33 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
-	"github.com/tcpwatch/tcpwatch/tracer/pipeline"
-	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
-	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
-type nopSink struct{ narratives int }
+type nopSink struct{ narratives, items int }
 
-func (s *nopSink) Narrative(*tracker.Narrative) error        { s.narratives++; return nil }
-func (s *nopSink) Notice(*tracker.Notice) error              { return nil }
-func (s *nopSink) Event(*wire.Event, tcp.ResetReasons) error { return nil }
-func (s *nopSink) Loss(pipeline.Loss) error                  { return nil }
+func (s *nopSink) Tell(it *engine.Item) error {
+	s.items++
+	if it.Narrative != nil {
+		s.narratives++
+	}
+	return nil
+}
+func (s *nopSink) Flush() error { return nil }
 
 const cid = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
-func narr(v tracker.Verdict, local string, begins bool, cg string) *tracker.Narrative {
-	return &tracker.Narrative{Verdict: v, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(local),
-		Begins: begins, Cgroup: containers.Parse(cg)}
+func narr(v tracker.Verdict, local string, begins bool, cg string) *engine.Item {
+	return &engine.Item{Narrative: &tracker.Narrative{Verdict: v, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(local),
+		Begins: begins}, Cgroup: containers.Parse(cg)}
 }
 
 func TestCounts(t *testing.T) {
 	m := New(Options{})
 	next := &nopSink{}
-	s := m.Sink(next)
-	for _, n := range []*tracker.Narrative{
+	s := m.Stage(next)
+	for _, it := range []*engine.Item{
 		narr(tracker.ConnectRefused, "10.0.0.1:1", false, "/"),
 		narr(tracker.ConnectRefused, "10.0.0.1:2", false, "/"),
 		narr(tracker.ConnectRefused, "[fd00::1]:1", false, "/"),
@@ -45,14 +47,17 @@ func TestCounts(t *testing.T) {
 		narr(tracker.KeepaliveProbing, "[fd00::1]:4", true, "/"),
 		narr(tracker.KeepaliveProbing, "[fd00::1]:4", false, "/"),
 	} {
-		if err := s.Narrative(n); err != nil {
+		if err := s.Tell(it); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if next.narratives != 9 {
-		t.Errorf("the wrapped sink got %d narratives", next.narratives)
+	if err := s.Tell(&engine.Item{Loss: &engine.Loss{Total: 1, New: 1}}); err != nil {
+		t.Fatal(err)
 	}
-	m.Observe(pipeline.Progress{Events: 1234, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
+	if next.narratives != 9 || next.items != 10 {
+		t.Errorf("the wrapped sink got %d narratives, %d items", next.narratives, next.items)
+	}
+	m.Observe(engine.Progress{Events: 1234, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
 
 	expected := `
 # HELP tcpwatch_narratives_total Narratives told, by verdict and address family (after the filters).
@@ -96,8 +101,9 @@ tcpwatch_tracked_connections 17
 // Labels never carry an address or a port; the container label only when asked.
 func TestLabels(t *testing.T) {
 	m := New(Options{Container: true})
-	m.Narrative(narr(tracker.PeerReset, "10.9.8.7:4567", false, "/system.slice/docker-"+cid+".scope"))
-	m.Narrative(narr(tracker.PeerReset, "10.9.8.7:4568", false, "/system.slice/sshd.service"))
+	s := m.Stage(&nopSink{})
+	s.Tell(narr(tracker.PeerReset, "10.9.8.7:4567", false, "/system.slice/docker-"+cid+".scope"))
+	s.Tell(narr(tracker.PeerReset, "10.9.8.7:4568", false, "/system.slice/sshd.service"))
 	expected := `
 # HELP tcpwatch_narratives_total Narratives told, by verdict and address family (after the filters).
 # TYPE tcpwatch_narratives_total counter

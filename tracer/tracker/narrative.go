@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -123,11 +122,9 @@ type Narrative struct {
 	NetNS  uint32
 	Inode  uint32
 	Owner  Owner
-	// CgroupID is the socket's cgroup v2 id (0 unknown); Cgroup is what
-	// it names, filled by whoever resolves it (the pipeline), not the
-	// tracker.
+	// CgroupID is the socket's cgroup v2 id (0 unknown); what it names
+	// (path, container, pod) is the engine's to find, not the tracker's.
 	CgroupID uint64
-	Cgroup   containers.Info
 	State    tcp.State
 	// Orphan: no process held the socket any more (closed by its owner,
 	// the kernel finishing the connection alone).
@@ -189,7 +186,6 @@ type Notice struct {
 	Owner  Owner
 	// Age is how long ago the earlier connection on the 4-tuple closed.
 	Age time.Duration
-	// CgroupID and Cgroup: as in Narrative.
+	// CgroupID: as in Narrative.
 	CgroupID uint64
-	Cgroup   containers.Info
 }

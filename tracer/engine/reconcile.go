@@ -1,4 +1,4 @@
-package pipeline
+package engine
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 )
 
 // ReconcileEvery is how often, by default, the tracker is compared with the
-// kernel's socket tables (Options.ReconcileEvery).
+// kernel's socket tables (Config.ReconcileEvery).
 const ReconcileEvery = 10 * time.Second
 
 // reconcileAfterLoss is how soon after a loss report the comparison runs:
@@ -50,7 +50,7 @@ type liveResult struct {
 	err   error
 }
 
-func newReconciler(opts *Options) *reconciler {
+func newReconciler(opts *Config) *reconciler {
 	every := opts.ReconcileEvery
 	if every == 0 {
 		every = ReconcileEvery

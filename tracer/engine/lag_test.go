@@ -1,4 +1,4 @@
-package pipeline
+package engine
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer"
-	"github.com/tcpwatch/tcpwatch/tracer/owners"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -57,7 +56,8 @@ func (s *lateSource) Buffered() bool          { s.mu.Lock(); defer s.mu.Unlock()
 func (s *lateSource) Losses() (tracer.Losses, error) {
 	return tracer.Losses{}, nil
 }
-func (s *lateSource) Stop() error { s.mu.Lock(); s.stopped = true; s.mu.Unlock(); return nil }
+func (s *lateSource) Stop() error                    { s.mu.Lock(); s.stopped = true; s.mu.Unlock(); return nil }
+func (s *lateSource) ResetReasons() tcp.ResetReasons { return tcp.FallbackResetReasons }
 
 // A connection closed with SO_LINGER 0 sends its reset right after its
 // CLOSE. When the reader lags a second behind the kernel and the clock
@@ -80,12 +80,11 @@ func TestLaggingReaderKeepsTheGrace(t *testing.T) {
 		func() wire.Event { r := reset; r.Mono += 600 * time.Millisecond; return r }(),
 		ev(606, wire.KindDestroy, 0, tcp.StateClose),
 	}, stallAt: 1, stall: 3 * tickEvery / 2}
-	p := &Pipeline{opts: Options{NoExisting: true, ReconcileEvery: -1}, Tracer: &tracer.Tracer{Kernel: &tracer.KernelInfo{}}, src: src,
-		owners: owners.NewIndex(), told: map[string]int{}}
+	e := New(src, Config{NoExisting: true, ReconcileEvery: -1})
 	ctx, cancel := context.WithCancel(context.Background())
 	var col collector
 	done := make(chan error, 1)
-	go func() { _, err := p.Run(ctx, &col); done <- err }()
+	go func() { _, err := e.Run(ctx, &col); done <- err }()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) && !src.drained() {
 		time.Sleep(10 * time.Millisecond)

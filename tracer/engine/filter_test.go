@@ -1,8 +1,12 @@
-package pipeline
+package engine
 
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 func TestFilter(t *testing.T) {
@@ -35,8 +39,26 @@ func TestFilter(t *testing.T) {
 		{Filter{NetNS: 2}, 1, 7, "", other, v4, false},
 		{Filter{NetNS: 1}, 1, 7, "", other, v4, true},
 	} {
-		if got := tc.f.Match(tc.netns, tc.local, tc.remote, tc.pid, tc.comm); got != tc.want {
-			t.Errorf("%+v Match(%d, %v, %v, %d, %q) = %v", tc.f, tc.netns, tc.local, tc.remote, tc.pid, tc.comm, got)
+		owner := tracker.Owner{PID: tc.pid, Comm: tc.comm}
+		ev := wire.Event{NetNS: tc.netns, Local: tc.local, Remote: tc.remote, PID: tc.pid}
+		ev.SetComm(tc.comm)
+		// A narrative, a notice and an event about the same connection
+		// are kept or dropped alike.
+		for _, it := range []Item{
+			{Narrative: &tracker.Narrative{NetNS: tc.netns, Local: tc.local, Remote: tc.remote, Owner: owner}},
+			{Notice: &tracker.Notice{NetNS: tc.netns, Local: tc.local, Remote: tc.remote, Owner: owner}},
+			{Event: &ev},
+		} {
+			if got := tc.f.Match(&it); got != tc.want {
+				t.Errorf("%+v Match(%d, %v, %v, %d, %q) = %v", tc.f, tc.netns, tc.local, tc.remote, tc.pid, tc.comm, got)
+			}
 		}
+	}
+	if !(&Filter{PID: 8, Container: "0123"}).Match(&Item{Loss: &Loss{Total: 1, New: 1}}) {
+		t.Error("a loss report was filtered out")
+	}
+	in := Item{Narrative: &tracker.Narrative{}, Cgroup: containers.Parse("/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope")}
+	if !(&Filter{Container: "0123"}).Match(&in) || (&Filter{Container: "0124"}).Match(&in) {
+		t.Error("Match does not decide the container on the item's cgroup")
 	}
 }

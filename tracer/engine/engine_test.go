@@ -1,4 +1,4 @@
-package pipeline
+package engine
 
 import (
 	"context"
@@ -14,9 +14,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/internal/labtest"
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/tracer"
-	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
-	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 type collector struct {
@@ -24,15 +22,16 @@ type collector struct {
 	got []tracker.Narrative
 }
 
-func (c *collector) Narrative(n *tracker.Narrative) error {
+func (c *collector) Tell(it *Item) error {
+	if it.Narrative == nil {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.got = append(c.got, *n)
+	c.got = append(c.got, *it.Narrative)
 	return nil
 }
-func (c *collector) Notice(*tracker.Notice) error              { return nil }
-func (c *collector) Event(*wire.Event, tcp.ResetReasons) error { return nil }
-func (c *collector) Loss(Loss) error                           { return nil }
+func (c *collector) Flush() error { return nil }
 
 func (c *collector) find(v tracker.Verdict, local netip.AddrPort) (tracker.Narrative, bool) {
 	c.mu.Lock()
@@ -96,15 +95,17 @@ func TestExistingProbingConnection(t *testing.T) {
 	if err := unix.Stat(a.NetnsPath(), &netns); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Open(Options{Tracer: tracer.Config{FilterNetNS: uint32(netns.Ino)}})
+	cfg := Config{Filter: Filter{NetNS: uint32(netns.Ino)}}
+	tr, err := tracer.New(cfg.Kernel(tracer.Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	defer tr.Close()
+	e := New(tr, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	var col collector
 	done := make(chan error, 1)
-	go func() { _, err := p.Run(ctx, &col); done <- err }()
+	go func() { _, err := e.Run(ctx, &col); done <- err }()
 
 	local := netip.MustParseAddrPort(client.LocalAddr().String())
 	waitFor := func(v tracker.Verdict, within time.Duration) (tracker.Narrative, bool) {

@@ -1,0 +1,188 @@
+// Package engine is tcpwatch's one path from the kernel to a reader. A
+// record goes through its stages in the order of its files:
+//
+//	source.go   read   records from the kernel half, decoded (tracer.Tracer, or a fake in tests)
+//	track.go    track  the tracker turns records into narratives and notices
+//	enrich.go   enrich what the engine adds to each item: its cgroup, container and pod
+//	filter.go   filter keep what the person asked about, decided once per item
+//	tell.go     tell   hand items to a Sink; stages (metrics, incidents) are Sinks wrapping Sinks
+//
+// Around them: existing.go (connections older than tcpwatch, from
+// sock_diag), reconcile.go (the tracker against the kernel's socket
+// tables) and memory.go (memory back to the system after a burst). The
+// watch command, the lab and the tests all compose tracer.New and New the
+// same way and run this one loop.
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/owners"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// Mode says what the engine tells.
+type Mode int
+
+const (
+	// ModeDefault tells narratives of failures and outages.
+	ModeDefault Mode = iota
+	// ModeAll (--all) also narrates normal lifecycles (local_closed,
+	// peer_closed) and tells what is not a verdict: answered keepalive
+	// probes (as events) and TIME_WAIT reuse (as notices).
+	ModeAll
+	// ModeEvents (--events) tells every decoded kernel event and tracks
+	// nothing.
+	ModeEvents
+)
+
+// Config says what to watch and what to tell.
+type Config struct {
+	Mode Mode
+	// Filter keeps only matching connections; applied once to every item
+	// told, so counts match what was printed. Its NetNS and Port also
+	// filter in the kernel (see Kernel).
+	Filter Filter
+	// MaxConns bounds the tracker (0: its default).
+	MaxConns int
+	// CloseWaitAfter is the tracker's close_wait_stuck threshold
+	// (tracker.Config.CloseWaitAfter: 0 its default, negative never).
+	CloseWaitAfter time.Duration
+	// Record, when set, receives every kernel event as a recording
+	// (wire.WriteRecord), replayable in tests.
+	Record io.Writer
+	// NoExisting skips the start-up look at connections that predate
+	// tcpwatch (sock_diag).
+	NoExisting bool
+	// Accept, when set, decides per event whether it belongs to this run
+	// at all (the lab keeps its own namespaces); rejected events are
+	// neither tracked nor counted.
+	Accept func(*wire.Event) bool
+	// Warn receives problems that do not stop the run (a namespace whose
+	// existing connections could not be listed).
+	Warn func(error)
+	// Cgroups names the cgroup of each item told (and decides
+	// Filter.Container and Filter.Cgroup); nil leaves them unnamed.
+	Cgroups *containers.Resolver
+	// Observe, when set, is told the run's counters about once a second
+	// and at the end, from the engine's goroutine (for metrics).
+	Observe func(Progress)
+	// ReconcileEvery is how often the tracker is compared with the
+	// kernel's socket tables (sock_diag), so that connections whose end
+	// was lost do not stay forever; 0 means ReconcileEvery, negative
+	// never. It also runs soon after every loss report.
+	ReconcileEvery time.Duration
+	// LiveTable reads the socket tables (nil: sock_diag), for tests.
+	LiveTable LiveTable
+}
+
+// Kernel completes the kernel half's config from this one: whether the
+// kernel sends every record (--all, --events) and its filters. One --port
+// and one --netns thus decide both the kernel's filter and user space's.
+func (c *Config) Kernel(k tracer.Config) tracer.Config {
+	k.All = c.Mode != ModeDefault
+	k.FilterNetNS, k.FilterPort = c.Filter.NetNS, c.Filter.Port
+	return k
+}
+
+// Progress is the run's counters so far.
+type Progress struct {
+	Events              uint64 // kernel records read
+	RingFull, Recursion uint64 // kernel records lost, by cause
+	Tracked             int    // connections the tracker holds
+	Evictions           uint64 // connections it forgot to stay in bounds
+}
+
+// Stats sum up a run.
+type Stats struct {
+	Events     uint64         // kernel records read
+	Lost       uint64         // kernel records lost (ring full or program recursion)
+	Narratives map[string]int // told (after the filter), by verdict
+	Evictions  uint64
+	Tracked    int
+	Reconciled uint64 // connections dropped: the kernel no longer had them
+}
+
+// Engine reads one source, tracks, enriches, filters and tells.
+type Engine struct {
+	cfg     Config
+	src     Source
+	tracker *tracker.Tracker // nil in ModeEvents
+	owners  *owners.Index
+	rec     *reconciler
+	mem     memoryReturn
+	sink    Sink
+	err     error // the sink's first error: it ends the run
+	item    Item  // the one being told (see tell)
+	stats   Stats
+	clock   schedule
+}
+
+// New builds an engine on src (a tracer.Tracer, or a fake in tests). It
+// neither opens nor closes src.
+func New(src Source, cfg Config) *Engine {
+	e := &Engine{cfg: cfg, src: src, owners: owners.NewIndex(), stats: Stats{Narratives: map[string]int{}}}
+	if cfg.Mode != ModeEvents {
+		e.tracker = e.newTracker()
+		e.rec = newReconciler(&cfg)
+	}
+	return e
+}
+
+// Run reads until ctx ends (or the sink fails) and returns the run's stats.
+// A closed output ends the run with the sink's error.
+func (e *Engine) Run(ctx context.Context, sink Sink) (Stats, error) {
+	e.sink = sink
+	defer context.AfterFunc(ctx, func() { e.src.Stop() })()
+	e.addExisting()
+	e.clock.start(e.cfg.Mode, time.Now())
+	var ev wire.Event
+	for e.err == nil {
+		now := time.Now()
+		e.periodic(now)
+		if e.err != nil {
+			break
+		}
+		e.src.SetDeadline(e.clock.nextTick)
+		err := e.src.Read(&ev)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if errors.Is(err, tracer.ErrClosed) {
+			break
+		}
+		if err == nil {
+			err = e.handle(&ev, now)
+		}
+		if err != nil {
+			return e.stats, err
+		}
+	}
+	if e.err != nil {
+		return e.stats, e.err
+	}
+	return e.finish()
+}
+
+// finish tells what the tracker still holds, the last losses, and flushes.
+func (e *Engine) finish() (Stats, error) {
+	if e.tracker != nil {
+		e.tracker.Flush(wire.MonotonicNow())
+		if e.err != nil {
+			return e.stats, e.err
+		}
+		ts := e.tracker.Stats()
+		e.stats.Evictions, e.stats.Tracked, e.stats.Reconciled = ts.Evictions, ts.Tracked, ts.Reconciled
+	}
+	if err := e.checkLoss(); err != nil {
+		return e.stats, err
+	}
+	return e.stats, e.sink.Flush()
+}

@@ -1,0 +1,69 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// newTracker makes the tracker for the mode: it tells narratives, and
+// notices only with --all.
+func (e *Engine) newTracker() *tracker.Tracker {
+	cfg := tracker.Config{All: e.cfg.Mode == ModeAll, MaxConns: e.cfg.MaxConns,
+		ResetReasons: e.src.ResetReasons(), Owners: e.owners, CloseWaitAfter: e.cfg.CloseWaitAfter}
+	if e.cfg.Mode == ModeAll {
+		cfg.Notices = func(n *tracker.Notice) { e.tell(Item{Notice: n}) }
+	}
+	return tracker.New(cfg, func(n *tracker.Narrative) { e.tell(Item{Narrative: n}) })
+}
+
+// handle takes one record read at now: recorded, then tracked (or, with
+// --events, told as it is).
+func (e *Engine) handle(ev *wire.Event, now time.Time) error {
+	if e.cfg.Accept != nil && !e.cfg.Accept(ev) {
+		if e.tracker != nil {
+			e.tracker.Tick(ev.Mono) // not ours, but the time it tells is
+		}
+		return nil
+	}
+	e.stats.Events++
+	if e.cfg.Record != nil {
+		if err := wire.WriteRecord(e.cfg.Record, ev); err != nil {
+			return fmt.Errorf("--record: %w", err)
+		}
+	}
+	if e.tracker == nil {
+		e.tell(Item{Event: ev})
+		return nil
+	}
+	e.tracker.Handle(ev)
+	e.rec.step(e.tracker, false, ev.Mono, now, e.cfg.Warn)
+	// With --all, routine happenings that are not narratives still show.
+	if e.cfg.Mode == ModeAll && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 {
+		e.tell(Item{Event: ev})
+	}
+	return nil
+}
+
+// tick tells the tracker the time when no record comes, so that verdicts
+// leave on time on a quiet host; records it does not accept tell it the
+// time too (handle). But only an empty ring means it has read everything
+// written before now: while records wait unread (a slow reader, qemu),
+// the clock would end a close's grace before the reset or error that
+// follows it is read, and decide the verdict without them.
+func (e *Engine) tick(now time.Time) {
+	if e.tracker == nil {
+		return
+	}
+	mono := wire.MonotonicNow()
+	drained := !e.src.Buffered()
+	e.rec.step(e.tracker, drained, 0, now, e.cfg.Warn)
+	if drained {
+		e.tracker.Tick(mono - inFlight)
+	}
+	// Lost records count as read: a ring that overflows is a flood the
+	// reader went through at full speed.
+	e.mem.afterTick(e.tracker.Stats().Tracked, e.stats.Events+e.stats.Lost, now)
+}
