@@ -36,6 +36,7 @@ enum tw_event_flag {
 	TW_F_NO_SOCK = 1 << 6,       /* no full socket: tuple and netns come from the packet */
 	TW_F_ORPHAN = 1 << 7,        /* no process holds the socket any more (SOCK_DEAD) */
 	TW_F_FROM_TIMER = 1 << 8,    /* RETRANSMIT seen at the retransmission timer, not the tracepoint */
+	TW_F_NO_LOCAL_PORT = 1 << 9, /* SYN_SENT -> CLOSE before a local port was found: connect() got EADDRNOTAVAIL */
 };
 
 /* How the kernel half learned the owner it puts in pid/comm. */

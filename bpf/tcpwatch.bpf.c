@@ -58,7 +58,7 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	struct sock_info *info = NULL;
-	int notable = 0, always = 0;
+	int notable = 0, always = 0, noport = 0;
 	struct tw_window *w = NULL;
 
 	switch (newstate) {
@@ -110,8 +110,18 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		if (w)
 			w->killed = 1;
 		always = oldstate == TCP_LISTEN || oldstate == TCP_CLOSE_WAIT;
+		/*
+		 * tcp_v4/v6_connect() sets SYN_SENT, then inet_hash_connect()
+		 * looks for a local port toward the destination; when every one
+		 * is taken (TIME_WAIT included) it fails with EADDRNOTAVAIL and
+		 * the socket goes back to CLOSE with no port and no SYN sent.
+		 * A connect that failed later has lost skc_num too (inet_put_port
+		 * runs before this tracepoint) but keeps inet_sport.
+		 */
+		noport = oldstate == TCP_SYN_SENT && !sk->__sk_common.skc_num &&
+			 !BPF_CORE_READ((const struct inet_sock *)sk, inet_sport);
 		/* A connection that dies with an error is always worth a story. */
-		notable = sk->sk_err != 0;
+		notable = sk->sk_err != 0 || noport;
 		info = notable ? sock_info_create(sk) : sock_info_lookup(sk);
 		break;
 	default:
@@ -134,6 +144,8 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 	e->old_state = oldstate;
 	if (w && w->kind == TW_WIN_KEEPALIVE)
 		e->flags |= TW_F_IN_KA_TIMER;
+	if (noport)
+		e->flags |= TW_F_NO_LOCAL_PORT;
 	submit(e);
 	return 0;
 }

@@ -110,6 +110,7 @@ const (
 	TcpwatchTwEventFlagTW_F_NO_SOCK       TcpwatchTwEventFlag = 64
 	TcpwatchTwEventFlagTW_F_ORPHAN        TcpwatchTwEventFlag = 128
 	TcpwatchTwEventFlagTW_F_FROM_TIMER    TcpwatchTwEventFlag = 256
+	TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT TcpwatchTwEventFlag = 512
 )
 
 type TcpwatchTwEventKind uint32

@@ -65,6 +65,7 @@ type agentOptions struct {
 	hold         time.Duration
 	accept       int
 	reconnect    time.Duration
+	churn        int
 }
 
 // AgentMain runs a lab application and returns its exit status.
@@ -87,6 +88,7 @@ func AgentMain(args []string) int {
 	fs.DurationVar(&o.hold, "hold", time.Hour, "exit after this long")
 	fs.IntVar(&o.accept, "accept", 1, "server: accept this many connections (the last one is the one it works with)")
 	fs.DurationVar(&o.reconnect, "reconnect-after", 0, "client: close at once, then connect again from the same local port after this long")
+	fs.IntVar(&o.churn, "churn", 0, "client: open and close (this side first, leaving TIME_WAIT) this many connections, then keep the last one")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -165,6 +167,17 @@ func (a *agent) run() error {
 				})
 				return errors.Join(err, serr)
 			}
+		}
+		for i := 1; i < a.o.churn; i++ {
+			c, err := d.Dial("tcp", a.o.addr)
+			if err != nil {
+				a.report(fmt.Sprintf("connect %d failed", i), err, nil)
+				return nil
+			}
+			c.Close()
+		}
+		if a.o.churn > 1 {
+			a.report(fmt.Sprintf("opened and closed %d connections", a.o.churn-1), nil, nil)
 		}
 		a.report("connecting", nil, nil)
 		c, err := d.Dial("tcp", a.o.addr)

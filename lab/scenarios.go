@@ -390,6 +390,26 @@ var Scenarios = withIPv6([]*Scenario{
 			return r.waitExpected()
 		},
 	},
+	{
+		Name: "local-ports-exhausted", Row: 14,
+		Summary:  "A's client opens and closes connections to B faster than TIME_WAIT frees its ports (ip_local_port_range of 4 ports): connect() fails with EADDRNOTAVAIL",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.LocalPortsExhausted}},
+		AppErrno: map[string]string{"A": "EADDRNOTAVAIL"},
+		Sysctls:  map[string]string{"net/ipv4/ip_local_port_range": "40000 40003", "net/ipv4/tcp_tw_reuse": "0"},
+		Act: func(r *run) error {
+			if err := r.startApp("B", server(r, "--accept=8")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("B", "listening"); err != nil {
+				return err
+			}
+			if err := r.startApp("A", client(r, "--churn=8")...); err != nil {
+				return err
+			}
+			r.step("A's client opens and closes connections to %s: each closed by A leaves a 4-tuple, and its port, in TIME_WAIT for 60s", r.serverAddr(port))
+			return r.waitExpected()
+		},
+	},
 })
 
 // oneOf expects any of several verdicts: where the kernel's choice depends

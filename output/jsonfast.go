@@ -153,6 +153,18 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 		b = appendIntField(b, "close_wait_ms", r.CloseWaitMs)
 		b = appendBoolField(b, "close_wait_exited", r.CloseWaitExited)
 	}
+	if p := r.Ports; p != nil {
+		b = append(appendKey(b, "ports"), '{')
+		b = append(b, `"failures":`...)
+		b = strconv.AppendInt(b, int64(p.Failures), 10)
+		b = appendIntField(b, "time_wait", int64(p.TimeWait))
+		b = appendIntField(b, "other", int64(p.Other))
+		b = appendIntField(b, "time_wait_all", int64(p.TimeWaitAll))
+		b = appendIntField(b, "range_lo", int64(p.RangeLo))
+		b = appendIntField(b, "range_hi", int64(p.RangeHi))
+		b = appendIntField(b, "tcp_tw_reuse", int64(p.TwReuse))
+		b = append(b, '}')
+	}
 	b = appendStringField(b, "summary", r.Summary)
 	b = appendStringField(b, "explanation", r.Explanation)
 	b = append(appendKey(b, "timeline"), '[')

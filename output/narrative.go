@@ -40,13 +40,17 @@ type NarrativeRecord struct {
 	// close_wait_stuck only: the sockets its peers closed that the
 	// process holds (at the end, the most it held), how long the oldest
 	// has been in CLOSE_WAIT, and whether the process exited.
-	CloseWaitSockets int            `json:"close_wait_sockets,omitempty"`
-	CloseWaitMs      int64          `json:"close_wait_ms,omitempty"`
-	CloseWaitExited  bool           `json:"close_wait_exited,omitempty"`
-	Summary          string         `json:"summary"`
-	Explanation      string         `json:"explanation"`
-	Timeline         []TimelineStep `json:"timeline"`
-	Settings         SettingsRecord `json:"settings"`
+	CloseWaitSockets int   `json:"close_wait_sockets,omitempty"`
+	CloseWaitMs      int64 `json:"close_wait_ms,omitempty"`
+	CloseWaitExited  bool  `json:"close_wait_exited,omitempty"`
+	// local_ports_exhausted only, when the socket table could be read:
+	// the sockets to the destination (TIME_WAIT and other), the port
+	// range and tcp_tw_reuse of the namespace.
+	Ports       *PortsRecord   `json:"ports,omitempty"`
+	Summary     string         `json:"summary"`
+	Explanation string         `json:"explanation"`
+	Timeline    []TimelineStep `json:"timeline"`
+	Settings    SettingsRecord `json:"settings"`
 }
 
 // TimelineStep is one kernel event in a narrative's timeline.
@@ -85,6 +89,7 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 		CloseWaitSockets: n.CloseWaitSockets,
 		CloseWaitMs:      n.CloseWaitFor.Milliseconds(),
 		CloseWaitExited:  n.CloseWaitExited,
+		Ports:            newPortsRecord(n.Ports),
 		Summary:          words.Summary(n),
 		Explanation:      words.Explanation(n),
 		Timeline:         make([]TimelineStep, len(n.Timeline)),
@@ -178,6 +183,12 @@ func evidence(n *tracker.Narrative) string {
 	if n.ExitSignal != 0 {
 		parts = append(parts, fmt.Sprintf("signal=%d", n.ExitSignal))
 	}
+	if p := n.Ports; p.Failures > 1 {
+		parts = append(parts, fmt.Sprintf("failures=%d", p.Failures))
+	}
+	if p := n.Ports; p.Known {
+		parts = append(parts, fmt.Sprintf("time_wait=%d other=%d ports=%d-%d tw_reuse=%d", p.TimeWait, p.Other, p.RangeLo, p.RangeHi, p.TwReuse))
+	}
 	if n.CloseWaitSockets > 0 {
 		parts = append(parts, fmt.Sprintf("close_wait=%d for=%s", n.CloseWaitSockets, words.Secs(n.CloseWaitFor)))
 	}
@@ -236,4 +247,23 @@ func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice, cg containers.Inf
 		b = append(b, Sanitize(words.NoticeExplanation(n))...)
 	}
 	return b
+}
+
+// PortsRecord is what held the local ports (local_ports_exhausted).
+type PortsRecord struct {
+	Failures    int `json:"failures"` // connect() calls this narrative tells (later ones are folded for 10 s)
+	TimeWait    int `json:"time_wait"`
+	Other       int `json:"other"`
+	TimeWaitAll int `json:"time_wait_all"`
+	RangeLo     int `json:"range_lo"`
+	RangeHi     int `json:"range_hi"`
+	TwReuse     int `json:"tcp_tw_reuse"`
+}
+
+func newPortsRecord(p tracker.PortUse) *PortsRecord {
+	if !p.Known && p.Failures == 0 {
+		return nil
+	}
+	return &PortsRecord{Failures: p.Failures, TimeWait: p.TimeWait, Other: p.Other, TimeWaitAll: p.TimeWaitAll,
+		RangeLo: p.RangeLo, RangeHi: p.RangeHi, TwReuse: p.TwReuse}
 }

@@ -92,6 +92,8 @@ func Summary(n *tracker.Narrative) string {
 		return untoldSummary(n)
 	case tracker.CloseWaitStuck:
 		return closeWaitSummary(n)
+	case tracker.LocalPortsExhausted:
+		return portsSummary(n)
 	}
 	return string(n.Verdict)
 }
@@ -224,6 +226,8 @@ func explain(b *strings.Builder, n *tracker.Narrative) {
 		b.WriteString(untoldExplanation)
 	case tracker.CloseWaitStuck:
 		b.WriteString(closeWaitExplanation)
+	case tracker.LocalPortsExhausted:
+		b.WriteString(portsExplanation)
 	case tracker.ConnectRefused:
 		b.WriteString("The peer host is up but nothing listens on that port (or a firewall rejects with RST): its kernel answered the SYN with RST and tcp_reset() in SYN_SENT reports ECONNREFUSED.")
 	}

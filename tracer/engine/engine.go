@@ -123,6 +123,7 @@ type Engine struct {
 	item    Item  // the one being told (see tell)
 	stats   Stats
 	clock   schedule
+	ports   portUse // local_ports_exhausted's table reads (ports.go)
 }
 
 // New builds an engine on src (a tracer.Tracer, or a fake in tests). It

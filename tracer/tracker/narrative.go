@@ -48,7 +48,7 @@ const Untold Verdict = "untold"
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
 	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
-	Stalled, Recovered, KeepaliveProbing, CloseWaitStuck,
+	Stalled, Recovered, KeepaliveProbing, CloseWaitStuck, LocalPortsExhausted,
 }
 
 // Episode reports whether the verdict describes a connection that lives on.
@@ -172,6 +172,10 @@ type Narrative struct {
 	CloseWaitSockets int
 	CloseWaitFor     time.Duration
 	CloseWaitExited  bool
+
+	// Ports: local_ports_exhausted only (ports.go), filled by whoever
+	// tells the narrative.
+	Ports PortUse
 }
 
 // Notice is something worth showing with --all that is not a verdict about

@@ -81,9 +81,10 @@ type Tracker struct {
 	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
 	wallAtZero time.Time
 	lastEmit   time.Duration
-	lossEpoch  uint64     // bumped whenever the kernel reports lost records
-	reconciled uint64     // connections dropped because the kernel no longer had them
-	cw         closeWaits // sockets in CLOSE_WAIT (closewait.go)
+	lossEpoch  uint64                    // bumped whenever the kernel reports lost records
+	reconciled uint64                    // connections dropped because the kernel no longer had them
+	cw         closeWaits                // sockets in CLOSE_WAIT (closewait.go)
+	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
 }
 
 type tupleKey struct {
@@ -535,6 +536,9 @@ func (t *Tracker) startClosing(c *conn, mono time.Duration, old tcp.State) {
 
 func (t *Tracker) onState(c *conn, ev *wire.Event) {
 	t.closeWaitState(c, ev)
+	if t.portsExhausted(c, ev) {
+		return
+	}
 	if t.cfg.Notices != nil {
 		t.watchTimeWait(c, ev)
 	}
@@ -661,6 +665,9 @@ func (t *Tracker) Tick(now time.Duration) {
 	}
 	t.forgetGone(now)
 	t.closeWaitTick(now)
+	if len(t.ports) > 0 {
+		t.portsTick(now, false)
+	}
 	t.release(now - t.cfg.Grace)
 }
 
@@ -706,6 +713,7 @@ func (t *Tracker) Flush(now time.Duration) {
 		}
 	}
 	t.closeWaitFlush(now)
+	t.portsTick(now, true)
 	t.release(now + time.Hour)
 }
 

@@ -58,6 +58,7 @@ const (
 	FlagNoSocket      = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_SOCK)       // no full socket: tuple from the packet, no figures
 	FlagOrphan        = Flags(bpf.TcpwatchTwEventFlagTW_F_ORPHAN)        // no process holds the socket any more
 	FlagFromTimer     = Flags(bpf.TcpwatchTwEventFlagTW_F_FROM_TIMER)    // retransmission seen at the timer, not the tracepoint
+	FlagNoLocalPort   = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT) // connect() found no free local port (EADDRNOTAVAIL)
 )
 
 // OwnerSource says how the kernel half learned an Event's owner: enum
