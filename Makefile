@@ -12,7 +12,7 @@ GOTESTFLAGS ?= -count=1 -p 1
 # (redis-server, postgresql, nginx, openssh-server and openssh-client: real
 # servers and clients for the end-to-end tests; prometheus scrapes --metrics
 # in a test; systemd: systemd-analyze verify).
-DEB_PKGS  := clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace
+DEB_PKGS  := gcc clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace tmux
 
 .DEFAULT_GOAL := help
 
@@ -49,7 +49,7 @@ check-generated: generate ## fail if the committed BPF object or bindings are st
 	@git diff --exit-code -- bpf/ cmd/tcpwatch-bench/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
 
 .PHONY: build
-build: ## build ./tcpwatch without cgo (so it can drop capabilities on every thread; no clang needed)
+build: ## build ./tcpwatch, static and without cgo (no C compiler needed)
 	CGO_ENABLED=0 $(GO) build -o $(BINARY) ./cmd/tcpwatch
 
 .PHONY: run
@@ -82,16 +82,17 @@ KERNELS   ?= 5.10 6.1 6.12 newest
 STEPS     ?= check,lab,tests
 SCENARIOS ?=
 SMP       ?= 2
-KERNEL_PKGS := qemu-system-x86 busybox-static xz-utils zstd file
+ARCH      ?= amd64
+KERNEL_PKGS := qemu-system-x86 qemu-system-arm busybox-static xz-utils zstd file
 
 .PHONY: test-kernels
-test-kernels: ## run check, the lab and the privileged tests in Debian's kernels under qemu (KERNELS="5.10 6.1 newest"); writes docs/kernels.md
+test-kernels: ## run check, the lab and the privileged tests in Debian's kernels under qemu (KERNELS="5.10 6.1 newest", ARCH=amd64|arm64); writes docs/kernels.md (arm64: docs/kernels-arm64.md)
 	@missing=""; for p in $(KERNEL_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	$(GO) run ./cmd/tcpwatch-kernels -kernels "$(KERNELS)" -steps "$(STEPS)" -scenarios "$(SCENARIOS)" -smp $(SMP)
+	$(GO) run ./cmd/tcpwatch-kernels -arch $(ARCH) -kernels "$(KERNELS)" -steps "$(STEPS)" -scenarios "$(SCENARIOS)" -smp $(SMP)
 
 .PHONY: clean
 clean: ## remove build output

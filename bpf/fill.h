@@ -22,7 +22,6 @@
 
 #define AF_INET 2
 #define AF_INET6 10
-#define TCP_RTO_MAX_MS 120000
 
 static __always_inline __u32 jiffies_to_ms(__u64 j)
 {
@@ -105,129 +104,67 @@ static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
 	return sk_cgroup_id_probed(sk);
 }
 
+/*
+ * fill_sock.h is the one place each field is filled from a socket; these
+ * two include it with their own way to read (TW_RD for a field,
+ * TW_RD_BITFIELD for a bitfield, TW_RD_ADDRS for the addresses,
+ * tw_cgroup_id for the cgroup), so a new field is added once and read the
+ * right way by both.
+ */
 static __always_inline void fill_tp(struct event *e, const struct tcp_sock *tp)
 {
 	const struct inet_connection_sock *icsk = &tp->inet_conn;
 	const struct sock *sk = &icsk->icsk_inet.sk;
-	const struct sock_common *skc = &sk->__sk_common;
-	const struct net *net = skc->skc_net.net;
-
-	e->family = skc->skc_family;
-	e->sport = tp_sport(tp);
-	e->dport = bpf_ntohs(skc->skc_dport);
-	e->netns = net->ns.inum;
-	e->state = skc->skc_state;
-	if (e->family == AF_INET6) {
-		for (int i = 0; i < 4; i++) {
-			((__u32 *)e->saddr)[i] = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
-			((__u32 *)e->daddr)[i] = skc->skc_v6_daddr.in6_u.u6_addr32[i];
-		}
-	} else {
-		*(__u32 *)e->saddr = skc->skc_rcv_saddr;
-		*(__u32 *)e->daddr = skc->skc_daddr;
-	}
-	unsigned long flags = skc->skc_flags;
-	e->keepalive_on = sock_flag_set(flags, bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN));
-	if (sock_flag_set(flags, bpf_core_enum_value(enum sock_flags, SOCK_DEAD)))
-		e->flags |= TW_F_ORPHAN;
-	struct socket *so = sk->sk_socket;
-	if (so)
-		e->inode = BPF_CORE_READ((struct socket_alloc *)so, vfs_inode.i_ino);
-	e->cgroup_id = sk_cgroup_id(sk);
-
-	e->ca_state = BPF_CORE_READ_BITFIELD(icsk, icsk_ca_state);
-	e->retransmits = icsk->icsk_retransmits;
-	e->backoff = icsk->icsk_backoff;
-	e->probes_out = icsk->icsk_probes_out;
-	e->rto_ms = jiffies_to_ms(icsk->icsk_rto);
-	e->rto_max_ms = TCP_RTO_MAX_MS;
-	if (bpf_core_field_exists(struct inet_connection_sock, icsk_rto_max))
-		e->rto_max_ms = jiffies_to_ms(icsk->icsk_rto_max) ?: TCP_RTO_MAX_MS;
-	e->user_timeout_ms = icsk->icsk_user_timeout;
-	e->sk_err = sk->sk_err;
-	e->sk_err_soft = sk->sk_err_soft;
-	e->srtt_us = tp->srtt_us >> 3;
-	e->packets_out = tp->packets_out;
-	e->retrans_out = tp->retrans_out;
-	e->bytes_in_flight = tp->snd_nxt - tp->snd_una;
-	e->total_retrans = tp->total_retrans;
-
-	/* 0 in the socket means "the namespace's sysctl" (keepalive_*_when()). */
-	__u32 ka_time = tp->keepalive_time ?: net->ipv4.sysctl_tcp_keepalive_time;
-	__u32 ka_intvl = tp->keepalive_intvl ?: net->ipv4.sysctl_tcp_keepalive_intvl;
-	e->keepalive_time_ms = jiffies_to_ms(ka_time);
-	e->keepalive_intvl_ms = jiffies_to_ms(ka_intvl);
-	e->keepalive_probes = tp->keepalive_probes ?: net->ipv4.sysctl_tcp_keepalive_probes;
-	e->retries2 = net->ipv4.sysctl_tcp_retries2;
-	e->syn_retries = icsk->icsk_syn_retries ?: net->ipv4.sysctl_tcp_syn_retries;
-	e->orphan_retries = net->ipv4.sysctl_tcp_orphan_retries;
-	if (bpf_core_field_exists(struct netns_ipv4, sysctl_tcp_syn_linear_timeouts))
-		e->syn_linear_timeouts = net->ipv4.sysctl_tcp_syn_linear_timeouts;
-	/* Nothing was ever acknowledged before the handshake completes. */
-	__u32 rcv = tp->rcv_tstamp;
-	if (rcv && e->state != TCP_SYN_SENT && e->state != TCP_LISTEN)
-		e->ack_age_ms = jiffies_to_ms((__u32)bpf_jiffies64() - rcv);
+	const struct net *net = sk->__sk_common.skc_net.net;
+#define TW_RD(p, field) ((p)->field)
+#define TW_RD_BITFIELD(p, field) BPF_CORE_READ_BITFIELD(p, field)
+#define TW_RD_ADDRS(e, sk)                                                                                 \
+	do {                                                                                               \
+		if ((e)->family == AF_INET6) {                                                             \
+			for (int i = 0; i < 4; i++) {                                                      \
+				((__u32 *)(e)->saddr)[i] = (sk)->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i]; \
+				((__u32 *)(e)->daddr)[i] = (sk)->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];     \
+			}                                                                                  \
+		} else {                                                                                   \
+			*(__u32 *)(e)->saddr = (sk)->__sk_common.skc_rcv_saddr;                            \
+			*(__u32 *)(e)->daddr = (sk)->__sk_common.skc_daddr;                                \
+		}                                                                                          \
+	} while (0)
+#define tw_cgroup_id sk_cgroup_id
+#include "fill_sock.h"
+#undef TW_RD
+#undef TW_RD_BITFIELD
+#undef TW_RD_ADDRS
+#undef tw_cgroup_id
 }
 
-/* The timer programs' socket: every read a probe read. */
+/* The timer programs' socket: every read a probe read; the cookie too,
+ * which the tracepoint programs take from bpf_get_socket_cookie(). */
 static __always_inline void fill_probed(struct event *e, const struct sock *sk)
 {
 	const struct tcp_sock *tp = (const void *)sk;
 	const struct inet_connection_sock *icsk = (const void *)sk;
-	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	const struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
 
 	e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	e->netns = BPF_CORE_READ(net, ns.inum);
-	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	if (e->family == AF_INET6) {
-		BPF_CORE_READ_INTO((struct in6_addr *)e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO((struct in6_addr *)e->daddr, sk, __sk_common.skc_v6_daddr);
-	} else {
-		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
-	}
-	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
-	e->keepalive_on = sock_flag_set(flags, bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN));
-	if (sock_flag_set(flags, bpf_core_enum_value(enum sock_flags, SOCK_DEAD)))
-		e->flags |= TW_F_ORPHAN;
-	struct socket *so = BPF_CORE_READ(sk, sk_socket);
-	if (so)
-		e->inode = BPF_CORE_READ((struct socket_alloc *)so, vfs_inode.i_ino);
-	e->cgroup_id = sk_cgroup_id_probed(sk);
-
-	e->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
-	e->retransmits = BPF_CORE_READ(icsk, icsk_retransmits);
-	e->backoff = BPF_CORE_READ(icsk, icsk_backoff);
-	e->probes_out = BPF_CORE_READ(icsk, icsk_probes_out);
-	e->rto_ms = jiffies_to_ms(BPF_CORE_READ(icsk, icsk_rto));
-	e->rto_max_ms = TCP_RTO_MAX_MS;
-	if (bpf_core_field_exists(struct inet_connection_sock, icsk_rto_max))
-		e->rto_max_ms = jiffies_to_ms(BPF_CORE_READ(icsk, icsk_rto_max)) ?: TCP_RTO_MAX_MS;
-	e->user_timeout_ms = BPF_CORE_READ(icsk, icsk_user_timeout);
-	e->sk_err = BPF_CORE_READ(sk, sk_err);
-	e->sk_err_soft = BPF_CORE_READ(sk, sk_err_soft);
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	e->packets_out = BPF_CORE_READ(tp, packets_out);
-	e->retrans_out = BPF_CORE_READ(tp, retrans_out);
-	e->bytes_in_flight = BPF_CORE_READ(tp, snd_nxt) - BPF_CORE_READ(tp, snd_una);
-	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
-
-	__u32 ka_time = BPF_CORE_READ(tp, keepalive_time) ?: BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_time);
-	__u32 ka_intvl = BPF_CORE_READ(tp, keepalive_intvl) ?: BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_intvl);
-	e->keepalive_time_ms = jiffies_to_ms(ka_time);
-	e->keepalive_intvl_ms = jiffies_to_ms(ka_intvl);
-	e->keepalive_probes = BPF_CORE_READ(tp, keepalive_probes) ?: BPF_CORE_READ(net, ipv4.sysctl_tcp_keepalive_probes);
-	e->retries2 = BPF_CORE_READ(net, ipv4.sysctl_tcp_retries2);
-	e->syn_retries = BPF_CORE_READ(icsk, icsk_syn_retries) ?: BPF_CORE_READ(net, ipv4.sysctl_tcp_syn_retries);
-	e->orphan_retries = BPF_CORE_READ(net, ipv4.sysctl_tcp_orphan_retries);
-	if (bpf_core_field_exists(struct netns_ipv4, sysctl_tcp_syn_linear_timeouts))
-		e->syn_linear_timeouts = BPF_CORE_READ(net, ipv4.sysctl_tcp_syn_linear_timeouts);
-	__u32 rcv = BPF_CORE_READ(tp, rcv_tstamp);
-	if (rcv && e->state != TCP_SYN_SENT && e->state != TCP_LISTEN)
-		e->ack_age_ms = jiffies_to_ms((__u32)bpf_jiffies64() - rcv);
+#define TW_RD(p, field) BPF_CORE_READ(p, field)
+#define TW_RD_BITFIELD(p, field) BPF_CORE_READ_BITFIELD_PROBED(p, field)
+#define TW_RD_ADDRS(e, sk)                                                                        \
+	do {                                                                                      \
+		if ((e)->family == AF_INET6) {                                                    \
+			BPF_CORE_READ_INTO((struct in6_addr *)(e)->saddr, sk, __sk_common.skc_v6_rcv_saddr); \
+			BPF_CORE_READ_INTO((struct in6_addr *)(e)->daddr, sk, __sk_common.skc_v6_daddr);     \
+		} else {                                                                          \
+			BPF_CORE_READ_INTO((__u32 *)(e)->saddr, sk, __sk_common.skc_rcv_saddr);   \
+			BPF_CORE_READ_INTO((__u32 *)(e)->daddr, sk, __sk_common.skc_daddr);       \
+		}                                                                                 \
+	} while (0)
+#define tw_cgroup_id sk_cgroup_id_probed
+#include "fill_sock.h"
+#undef TW_RD
+#undef TW_RD_BITFIELD
+#undef TW_RD_ADDRS
+#undef tw_cgroup_id
 }
 
 static __always_inline void fill_owner(struct event *e, const struct sock_info *info)

@@ -22,7 +22,7 @@ enum tw_event_kind {
 	TW_EV_CONG_STATE = 6,   /* tcp_cong_state_set: old_state(ca) -> ca_state */
 	TW_EV_KEEPALIVE = 7,    /* tcp_keepalive_timer ran and did something */
 	TW_EV_DESTROY = 8,      /* tcp_destroy_sock: the socket is gone */
-	TW_EV_KIND_MAX,         /* one past the last kind: decoders reject the rest */
+	TW_EV_KIND_MAX,         /* one past the last kind: Go's decoder keeps later kinds as they are (Kind.String names them kind(N)) */
 };
 
 /* Event flags. */
@@ -45,10 +45,22 @@ enum tw_owner_source {
 	TW_OWNER_CONNECT = 1, /* the task that called connect() */
 	TW_OWNER_LISTEN = 2,  /* the task that called listen() (listening sockets) */
 	TW_OWNER_CLOSE = 3,   /* the task that closed or aborted it (or exited) */
+	/* Never written by the kernel half: how user space named an owner the
+	 * kernel could not (one enum, so Go has one OwnerSource). */
+	TW_OWNER_PROCFS = 4,   /* the process holding its descriptor (/proc/PID/fd) */
+	TW_OWNER_LISTENER = 5, /* the owner of the listener on its port: the holder could not be found */
 };
 
 /* `detail` of a send_reset when the kernel does not say why (before 6.10). */
-#define TW_RST_REASON_UNKNOWN (-1)
+enum tw_rst_reason {
+	TW_RST_REASON_UNKNOWN = -1,
+};
+
+/* The kernel's TCP constants the record relies on; Go reads them from the
+ * generated bindings, never from a copy. */
+enum tw_tcp_limit {
+	TW_TCP_RTO_MAX_MS = 120000, /* TCP_RTO_MAX: the RTO's cap unless icsk_rto_max (6.15+) lowers it */
+};
 
 struct event {
 	__u64 ts_ns;            /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */

@@ -51,6 +51,8 @@ const struct event *unused_event __attribute__((unused));
 const enum tw_event_kind *unused_kind __attribute__((unused));
 const enum tw_event_flag *unused_flag __attribute__((unused));
 const enum tw_owner_source *unused_owner_source __attribute__((unused));
+const enum tw_rst_reason *unused_rst_reason __attribute__((unused));
+const enum tw_tcp_limit *unused_tcp_limit __attribute__((unused));
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int newstate)

@@ -130,10 +130,24 @@ const (
 type TcpwatchTwOwnerSource uint32
 
 const (
-	TcpwatchTwOwnerSourceTW_OWNER_NONE    TcpwatchTwOwnerSource = 0
-	TcpwatchTwOwnerSourceTW_OWNER_CONNECT TcpwatchTwOwnerSource = 1
-	TcpwatchTwOwnerSourceTW_OWNER_LISTEN  TcpwatchTwOwnerSource = 2
-	TcpwatchTwOwnerSourceTW_OWNER_CLOSE   TcpwatchTwOwnerSource = 3
+	TcpwatchTwOwnerSourceTW_OWNER_NONE     TcpwatchTwOwnerSource = 0
+	TcpwatchTwOwnerSourceTW_OWNER_CONNECT  TcpwatchTwOwnerSource = 1
+	TcpwatchTwOwnerSourceTW_OWNER_LISTEN   TcpwatchTwOwnerSource = 2
+	TcpwatchTwOwnerSourceTW_OWNER_CLOSE    TcpwatchTwOwnerSource = 3
+	TcpwatchTwOwnerSourceTW_OWNER_PROCFS   TcpwatchTwOwnerSource = 4
+	TcpwatchTwOwnerSourceTW_OWNER_LISTENER TcpwatchTwOwnerSource = 5
+)
+
+type TcpwatchTwRstReason uint32
+
+const (
+	TcpwatchTwRstReasonTW_RST_REASON_UNKNOWN TcpwatchTwRstReason = 4294967295
+)
+
+type TcpwatchTwTcpLimit uint32
+
+const (
+	TcpwatchTwTcpLimitTW_TCP_RTO_MAX_MS TcpwatchTwTcpLimit = 120000
 )
 
 type TcpwatchTwWindow struct {
@@ -178,6 +192,8 @@ const (
 	TcpwatchVarUnusedFlag         = "unused_flag"
 	TcpwatchVarUnusedKind         = "unused_kind"
 	TcpwatchVarUnusedOwnerSource  = "unused_owner_source"
+	TcpwatchVarUnusedRstReason    = "unused_rst_reason"
+	TcpwatchVarUnusedTcpLimit     = "unused_tcp_limit"
 )
 
 // LoadTcpwatch returns the embedded CollectionSpec for Tcpwatch.
@@ -256,6 +272,8 @@ type TcpwatchVariableSpecs struct {
 	UnusedFlag        *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
 	UnusedOwnerSource *ebpf.VariableSpec `ebpf:"unused_owner_source"`
+	UnusedRstReason   *ebpf.VariableSpec `ebpf:"unused_rst_reason"`
+	UnusedTcpLimit    *ebpf.VariableSpec `ebpf:"unused_tcp_limit"`
 }
 
 // TcpwatchObjects contains all objects after they have been loaded into the kernel.
@@ -306,6 +324,8 @@ type TcpwatchVariables struct {
 	UnusedFlag        *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`
 	UnusedOwnerSource *ebpf.Variable `ebpf:"unused_owner_source"`
+	UnusedRstReason   *ebpf.Variable `ebpf:"unused_rst_reason"`
+	UnusedTcpLimit    *ebpf.Variable `ebpf:"unused_tcp_limit"`
 }
 
 // TcpwatchPrograms contains all programs after they have been loaded into the kernel.

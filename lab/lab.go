@@ -117,8 +117,10 @@ type Result struct {
 	Duration time.Duration    `json:"-"`
 }
 
-// Sink receives a run's records as they happen, one call at a time.
-type Sink func(Record)
+// Reporter receives a run's account (steps, narratives, applications' errors,
+// the result) as it happens, one call at a time. (What tcpwatch tells
+// reaches the lab through labSink, an engine.Sink.)
+type Reporter func(Record)
 
 // run is one scenario in progress.
 type run struct {
@@ -126,7 +128,7 @@ type run struct {
 	opt   Options
 	ctx   context.Context
 	start time.Time
-	sink  Sink
+	sink  Reporter
 	net   *netlab.Lab
 	hosts map[string]*netlab.Host
 	cable *netlab.Cable
@@ -183,7 +185,7 @@ var ErrNotRoot = errors.New("the lab needs root: it creates network namespaces, 
 
 // Run builds the scenario's network, runs it while tracing, sends its
 // account to sink, and removes everything it made, whatever happens.
-func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, error) {
+func Run(ctx context.Context, name string, opt Options, sink Reporter) (*Result, error) {
 	sc := Find(name)
 	if sc == nil {
 		return nil, fmt.Errorf("no scenario %q (tcpwatch lab list shows them)", name)
@@ -212,7 +214,7 @@ func Run(ctx context.Context, name string, opt Options, sink Sink) (*Result, err
 		appWhat: map[string][]string{}, stdin: map[string]io.WriteCloser{}, appPIDs: map[string][]int{},
 		changed: make(chan struct{}, 1), kernelDone: make(chan struct{})}
 
-	cfg := engine.Config{Mode: engine.ModeAll, Record: opt.Record, NoExisting: true, Accept: r.ours}
+	cfg := engine.Config{Mode: engine.ModeRoutine, Record: opt.Record, NoExisting: true, Accept: r.ours}
 	t, err := tracer.New(cfg.Kernel(tracer.Config{}))
 	if err != nil {
 		return nil, err

@@ -11,7 +11,7 @@ import (
 // Printer renders a run's records as they come: text lines with the time
 // since the run started and the host, or JSON lines (`-o json`) whose
 // narratives have the same fields as tcpwatch's plus `host`.
-func Printer(w *output.Writer) Sink {
+func Printer(w *output.Writer) Reporter {
 	return func(rec Record) {
 		if w.Format() == output.JSON {
 			_ = w.JSON(jsonRecord(rec))

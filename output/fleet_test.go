@@ -12,6 +12,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 const fleetID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -19,7 +20,7 @@ const fleetID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde
 func fleetNarrative() (*tracker.Narrative, containers.Info) {
 	return &tracker.Narrative{Time: time.Date(2026, 11, 21, 3, 4, 5, 6, time.UTC), Verdict: tracker.ConnectRefused, Final: true,
 			Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2"),
-			Owner:    tracker.Owner{PID: 42, Comm: "java", Source: tracker.OwnerConnect},
+			Owner:    tracker.Owner{PID: 42, Comm: "java", Source: wire.OwnerConnect},
 			CgroupID: 99, Errno: 111},
 		containers.Parse("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e3d4c_5b6a_4978_8695_a4b3c2d1e0f9.slice/cri-containerd-" +
 			fleetID + ".scope")
@@ -65,10 +66,10 @@ func TestHostOnEveryJSONRecord(t *testing.T) {
 	if err := w.Event(sampleEvent("10.0.0.1:1", "10.0.0.2:2"), nil, containers.Info{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Loss(LossRecord{New: 1, Total: 1, RingFull: 1}); err != nil {
+	if err := w.Loss(engine.Loss{New: 1, Total: 1, RingFull: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Stats(Stats{Events: 3}); err != nil {
+	if err := w.Stats(engine.Stats{Events: 3}); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")

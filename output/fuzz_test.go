@@ -47,7 +47,7 @@ func fuzzInputs(t *testing.T, raw []byte, comm string, sel byte) (*wire.Event, *
 	n := &tracker.Narrative{
 		Time: ev.Time, Mono: ev.Mono, Verdict: tracker.Verdicts[int(sel)%len(tracker.Verdicts)], Final: sel&0x10 != 0,
 		Cookie: ev.Cookie, Local: ev.Local, Remote: ev.Remote, NetNS: ev.NetNS, Inode: ev.Inode,
-		Owner: tracker.Owner{PID: ev.PID, Comm: comm, Source: tracker.OwnerProcfs}, State: ev.State,
+		Owner: tracker.Owner{PID: ev.PID, Comm: comm, Source: wire.OwnerProcfs}, State: ev.State,
 		Orphan: ev.Flags&1 != 0, Connecting: ev.Flags&2 != 0, Errno: ev.Detail, ResetReason: fuzzReasons.Name(ev.SkErr),
 		ResetState: ev.OldState, Retransmits: int(ev.Retransmits), FailedSends: int(ev.Backoff), FailedErrno: ev.SkErrSoft,
 		Probes: int(ev.ProbesOut), Outage: ev.AckAge, GiveUpIn: ev.RTO, RTOs: []time.Duration{ev.RTO, ev.RTOMax},

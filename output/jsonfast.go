@@ -2,7 +2,12 @@ package output
 
 import (
 	"strconv"
+	"time"
 	"unicode/utf8"
+
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Narratives are the records tcpwatch writes most with --all: they are
@@ -122,6 +127,7 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	b = appendStringField(b, "host", r.Host)
 	b = appendStringField(b, "verdict", r.Verdict)
 	b = appendBoolField(b, "final", r.Final)
+	b = appendStringField(b, "incident_id", r.IncidentID)
 	b = appendConnFields(b, &r.ConnFields)
 	b = appendStringField(b, "owner_source", r.OwnerSource)
 	b = appendUintField(b, "inode", uint64(r.Inode))
@@ -179,5 +185,87 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	}
 	b = append(b, ']')
 	b = appendSettings(appendKey(b, "settings"), &r.Settings)
+	return append(b, '}')
+}
+
+// Lifecycle reports whether n is a normal lifecycle, told in the short
+// form by default: a connection that ended normally (local_closed, or
+// peer_closed with no reset) with no error, no reset sent and no records
+// lost, which only --all tells, for every connection of the machine. Its
+// full record is ~1,300 bytes, most of it the same explanation, timeline
+// and settings every time: at the rate a busy host closes connections that
+// was most of tcpwatch's CPU and a gigabyte of output in ten seconds
+// (issue #21). --explain gives it the full record again. A peer_closed
+// with a reset (told without --all too) keeps the full record.
+func Lifecycle(n *tracker.Narrative) bool {
+	return n.Final && (n.Verdict == tracker.LocalClosed || n.Verdict == tracker.PeerClosed) &&
+		n.Errno == 0 && n.ResetReason == "" && !n.SentReset && !n.LostRecords
+}
+
+// appendLifecycleJSON encodes the short form of a normal lifecycle, at most
+// 400 bytes for a host process's connection: the fields of the full record
+// that are not zero (errno, reset_reason, sent_reset and lost_records are,
+// see Lifecycle), except family (the address says it), state (always
+// CLOSE), inode (the socket is gone), orphan (whether the owner closed
+// before the kernel finished is no news for a normal end), the outage
+// budget (a normal end had no outage), and the words, timeline and
+// settings: the verdict says what the summary would (this side, or the
+// peer, closed the connection normally); with duration_ms (the last
+// timeline step: from the first record of the connection to its end)
+// instead. Names, order and values are the full record's, so a reader of
+// one reads the other.
+func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, host string) []byte {
+	b = append(b, `{"type":"narrative","time":"`...)
+	b = n.Time.AppendFormat(b, TimeLayout)
+	b = append(b, '"')
+	b = appendStringField(b, "host", host)
+	b = appendStringField(b, "verdict", string(n.Verdict))
+	b = appendBoolField(b, "final", true)
+	b = appendUintField(b, "cookie", n.Cookie)
+	b = n.Local.Addr().AppendTo(append(appendKey(b, "laddr"), '"'))
+	b = append(b, '"')
+	b = appendUintField(b, "lport", uint64(n.Local.Port()))
+	b = n.Remote.Addr().AppendTo(append(appendKey(b, "raddr"), '"'))
+	b = append(b, '"')
+	b = appendUintField(b, "rport", uint64(n.Remote.Port()))
+	b = appendUintField(b, "netns", uint64(n.NetNS))
+	if n.Owner.PID != 0 {
+		b = appendUintField(b, "pid", uint64(n.Owner.PID))
+	}
+	if n.Owner.Comm != "" {
+		b = appendStringField(b, "comm", n.Owner.Comm)
+	}
+	if cg.Path != "" {
+		b = appendStringField(b, "cgroup", cg.Path)
+	}
+	if cg.ID != "" {
+		b = appendStringField(b, "container_id", cg.ID)
+	}
+	if cg.PodUID != "" {
+		b = appendStringField(b, "pod_uid", cg.PodUID)
+	}
+	if n.Owner.Source != wire.OwnerUnknown {
+		b = appendStringField(b, "owner_source", n.Owner.Source.String())
+	}
+	if n.Retransmits != 0 {
+		b = appendIntField(b, "retransmits", int64(n.Retransmits))
+	}
+	if n.FailedSends != 0 {
+		b = appendIntField(b, "failed_sends", int64(n.FailedSends))
+	}
+	if n.Probes != 0 {
+		b = appendIntField(b, "probes", int64(n.Probes))
+	}
+	if n.ExitSignal != 0 {
+		b = appendIntField(b, "exit_signal", int64(n.ExitSignal))
+	}
+	if n.ExitStatus != 0 {
+		b = appendIntField(b, "exit_status", int64(n.ExitStatus))
+	}
+	var duration time.Duration
+	if len(n.Timeline) > 0 {
+		duration = n.Timeline[len(n.Timeline)-1].At
+	}
+	b = appendIntField(b, "duration_ms", duration.Milliseconds())
 	return append(b, '}')
 }

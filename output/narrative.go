@@ -8,6 +8,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // NarrativeRecord is the JSON form of a narrative (`type: "narrative"`).
@@ -18,6 +19,8 @@ type NarrativeRecord struct {
 	Host    string `json:"host"`
 	Verdict string `json:"verdict"`
 	Final   bool   `json:"final"`
+	// IncidentID names the incident the connection is part of ("" alone).
+	IncidentID string `json:"incident_id"`
 	ConnFields
 	OwnerSource string  `json:"owner_source"`
 	Inode       uint32  `json:"inode"`
@@ -67,8 +70,9 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 		Time:             n.Time.Format(TimeLayout),
 		Verdict:          string(n.Verdict),
 		Final:            n.Final,
+		IncidentID:       n.Incident,
 		ConnFields:       connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
-		OwnerSource:      string(n.Owner.Source),
+		OwnerSource:      n.Owner.Source.String(),
 		Inode:            n.Inode,
 		State:            n.State.String(),
 		Orphan:           n.Orphan,
@@ -91,7 +95,7 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 		CloseWaitExited:  n.CloseWaitExited,
 		Ports:            newPortsRecord(n.Ports),
 		Summary:          words.Summary(n),
-		Explanation:      words.Explanation(n),
+		Explanation:      explanationOnce(n),
 		Timeline:         make([]TimelineStep, len(n.Timeline)),
 		Settings:         NewSettingsRecord(n.Settings, n.RTOMax),
 	}
@@ -105,6 +109,16 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 	return r
 }
 
+// explanationOnce is a narrative's explanation, except on the later
+// narratives of a stalled or keepalive_probing episode: its first gave
+// it, and the later ones only bring new figures.
+func explanationOnce(n *tracker.Narrative) string {
+	if (n.Verdict == tracker.Stalled || n.Verdict == tracker.KeepaliveProbing) && !n.Begins && !n.Final {
+		return ""
+	}
+	return words.Explanation(n)
+}
+
 const (
 	ansiReset  = "\x1b[0m"
 	ansiRed    = "\x1b[1;31m"
@@ -112,10 +126,21 @@ const (
 	ansiGreen  = "\x1b[1;32m"
 )
 
+// colorOf is a verdict's colour, by its severity in the registry.
+var colorOf = map[words.Severity]string{words.Normal: ansiGreen, words.Warning: ansiYellow, words.Failure: ansiRed}
+
 // Narrative writes one narrative: in text, one line with the verdict first,
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 	if w.format == JSON {
+		if !w.explain && Lifecycle(n) {
+			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host)
+			return w.writeLine()
+		}
+		if n.Incident != "" && !w.connections {
+			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n)
+			return w.writeLine()
+		}
 		rec := NewNarrativeRecord(n, cg)
 		rec.Host = w.host
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
@@ -133,20 +158,13 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative, cg containe
 		verdict += "?"
 	}
 	if w.color {
-		color := ansiRed
-		switch n.Verdict {
-		case tracker.Stalled, tracker.KeepaliveProbing:
-			color = ansiYellow
-		case tracker.Recovered, tracker.LocalClosed, tracker.PeerClosed:
-			color = ansiGreen
-		}
-		b = fmt.Appendf(b, "%s%-20s%s", color, verdict, ansiReset)
+		b = fmt.Appendf(b, "%s%-20s%s", colorOf[words.SeverityOf(n.Verdict)], verdict, ansiReset)
 	} else {
 		b = fmt.Appendf(b, "%-20s", verdict)
 	}
 	b = fmt.Appendf(b, " %s -> %s", n.Local, n.Remote)
 	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
-	if n.Owner.Source == tracker.OwnerListener {
+	if n.Owner.Source == wire.OwnerListener {
 		b = append(b, " (listener)"...)
 	}
 	b = appendContainer(b, cg)

@@ -127,7 +127,7 @@ func TestNarrativeJSONMatchesEncodingJSON(t *testing.T) {
 		{
 			Time: time.Date(2026, 11, 21, 3, 4, 5, 6, time.UTC), Verdict: tracker.LocalProcessExited, Final: true,
 			Cookie: 99, Local: netip.MustParseAddrPort("[fd00::1]:1"), Remote: netip.MustParseAddrPort("[fd00::2]:2"),
-			NetNS: 7, Owner: tracker.Owner{PID: 42, Comm: "we\"ird\\name\x01\u2028<&>\xff", Source: tracker.OwnerClose},
+			NetNS: 7, Owner: tracker.Owner{PID: 42, Comm: "we\"ird\\name\x01\u2028<&>\xff", Source: wire.OwnerClose},
 			State: tcp.StateFinWait1, Inode: 77, Orphan: true, LostRecords: true, FailedSends: 1,
 			Budget: tracker.Budget{Limit: time.Second, Setting: "tcp_retries2", Value: 3},
 			Errno:  32, ResetReason: "TCP_ABORT_ON_CLOSE", Retransmits: 3, Probes: 2,

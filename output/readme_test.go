@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -24,12 +26,14 @@ import (
 
 // exampleOf names, per verdict, the recording and host whose narrative
 // the README shows.
-var exampleOf = []struct {
+type exampleRef struct {
 	verdict   tracker.Verdict
 	recording string
 	host      string
 	all       bool
-}{
+}
+
+var exampleOf = []exampleRef{
 	{tracker.PeerClosed, "process-crash", "A", false},
 	{tracker.LocalClosed, "timewait-reuse", "A", true},
 	{tracker.LocalProcessExited, "process-crash", "B", false},
@@ -182,4 +186,50 @@ func TestREADMEExamplesAreCurrent(t *testing.T) {
 		return
 	}
 	t.Errorf("README's example lines differ from what tcpwatch prints for the recordings: run UPDATE_README=1 go test -run TestREADMEExamplesAreCurrent ./output/")
+}
+
+// withoutExample are the registered verdicts no recording shows: no lab
+// scenario loses the kernel's records on purpose.
+var withoutExample = map[tracker.Verdict]bool{tracker.Untold: true}
+
+// Every registered verdict is cited in the documentation (the README or
+// docs/) and, unless no recording can show it, has a real example there.
+func TestEveryVerdictIsDocumented(t *testing.T) {
+	docs := []string{filepath.Join("..", "README.md")}
+	more, err := filepath.Glob(filepath.Join("..", "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for _, p := range append(docs, more...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text.Write(b)
+	}
+	for _, v := range words.Verdicts(nil) {
+		if !strings.Contains(text.String(), "`"+string(v)+"`") {
+			t.Errorf("the verdict %s is cited nowhere in README.md or docs/", v)
+		}
+		example := slices.ContainsFunc(exampleOf, func(ex exampleRef) bool { return ex.verdict == v })
+		if example == withoutExample[v] {
+			t.Errorf("%s: has an example %v, expected to have none %v", v, example, withoutExample[v])
+		}
+	}
+}
+
+// Every registered verdict's text line is in the colour of its severity.
+func TestEveryVerdictIsColoured(t *testing.T) {
+	for _, e := range words.Registry {
+		var buf bytes.Buffer
+		n := &tracker.Narrative{Verdict: e.Verdict, Final: !e.Episode}
+		if err := NewWriter(&buf, Text, Options{Color: true}).Narrative(n, containers.Info{}); err != nil {
+			t.Fatal(err)
+		}
+		want := map[words.Severity]string{words.Normal: ansiGreen, words.Warning: ansiYellow, words.Failure: ansiRed}[e.Severity]
+		if !strings.Contains(buf.String(), want+string(e.Verdict)) {
+			t.Errorf("%s (%s) is not coloured %q: %q", e.Verdict, e.Severity, want, buf.String())
+		}
+	}
 }

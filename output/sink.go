@@ -14,9 +14,10 @@ func (w *Writer) Tell(it *engine.Item) error {
 		return w.Notice(it.Notice, it.Cgroup)
 	case it.Event != nil:
 		return w.Event(it.Event, it.ResetReasons, it.Cgroup)
+	case it.Incident != nil:
+		return w.Incident(it.Incident)
 	case it.Loss != nil:
-		l := it.Loss
-		return w.Loss(LossRecord{New: l.New, Total: l.Total, RingFull: l.RingFull, Recursion: l.Recursion})
+		return w.Loss(*it.Loss)
 	}
 	return nil
 }

@@ -5,11 +5,13 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/engine"
 )
 
-// Stats is the last record tcpwatch writes (`type: "stats"`): how much it
-// saw and whether anything was lost.
-type Stats struct {
+// StatsRecord is the last record tcpwatch writes (`type: "stats"`): the
+// run's engine.Stats, how much it saw and whether anything was lost.
+type StatsRecord struct {
 	Type       string         `json:"type"`
 	Time       string         `json:"time"`
 	Host       string         `json:"host"`
@@ -28,11 +30,11 @@ type Stats struct {
 	ExposureByComm map[string]map[string]int `json:"exposure_by_comm,omitempty"`
 }
 
-// Stats writes the closing summary.
-func (w *Writer) Stats(s Stats) error {
-	s.Type = "stats"
-	s.Time = time.Now().Format(TimeLayout)
-	s.Host = w.host
+// Stats writes the closing summary of a run.
+func (w *Writer) Stats(st engine.Stats) error {
+	s := StatsRecord{Type: "stats", Time: time.Now().Format(TimeLayout), Host: w.host, Events: st.Events, Lost: st.Lost,
+		Narratives: st.Narratives, Evictions: st.Evictions, Tracked: st.Tracked, Reconciled: st.Reconciled,
+		Exposure: w.exposure, ExposureByComm: w.exposureByComm}
 	if s.Narratives == nil {
 		s.Narratives = map[string]int{}
 	}
@@ -67,6 +69,12 @@ func (w *Writer) Stats(s Stats) error {
 	return w.writeLine()
 }
 
+// SetExposure gives the stats record the counts of the last exposure
+// snapshot: by class, and by process name and class.
+func (w *Writer) SetExposure(total map[string]int, byComm map[string]map[string]int) {
+	w.exposure, w.exposureByComm = total, byComm
+}
+
 // LossRecord is written while running whenever the kernel reports records
 // it could not deliver (`type: "loss"`): a story told after it may have a
 // hole, and its narrative says so (`lost_records`).
@@ -81,10 +89,9 @@ type LossRecord struct {
 }
 
 // Loss reports lost kernel records.
-func (w *Writer) Loss(l LossRecord) error {
-	l.Type = "loss"
-	l.Time = time.Now().Format(TimeLayout)
-	l.Host = w.host
+func (w *Writer) Loss(lost engine.Loss) error {
+	l := LossRecord{Type: "loss", Time: time.Now().Format(TimeLayout), Host: w.host,
+		New: lost.New, Total: lost.Total, RingFull: lost.RingFull, Recursion: lost.Recursion}
 	if w.format == JSON {
 		return w.writeJSON(l)
 	}

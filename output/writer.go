@@ -43,9 +43,15 @@ type Writer struct {
 	color   bool
 	explain bool
 	batch   bool
-	line    []byte
-	held    []byte // whole lines waiting for Flush (Batch)
-	host    string
+	// connections writes the narratives of connections in an incident in
+	// full (JSON), not folded into the incident's records.
+	connections bool
+	line        []byte
+	held        []byte // whole lines waiting for Flush (Batch)
+	host        string
+	// exposure and exposureByComm go into the stats record (SetExposure).
+	exposure       map[string]int
+	exposureByComm map[string]map[string]int
 }
 
 // Options tune the text format.
@@ -59,6 +65,9 @@ type Options struct {
 	// whenever it runs out of work. A write per line was a tenth of
 	// tcpwatch --all's CPU under connection churn (issue #11).
 	Batch bool
+	// Connections writes the narratives of connections in an incident in
+	// full in JSON, instead of folded (--connections).
+	Connections bool
 }
 
 // batchMax bounds what a batching Writer holds before it writes.
@@ -67,7 +76,7 @@ const batchMax = 64 << 10
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
 	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
-		host: opts.Host, batch: opts.Batch}
+		host: opts.Host, batch: opts.Batch, connections: opts.Connections}
 }
 
 // IsTerminal says whether f is a terminal (for colour).

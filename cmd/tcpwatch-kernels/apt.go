@@ -27,7 +27,8 @@ const (
 // Kernel is one kernel of the matrix as apt resolved it.
 type Kernel struct {
 	Selector string   // what KERNELS asked for: 6.1, 6.12, newest, 7.x
-	Version  string   // linux-image-amd64's Debian version, e.g. 6.1.192-2
+	Arch     string   // Debian's architecture: amd64 or arm64
+	Version  string   // linux-image-ARCH's Debian version, e.g. 6.1.192-2
 	Suite    string   // where it came from, e.g. bookworm-security
 	Packages []string // name=version of every package unpacked
 	Release  string   // uname -r, e.g. 6.1.0-56-amd64
@@ -61,10 +62,31 @@ func mirror() (string, error) {
 	return "", fmt.Errorf("no Debian mirror (a URI ending in /debian) in /etc/apt/sources.list*")
 }
 
+// aptArch is the -o option that makes apt read (and apt-get update fetch)
+// the lists of a foreign architecture for one command, without adding it to
+// dpkg's (dpkg --add-architecture would make it the host's for good): the
+// arm64 kernels and busybox are only downloaded and unpacked.
+func aptArch(arch string) []string {
+	if arch == hostDebArch() {
+		return nil
+	}
+	return []string{"-o", "APT::Architectures::=" + arch}
+}
+
+// hostDebArch is dpkg's architecture of this machine.
+func hostDebArch() string {
+	out, err := exec.Command("dpkg", "--print-architecture").Output()
+	if err != nil {
+		return "amd64"
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // ensureSources adds the suites the matrix needs, pinned so that they never
 // upgrade the host, and refreshes apt's lists when it changed them (or when
-// refresh is set).
-func ensureSources(refresh bool) error {
+// refresh is set, or when arch's lists are missing: a plain apt-get update
+// of the host drops a foreign architecture's lists).
+func ensureSources(refresh bool, arch string) error {
 	m, err := mirror()
 	if err != nil {
 		return err
@@ -91,9 +113,12 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 		}
 		changed = true
 	}
+	if rows, _ := madison(arch); len(rows) == 0 {
+		refresh = true
+	}
 	if changed || refresh {
-		logf("apt-get update (suites: %s)", extraSuites)
-		if out, err := exec.Command("apt-get", "update", "-qq").CombinedOutput(); err != nil {
+		logf("apt-get update (suites: %s; architecture %s)", extraSuites, arch)
+		if out, err := exec.Command("apt-get", append(aptArch(arch), "update", "-qq")...).CombinedOutput(); err != nil {
 			return fmt.Errorf("apt-get update: %v\n%s", err, out)
 		}
 	}
@@ -102,11 +127,11 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 type madisonRow struct{ version, suite string }
 
-// madison lists linux-image-amd64's versions and suites.
-func madison() ([]madisonRow, error) {
-	out, err := exec.Command("apt-cache", "madison", "linux-image-amd64").Output()
+// madison lists linux-image-ARCH's versions and suites.
+func madison(arch string) ([]madisonRow, error) {
+	out, err := exec.Command("apt-cache", append(aptArch(arch), "madison", "linux-image-"+arch+":"+arch)...).Output()
 	if err != nil {
-		return nil, fmt.Errorf("apt-cache madison linux-image-amd64: %v", err)
+		return nil, fmt.Errorf("apt-cache madison linux-image-%s: %v", arch, err)
 	}
 	var rows []madisonRow
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -126,14 +151,14 @@ func madison() ([]madisonRow, error) {
 	return rows, nil
 }
 
-// resolve picks linux-image-amd64's version for a selector: "newest", or a
+// resolve picks linux-image-ARCH's version for a selector: "newest", or a
 // version prefix ("6.1", "6.12", "7" or "7.x"), taking the highest match.
 // Within a selector, bookworm-backports is preferred for 6.12 so the matrix
 // shows what a Debian 12 machine can install.
 func resolve(sel string, rows []madisonRow) (madisonRow, error) {
 	if sel == "newest" {
 		if len(rows) == 0 {
-			return madisonRow{}, fmt.Errorf("apt knows no linux-image-amd64")
+			return madisonRow{}, fmt.Errorf("apt knows no linux-image for this architecture")
 		}
 		return rows[0], nil
 	}
@@ -149,7 +174,7 @@ func resolve(sel string, rows []madisonRow) (madisonRow, error) {
 		for _, r := range rows {
 			vs = append(vs, r.version+" ("+r.suite+")")
 		}
-		return madisonRow{}, fmt.Errorf("no linux-image-amd64 matches %q; apt has %s", sel, strings.Join(vs, ", "))
+		return madisonRow{}, fmt.Errorf("no linux-image matches %q; apt has %s", sel, strings.Join(vs, ", "))
 	}
 	for _, m := range matches {
 		if strings.HasPrefix(m.suite, "bookworm") {
@@ -161,8 +186,8 @@ func resolve(sel string, rows []madisonRow) (madisonRow, error) {
 
 // depsOf returns the kernel packages a package pins to its own version
 // (linux-image-*, linux-binary-*, linux-modules-* with "(= version)").
-func depsOf(name, version string) ([]string, error) {
-	out, err := exec.Command("apt-cache", "show", name+"="+version).Output()
+func depsOf(name, arch, version string) ([]string, error) {
+	out, err := exec.Command("apt-cache", append(aptArch(arch), "show", name+":"+arch+"="+version)...).Output()
 	if err != nil {
 		return nil, fmt.Errorf("apt-cache show %s=%s: %v", name, version, err)
 	}
@@ -194,18 +219,18 @@ func depsOf(name, version string) ([]string, error) {
 
 // fetch resolves sel, downloads its packages into cache/debs and unpacks
 // them into cache/<version>, once.
-func fetch(sel string, rows []madisonRow, cache string) (*Kernel, error) {
+func fetch(sel, arch string, rows []madisonRow, cache string) (*Kernel, error) {
 	r, err := resolve(sel, rows)
 	if err != nil {
 		return nil, err
 	}
-	k := &Kernel{Selector: sel, Version: r.version, Suite: r.suite}
+	k := &Kernel{Selector: sel, Arch: arch, Version: r.version, Suite: r.suite}
 	seen := map[string]bool{}
-	queue := []string{"linux-image-amd64"}
+	queue := []string{"linux-image-" + arch}
 	for len(queue) > 0 {
 		n := queue[0]
 		queue = queue[1:]
-		deps, err := depsOf(n, r.version)
+		deps, err := depsOf(n, arch, r.version)
 		if err != nil {
 			return nil, err
 		}
@@ -218,10 +243,13 @@ func fetch(sel string, rows []madisonRow, cache string) (*Kernel, error) {
 		}
 	}
 	if len(k.Packages) == 0 {
-		return nil, fmt.Errorf("linux-image-amd64=%s names no kernel package", r.version)
+		return nil, fmt.Errorf("linux-image-%s=%s names no kernel package", arch, r.version)
 	}
 	debs := filepath.Join(cache, "debs")
 	k.Dir = filepath.Join(cache, r.version)
+	if arch != "amd64" {
+		k.Dir = filepath.Join(cache, arch+"-"+r.version)
+	}
 	if err := os.MkdirAll(debs, 0o755); err != nil {
 		return nil, err
 	}
@@ -230,18 +258,8 @@ func fetch(sel string, rows []madisonRow, cache string) (*Kernel, error) {
 		os.RemoveAll(k.Dir)
 		for _, p := range k.Packages {
 			name, ver, _ := strings.Cut(p, "=")
-			file := filepath.Join(debs, fmt.Sprintf("%s_%s_amd64.deb", name, strings.ReplaceAll(ver, ":", "%3a")))
-			if _, err := os.Stat(file); err != nil {
-				logf("apt-get download %s", p)
-				cmd := exec.Command("apt-get", "download", "-qq", "-o", "APT::Sandbox::User=root", p)
-				cmd.Dir = debs
-				if out, err := cmd.CombinedOutput(); err != nil {
-					return nil, fmt.Errorf("apt-get download %s: %v\n%s", p, err, out)
-				}
-			}
-			logf("dpkg -x %s", filepath.Base(file))
-			if out, err := exec.Command("dpkg", "-x", file, k.Dir).CombinedOutput(); err != nil {
-				return nil, fmt.Errorf("dpkg -x %s: %v\n%s", file, err, out)
+			if err := downloadAndUnpack(name, arch, ver, debs, k.Dir); err != nil {
+				return nil, err
 			}
 		}
 		if err := os.WriteFile(done, []byte(strings.Join(k.Packages, "\n")+"\n"), 0o644); err != nil {
@@ -263,6 +281,71 @@ func fetch(sel string, rows []madisonRow, cache string) (*Kernel, error) {
 }
 
 func (k *Kernel) vmlinuz() string { return k.Vmlinuz }
+
+// downloadAndUnpack fetches one package of arch into debs (once) and
+// unpacks it into dir (dpkg -x: never installed).
+func downloadAndUnpack(name, arch, ver, debs, dir string) error {
+	file := filepath.Join(debs, fmt.Sprintf("%s_%s_%s.deb", name, strings.ReplaceAll(ver, ":", "%3a"), arch))
+	if _, err := os.Stat(file); err != nil {
+		p := name + ":" + arch + "=" + ver
+		logf("apt-get download %s", p)
+		cmd := exec.Command("apt-get", append(aptArch(arch), "download", "-qq", "-o", "APT::Sandbox::User=root", p)...)
+		cmd.Dir = debs
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get download %s: %v\n%s", p, err, out)
+		}
+	}
+	logf("dpkg -x %s", filepath.Base(file))
+	if out, err := exec.Command("dpkg", "-x", file, dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("dpkg -x %s: %v\n%s", file, err, out)
+	}
+	return nil
+}
+
+// foreignBusybox unpacks Debian's busybox-static of arch (the version the
+// host's own lists name) into cache and returns its binary: the guest's
+// userland must be the guest's architecture.
+func foreignBusybox(arch, cache string) (string, error) {
+	out, err := exec.Command("apt-cache", append(aptArch(arch), "madison", "busybox-static:"+arch)...).Output()
+	if err != nil {
+		return "", fmt.Errorf("apt-cache madison busybox-static:%s: %v", arch, err)
+	}
+	var ver string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Split(line, "|"); len(f) >= 3 && strings.Contains(f[2], "Packages") {
+			if v := strings.TrimSpace(f[1]); ver == "" || debVersionLess(ver, v) {
+				ver = v
+			}
+		}
+	}
+	if ver == "" {
+		return "", fmt.Errorf("apt knows no busybox-static for %s", arch)
+	}
+	dir := filepath.Join(cache, "busybox-"+arch+"-"+ver)
+	// bin/ up to bookworm, usr/bin/ in the merged-/usr packages after it.
+	find := func() string {
+		for _, p := range []string{"bin/busybox", "usr/bin/busybox"} {
+			if st, err := os.Stat(filepath.Join(dir, p)); err == nil && st.Mode().IsRegular() {
+				return filepath.Join(dir, p)
+			}
+		}
+		return ""
+	}
+	if bin := find(); bin != "" {
+		return bin, nil
+	}
+	debs := filepath.Join(cache, "debs")
+	if err := os.MkdirAll(debs, 0o755); err != nil {
+		return "", err
+	}
+	if err := downloadAndUnpack("busybox-static", arch, ver, debs, dir); err != nil {
+		return "", err
+	}
+	if bin := find(); bin != "" {
+		return bin, nil
+	}
+	return "", fmt.Errorf("busybox-static:%s=%s has no bin/busybox nor usr/bin/busybox", arch, ver)
+}
 
 // modulesDir is lib/modules/<release> (usr/lib/modules on merged-/usr packages).
 func (k *Kernel) modulesDir() (string, error) {

@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,14 +20,22 @@ import (
 func boot(c *config, k *Kernel, img, logPath string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	args := []string{
-		"-accel", c.accel, "-cpu", "max", "-smp", strconv.Itoa(c.smp), "-m", strconv.Itoa(c.mem),
-		"-kernel", k.vmlinuz(), "-initrd", img,
-		"-append", "console=ttyS0 panic=-1 oops=panic loglevel=1 random.trust_cpu=on rdinit=/init",
-		"-no-reboot", "-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none",
+	machine := c.arch.machine
+	if len(machine) == 0 {
+		machine = []string{"-cpu", "max"}
 	}
-	logf("%s: qemu-system-x86_64 %s", k.Release, strings.Join(args, " "))
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	kernel, err := bootableKernel(k, c.build)
+	if err != nil {
+		return err
+	}
+	args := append(machine,
+		"-accel", c.accel, "-smp", strconv.Itoa(c.smp), "-m", strconv.Itoa(c.mem),
+		"-kernel", kernel, "-initrd", img,
+		"-append", "console="+c.arch.console+" panic=-1 oops=panic loglevel=1 random.trust_cpu=on rdinit=/init",
+		"-no-reboot", "-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none",
+	)
+	logf("%s: %s %s", k.Release, c.arch.qemu, strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, c.arch.qemu, args...)
 	cmd.Stdin = nil
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -272,4 +282,42 @@ func keyLines(lines []string) []string {
 		}
 	}
 	return out
+}
+
+// bootableKernel is a kernel image qemu's -kernel loads. Debian's amd64
+// vmlinuz is a bzImage and its arm64 vmlinuz up to 6.x a gzip'd Image,
+// both of which qemu 7.2 reads; an arm64 kernel built with EFI_ZBOOT is a
+// PE file ("MZ", then "zimg") whose payload is the compressed Image:
+// it is unpacked once into build.
+func bootableKernel(k *Kernel, build string) (string, error) {
+	f, err := os.Open(k.vmlinuz())
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var hdr [56]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil || string(hdr[0:2]) != "MZ" || string(hdr[4:8]) != "zimg" {
+		return k.vmlinuz(), nil
+	}
+	// zboot-header.S: payload offset and size (le32) at 8 and 12, the
+	// compression's name at 24.
+	off := int64(binary.LittleEndian.Uint32(hdr[8:12]))
+	size := int64(binary.LittleEndian.Uint32(hdr[12:16]))
+	comp := strings.TrimRight(string(hdr[24:56]), "\x00")
+	out := filepath.Join(build, "Image-"+k.Release)
+	if st, err := os.Stat(out); err == nil && st.Size() > 0 {
+		return out, nil
+	}
+	tool := map[string][]string{"gzip": {"gzip", "-dc"}, "zstd": {"zstd", "-dcq"}, "xz": {"xz", "-dc"}}[comp]
+	if tool == nil {
+		return "", fmt.Errorf("%s: EFI zboot image compressed with %q, which this tool does not unpack", k.vmlinuz(), comp)
+	}
+	cmd := exec.Command(tool[0], tool[1:]...)
+	cmd.Stdin = io.NewSectionReader(f, off, size)
+	img, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: unpacking its %s payload: %v", k.vmlinuz(), comp, err)
+	}
+	logf("%s: EFI zboot image: %s payload unpacked to %s (%d bytes)", k.Release, comp, out, len(img))
+	return out, os.WriteFile(out, img, 0o644)
 }

@@ -3,6 +3,9 @@
 # lab's modules, run the plan in /etc/plan, print everything to the serial
 # console framed by @@BEGIN/@@END lines, and power off.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TMPDIR=/tmp CI=true
+# An initramfs built for another architecture than the host's has only sh:
+# link the other applets here.
+[ -e /bin/mkdir ] || /bin/busybox --install -s
 mkdir -p /proc /sys /dev /tmp /run /root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys

@@ -47,15 +47,36 @@ type config struct {
 	reportOnly bool
 	accel      string
 	tests      string
+	arch       guestArch
+}
+
+// guestArch is what differs between the architectures of the matrix: the
+// Go build, qemu's binary and machine, and the serial console's name.
+type guestArch struct {
+	deb, goarch string // Debian's and Go's names
+	qemu        string
+	machine     []string // qemu arguments before the common ones
+	console     string
+}
+
+var guestArches = map[string]guestArch{
+	"amd64": {deb: "amd64", goarch: "amd64", qemu: "qemu-system-x86_64", console: "ttyS0"},
+	// virt is qemu's generic arm64 board: the kernel boots from -kernel
+	// with a device tree qemu writes, no firmware. pauth-impdef: TCG
+	// emulates pointer authentication with a cheap hash instead of QARMA
+	// (several times faster; the guest cannot tell).
+	"arm64": {deb: "arm64", goarch: "arm64", qemu: "qemu-system-aarch64", console: "ttyAMA0",
+		machine: []string{"-M", "virt", "-cpu", "max,pauth-impdef=on"}},
 }
 
 func main() {
 	var c config
-	var kernels, steps string
-	flag.StringVar(&kernels, "kernels", "5.10 6.1 6.12 newest", "kernels to run: newest, or a version prefix of linux-image-amd64 (5.10, 6.1, 6.12, 7.x)")
+	var kernels, steps, arch string
+	flag.StringVar(&kernels, "kernels", "5.10 6.1 6.12 newest", "kernels to run: newest, or a version prefix of linux-image-ARCH (5.10, 6.1, 6.12, 7.x)")
+	flag.StringVar(&arch, "arch", "amd64", "the kernels' architecture: amd64 or arm64 (emulated by qemu's TCG)")
 	flag.StringVar(&c.cache, "cache", "/var/cache/tcpwatch-kernels", "where kernel packages are downloaded and unpacked")
-	flag.StringVar(&c.build, "build", "build/kernels", "binaries, initramfs images and raw guest logs")
-	flag.StringVar(&c.out, "out", "docs/kernels.md", "the matrix to write (empty: none)")
+	flag.StringVar(&c.build, "build", "", "binaries, initramfs images and raw guest logs (default build/kernels, build/kernels-arm64)")
+	flag.StringVar(&c.out, "out", "-", "the matrix to write (empty: none; default docs/kernels.md, docs/kernels-arm64.md)")
 	flag.StringVar(&c.expect, "expect", "lab/kernels/expect.json", "the allowed differences")
 	flag.StringVar(&steps, "steps", "check,lab,tests", "what the guest runs: check, lab, tests")
 	flag.StringVar(&c.scenarios, "scenarios", "", "only these lab scenarios (space-separated; default all)")
@@ -73,6 +94,22 @@ func main() {
 	if c.testCount < 1 {
 		logf("-count %d: must be at least 1", c.testCount)
 		os.Exit(2)
+	}
+	ga, known := guestArches[arch]
+	if !known {
+		logf("-arch %s: amd64 or arm64", arch)
+		os.Exit(2)
+	}
+	c.arch = ga
+	suffix := ""
+	if arch != "amd64" {
+		suffix = "-" + arch
+	}
+	if c.build == "" {
+		c.build = "build/kernels" + suffix
+	}
+	if c.out == "-" {
+		c.out = "docs/kernels" + suffix + ".md"
 	}
 	c.kernels = strings.Fields(strings.ReplaceAll(kernels, ",", " "))
 	c.steps = map[string]bool{}
@@ -108,16 +145,16 @@ func run(c *config) (bool, error) {
 			return false, err
 		}
 	} else {
-		if err := ensureSources(c.update); err != nil {
+		if err := ensureSources(c.update, c.arch.deb); err != nil {
 			return false, err
 		}
-		rows, err := madison()
+		rows, err := madison(c.arch.deb)
 		if err != nil {
 			return false, err
 		}
 		seen := map[string]bool{}
 		for _, sel := range c.kernels {
-			k, err := fetch(sel, rows, c.cache)
+			k, err := fetch(sel, c.arch.deb, rows, c.cache)
 			if err != nil {
 				return false, err
 			}
@@ -139,7 +176,7 @@ func run(c *config) (bool, error) {
 		logPath := filepath.Join(c.build, "guest-"+k.Release+".log")
 		if !c.reportOnly {
 			if bins == nil {
-				if bins, err = buildBinaries(c.build); err != nil {
+				if bins, err = buildBinaries(c); err != nil {
 					return false, err
 				}
 			}
@@ -216,18 +253,18 @@ func testArgs(run string, count int) string {
 // files (deploy manifests): nothing in them depends on the kernel.
 var hostOnlyPackages = map[string]bool{"deploy": true}
 
-// buildBinaries builds a static tcpwatch and a static test binary for each
-// package whose tests need the real kernel (those that import
-// internal/testenv).
-func buildBinaries(build string) (*binaries, error) {
-	bin := filepath.Join(build, "bin")
+// buildBinaries builds a static tcpwatch for the guests' architecture and,
+// when they run tests, a static test binary for each package whose tests
+// need the real kernel (those that import internal/testenv).
+func buildBinaries(c *config) (*binaries, error) {
+	bin := filepath.Join(c.build, "bin")
 	os.RemoveAll(bin)
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return nil, err
 	}
-	env := append(os.Environ(), "CGO_ENABLED=0")
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+c.arch.goarch)
 	b := &binaries{tcpwatch: filepath.Join(bin, "tcpwatch")}
-	logf("go build ./cmd/tcpwatch (static)")
+	logf("go build ./cmd/tcpwatch (static, %s)", c.arch.goarch)
 	cmd := exec.Command("go", "build", "-o", b.tcpwatch, "./cmd/tcpwatch")
 	cmd.Env, cmd.Stderr = env, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -238,6 +275,9 @@ func buildBinaries(build string) (*binaries, error) {
 		return nil, fmt.Errorf("go list: %v", err)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if !c.steps["tests"] {
+			break
+		}
 		f := strings.SplitN(line, "|", 4)
 		if len(f) != 4 || !strings.Contains(" "+f[3]+" ", " "+f[2]+"/internal/testenv ") {
 			continue
@@ -248,7 +288,7 @@ func buildBinaries(build string) (*binaries, error) {
 			continue
 		}
 		file := filepath.Join(bin, strings.ReplaceAll(rel, "/", "_")+".test")
-		logf("go test -c ./%s (static)", rel)
+		logf("go test -c ./%s (static, %s)", rel, c.arch.goarch)
 		cmd := exec.Command("go", "test", "-c", "-o", file, "./"+rel)
 		cmd.Env, cmd.Stderr = env, os.Stderr
 		if err := cmd.Run(); err != nil {
@@ -257,6 +297,14 @@ func buildBinaries(build string) (*binaries, error) {
 		if _, err := os.Stat(file); err == nil {
 			b.tests = append(b.tests, testBinary{pkg: rel, dir: f[1], file: file})
 		}
+	}
+	if c.arch.deb != hostDebArch() {
+		bb, err := foreignBusybox(c.arch.deb, c.cache)
+		if err != nil {
+			return nil, err
+		}
+		b.busybox = bb
+		return b, nil
 	}
 	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
 		if out, err := exec.Command("file", "-L", p).Output(); err == nil && strings.Contains(string(out), "statically linked") {
@@ -331,5 +379,5 @@ func makeImage(c *config, k *Kernel, b *binaries, img string, steps map[string]b
 		guestFile{path: "etc/passwd", perm: 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
 		guestFile{path: "etc/group", perm: 0o644, data: []byte("root:x:0:\nnogroup:x:65534:\n")})
 	logf("%s: building %s", k.Release, img)
-	return buildInitramfs(img, files, mods, b.busybox)
+	return buildInitramfs(img, files, mods, b.busybox, c.arch.deb != hostDebArch())
 }

@@ -7,10 +7,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"kernel.org/pub/linux/libs/security/libcap/psx"
 )
 
 // Capabilities. To start, tcpwatch needs CAP_BPF and CAP_PERFMON (load and
@@ -30,10 +30,6 @@ import (
 // counters and the programs' statistics works on the descriptors tcpwatch
 // already holds and needs none.
 var keptCaps = []int{unix.CAP_SYS_ADMIN, unix.CAP_SYS_PTRACE, unix.CAP_DAC_READ_SEARCH}
-
-// errCgoCaps: a binary with cgo cannot change every thread's capabilities
-// (syscall.AllThreadsSyscall refuses: C threads are out of Go's reach).
-var errCgoCaps = errors.New("capabilities not dropped: this build uses cgo, whose threads Go cannot reach (build with CGO_ENABLED=0, as make build does)")
 
 func kept(c int) bool {
 	for _, k := range keptCaps {
@@ -55,18 +51,20 @@ func dropCapabilities() error {
 	effective := func(d *unix.CapUserData) uint32 { return d.Effective }
 	permitted := func(d *unix.CapUserData) uint32 { return d.Permitted }
 
+	// Every thread holds its own capability sets: a change made on one
+	// thread only leaves the others (and any the Go runtime moves work
+	// to) as privileged as before. psx makes each call on every thread:
+	// without cgo through syscall.AllThreadsSyscall, with cgo (which
+	// AllThreadsSyscall refuses, C threads being out of Go's reach)
+	// through libpsx, which signals each thread to make it.
+	// Syscall6 with zeros: prctl refuses (EINVAL) options whose unused
+	// arguments are not 0, and libpsx's Syscall3 leaves the last two to
+	// whatever the registers hold.
 	all := func(trap, a1, a2, a3 uintptr) error {
-		if _, _, errno := syscall.AllThreadsSyscall(trap, a1, a2, a3); errno != 0 {
-			if errno == syscall.ENOTSUP {
-				return errCgoCaps
-			}
+		if _, _, errno := psx.Syscall6(trap, a1, a2, a3, 0, 0, 0); errno != 0 {
 			return errno
 		}
 		return nil
-	}
-	// A harmless all-threads call first: a cgo build refuses them all.
-	if err := all(unix.SYS_PRCTL, unix.PR_GET_NO_NEW_PRIVS, 0, 0); err != nil {
-		return err
 	}
 	// The bounding set limits what an execve could regain; dropping from
 	// it needs CAP_SETPCAP, which is then dropped too.

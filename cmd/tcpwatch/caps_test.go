@@ -23,9 +23,10 @@ const startCaps = "+bpf,+perfmon,+syslog,+sys_admin,+sys_ptrace,+dac_read_search
 // keptMask is CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21).
 const keptMask = "0000000000280004"
 
-// buildNoCgo builds the real tcpwatch without cgo (a cgo binary cannot
-// change the capabilities of every thread) where nobody can run it.
-func buildNoCgo(t *testing.T) string {
+// buildTcpwatch builds the real tcpwatch with cgo on ("1", as go install
+// does wherever a C compiler is found) or off ("0", as make build and the
+// release do), where nobody can run it, and checks the binary says so.
+func buildTcpwatch(t *testing.T, cgo string) string {
 	t.Helper()
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -39,12 +40,18 @@ func buildNoCgo(t *testing.T) string {
 	os.Chmod(dir, 0o755)
 	exe := filepath.Join(dir, "tcpwatch")
 	build := exec.Command(gobin, "build", "-o", exe, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Env = append(os.Environ(), "CGO_ENABLED="+cgo)
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatalf("go build (CGO_ENABLED=%s; cgo needs gcc): %v\n%s", cgo, err, out)
+	}
+	info, err := exec.Command(gobin, "version", "-m", exe).Output()
+	if err != nil || !strings.Contains(string(info), "CGO_ENABLED="+cgo) {
+		t.Fatalf("go version -m %s: %v, no CGO_ENABLED=%s in\n%s", exe, err, cgo, info)
 	}
 	return exe
 }
+
+func buildNoCgo(t *testing.T) string { return buildTcpwatch(t, "0") }
 
 // procStatus reads the capability lines of every thread of pid.
 func procStatus(t *testing.T, pid int) (main map[string]string, threads []map[string]string) {
@@ -104,30 +111,39 @@ func watchRefused(t *testing.T, cmd *exec.Cmd) (map[string]string, []map[string]
 	return status, threads, refused, stderr.String()
 }
 
-// Issue #10.7: once attached, tcpwatch keeps only CAP_SYS_ADMIN,
+// Issues #10.7 and #21: once attached, tcpwatch keeps only CAP_SYS_ADMIN,
 // CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, on every thread, and still
-// narrates.
+// narrates, whether it was built with cgo or without.
 func TestCapabilitiesDroppedAfterStart(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	exe := buildNoCgo(t)
-	status, threads, refused, stderr := watchRefused(t, exec.Command(exe, "-o", "json", "--duration", "4s"))
-	want := map[string]string{"CapEff": keptMask, "CapPrm": keptMask, "CapInh": "0000000000000000",
-		"CapAmb": "0000000000000000", "CapBnd": keptMask, "NoNewPrivs": "1"}
-	for k, v := range want {
-		if status[k] != v {
-			t.Errorf("%s: %s, want %s", k, status[k], v)
-		}
-	}
-	for _, th := range threads {
-		if th["CapEff"] != keptMask || th["CapPrm"] != keptMask {
-			t.Errorf("thread %s: CapEff %s CapPrm %s", th["Pid"], th["CapEff"], th["CapPrm"])
-		}
-	}
-	if len(refused) != 1 || refused[0].PID != uint32(os.Getpid()) {
-		t.Errorf("connect_refused told %d times (%+v); stderr %s", len(refused), refused, stderr)
-	}
-	if strings.Contains(stderr, "capabilities not dropped") {
-		t.Errorf("stderr: %s", stderr)
+	for _, cgo := range []string{"1", "0"} {
+		t.Run("CGO_ENABLED="+cgo, func(t *testing.T) {
+			exe := buildTcpwatch(t, cgo)
+			status, threads, refused, stderr := watchRefused(t, exec.Command(exe, "-o", "json", "--duration", "4s"))
+			want := map[string]string{"CapEff": keptMask, "CapPrm": keptMask, "CapInh": "0000000000000000",
+				"CapAmb": "0000000000000000", "CapBnd": keptMask, "NoNewPrivs": "1"}
+			for k, v := range want {
+				if status[k] != v {
+					t.Errorf("%s: %s, want %s", k, status[k], v)
+				}
+			}
+			if len(threads) < 2 {
+				t.Errorf("%d threads read: a Go program has several", len(threads))
+			}
+			for _, th := range threads {
+				for k, v := range want {
+					if th[k] != v {
+						t.Errorf("thread %s: %s %s, want %s", th["Pid"], k, th[k], v)
+					}
+				}
+			}
+			if len(refused) != 1 || refused[0].PID != uint32(os.Getpid()) {
+				t.Errorf("connect_refused told %d times (%+v); stderr %s", len(refused), refused, stderr)
+			}
+			if stderr != "" {
+				t.Errorf("stderr: %s", stderr)
+			}
+		})
 	}
 }
 

@@ -159,8 +159,8 @@ func (x *exposureWatch) snapshot() error {
 	return err
 }
 
-// stats fills the stats record's exposure figures from the last snapshot.
-func (x *exposureWatch) stats(s *output.Stats) {
+// stats gives the stats record the last snapshot's counts.
+func (x *exposureWatch) stats(w *output.Writer) {
 	if x == nil {
 		return
 	}
@@ -169,11 +169,11 @@ func (x *exposureWatch) stats(s *output.Stats) {
 	if x.tally == nil {
 		return
 	}
-	s.Exposure = classCounts(*x.tally)
-	s.ExposureByComm = map[string]map[string]int{}
+	byComm := map[string]map[string]int{}
 	for comm, t := range x.byComm {
-		s.ExposureByComm[comm] = classCounts(t)
+		byComm[comm] = classCounts(t)
 	}
+	w.SetExposure(classCounts(*x.tally), byComm)
 }
 
 func classCounts(t exposure.Tally) map[string]int {

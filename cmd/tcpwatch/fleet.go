@@ -12,6 +12,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/output/metrics"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
 )
 
 // fleetOptions are the flags for running tcpwatch on many machines:
@@ -102,6 +103,13 @@ func (fl *fleet) stages() []engine.Stage {
 		return nil
 	}
 	return []engine.Stage{fl.metrics.Stage}
+}
+
+// observeIncident hands an incident record to the metrics, when they are on.
+func (fl *fleet) observeIncident(inc *incident.Incident) {
+	if fl.metrics != nil {
+		fl.metrics.Incident(inc)
+	}
 }
 
 func (fl *fleet) close() {

@@ -79,7 +79,7 @@ func TestLossStormMemoryReturns(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("tcpwatch: %v: %s", err, stderr.String())
 	}
-	var stats output.Stats
+	var stats output.StatsRecord
 	if err := json.Unmarshal([]byte(<-lastStats), &stats); err != nil {
 		t.Fatalf("no stats record: %v", err)
 	}

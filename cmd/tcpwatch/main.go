@@ -24,6 +24,8 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/exposure"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
+	"github.com/tcpwatch/tcpwatch/tracer/incident/stage"
 )
 
 const usage = `tcpwatch: why is this TCP connection failing, or why did it die?
@@ -31,6 +33,7 @@ const usage = `tcpwatch: why is this TCP connection failing, or why did it die?
 Usage:
   tcpwatch [flags]          watch every TCP connection and narrate failures
   tcpwatch --events [flags] print every decoded kernel event
+  tcpwatch top [flags]      full-screen view of the open incidents and their connections
   tcpwatch check            show the kernel, its BTF and which hooks attach
   tcpwatch exposure [flags] list every connection by when its kernel would notice a silent peer
   tcpwatch lab ...          reproduce a failure scenario in namespaces (tcpwatch lab --help)
@@ -92,6 +95,7 @@ func exitCode(err error) int {
 type options struct {
 	events    bool
 	all       bool
+	conns     bool
 	explain   bool
 	record    string
 	maxConns  int
@@ -123,6 +127,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	}
 	fs.BoolVar(&o.events, "events", false, "print every decoded kernel event instead of narratives")
 	fs.BoolVar(&o.all, "all", false, "also narrate normal lifecycles and routine kernel events")
+	fs.BoolVar(&o.conns, "connections", false, "also tell each connection of an incident (2+ connections to one peer in trouble) on its own line, in full")
 	fs.BoolVar(&o.explain, "explain", false, "text output: add each narrative's explanation (JSON always has it)")
 	fs.StringVar(&o.record, "record", "", "also append every kernel event to this file (hex records, replayable in tests)")
 	fs.StringVarP(&o.output, "output", "o", "text", "output format: text or json (JSON lines)")
@@ -246,8 +251,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	top := false
 	if len(rest) > 0 {
 		switch rest[0] {
+		case "top":
+			if len(rest) > 1 {
+				return usageError{fmt.Errorf("top takes no arguments")}
+			}
+			if o.events || format != output.Text {
+				return usageError{fmt.Errorf("top shows incidents on the terminal: not with --events or -o json")}
+			}
+			top = true
 		case "check":
 			if len(rest) > 1 {
 				return usageError{fmt.Errorf("check takes no arguments")}
@@ -281,6 +295,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case o.all:
 		mode = engine.ModeAll
 	}
+	engine.TuneGC(mode, os.Getenv)
 	cfg := engine.Config{
 		Mode:           mode,
 		MaxConns:       o.maxConns,
@@ -339,9 +354,27 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if exp != nil {
 		exp.start(ctx, o.exposureEvery)
 	}
+	if top {
+		err := runTop(ctx, engine.New(t, cfg), fleet)
+		if record != nil {
+			if ferr := record.Flush(); ferr != nil && err == nil {
+				err = fmt.Errorf("--record: %w", ferr)
+			}
+		}
+		return err
+	}
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
-		Host: fleet.host, Batch: true})
-	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, fleet.stages()...))
+		Host: fleet.host, Batch: true, Connections: o.conns})
+	telling := stage.Lines
+	if format == output.JSON {
+		telling = stage.Records
+	}
+	incidents := stage.New(stage.Options{Telling: telling, Connections: o.conns,
+		SharedFate: incident.ReadSharedFate, Observe: fleet.observeIncident})
+	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, append(fleet.stages(), incidents.Stage)...))
+	if err == nil {
+		err = incidents.End()
+	}
 	if err != nil {
 		w.Flush() // what was told before the failure
 	}
@@ -356,10 +389,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	final := output.Stats{Events: stats.Events, Lost: stats.Lost, Narratives: stats.Narratives,
-		Evictions: stats.Evictions, Tracked: stats.Tracked, Reconciled: stats.Reconciled}
-	exp.stats(&final)
-	err = w.Stats(final)
+	exp.stats(w)
+	err = w.Stats(stats)
 	if err == nil {
 		err = w.Flush()
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/exposure"
@@ -46,6 +47,7 @@ type Metrics struct {
 	rto        *prometheus.CounterVec
 	keepalive  *prometheus.CounterVec
 	exposure   *prometheus.GaugeVec
+	incidents  incidentMetrics
 
 	events, ringFull, recursion, evictions atomic.Uint64
 	tracked                                atomic.Int64
@@ -62,6 +64,16 @@ func New(opts Options) *Metrics {
 		Name: "tcpwatch_narratives_total",
 		Help: "Narratives told, by verdict and address family (after the filters).",
 	}, labels)
+	if !opts.Container {
+		// Every registered verdict has its series from the start, at 0:
+		// a rate() or an alert on a verdict not yet seen has a series to
+		// read. (Containers are not known in advance.)
+		for _, v := range words.Verdicts(nil) {
+			for _, fam := range []string{"ipv4", "ipv6"} {
+				m.narratives.WithLabelValues(string(v), fam)
+			}
+		}
+	}
 	m.rto = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcpwatch_rto_episodes_total",
 		Help: "Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).",
@@ -84,7 +96,9 @@ func New(opts Options) *Metrics {
 		Help: "tcpwatch's version and the Go it was built with (always 1).",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version(), runtime.Version()).Set(1)
+	m.incidents = newIncidentMetrics()
 	m.Registry.MustRegister(
+		m.incidents.open, m.incidents.inTrouble, m.incidents.ended,
 		m.narratives, m.rto, m.keepalive, m.exposure, build,
 		counter("tcpwatch_records_read_total", "Kernel records read from the ring buffer.", &m.events, nil),
 		counter("tcpwatch_records_lost_total", lostHelp, &m.ringFull, prometheus.Labels{"reason": "ring_full"}),
@@ -134,8 +148,8 @@ func family(n *tracker.Narrative) string {
 	return "ipv4"
 }
 
-// Narrative counts one narrative told, whose connection's cgroup names cg.
-func (m *Metrics) Narrative(n *tracker.Narrative, cg containers.Info) {
+// count counts one narrative told, whose connection's cgroup names cg.
+func (m *Metrics) count(n *tracker.Narrative, cg containers.Info) {
 	fam := family(n)
 	if m.container {
 		m.narratives.WithLabelValues(string(n.Verdict), fam, cg.ID).Inc()
@@ -164,7 +178,7 @@ type stage struct {
 
 func (s stage) Tell(it *engine.Item) error {
 	if it.Narrative != nil {
-		s.m.Narrative(it.Narrative, it.Cgroup)
+		s.m.count(it.Narrative, it.Cgroup)
 	}
 	return s.next.Tell(it)
 }

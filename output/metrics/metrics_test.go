@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -60,13 +61,6 @@ func TestCounts(t *testing.T) {
 	m.Observe(engine.Progress{Events: 1234, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
 
 	expected := `
-# HELP tcpwatch_narratives_total Narratives told, by verdict and address family (after the filters).
-# TYPE tcpwatch_narratives_total counter
-tcpwatch_narratives_total{family="ipv4",verdict="connect_refused"} 2
-tcpwatch_narratives_total{family="ipv6",verdict="connect_refused"} 1
-tcpwatch_narratives_total{family="ipv4",verdict="stalled"} 3
-tcpwatch_narratives_total{family="ipv4",verdict="retransmit_timeout"} 1
-tcpwatch_narratives_total{family="ipv6",verdict="keepalive_probing"} 2
 # HELP tcpwatch_rto_episodes_total Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).
 # TYPE tcpwatch_rto_episodes_total counter
 tcpwatch_rto_episodes_total{family="ipv4"} 1
@@ -88,13 +82,45 @@ tcpwatch_tracker_evictions_total 3
 tcpwatch_tracked_connections 17
 `
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(expected),
-		"tcpwatch_narratives_total", "tcpwatch_rto_episodes_total", "tcpwatch_keepalive_episodes_total",
+		"tcpwatch_rto_episodes_total", "tcpwatch_keepalive_episodes_total",
 		"tcpwatch_records_read_total", "tcpwatch_records_lost_total", "tcpwatch_tracker_evictions_total",
 		"tcpwatch_tracked_connections"); err != nil {
 		t.Error(err)
 	}
+	told := map[[2]string]float64{{"connect_refused", "ipv4"}: 2, {"connect_refused", "ipv6"}: 1,
+		{"stalled", "ipv4"}: 3, {"retransmit_timeout", "ipv4"}: 1, {"keepalive_probing", "ipv6"}: 2}
+	for _, v := range words.Verdicts(nil) {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			got := testutil.ToFloat64(m.narratives.WithLabelValues(string(v), fam))
+			if want := told[[2]string{string(v), fam}]; got != want {
+				t.Errorf("tcpwatch_narratives_total{verdict=%q,family=%q} = %v, want %v", v, fam, got, want)
+			}
+		}
+	}
 	if n, err := testutil.GatherAndCount(m.Registry, "tcpwatch_build_info"); err != nil || n != 1 {
 		t.Errorf("build_info: %d series (%v)", n, err)
+	}
+}
+
+// Every registered verdict has its series from the start, and each
+// narrative told through the stage counts under its own verdict.
+func TestEveryVerdictIsCounted(t *testing.T) {
+	m := New(Options{})
+	if n, err := testutil.GatherAndCount(m.Registry, "tcpwatch_narratives_total"); err != nil || n != 2*len(words.Registry) {
+		t.Errorf("%d narrative series before any narrative (%v), want 2 per registered verdict (%d)", n, err, 2*len(words.Registry))
+	}
+	s := m.Stage(&nopSink{})
+	for i, v := range words.Verdicts(nil) {
+		for range i + 1 {
+			if err := s.Tell(narr(v, "10.0.0.1:1", false, "/")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, v := range words.Verdicts(nil) {
+		if got := testutil.ToFloat64(m.narratives.WithLabelValues(string(v), "ipv4")); got != float64(i+1) {
+			t.Errorf("%s counted %v times, told %d", v, got, i+1)
+		}
 	}
 }
 

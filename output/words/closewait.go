@@ -6,6 +6,13 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
+// leaks: a process keeps what its peers ended.
+var leaks = []Entry{
+	{Verdict: tracker.CloseWaitStuck, Family: Leaks, Episode: true, Severity: Warning,
+		Summary: closeWaitSummary,
+		Explain: func(*tracker.Narrative) string { return closeWaitExplanation }},
+}
+
 // closeWaitSummary: a process keeps sockets its peers closed.
 func closeWaitSummary(n *tracker.Narrative) string {
 	who := fmt.Sprintf("%s (pid %d)", orUnknown(n.Owner.Comm), n.Owner.PID)

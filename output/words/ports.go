@@ -3,8 +3,17 @@ package words
 import (
 	"fmt"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
+
+// portVerdicts: connect() never sent its SYN.
+var portVerdicts = []Entry{
+	{Verdict: tracker.LocalPortsExhausted, Family: Connect, Severity: Failure, Errno: int32(unix.EADDRNOTAVAIL),
+		Summary: portsSummary,
+		Explain: func(*tracker.Narrative) string { return portsExplanation }},
+}
 
 // portsSummary: connect() found no free local port toward its destination.
 func portsSummary(n *tracker.Narrative) string {

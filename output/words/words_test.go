@@ -1,28 +1,151 @@
 package words
 
 import (
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
-// Every verdict has its own words, and they cite the figures that decided it.
-func TestEveryVerdictIsWorded(t *testing.T) {
+// sample is a narrative of verdict v with figures that each sentence
+// must cite: 3 retransmissions, 2 probes, a 3 s outage, 1 s to go, the
+// errno the verdict implies (none for an episode).
+func sample(e *Entry) *tracker.Narrative {
+	n := &tracker.Narrative{Verdict: e.Verdict, Final: !e.Episode, Retransmits: 3, Probes: 2, Errno: e.Errno,
+		Remote: netip.MustParseAddrPort("192.0.2.7:5432"), ResetReason: "TCP_ABORT_ON_CLOSE", ResetState: tcp.StateEstablished,
+		Owner: tracker.Owner{PID: 4242, Comm: "psql"}, ExitSignal: 9,
+		Outage: 3 * time.Second, GiveUpIn: time.Second, RTOs: []time.Duration{200 * time.Millisecond, 400 * time.Millisecond},
+		RTOMax: tcp.RTOMaxDefault, Budget: tracker.Budget{Limit: 3 * time.Second, Setting: "tcp_retries2", Value: 3},
+		Settings:         tcp.Settings{Retries2: 3, KeepaliveTime: 2 * time.Second, KeepaliveIntvl: time.Second, KeepaliveProbes: 3},
+		CloseWaitSockets: 2, CloseWaitFor: 3 * time.Second,
+		Ports: tracker.PortUse{Failures: 1, Known: true, TimeWait: 3, Other: 1, RangeLo: 40000, RangeHi: 40003}}
+	if e.Episode {
+		n.Errno = 0
+	}
+	return n
+}
+
+// Every verdict the tracker gives is registered once, as final or episode
+// exactly as the tracker treats it, with words and a severity.
+func TestRegistry(t *testing.T) {
+	seen := map[tracker.Verdict]int{}
+	for i := range Registry {
+		e := &Registry[i]
+		seen[e.Verdict]++
+		if !slices.Contains(tracker.Verdicts, e.Verdict) {
+			t.Errorf("%s is registered but the tracker never gives it", e.Verdict)
+		}
+		if e.Episode != e.Verdict.Episode() {
+			t.Errorf("%s: registered episode=%v, the tracker says %v", e.Verdict, e.Episode, e.Verdict.Episode())
+		}
+		if e.Summary == nil || e.Explain == nil || e.Family == "" {
+			t.Errorf("%s: no words or no family", e.Verdict)
+		}
+		if e.Episode && e.Severity == Failure || !e.Episode && e.Severity == Warning {
+			t.Errorf("%s: severity %s for an episode=%v", e.Verdict, e.Severity, e.Episode)
+		}
+		if Lookup(e.Verdict) != e {
+			t.Errorf("%s: Lookup finds another entry", e.Verdict)
+		}
+	}
 	for _, v := range tracker.Verdicts {
-		n := &tracker.Narrative{Verdict: v, Final: !v.Episode(), Retransmits: 3, Probes: 2, Errno: 110,
-			Outage: 3 * time.Second, GiveUpIn: time.Second, RTOs: []time.Duration{200 * time.Millisecond, 400 * time.Millisecond},
-			RTOMax: tcp.RTOMaxDefault, Budget: tracker.Budget{Limit: 3 * time.Second, Setting: "tcp_retries2", Value: 3},
-			Settings: tcp.Settings{Retries2: 3, KeepaliveTime: 2 * time.Second, KeepaliveIntvl: time.Second, KeepaliveProbes: 3}}
-		sum, why := Summary(n), Explanation(n)
-		if sum == "" || sum == string(v) || why == "" {
-			t.Errorf("%s: summary %q explanation %q", v, sum, why)
+		if seen[v] != 1 {
+			t.Errorf("%s is registered %d times", v, seen[v])
 		}
-		if strings.Contains(sum+why, "%!") {
-			t.Errorf("%s: formatting error in %q / %q", v, sum, why)
+	}
+}
+
+// Each verdict's summary, word for word, for the same figures.
+func TestEveryVerdictIsWorded(t *testing.T) {
+	want := map[tracker.Verdict]string{
+		tracker.PeerClosed:          "the peer closed the connection (FIN), then reset it: its process closed the socket or died",
+		tracker.LocalClosed:         "this side closed the connection normally",
+		tracker.LocalProcessExited:  "the owning process psql (pid 4242) was killed by SIGKILL with the connection open; its kernel closed it with FIN, 3s into an outage (3 RTO retransmissions unanswered)",
+		tracker.LocalAbort:          "this side aborted the connection with RST (TCP_ABORT_ON_CLOSE)",
+		tracker.PeerReset:           "the peer reset the connection (RST) while it was answering normally: ECONNRESET (104, connection reset by peer)",
+		tracker.PeerLostState:       "the peer answered 3 retransmissions with RST after 3s of silence: its host rebooted or lost the connection (ECONNRESET (104, connection reset by peer))",
+		tracker.Stalled:             "the peer has stopped acknowledging: 3 RTO retransmissions, no ACK for 3s; the kernel gives up in about 1s",
+		tracker.Recovered:           "the peer answered again after a 3s outage that cost 3 RTO retransmissions; the application saw only a delay",
+		tracker.RetransmitTimeout:   "the peer stopped acknowledging and the kernel gave up after 3 retransmissions over 3s: ETIMEDOUT (110, connection timed out)",
+		tracker.HostUnreachable:     "the peer is unreachable: after 3 retransmissions over 3s the kernel gave up with EHOSTUNREACH (113, no route to host)",
+		tracker.KeepaliveProbing:    "keepalive probe 2 of 3 sent, the previous one went unanswered: the idle peer has been silent for 3s; the kernel gives up in about 1s",
+		tracker.KeepaliveTimeout:    "the idle peer answered none of 2 keepalive probes: the kernel reset the connection after 3s of silence (ETIMEDOUT (110, connection timed out))",
+		tracker.ConnectRefused:      "connect() to 192.0.2.7:5432 was refused: the peer answered SYN with RST (ECONNREFUSED (111, connection refused))",
+		tracker.ConnectTimeout:      "connect() to 192.0.2.7:5432 timed out: 3 SYN retransmissions unanswered over 3s (ETIMEDOUT (110, connection timed out))",
+		tracker.Untold:              "the connection is gone from the kernel's socket table but how it ended was not seen: kernel records were lost; it was last stalled (3 RTO retransmissions, no ACK for 3s)",
+		tracker.CloseWaitStuck:      "psql (pid 4242) holds 2 connections its peers closed, the oldest in CLOSE_WAIT for 3s: it has not called close() on them",
+		tracker.LocalPortsExhausted: "connect() to 192.0.2.7:5432 failed with EADDRNOTAVAIL (99, cannot assign requested address): no local port was free toward it: 3 sockets in TIME_WAIT and 1 other to it hold ports of ip_local_port_range 40000-40003 (4 ports); tcp_tw_reuse=0 (off)",
+	}
+	// What each explanation must cite of the kernel's figures and mechanism.
+	cites := map[tracker.Verdict][]string{
+		tracker.PeerClosed:          {"CLOSE_WAIT", "TCP_ABORT_ON_DATA", "EPIPE"},
+		tracker.LocalClosed:         {"FIN_WAIT1"},
+		tracker.LocalProcessExited:  {"PF_EXITING", "RTOs 200ms → 400ms", "tcp_retries2=3 allows 3s"},
+		tracker.LocalAbort:          {"unread data", "ECONNRESET"},
+		tracker.PeerReset:           {"in ESTABLISHED", "ECONNRESET (104"},
+		tracker.PeerLostState:       {"RTOs 200ms → 400ms", "NO_SOCKET", "ECONNRESET (104"},
+		tracker.Stalled:             {"fired 3 times", "RTOs 200ms → 400ms", "tcp_retries2=3 allows 3s", "about 1s from now", "will then get ETIMEDOUT"},
+		tracker.Recovered:           {"Loss back to", "3s, RTOs 200ms → 400ms"},
+		tracker.RetransmitTimeout:   {"tcp_retries2=3 allows 3s", "RTOs were 200ms → 400ms", "sk_err=ETIMEDOUT (110"},
+		tracker.HostUnreachable:     {"sk_err_soft=unknown", "RTOs 200ms → 400ms", "EHOSTUNREACH (113"},
+		tracker.KeepaliveProbing:    {"keepalive_time=2s idle", "icsk_probes_out=2; when it reaches 3", "gets ETIMEDOUT"},
+		tracker.KeepaliveTimeout:    {"keepalive_probes=3", "probe 2", "TCP_ABORT_ON_CLOSE", "ETIMEDOUT (110"},
+		tracker.ConnectRefused:      {"SYN_SENT reports ECONNREFUSED"},
+		tracker.ConnectTimeout:      {"tcp_retries2=3 allows 3s", "sk_err=ETIMEDOUT (110"},
+		tracker.Untold:              {"stats.lost", "sock_diag"},
+		tracker.CloseWaitStuck:      {"CLOSE_WAIT", "close()", "too many open files"},
+		tracker.LocalPortsExhausted: {"inet_hash_connect()", "TIME_WAIT for 60 s", "EADDRNOTAVAIL", "tcp_tw_reuse"},
+	}
+	for i := range Registry {
+		e := &Registry[i]
+		n := sample(e)
+		if got := Summary(n); got != want[e.Verdict] {
+			t.Errorf("%s summary:\n got %q\nwant %q", e.Verdict, got, want[e.Verdict])
 		}
+		why := Explanation(n)
+		if len(cites[e.Verdict]) == 0 {
+			t.Errorf("%s: no expectation for its explanation", e.Verdict)
+		}
+		for _, c := range cites[e.Verdict] {
+			if !strings.Contains(why, c) {
+				t.Errorf("%s explanation does not cite %q: %q", e.Verdict, c, why)
+			}
+		}
+		if strings.Contains(want[e.Verdict]+why, "%!") {
+			t.Errorf("%s: formatting error in %q", e.Verdict, why)
+		}
+	}
+}
+
+// The errno a verdict implies: the narrative's own first; for a timeout,
+// an unreachable soft error wins over ETIMEDOUT, as in tcp_write_err().
+func TestImpliedErrno(t *testing.T) {
+	for _, tc := range []struct {
+		n    tracker.Narrative
+		want unix.Errno
+	}{
+		{tracker.Narrative{Verdict: tracker.Stalled}, unix.ETIMEDOUT},
+		{tracker.Narrative{Verdict: tracker.Stalled, SkErrSoft: int32(unix.EHOSTUNREACH)}, unix.EHOSTUNREACH},
+		{tracker.Narrative{Verdict: tracker.Stalled, SkErrSoft: int32(unix.EPROTO)}, unix.ETIMEDOUT},
+		{tracker.Narrative{Verdict: tracker.KeepaliveProbing, SkErrSoft: int32(unix.ENETUNREACH)}, unix.ENETUNREACH},
+		{tracker.Narrative{Verdict: tracker.PeerReset}, unix.ECONNRESET},
+		{tracker.Narrative{Verdict: tracker.PeerReset, Errno: int32(unix.EPIPE)}, unix.EPIPE},
+		{tracker.Narrative{Verdict: tracker.ConnectRefused, SkErrSoft: int32(unix.EHOSTUNREACH)}, unix.ECONNREFUSED},
+		{tracker.Narrative{Verdict: tracker.LocalClosed}, 0},
+	} {
+		if got := ImpliedErrno(&tc.n); got != int32(tc.want) {
+			t.Errorf("%s soft=%d errno=%d: implies %d, want %d", tc.n.Verdict, tc.n.SkErrSoft, tc.n.Errno, got, tc.want)
+		}
+	}
+	n := &tracker.Narrative{Verdict: tracker.Stalled, SkErrSoft: int32(unix.EHOSTUNREACH), Retransmits: 2, RTOMax: tcp.RTOMaxDefault}
+	if why := Explanation(n); !strings.Contains(why, "will then get EHOSTUNREACH (113, no route to host)") {
+		t.Errorf("a stall with an unreachable soft error explained as: %q", why)
 	}
 }
 

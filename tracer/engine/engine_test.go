@@ -15,6 +15,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/internal/testenv"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 type collector struct {
@@ -144,7 +145,7 @@ func TestExistingProbingConnection(t *testing.T) {
 	if s.KeepaliveTime != time.Second || s.KeepaliveIntvl != time.Second || s.KeepaliveProbes != startProbes {
 		t.Errorf("settings %+v, want the socket's own 1s/1s/%d", s, startProbes)
 	}
-	if probing.Owner.PID != uint32(os.Getpid()) || probing.Owner.Source == tracker.OwnerUnknown {
+	if probing.Owner.PID != uint32(os.Getpid()) || probing.Owner.Source == wire.OwnerUnknown {
 		t.Errorf("owner %+v, want this process (%d)", probing.Owner, os.Getpid())
 	}
 	if !finalOK || final.Probes != lastProbes || final.Owner.PID != uint32(os.Getpid()) {

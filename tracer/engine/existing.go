@@ -36,7 +36,7 @@ func (e *Engine) addExisting() {
 			Backoff: s.Backoff, Probes: s.Probes, RTO: s.RTO, RTOMax: s.RTOMax, AckAge: s.LastAckRecv,
 			Settings: s.Settings}
 		if s.PID != 0 {
-			x.Owner = tracker.Owner{PID: s.PID, Comm: s.Comm, Source: tracker.OwnerProcfs}
+			x.Owner = tracker.Owner{PID: s.PID, Comm: s.Comm, Source: wire.OwnerProcfs}
 		}
 		e.tracker.AddExisting(mono, wall, &x)
 	}

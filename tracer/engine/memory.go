@@ -47,3 +47,31 @@ func (m *memoryReturn) afterTick(tracked int, events uint64, now time.Time) bool
 	m.peak, m.sinceFree = tracked, 0
 	return true
 }
+
+// gcPercentAll is the garbage collector's target with --all and --events,
+// where every record leaves garbage (a connection entry, its timeline, a
+// narrative, a line) and the live heap is small (the connections tracked):
+// at Go's default of 100 the collector was a third of the replay
+// benchmark's CPU (BenchmarkReplayAll: about 120,000 connections per
+// CPU-second at 100, 160,000 at 400). The heap may then grow to five times
+// what is live between collections, bounded by memoryLimitAll; a flood's
+// end still gives the pages back (memoryReturn).
+const (
+	gcPercentAll   = 400
+	memoryLimitAll = 512 << 20
+)
+
+// TuneGC sets the collector for mode, unless the person running tcpwatch
+// set GOGC or GOMEMLIMIT: the process has one collector, so the command
+// calls this, not New.
+func TuneGC(mode Mode, getenv func(string) string) {
+	if mode == ModeDefault {
+		return // a record is rare: nothing to gain
+	}
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercentAll)
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimitAll)
+	}
+}

@@ -39,6 +39,10 @@ const tickEvery = 100 * time.Millisecond
 // the tracker is held back by it.
 const inFlight = 10 * time.Millisecond
 
+// clockEvery is how many records the reading loop handles on one clock
+// reading while more wait in the ring (see Run).
+const clockEvery = 64
+
 // lossEvery is how often the kernel's loss counters are read.
 const lossEvery = time.Second
 
@@ -50,9 +54,9 @@ type schedule struct {
 
 func (s *schedule) start(mode Mode, now time.Time) {
 	s.tick = tickEvery
-	if mode != ModeDefault {
-		// The kernel then writes without waking the reader (see
-		// tracer.PollInterval): look at least that often.
+	if mode.kernelSendsAll() {
+		// The kernel then writes without waking the reader: look at
+		// least as often as the tracer does.
 		s.tick = tracer.PollInterval
 	}
 	s.nextTick, s.nextLoss = now.Add(s.tick), now.Add(lossEvery)

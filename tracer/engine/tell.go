@@ -4,19 +4,23 @@ import (
 	"net/netip"
 
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // Item is one thing the engine tells: exactly one of Narrative, Notice,
-// Event and Loss is set. The engine reuses what the pointers point to: a
+// Event, Loss and Incident is set. The engine reuses what the pointers point to: a
 // sink that keeps an item beyond Tell copies it.
 type Item struct {
 	Narrative *tracker.Narrative
 	Notice    *tracker.Notice // with --all: TIME_WAIT reuse
 	Event     *wire.Event     // with --events every record; with --all answered keepalive probes
 	Loss      *Loss           // records the kernel could not deliver, as they happen
+	// Incident is an incident's record (two or more connections in
+	// trouble with one peer): told by the incident stage, not the engine.
+	Incident *incident.Incident
 
 	// Filled by the engine (enrich) before the filter and any stage.
 	Cgroup       containers.Info  // what the connection's cgroup names; zero when unknown
@@ -45,7 +49,8 @@ type Sink interface {
 
 // A Stage is a Sink that hands items on to next, after counting them
 // (metrics), grouping them (incidents) or holding them: stages compose
-// between the engine and the last sink without the engine knowing.
+// between the engine and the last sink without the engine knowing. A
+// stage passes every Flush on to next, after letting out what it holds.
 type Stage func(next Sink) Sink
 
 // Chain puts stages in front of last; stages[0] sees items first.
@@ -56,7 +61,8 @@ func Chain(last Sink, stages ...Stage) Sink {
 	return last
 }
 
-// SinkFunc is a Sink that holds nothing.
+// SinkFunc is a last Sink that holds nothing (its Flush does nothing:
+// not for a stage).
 type SinkFunc func(*Item) error
 
 func (f SinkFunc) Tell(it *Item) error { return f(it) }

@@ -9,11 +9,12 @@ import (
 )
 
 // newTracker makes the tracker for the mode: it tells narratives, and
-// notices only with --all.
+// notices only with --all (or the lab's ModeRoutine).
 func (e *Engine) newTracker() *tracker.Tracker {
-	cfg := tracker.Config{All: e.cfg.Mode == ModeAll, MaxConns: e.cfg.MaxConns,
-		ResetReasons: e.src.ResetReasons(), Owners: e.owners, CloseWaitAfter: e.cfg.CloseWaitAfter}
-	if e.cfg.Mode == ModeAll {
+	cfg := tracker.Config{All: e.cfg.Mode.narratesLifecycles(), MaxConns: e.cfg.MaxConns,
+		ResetReasons: e.src.ResetReasons(), Owners: e.owners,
+		CloseWaitAfter: e.cfg.CloseWaitAfter}
+	if e.cfg.Mode.tellsRoutine() {
 		cfg.Notices = func(n *tracker.Notice) { e.tell(Item{Notice: n}) }
 	}
 	return tracker.New(cfg, func(n *tracker.Narrative) { e.tell(Item{Narrative: n}) })
@@ -41,7 +42,7 @@ func (e *Engine) handle(ev *wire.Event, now time.Time) error {
 	e.tracker.Handle(ev)
 	e.rec.step(e.tracker, false, ev.Mono, now, e.cfg.Warn)
 	// With --all, routine happenings that are not narratives still show.
-	if e.cfg.Mode == ModeAll && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 {
+	if e.cfg.Mode.tellsRoutine() && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 {
 		e.tell(Item{Event: ev})
 	}
 	return nil

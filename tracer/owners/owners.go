@@ -13,8 +13,9 @@ import (
 	"time"
 )
 
-// Owner is a process holding a socket.
-type Owner struct {
+// Holder is the process holding a socket's descriptor (tracker.Owner adds how
+// it was learned).
+type Holder struct {
 	PID  uint32
 	Comm string
 }
@@ -29,7 +30,7 @@ type Index struct {
 	MinRescan time.Duration
 
 	mu       sync.Mutex
-	byInode  map[uint32]Owner
+	byInode  map[uint32]Holder
 	lastScan time.Time
 	scans    uint64
 }
@@ -91,8 +92,8 @@ func (x *Index) alive(pid uint32) bool {
 
 // Scan reads every process's descriptors and maps socket inodes to the
 // process holding them.
-func Scan(procRoot string) map[uint32]Owner {
-	out := map[uint32]Owner{}
+func Scan(procRoot string) map[uint32]Holder {
+	out := map[uint32]Holder{}
 	procs, err := os.ReadDir(procRoot)
 	if err != nil {
 		return out
@@ -124,7 +125,7 @@ func Scan(procRoot string) map[uint32]Owner {
 				b, _ := os.ReadFile(procRoot + "/" + p.Name() + "/comm")
 				comm = strings.TrimSuffix(string(b), "\n")
 			}
-			out[ino] = Owner{PID: uint32(pid), Comm: comm}
+			out[ino] = Holder{PID: uint32(pid), Comm: comm}
 		}
 	}
 	return out

@@ -31,6 +31,7 @@ type diagSocket struct {
 	family  uint8
 	state   uint8
 	timer   uint8
+	expires uint32 // ms left on the pending timer
 	local   netip.AddrPort
 	remote  netip.AddrPort
 	cookie  uint64
@@ -98,7 +99,7 @@ func parseDiagMsg(b []byte) (diagSocket, error) {
 	if len(b) < sizeofDiagMsg {
 		return diagSocket{}, errors.New("sock_diag: short inet_diag_msg")
 	}
-	s := diagSocket{family: b[0], state: b[1], timer: b[2]}
+	s := diagSocket{family: b[0], state: b[1], timer: b[2], expires: binary.NativeEndian.Uint32(b[52:])}
 	id := b[4:52] // struct inet_diag_sockid
 	sport, dport := binary.BigEndian.Uint16(id[0:]), binary.BigEndian.Uint16(id[2:])
 	src, dst := id[4:20], id[20:36]

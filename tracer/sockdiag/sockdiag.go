@@ -31,6 +31,9 @@ type Socket struct {
 	PID           uint32 // owner, 0 if no process holds it (orphaned)
 	Comm          string
 	KeepaliveOn   bool // the keepalive timer is armed
+	// TimerExpires is the time left on the socket's pending timer
+	// (idiag_expires): with KeepaliveOn, until the next keepalive probe.
+	TimerExpires time.Duration
 
 	CAState      tcp.CAState
 	Retransmits  uint8
@@ -132,15 +135,16 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 		}
 		for _, d := range socks {
 			s := Socket{
-				Cookie:      d.cookie,
-				NetNS:       inode,
-				Local:       d.local,
-				Remote:      d.remote,
-				State:       tcp.State(d.state),
-				Inode:       d.inode,
-				KeepaliveOn: d.timer == timerKeepalive,
-				Settings:    settings,
-				RTOMax:      rtoMax,
+				Cookie:       d.cookie,
+				NetNS:        inode,
+				Local:        d.local,
+				Remote:       d.remote,
+				State:        tcp.State(d.state),
+				Inode:        d.inode,
+				KeepaliveOn:  d.timer == timerKeepalive,
+				TimerExpires: time.Duration(d.expires) * time.Millisecond,
+				Settings:     settings,
+				RTOMax:       rtoMax,
 			}
 			s.Settings.KeepaliveOn = s.KeepaliveOn
 			if ti := d.tcpInfo; ti != nil {

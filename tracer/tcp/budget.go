@@ -3,12 +3,16 @@ package tcp
 import (
 	"math/bits"
 	"time"
+
+	"github.com/tcpwatch/tcpwatch/bpf"
 )
 
 const (
-	tcpRTOMin      = 200 * time.Millisecond // TCP_RTO_MIN
-	tcpRTOMax      = 120 * time.Second      // TCP_RTO_MAX (tunable since 6.15)
-	tcpTimeoutInit = time.Second            // TCP_TIMEOUT_INIT: the first SYN's RTO
+	tcpRTOMin = 200 * time.Millisecond // TCP_RTO_MIN
+	// TCP_RTO_MAX (tunable since 6.15): the kernel half's own value
+	// (record.h), which it writes in rto_max_ms when the socket has none.
+	tcpRTOMax      = time.Duration(bpf.TcpwatchTwTcpLimitTW_TCP_RTO_MAX_MS) * time.Millisecond
+	tcpTimeoutInit = time.Second // TCP_TIMEOUT_INIT: the first SYN's RTO
 )
 
 // modelTimeout mirrors the kernel's tcp_model_timeout(): the time that

@@ -82,3 +82,15 @@ func TestExitCode(t *testing.T) {
 		}
 	}
 }
+
+// The contract's constants come from the kernel half's bindings: the
+// kernel's TCP_RTO_MAX (include/net/tcp.h, 120 s) and the -1 that says a
+// kernel gave no reset reason, signed again after bpf2go made it unsigned.
+func TestContractConstants(t *testing.T) {
+	if RTOMaxDefault != 120*time.Second {
+		t.Errorf("RTOMaxDefault = %v, want TCP_RTO_MAX (120s)", RTOMaxDefault)
+	}
+	if RSTReasonUnknown != -1 || FallbackResetReasons.Name(RSTReasonUnknown) != "" {
+		t.Errorf("RSTReasonUnknown = %d (named %q), want -1, unnamed", RSTReasonUnknown, FallbackResetReasons.Name(RSTReasonUnknown))
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/bpf"
 )
 
 // State is a TCP state as the kernel numbers it (include/net/tcp_states.h).
@@ -124,8 +126,10 @@ func (r ResetReasons) Name(reason int32) string {
 func TrimReasonPrefix(s string) string { return strings.TrimPrefix(s, "SK_RST_REASON_") }
 
 // RSTReasonUnknown is the reason of a send_reset on kernels before 6.10,
-// which do not say why they reset.
-const RSTReasonUnknown = -1
+// which do not say why they reset: record.h's TW_RST_REASON_UNKNOWN (-1).
+// BTF from clang 14 carries no enum signedness, so bpf2go makes the enum
+// unsigned and -1 arrives as 2^32-1: it is turned back here.
+const RSTReasonUnknown = int32(int64(bpf.TcpwatchTwRstReasonTW_RST_REASON_UNKNOWN) - 1<<32)
 
 // KernelInternalErrno says whether e is one of the kernel's own codes
 // (ERESTARTSYS and its kin, 512 and up) that never reach an application:

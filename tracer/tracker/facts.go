@@ -77,7 +77,7 @@ func (t *Tracker) ownerOf(c *conn) Owner {
 			lookup = k.Known // no descriptor left to find
 		}
 		if pid, comm, ok := lookup(c.inode); ok {
-			c.owner = Owner{PID: pid, Comm: comm, Source: OwnerProcfs}
+			c.owner = Owner{PID: pid, Comm: comm, Source: wire.OwnerProcfs}
 			return c.owner
 		}
 	}
@@ -292,7 +292,7 @@ type Existing struct {
 func (t *Tracker) AddExisting(mono time.Duration, wall time.Time, e *Existing) {
 	if e.State == tcp.StateListen {
 		if e.Owner.PID != 0 && len(t.listeners) < maxListeners {
-			t.listeners[listenKey{e.NetNS, e.Local.Port()}] = Owner{PID: e.Owner.PID, Comm: e.Owner.Comm, Source: OwnerListener}
+			t.listeners[listenKey{e.NetNS, e.Local.Port()}] = Owner{PID: e.Owner.PID, Comm: e.Owner.Comm, Source: wire.OwnerListener}
 		}
 		return
 	}

@@ -56,28 +56,17 @@ func (v Verdict) Episode() bool {
 	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == CloseWaitStuck
 }
 
-// OwnerSource says how the owner of a connection was learned.
-type OwnerSource string
-
-const (
-	OwnerUnknown  OwnerSource = ""         // nobody could be named
-	OwnerConnect  OwnerSource = "connect"  // the process that called connect()
-	OwnerClose    OwnerSource = "close"    // the process that closed or aborted it
-	OwnerProcfs   OwnerSource = "procfs"   // the process holding its descriptor (/proc/PID/fd)
-	OwnerListener OwnerSource = "listener" // the process that listens on its port: the holder could not be found
-)
-
 // Owner is the process a connection belongs to.
 type Owner struct {
 	PID    uint32
 	Comm   string
-	Source OwnerSource
+	Source wire.OwnerSource
 }
 
 // Exact says whether the owner is the process that holds the socket, not
 // a guess from its listener.
 func (o Owner) Exact() bool {
-	return o.PID != 0 && o.Source != OwnerListener
+	return o.PID != 0 && o.Source != wire.OwnerListener
 }
 
 // Budget is the kernel's deadline for a connection in an outage: how long
@@ -125,6 +114,10 @@ type Narrative struct {
 	// CgroupID is the socket's cgroup v2 id (0 unknown); what it names
 	// (path, container, pod) is the engine's to find, not the tracker's.
 	CgroupID uint64
+	// Incident is the id of the incident (two or more connections in
+	// trouble with one peer) the connection is part of: filled by the
+	// incident stage after the filters, not the tracker; "" alone.
+	Incident string
 	State    tcp.State
 	// Orphan: no process held the socket any more (closed by its owner,
 	// the kernel finishing the connection alone).

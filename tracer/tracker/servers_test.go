@@ -131,9 +131,9 @@ func TestAcceptedKeepaliveIsOneStory(t *testing.T) {
 		if final.Probes != 3 || final.Errno != 110 || final.ResetReason != "TCP_KEEPALIVE_TIMEOUT" || final.Cookie != 77 {
 			t.Errorf("final: probes %d errno %d reason %q cookie %d", final.Probes, final.Errno, final.ResetReason, final.Cookie)
 		}
-		wantOwner := Owner{PID: 100, Comm: "postmaster", Source: OwnerListener}
+		wantOwner := Owner{PID: 100, Comm: "postmaster", Source: wire.OwnerListener}
 		if resolver {
-			wantOwner = Owner{PID: 321, Comm: "postgres", Source: OwnerProcfs}
+			wantOwner = Owner{PID: 321, Comm: "postgres", Source: wire.OwnerProcfs}
 		}
 		for _, n := range c.got {
 			if n.Owner != wantOwner {
@@ -290,7 +290,7 @@ func TestAcceptedSocketClosedNormallyIsNotSearched(t *testing.T) {
 	if len(c.got) != 1 || c.got[0].Verdict != LocalClosed {
 		t.Fatalf("told %v, want one local_closed", verdictsOf(c.got))
 	}
-	if o := c.got[0].Owner; o.PID != 42 || o.Source != OwnerListener {
+	if o := c.got[0].Owner; o.PID != 42 || o.Source != wire.OwnerListener {
 		t.Errorf("owner %+v, want the listener's (pid 42)", o)
 	}
 	if owners.searched != 0 || owners.known == 0 {
@@ -308,7 +308,7 @@ func TestAcceptedSocketClosedNormallyIsNotSearched(t *testing.T) {
 		tr.Handle(&ev)
 	}
 	tr.Flush(3 * time.Second)
-	if n := c.got[len(c.got)-1]; n.Cookie != 8 || n.Owner.PID != 43 || n.Owner.Source != OwnerProcfs {
+	if n := c.got[len(c.got)-1]; n.Cookie != 8 || n.Owner.PID != 43 || n.Owner.Source != wire.OwnerProcfs {
 		t.Errorf("second connection: cookie %d owner %+v, want the worker (pid 43) from procfs", n.Cookie, n.Owner)
 	}
 }

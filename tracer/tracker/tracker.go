@@ -421,7 +421,7 @@ func (t *Tracker) onListener(ev *wire.Event) bool {
 	switch {
 	case ev.State == tcp.StateListen:
 		if ev.PID != 0 && (len(t.listeners) < maxListeners || t.listeners[key].PID != 0) {
-			t.listeners[key] = Owner{PID: ev.PID, Comm: ev.Comm(), Source: OwnerListener}
+			t.listeners[key] = Owner{PID: ev.PID, Comm: ev.Comm(), Source: wire.OwnerListener}
 		}
 		return true
 	case ev.OldState == tcp.StateListen:
@@ -452,7 +452,7 @@ func (c *conn) observe(ev *wire.Event) {
 	if ev.CgroupID != 0 {
 		c.cgroupID = ev.CgroupID
 	}
-	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == OwnerListener) {
+	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == wire.OwnerListener) {
 		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Source: ownerSource(ev.Owner)}
 	}
 	if ev.Flags&wire.FlagOrphan != 0 {
@@ -506,14 +506,14 @@ func (c *conn) addStep(s step) {
 	c.steps = append(c.steps, s)
 }
 
-func ownerSource(s wire.OwnerSource) OwnerSource {
+// ownerSource is how a record's owner was learned: the kernel's word for
+// connect and close; any other owner it names was read from /proc.
+func ownerSource(s wire.OwnerSource) wire.OwnerSource {
 	switch s {
-	case wire.OwnerConnect:
-		return OwnerConnect
-	case wire.OwnerClose:
-		return OwnerClose
+	case wire.OwnerConnect, wire.OwnerClose:
+		return s
 	}
-	return OwnerProcfs
+	return wire.OwnerProcfs
 }
 
 func (t *Tracker) startClosing(c *conn, mono time.Duration, old tcp.State) {

@@ -1,14 +1,16 @@
 package wire
 
 import (
-	"github.com/tcpwatch/tcpwatch/bpf"
-	"github.com/tcpwatch/tcpwatch/tracer/tcp"
-
 	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/bpf"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
 
 // Kind says which kernel path produced an Event: enum tw_event_kind of
@@ -61,16 +63,29 @@ const (
 	FlagNoLocalPort   = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT) // connect() found no free local port (EADDRNOTAVAIL)
 )
 
-// OwnerSource says how the kernel half learned an Event's owner: enum
-// tw_owner_source of bpf/record.h.
+// OwnerSource says how an owner was learned: enum tw_owner_source of
+// bpf/record.h, whose last two values only user space sets.
 type OwnerSource uint8
 
 const (
-	OwnerUnknown = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_NONE)    // not known in the kernel
-	OwnerConnect = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_CONNECT) // the task that called connect()
-	OwnerListen  = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_LISTEN)  // the task that called listen()
-	OwnerClose   = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_CLOSE)   // the task that closed it
+	OwnerUnknown  = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_NONE)     // nobody could be named
+	OwnerConnect  = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_CONNECT)  // the task that called connect()
+	OwnerListen   = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_LISTEN)   // the task that called listen() (a listening socket)
+	OwnerClose    = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_CLOSE)    // the task that closed or aborted it
+	OwnerProcfs   = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_PROCFS)   // the process holding its descriptor (/proc/PID/fd)
+	OwnerListener = OwnerSource(bpf.TcpwatchTwOwnerSourceTW_OWNER_LISTENER) // the owner of the listener on its port: the holder could not be found
 )
+
+var ownerSourceNames = [...]string{OwnerUnknown: "", OwnerConnect: "connect", OwnerListen: "listen",
+	OwnerClose: "close", OwnerProcfs: "procfs", OwnerListener: "listener"}
+
+// String is the source's name in JSON (owner_source): "" when unknown.
+func (s OwnerSource) String() string {
+	if int(s) < len(ownerSourceNames) {
+		return ownerSourceNames[s]
+	}
+	return fmt.Sprintf("owner_source(%d)", uint8(s))
+}
 
 // Event is one decoded kernel record. It holds no pointers to the ring
 // buffer and allocates nothing to decode: strings are made only by whoever
@@ -217,8 +232,7 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		// The record reuses old_state for the previous congestion state.
 		ev.OldCA, ev.OldState = tcp.CAState(r.OldState), 0
 	}
-	const afInet6 = 10
-	if r.Family == afInet6 {
+	if r.Family == unix.AF_INET6 {
 		ev.Local = netip.AddrPortFrom(netip.AddrFrom16(r.Saddr), r.Sport)
 		ev.Remote = netip.AddrPortFrom(netip.AddrFrom16(r.Daddr), r.Dport)
 	} else {
@@ -281,10 +295,10 @@ func Encode(ev *Event) []byte {
 	// Either side IPv6 makes an IPv6 record; a side with no address (a
 	// test's event, a reset with no socket) is all zeros, never a panic.
 	if la, ra := ev.Local.Addr(), ev.Remote.Addr(); la.Is6() || ra.Is6() {
-		r.Family = 10
+		r.Family = unix.AF_INET6
 		r.Saddr, r.Daddr = la.As16(), ra.As16()
 	} else {
-		r.Family = 2
+		r.Family = unix.AF_INET
 		if la.Is4() {
 			s := la.As4()
 			copy(r.Saddr[:], s[:])

@@ -323,3 +323,14 @@ func BenchmarkDecode(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/record")
 }
+
+// One OwnerSource for the kernel's sources and user space's, named as the
+// JSON schema has them (owner_source).
+func TestOwnerSourceNames(t *testing.T) {
+	for s, want := range map[OwnerSource]string{OwnerUnknown: "", OwnerConnect: "connect", OwnerListen: "listen",
+		OwnerClose: "close", OwnerProcfs: "procfs", OwnerListener: "listener", OwnerSource(200): "owner_source(200)"} {
+		if got := s.String(); got != want {
+			t.Errorf("OwnerSource(%d) = %q, want %q", s, got, want)
+		}
+	}
+}

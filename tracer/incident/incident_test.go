@@ -1,0 +1,302 @@
+package incident
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
+)
+
+var (
+	wall0  = time.Date(2026, 12, 4, 3, 12, 0, 0, time.UTC)
+	client = netip.MustParseAddr("10.0.0.1")
+	peerA  = netip.MustParseAddrPort("10.0.0.5:5432")
+	peerB  = netip.MustParseAddrPort("10.0.0.6:6379")
+)
+
+// conn is a connection of the simulated outage: it tells what the tracker
+// would, one narrative per retransmission.
+type conn struct {
+	local, remote netip.AddrPort
+	pid           uint32
+	rtos          []time.Duration
+	onset         time.Duration
+}
+
+func at(d time.Duration) time.Time { return wall0.Add(d) }
+
+func (c *conn) narrative(v tracker.Verdict, mono time.Duration, final bool) *tracker.Narrative {
+	n := &tracker.Narrative{Time: at(mono), Mono: mono, Verdict: v, Final: final, NetNS: 7, Local: c.local,
+		Remote: c.remote, Owner: tracker.Owner{PID: c.pid, Comm: "python3"}, Retransmits: len(c.rtos),
+		RTOs: append([]time.Duration(nil), c.rtos...), RTOMax: 120 * time.Second, Outage: mono - c.onset}
+	if v == tracker.Stalled {
+		n.Begins = len(c.rtos) == 1
+		n.GiveUpIn = c.onset + 924600*time.Millisecond - mono
+	}
+	if v == tracker.RetransmitTimeout {
+		n.Errno = int32(unix.ETIMEDOUT)
+	}
+	return n
+}
+
+type recorder struct {
+	reports []Incident
+}
+
+func (r *recorder) report(inc *Incident) { r.reports = append(r.reports, *inc) }
+
+// outage runs n connections to peer through a silence of length silence
+// starting at start (each connection wrote at start + i*spread), ending
+// with end (Recovered or RetransmitTimeout) at the end of the silence; it
+// returns the tags of every narrative.
+func outage(t *testing.T, m *Model, peer netip.AddrPort, n int, start, spread, silence time.Duration, end tracker.Verdict, pid uint32) map[News]int {
+	t.Helper()
+	type ev struct {
+		at   time.Duration
+		c    *conn
+		last bool
+	}
+	conns := make([]*conn, n)
+	var evs []ev
+	for i := range conns {
+		c := &conn{local: netip.AddrPortFrom(client, uint16(30000+i)), remote: peer, pid: pid}
+		c.onset = start + time.Duration(i)*spread
+		conns[i] = c
+		rto := 200 * time.Millisecond
+		for at := c.onset + rto; at < c.onset+silence; at += rto {
+			evs = append(evs, ev{at: at, c: c})
+			rto = min(2*rto, 120*time.Second)
+		}
+		evs = append(evs, ev{at: c.onset + silence, c: c, last: true})
+	}
+	slices.SortStableFunc(evs, func(a, b ev) int { return cmp.Compare(a.at, b.at) })
+	news := map[News]int{}
+	for _, e := range evs {
+		var nar *tracker.Narrative
+		if e.last {
+			nar = e.c.narrative(end, e.at, end != tracker.Recovered)
+		} else {
+			rto := 200 * time.Millisecond << len(e.c.rtos)
+			e.c.rtos = append(e.c.rtos, min(rto, 120*time.Second))
+			nar = e.c.narrative(tracker.Stalled, e.at, false)
+		}
+		tag := m.Observe(nar, "")
+		news[tag.News]++
+	}
+	return news
+}
+
+func TestTwoThousandConnectionsOneIncident(t *testing.T) {
+	for _, tc := range []struct {
+		end     tracker.Verdict
+		outcome Outcome
+	}{{tracker.Recovered, Recovered}, {tracker.RetransmitTimeout, Fatal}} {
+		t.Run(string(tc.outcome), func(t *testing.T) {
+			var rec recorder
+			m := New(Config{ID: "t"}, rec.report)
+			news := outage(t, m, peerA, 2000, time.Second, 50*time.Microsecond, 25*time.Second, tc.end, 1622)
+			m.Tick(60 * time.Second)
+			// One First and one End per connection; the rest repeats
+			// (in an incident, the RTO class is the incident's).
+			if news[First] != 2000 || news[End] != 2000 || news[RTOClass] != 0 || news[GiveUpMoved] != 0 {
+				t.Errorf("news %v: want 2000 first, 2000 end, nothing else", news)
+			}
+			var phases []Phase
+			for _, r := range rec.reports {
+				phases = append(phases, r.Phase)
+			}
+			if len(rec.reports) < 2 || rec.reports[0].Phase != Open || rec.reports[len(rec.reports)-1].Phase != Close {
+				t.Fatalf("phases %v: want open ... close", phases)
+			}
+			open, closing := rec.reports[0], rec.reports[len(rec.reports)-1]
+			if open.Connections != 2000 || open.InTrouble != 2000 || open.Port != 5432 || open.Peer != peerA.Addr() {
+				t.Errorf("open: %d connections (%d in trouble) to %s port %d; want all 2000 gathered to %s", open.Connections, open.InTrouble, open.Peer, open.Port, peerA)
+			}
+			if !open.Onset.Equal(at(time.Second)) {
+				t.Errorf("onset %v, want %v", open.Onset, at(time.Second))
+			}
+			if len(open.Owners) != 1 || open.Owners[0].PID != 1622 || open.Owners[0].Connections != 2000 {
+				t.Errorf("owners %+v", open.Owners)
+			}
+			if open.GiveUpFirst.IsZero() || open.GiveUpLast.Before(open.GiveUpFirst) {
+				t.Errorf("give-up span %v..%v", open.GiveUpFirst, open.GiveUpLast)
+			}
+			if closing.Outcome != tc.outcome || closing.Connections != 2000 || closing.InTrouble != 0 {
+				t.Errorf("close: outcome %s, %d connections, %d in trouble", closing.Outcome, closing.Connections, closing.InTrouble)
+			}
+			if got := closing.Verdicts[tc.end]; got != 2000 {
+				t.Errorf("close verdicts %v", closing.Verdicts)
+			}
+			if tc.end == tracker.RetransmitTimeout && closing.Errnos[int32(unix.ETIMEDOUT)] != 2000 {
+				t.Errorf("errnos %v", closing.Errnos)
+			}
+			// 6 retransmissions each within 25 s (RTOs 0.2 .. 6.4 s, the
+			// seventh would go at 25.4 s).
+			if closing.Retransmits != 2000*6 {
+				t.Errorf("retransmits %d, want %d", closing.Retransmits, 2000*6)
+			}
+			if closing.Outage < 25*time.Second || closing.Outage > 26*time.Second {
+				t.Errorf("outage %v", closing.Outage)
+			}
+			if len(rec.reports) > 5 {
+				t.Errorf("%d records (%v) for one 25 s outage", len(rec.reports), phases)
+			}
+			// Each verdict is explained once in the incident.
+			explained := map[tracker.Verdict]int{}
+			for _, r := range rec.reports {
+				for _, ex := range r.Examples {
+					explained[ex.Verdict]++
+				}
+			}
+			if explained[tracker.Stalled] != 1 || explained[tc.end] != 1 {
+				t.Errorf("examples %v: want one stalled and one %s", explained, tc.end)
+			}
+			if s := m.Stats(); s.Incidents[tc.outcome] != 1 || s.Open != 0 {
+				t.Errorf("stats %+v", s)
+			}
+		})
+	}
+}
+
+func TestLoneConnectionIsToldAsToday(t *testing.T) {
+	var rec recorder
+	m := New(Config{ID: "t"}, rec.report)
+	news := outage(t, m, peerA, 1, time.Second, 0, 500*time.Second, tracker.RetransmitTimeout, 1)
+	m.Tick(600 * time.Second)
+	if len(rec.reports) != 0 {
+		t.Errorf("a lone connection made incident records: %+v", rec.reports)
+	}
+	// RTOs 0.2 .. 102.4 s then 120: classes <1 s, <10 s, <120 s, 120 s.
+	if news[First] != 1 || news[RTOClass] != 3 || news[End] != 1 {
+		t.Errorf("news %v: want first, three new RTO classes, the end", news)
+	}
+}
+
+func TestTwoPeersTwoIncidents(t *testing.T) {
+	var rec recorder
+	m := New(Config{ID: "t"}, rec.report)
+	outage(t, m, peerA, 30, time.Second, time.Millisecond, 20*time.Second, tracker.Recovered, 10)
+	outage(t, m, peerB, 20, 40*time.Second, time.Millisecond, 20*time.Second, tracker.RetransmitTimeout, 11)
+	m.Tick(100 * time.Second)
+	closes := map[netip.Addr]Incident{}
+	ids := map[string]bool{}
+	for _, r := range rec.reports {
+		ids[r.ID] = true
+		if r.Phase == Close {
+			closes[r.Peer] = r
+		}
+	}
+	if len(ids) != 2 || len(closes) != 2 {
+		t.Fatalf("%d ids, closes %v", len(ids), closes)
+	}
+	if a, b := closes[peerA.Addr()], closes[peerB.Addr()]; a.Connections != 30 || a.Outcome != Recovered ||
+		b.Connections != 20 || b.Outcome != Fatal {
+		t.Errorf("A: %d %s, B: %d %s", a.Connections, a.Outcome, b.Connections, b.Outcome)
+	}
+}
+
+func TestUpdatesOnlyOnChangeAndAtMostEveryTenSeconds(t *testing.T) {
+	var rec recorder
+	m := New(Config{ID: "t"}, rec.report)
+	// One connection joins every second for 60 s (a pool reconnecting),
+	// each stalled until 100 s.
+	var conns []*conn
+	for i := 0; i < 60; i++ {
+		mono := time.Duration(i+1) * time.Second
+		c := &conn{local: netip.AddrPortFrom(client, uint16(40000+i)), remote: peerA, pid: 5, onset: mono}
+		c.rtos = []time.Duration{200 * time.Millisecond}
+		conns = append(conns, c)
+		m.Observe(c.narrative(tracker.Stalled, mono, false), "")
+	}
+	// Then nothing joins: no update may follow for 30 s.
+	for s := 61; s <= 90; s++ {
+		m.Tick(time.Duration(s) * time.Second)
+	}
+	var last time.Time
+	updates := 0
+	for _, r := range rec.reports {
+		if !last.IsZero() && r.Time.Sub(last) < 10*time.Second {
+			t.Errorf("%s at %v, %v after the last", r.Phase, r.Time, r.Time.Sub(last))
+		}
+		if r.Phase == Update {
+			updates++
+			if r.Changes&MoreConnections == 0 {
+				t.Errorf("update without a change: %v", r.Changes.Names())
+			}
+			if r.Time.After(at(71 * time.Second)) {
+				t.Errorf("update at %v, after the last change", r.Time)
+			}
+		}
+		last = r.Time
+	}
+	if updates < 4 || updates > 6 {
+		t.Errorf("%d updates over 60 s of joins", updates)
+	}
+	// A second owner is a change of class too, and the end tells each.
+	c := &conn{local: netip.AddrPortFrom(client, 50000), remote: peerA, pid: 6, onset: 95 * time.Second, rtos: []time.Duration{time.Second}}
+	m.Observe(c.narrative(tracker.Stalled, 95*time.Second, false), "")
+	m.Tick(101 * time.Second)
+	if r := rec.reports[len(rec.reports)-1]; r.Phase != Update || r.Changes&NewOwner == 0 || len(r.Owners) != 2 {
+		t.Errorf("after a new owner: %s %v owners %+v", r.Phase, r.Changes.Names(), r.Owners)
+	}
+	m.Flush(102 * time.Second)
+	if r := rec.reports[len(rec.reports)-1]; r.Phase != Close || r.Outcome != Unfinished || r.InTrouble != 61 {
+		t.Errorf("at exit: %s %s %d in trouble", r.Phase, r.Outcome, r.InTrouble)
+	}
+}
+
+func TestMixedOutcomeAndRecoveredThenStalledAgain(t *testing.T) {
+	var rec recorder
+	m := New(Config{ID: "t"}, rec.report)
+	a := &conn{local: netip.AddrPortFrom(client, 1), remote: peerA, pid: 1, onset: time.Second, rtos: []time.Duration{time.Second}}
+	b := &conn{local: netip.AddrPortFrom(client, 2), remote: netip.AddrPortFrom(peerA.Addr(), 80), pid: 1, onset: time.Second, rtos: []time.Duration{time.Second}}
+	m.Observe(a.narrative(tracker.Stalled, 2*time.Second, false), "")
+	m.Observe(b.narrative(tracker.Stalled, 2*time.Second, false), "")
+	tag := m.Observe(a.narrative(tracker.Recovered, 3*time.Second, false), "")
+	if tag.News != End || tag.Incident == "" {
+		t.Errorf("recovery tag %+v", tag)
+	}
+	// a stalls again within the incident: a first narrative again.
+	a.rtos = []time.Duration{time.Second}
+	if tag := m.Observe(a.narrative(tracker.Stalled, 4*time.Second, false), ""); tag.News != First {
+		t.Errorf("second episode: %+v", tag)
+	}
+	m.Observe(a.narrative(tracker.Recovered, 5*time.Second, false), "")
+	m.Observe(b.narrative(tracker.RetransmitTimeout, 6*time.Second, true), "")
+	m.Tick(20 * time.Second)
+	r := rec.reports[len(rec.reports)-1]
+	if r.Phase != Close || r.Outcome != Mixed || r.Port != 0 || r.Connections != 2 || r.Recovered != 1 || r.Failed != 1 {
+		t.Errorf("close %+v", r)
+	}
+	if !r.Ended.Equal(at(6 * time.Second)) {
+		t.Errorf("ended %v", r.Ended)
+	}
+}
+
+func TestGiveUpMovedIsNews(t *testing.T) {
+	m := New(Config{ID: "t"}, func(*Incident) {})
+	c := &conn{local: netip.AddrPortFrom(client, 1), remote: peerA, pid: 1, onset: time.Second, rtos: []time.Duration{500 * time.Millisecond}}
+	n := c.narrative(tracker.Stalled, 2*time.Second, false)
+	m.Observe(n, "")
+	c.rtos = append(c.rtos, 2*time.Second)
+	n = c.narrative(tracker.Stalled, 4*time.Second, false)
+	if tag := m.Observe(n, ""); tag.News != RTOClass {
+		t.Errorf("RTO 2 s after 0.5 s: %+v", tag)
+	}
+	c.rtos = append(c.rtos, 4*time.Second)
+	n = c.narrative(tracker.Stalled, 8*time.Second, false)
+	if tag := m.Observe(n, ""); tag.News != Repeat {
+		t.Errorf("same class, same give-up: %+v", tag)
+	}
+	c.rtos = append(c.rtos, 4*time.Second)
+	n = c.narrative(tracker.Stalled, 12*time.Second, false)
+	n.GiveUpIn = 30 * time.Second // a TCP_USER_TIMEOUT set meanwhile
+	if tag := m.Observe(n, ""); tag.News != GiveUpMoved {
+		t.Errorf("give-up moved by minutes: %+v", tag)
+	}
+}

@@ -1,0 +1,71 @@
+package incident
+
+import (
+	"slices"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+)
+
+// SharedFateSource says where ReadSharedFate's figures come from: sock_diag
+// shows which timer a socket has pending and when it fires, not the
+// socket's own keepalive interval and count, so the namespace's are used.
+const SharedFateSource = "sock_diag: keepalive timer expiry per socket; tcp_keepalive_intvl and tcp_keepalive_probes of the namespace (per-socket overrides not visible)"
+
+// ReadSharedFate fills inc.SharedFate from the kernel's socket table: the
+// connections to the incident's peer (and port, if one is shared) in its
+// namespace that are idle (ESTABLISHED, nothing in flight, not in
+// trouble) and not in the incident (follows says which are). It only
+// reads. A table that cannot be read leaves SharedFate nil.
+func ReadSharedFate(inc *Incident, follows func(netns uint32, cookie uint64) bool) {
+	socks, err := sockdiag.Snapshot(inc.NetNS)
+	if err != nil && len(socks) == 0 {
+		return
+	}
+	inc.SharedFate = sharedFateOf(inc, socks, follows, time.Now())
+}
+
+func sharedFateOf(inc *Incident, socks []sockdiag.Socket, follows func(uint32, uint64) bool, now time.Time) *SharedFate {
+	sf := &SharedFate{Source: SharedFateSource}
+	owners := map[uint32]*Owner{}
+	for i := range socks {
+		s := &socks[i]
+		if s.NetNS != inc.NetNS || s.State != tcp.StateEstablished || s.Remote.Addr().Unmap() != inc.Peer ||
+			inc.Port != 0 && s.Remote.Port() != inc.Port || s.Unacked != 0 || s.InTrouble() || follows(s.NetNS, s.Cookie) {
+			continue
+		}
+		sf.Idle++
+		o := owners[s.PID]
+		if o == nil {
+			o = &Owner{PID: s.PID, Comm: s.Comm}
+			owners[s.PID] = o
+		}
+		o.Connections++
+		if !s.KeepaliveOn {
+			sf.Never++
+			continue
+		}
+		sf.Keepalive++
+		sf.KeepaliveProbes, sf.KeepaliveIntvl = s.Settings.KeepaliveProbes, s.Settings.KeepaliveIntvl
+		// The first probe goes when the timer fires; the kernel gives up
+		// one interval after the last unanswered probe.
+		at := now.Add(s.TimerExpires + time.Duration(s.Settings.KeepaliveProbes)*s.Settings.KeepaliveIntvl)
+		if sf.NoticeFirst.IsZero() || at.Before(sf.NoticeFirst) {
+			sf.NoticeFirst = at
+		}
+		if at.After(sf.NoticeLast) {
+			sf.NoticeLast = at
+		}
+	}
+	for _, o := range owners {
+		sf.Owners = append(sf.Owners, *o)
+	}
+	slices.SortFunc(sf.Owners, func(a, b Owner) int {
+		if a.Connections != b.Connections {
+			return b.Connections - a.Connections
+		}
+		return int(a.PID) - int(b.PID)
+	})
+	return sf
+}
