@@ -394,6 +394,25 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "close-wait-stuck", Row: 15,
+		Summary:  "A's client closes; B's server never reads the end of file and never closes: its socket stays in CLOSE_WAIT until the process exits",
+		Expect:   map[string][]tracker.Verdict{"B": {tracker.CloseWaitStuck, tracker.CloseWaitStuck}},
+		AppErrno: map[string]string{},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, "--read=false"), client(r, "--close-after=200ms")); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("A", "closed"); err != nil {
+				return err
+			}
+			r.step("A closed; B's socket is in CLOSE_WAIT and B's server does not close it (tcpwatch tells it after %s here, a minute by default)", r.opt.CloseWaitAfter)
+			if err := r.sleep(r.opt.CloseWaitAfter + time.Second); err != nil {
+				return err
+			}
+			return r.then(r.killServer("the process exits: its kernel closes what it held"))
+		},
+	},
+	{
 		Name: "local-ports-exhausted", Row: 14,
 		Summary:  "A's client opens and closes connections to B faster than TIME_WAIT frees its ports (ip_local_port_range of 4 ports): connect() fails with EADDRNOTAVAIL",
 		Expect:   map[string][]tracker.Verdict{"A": {tracker.LocalPortsExhausted}},

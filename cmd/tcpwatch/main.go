@@ -23,9 +23,9 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/exposure"
-	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/incident/stage"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
 const usage = `tcpwatch: why is this TCP connection failing, or why did it die?

@@ -20,10 +20,12 @@ import (
 // scenario (tcpwatch lab run --record): the events of both hosts, which
 // namespace is which host, and the verdicts tcpwatch gave live.
 type recording struct {
-	events   []wire.Event
-	hostOf   map[uint32]string
-	verdicts map[string][]string
-	notices  map[string][]string
+	events []wire.Event
+	// closeWaitAfter is the close_wait_stuck threshold the lab ran with.
+	closeWaitAfter time.Duration
+	hostOf         map[uint32]string
+	verdicts       map[string][]string
+	notices        map[string][]string
 }
 
 func loadRecording(t *testing.T, name string) recording {
@@ -44,6 +46,8 @@ func loadRecording(t *testing.T, name string) recording {
 			rec.verdicts[f[2]] = f[3:]
 		case len(f) >= 3 && f[0] == "#" && f[1] == "notices":
 			rec.notices[f[2]] = f[3:]
+		case len(f) == 3 && f[0] == "#" && f[1] == "close-wait-after":
+			rec.closeWaitAfter, _ = time.ParseDuration(f[2])
 		}
 	}
 	rec.events, err = wire.ReadRecording(bytes.NewReader(raw), time.Unix(1_800_000_000, 0))
@@ -244,6 +248,20 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("B: errno %s", tcp.ErrnoName(b.Errno))
 			}
 		},
+		"close-wait-stuck": func(t *testing.T, got map[string][]Narrative) {
+			b := got["B"]
+			if len(b) != 2 || b[0].Final || !b[0].Begins || !b[1].Final || !b[1].CloseWaitExited ||
+				b[0].CloseWaitSockets != 1 || b[0].CloseWaitFor < 2*time.Second || b[1].Owner.Comm != "lab-server" {
+				t.Errorf("B: %+v", b)
+			}
+		},
+		"local-ports-exhausted": func(t *testing.T, got map[string][]Narrative) {
+			n := got["A"][0]
+			if n.Verdict != LocalPortsExhausted || tcp.ErrnoName(n.Errno) != "EADDRNOTAVAIL" || n.Owner.Comm != "lab-client" ||
+				n.Remote.Port() != 8080 || n.Local.Port() != 0 || n.Ports.Failures != 1 {
+				t.Errorf("A: %+v", n)
+			}
+		},
 		"connect-timeout": func(t *testing.T, got map[string][]Narrative) {
 			n := last(t, got["A"], ConnectTimeout)
 			// tcp_syn_retries=1 is a time budget (tcp_model_timeout: 3 s from
@@ -262,7 +280,7 @@ func TestRecordedScenarios(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(f), ".hex")
 		t.Run(name, func(t *testing.T) {
 			rec := loadRecording(t, name)
-			got := replay(t, rec, Config{})
+			got := replay(t, rec, Config{CloseWaitAfter: rec.closeWaitAfter})
 			for _, host := range []string{"A", "B"} {
 				if want := rec.verdicts[host]; !slices.Equal(verdictsOf(got[host]), want) {
 					t.Errorf("%s: replayed %v, live run gave %v", host, verdictsOf(got[host]), want)
@@ -292,6 +310,9 @@ func oneStoryPerConnection(t *testing.T, host string, ns []Narrative) {
 	var prev time.Time
 	for _, n := range ns {
 		k := key{n.Local, n.Remote}
+		if n.Local.Port() == 0 && n.Verdict == LocalPortsExhausted {
+			continue // no port, no 4-tuple: each failed connect() is a socket of its own
+		}
 		if v, done := final[k]; done {
 			t.Errorf("%s: %s told after the final %s for %v -> %v", host, n.Verdict, v, n.Local, n.Remote)
 		}
