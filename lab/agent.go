@@ -66,6 +66,8 @@ type agentOptions struct {
 	accept       int
 	reconnect    time.Duration
 	churn        int
+	serveClose   time.Duration
+	redial       time.Duration
 }
 
 // AgentMain runs a lab application and returns its exit status.
@@ -88,6 +90,8 @@ func AgentMain(args []string) int {
 	fs.DurationVar(&o.hold, "hold", time.Hour, "exit after this long")
 	fs.IntVar(&o.accept, "accept", 1, "server: accept this many connections (the last one is the one it works with)")
 	fs.DurationVar(&o.reconnect, "reconnect-after", 0, "client: close at once, then connect again from the same local port after this long")
+	fs.DurationVar(&o.serveClose, "serve-close-after", 0, "server: accept every connection and close each this long after (the server closes first: TIME_WAIT on its side)")
+	fs.DurationVar(&o.redial, "redial-after", 0, "client: when the server closes, close too, then connect again from the same local port after this long")
 	fs.IntVar(&o.churn, "churn", 0, "client: open and close (this side first, leaving TIME_WAIT) this many connections, then keep the last one")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -143,6 +147,20 @@ func (a *agent) run() error {
 			return err
 		}
 		a.report("listening", nil, nil)
+		if a.o.serveClose > 0 {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return err
+				}
+				a.report("accepted", nil, c)
+				go func() {
+					time.Sleep(a.o.serveClose)
+					a.report("closed", c.Close(), c)
+					drain(c)
+				}()
+			}
+		}
 		for i := 0; i < max(a.o.accept, 1); i++ {
 			c, err := ln.Accept()
 			if err != nil {
@@ -187,6 +205,20 @@ func (a *agent) run() error {
 		}
 		conn = c.(*net.TCPConn)
 		a.report("connected", nil, conn)
+		if a.o.redial > 0 {
+			// The server closes first: read to its FIN, close, dial again.
+			_, _ = io.Copy(io.Discard, conn)
+			conn.Close()
+			a.report("closed after the peer's FIN", nil, nil)
+			time.Sleep(a.o.redial)
+			c, err := d.Dial("tcp", a.o.addr)
+			if err != nil {
+				a.report("reconnect failed", err, nil)
+				return nil
+			}
+			conn = c.(*net.TCPConn)
+			a.report("reconnected", nil, conn)
+		}
 		if a.o.reconnect > 0 {
 			// Closing first leaves this side's 4-tuple in TIME_WAIT.
 			conn.Close()

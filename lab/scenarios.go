@@ -394,6 +394,28 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "timewait-syn", Row: 14,
+		Summary:      "B's server closes first (its side keeps the 4-tuple in TIME_WAIT); A connects again from the same port: B's TIME_WAIT accepts the newer SYN and the 4-tuple is reused",
+		ExpectNotice: map[string][]string{"B": {"time_wait_syn_accepted"}},
+		Forbid:       map[string][]tracker.Verdict{"A": finals, "B": finals},
+		Act: func(r *run) error {
+			if err := r.startApp("B", server(r, "--serve-close-after=200ms")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("B", "listening"); err != nil {
+				return err
+			}
+			r.step("A connects from port 40000; B closes first (TIME_WAIT on B); A connects again from port 40000 after 500ms")
+			if err := r.startApp("A", client(r, "--local-port=40000", "--redial-after=500ms")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("A", "reconnected"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "close-wait-stuck", Row: 15,
 		Summary:  "A's client closes; B's server never reads the end of file and never closes: its socket stays in CLOSE_WAIT until the process exits",
 		Expect:   map[string][]tracker.Verdict{"B": {tracker.CloseWaitStuck, tracker.CloseWaitStuck}},

@@ -175,7 +175,7 @@ type Narrative struct {
 // a failure: today, a TIME_WAIT 4-tuple taken over by a new connection.
 type Notice struct {
 	Time   time.Time
-	Kind   string // "time_wait_reuse"
+	Kind   string // "time_wait_reuse" (our connect() took over our TIME_WAIT), "time_wait_syn_accepted" (the peer's SYN did)
 	Cookie uint64
 	Local  netip.AddrPort
 	Remote netip.AddrPort

@@ -248,6 +248,12 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("B: errno %s", tcp.ErrnoName(b.Errno))
 			}
 		},
+		"timewait-syn": func(t *testing.T, got map[string][]Narrative) {
+			n := got["notice:B"]
+			if len(n) != 1 || n[0].Verdict != "time_wait_syn_accepted" || n[0].Local.Port() != 8080 || len(got["A"])+len(got["B"]) != 0 {
+				t.Errorf("notices %v, narratives %v %v", n, verdictsOf(got["A"]), verdictsOf(got["B"]))
+			}
+		},
 		"close-wait-stuck": func(t *testing.T, got map[string][]Narrative) {
 			b := got["B"]
 			if len(b) != 2 || b[0].Final || !b[0].Begins || !b[1].Final || !b[1].CloseWaitExited ||
