@@ -14,6 +14,10 @@ GOTESTFLAGS ?= -count=1 -p 1
 # in a test; systemd: systemd-analyze verify).
 DEB_PKGS  := gcc clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace tmux
 
+# The bench and the kernel matrix: a module of their own, apart from the
+# product's (they need the product's tree, the product never needs them).
+TOOLS     := cmd/tools
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -42,11 +46,12 @@ deps: ## install the BPF toolchain (clang-14, libbpf headers, bpftool) and the t
 
 .PHONY: generate
 generate: deps ## rebuild the BPF objects and their Go bindings (bpf2go)
-	$(GO) generate ./bpf/ ./cmd/tcpwatch-bench/
+	$(GO) generate ./bpf/
+	$(GO) generate -C $(TOOLS) ./tcpwatch-bench/
 
 .PHONY: check-generated
 check-generated: generate ## fail if the committed BPF object or bindings are stale
-	@git diff --exit-code -- bpf/ cmd/tcpwatch-bench/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
+	@git diff --exit-code -- bpf/ $(TOOLS)/tcpwatch-bench/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
 
 .PHONY: build
 build: ## build ./tcpwatch, static and without cgo (no C compiler needed)
@@ -59,6 +64,8 @@ run: build ## build and run tcpwatch as root, e.g. make run ARGS="--events -o js
 .PHONY: test
 test: deps ## the whole suite: vet, unit tests, and the privileged tests (run as root)
 	$(GO) vet ./...
+	$(GO) vet -C $(TOOLS) ./...
+	$(GO) test -C $(TOOLS) $(GOTESTFLAGS) ./...
 	@if [ "$$(id -u)" != 0 ]; then echo "make test: privileged tests need root: rerunning with sudo" >&2; \
 		exec sudo -E env "PATH=$$PATH" $(GO) test $(GOTESTFLAGS) ./...; fi
 	$(GO) test $(GOTESTFLAGS) ./...
@@ -66,11 +73,12 @@ test: deps ## the whole suite: vet, unit tests, and the privileged tests (run as
 .PHONY: test-unit
 test-unit: ## only the tests that need no root
 	$(GO) test -short $(GOTESTFLAGS) ./...
+	$(GO) test -C $(TOOLS) -short $(GOTESTFLAGS) ./...
 
 .PHONY: bench
 bench: deps build ## measure tracing cost beside the floor and bpftrace; writes docs/performance.md (root, ~15 min)
 	@command -v bpftrace >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null; }
-	$(GO) run ./cmd/tcpwatch-bench --tcpwatch ./$(BINARY) --out docs/performance.md
+	$(GO) run -C $(TOOLS) ./tcpwatch-bench --tcpwatch ./$(BINARY) --out docs/performance.md
 
 .PHONY: vmlinux
 vmlinux: deps ## regenerate vmlinux.h from this kernel's BTF
@@ -92,7 +100,7 @@ test-kernels: ## run check, the lab and the privileged tests in Debian's kernels
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	$(GO) run ./cmd/tcpwatch-kernels -arch $(ARCH) -kernels "$(KERNELS)" -steps "$(STEPS)" -scenarios "$(SCENARIOS)" -smp $(SMP)
+	$(GO) run -C $(TOOLS) ./tcpwatch-kernels -arch $(ARCH) -kernels "$(KERNELS)" -steps "$(STEPS)" -scenarios "$(SCENARIOS)" -smp $(SMP)
 
 .PHONY: clean
 clean: ## remove build output
@@ -114,7 +122,7 @@ image: release ## the container image (podman or docker), from deploy/Containerf
 
 .PHONY: soak
 soak: deps build ## 10 minutes of loopback churn under tcpwatch --all, RSS every 10 s; writes docs/soak.md (root)
-	$(GO) run ./cmd/tcpwatch-bench soak --tcpwatch ./$(BINARY) --out docs/soak.md $(SOAKARGS)
+	$(GO) run -C $(TOOLS) ./tcpwatch-bench soak --tcpwatch ./$(BINARY) --out docs/soak.md $(SOAKARGS)
 
 # Fuzz targets, package:function; `go test` runs their seeds (f.Add and
 # testdata/fuzz/<target>), `make fuzz` explores each for FUZZTIME.

@@ -81,7 +81,9 @@ struct {
  * made (it becomes notable, or is closed by an exiting task). Never
  * deleted (array). `cookie` is cleared before and set after the other
  * fields, and a reader checks it before and after copying them: a slot
- * being rewritten on another CPU is not read as the old socket's.
+ * being rewritten on another CPU is not read as the old socket's. The
+ * order holds on every architecture because `cookie` is only touched
+ * with fully ordered atomic instructions (sockinfo.h says how).
  */
 #define TW_CONNECT_SLOTS (1 << 16)
 

@@ -26,7 +26,29 @@ static __always_inline struct sock_info *sock_info_lookup(const struct sock *sk)
 	return bpf_sk_storage_get(&sock_infos, (void *)sk, 0, 0);
 }
 
-#define barrier() asm volatile("" ::: "memory")
+/*
+ * A connect slot is written on one CPU and may be read on another while a
+ * later socket's connect rewrites it, so its `cookie` says when the other
+ * fields belong to it (maps.h). That takes ordering between CPUs, not only
+ * the compiler's: on arm64, which `make release` ships, plain stores can
+ * become visible to another CPU in any order and plain loads can be
+ * satisfied out of order, so a compiler barrier alone (what this used)
+ * would let a reader take a new socket's pid with the old one's cookie.
+ * The BPF instruction set has no fence before 6.15 (load-acquire and
+ * store-release came then; tcpwatch runs from 6.1), but its atomic
+ * instructions with a result (xchg, cmpxchg, fetch-and-op, 5.12+) are
+ * fully ordered, as the kernel's own atomic_xchg() and atomic_fetch_or():
+ * the x86 JIT emits them with a lock prefix, arm64's as swpal/ldsetal (or
+ * an ll/sc loop ending in dmb ish). So `cookie` is only ever written with
+ * xchg and read with fetch_or(0): the writer's field stores cannot pass
+ * either of its two exchanges, and the reader's field loads cannot move
+ * before its first read of the cookie nor after its second. The seq_cst
+ * builtins also keep the compiler from moving the fields across them.
+ */
+static __always_inline __u64 slot_cookie(struct connect_owner *c)
+{
+	return __atomic_fetch_or(&c->cookie, 0, __ATOMIC_SEQ_CST);
+}
 
 static __always_inline struct connect_owner *connect_slot(__u64 cookie)
 {
@@ -41,13 +63,11 @@ static __always_inline void remember_connect(const struct sock *sk)
 	struct connect_owner *c = connect_slot(cookie);
 	if (!c)
 		return;
-	c->cookie = 0;
-	barrier();
+	__atomic_exchange_n(&c->cookie, 0, __ATOMIC_SEQ_CST); /* empty before any field changes */
 	c->pid = bpf_get_current_pid_tgid() >> 32;
 	c->ts_ns = bpf_ktime_get_ns();
 	bpf_get_current_comm(&c->comm, sizeof(c->comm));
-	barrier();
-	c->cookie = cookie;
+	__atomic_exchange_n(&c->cookie, cookie, __ATOMIC_SEQ_CST); /* the fields are visible first */
 }
 
 /* New storage of a socket connect()ed in default mode: its owner from the slot. */
@@ -57,14 +77,12 @@ static __always_inline int recall_connect(const struct sock *sk, struct sock_inf
 	if (!cookie)
 		return 0;
 	struct connect_owner *c = connect_slot(cookie);
-	if (!c || c->cookie != cookie)
+	if (!c || slot_cookie(c) != cookie)
 		return 0;
-	barrier();
 	info->pid = c->pid;
 	info->first_seen_ns = c->ts_ns;
 	__builtin_memcpy(info->comm, c->comm, sizeof(info->comm));
-	barrier();
-	if (c->cookie != cookie) { /* rewritten meanwhile by a later socket's connect */
+	if (slot_cookie(c) != cookie) { /* rewritten meanwhile by a later socket's connect */
 		info->pid = 0;
 		__builtin_memset(info->comm, 0, sizeof(info->comm));
 		info->first_seen_ns = 0;

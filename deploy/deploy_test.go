@@ -21,7 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 )
 
 // wantCaps is the capability set both files must grant, and nothing more.
@@ -174,7 +174,7 @@ func TestSystemdUnit(t *testing.T) {
 func TestSystemdAnalyzeVerify(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		if testenv.InCI() {
+		if testkit.InCI() {
 			t.Fatal("systemd-analyze is not installed (make deps installs Debian's systemd)")
 		}
 		t.Skip("systemd-analyze is not installed")
@@ -231,7 +231,7 @@ func TestMain(m *testing.M) {
 // attaches, existing connections are listed in every namespace, and a
 // refused connection is narrated with its cgroup.
 func TestRunsWithExactlyTheListedCapabilities(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		t.Fatal("setpriv (util-linux) is not installed")

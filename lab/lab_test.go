@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -102,7 +102,7 @@ func hostLinks(t *testing.T) []string {
 // Every scenario, run for real: the verdicts of each traced host, the
 // error each application saw, and nothing left behind.
 func TestScenarios(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	linksBefore := hostLinks(t)
 	for _, sc := range Scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
@@ -156,7 +156,7 @@ func TestScenarios(t *testing.T) {
 // namespaces; its applications die with it, and the next run, or
 // `tcpwatch lab cleanup`, removes the rest.
 func TestCleanupAfterKill(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +273,19 @@ func checkStories(t *testing.T, lines []Record) {
 		host string
 		l, r netip.AddrPort
 	}
-	final := map[key]tracker.Verdict{}
+	testkit.OneStory(t, "lab", lines, func(l Record) testkit.Told {
+		if l.Narrative == nil {
+			return testkit.Told{} // not a narrative: no story, never final
+		}
+		n := l.Narrative
+		conn := fmt.Sprintf("%s %v>%v", l.Host, n.Local, n.Remote)
+		if n.Local.Port() == 0 && n.Verdict == tracker.LocalPortsExhausted {
+			// connect() found no port: no 4-tuple of its own, every
+			// failure is another socket (told folded, see tracker/ports.go).
+			conn += fmt.Sprintf(" cookie %d", n.Cookie)
+		}
+		return testkit.Told{Conn: conn, Verdict: string(n.Verdict), Final: n.Final}
+	})
 	giveUp := map[key]time.Duration{}
 	for _, l := range lines {
 		n := l.Narrative
@@ -281,17 +293,6 @@ func checkStories(t *testing.T, lines []Record) {
 			continue
 		}
 		k := key{l.Host, n.Local, n.Remote}
-		if n.Local.Port() == 0 && n.Verdict == tracker.LocalPortsExhausted {
-			// connect() found no port: no 4-tuple of its own, every
-			// failure is another socket (told folded, see tracker/ports.go).
-			continue
-		}
-		if v, done := final[k]; done {
-			t.Errorf("%s %v>%v: %s told after the final %s", l.Host, n.Local, n.Remote, n.Verdict, v)
-		}
-		if n.Final {
-			final[k] = n.Verdict
-		}
 		if tcp.KernelInternalErrno(n.Errno) {
 			t.Errorf("%s %s: errno %d reached a narrative", l.Host, n.Verdict, n.Errno)
 		}

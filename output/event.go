@@ -12,7 +12,7 @@ import (
 )
 
 // EventRecord is the JSON form of one kernel event (`type: "event"`,
-// with --events). Its fields are documented in the README.
+// with --events). Its fields are documented in docs/events.md.
 type EventRecord struct {
 	Type string `json:"type"`
 	Time string `json:"time"`

@@ -12,7 +12,7 @@ import (
 )
 
 // NarrativeRecord is the JSON form of a narrative (`type: "narrative"`).
-// Its fields are a stable schema, documented in the README.
+// Its fields are a stable schema, documented in docs/json.md.
 type NarrativeRecord struct {
 	Type    string `json:"type"`
 	Time    string `json:"time"`

@@ -20,12 +20,14 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
-// The README's example lines are real output: the lab's recordings
-// replayed through the tracker and this package. This test fails when
-// they drift from what the code prints; UPDATE_README=1 rewrites them.
+// The example lines of docs/verdicts.md are real output: the lab's
+// recordings replayed through the tracker and this package. This test
+// fails when they drift from what the code prints; UPDATE_README=1
+// rewrites them. The README names every verdict and docs/verdicts.md
+// explains each: TestVerdictsAreDocumented keeps both lists whole.
 
 // exampleOf names, per verdict, the recording and host whose narrative
-// the README shows.
+// docs/verdicts.md shows.
 type exampleRef struct {
 	verdict   tracker.Verdict
 	recording string
@@ -145,7 +147,7 @@ func renderExamples(t *testing.T) string {
 		if err := NewWriter(&js, JSON, Options{Host: "node-1"}).Narrative(n, containers.Info{}); err != nil {
 			t.Fatal(err)
 		}
-		heading := "#### `" + string(ex.verdict) + "`"
+		heading := "### `" + string(ex.verdict) + "`"
 		if ex.all {
 			heading += " (with `--all`)"
 		}
@@ -164,23 +166,25 @@ func renderExamples(t *testing.T) string {
 	return b.String()
 }
 
+// The examples sit between these two lines of docs/verdicts.md.
 const (
-	examplesBegin = "#### `peer_closed`"
-	examplesEnd   = "### JSON schema (`-o json`)"
+	examplesBegin = "<!-- examples: written from the recordings by output/readme_test.go (UPDATE_README=1) -->\n"
+	examplesEnd   = "<!-- end of examples -->\n"
 )
 
-func TestREADMEExamplesAreCurrent(t *testing.T) {
-	path := filepath.Join("..", "README.md")
-	readme, err := os.ReadFile(path)
+func TestDocsExamplesAreCurrent(t *testing.T) {
+	path := filepath.Join("..", "docs", "verdicts.md")
+	doc, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(readme)
+	s := string(doc)
 	i, j := strings.Index(s, examplesBegin), strings.Index(s, examplesEnd)
 	if i < 0 || j < i {
-		t.Fatalf("README has no examples section between %q and %q", examplesBegin, examplesEnd)
+		t.Fatalf("%s has no examples between %q and %q", path, examplesBegin, examplesEnd)
 	}
-	want := renderExamples(t)
+	i += len(examplesBegin)
+	want := "\n" + renderExamples(t)
 	if s[i:j] == want {
 		return
 	}
@@ -190,7 +194,73 @@ func TestREADMEExamplesAreCurrent(t *testing.T) {
 		}
 		return
 	}
-	t.Errorf("README's example lines differ from what tcpwatch prints for the recordings: run UPDATE_README=1 go test -run TestREADMEExamplesAreCurrent ./output/")
+	t.Errorf("%s: the example lines differ from what tcpwatch prints for the recordings: run UPDATE_README=1 go test -run TestDocsExamplesAreCurrent ./output/", path)
+}
+
+// TestVerdictsAreDocumented: the README's list of verdicts and the tables
+// of docs/verdicts.md name exactly the registered verdicts.
+func TestVerdictsAreDocumented(t *testing.T) {
+	known := map[string]bool{}
+	for _, v := range words.Verdicts(nil) {
+		known[string(v)] = true
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The paragraph that begins "The verdicts:" names them in backquotes.
+	para := string(readme)
+	i := strings.Index(para, "\nThe verdicts: ")
+	if i < 0 {
+		t.Fatal(`README.md has no paragraph beginning "The verdicts: "`)
+	}
+	para = para[i+1:]
+	if j := strings.Index(para, "\n\n"); j >= 0 {
+		para = para[:j]
+	}
+	checkNames(t, "README.md's list of verdicts", backquoted(para), known)
+
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "verdicts.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A row of a verdict table starts with the verdict in backquotes.
+	var rows []string
+	for _, line := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(line, "| `") {
+			rows = append(rows, backquoted(line)[0])
+		}
+	}
+	checkNames(t, "docs/verdicts.md's tables", rows, known)
+}
+
+// backquoted returns the `quoted` words of s, in order.
+func backquoted(s string) []string {
+	var words []string
+	parts := strings.Split(s, "`")
+	for i := 1; i < len(parts); i += 2 {
+		words = append(words, parts[i])
+	}
+	return words
+}
+
+func checkNames(t *testing.T, where string, names []string, known map[string]bool) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, n := range names {
+		if !known[n] {
+			t.Errorf("%s names %q, which is no verdict", where, n)
+		}
+		if seen[n] {
+			t.Errorf("%s names %q twice", where, n)
+		}
+		seen[n] = true
+	}
+	for v := range known {
+		if !seen[v] {
+			t.Errorf("%s does not name the verdict %q", where, v)
+		}
+	}
 }
 
 // withoutExample are the registered verdicts no recording shows: no lab

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/cgrouptest"
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/cgroups"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -30,14 +30,14 @@ func closedPort(t *testing.T) int {
 // A connection made by a process in a cgroup carries that cgroup's id (the
 // inode of its directory), from connect() to the reset that refuses it.
 func TestCgroupOfTaskContextRecords(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	mount, parent := cgrouptest.Parent(t)
-	cg := cgrouptest.Make(t, mount, parent, "app.scope")
+	testkit.RequirePrivileged(t)
+	mount, parent := cgroups.Parent(t)
+	cg := cgroups.Make(t, mount, parent, "app.scope")
 	col := startTracer(t, tracer.Config{All: true})
 
 	port := closedPort(t)
 	cmd := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d", port))
-	cgrouptest.Start(t, cg, cmd)
+	cgroups.Start(t, cg, cmd)
 	if err := cmd.Wait(); err == nil {
 		t.Fatal("connect to a closed port succeeded")
 	}
@@ -62,9 +62,9 @@ func TestCgroupOfTaskContextRecords(t *testing.T) {
 // the record still names the cgroup of the task that made the socket (the
 // probed fill), and an accepted socket the cgroup of its listener.
 func TestCgroupOfTimerRecords(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	mount, parent := cgrouptest.Parent(t)
-	cg := cgrouptest.Make(t, mount, parent, "client.scope")
+	testkit.RequirePrivileged(t)
+	mount, parent := cgroups.Parent(t)
+	cg := cgroups.Make(t, mount, parent, "client.scope")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func TestCgroupOfTimerRecords(t *testing.T) {
 	defer ln.Close()
 	col := startTracer(t, tracer.Config{All: true})
 
-	back := cgrouptest.MoveSelf(t, mount, cg)
+	back := cgroups.MoveSelf(t, mount, cg)
 	c, err := net.Dial("tcp", ln.Addr().String())
 	back()
 	if err != nil {
@@ -85,7 +85,7 @@ func TestCgroupOfTimerRecords(t *testing.T) {
 	}
 	defer s.Close()
 	client := c.(*net.TCPConn)
-	keepalive(t, client, 3)
+	testkit.Keepalive(t, client, 1, 1, 3)
 
 	local := netip.MustParseAddrPort(c.LocalAddr().String())
 	probe := col.wait(t, 5*time.Second, "keepalive probe from the timer", func(e *wire.Event) bool {

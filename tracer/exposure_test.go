@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/internal/labtest"
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/exposure"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
@@ -22,8 +22,8 @@ import (
 // the defaults, and checks the iterator reads each socket's own values:
 // what sock_diag cannot tell apart.
 func TestExposureReadsEachSocketsOwnSettings(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	a, b := labtest.Pair(t)
+	testkit.RequirePrivileged(t)
+	a, b := hosts.Pair(t, "a", "b")
 	for k, v := range map[string]string{
 		"net.ipv4.tcp_keepalive_time": "50", "net.ipv4.tcp_keepalive_intvl": "7",
 		"net.ipv4.tcp_keepalive_probes": "4", "net.ipv4.tcp_retries2": "5",

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -23,9 +22,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
-	"github.com/tcpwatch/tcpwatch/internal/labtest"
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
-	"github.com/tcpwatch/tcpwatch/lab/netlab"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 )
 
 type rawCollector struct {
@@ -161,23 +159,10 @@ func sysctlU8(tb testing.TB, name string) (uint8, bool) {
 // CONNECT, kept when the same process closes it), carry the socket's inode
 // while a file holds it, and are flagged orphan once nobody does.
 func TestKernelConnectOwnerAndInode(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	col := startRaw(t, Config{All: true})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ino := socketInode(t, c.(*net.TCPConn))
+	c, _ := testkit.Loopback(t)
+	ino := socketInode(t, c)
 	cli := port(c.LocalAddr())
 	c.Close()
 
@@ -218,7 +203,7 @@ func TestKernelConnectOwnerAndInode(t *testing.T) {
 // Listening sockets are told even without --all, with their owner, so
 // user space can name the owner of the connections they accept.
 func TestKernelListenRecordWithOwner(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	col := startRaw(t, Config{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -239,53 +224,16 @@ func TestKernelListenRecordWithOwner(t *testing.T) {
 	})
 }
 
-// dialAccept connects a to a listener on b and returns both ends.
-func dialAccept(tb testing.TB, a, b *netlab.Host, p int) (client, server *net.TCPConn) {
-	tb.Helper()
-	var ln net.Listener
-	addr := netip.AddrPortFrom(b.Addr4(), uint16(p)).String()
-	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	var c net.Conn
-	if err := a.Do(func() (err error) { c, err = net.Dial("tcp", addr); return err }); err != nil {
-		tb.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
-
-func setInt(tb testing.TB, c *net.TCPConn, level, opt, val int) {
-	tb.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var serr error
-	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, val) })
-	if serr != nil {
-		tb.Fatal(serr)
-	}
-}
-
 // The keepalive path on an accepted socket (no owner storage, its cookie
 // never asked for by anyone but tcpwatch's -> ESTABLISHED): every probe,
 // then the kill, each with the cookie its CLOSE record has; no owner, which
 // only task context can tell.
 func TestKernelKeepaliveOnAcceptedSocket(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	a, b := labtest.Pair(t)
+	testkit.RequirePrivileged(t)
+	a, b := hosts.Pair(t, "a", "b")
 	col := startRaw(t, Config{})
-	_, server := dialAccept(t, a, b, 7101)
-	setInt(t, server, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	setInt(t, server, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
-	setInt(t, server, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
-	setInt(t, server, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3)
+	_, server := hosts.Connect(t, a, b, 7101)
+	testkit.Keepalive(t, server, 1, 1, 3)
 	undo, err := b.Blackhole(a.Addr4())
 	if err != nil {
 		t.Fatal(err)
@@ -344,14 +292,14 @@ func slicesHas(hooks []*Hook, prog string) bool {
 // retransmission that fails locally reaches no tracepoint and the timer's
 // window reports it (FROM_TIMER).
 func TestKernelRetransmitNotDoubledFromTimer(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	a, b := labtest.Pair(t)
+	testkit.RequirePrivileged(t)
+	a, b := hosts.Pair(t, "a", "b")
 	if err := a.Sysctl("net/ipv4/tcp_retries2", "3"); err != nil {
 		t.Fatal(err)
 	}
 	col := startRaw(t, Config{})
 	errVariant := slicesHas(col.tr.Hooks, bpf.TcpwatchProgTwRetransmitErr)
-	client, _ := dialAccept(t, a, b, 7102)
+	client, _ := hosts.Connect(t, a, b, 7102)
 	undo, err := a.Blackhole(b.Addr4())
 	if err != nil {
 		t.Fatal(err)
@@ -390,7 +338,7 @@ func TestKernelRetransmitNotDoubledFromTimer(t *testing.T) {
 // recursion misses the kernel reports for it (as bpftool prog show does),
 // for every attached program.
 func TestKernelLossesIncludeRecursionMisses(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
 		t.Fatal(err)
@@ -404,15 +352,9 @@ func TestKernelLossesIncludeRecursionMisses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go testkit.AcceptAll(ln, func(c net.Conn) {
+		c.Close()
+	})
 	var wg sync.WaitGroup
 	for g := 0; g < 2; g++ {
 		wg.Add(1)
@@ -483,12 +425,8 @@ func TestKernelLossesIncludeRecursionMisses(t *testing.T) {
 	if rc := after[bpf.TcpwatchProgTwSetState].RunCount; rc < 20000 {
 		t.Errorf("tw_set_state ran %d times for 20000 connections: the churn did not reach it", rc)
 	}
-	lost, err := tr.Lost()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lost < l.Total() {
-		t.Errorf("Lost %d < RingFull %d + Recursion %d", lost, l.RingFull, l.Recursion)
+	if later, err := tr.Losses(); err != nil || later.Total() < l.Total() || later.Total() != later.RingFull+later.Recursion {
+		t.Errorf("losses read again: %+v (%v), after %+v: a total that shrank or is not its parts' sum", later, err, l)
 	}
 	t.Logf("losses: ring full %d, recursion %d %v", l.RingFull, l.Recursion, l.RecursionByProgram)
 }

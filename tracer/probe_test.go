@@ -8,6 +8,28 @@ import (
 	"github.com/tcpwatch/tcpwatch/bpf"
 )
 
+// The parameter counts the choice rests on, for tracepoints whose
+// prototypes every supported kernel shares (include/trace/events/sock.h,
+// tcp.h, timer.h), and one the kernel does not have.
+func TestTracepointParams(t *testing.T) {
+	ki, err := ProbeKernel("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{
+		"inet_sock_set_state":    3, // sk, oldstate, newstate
+		"tcp_receive_reset":      1, // sk
+		"inet_sk_error_report":   1, // sk
+		"tcp_destroy_sock":       1, // sk
+		"timer_expire_exit":      1, // timer
+		"tcp_no_such_tracepoint": -1,
+	} {
+		if got := ki.tracepointParams(name); got != want {
+			t.Errorf("tracepointParams(%s) = %d, want %d", name, got, want)
+		}
+	}
+}
+
 // A hook whose tracepoint the kernel lacks is dropped before load, with a
 // reason and what it costs; a required one is an error.
 func TestChooseProgramsDropsMissingHooks(t *testing.T) {
@@ -39,10 +61,12 @@ func TestChooseProgramsDropsMissingHooks(t *testing.T) {
 				t.Error("the program of a missing hook is still in the spec")
 			}
 		case "tcp_retransmit_skb":
-			// 6.17+ passes err: the variant that reads it is chosen, the
-			// other removed; before, the two-argument one.
+			// 6.17 added err to the tracepoint: from then the variant
+			// that reads it is chosen, the other removed; before, the
+			// two-argument one. Decided by the release, not by the
+			// parameter count choosePrograms itself reads.
 			want, unused := bpf.TcpwatchProgTwRetransmit, bpf.TcpwatchProgTwRetransmitErr
-			if ki.tracepointParams("tcp_retransmit_skb") >= 3 {
+			if !versionLess(ki.Release, "6.17") {
 				want, unused = unused, want
 			}
 			if !slices.Equal(h.Chosen, []string{want}) {

@@ -543,13 +543,6 @@ func (t *Tracer) Losses() (Losses, error) {
 	return l, nil
 }
 
-// Lost is the number of events the kernel half could not send: ring-full
-// drops plus skipped (recursive) program runs. See Losses for the parts.
-func (t *Tracer) Lost() (uint64, error) {
-	l, err := t.Losses()
-	return l.Total(), err
-}
-
 // Stop ends Read (it returns ErrClosed) but keeps the programs loaded, so
 // counters can still be read. It may be called from another goroutine
 // while Read runs.

@@ -16,11 +16,10 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
-	"github.com/tcpwatch/tcpwatch/internal/labtest"
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/owners"
@@ -95,18 +94,10 @@ func (c *collector) dump(tb testing.TB) {
 	}
 }
 
-func netnsOf(tb testing.TB, path string) uint32 {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		tb.Fatal(err)
-	}
-	return uint32(st.Ino)
-}
-
 // pair builds two hosts joined by a cable, with short timers.
 func pair(tb testing.TB) (a, b *netlab.Host) {
 	tb.Helper()
-	a, b = labtest.Pair(tb)
+	a, b = hosts.Pair(tb, "a", "b")
 	for _, h := range []*netlab.Host{a, b} {
 		if err := h.Sysctl("net/ipv4/tcp_retries2", "3"); err != nil {
 			tb.Fatal(err)
@@ -115,57 +106,8 @@ func pair(tb testing.TB) (a, b *netlab.Host) {
 	return a, b
 }
 
-// connectPair makes a connection from a to b:port and returns both ends.
-func connectPair(tb testing.TB, a, b *netlab.Host, port int) (client, server *net.TCPConn) {
-	tb.Helper()
-	var ln net.Listener
-	addr := netip.AddrPortFrom(b.Addr4(), uint16(port)).String()
-	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-		close(accepted)
-	}()
-	var c net.Conn
-	if err := a.Do(func() (err error) { c, err = net.Dial("tcp", addr); return err }); err != nil {
-		tb.Fatal(err)
-	}
-	s, ok := <-accepted
-	if !ok {
-		tb.Fatal("accept failed")
-	}
-	tb.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
-
-func setsockopt(tb testing.TB, c *net.TCPConn, level, opt, val int) {
-	tb.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, val) }); err != nil || serr != nil {
-		tb.Fatal(err, serr)
-	}
-}
-
-// keepalive turns on SO_KEEPALIVE with a 1 s idle time and interval.
-func keepalive(tb testing.TB, c *net.TCPConn, probes int) {
-	setsockopt(tb, c, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	setsockopt(tb, c, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
-	setsockopt(tb, c, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 1)
-	setsockopt(tb, c, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, probes)
-}
-
 func TestLifecycleOnLoopback(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	col := startTracer(t, tracer.Config{All: true})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -234,7 +176,7 @@ func TestLifecycleOnLoopback(t *testing.T) {
 // A reset sent on close with unread data carries the kernel's reason; the
 // peer's tcp_receive_reset and the error it is reported arrive too.
 func TestResetsOnLoopback(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	col := startTracer(t, tracer.Config{All: true})
 	ln, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
@@ -290,10 +232,10 @@ func TestResetsOnLoopback(t *testing.T) {
 // RTO retransmissions through a black hole, ending in ETIMEDOUT after the
 // shortened tcp_retries2 budget; the default mode sends them too.
 func TestRetransmitTimeoutInNamespaces(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{})
-	client, _ := connectPair(t, a, b, 7001)
+	client, _ := hosts.Connect(t, a, b, 7001)
 	undo, err := a.Blackhole(b.Addr4())
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +249,7 @@ func TestRetransmitTimeoutInNamespaces(t *testing.T) {
 		t.Fatalf("read: %v, want ETIMEDOUT", rerr)
 	}
 	local := netip.MustParseAddrPort(client.LocalAddr().String())
-	ns := netnsOf(t, a.NetnsPath())
+	ns := hosts.Netns(t, a)
 	first := col.wait(t, 5*time.Second, "first RTO retransmission", func(e *wire.Event) bool {
 		return e.Kind == wire.KindRetransmit && e.Local == local && e.CAState == tcp.CALoss && e.Retransmits == 1
 	})
@@ -337,11 +279,11 @@ func TestRetransmitTimeoutInNamespaces(t *testing.T) {
 // Keepalive: probe N sent, then the kill, from the timer hook, with the
 // owner learnt in task context even though the timer runs in softirq.
 func TestKeepaliveProbeAndKill(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{All: true})
-	client, _ := connectPair(t, a, b, 7002)
-	keepalive(t, client, 2)
+	client, _ := hosts.Connect(t, a, b, 7002)
+	testkit.Keepalive(t, client, 1, 1, 2)
 	undo, err := a.Blackhole(b.Addr4())
 	if err != nil {
 		t.Fatal(err)
@@ -389,11 +331,11 @@ func TestKeepaliveProbeAndKill(t *testing.T) {
 
 // Without --all, a healthy connection sends nothing to user space.
 func TestDefaultModeSendsNothingForHealthyConnections(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	a, b := pair(t)
-	col := startTracer(t, tracer.Config{FilterNetNS: netnsOf(t, a.NetnsPath())})
+	col := startTracer(t, tracer.Config{FilterNetNS: hosts.Netns(t, a)})
 	for i := 0; i < 20; i++ {
-		c, s := connectPair(t, a, b, 7100+i)
+		c, s := hosts.Connect(t, a, b, 7100+i)
 		c.Write([]byte("x"))
 		s.Read(make([]byte, 1))
 		c.Close()
@@ -424,7 +366,7 @@ func TestDefaultModeSendsNothingForHealthyConnections(t *testing.T) {
 		}
 	}
 	col.mu.Unlock()
-	if len(others) != 0 || refused.NetNS != netnsOf(t, a.NetnsPath()) {
+	if len(others) != 0 || refused.NetNS != hosts.Netns(t, a) {
 		col.dump(t)
 		t.Errorf("%d events for 20 healthy connections", len(others))
 	}
@@ -433,7 +375,7 @@ func TestDefaultModeSendsNothingForHealthyConnections(t *testing.T) {
 // After tcpwatch exits, even by SIGKILL, none of its programs is attached
 // or loaded: links are file descriptors the kernel closes.
 func TestNothingStaysAttachedAfterSIGKILL(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	if os.Getenv("TCPWATCH_TEST_HOLD") == "1" {
 		return
 	}
@@ -536,7 +478,7 @@ func twPrograms(t *testing.T) []string {
 }
 
 func TestCheckPrivilegesAsRoot(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	if err := tracer.CheckPrivileges(); err != nil {
 		t.Fatal(err)
 	}
@@ -545,7 +487,7 @@ func TestCheckPrivilegesAsRoot(t *testing.T) {
 // The kernel-side filters drop other connections' events before the ring
 // buffer: with --port, only that port's connections arrive.
 func TestKernelPortFilter(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	lnA, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -595,7 +537,7 @@ func readsResetReason(t *tracer.Tracer) bool {
 // still ends the wait, and Stop still ends a wait without one, in both
 // modes.
 func TestReadWaitEndsByDeadlineAndStop(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	for _, all := range []bool{false, true} {
 		// A port nothing uses: no record comes.
 		tr, err := tracer.New(tracer.Config{All: all, FilterPort: 9})

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 )
 
 // startCaps is the documented start-up set (README, Safety), in setpriv's words.
@@ -115,7 +115,7 @@ func watchRefused(t *testing.T, cmd *exec.Cmd) (map[string]string, []map[string]
 // CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, on every thread, and still
 // narrates, whether it was built with cgo or without.
 func TestCapabilitiesDroppedAfterStart(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	for _, cgo := range []string{"1", "0"} {
 		t.Run("CGO_ENABLED="+cgo, func(t *testing.T) {
 			exe := buildTcpwatch(t, cgo)
@@ -150,7 +150,7 @@ func TestCapabilitiesDroppedAfterStart(t *testing.T) {
 // Started as nobody with exactly the documented start-up set, tcpwatch
 // runs, drops to the kept set and narrates.
 func TestRunsWithTheStartUpSetOnly(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		t.Fatal("setpriv (util-linux) is needed")

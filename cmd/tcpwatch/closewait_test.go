@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab"
 )
 
@@ -20,9 +21,9 @@ import (
 // episode when the process closes them (this test) or exits (a lab agent
 // that never reads, killed).
 func TestCloseWaitStuck(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	s, c := serverLab(t)
-	netns := strconv.Itoa(int(netnsInode(t, s)))
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
+	netns := strconv.Itoa(int(hosts.Netns(t, s)))
 	w := startWatch(t, "--netns", netns, "--close-wait-after", "2s", "--exposure-every", "0")
 
 	// The leaky server in this process: accepts, never reads, never closes.

@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 )
 
 type exposureJSON struct {
@@ -64,15 +65,15 @@ func exposureRecords(t *testing.T, args ...string) []exposureJSON {
 // tells the client "never" and the server 120 s, and watch mode exports
 // the same as a gauge per process name.
 func TestExposureRedis(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	s, c := serverLab(t)
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
 	_, ap := startRedis(t, s, c, s.Addr4(), 60)
 	conn, err := redisDial(c, ap)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	client := exposureRecords(t, "--netns", strconv.Itoa(int(netnsInode(t, c))), "--port", "6379")
+	client := exposureRecords(t, "--netns", strconv.Itoa(int(hosts.Netns(t, c))), "--port", "6379")
 	if len(client) != 1 {
 		t.Fatalf("client side: %d records, want 1: %+v", len(client), client)
 	}
@@ -82,7 +83,7 @@ func TestExposureRedis(t *testing.T) {
 	} else {
 		t.Logf("client: class=%s why=%s", r.Class, r.Why)
 	}
-	sNetNS := strconv.Itoa(int(netnsInode(t, s)))
+	sNetNS := strconv.Itoa(int(hosts.Netns(t, s)))
 	server := exposureRecords(t, "--comm", "redis-server", "--netns", sNetNS)
 	if len(server) != 1 {
 		t.Fatalf("server side: %d records, want 1: %+v", len(server), server)

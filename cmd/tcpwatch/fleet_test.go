@@ -10,8 +10,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tcpwatch/tcpwatch/internal/cgrouptest"
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/cgroups"
 )
 
 func TestFleetFlagsBad(t *testing.T) {
@@ -65,16 +65,16 @@ var cgroupCases = []cgroupCase{
 // and the pod of each, and its --container, --cgroup and --host-name do
 // what they say.
 func TestContainerAttribution(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	mount, parent := cgrouptest.Parent(t)
+	testkit.RequirePrivileged(t)
+	mount, parent := cgroups.Parent(t)
 	type made struct {
 		cgroupCase
-		cg   cgrouptest.Cgroup
+		cg   cgroups.Cgroup
 		port int
 	}
 	var cases []made
 	for _, c := range cgroupCases {
-		cases = append(cases, made{cgroupCase: c, cg: cgrouptest.Make(t, mount, parent, c.rel)})
+		cases = append(cases, made{cgroupCase: c, cg: cgroups.Make(t, mount, parent, c.rel)})
 	}
 	all := startWatch(t, "--host-name", "node-under-test")
 	byContainer := startWatch(t, "--container", fleetID(2)[:12])
@@ -88,7 +88,7 @@ func TestContainerAttribution(t *testing.T) {
 		cases[i].port = ln.Addr().(*net.TCPAddr).Port
 		ln.Close() // now nothing listens: the connection is refused
 		cmd := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d", cases[i].port))
-		cgrouptest.Start(t, cases[i].cg, cmd)
+		cgroups.Start(t, cases[i].cg, cmd)
 		if err := cmd.Wait(); err == nil {
 			t.Fatalf("%s: connect to a closed port succeeded", cases[i].name)
 		}

@@ -28,7 +28,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/output"
 )
@@ -249,7 +250,7 @@ func outageLab(t *testing.T, n int) (c *netlab.Host, servers []*netlab.Host) {
 }
 
 func TestIncidentTwoThousandConnections(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	t.Run("recovered", func(t *testing.T) { twoThousand(t, false) })
 	t.Run("fatal", func(t *testing.T) { twoThousand(t, true) })
 }
@@ -272,7 +273,7 @@ func twoThousand(t *testing.T, fatal bool) {
 	}
 	server := startPeerServer(t, s, s.Addr4())
 	peer := netip.AddrPortFrom(s.Addr4(), outagePort)
-	ns := fmt.Sprint(netnsInode(t, c))
+	ns := fmt.Sprint(hosts.Netns(t, c))
 	text := startWatcher(t, "--netns", ns, "-o", "text")
 	js := startWatcher(t, "--netns", ns, "-o", "json", "--host-name", "ci")
 	waitRunning(t, text.cmd.Process.Pid)
@@ -420,7 +421,7 @@ func twoThousand(t *testing.T, fatal bool) {
 		t.Errorf("per-connection ends %v, want %d %s", verdicts, writers, wantVerdict)
 	}
 	if fatal {
-		checkOneStory(t, run.narratives)
+		testkit.OneStory(t, "tcpwatch", run.narratives, told)
 		if closing.Failed != writers || closing.Errnos["ETIMEDOUT"] != writers || int(timedOut.Load()) != writers {
 			t.Errorf("%d failed, errnos %v; the applications saw %d ETIMEDOUT; want %d each", closing.Failed,
 				closing.Errnos, timedOut.Load(), writers)
@@ -456,10 +457,10 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 
 // Two peers failing at once are two incidents, not one.
 func TestIncidentTwoPeersAtOnce(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	const perPeer = 200
 	c, servers := outageLab(t, 2)
-	ns := fmt.Sprint(netnsInode(t, c))
+	ns := fmt.Sprint(hosts.Netns(t, c))
 	if err := c.Sysctl("net/ipv4/tcp_retries2", "4"); err != nil {
 		t.Fatal(err)
 	}
@@ -511,7 +512,7 @@ func TestIncidentTwoPeersAtOnce(t *testing.T) {
 // an incident: the peer's series appear while it is open and disappear
 // when it closes, and the incident is counted by its outcome.
 func TestPrometheusIncidentPerPeer(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	prom, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatal("prometheus is not installed: run make deps (it installs Debian's prometheus package)")
@@ -528,7 +529,7 @@ func TestPrometheusIncidentPerPeer(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w := startWatcher(t, "--netns", fmt.Sprint(netnsInode(t, c)), "-o", "json", "--metrics", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+	w := startWatcher(t, "--netns", fmt.Sprint(hosts.Netns(t, c)), "-o", "json", "--metrics", fmt.Sprintf("127.0.0.1:%d", metricsPort))
 	waitRunning(t, w.cmd.Process.Pid)
 	var promLog lockedBuffer
 	p := exec.Command(prom, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -604,10 +605,10 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 // those of pgbench, a handful of text lines (206 to 263 before), and every
 // connection told in it at most once to its end.
 func TestIncidentPgbenchDatabaseSilent(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	pgbench := filepath.Join(pgBin, "pgbench")
 	requireInstalled(t, pgbench, "postgresql-client-15")
-	s, c := serverLab(t)
+	s, c := hosts.Pair(t, "S", "C")
 	pg := startPostgres(t, s, c, s.Addr4())
 	bench := func(args ...string) *exec.Cmd {
 		cmd := c.Command(pgbench, append([]string{"-h", pg.addr.String(), "-p", "5432", "-U", "postgres"}, args...)...)
@@ -617,7 +618,7 @@ func TestIncidentPgbenchDatabaseSilent(t *testing.T) {
 	if out, err := bench("-i", "-s", "1", "-q", "postgres").CombinedOutput(); err != nil {
 		t.Fatalf("pgbench -i: %v\n%s", err, out)
 	}
-	ns := fmt.Sprint(netnsInode(t, c))
+	ns := fmt.Sprint(hosts.Netns(t, c))
 	text := startWatcher(t, "--netns", ns, "-o", "text")
 	js := startWatcher(t, "--netns", ns, "-o", "json")
 	waitRunning(t, text.cmd.Process.Pid)
@@ -663,7 +664,7 @@ func TestIncidentPgbenchDatabaseSilent(t *testing.T) {
 	if r.stats.Lost != 0 || r.losses != 0 {
 		t.Errorf("records lost: %d", r.stats.Lost)
 	}
-	checkOneStory(t, r.narratives)
+	testkit.OneStory(t, "tcpwatch", r.narratives, told)
 	incs := byIncident(r.incidents)
 	if len(incs) != 1 {
 		t.Fatalf("%d incidents, want 1", len(incs))

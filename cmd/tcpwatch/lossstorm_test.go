@@ -16,8 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/loadgen"
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/output"
 )
 
@@ -27,7 +26,7 @@ import (
 // tracker is reconciled with the kernel's socket table, its count falls
 // back near zero, and tcpwatch's memory returns near what it was idle.
 func TestLossStormMemoryReturns(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	cmd := tcpwatch(t, "--ring-size", "4096", "--all", "-o", "json")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -104,7 +103,7 @@ func TestLossStormMemoryReturns(t *testing.T) {
 // server closes first) with the given number of clients, within limit.
 func churn(t *testing.T, n, workers int, limit time.Duration) int {
 	t.Helper()
-	ln, err := loadgen.EchoOneByteServer()
+	ln, err := testkit.EchoOneByteServer()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/lab"
 	"github.com/tcpwatch/tcpwatch/output"
 )
@@ -88,7 +88,7 @@ func TestBadInputIsOneLineAndNonZero(t *testing.T) {
 }
 
 func TestNotRoot(t *testing.T) {
-	testenv.RequirePrivileged(t) // needs root to drop to nobody
+	testkit.RequirePrivileged(t) // needs root to drop to nobody
 	// The test binary lives in a directory only root may enter: give
 	// nobody a copy it can run.
 	exe, err := os.Executable()
@@ -123,7 +123,7 @@ func TestNotRoot(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	out, err := tcpwatch(t, "check").Output()
 	if err != nil {
 		t.Fatalf("check: %v", err)
@@ -138,7 +138,7 @@ func TestCheck(t *testing.T) {
 
 // --duration ends the run with exit 0 and a stats line; so does SIGTERM.
 func TestStopsCleanly(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	out, err := tcpwatch(t, "-o", "json", "--duration", "1s").Output()
 	if err != nil {
 		t.Fatalf("--duration: %v", err)
@@ -167,7 +167,7 @@ func TestStopsCleanly(t *testing.T) {
 
 // `tcpwatch --events | head -1`: a closed stdout ends tcpwatch quietly, exit 0.
 func TestClosedStdout(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	cmd := tcpwatch(t, "--events")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -225,7 +225,7 @@ type narrativeJSON struct {
 // filters what it sends), narrates the lab's scenarios; its JSON carries the
 // verdict, the tuple, the owner, the errno and the counts.
 func TestEndToEndJSON(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	type want struct {
 		verdict  string
 		errno    string
@@ -286,11 +286,7 @@ func TestEndToEndJSON(t *testing.T) {
 				t.Fatalf("lab: %v", err)
 			}
 			byHost := map[string][]narrativeJSON{}
-			for _, line := range strings.Split(stdout.String(), "\n") {
-				var n narrativeJSON
-				if json.Unmarshal([]byte(line), &n) != nil || n.Type != "narrative" {
-					continue
-				}
+			for _, n := range testkit.JSONLines(stdout.String(), func(n narrativeJSON) bool { return n.Type == "narrative" }) {
 				for host, inodes := range res.NetNS {
 					if slices.Contains(inodes, n.NetNS) {
 						byHost[host] = append(byHost[host], n)
@@ -298,7 +294,7 @@ func TestEndToEndJSON(t *testing.T) {
 				}
 			}
 			for host, ns := range byHost {
-				oneStory(t, host, ns)
+				testkit.OneStory(t, host, ns, told)
 			}
 			for host, wants := range tests[name] {
 				got := byHost[host]
@@ -405,23 +401,4 @@ func waitRunning(t *testing.T, pid int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("tcpwatch (pid %d) kept CAP_BPF 30s after attaching", pid)
-}
-
-// oneStory checks that each connection has at most one final narrative
-// and nothing told after it.
-func oneStory(t *testing.T, host string, ns []narrativeJSON) {
-	t.Helper()
-	final := map[string]string{}
-	for _, n := range ns {
-		k := fmt.Sprintf("%s:%d>%s:%d", n.LAddr, n.LPort, n.RAddr, n.RPort)
-		if n.LPort == 0 && n.Verdict == "local_ports_exhausted" {
-			continue // no port, no 4-tuple: every failed connect() is a socket of its own
-		}
-		if v, done := final[k]; done {
-			t.Errorf("%s %s: %s told after the final %s", host, k, n.Verdict, v)
-		}
-		if n.Final {
-			final[k] = n.Verdict
-		}
-	}
 }

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 )
 
 func freePort(t *testing.T) int {
@@ -31,7 +31,7 @@ func freePort(t *testing.T) int {
 // A real Prometheus (Debian's package) scrapes tcpwatch --metrics while
 // connections are refused, and its query API sees the counter rise.
 func TestPrometheusScrapesNarratives(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	prom, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatal("prometheus is not installed: run make deps (it installs Debian's prometheus package)")

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 )
 
 // A tracer never changes what it observes: tcpwatch learns the owners of
@@ -17,7 +17,7 @@ import (
 // cgroup v1 classid). The run is traced with strace: neither pidfd_open
 // nor pidfd_getfd may appear, though a connection existed before it.
 func TestNeverTakesAnotherProcessDescriptor(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	strace, err := exec.LookPath("strace")
 	if err != nil {
 		t.Fatal("strace is missing: make deps installs it")

@@ -14,7 +14,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -31,9 +30,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 )
 
@@ -49,40 +47,6 @@ func requireInstalled(t *testing.T, path, pkg string) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("%s is not installed (Debian package %s): run `make deps`, which installs the DEB_PKGS of the Makefile", path, pkg)
 	}
-}
-
-// serverLab builds two hosts, S (the server) and C (the client), joined by a
-// cable; S gets the cable's first addresses.
-func serverLab(t *testing.T) (s, c *netlab.Host) {
-	t.Helper()
-	l, err := netlab.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Errorf("closing lab: %v", err)
-		}
-	})
-	if s, err = l.AddHost("S"); err != nil {
-		t.Fatal(err)
-	}
-	if c, err = l.AddHost("C"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.Cable(s, c, netlab.CableOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return s, c
-}
-
-func netnsInode(t *testing.T, h *netlab.Host) uint32 {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(h.NetnsPath(), &st); err != nil {
-		t.Fatal(err)
-	}
-	return uint32(st.Ino)
 }
 
 // lockedBuffer collects a process's output while the test reads it.
@@ -148,17 +112,9 @@ func (w *serverWatch) stop(t *testing.T, netns ...uint32) []narrativeJSON {
 	if s := w.stderr.String(); strings.Contains(s, "panic") {
 		t.Errorf("tcpwatch panicked: %s", s)
 	}
-	var out []narrativeJSON
-	for _, line := range strings.Split(w.stdout.String(), "\n") {
-		var n narrativeJSON
-		if json.Unmarshal([]byte(line), &n) != nil || n.Type != "narrative" {
-			continue
-		}
-		if slices.Contains(netns, n.NetNS) {
-			out = append(out, n)
-		}
-	}
-	return out
+	return testkit.JSONLines(w.stdout.String(), func(n narrativeJSON) bool {
+		return n.Type == "narrative" && slices.Contains(netns, n.NetNS)
+	})
 }
 
 // logNarratives shows what tcpwatch said, trimmed to the fields the tests
@@ -184,29 +140,21 @@ type tuple struct {
 
 func tupleOf(n narrativeJSON) tuple { return tuple{n.LAddr, n.LPort, n.RAddr, n.RPort} }
 
+// told is what the kit's story invariants need of a narrative.
+func told(n narrativeJSON) testkit.Told {
+	conn := tupleOf(n).String()
+	if n.LPort == 0 && n.Verdict == "local_ports_exhausted" {
+		conn += fmt.Sprintf(" cookie %d", n.Cookie) // no port, no 4-tuple: each failed connect() is a socket of its own
+	}
+	return testkit.Told{Conn: conn, Verdict: n.Verdict, Final: n.Final}
+}
+
 func tupleFrom(local, remote netip.AddrPort) tuple {
 	return tuple{local.Addr().Unmap().String(), local.Port(), remote.Addr().Unmap().String(), remote.Port()}
 }
 
 func (k tuple) String() string {
 	return net.JoinHostPort(k.laddr, strconv.Itoa(int(k.lport))) + ">" + net.JoinHostPort(k.raddr, strconv.Itoa(int(k.rport)))
-}
-
-// checkOneStory is the invariant every end-to-end test checks: per
-// connection at most one narrative with final=true, and nothing after it.
-func checkOneStory(t *testing.T, ns []narrativeJSON) {
-	t.Helper()
-	final := map[tuple]narrativeJSON{}
-	for _, n := range ns {
-		k := tupleOf(n)
-		if f, ok := final[k]; ok {
-			t.Errorf("%s: %s (final=%v) printed after the final %s", k, n.Verdict, n.Final, f.Verdict)
-			continue
-		}
-		if n.Final {
-			final[k] = n
-		}
-	}
 }
 
 func of(ns []narrativeJSON, k tuple) []narrativeJSON {
@@ -310,7 +258,7 @@ func addrOf(h *netlab.Host, v6 bool) netip.Addr {
 // The "silent" cases connect and never send: the accepted socket has never
 // sent or received a byte, and its owner must still be named.
 func TestRedisKeepaliveClientVanishes(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	for _, tc := range []struct {
 		name       string
 		v6, silent bool
@@ -320,9 +268,9 @@ func TestRedisKeepaliveClientVanishes(t *testing.T) {
 }
 
 func redisVanishes(t *testing.T, v6, silent bool) {
-	s, c := serverLab(t)
+	s, c := hosts.Pair(t, "S", "C")
 	srv, ap := startRedis(t, s, c, addrOf(s, v6), 1)
-	nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+	nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 	w := startWatch(t)
 	var conn net.Conn
@@ -351,7 +299,7 @@ func redisVanishes(t *testing.T, v6, silent bool) {
 	time.Sleep(7 * time.Second)
 	all := w.stop(t, nsS, nsC)
 	logNarratives(t, "tcpwatch", all)
-	checkOneStory(t, all)
+	testkit.OneStory(t, "tcpwatch", all, told)
 
 	sk := tupleFrom(ap, client)
 	got := of(all, sk)
@@ -405,11 +353,11 @@ func checkRedisOwner(t *testing.T, n narrativeJSON, pid int) {
 // probe: an idle healthy connection. Nothing is to be told in default mode,
 // neither while it idles nor when tcpwatch stops with it still open.
 func TestRedisKeepaliveAnswered(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	families(t, func(t *testing.T, v6 bool) {
-		s, c := serverLab(t)
+		s, c := hosts.Pair(t, "S", "C")
 		_, ap := startRedis(t, s, c, addrOf(s, v6), 1)
-		nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+		nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 		w := startWatch(t)
 		conn, err := redisDial(c, ap)
@@ -430,7 +378,7 @@ func TestRedisKeepaliveAnswered(t *testing.T) {
 		}
 		all := w.stop(t, nsS, nsC)
 		logNarratives(t, "tcpwatch", all)
-		checkOneStory(t, all)
+		testkit.OneStory(t, "tcpwatch", all, told)
 		for _, n := range all {
 			t.Errorf("healthy idle connection told: %s %s:%d>%s:%d pid=%d probes=%d: %s",
 				n.Verdict, n.LAddr, n.LPort, n.RAddr, n.RPort, n.PID, n.Probes, n.Summary)
@@ -559,18 +507,18 @@ func runPsqlSessions(t *testing.T, pg *postgres, c *netlab.Host, n int) []int {
 // Nothing failed, so default mode must print nothing (issue 8, point 1: a
 // local_process_exited for every session).
 func TestPsqlSessionsEndNormally(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	families(t, func(t *testing.T, v6 bool) {
-		s, c := serverLab(t)
+		s, c := hosts.Pair(t, "S", "C")
 		pg := startPostgres(t, s, c, addrOf(s, v6))
-		nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+		nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 		w := startWatch(t)
 		runPsqlSessions(t, pg, c, 10)
 		time.Sleep(1 * time.Second) // the backends' exits
 		all := w.stop(t, nsS, nsC)
 		logNarratives(t, "tcpwatch", all)
-		checkOneStory(t, all)
+		testkit.OneStory(t, "tcpwatch", all, told)
 		for _, n := range all {
 			t.Errorf("normal psql session told: %s %s:%d>%s:%d pid=%d comm=%q exit_status=%d: %s",
 				n.Verdict, n.LAddr, n.LPort, n.RAddr, n.RPort, n.PID, n.Comm, n.ExitStatus, n.Summary)
@@ -583,10 +531,10 @@ func TestPsqlSessionsEndNormally(t *testing.T) {
 // postgres backend (not the postmaster, unless the owner source says only
 // the listener could be named); both final, once.
 func TestPsqlSessionsAll(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	s, c := serverLab(t)
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
 	pg := startPostgres(t, s, c, s.Addr4())
-	nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+	nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 	const sessions = 10
 	w := startWatch(t, "--all")
@@ -594,7 +542,7 @@ func TestPsqlSessionsAll(t *testing.T) {
 	time.Sleep(1 * time.Second)
 	all := w.stop(t, nsS, nsC)
 	logNarratives(t, "tcpwatch --all", all)
-	checkOneStory(t, all)
+	testkit.OneStory(t, "tcpwatch", all, told)
 
 	server := netip.AddrPortFrom(pg.addr, 5432).String()
 	var clientSide, serverSide []narrativeJSON
@@ -655,10 +603,10 @@ func TestPsqlSessionsAll(t *testing.T) {
 // tell local_process_exited naming the backend, with exit_signal 9; C must
 // tell peer_closed naming psql. Each once.
 func TestPsqlBackendKilled(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	s, c := serverLab(t)
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
 	pg := startPostgres(t, s, c, s.Addr4())
-	nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+	nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 	w := startWatch(t)
 	cmd := pg.psql(c)
@@ -705,7 +653,7 @@ func TestPsqlBackendKilled(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	all := w.stop(t, nsS, nsC)
 	logNarratives(t, "tcpwatch", all)
-	checkOneStory(t, all)
+	testkit.OneStory(t, "tcpwatch", all, told)
 	t.Logf("psql pid %d, backend pid %d, postmaster pid %d; psql stderr: %s", cmd.Process.Pid, backend, pg.cmd.Process.Pid, stderr.String())
 
 	server := netip.AddrPortFrom(pg.addr, 5432).String()
@@ -864,11 +812,11 @@ func httpKeepAlive(c *netlab.Host, ap netip.AddrPort) (net.Conn, error) {
 // master only listens), so the keepalive story must name the worker, from
 // its first line, and end once with keepalive_timeout after 3 probes.
 func TestNginxKeepaliveClientVanishes(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	families(t, func(t *testing.T, v6 bool) {
-		s, c := serverLab(t)
+		s, c := hosts.Pair(t, "S", "C")
 		master, worker, ap := startNginx(t, s, c, addrOf(s, v6))
-		nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+		nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 		w := startWatch(t)
 		conn, err := httpKeepAlive(c, ap)
@@ -885,7 +833,7 @@ func TestNginxKeepaliveClientVanishes(t *testing.T) {
 		time.Sleep(7 * time.Second)
 		all := w.stop(t, nsS, nsC)
 		logNarratives(t, "tcpwatch", all)
-		checkOneStory(t, all)
+		testkit.OneStory(t, "tcpwatch", all, told)
 		t.Logf("nginx master pid %d, worker pid %d", master, worker)
 
 		sk := tupleFrom(ap, client)

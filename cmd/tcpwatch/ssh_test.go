@@ -27,7 +27,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 )
 
@@ -394,11 +395,11 @@ func parentChain(pid, stop int) []int {
 // ending as asked: nothing failed, so default mode must print nothing, on
 // either side.
 func TestSSHSessionsEndNormally(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	families(t, func(t *testing.T, v6 bool) {
-		s, c := serverLab(t)
+		s, c := hosts.Pair(t, "S", "C")
 		d := startSSHD(t, s, c, addrOf(s, v6))
-		nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+		nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 		w := startWatch(t)
 		for i := 0; i < 5; i++ {
@@ -410,7 +411,7 @@ func TestSSHSessionsEndNormally(t *testing.T) {
 		time.Sleep(1 * time.Second) // the per-connection sshds' exits
 		all := w.stop(t, nsS, nsC)
 		logNarratives(t, "tcpwatch", all)
-		checkOneStory(t, all)
+		testkit.OneStory(t, "tcpwatch", all, told)
 		for _, n := range all {
 			t.Errorf("normal ssh session told: %s %s pid=%d comm=%q exit_status=%d errno=%q: %s",
 				n.Verdict, tupleOf(n), n.PID, n.Comm, n.ExitStatus, n.Errno, n.Summary)
@@ -432,9 +433,9 @@ func TestSSHSessionsEndNormally(t *testing.T) {
 // the namespace's keepalive figures and all 3 probes counted; C, whose
 // kernel sends nothing on an idle session with its keepalive off, nothing.
 func TestSSHKeepaliveClientVanishes(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	families(t, func(t *testing.T, v6 bool) {
-		s, c := serverLab(t)
+		s, c := hosts.Pair(t, "S", "C")
 		// Only S: C's keepalive is off anyway, and S's own settings are
 		// what tcpwatch must report for S's socket.
 		for _, kv := range [][2]string{
@@ -448,7 +449,7 @@ func TestSSHKeepaliveClientVanishes(t *testing.T) {
 		}
 		d := startSSHD(t, s, c, addrOf(s, v6))
 		listener := d.cmd.Process.Pid
-		nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+		nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 		w := startWatch(t)
 		sess := d.session(t, c)
@@ -468,7 +469,7 @@ func TestSSHKeepaliveClientVanishes(t *testing.T) {
 		time.Sleep(8 * time.Second)
 		all := w.stop(t, nsS, nsC)
 		logNarratives(t, "tcpwatch", all)
-		checkOneStory(t, all)
+		testkit.OneStory(t, "tcpwatch", all, told)
 		t.Logf("sshd listener pid %d, holders of S's socket %v; ssh pid %d, stderr %q",
 			listener, sess.holders, sess.cmd.Process.Pid, sess.stderr.String())
 
@@ -525,12 +526,12 @@ func TestSSHKeepaliveClientVanishes(t *testing.T) {
 // (errno EPIPE). That is peer_closed (the FIN came first), told in default
 // mode because of the reset, naming ssh. Each once, nothing else.
 func TestSSHSessionKilled(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	families(t, func(t *testing.T, v6 bool) {
-		s, c := serverLab(t)
+		s, c := hosts.Pair(t, "S", "C")
 		d := startSSHD(t, s, c, addrOf(s, v6))
 		listener := d.cmd.Process.Pid
-		nsS, nsC := netnsInode(t, s), netnsInode(t, c)
+		nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 		w := startWatch(t)
 		sess := d.session(t, c)
@@ -560,7 +561,7 @@ func TestSSHSessionKilled(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 		all := w.stop(t, nsS, nsC)
 		logNarratives(t, "tcpwatch", all)
-		checkOneStory(t, all)
+		testkit.OneStory(t, "tcpwatch", all, told)
 		t.Logf("sshd listener pid %d, killed sshd pid %d (parents %v), ssh pid %d; ssh stderr %q",
 			listener, victim, sess.chains[victim], sess.cmd.Process.Pid, sess.stderr.String())
 

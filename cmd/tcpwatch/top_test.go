@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 )
 
 // tcpwatch top in a real terminal (tmux, Debian's package) against a real
@@ -17,7 +18,7 @@ import (
 // the incident with its countdown, Enter expands it into its connections,
 // q quits, and the terminal is left as it was (off the alternate screen).
 func TestTopInTmux(t *testing.T) {
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Fatal("tmux is not installed: run make deps (it installs Debian's tmux package)")
 	}
@@ -38,7 +39,7 @@ func TestTopInTmux(t *testing.T) {
 		t.Fatal(err)
 	}
 	session := fmt.Sprintf("tcpwatch-top-%d", os.Getpid())
-	script := fmt.Sprintf("TCPWATCH_MAIN=1 %s top --netns %d; echo \"top exited $?\"; sleep 120", exe, netnsInode(t, c))
+	script := fmt.Sprintf("TCPWATCH_MAIN=1 %s top --netns %d; echo \"top exited $?\"; sleep 120", exe, hosts.Netns(t, c))
 	tmux := func(args ...string) string {
 		out, err := exec.Command("tmux", args...).CombinedOutput()
 		if err != nil {

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -28,10 +28,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// requireRoot: see testenv.RequirePrivileged (skip on a laptop, fail in CI).
+// requireRoot: see testkit.RequirePrivileged (skip on a laptop, fail in CI).
 func requireRoot(t *testing.T) {
 	t.Helper()
-	testenv.RequirePrivileged(t)
+	testkit.RequirePrivileged(t)
 }
 
 const staleHelperEnv = "NETLAB_TEST_STALE_HELPER"
@@ -110,18 +110,12 @@ func echoServer(t *testing.T, h *Host, ip netip.Addr) netip.AddrPort {
 			c.Close()
 		}
 	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go io.Copy(c, c)
-		}
-	}()
+	go testkit.AcceptAll(ln, func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		go io.Copy(c, c)
+	})
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 

@@ -1,8 +1,9 @@
 // Package metrics exports what tcpwatch tells as Prometheus metrics
 // (client_golang), for alerting across a fleet. Labels are deliberately
-// few, as ebpf_exporter and Retina do: verdict, address family and,
-// optionally, the container; never addresses or ports, whose cardinality
-// has no bound.
+// few: verdict, address family and, optionally, the container; never
+// addresses or ports, whose cardinality has no bound (Prometheus's own
+// advice on labels; ebpf_exporter's examples do label addresses, tcpwatch
+// does not follow them there).
 //
 // The metrics count what tcpwatch tells, after the filters (--pid,
 // --container, …): a stage in front of the output sees exactly the narratives the output

@@ -96,9 +96,6 @@ func NewResolver(root string) *Resolver {
 	return &Resolver{root: root, MinRewalk: 2 * time.Second, MaxEntries: 1 << 16, now: time.Now}
 }
 
-// Root is the cgroup v2 mount the resolver reads.
-func (r *Resolver) Root() string { return r.root }
-
 // Walks says how many times the hierarchy was walked (for tests).
 func (r *Resolver) Walks() int {
 	r.mu.Lock()

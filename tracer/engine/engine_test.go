@@ -5,44 +5,33 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/internal/labtest"
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
-type collector struct {
-	mu  sync.Mutex
-	got []tracker.Narrative
-}
+// collector keeps the narratives the engine tells.
+type collector = testkit.Recorder[*Item, tracker.Narrative]
 
-func (c *collector) Tell(it *Item) error {
-	if it.Narrative == nil {
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.got = append(c.got, *it.Narrative)
-	return nil
-}
-func (c *collector) Flush() error { return nil }
-
-func (c *collector) find(v tracker.Verdict, local netip.AddrPort) (tracker.Narrative, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, n := range c.got {
-		if n.Verdict == v && n.Local == local {
-			return n, true
+func newCollector() *collector {
+	return testkit.NewRecorder(func(it *Item) (tracker.Narrative, bool) {
+		if it.Narrative == nil {
+			return tracker.Narrative{}, false
 		}
-	}
-	return tracker.Narrative{}, false
+		return *it.Narrative, true
+	})
+}
+
+// verdictAt matches a narrative by its verdict and local end.
+func verdictAt(v tracker.Verdict, local netip.AddrPort) func(tracker.Narrative) bool {
+	return func(n tracker.Narrative) bool { return n.Verdict == v && n.Local == local }
 }
 
 // A connection that was already probing an unanswering peer when tcpwatch
@@ -56,8 +45,8 @@ func (c *collector) find(v tracker.Verdict, local netip.AddrPort) (tracker.Narra
 // past the probes already sent, so the end comes soon either way. The kernel
 // reads the count at every expiry, and so does the tracer.
 func TestExistingProbingConnection(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	a, b := labtest.Pair(t)
+	testkit.RequirePrivileged(t)
+	a, b := hosts.Pair(t, "a", "b")
 	addr := netip.AddrPortFrom(b.Addr4(), 7301).String()
 	var ln net.Listener
 	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
@@ -104,15 +93,15 @@ func TestExistingProbingConnection(t *testing.T) {
 	defer tr.Close()
 	e := New(tr, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
-	var col collector
+	col := newCollector()
 	done := make(chan error, 1)
-	go func() { _, err := e.Run(ctx, &col); done <- err }()
+	go func() { _, err := e.Run(ctx, col); done <- err }()
 
 	local := netip.MustParseAddrPort(client.LocalAddr().String())
 	waitFor := func(v tracker.Verdict, within time.Duration) (tracker.Narrative, bool) {
 		deadline := time.Now().Add(within)
 		for time.Now().Before(deadline) {
-			if n, ok := col.find(v, local); ok {
+			if n, ok := col.Find(verdictAt(v, local)); ok {
 				return n, true
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -139,7 +128,7 @@ func TestExistingProbingConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !ok {
-		t.Fatalf("no keepalive_probing for %v among %d narratives: %+v", local, len(col.got), col.got)
+		t.Fatalf("no keepalive_probing for %v among %d narratives: %+v", local, len(col.Got()), col.Got())
 	}
 	s := probing.Settings
 	if s.KeepaliveTime != time.Second || s.KeepaliveIntvl != time.Second || s.KeepaliveProbes != startProbes {
@@ -152,7 +141,7 @@ func TestExistingProbingConnection(t *testing.T) {
 		t.Fatalf("final %v, want keepalive_timeout after %d probes: %+v", finalOK, lastProbes, final)
 	}
 	finals := 0
-	for _, n := range col.got {
+	for _, n := range col.Got() {
 		if n.Local == local && n.Final {
 			finals++
 		}

@@ -82,9 +82,9 @@ func TestLaggingReaderKeepsTheGrace(t *testing.T) {
 	}, stallAt: 1, stall: 3 * tickEvery / 2}
 	e := New(src, Config{NoExisting: true, ReconcileEvery: -1})
 	ctx, cancel := context.WithCancel(context.Background())
-	var col collector
+	col := newCollector()
 	done := make(chan error, 1)
-	go func() { _, err := e.Run(ctx, &col); done <- err }()
+	go func() { _, err := e.Run(ctx, col); done <- err }()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) && !src.drained() {
 		time.Sleep(10 * time.Millisecond)
@@ -94,11 +94,10 @@ func TestLaggingReaderKeepsTheGrace(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	col.mu.Lock()
-	defer col.mu.Unlock()
-	if len(col.got) != 1 || col.got[0].Verdict != tracker.LocalAbort {
+	got := col.Got()
+	if len(got) != 1 || got[0].Verdict != tracker.LocalAbort {
 		var vs []tracker.Verdict
-		for _, n := range col.got {
+		for _, n := range got {
 			vs = append(vs, n.Verdict)
 		}
 		t.Fatalf("told %v, want one local_abort", vs)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -54,41 +55,28 @@ func (s *fakeSource) Losses() (tracer.Losses, error) {
 
 var testReasons = tcp.ResetReasons{8: "TCP_ABORT_ON_DATA"}
 
-// items keeps copies of what it is told.
-type items struct {
-	mu      sync.Mutex
-	got     []Item
-	flushes int
-}
+// items keeps copies of what it is told (the engine reuses an Item).
+type items = testkit.Recorder[*Item, Item]
 
-func (s *items) Tell(it *Item) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cp := *it
-	switch {
-	case it.Narrative != nil:
-		n := *it.Narrative
-		cp.Narrative = &n
-	case it.Event != nil:
-		ev := *it.Event
-		cp.Event = &ev
-	case it.Notice != nil:
-		n := *it.Notice
-		cp.Notice = &n
-	case it.Loss != nil:
-		l := *it.Loss
-		cp.Loss = &l
-	}
-	s.got = append(s.got, cp)
-	return nil
-}
-
-func (s *items) Flush() error { s.mu.Lock(); s.flushes++; s.mu.Unlock(); return nil }
-
-func (s *items) snapshot() []Item {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Item(nil), s.got...)
+func newItems() *items {
+	return testkit.NewRecorder(func(it *Item) (Item, bool) {
+		cp := *it
+		switch {
+		case it.Narrative != nil:
+			n := *it.Narrative
+			cp.Narrative = &n
+		case it.Event != nil:
+			ev := *it.Event
+			cp.Event = &ev
+		case it.Notice != nil:
+			n := *it.Notice
+			cp.Notice = &n
+		case it.Loss != nil:
+			l := *it.Loss
+			cp.Loss = &l
+		}
+		return cp, true
+	})
 }
 
 // tap is a stage: it keeps what passes and hands everything on.
@@ -151,15 +139,15 @@ func TestEventsModeTellsEachRecordOnceThroughStages(t *testing.T) {
 		ev.Detail = 8
 		src.events = append(src.events, ev)
 	}
-	var front, last items
-	stage := func(next Sink) Sink { return &tap{&front, next} }
-	stats := run(t, src, Config{Mode: ModeEvents, Filter: Filter{Port: server.Port()}}, Chain(&last, stage))
+	front, last := newItems(), newItems()
+	stage := func(next Sink) Sink { return &tap{front, next} }
+	stats := run(t, src, Config{Mode: ModeEvents, Filter: Filter{Port: server.Port()}}, Chain(last, stage))
 	if stats.Events != 6 {
 		t.Errorf("read %d records, want 6", stats.Events)
 	}
-	got := last.snapshot()
-	if len(got) != 3 || len(front.snapshot()) != 3 {
-		t.Fatalf("told %d items (the stage saw %d), want the 3 to port %d", len(got), len(front.snapshot()), server.Port())
+	got := last.Got()
+	if len(got) != 3 || len(front.Got()) != 3 {
+		t.Fatalf("told %d items (the stage saw %d), want the 3 to port %d", len(got), len(front.Got()), server.Port())
 	}
 	for i, it := range got {
 		if it.Event == nil || it.Event.Remote != server || it.Event.Cookie != uint64(100+2*i) {
@@ -169,7 +157,7 @@ func TestEventsModeTellsEachRecordOnceThroughStages(t *testing.T) {
 			t.Errorf("item %d: reset reason %q, want the source's name", i, it.ResetReasons.Name(it.Event.Detail))
 		}
 	}
-	if last.flushes == 0 {
+	if last.Flushes() == 0 {
 		t.Error("the last sink was never flushed through the stage")
 	}
 }
@@ -178,10 +166,10 @@ func TestEventsModeTellsEachRecordOnceThroughStages(t *testing.T) {
 // stats count them.
 func TestLossesAreTold(t *testing.T) {
 	src := &fakeSource{losses: tracer.Losses{RingFull: 5, Recursion: 2}}
-	var sink items
-	stats := run(t, src, Config{Filter: Filter{PID: 1}}, &sink)
+	sink := newItems()
+	stats := run(t, src, Config{Filter: Filter{PID: 1}}, sink)
 	var losses []Loss
-	for _, it := range sink.snapshot() {
+	for _, it := range sink.Got() {
 		if it.Loss != nil {
 			losses = append(losses, *it.Loss)
 		}
@@ -230,10 +218,10 @@ func TestModes(t *testing.T) {
 		{ModeRoutine, 1, false, true},
 		{ModeAll, 1, true, true},
 	} {
-		var sink items
-		stats := run(t, &fakeSource{events: story()}, Config{Mode: tc.mode}, &sink)
+		sink := newItems()
+		stats := run(t, &fakeSource{events: story()}, Config{Mode: tc.mode}, sink)
 		probes, lifecycles := 0, false
-		for _, it := range sink.snapshot() {
+		for _, it := range sink.Got() {
 			if it.Event != nil && it.Event.Kind == wire.KindKeepalive {
 				probes++
 			}

@@ -32,7 +32,6 @@ type Index struct {
 	mu       sync.Mutex
 	byInode  map[uint32]Holder
 	lastScan time.Time
-	scans    uint64
 }
 
 // NewIndex returns an index over /proc that rescans at most every 200 ms.
@@ -58,7 +57,6 @@ func (x *Index) Owner(inode uint32) (pid uint32, comm string, ok bool) {
 	}
 	x.byInode = Scan(x.ProcRoot)
 	x.lastScan = time.Now()
-	x.scans++
 	o, found := x.byInode[inode]
 	return o.PID, o.Comm, found
 }
@@ -76,13 +74,6 @@ func (x *Index) Known(inode uint32) (pid uint32, comm string, ok bool) {
 		return o.PID, o.Comm, true
 	}
 	return 0, "", false
-}
-
-// Scans is how many times the index read all of /proc.
-func (x *Index) Scans() uint64 {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.scans
 }
 
 func (x *Index) alive(pid uint32) bool {

@@ -4,6 +4,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -25,18 +26,12 @@ func timeWaitSockets(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // read the client's FIN, then close: LAST_ACK, CLOSE
-				c.Read(make([]byte, 1))
-				c.Close()
-			}()
-		}
-	}()
+	go testkit.AcceptAll(ln, func(c net.Conn) {
+		go func() { // read the client's FIN, then close: LAST_ACK, CLOSE
+			c.Read(make([]byte, 1))
+			c.Close()
+		}()
+	})
 	for i := 0; i < n; i++ {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {

@@ -100,9 +100,6 @@ func (t *Table) Has(netnsInode uint32, cookie uint64, local, remote netip.AddrPo
 	return ok
 }
 
-// Len is the number of sockets read.
-func (t *Table) Len() int { return len(t.cookies) }
-
 // TupleHash condenses a connection's namespace and 4-tuple (IPv4-mapped
 // addresses unmapped, as sock_diag reports them). A collision can only
 // keep a dead connection, never drop a live one.

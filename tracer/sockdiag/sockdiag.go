@@ -210,7 +210,8 @@ func readSettings(nsPath string) (tcp.Settings, time.Duration) {
 }
 
 // InTrouble says whether the connection is already in an outage: RTO
-// retransmissions or unanswered keepalive probes.
+// retransmissions or unanswered keepalive probes (an incident's shared
+// fate counts the idle connections that are not).
 func (s *Socket) InTrouble() bool {
 	return (s.CAState == tcp.CALoss && s.Retransmits > 0) || (s.KeepaliveOn && s.Probes > 0)
 }

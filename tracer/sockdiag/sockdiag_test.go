@@ -1,26 +1,16 @@
 package sockdiag
 
 import (
-	"net"
 	"testing"
 
-	"github.com/tcpwatch/tcpwatch/internal/testenv"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
 
 // A connection made before the snapshot is found, with its owner (us).
 func TestSnapshotFindsOwnConnection(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	testkit.RequirePrivileged(t)
+	c, _ := testkit.Loopback(t)
 	socks, err := Snapshot(0)
 	if err != nil {
 		t.Logf("snapshot warnings: %v", err)

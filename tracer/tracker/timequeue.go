@@ -73,12 +73,3 @@ func (q *timeQueue[T]) Pop() {
 		q.items, q.head = q.items[:n], 0
 	}
 }
-
-// All yields the values in order, without removing them.
-func (q *timeQueue[T]) All(yield func(time.Duration, T) bool) {
-	for _, it := range q.items[q.head:] {
-		if !yield(it.at, it.v) {
-			return
-		}
-	}
-}

@@ -12,8 +12,9 @@ import (
 
 // Config says what the tracker narrates and how much it may remember.
 type Config struct {
-	// All also narrates normal lifecycles (local_closed, peer_closed) and
-	// answered keepalive probes.
+	// All also narrates normal lifecycles (local_closed, peer_closed).
+	// (Answered keepalive probes are not narratives: with --all the engine
+	// tells them as events.)
 	All bool
 	// MaxConns bounds the connections remembered; the least recently
 	// active is evicted beyond it. 0 means 262144.

@@ -3,6 +3,7 @@ package tracker
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -311,25 +313,16 @@ func TestRecordedScenarios(t *testing.T) {
 // nothing told about it after that; narratives in time order.
 func oneStoryPerConnection(t *testing.T, host string, ns []Narrative) {
 	t.Helper()
-	type key struct{ l, r netip.AddrPort }
-	final := map[key]Verdict{}
-	var prev time.Time
-	for _, n := range ns {
-		k := key{n.Local, n.Remote}
+	told := func(n Narrative) testkit.Told {
+		conn := n.Local.String() + ">" + n.Remote.String()
 		if n.Local.Port() == 0 && n.Verdict == LocalPortsExhausted {
-			continue // no port, no 4-tuple: each failed connect() is a socket of its own
+			// No port, no 4-tuple: each failed connect() is a socket of its own.
+			conn += fmt.Sprintf(" cookie %d", n.Cookie)
 		}
-		if v, done := final[k]; done {
-			t.Errorf("%s: %s told after the final %s for %v -> %v", host, n.Verdict, v, n.Local, n.Remote)
-		}
-		if n.Final {
-			final[k] = n.Verdict
-		}
-		if n.Time.Before(prev) {
-			t.Errorf("%s: %s at %v told after a narrative of %v", host, n.Verdict, n.Time, prev)
-		}
-		prev = n.Time
+		return testkit.Told{Conn: conn, Verdict: string(n.Verdict), Final: n.Final, Time: n.Time}
 	}
+	testkit.OneStory(t, host, ns, told)
+	testkit.InTimeOrder(t, host, ns, told)
 }
 
 // A normal lifecycle is told only with --all.

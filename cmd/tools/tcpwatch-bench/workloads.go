@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpwatch/tcpwatch/internal/loadgen"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 )
 
@@ -30,7 +30,7 @@ func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) 
 // fast as workers allow. The server closes first, so the TIME_WAITs stay on
 // its side and the clients never run out of ports.
 func churnOnce(n, workers int) (time.Duration, error) {
-	ln, err := loadgen.EchoOneByteServer()
+	ln, err := testkit.EchoOneByteServer()
 	if err != nil {
 		return 0, err
 	}
@@ -192,19 +192,13 @@ func bulkOnce(d time.Duration) (int64, time.Duration, error) {
 	}
 	defer ln.Close()
 	var received atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				n, _ := io.Copy(io.Discard, c)
-				received.Add(n)
-				c.Close()
-			}()
-		}
-	}()
+	go testkit.AcceptAll(ln, func(c net.Conn) {
+		go func() {
+			n, _ := io.Copy(io.Discard, c)
+			received.Add(n)
+			c.Close()
+		}()
+	})
 	var conns []net.Conn
 	for i := 0; i < 4; i++ {
 		var c net.Conn
@@ -252,17 +246,11 @@ func benchTimers(ctx context.Context, c config, rep *report) error {
 	defer ln.Close()
 	var server []net.Conn
 	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			server = append(server, c)
-			mu.Unlock()
-		}
-	}()
+	go testkit.AcceptAll(ln, func(c net.Conn) {
+		mu.Lock()
+		server = append(server, c)
+		mu.Unlock()
+	})
 	var clients []net.Conn
 	defer func() {
 		for _, c := range clients {
@@ -417,15 +405,9 @@ func runHold(arg string) error {
 		return err
 	}
 	accepted := make(chan net.Conn, n)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	go testkit.AcceptAll(ln, func(c net.Conn) {
+		accepted <- c
+	})
 	conns := make([]net.Conn, 0, 2*n)
 	for i := 0; i < n; i++ {
 		if i%10 == 0 {
@@ -565,26 +547,20 @@ func busyOnce(conns, requests int) (elapsed time.Duration, cpuNs uint64, err err
 		return 0, 0, err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) { // echo one byte at a time until the client closes
-				defer c.Close()
-				b := make([]byte, 1)
-				for {
-					if _, err := c.Read(b); err != nil {
-						return
-					}
-					if _, err := c.Write(b); err != nil {
-						return
-					}
+	go testkit.AcceptAll(ln, func(c net.Conn) {
+		go func(c net.Conn) { // echo one byte at a time until the client closes
+			defer c.Close()
+			b := make([]byte, 1)
+			for {
+				if _, err := c.Read(b); err != nil {
+					return
 				}
-			}(c)
-		}
-	}()
+				if _, err := c.Write(b); err != nil {
+					return
+				}
+			}
+		}(c)
+	})
 	clients := make([]net.Conn, 0, conns)
 	defer func() {
 		for _, c := range clients {

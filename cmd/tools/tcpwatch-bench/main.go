@@ -1,6 +1,7 @@
 // Command tcpwatch-bench measures what tracing costs, in one run, beside the
 // floor (empty programs on the same tracepoints) and bpftrace, and writes
-// docs/performance.md. `make bench` runs it.
+// docs/performance.md. `make bench` runs it; paths are relative to the
+// root of the tcpwatch tree, wherever in the tree it is started.
 //
 // The headline figure is CPU spent by the tracer per unit of work: the run
 // time of its BPF programs (BPF_ENABLE_STATS) plus the CPU time of its own
@@ -24,6 +25,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/cmd/tools/internal/reporoot"
 )
 
 func main() {
@@ -40,6 +43,11 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	}
+	// Paths (./tcpwatch, docs/, the product's packages) are the tree's.
+	if err := reporoot.Chdir(); err != nil {
+		fmt.Fprintf(os.Stderr, "tcpwatch-bench: %v\n", err)
+		os.Exit(1)
 	}
 	if len(os.Args) > 1 && os.Args[1] == "soak" {
 		// The long memory soak (soak.go), apart from the cost workloads.

@@ -1,6 +1,8 @@
 // Command tcpwatch-kernels runs tcpwatch's check, lab scenarios and
 // privileged tests inside Debian's own kernels booted under qemu, and writes
-// the result matrix (make test-kernels; docs/kernels.md says how).
+// the result matrix (make test-kernels; docs/kernels.md says how). Paths
+// are relative to the root of the tcpwatch tree, wherever in the tree it
+// is started.
 //
 // For each kernel it downloads Debian's packages with apt (never installing
 // them), builds a busybox initramfs with static tcpwatch and test binaries
@@ -20,6 +22,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tcpwatch/tcpwatch/cmd/tools/internal/reporoot"
 )
 
 //go:embed init.sh
@@ -91,6 +95,11 @@ func main() {
 	flag.StringVar(&c.accel, "accel", "tcg,thread=single", "qemu accelerator (kvm hangs nested here; see the matrix notes on thread=single)")
 	flag.BoolVar(&c.reportOnly, "report-only", false, "boot nothing: rebuild the matrix from the logs in -build")
 	flag.Parse()
+	// Paths (docs/, lab/, build/, the product's packages) are the tree's.
+	if err := reporoot.Chdir(); err != nil {
+		logf("%v", err)
+		os.Exit(1)
+	}
 	if c.testCount < 1 {
 		logf("-count %d: must be at least 1", c.testCount)
 		os.Exit(2)
@@ -238,7 +247,7 @@ type testBinary struct{ pkg, dir, file string }
 // binary, or the repository's files. They test tcpwatch against that
 // software, not against the kernel, and run on the host in make test;
 // the guest names them as skipped, never silently.
-const hostOnlyTests = `^(TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestREADMEExamples|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
+const hostOnlyTests = `^(TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestDocsExamples|TestVerdictsAreDocumented|TestREADMEFlagsTable|TestREADMECommands|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
 
 // testArgs are the test binaries' extra flags in the guest.
 func testArgs(run string, count int) string {

@@ -26,7 +26,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/tcpwatch/tcpwatch/internal/loadgen"
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 )
 
 type soakConfig struct {
@@ -150,7 +150,7 @@ sampling:
 // steadyChurn makes rate loopback connections per second (connect, one
 // byte each way, the server closes first) until ctx ends.
 func steadyChurn(ctx context.Context, rate, workers int, done, failed *atomic.Int64) error {
-	ln, err := loadgen.EchoOneByteServer()
+	ln, err := testkit.EchoOneByteServer()
 	if err != nil {
 		return err
 	}

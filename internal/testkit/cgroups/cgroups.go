@@ -1,7 +1,7 @@
-// Package cgrouptest makes real cgroup v2 directories for privileged
+// Package cgroups makes real cgroup v2 directories for privileged
 // tests, under a parent the test owns (tcpwatch-test-*), and removes them
 // afterwards.
-package cgrouptest
+package cgroups
 
 import (
 	"os"

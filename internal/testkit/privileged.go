@@ -1,5 +1,4 @@
-// Package testenv decides whether a test that needs the real kernel may run.
-package testenv
+package testkit
 
 import (
 	"os"

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"reflect"
 	"sort"
@@ -246,14 +248,14 @@ func verdictString(m map[string][]string) string {
 	return strings.Join(parts, "; ")
 }
 
-const howToRun = `## How to run
+const howToRun = `### How to run
 
     make test-kernels                           # 5.10, 6.1, 6.12 and the newest kernel Debian serves
     make test-kernels KERNELS="5.10 6.1 newest" # what CI runs
     make test-kernels KERNELS=6.12 STEPS=check,lab SCENARIOS="cable-pull cable-replug"
-    go run ./cmd/tcpwatch-kernels -kernels 6.1 -steps tests -tests "tracer lab/netlab" -smp 1
-    go run ./cmd/tcpwatch-kernels -kernels 6.1 -steps tests -tests lab -run 'TestScenarios/^cable-pull$' -count 10
-    go run ./cmd/tcpwatch-kernels -report-only   # rebuild this file from the last logs
+    go run -C cmd/tools ./tcpwatch-kernels -kernels 6.1 -steps tests -tests "tracer lab/netlab" -smp 1
+    go run -C cmd/tools ./tcpwatch-kernels -kernels 6.1 -steps tests -tests lab -run 'TestScenarios/^cable-pull$' -count 10
+    go run -C cmd/tools ./tcpwatch-kernels -report-only   # rebuild this file from the last logs
     make test-kernels ARCH=arm64 KERNELS="6.1 newest" STEPS=check,lab   # docs/kernels-arm64.md
 
 Needs root (apt, and the privileged tests inside the guest run as the guest's root).
@@ -313,11 +315,21 @@ guest 10–15 s. All four kernels: about 38 minutes. CI's subset (KERNELS="5.10 
 newest"), all steps, about 26 minutes, beside the normal suite's 6: well inside CI's 90.
 `
 
+// matrixMark ends the hand-written part of docs/kernels.md (what each
+// kernel adds, the minimum and why): writeMatrix keeps everything up to it
+// and rewrites only what follows.
+const matrixMark = "<!-- the matrix below is written by make test-kernels (cmd/tools/tcpwatch-kernels): do not edit it by hand -->\n"
+
 func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	w("# Kernel matrix\n\n")
-	w("Written by `make test-kernels` (cmd/tcpwatch-kernels) on %s: tcpwatch's check, lab scenarios and privileged tests inside Debian's own kernels under qemu. Do not edit by hand.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	prose, err := handWritten(path)
+	if err != nil {
+		return err
+	}
+	b.WriteString(prose)
+	w("## Kernel matrix\n\n")
+	w("Written by `make test-kernels` (cmd/tools/tcpwatch-kernels) on %s: tcpwatch's check, lab scenarios and privileged tests inside Debian's own kernels under qemu. Do not edit by hand.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	w("| kernel | Debian packages | from | guest | wall time | result |\n|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		res := "as expected"
@@ -349,7 +361,7 @@ func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 		}
 	}
 	if len(hooks) > 0 {
-		w("\n## tcpwatch check: hooks\n\n")
+		w("\n### tcpwatch check: hooks\n\n")
 		header("hook")
 		for _, h := range hooks {
 			w("| %s |", h)
@@ -369,7 +381,7 @@ func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 		}
 	}
 	// What check says each kernel tells only in part.
-	w("\n## What each kernel tells only in part (tcpwatch check: DEGRADED)\n\n")
+	w("\n### What each kernel tells only in part (tcpwatch check: DEGRADED)\n\n")
 	for _, r := range results {
 		if e.refusal(r.Kernel) != nil {
 			w("- %s: everything: tcpwatch refuses this kernel (below the minimum)\n", r.Kernel.Release)
@@ -395,7 +407,7 @@ func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 		}
 	}
 	if len(scen) > 0 {
-		w("\n## Lab scenarios: verdicts per host\n\nA cell is `ok` when the scenario ended as it expects; otherwise it shows the verdicts seen per host and, below, the ones expected.\n\n")
+		w("\n### Lab scenarios: verdicts per host\n\nA cell is `ok` when the scenario ended as it expects; otherwise it shows the verdicts seen per host and, below, the ones expected.\n\n")
 		header("scenario")
 		for _, s := range scen {
 			w("| %s |", s)
@@ -427,7 +439,7 @@ func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 		}
 	}
 	if len(pkgs) > 0 {
-		w("\n## Privileged test packages\n\n")
+		w("\n### Privileged test packages\n\n")
 		header("package")
 		for _, p := range pkgs {
 			w("| %s |", p)
@@ -448,7 +460,7 @@ func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 		}
 	}
 	// Differences and failures in detail.
-	w("\n## Differences from lab/kernels/expect.json\n\n")
+	w("\n### Differences from lab/kernels/expect.json\n\n")
 	any := false
 	for _, r := range results {
 		for _, d := range r.Diffs {
@@ -462,7 +474,7 @@ func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 	if !any {
 		w("None.\n")
 	}
-	w("\n## Timings (guest seconds under qemu)\n\n")
+	w("\n### Timings (guest seconds under qemu)\n\n")
 	header("step")
 	steps := []string{"boot+modules", "check", "lab (all scenarios)", "tests (all packages)", "whole guest (host wall time)"}
 	for _, st := range steps {
@@ -487,6 +499,23 @@ func writeMatrix(path string, results []*KernelResult, e *Expect) error {
 	}
 	w("\n%s", howToRun)
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// handWritten returns the part of the matrix file above matrixMark,
+// the mark included; a file without the mark (or none) keeps nothing.
+func handWritten(path string) (string, error) {
+	old, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return matrixMark + "\n", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	i := strings.Index(string(old), matrixMark)
+	if i < 0 {
+		return matrixMark + "\n", nil
+	}
+	return string(old[:i]) + matrixMark + "\n", nil
 }
 
 func mdEscape(s string) string {

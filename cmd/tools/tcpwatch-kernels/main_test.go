@@ -132,3 +132,36 @@ func TestRefusedKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestMatrixKeepsTheProse: rewriting the matrix keeps the hand-written
+// part of docs/kernels.md above the mark and replaces what follows.
+func TestMatrixKeepsTheProse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kernels.md")
+	prose := "# Kernels\n\nThe minimum is 6.1.\n\n"
+	if err := os.WriteFile(path, []byte(prose+matrixMark+"\n## Kernel matrix\n\nan old run\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMatrix(path, nil, &Expect{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(got), prose+matrixMark+"\n## Kernel matrix\n") {
+		t.Errorf("the prose or the mark was not kept:\n%s", got)
+	}
+	if strings.Contains(string(got), "an old run") || strings.Count(string(got), matrixMark) != 1 {
+		t.Errorf("the old matrix was not replaced:\n%s", got)
+	}
+	// A file without the mark gets one, so the next run keeps what is written above it.
+	if err := os.WriteFile(path, []byte("# Kernel matrix\n\nold\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMatrix(path, nil, &Expect{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); !strings.HasPrefix(string(got), matrixMark) || strings.Contains(string(got), "old\n") {
+		t.Errorf("a file without the mark:\n%s", got)
+	}
+}
