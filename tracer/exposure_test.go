@@ -65,6 +65,32 @@ func TestExposureReadsEachSocketsOwnSettings(t *testing.T) {
 		"user timeout": {KeepAlive: -1, Control: setsockopt(unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 12345)},
 		"sysctl":       {KeepAlive: -1, Control: setsockopt(unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)},
 	}
+	// IPv6 too: the iterator reads the v6 addresses.
+	var ln6 net.Listener
+	if err := b.Do(func() (err error) {
+		ln6, err = net.Listen("tcp", netip.AddrPortFrom(b.Addr6(), 0).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln6.Close()
+	go func() {
+		for {
+			c, err := ln6.Accept()
+			if err != nil {
+				return
+			}
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	var c6 net.Conn
+	if err := a.Do(func() (err error) {
+		c6, err = (&net.Dialer{KeepAlive: -1}).Dial("tcp", ln6.Addr().String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c6.Close()
 	byPort := map[uint16]string{}
 	for name, d := range dialers {
 		var c net.Conn
@@ -116,6 +142,13 @@ func TestExposureReadsEachSocketsOwnSettings(t *testing.T) {
 	seen := map[string]bool{}
 	for i := range socks {
 		sk := &socks[i]
+		if sk.Local.String() == c6.LocalAddr().String() && sk.State == tcp.StateEstablished {
+			seen["v6"] = true
+			if sk.Remote.String() != ln6.Addr().String() || sk.Settings.Keepalive || sk.PID != uint32(unix.Getpid()) {
+				t.Errorf("v6: %v -> %v keepalive %v pid %d", sk.Local, sk.Remote, sk.Settings.Keepalive, sk.PID)
+			}
+			continue
+		}
 		name, ok := byPort[sk.Local.Port()]
 		if !ok || sk.State != tcp.StateEstablished {
 			continue
@@ -139,6 +172,10 @@ func TestExposureReadsEachSocketsOwnSettings(t *testing.T) {
 		t.Logf("%-12s port %d: keepalive=%v %v/%v/%d (%s) user_timeout=%v → idle %+v, sending %+v", name, sk.Local.Port(),
 			g.Keepalive, g.KeepaliveIdle, g.KeepaliveIntvl, g.KeepaliveCount, g.KeepaliveIdleFrom, g.UserTimeout, a.Idle, a.Sending)
 	}
+	if !seen["v6"] {
+		t.Errorf("the IPv6 connection %s is not in the snapshot", c6.LocalAddr())
+	}
+	delete(seen, "v6")
 	if len(seen) != len(wants) {
 		t.Errorf("found %d of the %d connections in the snapshot of %d sockets: %v", len(seen), len(wants), len(socks), seen)
 	}
