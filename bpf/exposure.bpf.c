@@ -65,7 +65,8 @@ int tw_exposure(struct bpf_iter__tcp *ctx)
 		*(__u32 *)r.saddr = skc->skc_rcv_saddr;
 		*(__u32 *)r.daddr = skc->skc_daddr;
 	}
-	r.cookie = BPF_CORE_READ(skc, skc_cookie.counter);
+	/* The cookie ss -e and tcpwatch's records show (made now if nobody asked yet). */
+	r.cookie = bpf_get_socket_cookie(skc);
 	r.net_keepalive_time = net->ipv4.sysctl_tcp_keepalive_time;
 	r.net_keepalive_intvl = net->ipv4.sysctl_tcp_keepalive_intvl;
 	r.net_keepalive_probes = net->ipv4.sysctl_tcp_keepalive_probes;

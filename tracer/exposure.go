@@ -84,6 +84,9 @@ func (r *SocketReader) Read(onlyNetNS uint32) ([]exposure.Socket, error) {
 			inodes = append(inodes, ino)
 		}
 	}
+	if onlyNetNS != 0 && len(inodes) == 0 {
+		return nil, fmt.Errorf("no network namespace %d (none of /proc/*/ns/net or /var/run/netns is it)", onlyNetNS)
+	}
 	slices.Sort(inodes)
 	var out []exposure.Socket
 	var errs []error
