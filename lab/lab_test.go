@@ -136,8 +136,10 @@ func TestScenarios(t *testing.T) {
 			if check, ok := scenarioChecks[sc.Name]; ok {
 				check(t, lines)
 			}
-			if elapsed > 20*time.Second {
-				t.Errorf("took %v; a shortened scenario must finish in under 20s", elapsed)
+			// A scenario whose kernel decides with settings the lab does not
+			// shorten (Go's own keepalive) says how long it needs.
+			if limit := max(20*time.Second, sc.Timeout); elapsed > limit {
+				t.Errorf("took %v; a shortened scenario must finish in under %v", elapsed, limit)
 			}
 			if ns := labNamespaces(t, os.Getpid()); len(ns) > 0 {
 				t.Errorf("namespaces left behind: %v", ns)
