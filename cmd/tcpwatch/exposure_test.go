@@ -111,7 +111,6 @@ func TestExposureRedis(t *testing.T) {
 	// Watch mode: the gauge per process name.
 	port := freePort(t)
 	w := startWatch(t, "--netns", sNetNS, "--exposure-every", "1s", "--metrics", fmt.Sprintf("127.0.0.1:%d", port))
-	defer w.stop(t)
 	want := `tcpwatch_connections_by_exposure{class="minutes",comm="redis-server"} 1`
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -123,6 +122,21 @@ func TestExposureRedis(t *testing.T) {
 			t.Fatalf("no %q in the metrics after 20s:\n%s", want, grepLines(body, "exposure"))
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+	// The stats record carries the last snapshot's counts.
+	w.stop(t)
+	var stats struct {
+		Type           string                    `json:"type"`
+		Exposure       map[string]int            `json:"exposure"`
+		ExposureByComm map[string]map[string]int `json:"exposure_by_comm"`
+	}
+	for _, line := range strings.Split(w.stdout.String(), "\n") {
+		if json.Unmarshal([]byte(line), &stats) == nil && stats.Type == "stats" {
+			break
+		}
+	}
+	if stats.Type != "stats" || stats.Exposure["minutes"] != 1 || stats.ExposureByComm["redis-server"]["minutes"] != 1 {
+		t.Errorf("stats record: %+v", stats)
 	}
 }
 
