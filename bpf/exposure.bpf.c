@@ -25,6 +25,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const struct tw_sock_row *unused_row __attribute__((unused));
 const enum tw_row_flag *unused_row_flag __attribute__((unused));
 
+/*
+ * Set by the loader: skip TIME_WAIT and request sockets (no tcp_sock, no
+ * settings), for watch mode's periodic counts, where a busy host's tens
+ * of thousands of TIME_WAIT sockets would only cost memory.
+ */
+const volatile __u8 connections_only = 0;
+
 /* Before 6.x the range was two ints under a seqlock. */
 struct local_ports___pair {
 	int range[2];
@@ -48,6 +55,9 @@ int tw_exposure(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	if (!skc)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp && connections_only)
 		return 0;
 	struct tw_sock_row r = {};
 	const struct net *net = skc->skc_net.net;
@@ -81,7 +91,6 @@ int tw_exposure(struct bpf_iter__tcp *ctx)
 	r.net_fin_timeout = net->ipv4.sysctl_tcp_fin_timeout;
 	local_port_range(&r, net);
 
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 	if (tp) {
 		const struct inet_connection_sock *icsk = &tp->inet_conn;
 		const struct sock *sk = &icsk->icsk_inet.sk;

@@ -77,9 +77,10 @@ type ExposureTwSockRow struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ExposureProgTwExposure   = "tw_exposure"
-	ExposureVarUnusedRow     = "unused_row"
-	ExposureVarUnusedRowFlag = "unused_row_flag"
+	ExposureProgTwExposure     = "tw_exposure"
+	ExposureVarConnectionsOnly = "connections_only"
+	ExposureVarUnusedRow       = "unused_row"
+	ExposureVarUnusedRowFlag   = "unused_row_flag"
 )
 
 // LoadExposure returns the embedded CollectionSpec for Exposure.
@@ -137,8 +138,9 @@ type ExposureMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExposureVariableSpecs struct {
-	UnusedRow     *ebpf.VariableSpec `ebpf:"unused_row"`
-	UnusedRowFlag *ebpf.VariableSpec `ebpf:"unused_row_flag"`
+	ConnectionsOnly *ebpf.VariableSpec `ebpf:"connections_only"`
+	UnusedRow       *ebpf.VariableSpec `ebpf:"unused_row"`
+	UnusedRowFlag   *ebpf.VariableSpec `ebpf:"unused_row_flag"`
 }
 
 // ExposureObjects contains all objects after they have been loaded into the kernel.
@@ -171,8 +173,9 @@ func (m *ExposureMaps) Close() error {
 //
 // It can be passed to LoadExposureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExposureVariables struct {
-	UnusedRow     *ebpf.Variable `ebpf:"unused_row"`
-	UnusedRowFlag *ebpf.Variable `ebpf:"unused_row_flag"`
+	ConnectionsOnly *ebpf.Variable `ebpf:"connections_only"`
+	UnusedRow       *ebpf.Variable `ebpf:"unused_row"`
+	UnusedRowFlag   *ebpf.Variable `ebpf:"unused_row_flag"`
 }
 
 // ExposurePrograms contains all programs after they have been loaded into the kernel.

@@ -617,7 +617,7 @@ func (r *run) reportExposure(host string) error {
 		}
 	}
 	r.mu.Unlock()
-	reader, err := tracer.OpenSocketReader()
+	reader, err := tracer.OpenSocketReader(true)
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,7 @@ func TestExposureReadsEachSocketsOwnSettings(t *testing.T) {
 		byPort[netip.MustParseAddrPort(c.LocalAddr().String()).Port()] = name
 	}
 
-	r, err := tracer.OpenSocketReader()
+	r, err := tracer.OpenSocketReader(false)
 	if err != nil {
 		t.Fatal(err)
 	}

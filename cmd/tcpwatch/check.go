@@ -48,7 +48,7 @@ func runCheck(o *options, out io.Writer) error {
 		fmt.Fprintln(stdout, "all hooks attached: every verdict is available")
 	}
 	// tcpwatch exposure and --exposure-every read a socket iterator.
-	if r, err := tracer.OpenSocketReader(); err != nil {
+	if r, err := tracer.OpenSocketReader(false); err != nil {
 		fmt.Fprintf(stdout, "exposure MISSING   the TCP socket iterator: %v; lost: tcpwatch exposure and the exposure metrics\n", err)
 	} else {
 		r.Close()

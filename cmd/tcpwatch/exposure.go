@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -30,7 +31,7 @@ func runExposure(o *options, format output.Format, stdout, stderr io.Writer) err
 	} else if o.fleet.container != "" || o.fleet.cgroup != "" {
 		return fmt.Errorf("--container/--cgroup: %w", err)
 	}
-	r, err := tracer.OpenSocketReader()
+	r, err := tracer.OpenSocketReader(false)
 	if err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ type exposureWatch struct {
 // openExposureWatch loads the socket iterator; it must run while
 // tcpwatch still holds CAP_BPF. Reading it later needs none.
 func openExposureWatch(o *options, cgroups *containers.Resolver, publish func(map[string]exposure.Tally), warn func(error)) (*exposureWatch, error) {
-	r, err := tracer.OpenSocketReader()
+	r, err := tracer.OpenSocketReader(true)
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +154,9 @@ func (x *exposureWatch) snapshot() error {
 	x.mu.Lock()
 	x.tally, x.byComm = &r.Tally, byComm
 	x.mu.Unlock()
+	// A snapshot is large and rare: give its memory back now rather than
+	// let the heap keep it between snapshots.
+	debug.FreeOSMemory()
 	if x.publish != nil {
 		x.publish(byComm)
 	}
