@@ -12,7 +12,7 @@ GOTESTFLAGS ?= -count=1 -p 1
 # (redis-server, postgresql, nginx, openssh-server and openssh-client: real
 # servers and clients for the end-to-end tests; prometheus scrapes --metrics
 # in a test; systemd: systemd-analyze verify).
-DEB_PKGS  := gcc clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace tmux
+DEB_PKGS  := gcc clang-14 llvm-14 libbpf-dev bpftool redis-server postgresql nginx openssh-server openssh-client prometheus systemd strace tmux apache2-utils
 
 # The bench and the kernel matrix: a module of their own, apart from the
 # product's (they need the product's tree, the product never needs them).
@@ -62,13 +62,21 @@ run: build ## build and run tcpwatch as root, e.g. make run ARGS="--events -o js
 	@if [ "$$(id -u)" != 0 ]; then exec sudo ./$(BINARY) $(ARGS); else exec ./$(BINARY) $(ARGS); fi
 
 .PHONY: test
-test: deps ## the whole suite: vet, unit tests, and the privileged tests (run as root)
+test: deps otelcol ## the whole suite: vet, unit tests, and the privileged tests (run as root)
 	$(GO) vet ./...
 	$(GO) vet -C $(TOOLS) ./...
 	$(GO) test -C $(TOOLS) $(GOTESTFLAGS) ./...
 	@if [ "$$(id -u)" != 0 ]; then echo "make test: privileged tests need root: rerunning with sudo" >&2; \
 		exec sudo -E env "PATH=$$PATH" $(GO) test $(GOTESTFLAGS) ./...; fi
 	$(GO) test $(GOTESTFLAGS) ./...
+
+# The OpenTelemetry Collector the OTLP tests send to (cmd/tcpwatch/otlp_test.go
+# builds it too): a Go module of its own, so tcpwatch's go.mod does not carry
+# the Collector; built from the module proxy alone.
+.PHONY: otelcol
+otelcol: ## vet and build the test collector (lab/otelcol: otelcol + OTLP receiver + file exporter)
+	$(GO) -C lab/otelcol vet ./...
+	$(GO) -C lab/otelcol build -o /dev/null .
 
 .PHONY: test-unit
 test-unit: ## only the tests that need no root

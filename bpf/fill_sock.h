@@ -40,6 +40,8 @@
 	e->retrans_out = TW_RD(tp, retrans_out);
 	e->bytes_in_flight = TW_RD(tp, snd_nxt) - TW_RD(tp, snd_una);
 	e->total_retrans = TW_RD(tp, total_retrans);
+	e->snd_wnd = TW_RD(tp, snd_wnd);
+	e->notsent_bytes = TW_RD(tp, write_seq) - TW_RD(tp, snd_nxt);
 
 	/* 0 in the socket means "the namespace's sysctl" (keepalive_*_when()). */
 	__u32 ka_time = TW_RD(tp, keepalive_time) ?: TW_RD(net, ipv4.sysctl_tcp_keepalive_time);

@@ -40,3 +40,6 @@ int BPF_PROG(floor_timer_entry) { return 0; }
 
 SEC("tp_btf/timer_expire_exit")
 int BPF_PROG(floor_timer_exit) { return 0; }
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(floor_drop) { return 0; }

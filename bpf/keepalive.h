@@ -25,6 +25,11 @@
 
 #include "maps.h"
 #include "fill.h"
+#include "drops.h"
+
+/* icsk_pending values (include/net/inet_connection_sock.h, stable since 2.6). */
+#define ICSK_TIME_RETRANS 1
+#define ICSK_TIME_PROBE0 3
 
 extern void tcp_keepalive_timer __ksym __weak; /* cilium/ebpf wants a bare void type */
 extern void tcp_write_timer __ksym __weak;
@@ -133,6 +138,8 @@ static __always_inline __u16 keepalive_exit(struct tw_window *w)
 	}
 	if (!(flags & (TW_F_KA_PROBE | TW_F_KA_ANSWERED)))
 		return 0;
+	if (flags & TW_F_KA_PROBE)
+		mark_troubled(sk);
 	__builtin_memset(&w->entry, 0, sizeof(w->entry));
 	fill_probed(&w->entry, sk);
 	return flags;
@@ -153,6 +160,41 @@ static __always_inline void write_timer_entry(struct tw_window *w, const struct 
 	w->before = BPF_CORE_READ(icsk, icsk_retransmits);
 	w->rto_before = BPF_CORE_READ(icsk, icsk_rto);
 	w->backoff_before = BPF_CORE_READ(icsk, icsk_backoff);
+	/* The handler switches on icsk_pending: the event that expired. */
+	w->pending = BPF_CORE_READ(icsk, icsk_pending);
+	w->probes_before = BPF_CORE_READ(icsk, icsk_probes_out);
+	/* An RTO or a window probe: from now on this connection's drops are wanted. */
+	if (w->pending == ICSK_TIME_RETRANS || w->pending == ICSK_TIME_PROBE0) {
+		__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		if (state != TCP_CLOSE && state != TCP_LISTEN)
+			mark_troubled(sk);
+	}
+}
+
+/*
+ * The zero-window probe timer (tcp_probe_timer): new data waits and
+ * nothing is in flight, because the peer's window is closed or because
+ * every attempt to send fails on this host. Sent: every run that counted
+ * a probe (icsk_probes_out after it, which an ACK resets to 0: a count
+ * that does not grow means the peer answers), and the run that found
+ * probing over (probes_out back to 0: the data left). Leaves the record
+ * in w->entry and returns its flags, 0 for nothing to send.
+ */
+static __always_inline __u16 probe_timer_exit(struct tw_window *w)
+{
+	if (w->killed)
+		return 0; /* the CLOSE and error records tell it; sk may be gone */
+	const struct sock *sk = (const void *)w->sk;
+	__u8 now = BPF_CORE_READ((const struct inet_connection_sock *)sk, icsk_probes_out);
+	if (!now && !w->probes_before)
+		return 0; /* deferred (socket owned by the user) or nothing to probe */
+	__builtin_memset(&w->entry, 0, sizeof(w->entry));
+	fill_probed(&w->entry, sk);
+	w->entry.kind = TW_EV_PROBE0;
+	/* The interval that expired, as for a retransmission. */
+	w->entry.rto_ms = jiffies_to_ms(w->rto_before);
+	w->entry.old_state = w->probes_before;
+	return TW_F_FROM_TIMER;
 }
 
 /*
@@ -162,6 +204,8 @@ static __always_inline void write_timer_entry(struct tw_window *w, const struct 
  */
 static __always_inline __u16 write_timer_exit(struct tw_window *w)
 {
+	if (w->pending == ICSK_TIME_PROBE0)
+		return probe_timer_exit(w);
 	if (w->killed || w->rtx_seen)
 		return 0; /* a kill: the CLOSE record tells it, and sk may be gone */
 	const struct sock *sk = (const void *)w->sk;

@@ -18,6 +18,8 @@ struct {
 
 enum tw_counter {
 	TW_CNT_LOST = 0, /* ring buffer full: record dropped */
+	TW_CNT_DROPS_SEEN = 1,   /* tw_drop runs for an IP packet while some connection is in trouble */
+	TW_CNT_DROPS_KEPT = 2,   /* ... of which belonged to a troubled connection */
 	TW_CNT_MAX,
 };
 
@@ -148,7 +150,8 @@ struct tw_window {
 	__u8 before;  /* at entry: icsk_probes_out (keepalive), icsk_retransmits (write) */
 	__u8 have_entry; /* entry holds the figures read at entry */
 	__u8 backoff_before; /* write: icsk_backoff at entry */
-	__u8 _pad[2];
+	__u8 pending;  /* write: icsk_pending at entry, the event that expired (ICSK_TIME_*) */
+	__u8 probes_before; /* write: icsk_probes_out at entry */
 	__u32 rto_before; /* write: icsk_rto at entry (jiffies): the RTO that expired */
 	__u32 _pad2;
 	struct event entry; /* for a kill: read at entry, the socket may be gone at exit */
@@ -160,5 +163,78 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tw_window);
 } tw_windows SEC(".maps");
+
+/*
+ * A connection's 4-tuple as this host sees it (local first), in its
+ * network namespace: the key of the troubled map, so that a dropped
+ * packet, which may carry no socket, finds its connection from its
+ * headers.
+ */
+struct tw_tuple {
+	__u32 netns;
+	__u16 family;
+	__u16 lport; /* host byte order */
+	__u16 rport;
+	__u16 _pad;
+	__u8 laddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 raddr[16];
+};
+
+/*
+ * A connection in trouble, whose dropped packets tw_drop tells. Written
+ * (marked) by write_timer_entry when an RTO or a zero-window probe
+ * expires, by handle_retransmit for an RTO or SYN retransmission, and by
+ * keepalive_exit when a probe goes out; read by tw_drop for every dropped
+ * TCP packet (everything else is discarded there, before any ring
+ * reservation); deleted by tw_cong_state when the outage ends (Loss ->
+ * Open), by tw_destroy_sock for a notable socket, and by tw_drop when the
+ * last mark is older than TW_TROUBLE_TTL_NS (a probe episode ends with no
+ * event: the window opened). An LRU: a socket nobody deleted cannot pin
+ * memory. The cookie tells a later socket on the same 4-tuple apart.
+ */
+#define TW_TROUBLE_TTL_NS (240ULL * 1000000000ULL) /* two TCP_RTO_MAX: every episode's timer runs more often */
+#define TW_DROP_FOLD_NS (10ULL * 1000000ULL)
+
+struct troubled {
+	__u64 cookie;
+	__u64 marked_ns;    /* the last timer expiry or retransmission that said so */
+	__u64 last_emit_ns; /* the last DROP record */
+	__u32 folded;       /* drops of the last record's kind since it, not sent yet */
+	__s32 reason;       /* the last record's kind: reason, direction, hook */
+	__u16 flags;
+	__u8 nf_hook;
+	__u8 _pad[5];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct tw_tuple);
+	__type(value, struct troubled);
+} troubled SEC(".maps");
+
+/*
+ * The prefilter tw_drop reads before it parses a packet: when anything
+ * was last marked (0: never), and one bit per local port that a troubled
+ * connection uses. A drop on a host with no connection in trouble for
+ * TW_TROUBLE_TTL_NS costs two loads; one whose ports are not marked costs
+ * the header reads and one bit test, no hash lookup. Bits are set by
+ * mark_troubled and never cleared (a port stays a candidate: the hash
+ * lookup decides), and all of it is moot once nothing was marked for the
+ * TTL. Written by mark_troubled, read by tw_drop; never deleted (array).
+ */
+#define TW_PORT_WORDS (65536 / 64)
+
+struct trouble_gate {
+	__u64 last_mark_ns;
+	__u64 ports[TW_PORT_WORDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct trouble_gate);
+} trouble_gate SEC(".maps");
 
 #endif /* TW_MAPS_H */

@@ -22,6 +22,8 @@ enum tw_event_kind {
 	TW_EV_CONG_STATE = 6,   /* tcp_cong_state_set: old_state(ca) -> ca_state */
 	TW_EV_KEEPALIVE = 7,    /* tcp_keepalive_timer ran and did something */
 	TW_EV_DESTROY = 8,      /* tcp_destroy_sock: the socket is gone */
+	TW_EV_PROBE0 = 9,       /* the zero-window probe timer ran (tcp_probe_timer): probes_out after it, 0 when probing ended */
+	TW_EV_DROP = 10,        /* skb:kfree_skb of a troubled socket's packet; detail = skb_drop_reason, drops = how many */
 	TW_EV_KIND_MAX,         /* one past the last kind: Go's decoder keeps later kinds as they are (Kind.String names them kind(N)) */
 };
 
@@ -36,7 +38,9 @@ enum tw_event_flag {
 	TW_F_NO_SOCK = 1 << 6,       /* no full socket: tuple and netns come from the packet */
 	TW_F_ORPHAN = 1 << 7,        /* no process holds the socket any more (SOCK_DEAD) */
 	TW_F_FROM_TIMER = 1 << 8,    /* RETRANSMIT seen at the retransmission timer, not the tracepoint */
-	TW_F_NO_LOCAL_PORT = 1 << 9, /* SYN_SENT -> CLOSE before a local port was found: connect() got EADDRNOTAVAIL */
+	TW_F_DROP_IN = 1 << 9,       /* DROP: a packet from the peer (else one this socket sent) */
+	TW_F_DROP_ELSEWHERE = 1 << 10, /* DROP: in another network namespace of this kernel (a bridge, the node's firewall) */
+	TW_F_NO_LOCAL_PORT = 1 << 11, /* SYN_SENT -> CLOSE before a local port was found: connect() got EADDRNOTAVAIL */
 };
 
 /* How the kernel half learned the owner it puts in pid/comm. */
@@ -49,6 +53,21 @@ enum tw_owner_source {
 	 * kernel could not (one enum, so Go has one OwnerSource). */
 	TW_OWNER_PROCFS = 4,   /* the process holding its descriptor (/proc/PID/fd) */
 	TW_OWNER_LISTENER = 5, /* the owner of the listener on its port: the holder could not be found */
+};
+
+/*
+ * DROP with reason NETFILTER_DROP: the netfilter hook, inferred from the
+ * packet's state (the kernel does not pass the hook to kfree_skb): an
+ * outgoing packet has no device before routing output (OUTPUT) and one
+ * after (POSTROUTING); an incoming one has no route before the routing
+ * decision (PREROUTING) and one after (INPUT).
+ */
+enum tw_nf_hook {
+	TW_NF_NONE = 0,
+	TW_NF_PREROUTING = 1,
+	TW_NF_INPUT = 2,
+	TW_NF_OUTPUT = 3,
+	TW_NF_POSTROUTING = 4,
 };
 
 /* `detail` of a send_reset when the kernel does not say why (before 6.10). */
@@ -90,7 +109,8 @@ struct event {
 	__u8 syn_linear_timeouts; /* netns tcp_syn_linear_timeouts (6.18+), else 0 */
 	__u8 keepalive_on;      /* SO_KEEPALIVE set */
 	__u8 owner_source;      /* enum tw_owner_source */
-	__u8 _pad[2];
+	__u8 nf_hook;           /* DROP: enum tw_nf_hook */
+	__u8 _pad;
 	__s32 sk_err;
 	__s32 sk_err_soft;
 	__s32 detail;           /* see enum tw_event_kind */
@@ -107,6 +127,10 @@ struct event {
 	__u32 user_timeout_ms;  /* TCP_USER_TIMEOUT, 0 if unset */
 	__u32 ack_age_ms;       /* time since the peer last acknowledged anything */
 	__u64 cgroup_id;        /* cgroup v2 id of the socket (sk_cgrp_data), 0 if none */
+	__u32 snd_wnd;          /* the window the peer last advertised, bytes */
+	__u32 notsent_bytes;    /* written by the application, not sent yet (write_seq - snd_nxt) */
+	__u32 drops;            /* DROP: drops this record stands for (same reason, folded) */
+	__u32 _pad2;
 };
 
 #endif /* TW_RECORD_H */

@@ -19,7 +19,8 @@
  *   fill.h       filling a record: direct loads from a trusted tcp_sock,
  *                probe reads from the timer's socket
  *   emit.h       ring buffer reserve/submit
- *   keepalive.h  the TCP timers' entry/exit windows
+ *   keepalive.h  the TCP timers' entry/exit windows (keepalive, retransmission, window probe)
+ *   drops.h      dropped packets of connections in trouble (skb:kfree_skb)
  *
  * A connection that is born and dies normally costs a few loads per
  * tracepoint, its cookie and owner at connect (in a slot, not socket
@@ -40,6 +41,7 @@
 #include "fill.h"
 #include "filter.h"
 #include "emit.h"
+#include "drops.h"
 #include "keepalive.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -51,6 +53,8 @@ const struct event *unused_event __attribute__((unused));
 const enum tw_event_kind *unused_kind __attribute__((unused));
 const enum tw_event_flag *unused_flag __attribute__((unused));
 const enum tw_owner_source *unused_owner_source __attribute__((unused));
+const enum tw_nf_hook *unused_nf_hook __attribute__((unused));
+const enum tw_counter *unused_counter __attribute__((unused));
 const enum tw_rst_reason *unused_rst_reason __attribute__((unused));
 const enum tw_tcp_limit *unused_tcp_limit __attribute__((unused));
 
@@ -173,6 +177,9 @@ static __always_inline int handle_retransmit(const struct sock *sk, int err)
 	int rto = ca_state == TCP_CA_Loss || state == TCP_SYN_SENT || state == TCP_SYN_RECV;
 	if (!tw_cfg.emit_all && !rto)
 		return 0;
+	/* Marked at the timer's entry already, unless the timer was deferred (owned by the user). */
+	if (rto && !w)
+		mark_troubled(sk);
 	struct sock_info *info = rto ? sock_info_create(sk) : sock_info_lookup(sk);
 	if (!wanted(info, rto))
 		return 0;
@@ -356,6 +363,8 @@ int BPF_PROG(tw_cong_state, struct sock *sk, const __u8 ca_state)
 	int episode_end = old == TCP_CA_Loss;
 	if (!tw_cfg.emit_all && !episode_end)
 		return 0;
+	if (episode_end && ca_state == TCP_CA_Open)
+		unmark_troubled(sk);
 	struct sock_info *info = episode_end ? sock_info_create(sk) : sock_info_lookup(sk);
 	if (!wanted(info, episode_end))
 		return 0;
@@ -375,6 +384,9 @@ int BPF_PROG(tw_destroy_sock, struct sock *sk)
 	struct sock_info *info = sock_info_lookup(sk);
 	if (!wanted(info, 0))
 		return 0;
+	/* Only a notable socket can be troubled: the others cost no lookup here. */
+	if (info && (info->flags & TW_SK_NOTABLE))
+		unmark_troubled(sk);
 	struct event *e = emit_sk(sk, info, TW_EV_DESTROY);
 	if (e)
 		submit(e);
@@ -425,4 +437,18 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 	e->flags |= flags;
 	submit(e);
 	return 0;
+}
+
+/* 6.11+: the receiving socket comes too; the headers say as much. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tw_drop_rxsk, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+{
+	return handle_drop(skb, (int)reason);
+}
+
+/* 5.17 - 6.10. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tw_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	return handle_drop(skb, (int)reason);
 }

@@ -51,7 +51,8 @@ type TcpwatchEvent struct {
 	SynLinearTimeouts uint8
 	KeepaliveOn       uint8
 	OwnerSource       uint8
-	Pad               [2]uint8
+	NfHook            uint8
+	Pad               uint8
 	SkErr             int32
 	SkErrSoft         int32
 	Detail            int32
@@ -68,6 +69,10 @@ type TcpwatchEvent struct {
 	UserTimeoutMs     uint32
 	AckAgeMs          uint32
 	CgroupId          uint64
+	SndWnd            uint32
+	NotsentBytes      uint32
+	Drops             uint32
+	Pad2              uint32
 }
 
 type TcpwatchKaLast struct {
@@ -88,6 +93,24 @@ type TcpwatchSockInfo struct {
 	Pad         [6]uint8
 }
 
+type TcpwatchTroubleGate struct {
+	_          structs.HostLayout
+	LastMarkNs uint64
+	Ports      [1024]uint64
+}
+
+type TcpwatchTroubled struct {
+	_          structs.HostLayout
+	Cookie     uint64
+	MarkedNs   uint64
+	LastEmitNs uint64
+	Folded     uint32
+	Reason     int32
+	Flags      uint16
+	NfHook     uint8
+	Pad        [5]uint8
+}
+
 type TcpwatchTwConfig struct {
 	_               structs.HostLayout
 	LazyWakeupBytes uint64
@@ -98,19 +121,30 @@ type TcpwatchTwConfig struct {
 	Pad             [5]uint8
 }
 
+type TcpwatchTwCounter uint32
+
+const (
+	TcpwatchTwCounterTW_CNT_LOST       TcpwatchTwCounter = 0
+	TcpwatchTwCounterTW_CNT_DROPS_SEEN TcpwatchTwCounter = 1
+	TcpwatchTwCounterTW_CNT_DROPS_KEPT TcpwatchTwCounter = 2
+	TcpwatchTwCounterTW_CNT_MAX        TcpwatchTwCounter = 3
+)
+
 type TcpwatchTwEventFlag uint32
 
 const (
-	TcpwatchTwEventFlagTW_F_OWNER_EXITING TcpwatchTwEventFlag = 1
-	TcpwatchTwEventFlagTW_F_REPLY_RESET   TcpwatchTwEventFlag = 2
-	TcpwatchTwEventFlagTW_F_KA_PROBE      TcpwatchTwEventFlag = 4
-	TcpwatchTwEventFlagTW_F_KA_KILLED     TcpwatchTwEventFlag = 8
-	TcpwatchTwEventFlagTW_F_KA_ANSWERED   TcpwatchTwEventFlag = 16
-	TcpwatchTwEventFlagTW_F_IN_KA_TIMER   TcpwatchTwEventFlag = 32
-	TcpwatchTwEventFlagTW_F_NO_SOCK       TcpwatchTwEventFlag = 64
-	TcpwatchTwEventFlagTW_F_ORPHAN        TcpwatchTwEventFlag = 128
-	TcpwatchTwEventFlagTW_F_FROM_TIMER    TcpwatchTwEventFlag = 256
-	TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT TcpwatchTwEventFlag = 512
+	TcpwatchTwEventFlagTW_F_OWNER_EXITING  TcpwatchTwEventFlag = 1
+	TcpwatchTwEventFlagTW_F_REPLY_RESET    TcpwatchTwEventFlag = 2
+	TcpwatchTwEventFlagTW_F_KA_PROBE       TcpwatchTwEventFlag = 4
+	TcpwatchTwEventFlagTW_F_KA_KILLED      TcpwatchTwEventFlag = 8
+	TcpwatchTwEventFlagTW_F_KA_ANSWERED    TcpwatchTwEventFlag = 16
+	TcpwatchTwEventFlagTW_F_IN_KA_TIMER    TcpwatchTwEventFlag = 32
+	TcpwatchTwEventFlagTW_F_NO_SOCK        TcpwatchTwEventFlag = 64
+	TcpwatchTwEventFlagTW_F_ORPHAN         TcpwatchTwEventFlag = 128
+	TcpwatchTwEventFlagTW_F_FROM_TIMER     TcpwatchTwEventFlag = 256
+	TcpwatchTwEventFlagTW_F_DROP_IN        TcpwatchTwEventFlag = 512
+	TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE TcpwatchTwEventFlag = 1024
+	TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT  TcpwatchTwEventFlag = 2048
 )
 
 type TcpwatchTwEventKind uint32
@@ -124,7 +158,19 @@ const (
 	TcpwatchTwEventKindTW_EV_CONG_STATE TcpwatchTwEventKind = 6
 	TcpwatchTwEventKindTW_EV_KEEPALIVE  TcpwatchTwEventKind = 7
 	TcpwatchTwEventKindTW_EV_DESTROY    TcpwatchTwEventKind = 8
-	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 9
+	TcpwatchTwEventKindTW_EV_PROBE0     TcpwatchTwEventKind = 9
+	TcpwatchTwEventKindTW_EV_DROP       TcpwatchTwEventKind = 10
+	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 11
+)
+
+type TcpwatchTwNfHook uint32
+
+const (
+	TcpwatchTwNfHookTW_NF_NONE        TcpwatchTwNfHook = 0
+	TcpwatchTwNfHookTW_NF_PREROUTING  TcpwatchTwNfHook = 1
+	TcpwatchTwNfHookTW_NF_INPUT       TcpwatchTwNfHook = 2
+	TcpwatchTwNfHookTW_NF_OUTPUT      TcpwatchTwNfHook = 3
+	TcpwatchTwNfHookTW_NF_POSTROUTING TcpwatchTwNfHook = 4
 )
 
 type TcpwatchTwOwnerSource uint32
@@ -150,6 +196,17 @@ const (
 	TcpwatchTwTcpLimitTW_TCP_RTO_MAX_MS TcpwatchTwTcpLimit = 120000
 )
 
+type TcpwatchTwTuple struct {
+	_      structs.HostLayout
+	Netns  uint32
+	Family uint16
+	Lport  uint16
+	Rport  uint16
+	Pad    uint16
+	Laddr  [16]uint8
+	Raddr  [16]uint8
+}
+
 type TcpwatchTwWindow struct {
 	_             structs.HostLayout
 	Timer         uint64
@@ -160,7 +217,8 @@ type TcpwatchTwWindow struct {
 	Before        uint8
 	HaveEntry     uint8
 	BackoffBefore uint8
-	Pad           [2]uint8
+	Pending       uint8
+	ProbesBefore  uint8
 	RtoBefore     uint32
 	Pad2          uint32
 	Entry         TcpwatchEvent
@@ -175,9 +233,13 @@ const (
 	TcpwatchMapEvents             = "events"
 	TcpwatchMapKaProbes           = "ka_probes"
 	TcpwatchMapSockInfos          = "sock_infos"
+	TcpwatchMapTroubleGate        = "trouble_gate"
+	TcpwatchMapTroubled           = "troubled"
 	TcpwatchMapTwWindows          = "tw_windows"
 	TcpwatchProgTwCongState       = "tw_cong_state"
 	TcpwatchProgTwDestroySock     = "tw_destroy_sock"
+	TcpwatchProgTwDrop            = "tw_drop"
+	TcpwatchProgTwDropRxsk        = "tw_drop_rxsk"
 	TcpwatchProgTwErrorReport     = "tw_error_report"
 	TcpwatchProgTwReceiveReset    = "tw_receive_reset"
 	TcpwatchProgTwRetransmit      = "tw_retransmit"
@@ -188,9 +250,11 @@ const (
 	TcpwatchProgTwTimerEntry      = "tw_timer_entry"
 	TcpwatchProgTwTimerExit       = "tw_timer_exit"
 	TcpwatchVarTwCfg              = "tw_cfg"
+	TcpwatchVarUnusedCounter      = "unused_counter"
 	TcpwatchVarUnusedEvent        = "unused_event"
 	TcpwatchVarUnusedFlag         = "unused_flag"
 	TcpwatchVarUnusedKind         = "unused_kind"
+	TcpwatchVarUnusedNfHook       = "unused_nf_hook"
 	TcpwatchVarUnusedOwnerSource  = "unused_owner_source"
 	TcpwatchVarUnusedRstReason    = "unused_rst_reason"
 	TcpwatchVarUnusedTcpLimit     = "unused_tcp_limit"
@@ -240,6 +304,8 @@ type TcpwatchSpecs struct {
 type TcpwatchProgramSpecs struct {
 	TwCongState       *ebpf.ProgramSpec `ebpf:"tw_cong_state"`
 	TwDestroySock     *ebpf.ProgramSpec `ebpf:"tw_destroy_sock"`
+	TwDrop            *ebpf.ProgramSpec `ebpf:"tw_drop"`
+	TwDropRxsk        *ebpf.ProgramSpec `ebpf:"tw_drop_rxsk"`
 	TwErrorReport     *ebpf.ProgramSpec `ebpf:"tw_error_report"`
 	TwReceiveReset    *ebpf.ProgramSpec `ebpf:"tw_receive_reset"`
 	TwRetransmit      *ebpf.ProgramSpec `ebpf:"tw_retransmit"`
@@ -260,6 +326,8 @@ type TcpwatchMapSpecs struct {
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	KaProbes      *ebpf.MapSpec `ebpf:"ka_probes"`
 	SockInfos     *ebpf.MapSpec `ebpf:"sock_infos"`
+	TroubleGate   *ebpf.MapSpec `ebpf:"trouble_gate"`
+	Troubled      *ebpf.MapSpec `ebpf:"troubled"`
 	TwWindows     *ebpf.MapSpec `ebpf:"tw_windows"`
 }
 
@@ -268,9 +336,11 @@ type TcpwatchMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpwatchVariableSpecs struct {
 	TwCfg             *ebpf.VariableSpec `ebpf:"tw_cfg"`
+	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag        *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedNfHook      *ebpf.VariableSpec `ebpf:"unused_nf_hook"`
 	UnusedOwnerSource *ebpf.VariableSpec `ebpf:"unused_owner_source"`
 	UnusedRstReason   *ebpf.VariableSpec `ebpf:"unused_rst_reason"`
 	UnusedTcpLimit    *ebpf.VariableSpec `ebpf:"unused_tcp_limit"`
@@ -301,6 +371,8 @@ type TcpwatchMaps struct {
 	Events        *ebpf.Map `ebpf:"events"`
 	KaProbes      *ebpf.Map `ebpf:"ka_probes"`
 	SockInfos     *ebpf.Map `ebpf:"sock_infos"`
+	TroubleGate   *ebpf.Map `ebpf:"trouble_gate"`
+	Troubled      *ebpf.Map `ebpf:"troubled"`
 	TwWindows     *ebpf.Map `ebpf:"tw_windows"`
 }
 
@@ -311,6 +383,8 @@ func (m *TcpwatchMaps) Close() error {
 		m.Events,
 		m.KaProbes,
 		m.SockInfos,
+		m.TroubleGate,
+		m.Troubled,
 		m.TwWindows,
 	)
 }
@@ -320,9 +394,11 @@ func (m *TcpwatchMaps) Close() error {
 // It can be passed to LoadTcpwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpwatchVariables struct {
 	TwCfg             *ebpf.Variable `ebpf:"tw_cfg"`
+	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag        *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedNfHook      *ebpf.Variable `ebpf:"unused_nf_hook"`
 	UnusedOwnerSource *ebpf.Variable `ebpf:"unused_owner_source"`
 	UnusedRstReason   *ebpf.Variable `ebpf:"unused_rst_reason"`
 	UnusedTcpLimit    *ebpf.Variable `ebpf:"unused_tcp_limit"`
@@ -334,6 +410,8 @@ type TcpwatchVariables struct {
 type TcpwatchPrograms struct {
 	TwCongState       *ebpf.Program `ebpf:"tw_cong_state"`
 	TwDestroySock     *ebpf.Program `ebpf:"tw_destroy_sock"`
+	TwDrop            *ebpf.Program `ebpf:"tw_drop"`
+	TwDropRxsk        *ebpf.Program `ebpf:"tw_drop_rxsk"`
 	TwErrorReport     *ebpf.Program `ebpf:"tw_error_report"`
 	TwReceiveReset    *ebpf.Program `ebpf:"tw_receive_reset"`
 	TwRetransmit      *ebpf.Program `ebpf:"tw_retransmit"`
@@ -349,6 +427,8 @@ func (p *TcpwatchPrograms) Close() error {
 	return _TcpwatchClose(
 		p.TwCongState,
 		p.TwDestroySock,
+		p.TwDrop,
+		p.TwDropRxsk,
 		p.TwErrorReport,
 		p.TwReceiveReset,
 		p.TwRetransmit,

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
@@ -150,6 +151,7 @@ type run struct {
 	mu         sync.Mutex
 	netnsHost  map[uint32]string
 	verdicts   map[string][]string
+	summaries  map[string][]string // host -> the one-line summaries told, for Scenario.ExpectWords
 	notices    map[string][]string
 	appErrno   map[string][]string
 	appWhat    map[string][]string
@@ -221,7 +223,7 @@ func Run(ctx context.Context, name string, opt Options, sink Reporter) (*Result,
 
 	r := &run{sc: sc, opt: opt, ctx: ctx, start: time.Now(), sink: sink,
 		hosts: map[string]*netlab.Host{}, apps: map[string]*exec.Cmd{},
-		netnsHost: map[uint32]string{}, verdicts: map[string][]string{}, notices: map[string][]string{}, appErrno: map[string][]string{},
+		netnsHost: map[uint32]string{}, verdicts: map[string][]string{}, summaries: map[string][]string{}, notices: map[string][]string{}, appErrno: map[string][]string{},
 		appWhat: map[string][]string{}, stdin: map[string]io.WriteCloser{}, appPIDs: map[string][]int{},
 		changed: make(chan struct{}, 1), kernelDone: make(chan struct{})}
 
@@ -410,6 +412,7 @@ func (s labSink) Tell(it *engine.Item) error {
 		rec.Type, rec.Host, rec.Narrative = "narrative", s.host(n.NetNS), &n
 		s.r.mu.Lock()
 		s.r.verdicts[rec.Host] = append(s.r.verdicts[rec.Host], string(n.Verdict))
+		s.r.summaries[rec.Host] = append(s.r.summaries[rec.Host], words.Summary(&n))
 		s.r.mu.Unlock()
 	case it.Notice != nil:
 		n := *it.Notice
@@ -600,6 +603,13 @@ func (r *run) missing() []string {
 		}
 		for ; i < len(want); i++ {
 			out = append(out, host+":"+string(want[i]))
+		}
+	}
+	for host, phrases := range r.sc.ExpectWords {
+		for _, p := range phrases {
+			if !slices.ContainsFunc(r.summaries[host], func(s string) bool { return strings.Contains(s, p) }) {
+				out = append(out, host+": words "+strconv.Quote(p))
+			}
 		}
 	}
 	for host, kinds := range r.sc.ExpectNotice {

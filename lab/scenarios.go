@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/exposure"
@@ -28,6 +30,9 @@ type Scenario struct {
 	Forbid map[string][]tracker.Verdict
 	// AppErrno is, per host, the error its application must see.
 	AppErrno map[string]string
+	// ExpectWords lists, per host, phrases that the summaries told about
+	// it must contain (each in at least one).
+	ExpectWords map[string][]string
 	// ExpectNotice lists, per host, notices that must be given.
 	ExpectNotice map[string][]string
 	// Sysctls are set in A before the applications start.
@@ -114,9 +119,11 @@ var Scenarios = withIPv6([]*Scenario{
 	},
 	{
 		Name: "host-down", Row: 4,
-		Summary:  "B's host dies (nothing leaves or answers) while A keeps sending: A retransmits until tcp_retries2's budget runs out",
-		Expect:   map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
-		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		Summary: "B's host dies (nothing leaves or answers) while A keeps sending: A retransmits until tcp_retries2's budget runs out",
+		Expect:  map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		// The black hole is in the wire: every retransmission leaves A.
+		ExpectWords: map[string][]string{"A": {"left this host; none answered"}},
+		AppErrno:    map[string]string{"A": "ETIMEDOUT"},
 		Act: func(r *run) error {
 			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
 				return err
@@ -371,6 +378,105 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "firewall-drops-own", Row: 15,
+		Summary:     "A's own firewall (nft, OUTPUT) drops what A sends to B while A keeps sending: new data never leaves, the kernel probes the window instead of retransmitting, and gives up after tcp_retries2 probes",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		AppErrno:    map[string]string{"A": "ETIMEDOUT"},
+		ExpectWords: map[string][]string{"A": {"new data cannot leave this host", "all dropped here by netfilter (OUTPUT)"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if _, err := r.hosts["A"].DropTo(r.peer()); err != nil {
+				return err
+			}
+			r.step("A's firewall drops everything A sends to B (nft inet filter OUTPUT: drop)")
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "peer-stops-reading", Row: 16,
+		Summary:     "B's application stops reading while A writes 4 MB: B's receive window closes, B's kernel answers every window probe, and nothing will ever end the stall",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.ZeroWindow}},
+		Forbid:      map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		ExpectWords: map[string][]string{"A": {"the peer's application stopped reading", "nothing will end it"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, "--read=false"), client(r, "--send-on-connect=4000000")); err != nil {
+				return err
+			}
+			r.step("B's server never reads; A's client writes 4 MB in one write(), which blocks once both buffers are full")
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "peer-stops-reading-user-timeout", Row: 16,
+		Summary:     "B's application stops reading while A writes 4 MB, and A set TCP_USER_TIMEOUT=3s: the answered probes do not count, the user timeout (from the first probe) ends it",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.ZeroWindow, tracker.RetransmitTimeout}},
+		AppErrno:    map[string]string{"A": "ETIMEDOUT"},
+		ExpectWords: map[string][]string{"A": {"TCP_USER_TIMEOUT=3s ends it", "the peer's window stayed closed"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, "--read=false"), client(r, "--send-on-connect=4000000", "--user-timeout=3s")); err != nil {
+				return err
+			}
+			r.step("B's server never reads; A's client (TCP_USER_TIMEOUT=3s) writes 4 MB in one write()")
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "firewall-drops-replies", Row: 17,
+		Summary:     "A's own firewall (nft, INPUT) drops what B sends: A's data leaves and B acknowledges it, but the ACKs die in A, which retransmits until it gives up",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		AppErrno:    map[string]string{"A": "ETIMEDOUT"},
+		ExpectWords: map[string][]string{"A": {"the peer is answering", "dropped here by netfilter (INPUT)"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if _, err := r.hosts["A"].DropFrom(r.peer()); err != nil {
+				return err
+			}
+			r.step("A's firewall drops everything B sends to A (nft inet filter INPUT: drop)")
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "route-gone", Row: 19,
+		Summary:     "A's route to B becomes unreachable while A sends: new data and probes are dropped by A's own routing (no route, IP_OUTNOROUTES), and the kernel gives up",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.Stalled, oneOf(tracker.HostUnreachable, tracker.RetransmitTimeout)}},
+		ExpectWords: map[string][]string{"A": {"dropped here by routing (IP_OUTNOROUTES"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--send-every=200ms")); err != nil {
+				return err
+			}
+			if _, err := r.hosts["A"].RouteUnreachable(r.peer()); err != nil {
+				return err
+			}
+			r.step("A's route to B is now an unreachable route (ip route add unreachable B)")
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "server-stops-accepting", Row: 18,
+		Summary:     "B's server listens with a backlog of 2 and never calls accept() while A opens 8 connections: the accept queue fills and B's kernel turns the rest away",
+		Expect:      map[string][]tracker.Verdict{"B": {tracker.AcceptQueueOverflow}},
+		ExpectWords: map[string][]string{"B": {"the server stopped accepting", "backlog 2"}},
+		Act: func(r *run) error {
+			done, err := r.listenNoAccept("B", 2)
+			if err != nil {
+				return err
+			}
+			defer done()
+			r.step("B's server listens on %s with a backlog of 2 and never calls accept()", r.serverAddr(port))
+			closeAll, err := r.connectMany("A", 8)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			r.step("A opened 8 connections to it, 100 ms apart (non-blocking connect)")
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "timewait-reuse", Row: 14,
 		Summary:      "A closes first (its side keeps the 4-tuple in TIME_WAIT), then connects again from the same port: tcp_tw_reuse lets the new connection take the 4-tuple over",
 		ExpectNotice: map[string][]string{"A": {"time_wait_reuse"}},
@@ -481,7 +587,10 @@ func withIPv6(list []*Scenario) []*Scenario {
 	out := list
 	for _, sc := range list {
 		switch sc.Name {
-		case "cable-pull", "cable-replug", "host-reboot", "keepalive-dead", "keepalive-reboot":
+		case "cable-pull", "cable-replug", "host-reboot", "keepalive-dead", "keepalive-reboot",
+			// Not route-gone: IPv6's failed route lookup (inet6_csk_xmit)
+			// drops the segment with no reason (NOT_SPECIFIED) on 6.18.
+			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies", "server-stops-accepting":
 			v6 := *sc
 			v6.Name += "-v6"
 			v6.IPv6 = true
@@ -569,12 +678,92 @@ func (r *run) plug() error {
 	return nil
 }
 
-func (r *run) blackhole(why string) (func() error, error) {
-	peer := r.hosts["B"].Addr4()
-	if r.sc.IPv6 {
-		peer = r.hosts["B"].Addr6()
+// listenNoAccept makes host listen on the server address with the given
+// backlog, in the lab's own process, and never accept: a server whose
+// application stopped calling accept().
+func (r *run) listenNoAccept(host string, backlog int) (done func(), err error) {
+	addr := netip.MustParseAddrPort(r.serverAddr(port))
+	var fd int
+	err = r.hosts[host].Do(func() error {
+		var err error
+		fd, err = unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, sockaddr(addr)); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		if err := unix.Listen(fd, backlog); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s in %s: %w", addr, host, err)
 	}
-	undo, err := r.hosts["A"].Blackhole(peer)
+	return func() { unix.Close(fd) }, nil
+}
+
+// connectMany starts n non-blocking connects from host to the server
+// address, 100 ms apart; closeAll closes them.
+func (r *run) connectMany(host string, n int) (closeAll func(), err error) {
+	addr := netip.MustParseAddrPort(r.serverAddr(port))
+	var fds []int
+	closeAll = func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	for i := 0; i < n; i++ {
+		err := r.hosts[host].Do(func() error {
+			fd, err := unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			if err := unix.Connect(fd, sockaddr(addr)); err != nil && err != unix.EINPROGRESS {
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("connect from %s: %w", host, err)
+		}
+		if err := r.sleep(100 * time.Millisecond); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
+	return closeAll, nil
+}
+
+func sockFamily(a netip.Addr) int {
+	if a.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// peer is B's address in the scenario's family.
+func (r *run) peer() netip.Addr {
+	if r.sc.IPv6 {
+		return r.hosts["B"].Addr6()
+	}
+	return r.hosts["B"].Addr4()
+}
+
+func (r *run) blackhole(why string) (func() error, error) {
+	undo, err := r.hosts["A"].Blackhole(r.peer())
 	if err != nil {
 		return nil, err
 	}

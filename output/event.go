@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -19,30 +20,39 @@ type EventRecord struct {
 	Host string `json:"host"`
 	Kind string `json:"kind"`
 	ConnFields
-	State         string         `json:"state,omitempty"`
-	OldState      string         `json:"old_state,omitempty"`
-	CAState       string         `json:"ca_state,omitempty"`
-	OldCAState    string         `json:"old_ca_state,omitempty"`
-	Retransmits   uint8          `json:"retransmits"`
-	Backoff       uint8          `json:"backoff"`
-	Probes        uint8          `json:"probes"`
-	RTOMs         int64          `json:"rto_ms"`
-	SRTTUs        int64          `json:"srtt_us"`
-	PacketsOut    uint32         `json:"packets_out"`
-	RetransOut    uint32         `json:"retrans_out"`
-	BytesInFlight uint32         `json:"bytes_in_flight"`
-	TotalRetrans  uint32         `json:"total_retrans"`
-	AckAgeMs      int64          `json:"ack_age_ms"`
-	SkErr         string         `json:"sk_err,omitempty"`
-	SkErrSoft     string         `json:"sk_err_soft,omitempty"`
-	Errno         string         `json:"errno,omitempty"`
-	ResetReason   string         `json:"reset_reason,omitempty"`
-	ReplyReset    bool           `json:"reply_reset,omitempty"`
-	Keepalive     string         `json:"keepalive,omitempty"`
-	OwnerExiting  bool           `json:"owner_exiting,omitempty"`
-	ExitSignal    int            `json:"exit_signal,omitempty"`
-	ExitCode      int            `json:"exit_code,omitempty"`
-	Settings      SettingsRecord `json:"settings"`
+	State         string `json:"state,omitempty"`
+	OldState      string `json:"old_state,omitempty"`
+	CAState       string `json:"ca_state,omitempty"`
+	OldCAState    string `json:"old_ca_state,omitempty"`
+	Retransmits   uint8  `json:"retransmits"`
+	Backoff       uint8  `json:"backoff"`
+	Probes        uint8  `json:"probes"`
+	RTOMs         int64  `json:"rto_ms"`
+	SRTTUs        int64  `json:"srtt_us"`
+	PacketsOut    uint32 `json:"packets_out"`
+	RetransOut    uint32 `json:"retrans_out"`
+	BytesInFlight uint32 `json:"bytes_in_flight"`
+	TotalRetrans  uint32 `json:"total_retrans"`
+	AckAgeMs      int64  `json:"ack_age_ms"`
+	SkErr         string `json:"sk_err,omitempty"`
+	SkErrSoft     string `json:"sk_err_soft,omitempty"`
+	Errno         string `json:"errno,omitempty"`
+	ResetReason   string `json:"reset_reason,omitempty"`
+	ReplyReset    bool   `json:"reply_reset,omitempty"`
+	Keepalive     string `json:"keepalive,omitempty"`
+	OwnerExiting  bool   `json:"owner_exiting,omitempty"`
+	ExitSignal    int    `json:"exit_signal,omitempty"`
+	ExitCode      int    `json:"exit_code,omitempty"`
+	// drop: the kernel's skb_drop_reason number (its name is in the
+	// narrative), the direction, the inferred netfilter hook, how many.
+	DropReason    int32  `json:"drop_reason,omitempty"`
+	DropDirection string `json:"drop_direction,omitempty"`
+	DropHook      string `json:"drop_hook,omitempty"`
+	Drops         uint32 `json:"drops,omitempty"`
+	// window_probe: the peer's window and the bytes waiting.
+	PeerWindow *uint32        `json:"peer_window,omitempty"`
+	NotSent    uint32         `json:"notsent_bytes,omitempty"`
+	Settings   SettingsRecord `json:"settings"`
 }
 
 // SettingsRecord is the `settings` object: what decides when the kernel
@@ -94,6 +104,9 @@ type ConnFields struct {
 	Cgroup      string `json:"cgroup"`
 	ContainerID string `json:"container_id"`
 	PodUID      string `json:"pod_uid"`
+	// The connection's Community ID (TCP, --community-id-seed): the same
+	// on both ends and in Zeek's, Suricata's or Elastic's flow records.
+	CommunityID string `json:"community_id"`
 }
 
 // setCgroup fills the cgroup fields from what the cgroup names.
@@ -110,13 +123,27 @@ func appendContainer(b []byte, info containers.Info) []byte {
 	return b
 }
 
-func connFields(cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
+func connFields(seed uint16, cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
 	f := ConnFields{Cookie: cookie, Family: "ipv4", LAddr: local.Addr().String(), LPort: local.Port(),
-		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm}
+		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm,
+		CommunityID: communityid.Flow(seed, communityid.TCP, local, remote)}
 	if local.Addr().Is6() {
 		f.Family = "ipv6"
 	}
 	return f
+}
+
+// dropDirection: "in" for a packet from the peer, "out" for one this side
+// sent, with "_elsewhere" when another namespace of this kernel dropped it.
+func dropDirection(f wire.Flags) string {
+	d := "out"
+	if f&wire.FlagDropIn != 0 {
+		d = "in"
+	}
+	if f&wire.FlagDropElsewhere != 0 {
+		d += "_elsewhere"
+	}
+	return d
 }
 
 // keepaliveAction names what the keepalive timer did.
@@ -133,13 +160,19 @@ func keepaliveAction(f wire.Flags) string {
 }
 
 // NewEventRecord builds the JSON form of ev, whose reset reasons the
-// kernel names in reasons and whose connection's cgroup names cg.
+// kernel names in reasons and whose connection's cgroup names cg
+// (Community ID seed 0).
 func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info) EventRecord {
+	return NewEventRecordSeeded(ev, reasons, cg, 0)
+}
+
+// NewEventRecordSeeded is NewEventRecord with a Community ID seed.
+func NewEventRecordSeeded(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info, seed uint16) EventRecord {
 	r := EventRecord{
 		Type:          "event",
 		Time:          ev.Time.Format(TimeLayout),
 		Kind:          ev.Kind.String(),
-		ConnFields:    connFields(ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm()),
+		ConnFields:    connFields(seed, ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm()),
 		Retransmits:   ev.Retransmits,
 		Backoff:       ev.Backoff,
 		Probes:        ev.ProbesOut,
@@ -173,6 +206,12 @@ func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info
 		r.Errno = tcp.ErrnoName(ev.Detail)
 	case wire.KindRetransmit:
 		r.Errno = tcp.ErrnoName(ev.Detail)
+	case wire.KindDrop:
+		r.DropReason, r.DropDirection, r.DropHook, r.Drops = ev.Detail, dropDirection(ev.Flags), ev.NFHook.String(), ev.Drops
+		r.State, r.CAState = "", ""
+	case wire.KindProbe0:
+		wnd := ev.SndWnd
+		r.PeerWindow, r.NotSent = &wnd, ev.NotSent
 	}
 	if r.OwnerExiting {
 		r.ExitSignal, r.ExitCode = ev.ExitSignal(), ev.ExitStatus()
@@ -183,8 +222,12 @@ func NewEventRecord(ev *wire.Event, reasons tcp.ResetReasons, cg containers.Info
 // Event writes one raw kernel event, whose connection's cgroup names info.
 func (w *Writer) Event(ev *wire.Event, reasons tcp.ResetReasons, info containers.Info) error {
 	if w.format == JSON {
-		rec := NewEventRecord(ev, reasons, info)
+		rec := NewEventRecordSeeded(ev, reasons, info, w.seed)
 		rec.Host = w.host
+		if w.schema == SchemaV2 {
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityDebug, EventText(ev, reasons), Attrs(&rec))
+			return w.writeLine()
+		}
 		return w.writeJSON(rec)
 	}
 	w.line = appendEventText(w.line[:0], ev, reasons)
@@ -202,6 +245,20 @@ func appendEventText(b []byte, ev *wire.Event, reasons tcp.ResetReasons) []byte 
 	b = append(b, ev.Local.String()...)
 	b = append(b, " > "...)
 	b = append(b, ev.Remote.String()...)
+	if ev.Kind == wire.KindDrop {
+		// A packet, not a socket: no socket figures.
+		b = fmt.Appendf(b, " %s drops=%d skb_drop_reason=%d", dropDirection(ev.Flags), ev.Drops, ev.Detail)
+		if h := ev.NFHook.String(); h != "" {
+			b = append(b, " hook="...)
+			b = append(b, h...)
+		}
+		b = append(b, " netns="...)
+		b = strconv.AppendUint(b, uint64(ev.NetNS), 10)
+		if ev.Cookie != 0 {
+			b = fmt.Appendf(b, " sk=%x", ev.Cookie)
+		}
+		return b
+	}
 	if ev.Flags&wire.FlagNoSocket != 0 {
 		b = append(b, " (no socket)"...)
 	} else if ev.Kind == wire.KindState {
@@ -232,6 +289,8 @@ func appendEventText(b []byte, ev *wire.Event, reasons tcp.ResetReasons) []byte 
 			b = append(b, " failed="...)
 			b = append(b, tcp.ErrnoName(ev.Detail)...)
 		}
+	case wire.KindProbe0:
+		b = fmt.Appendf(b, " window_probe=%d->%d wnd=%d notsent=%d", ev.ProbesBefore, ev.ProbesOut, ev.SndWnd, ev.NotSent)
 	}
 	if ev.Flags&wire.FlagNoSocket == 0 {
 		if ev.Kind != wire.KindCongState {

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 	"github.com/tcpwatch/tcpwatch/output/words"
+	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -176,6 +178,10 @@ func (w *Writer) Incident(inc *incident.Incident) error {
 	if w.format == JSON {
 		rec := NewIncidentRecord(inc)
 		rec.Host = w.host
+		if w.schema == SchemaV2 {
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, IncidentSeverity(inc), rec.Summary, Attrs(&rec))
+			return w.writeLine()
+		}
 		return w.writeJSON(rec)
 	}
 	w.line = w.AppendIncidentText(w.line[:0], inc)
@@ -268,7 +274,7 @@ func incidentEvidence(inc *incident.Incident) string {
 // incident: the incident's records carry the peer, the owners' names, the
 // summary and the explanation, so it carries only what is its own, and
 // leaves out what is zero (docs/incidents.md).
-func appendFoldedNarrativeJSON(b []byte, host string, n *tracker.Narrative) []byte {
+func appendFoldedNarrativeJSON(b []byte, host string, n *tracker.Narrative, cg containers.Info, seed uint16) []byte {
 	b = append(b, `{"type":"narrative"`...)
 	b = n.Time.AppendFormat(append(b, `,"time":"`...), TimeLayout)
 	b = append(b, '"')
@@ -280,8 +286,12 @@ func appendFoldedNarrativeJSON(b []byte, host string, n *tracker.Narrative) []by
 	b = appendUintField(b, "cookie", n.Cookie)
 	b = appendStringField(b, "laddr", n.Local.Addr().String())
 	b = appendUintField(b, "lport", uint64(n.Local.Port()))
+	b = appendStringField(b, "raddr", n.Remote.Addr().String())
 	b = appendUintField(b, "rport", uint64(n.Remote.Port()))
+	b = appendUintField(b, "netns", uint64(n.NetNS))
+	b = appendStringField(b, "community_id", communityid.Flow(seed, communityid.TCP, n.Local, n.Remote))
 	b = appendUintField(b, "pid", uint64(n.Owner.PID))
+	b = appendKnownCgroup(b, cg)
 	b = appendStringField(b, "state", n.State.String())
 	if n.Errno != 0 {
 		b = appendStringField(b, "errno", tcp.ErrnoName(n.Errno))

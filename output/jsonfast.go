@@ -5,6 +5,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -99,7 +100,8 @@ func appendConnFields(b []byte, f *ConnFields) []byte {
 	b = appendStringField(b, "comm", f.Comm)
 	b = appendStringField(b, "cgroup", f.Cgroup)
 	b = appendStringField(b, "container_id", f.ContainerID)
-	return appendStringField(b, "pod_uid", f.PodUID)
+	b = appendStringField(b, "pod_uid", f.PodUID)
+	return appendStringField(b, "community_id", f.CommunityID)
 }
 
 func appendSettings(b []byte, s *SettingsRecord) []byte {
@@ -171,6 +173,50 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 		b = appendIntField(b, "tcp_tw_reuse", int64(p.TwReuse))
 		b = append(b, '}')
 	}
+	if len(r.Drops) > 0 {
+		b = append(appendKey(b, "drops"), '[')
+		for i, d := range r.Drops {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"direction":`...)
+			b = appendJSONString(b, d.Direction)
+			b = appendStringField(b, "reason", d.Reason)
+			if d.Hook != "" {
+				b = appendStringField(b, "hook", d.Hook)
+			}
+			if d.Elsewhere {
+				b = appendBoolField(b, "elsewhere", true)
+			}
+			b = appendIntField(b, "count", int64(d.Count))
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	if r.LeftHost != nil {
+		b = appendIntField(b, "left_host", int64(*r.LeftHost))
+	}
+	if r.WindowProbes != 0 {
+		b = appendIntField(b, "window_probes", int64(r.WindowProbes))
+	}
+	if r.PeerWindow != nil {
+		b = appendUintField(b, "peer_window", uint64(*r.PeerWindow))
+	}
+	if r.NotSent != 0 {
+		b = appendUintField(b, "notsent_bytes", uint64(r.NotSent))
+	}
+	if r.Endless {
+		b = appendBoolField(b, "endless", r.Endless)
+	}
+	if r.QueueLen != 0 {
+		b = appendUintField(b, "queue_len", uint64(r.QueueLen))
+	}
+	if r.QueueLimit != 0 {
+		b = appendUintField(b, "queue_limit", uint64(r.QueueLimit))
+	}
+	if r.TurnedAway != 0 {
+		b = appendIntField(b, "turned_away", int64(r.TurnedAway))
+	}
 	b = appendStringField(b, "summary", r.Summary)
 	b = appendStringField(b, "explanation", r.Explanation)
 	b = append(appendKey(b, "timeline"), '[')
@@ -203,7 +249,7 @@ func Lifecycle(n *tracker.Narrative) bool {
 }
 
 // appendLifecycleJSON encodes the short form of a normal lifecycle, at most
-// 400 bytes for a host process's connection: the fields of the full record
+// 450 bytes for a host process's connection (400, and community_id): the fields of the full record
 // that are not zero (errno, reset_reason, sent_reset and lost_records are,
 // see Lifecycle), except family (the address says it), state (always
 // CLOSE), inode (the socket is gone), orphan (whether the owner closed
@@ -214,13 +260,17 @@ func Lifecycle(n *tracker.Narrative) bool {
 // timeline step: from the first record of the connection to its end)
 // instead. Names, order and values are the full record's, so a reader of
 // one reads the other.
-func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, host string) []byte {
+func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, host string, seed uint16) []byte {
 	b = append(b, `{"type":"narrative","time":"`...)
 	b = n.Time.AppendFormat(b, TimeLayout)
 	b = append(b, '"')
 	b = appendStringField(b, "host", host)
 	b = appendStringField(b, "verdict", string(n.Verdict))
 	b = appendBoolField(b, "final", true)
+	if n.Incident != "" {
+		// A connection that recovered in an incident, then closed normally.
+		b = appendStringField(b, "incident_id", n.Incident)
+	}
 	b = appendUintField(b, "cookie", n.Cookie)
 	b = n.Local.Addr().AppendTo(append(appendKey(b, "laddr"), '"'))
 	b = append(b, '"')
@@ -229,21 +279,14 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	b = append(b, '"')
 	b = appendUintField(b, "rport", uint64(n.Remote.Port()))
 	b = appendUintField(b, "netns", uint64(n.NetNS))
+	b = appendStringField(b, "community_id", communityid.Flow(seed, communityid.TCP, n.Local, n.Remote))
 	if n.Owner.PID != 0 {
 		b = appendUintField(b, "pid", uint64(n.Owner.PID))
 	}
 	if n.Owner.Comm != "" {
 		b = appendStringField(b, "comm", n.Owner.Comm)
 	}
-	if cg.Path != "" {
-		b = appendStringField(b, "cgroup", cg.Path)
-	}
-	if cg.ID != "" {
-		b = appendStringField(b, "container_id", cg.ID)
-	}
-	if cg.PodUID != "" {
-		b = appendStringField(b, "pod_uid", cg.PodUID)
-	}
+	b = appendKnownCgroup(b, cg)
 	if n.Owner.Source != wire.OwnerUnknown {
 		b = appendStringField(b, "owner_source", n.Owner.Source.String())
 	}
@@ -268,4 +311,19 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	}
 	b = appendIntField(b, "duration_ms", duration.Milliseconds())
 	return append(b, '}')
+}
+
+// appendKnownCgroup appends the cgroup fields that are known, for the
+// short records that leave out what is empty.
+func appendKnownCgroup(b []byte, cg containers.Info) []byte {
+	if cg.Path != "" {
+		b = appendStringField(b, "cgroup", cg.Path)
+	}
+	if cg.ID != "" {
+		b = appendStringField(b, "container_id", cg.ID)
+	}
+	if cg.PodUID != "" {
+		b = appendStringField(b, "pod_uid", cg.PodUID)
+	}
+	return b
 }

@@ -48,8 +48,10 @@ func TestLifecycleShortForm(t *testing.T) {
 			t.Fatal(err)
 		}
 		line := bytes.TrimSuffix(short.Bytes(), []byte("\n"))
-		if len(line) > 400 || bytes.Count(short.Bytes(), []byte("\n")) != 1 {
-			t.Errorf("%s: %d bytes, want one line of at most 400:\n%s", n.Verdict, len(line), line)
+		// 400 bytes, and the 46 of community_id (the join key every
+		// narrative carries, docs/pipelines.md).
+		if len(line) > 450 || bytes.Count(short.Bytes(), []byte("\n")) != 1 {
+			t.Errorf("%s: %d bytes, want one line of at most 450:\n%s", n.Verdict, len(line), line)
 		}
 		var s, f map[string]any
 		if err := json.Unmarshal(line, &s); err != nil {

@@ -49,11 +49,33 @@ type NarrativeRecord struct {
 	// local_ports_exhausted only, when the socket table could be read:
 	// the sockets to the destination (TIME_WAIT and other), the port
 	// range and tcp_tw_reuse of the namespace.
-	Ports       *PortsRecord   `json:"ports,omitempty"`
+	Ports *PortsRecord `json:"ports,omitempty"`
+	// Where the episode's packets died (with the drop program attached)
+	// and the window-probe timer's episode: omitted when they do not apply.
+	Drops        []DropRecord `json:"drops,omitempty"`
+	LeftHost     *int         `json:"left_host,omitempty"`
+	WindowProbes int          `json:"window_probes,omitempty"`
+	PeerWindow   *uint32      `json:"peer_window,omitempty"`
+	NotSent      uint32       `json:"notsent_bytes,omitempty"`
+	Endless      bool         `json:"endless,omitempty"`
+	// accept_queue_overflow: the listener's accept queue and what it turned away.
+	QueueLen    uint32         `json:"queue_len,omitempty"`
+	QueueLimit  uint32         `json:"queue_limit,omitempty"`
+	TurnedAway  int            `json:"turned_away,omitempty"`
 	Summary     string         `json:"summary"`
 	Explanation string         `json:"explanation"`
 	Timeline    []TimelineStep `json:"timeline"`
 	Settings    SettingsRecord `json:"settings"`
+}
+
+// DropRecord counts one kind of drop of an episode's packets on this host.
+type DropRecord struct {
+	Direction string `json:"direction"`      // "out": sent by this side; "in": from the peer
+	Reason    string `json:"reason"`         // as the kernel names it: NETFILTER_DROP, NEIGH_FAILED, ...
+	Hook      string `json:"hook,omitempty"` // NETFILTER_DROP: OUTPUT, INPUT, PREROUTING, POSTROUTING
+	// Elsewhere: in another network namespace of this kernel than the connection's.
+	Elsewhere bool `json:"elsewhere,omitempty"`
+	Count     int  `json:"count"`
 }
 
 // TimelineStep is one kernel event in a narrative's timeline.
@@ -63,15 +85,20 @@ type TimelineStep struct {
 }
 
 // NewNarrativeRecord builds the JSON form of n, whose connection's cgroup
-// names cg.
+// names cg (Community ID seed 0).
 func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecord {
+	return NewNarrativeRecordSeeded(n, cg, 0)
+}
+
+// NewNarrativeRecordSeeded is NewNarrativeRecord with a Community ID seed.
+func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uint16) NarrativeRecord {
 	r := NarrativeRecord{
 		Type:             "narrative",
 		Time:             n.Time.Format(TimeLayout),
 		Verdict:          string(n.Verdict),
 		Final:            n.Final,
 		IncidentID:       n.Incident,
-		ConnFields:       connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		ConnFields:       connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		OwnerSource:      n.Owner.Source.String(),
 		Inode:            n.Inode,
 		State:            n.State.String(),
@@ -100,6 +127,19 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 		Settings:         NewSettingsRecord(n.Settings, n.RTOMax),
 	}
 	r.setCgroup(cg)
+	for _, d := range n.Drops {
+		r.Drops = append(r.Drops, DropRecord{Direction: d.Direction(), Reason: d.Reason, Hook: d.Hook, Elsewhere: d.Elsewhere, Count: d.Count})
+	}
+	if n.DropsSeen && (n.Retransmits > 0 || n.WindowProbes > 0) {
+		left := n.LeftHost
+		r.LeftHost = &left
+	}
+	if n.WindowProbes > 0 {
+		r.WindowProbes, r.NotSent, r.Endless = n.WindowProbes, n.NotSent, n.Endless
+		wnd := n.PeerWindow
+		r.PeerWindow = &wnd
+	}
+	r.QueueLen, r.QueueLimit, r.TurnedAway = n.QueueLen, n.QueueLimit, n.TurnedAway
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}
@@ -133,15 +173,21 @@ var colorOf = map[words.Severity]string{words.Normal: ansiGreen, words.Warning: 
 // then the connection, its owner, the evidence, and the summary last.
 func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 	if w.format == JSON {
+		if w.schema == SchemaV2 {
+			rec := NewNarrativeRecordSeeded(n, cg, w.seed)
+			rec.Host = w.host
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, VerdictSeverity(n.Verdict), rec.Summary, NarrativeAttrs(&rec, n, w.explain))
+			return w.writeLine()
+		}
 		if !w.explain && Lifecycle(n) {
-			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host)
+			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host, w.seed)
 			return w.writeLine()
 		}
 		if n.Incident != "" && !w.connections {
-			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n)
+			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n, cg, w.seed)
 			return w.writeLine()
 		}
-		rec := NewNarrativeRecord(n, cg)
+		rec := NewNarrativeRecordSeeded(n, cg, w.seed)
 		rec.Host = w.host
 		w.line = appendNarrativeJSON(w.line[:0], &rec)
 		return w.writeLine()
@@ -210,6 +256,18 @@ func evidence(n *tracker.Narrative) string {
 	if n.CloseWaitSockets > 0 {
 		parts = append(parts, fmt.Sprintf("close_wait=%d for=%s", n.CloseWaitSockets, words.Secs(n.CloseWaitFor)))
 	}
+	if n.TurnedAway > 0 {
+		parts = append(parts, fmt.Sprintf("queue=%d/%d turned_away=%d", n.QueueLen, n.QueueLimit, n.TurnedAway))
+	}
+	if n.WindowProbes > 0 {
+		parts = append(parts, fmt.Sprintf("window_probes=%d wnd=%d notsent=%d", n.WindowProbes, n.PeerWindow, n.NotSent))
+	}
+	if out := n.DroppedOut(); out > 0 {
+		parts = append(parts, fmt.Sprintf("dropped_here=%d", out))
+	}
+	if in := n.DroppedIn(); in > 0 {
+		parts = append(parts, fmt.Sprintf("replies_dropped_here=%d", in))
+	}
 	if n.LostRecords {
 		parts = append(parts, "records_lost")
 	}
@@ -232,10 +290,15 @@ type NoticeRecord struct {
 }
 
 // NewNoticeRecord builds the JSON form of n, whose connection's cgroup
-// names cg.
+// names cg (Community ID seed 0).
 func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
+	return NewNoticeRecordSeeded(n, cg, 0)
+}
+
+// NewNoticeRecordSeeded is NewNoticeRecord with a Community ID seed.
+func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) NoticeRecord {
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
-		ConnFields: connFields(n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
 		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
 	r.setCgroup(cg)
 	return r
@@ -244,8 +307,12 @@ func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
 // Notice writes a notice (shown with --all).
 func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 	if w.format == JSON {
-		rec := NewNoticeRecord(n, cg)
+		rec := NewNoticeRecordSeeded(n, cg, w.seed)
 		rec.Host = w.host
+		if w.schema == SchemaV2 {
+			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityInfo, rec.Summary, Attrs(&rec))
+			return w.writeLine()
+		}
 		return w.writeJSON(rec)
 	}
 	w.line = w.AppendNoticeText(w.line[:0], n, cg)

@@ -28,13 +28,34 @@ type StatsRecord struct {
 	// ExposureByComm the same per process name; absent when none was taken.
 	Exposure       map[string]int            `json:"exposure,omitempty"`
 	ExposureByComm map[string]map[string]int `json:"exposure_by_comm,omitempty"`
+	// OTLP is what became of the records sent to a collector (--otlp).
+	OTLP *OTLPStats `json:"otlp,omitempty"`
+}
+
+// OTLPStats count the OTLP export (the `otlp` object of `stats`).
+type OTLPStats struct {
+	// Emitted log records; Exported accepted by the collector; Failed
+	// sent but refused or unanswered (retries included); Dropped never
+	// sent: the queue was full, or still held them at exit.
+	Emitted  uint64 `json:"emitted"`
+	Exported uint64 `json:"exported"`
+	Failed   uint64 `json:"failed"`
+	Dropped  uint64 `json:"dropped"`
+	// Metric exports attempted, and those that failed.
+	MetricExports       uint64 `json:"metric_exports"`
+	MetricExportsFailed uint64 `json:"metric_exports_failed"`
+	LastError           string `json:"last_error,omitempty"`
 }
 
 // Stats writes the closing summary of a run.
-func (w *Writer) Stats(st engine.Stats) error {
+func (w *Writer) Stats(st engine.Stats) error { return w.StatsWithOTLP(st, nil) }
+
+// StatsWithOTLP writes the closing summary of a run that also sent its
+// records to a collector (o: what became of them).
+func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 	s := StatsRecord{Type: "stats", Time: time.Now().Format(TimeLayout), Host: w.host, Events: st.Events, Lost: st.Lost,
 		Narratives: st.Narratives, Evictions: st.Evictions, Tracked: st.Tracked, Reconciled: st.Reconciled,
-		Exposure: w.exposure, ExposureByComm: w.exposureByComm}
+		Exposure: w.exposure, ExposureByComm: w.exposureByComm, OTLP: o}
 	if s.Narratives == nil {
 		s.Narratives = map[string]int{}
 	}
@@ -55,6 +76,13 @@ func (w *Writer) Stats(st engine.Stats) error {
 	}
 	if s.Evictions > 0 {
 		line += fmt.Sprintf(", %d connections evicted from the tracker", s.Evictions)
+	}
+	if o := s.OTLP; o != nil {
+		line += fmt.Sprintf(", OTLP: %d log records sent, %d failed, %d dropped; %d of %d metric exports failed",
+			o.Exported, o.Failed, o.Dropped, o.MetricExportsFailed, o.MetricExports)
+		if o.LastError != "" {
+			line += " (last error: " + o.LastError + ")"
+		}
 	}
 	if s.Reconciled > 0 {
 		line += fmt.Sprintf(", %d connections whose end was lost dropped (gone from the kernel's socket table)", s.Reconciled)

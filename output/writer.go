@@ -52,6 +52,8 @@ type Writer struct {
 	// exposure and exposureByComm go into the stats record (SetExposure).
 	exposure       map[string]int
 	exposureByComm map[string]map[string]int
+	seed           uint16
+	schema         Schema
 }
 
 // Options tune the text format.
@@ -68,6 +70,12 @@ type Options struct {
 	// Connections writes the narratives of connections in an incident in
 	// full in JSON, instead of folded (--connections).
 	Connections bool
+	// CommunityIDSeed seeds the `community_id` of every record about a
+	// connection (0, the specification's default, unless every tool
+	// whose records are joined uses another).
+	CommunityIDSeed uint16
+	// Schema names the JSON fields: SchemaV1 (the default) or SchemaV2.
+	Schema Schema
 }
 
 // batchMax bounds what a batching Writer holds before it writes.
@@ -76,7 +84,8 @@ const batchMax = 64 << 10
 // NewWriter writes to out in the given format.
 func NewWriter(out io.Writer, format Format, opts Options) *Writer {
 	return &Writer{out: out, format: format, color: opts.Color && format == Text, explain: opts.Explain,
-		host: opts.Host, batch: opts.Batch, connections: opts.Connections}
+		host: opts.Host, batch: opts.Batch, connections: opts.Connections, seed: opts.CommunityIDSeed,
+		schema: opts.Schema}
 }
 
 // IsTerminal says whether f is a terminal (for colour).

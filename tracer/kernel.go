@@ -35,6 +35,9 @@ type KernelInfo struct {
 	KeepaliveTimerVisible bool
 	WriteTimerVisible     bool
 	ResetReasons          tcp.ResetReasons
+	// DropReasons names kfree_skb's reasons (enum skb_drop_reason);
+	// empty on a kernel whose BTF lacks the enum.
+	DropReasons tcp.DropReasons
 
 	btf *btf.Spec
 }
@@ -79,6 +82,7 @@ func ProbeKernel(btfPath string) (*KernelInfo, error) {
 	visible := ksymsVisible("/proc/kallsyms", "tcp_keepalive_timer", "tcp_write_timer")
 	ki.KeepaliveTimerVisible, ki.WriteTimerVisible = visible["tcp_keepalive_timer"], visible["tcp_write_timer"]
 	ki.ResetReasons = resetReasonsFromBTF(spec)
+	ki.DropReasons = dropReasonsFromBTF(spec)
 	return ki, nil
 }
 
@@ -109,6 +113,18 @@ func resetReasonsFromBTF(spec *btf.Spec) tcp.ResetReasons {
 	r := make(tcp.ResetReasons, len(enum.Values))
 	for _, v := range enum.Values {
 		r[int32(v.Value)] = tcp.TrimReasonPrefix(v.Name)
+	}
+	return r
+}
+
+func dropReasonsFromBTF(spec *btf.Spec) tcp.DropReasons {
+	var enum *btf.Enum
+	if err := spec.TypeByName("skb_drop_reason", &enum); err != nil {
+		return tcp.DropReasons{}
+	}
+	r := make(tcp.DropReasons, len(enum.Values))
+	for _, v := range enum.Values {
+		r[int32(v.Value)] = tcp.TrimDropReasonPrefix(v.Name)
 	}
 	return r
 }

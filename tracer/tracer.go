@@ -75,7 +75,7 @@ func hooks() []*Hook {
 			Loses: "local_abort and the resets behind keepalive_timeout"},
 		{Name: "tcp_keepalive_timer", Tracepoints: []string{"timer:timer_expire_entry", "timer:timer_expire_exit"},
 			Programs: []string{bpf.TcpwatchProgTwTimerEntry, bpf.TcpwatchProgTwTimerExit}, Params: []int{2, 1},
-			Loses: "keepalive_probing and the probe count of keepalive_timeout; before 6.17, retransmissions that fail locally (tcp_write_timer)"},
+			Loses: "keepalive_probing and the probe count of keepalive_timeout; the window-probe timer (zero_window, stalls of data that cannot leave); before 6.17, retransmissions that fail locally (tcp_write_timer)"},
 		{Name: "tcp_receive_reset", Tracepoints: []string{"tcp:tcp_receive_reset"},
 			Programs: []string{bpf.TcpwatchProgTwReceiveReset}, Params: []int{1},
 			Loses: "peer_reset, peer_lost_state and connect_refused"},
@@ -88,6 +88,9 @@ func hooks() []*Hook {
 		{Name: "tcp_destroy_sock", Tracepoints: []string{"tcp:tcp_destroy_sock"},
 			Programs: []string{bpf.TcpwatchProgTwDestroySock}, Params: []int{1},
 			Loses: "the end of notable sockets, and prompt cleanup of keepalive probe counts (an LRU still bounds them)"},
+		{Name: "kfree_skb", Tracepoints: []string{"skb:kfree_skb"},
+			Programs: []string{bpf.TcpwatchProgTwDropRxsk, bpf.TcpwatchProgTwDrop}, Params: []int{4, 3},
+			Loses: "where a troubled connection's packets die: drops on this host and their reasons, left_host"},
 	}
 }
 
@@ -543,6 +546,52 @@ func (t *Tracer) Losses() (Losses, error) {
 	return l, nil
 }
 
+// DropPath is what the drop program (skb:kfree_skb) did: Seen counts the
+// IP packets the kernel dropped while some connection was in trouble (the
+// others stop at the gate), Kept those of a connection in trouble
+// (each became, or was folded into, a record). Runs and Runtime are the
+// kernel's statistics of the program (every drop of every protocol),
+// counted only while BPF statistics are on (kernel.bpf_stats_enabled or
+// ebpf.EnableStats); zero otherwise.
+type DropPath struct {
+	Seen, Kept uint64
+	Runs       uint64
+	Runtime    time.Duration
+}
+
+// DropPath reads the drop program's counters.
+func (t *Tracer) DropPath() (DropPath, error) {
+	var d DropPath
+	sum := func(idx uint32) (uint64, error) {
+		var perCPU []uint64
+		if err := t.coll.Maps[bpf.TcpwatchMapCounters].Lookup(idx, &perCPU); err != nil {
+			return 0, fmt.Errorf("reading drop counters: %w", err)
+		}
+		var n uint64
+		for _, v := range perCPU {
+			n += v
+		}
+		return n, nil
+	}
+	var err error
+	if d.Seen, err = sum(uint32(bpf.TcpwatchTwCounterTW_CNT_DROPS_SEEN)); err != nil {
+		return d, err
+	}
+	if d.Kept, err = sum(uint32(bpf.TcpwatchTwCounterTW_CNT_DROPS_KEPT)); err != nil {
+		return d, err
+	}
+	for _, name := range []string{bpf.TcpwatchProgTwDropRxsk, bpf.TcpwatchProgTwDrop} {
+		if prog, ok := t.attached[name]; ok {
+			st, err := prog.Stats()
+			if err != nil {
+				return d, fmt.Errorf("reading %s's statistics: %w", name, err)
+			}
+			d.Runs, d.Runtime = st.RunCount, st.Runtime
+		}
+	}
+	return d, nil
+}
+
 // Stop ends Read (it returns ErrClosed) but keeps the programs loaded, so
 // counters can still be read. It may be called from another goroutine
 // while Read runs.
@@ -579,6 +628,20 @@ func (t *Tracer) Close() error {
 	return errors.Join(errs...)
 }
 
+// DropReasons names the kernel's drop reasons (enum skb_drop_reason).
+func (t *Tracer) DropReasons() tcp.DropReasons { return t.Kernel.DropReasons }
+
+// SeesDrops says whether the drop program is attached: narratives can
+// then say where a troubled connection's packets died.
+func (t *Tracer) SeesDrops() bool {
+	for _, h := range t.Hooks {
+		if h.Name == "kfree_skb" {
+			return h.Attached
+		}
+	}
+	return false
+}
+
 // Degraded lists what this kernel lets tcpwatch tell only in part, though
 // every hook attached: fields left empty, figures learned another way.
 func (t *Tracer) Degraded() []string {
@@ -591,7 +654,41 @@ func (t *Tracer) Degraded() []string {
 		case slices.Contains(h.Chosen, bpf.TcpwatchProgTwRetransmit):
 			out = append(out, "retransmissions that fail on this host (a pulled cable) reach no tracepoint before 6.17: "+
 				"they are seen at the retransmission timer, counted in failed_sends with no errno")
+		case slices.Contains(h.Chosen, bpf.TcpwatchProgTwDrop):
+			out = append(out, "drops: kfree_skb names no receiving socket before 6.11: incoming drops are matched to their connection "+
+				"by their headers alone (the same facts; a packet whose headers cannot be read is not matched)")
+		}
+		if h.Name == "kfree_skb" && h.Attached {
+			out = append(out, dropReasonsDegraded(t.Kernel.DropReasons)...)
 		}
 	}
 	return out
+}
+
+// dropReasonsWatched are the drop reasons the words name a place for:
+// this host's firewall, its neighbour table, its routes, its devices and
+// queues, the listener's queue. A kernel whose enum skb_drop_reason lacks
+// one reports those drops under a coarser reason (NOT_SPECIFIED).
+var dropReasonsWatched = []string{"NETFILTER_DROP", "NEIGH_FAILED", "NEIGH_QUEUEFULL", "IP_OUTNOROUTES",
+	"QDISC_DROP", "DEV_READY", "TCP_LISTEN_OVERFLOW", "TCP_ZEROWINDOW"}
+
+func dropReasonsDegraded(r tcp.DropReasons) []string {
+	if len(r) == 0 {
+		return []string{"drops: this kernel's BTF has no enum skb_drop_reason: drop reasons are shown as numbers"}
+	}
+	have := map[string]bool{}
+	for _, name := range r {
+		have[name] = true
+	}
+	var missing []string
+	for _, name := range dropReasonsWatched {
+		if !have[name] {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("drops: this kernel's enum skb_drop_reason has no %s: such drops are counted under a coarser reason (NOT_SPECIFIED)",
+		strings.Join(missing, ", "))}
 }

@@ -114,7 +114,7 @@ func TestExposureRedis(t *testing.T) {
 	want := `tcpwatch_connections_by_exposure{class="minutes",comm="redis-server"} 1`
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		body := scrape(t, port)
+		body := scrapeBody(t, port)
 		if strings.Contains(body, want) {
 			break
 		}
@@ -140,7 +140,7 @@ func TestExposureRedis(t *testing.T) {
 	}
 }
 
-func scrape(t *testing.T, port int) string {
+func scrapeBody(t *testing.T, port int) string {
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
 		return ""

@@ -105,11 +105,27 @@ func (fl *fleet) stages() []engine.Stage {
 	return []engine.Stage{fl.metrics.Stage}
 }
 
+// ensureMetrics makes the metrics exist (for OTLP) without serving them.
+func (fl *fleet) ensureMetrics(cfg *engine.Config) {
+	if fl.metrics == nil {
+		fl.metrics = metrics.New(metrics.Options{})
+		cfg.Observe = fl.metrics.Observe
+	}
+}
+
 // observeIncident hands an incident record to the metrics, when they are on.
 func (fl *fleet) observeIncident(inc *incident.Incident) {
 	if fl.metrics != nil {
 		fl.metrics.Incident(inc)
 	}
+}
+
+// incidentInTrouble follows an open incident's count, when metrics are on.
+func (fl *fleet) incidentInTrouble() func(id string, n int) {
+	if fl.metrics == nil {
+		return nil
+	}
+	return fl.metrics.IncidentInTrouble
 }
 
 func (fl *fleet) close() {

@@ -115,6 +115,7 @@ type options struct {
 	// closeWaitAfter is the close_wait_stuck threshold.
 	closeWaitAfter time.Duration
 	fleet          fleetOptions
+	pipelines      pipelineOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
@@ -143,6 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.DurationVar(&o.exposureEvery, "exposure-every", 30*time.Second, "watch mode: count connections by when a silent peer would be noticed (tcpwatch exposure) this often, for --metrics and the stats record; 0 turns it off")
 	fs.DurationVar(&o.closeWaitAfter, "close-wait-after", tracker.DefaultCloseWaitAfter, "tell close_wait_stuck when a process keeps a connection its peer closed this long without closing it; 0 never")
 	o.fleet.addFlags(fs)
+	o.pipelines.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil, nil, err
@@ -188,6 +190,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 		return nil, nil, usageError{errors.New("--comm takes a process name of 1 to 15 bytes (the kernel's TASK_COMM_LEN)")}
 	}
 	if err := o.fleet.check(fs); err != nil {
+		return nil, nil, usageError{err}
+	}
+	if err := o.pipelines.check(fs); err != nil {
 		return nil, nil, usageError{err}
 	}
 	return o, fs.Args(), nil
@@ -261,6 +266,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 			if o.events || format != output.Text {
 				return usageError{fmt.Errorf("top shows incidents on the terminal: not with --events or -o json")}
 			}
+			if o.pipelines.otlpURL != "" {
+				return usageError{fmt.Errorf("top shows incidents on the terminal: not with --otlp (run tcpwatch --otlp beside it)")}
+			}
+			if err := haveTerminal(); err != nil {
+				return err
+			}
 			top = true
 		case "check":
 			if len(rest) > 1 {
@@ -311,6 +322,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer fleet.close()
+	exporter, err := o.pipelines.startOTLP(fleet, &cfg, o.explain)
+	if err != nil {
+		return err
+	}
 	t, err := tracer.New(cfg.Kernel(tracer.Config{RingSize: o.ringSize, KernelBTF: o.kernelBTF}))
 	if err != nil {
 		return err
@@ -364,20 +379,29 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
-		Host: fleet.host, Batch: true, Connections: o.conns})
+		Host: fleet.host, Batch: true, Connections: o.conns, CommunityIDSeed: o.pipelines.communityIDSeed,
+		Schema: o.pipelines.schema})
 	telling := stage.Lines
 	if format == output.JSON {
 		telling = stage.Records
 	}
 	incidents := stage.New(stage.Options{Telling: telling, Connections: o.conns,
-		SharedFate: incident.ReadSharedFate, Observe: fleet.observeIncident})
-	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, append(fleet.stages(), incidents.Stage)...))
+		SharedFate: (&incident.SharedFateReader{}).Read, Observe: fleet.observeIncident,
+		InTrouble: fleet.incidentInTrouble()})
+	// The exporter comes after the incident stage, so that it sends the
+	// incidents' records too.
+	stages := append(fleet.stages(), incidents.Stage)
+	if exporter != nil {
+		stages = append(stages, exporter.Stage)
+	}
+	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, stages...))
 	if err == nil {
 		err = incidents.End()
 	}
 	if err != nil {
 		w.Flush() // what was told before the failure
 	}
+	otlpStats := stopOTLP(exporter)
 	if record != nil {
 		if ferr := record.Flush(); ferr != nil && err == nil {
 			err = fmt.Errorf("--record: %w", ferr)
@@ -390,7 +414,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	exp.stats(w)
-	err = w.Stats(stats)
+	err = w.StatsWithOTLP(stats, otlpStats)
 	if err == nil {
 		err = w.Flush()
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/lab"
 	"github.com/tcpwatch/tcpwatch/output"
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 )
 
 // The test binary is also tcpwatch (TCPWATCH_MAIN=1) and the lab's
@@ -34,7 +36,9 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeCollector()
+	os.Exit(code)
 }
 
 // tcpwatch returns a command that runs tcpwatch with args.
@@ -71,6 +75,8 @@ func TestBadInputIsOneLineAndNonZero(t *testing.T) {
 		{[]string{"--addr", ""}, 2, "neither a CIDR"},
 		{[]string{"--port", "0"}, 2, "between 1 and 65535"},
 		{[]string{"lab", "list", "extra"}, 2, "takes no arguments"},
+		{[]string{"top", "extra"}, 2, "top takes no arguments"},
+		{[]string{"top", "-o", "json"}, 2, "not with --events or -o json"},
 	} {
 		var stderr bytes.Buffer
 		cmd := tcpwatch(t, tc.args...)
@@ -296,6 +302,9 @@ func TestEndToEndJSON(t *testing.T) {
 			for host, ns := range byHost {
 				testkit.OneStory(t, host, ns, told)
 			}
+			// Two ends of one connection: their narratives join on
+			// community_id (computed from the kernel's 4-tuple).
+			told := map[string]string{}
 			for host, wants := range tests[name] {
 				got := byHost[host]
 				i := 0
@@ -320,11 +329,19 @@ func TestEndToEndJSON(t *testing.T) {
 					if (n.LPort == 0 && n.Verdict != "local_ports_exhausted") || n.RPort == 0 || n.LAddr == n.RAddr || n.Summary == "" || n.Explanation == "" {
 						t.Errorf("%s %s: tuple %s:%d > %s:%d summary %q", host, w.verdict, n.LAddr, n.LPort, n.RAddr, n.RPort, n.Summary)
 					}
+					ap := func(a string, p uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr(a), p) }
+					if want := communityid.Flow(0, communityid.TCP, ap(n.LAddr, n.LPort), ap(n.RAddr, n.RPort)); n.CommunityID != want || want == "" {
+						t.Errorf("%s %s: community_id %q, want %q", host, w.verdict, n.CommunityID, want)
+					}
+					told[host] = n.CommunityID
 					if w.verdict == "stalled" && (n.Final || n.GiveUpInMs <= 0) {
 						t.Errorf("stalled: final %v giveup_in_ms %d", n.Final, n.GiveUpInMs)
 					}
 					i++
 				}
+			}
+			if len(tests[name]) == 2 && told["A"] != told["B"] {
+				t.Errorf("A's community_id %q, B's %q: one connection, two ids", told["A"], told["B"])
 			}
 			if t.Failed() {
 				t.Logf("tcpwatch output:\n%s", stdout.String())

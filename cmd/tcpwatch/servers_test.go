@@ -690,11 +690,11 @@ func TestPsqlBackendKilled(t *testing.T) {
 }
 
 // startNginx runs nginx (master and one worker, as a forked server does) in
-// s, listening on addr port 8080 only with server-side keepalive
-// so_keepalive=1:1:3 (idle 1 s, interval 1 s, 3 probes, inherited by every
-// accepted socket), and returns the master's and the worker's pids once it
-// answers from c.
-func startNginx(t *testing.T, s, c *netlab.Host, addr netip.Addr) (master, worker int, ap netip.AddrPort) {
+// s, listening on addr port 8080 only with the listen parameters given
+// (so_keepalive=1:1:3: idle 1 s, interval 1 s, 3 probes, inherited by every
+// accepted socket; backlog=N), and returns the master's and the worker's
+// pids once it answers from c.
+func startNginx(t *testing.T, s, c *netlab.Host, addr netip.Addr, listen string) (master, worker int, ap netip.AddrPort) {
 	t.Helper()
 	requireInstalled(t, "/usr/sbin/nginx", "nginx")
 	dir := t.TempDir()
@@ -709,11 +709,11 @@ http {
 	access_log off;
 	keepalive_timeout 60s;
 	server {
-		listen %[2]s so_keepalive=1:1:3;
+		listen %[2]s %[3]s;
 		location / { return 200 "ok\n"; }
 	}
 }
-`, dir, ap)
+`, dir, ap, listen)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -815,7 +815,7 @@ func TestNginxKeepaliveClientVanishes(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	families(t, func(t *testing.T, v6 bool) {
 		s, c := hosts.Pair(t, "S", "C")
-		master, worker, ap := startNginx(t, s, c, addrOf(s, v6))
+		master, worker, ap := startNginx(t, s, c, addrOf(s, v6), "so_keepalive=1:1:3")
 		nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 		w := startWatch(t)

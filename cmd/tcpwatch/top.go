@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,7 @@ func runTop(ctx context.Context, eng *engine.Engine, fl *fleet) (err error) {
 	defer screen.Fini()
 
 	var latest atomic.Pointer[[]incident.Live]
-	st := stage.New(stage.Options{Telling: stage.Lines, SharedFate: incident.ReadSharedFate, Observe: fl.observeIncident,
+	st := stage.New(stage.Options{Telling: stage.Lines, SharedFate: (&incident.SharedFateReader{}).Read, Observe: fl.observeIncident, InTrouble: fl.incidentInTrouble(),
 		Live: func(l []incident.Live) { latest.Store(&l) }, LiveMembers: topMembers})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -90,6 +91,16 @@ func runTop(ctx context.Context, eng *engine.Engine, fl *fleet) (err error) {
 			}
 		}
 	}
+}
+
+// haveTerminal says, before anything is loaded, whether top has a
+// terminal to draw on (tcell opens /dev/tty).
+func haveTerminal() error {
+	f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("top needs a terminal: %w", err)
+	}
+	return f.Close()
 }
 
 // waitEngine waits for the engine to stop after its context ended.
@@ -236,7 +247,7 @@ func (v *topView) draw(s tcell.Screen, live []incident.Live, now time.Time) {
 		shown := 0
 		for i, m := range l.Members {
 			// Keep the last line for how many are not shown.
-			if y >= height || y == height-1 && i < l.Connections-1 {
+			if y >= height || y == height-1 && i < l.Followed-1 {
 				break
 			}
 			shown++
@@ -259,8 +270,8 @@ func (v *topView) draw(s tcell.Screen, live []incident.Live, now time.Time) {
 			}
 			y++
 		}
-		if shown < l.Connections && y < height {
-			put(6, fmt.Sprintf("… %d more connections", l.Connections-shown), styleDim)
+		if shown < l.Followed && y < height {
+			put(6, fmt.Sprintf("… %d more connections", l.Followed-shown), styleDim)
 			y++
 		}
 	}

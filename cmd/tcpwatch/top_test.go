@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,15 +41,17 @@ func TestTopInTmux(t *testing.T) {
 	}
 	session := fmt.Sprintf("tcpwatch-top-%d", os.Getpid())
 	script := fmt.Sprintf("TCPWATCH_MAIN=1 %s top --netns %d; echo \"top exited $?\"; sleep 120", exe, hosts.Netns(t, c))
+	// A tmux server of the test's own (-S), never the person's.
+	sock := filepath.Join(t.TempDir(), "tmux")
+	t.Cleanup(func() { exec.Command("tmux", "-S", sock, "kill-server").Run() })
 	tmux := func(args ...string) string {
-		out, err := exec.Command("tmux", args...).CombinedOutput()
+		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("tmux %v: %v: %s", args, err, out)
 		}
 		return string(out)
 	}
 	tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", "sh", "-c", script)
-	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", session).Run() })
 	screen := func() string { return tmux("capture-pane", "-p", "-t", session) }
 	waitScreen := func(what string, limit time.Duration, ok func(string) bool) string {
 		t.Helper()
@@ -98,5 +101,19 @@ func TestTopInTmux(t *testing.T) {
 	}
 	if alt := strings.TrimSpace(tmux("display-message", "-p", "-t", session, "#{alternate_on}")); alt != "0" {
 		t.Errorf("the terminal is still on the alternate screen (alternate_on=%s)", alt)
+	}
+
+	// The other way out: the run's end (--duration, as SIGINT and SIGTERM
+	// end it) restores the terminal too.
+	timed := session + "-d"
+	tmux("new-session", "-d", "-s", timed, "-x", "120", "-y", "30", "sh", "-c",
+		fmt.Sprintf("TCPWATCH_MAIN=1 %s top --duration 3s --netns %d; echo \"top exited $?\"; sleep 120", exe, hosts.Netns(t, c)))
+	session = timed
+	after = waitScreen("top's exit at the end of --duration", 60*time.Second, func(sc string) bool { return strings.Contains(sc, "top exited") })
+	if !strings.Contains(after, "top exited 0") || strings.Contains(after, "tcpwatch top ") {
+		t.Errorf("after --duration the terminal shows:\n%s", after)
+	}
+	if alt := strings.TrimSpace(tmux("display-message", "-p", "-t", session, "#{alternate_on}")); alt != "0" {
+		t.Errorf("after --duration the terminal is still on the alternate screen (alternate_on=%s)", alt)
 	}
 }

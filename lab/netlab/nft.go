@@ -212,3 +212,69 @@ func (c *Cable) Lossy(percent int) (undo func() error, err error) {
 		})
 	}), nil
 }
+
+// DropTo makes h's own firewall drop every IP packet h sends to peer, in
+// its OUTPUT chain (inet filter): the kernel that sends is the one that
+// drops, so the sender's TCP sees a local failure (EPERM) and
+// kfree_skb(NETFILTER_DROP), never a lost packet on the wire. The rule is
+// part of h's state, so Reboot removes it; undo removes it earlier.
+func (h *Host) DropTo(peer netip.Addr) (undo func() error, err error) {
+	return h.firewallDrop("dropto", nftables.ChainHookOutput, peer, false)
+}
+
+// DropFrom makes h's own firewall drop every IP packet from peer in its
+// INPUT chain (inet filter): the peer's answers arrive and die here, the
+// asymmetric firewall. Reboot or undo removes the rule.
+func (h *Host) DropFrom(peer netip.Addr) (undo func() error, err error) {
+	return h.firewallDrop("dropfrom", nftables.ChainHookInput, peer, true)
+}
+
+func (h *Host) firewallDrop(name string, hook *nftables.ChainHook, peer netip.Addr, source bool) (undo func() error, err error) {
+	l := h.lab
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errClosed
+	}
+	peer = peer.Unmap()
+	if !peer.IsValid() {
+		return nil, fmt.Errorf("netlab: %s needs a valid peer address", name)
+	}
+	nfproto, off := byte(unix.NFPROTO_IPV4), uint32(16)
+	if source {
+		off = 12
+	}
+	if peer.Is6() {
+		nfproto, off = unix.NFPROTO_IPV6, 24
+		if source {
+			off = 8
+		}
+	}
+	l.nftSeq++
+	gen := h.gen
+	table := &nftables.Table{Name: fmt.Sprintf("%s%d", name, l.nftSeq), Family: nftables.TableFamilyINet}
+	err = withNft(h.path, func(c *nftables.Conn) error {
+		c.AddTable(table)
+		ch := c.AddChain(&nftables.Chain{
+			Name: name, Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: hook, Priority: nftables.ChainPriorityFilter,
+		})
+		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(peer.BitLen() / 8)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: peer.AsSlice()},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		}})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("netlab: %s %s on %s: %w", name, peer, h.name, err)
+	}
+	return l.undoFunc(func() bool { return h.gen == gen }, func() error {
+		return withNft(h.path, func(c *nftables.Conn) error {
+			c.DelTable(table)
+			return nil
+		})
+	}), nil
+}

@@ -38,7 +38,7 @@ func newIncidentMetrics() incidentMetrics {
 		}, []string{"peer"}),
 		inTrouble: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tcpwatch_incident_connections",
-			Help: "Connections in trouble (stalled or keepalive_probing) in the open incidents, by peer address, as of each incident's last record (at most every 10 s); the series exists only while an incident is open.",
+			Help: "Connections in trouble (stalled or keepalive_probing) in the open incidents, by peer address (updated every second); the series exists only while an incident is open.",
 		}, []string{"peer"}),
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tcpwatch_incidents_total",
@@ -51,6 +51,17 @@ func newIncidentMetrics() incidentMetrics {
 		im.ended.WithLabelValues(string(o))
 	}
 	return im
+}
+
+// IncidentInTrouble takes an open incident's connections in trouble now
+// (the stage's InTrouble, about once a second), so that the gauge follows
+// them between the incident's records.
+func (m *Metrics) IncidentInTrouble(id string, inTrouble int) {
+	im := &m.incidents
+	if o := im.byID[id]; o != nil {
+		im.inTrouble.WithLabelValues(o.label).Add(float64(inTrouble - o.inTrouble))
+		o.inTrouble = inTrouble
+	}
 }
 
 // Incident takes an incident record (the stage's Observe). It is called

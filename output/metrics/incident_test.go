@@ -42,3 +42,23 @@ func TestIncidentSeriesAreBounded(t *testing.T) {
 		t.Errorf("incidents_total{recovered} = %v", v)
 	}
 }
+
+// Between an incident's records its gauge follows the count the stage
+// reports every second.
+func TestIncidentGaugeFollowsTheCount(t *testing.T) {
+	m := New(Options{})
+	peer := netip.MustParseAddr("10.0.0.5")
+	m.Incident(&incident.Incident{ID: "a-1", Phase: incident.Open, InTrouble: 40, Peer: peer})
+	m.IncidentInTrouble("a-1", 25)
+	m.IncidentInTrouble("b-9", 7) // not told: no series
+	if v := testutil.ToFloat64(m.incidents.inTrouble.WithLabelValues("10.0.0.5")); v != 25 {
+		t.Errorf("gauge %v, want 25", v)
+	}
+	if n := testutil.CollectAndCount(m.incidents.inTrouble); n != 1 {
+		t.Errorf("%d series", n)
+	}
+	m.Incident(&incident.Incident{ID: "a-1", Phase: incident.Close, Outcome: incident.Mixed, Peer: peer})
+	if n := testutil.CollectAndCount(m.incidents.inTrouble); n != 0 {
+		t.Errorf("%d series after the close", n)
+	}
+}

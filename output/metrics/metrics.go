@@ -123,7 +123,7 @@ func version() string {
 }
 
 // Observe takes the engine's progress (engine.Config.Observe).
-func (m *Metrics) Observe(p engine.Progress) {
+func (m *Metrics) Observe(p engine.Stats) {
 	m.events.Store(p.Events)
 	m.ringFull.Store(p.RingFull)
 	m.recursion.Store(p.Recursion)

@@ -58,7 +58,7 @@ func TestCounts(t *testing.T) {
 	if next.narratives != 9 || next.items != 10 {
 		t.Errorf("the wrapped sink got %d narratives, %d items", next.narratives, next.items)
 	}
-	m.Observe(engine.Progress{Events: 1234, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
+	m.Observe(engine.Stats{Events: 1234, Lost: 7, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
 
 	expected := `
 # HELP tcpwatch_rto_episodes_total Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).

@@ -48,6 +48,8 @@ const (
 	Connect   Family = "connect"   // it never got past the handshake
 	Lost      Family = "lost"      // its end was among the records the kernel lost
 	Leaks     Family = "leaks"     // its process keeps what its peer ended (close_wait_stuck)
+	Window    Family = "window"    // new data waits with nothing in flight: the peer's window is closed
+	Listeners Family = "listeners" // a local listener turns clients away
 )
 
 // Entry is one verdict in the registry.
@@ -73,7 +75,7 @@ type Entry struct {
 }
 
 // Registry is every verdict tcpwatch can give, by family.
-var Registry = slices.Concat(closes, resets, outages, keepaliveVerdicts, connects, lost, leaks, portVerdicts)
+var Registry = slices.Concat(closes, resets, outages, keepaliveVerdicts, connects, lost, windowAndListeners, leaks, portVerdicts)
 
 var byVerdict map[tracker.Verdict]*Entry
 

@@ -124,6 +124,11 @@ func Step(s *tracker.Step) string {
 		return "keepalive probe answered"
 	case wire.KindDestroy:
 		return "socket destroyed"
+	case wire.KindProbe0:
+		if s.Probes == 0 {
+			return "window probing over: the data left"
+		}
+		return "window probe sent, icsk_probes_out=" + strconv.Itoa(int(s.Probes)) + " (interval base " + Secs(s.RTO) + ")"
 	}
 	return s.Kind.String()
 }

@@ -28,6 +28,14 @@ func sample(e *Entry) *tracker.Narrative {
 	if e.Episode {
 		n.Errno = 0
 	}
+	switch e.Verdict {
+	case tracker.ZeroWindow:
+		n.Retransmits, n.GiveUpIn = 0, 0
+		n.WindowFacts = tracker.WindowFacts{WindowProbes: 3, ProbesAnswered: 2, NotSent: 4096, Endless: true}
+	case tracker.AcceptQueueOverflow:
+		n.Local = netip.MustParseAddrPort("192.0.2.1:443")
+		n.ListenerFacts = tracker.ListenerFacts{QueueLen: 5, QueueLimit: 4, TurnedAway: 17}
+	}
 	return n
 }
 
@@ -81,6 +89,8 @@ func TestEveryVerdictIsWorded(t *testing.T) {
 		tracker.Untold:              "the connection is gone from the kernel's socket table but how it ended was not seen: kernel records were lost; it was last stalled (3 RTO retransmissions, no ACK for 3s)",
 		tracker.CloseWaitStuck:      "psql (pid 4242) holds 2 connections its peers closed, the oldest in CLOSE_WAIT for 3s: it has not called close() on them",
 		tracker.LocalPortsExhausted: "connect() to 192.0.2.7:5432 failed with EADDRNOTAVAIL (99, cannot assign requested address): no local port was free toward it: 3 sockets in TIME_WAIT and 1 other to it hold ports of ip_local_port_range 40000-40003 (4 ports); tcp_tw_reuse=0 (off)",
+		tracker.ZeroWindow:          "the peer's application stopped reading: its receive window has been closed (0 bytes) for 3s, 2 window probes answered with a closed window, 4096 bytes from psql (pid 4242) wait to be sent; nothing will end it: answered probes never count toward tcp_retries2 and TCP_USER_TIMEOUT is not set",
+		tracker.AcceptQueueOverflow: "the server stopped accepting: the accept queue of 192.0.2.1:443 is full (5 waiting for accept(), backlog 4) and the kernel turned away 17 SYNs or handshakes in 3s; its clients' connect() retries, then times out",
 	}
 	// What each explanation must cite of the kernel's figures and mechanism.
 	cites := map[tracker.Verdict][]string{
@@ -101,6 +111,8 @@ func TestEveryVerdictIsWorded(t *testing.T) {
 		tracker.Untold:              {"stats.lost", "sock_diag"},
 		tracker.CloseWaitStuck:      {"CLOSE_WAIT", "close()", "too many open files"},
 		tracker.LocalPortsExhausted: {"inet_hash_connect()", "TIME_WAIT for 60 s", "EADDRNOTAVAIL", "tcp_tw_reuse"},
+		tracker.ZeroWindow:          {"tcp_probe_timer", "resets icsk_probes_out to 0", "window of 0 bytes", "tcp_retries2=3", "Without TCP_USER_TIMEOUT"},
+		tracker.AcceptQueueOverflow: {"holds 4", "has 5", "sk_acceptq_is_full", "psql (pid 4242)"},
 	}
 	for i := range Registry {
 		e := &Registry[i]

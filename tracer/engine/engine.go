@@ -85,9 +85,10 @@ type Config struct {
 	// Cgroups names the cgroup of each item told (and decides
 	// Filter.Container and Filter.Cgroup); nil leaves them unnamed.
 	Cgroups *containers.Resolver
-	// Observe, when set, is told the run's counters about once a second
-	// and at the end, from the engine's goroutine (for metrics).
-	Observe func(Progress)
+	// Observe, when set, is told the run's stats so far about once a
+	// second and at the end, from the engine's goroutine (for metrics);
+	// it must not keep Stats.Narratives, which the engine goes on counting.
+	Observe func(Stats)
 	// ReconcileEvery is how often the tracker is compared with the
 	// kernel's socket tables (sock_diag), so that connections whose end
 	// was lost do not stay forever; 0 means ReconcileEvery, negative
@@ -95,6 +96,11 @@ type Config struct {
 	ReconcileEvery time.Duration
 	// LiveTable reads the socket tables (nil: sock_diag), for tests.
 	LiveTable LiveTable
+	// ListenerEvery is how often the accept queues of the listeners the
+	// tracker knows are read (accept_queue_overflow); 0 means
+	// ListenerEvery, negative never. ReadListeners replaces sock_diag.
+	ListenerEvery time.Duration
+	ReadListeners ReadListeners
 }
 
 // Kernel completes the kernel half's config from this one: whether the
@@ -106,22 +112,16 @@ func (c *Config) Kernel(k tracer.Config) tracer.Config {
 	return k
 }
 
-// Progress is the run's counters so far.
-type Progress struct {
-	Events              uint64 // kernel records read
-	RingFull, Recursion uint64 // kernel records lost, by cause
-	Tracked             int    // connections the tracker holds
-	Evictions           uint64 // connections it forgot to stay in bounds
-}
-
-// Stats sum up a run.
+// Stats are a run's counters: so far (Config.Observe), or in all (Run).
 type Stats struct {
-	Events     uint64         // kernel records read
-	Lost       uint64         // kernel records lost (ring full or program recursion)
-	Narratives map[string]int // told (after the filter), by verdict
-	Evictions  uint64
-	Tracked    int
-	Reconciled uint64 // connections dropped: the kernel no longer had them
+	Events uint64 // kernel records read
+	// Lost is every kernel record lost: RingFull (no room in the ring
+	// buffer) plus Recursion (a program run skipped on a busy CPU).
+	Lost, RingFull, Recursion uint64
+	Narratives                map[string]int // told (after the filter), by verdict
+	Evictions                 uint64         // connections the tracker forgot to stay in bounds
+	Tracked                   int            // connections the tracker holds
+	Reconciled                uint64         // connections dropped: the kernel no longer had them
 }
 
 // Engine reads one source, tracks, enriches, filters and tells.
@@ -131,6 +131,7 @@ type Engine struct {
 	tracker *tracker.Tracker // nil in ModeEvents
 	owners  *owners.Index
 	rec     *reconciler
+	listen  *listenWatch
 	mem     memoryReturn
 	sink    Sink
 	err     error // the sink's first error: it ends the run
@@ -147,6 +148,7 @@ func New(src Source, cfg Config) *Engine {
 	if cfg.Mode != ModeEvents {
 		e.tracker = e.newTracker()
 		e.rec = newReconciler(&cfg)
+		e.listen = newListenWatch(&cfg)
 	}
 	return e
 }
@@ -207,11 +209,18 @@ func (e *Engine) finish() (Stats, error) {
 		if e.err != nil {
 			return e.stats, e.err
 		}
-		ts := e.tracker.Stats()
-		e.stats.Evictions, e.stats.Tracked, e.stats.Reconciled = ts.Evictions, ts.Tracked, ts.Reconciled
 	}
-	if err := e.checkLoss(); err != nil {
+	if err := e.checkLoss(); err != nil { // the tracker's counters too
 		return e.stats, err
 	}
 	return e.stats, e.sink.Flush()
+}
+
+// trackerStats copies the tracker's counters into the run's.
+func (e *Engine) trackerStats() {
+	if e.tracker == nil {
+		return
+	}
+	ts := e.tracker.Stats()
+	e.stats.Evictions, e.stats.Tracked, e.stats.Reconciled = ts.Evictions, ts.Tracked, ts.Reconciled
 }

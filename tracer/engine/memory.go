@@ -2,6 +2,7 @@ package engine
 
 import (
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,6 +17,12 @@ type memoryReturn struct {
 	events     uint64    // records read at the last tick
 	sinceFree  uint64    // records read since the last return
 	lastRecord time.Time // when the count last moved
+
+	// The collector's pace (see lazyGC): records at the last tick, its
+	// time, and whether the lazy target is on.
+	tickEvents uint64
+	tickAt     time.Time
+	lazy       bool
 }
 
 const (
@@ -33,6 +40,7 @@ const (
 // afterTick is told, at every tick, the connections tracked, the records
 // read (or lost) so far and the time; it says whether it returned memory.
 func (m *memoryReturn) afterTick(tracked int, events uint64, now time.Time) bool {
+	m.paceGC(events, now)
 	m.peak = max(m.peak, tracked)
 	if events != m.events || m.lastRecord.IsZero() {
 		m.sinceFree += events - m.events
@@ -48,30 +56,64 @@ func (m *memoryReturn) afterTick(tracked int, events uint64, now time.Time) bool
 	return true
 }
 
-// gcPercentAll is the garbage collector's target with --all and --events,
-// where every record leaves garbage (a connection entry, its timeline, a
-// narrative, a line) and the live heap is small (the connections tracked):
-// at Go's default of 100 the collector was a third of the replay
-// benchmark's CPU (BenchmarkReplayAll: about 120,000 connections per
-// CPU-second at 100, 160,000 at 400). The heap may then grow to five times
-// what is live between collections, bounded by memoryLimitAll; a flood's
-// end still gives the pages back (memoryReturn).
+// While records flood in (--all or --events under churn) every record
+// leaves garbage (a connection entry, its timeline, a narrative, a line)
+// and the live heap is small: at Go's default GOGC of 100 the collector
+// was a quarter of the replay benchmark's CPU (BenchmarkReplayAll,
+// unpaced: about 120,000 connections per CPU-second at 100, 160,000 at
+// 400). So while they come faster than lazyAbove a second the target is
+// gcPercentFlood, under a soft limit of memoryLimitAll; below lazyBelow it
+// is 100 again, so that the heap at rest stays within twice what is live
+// (at 400 throughout, VmRSS grew by 10-14 MiB in the 15 s after a loss
+// storm while the machine's other connections went on).
 const (
-	gcPercentAll   = 400
+	gcPercentFlood = 400
 	memoryLimitAll = 512 << 20
+	lazyAbove      = 20000 // records a second
+	lazyBelow      = 5000
 )
 
-// TuneGC sets the collector for mode, unless the person running tcpwatch
-// set GOGC or GOMEMLIMIT: the process has one collector, so the command
-// calls this, not New.
+// lazyGC says whether the collector may be paced (TuneGC).
+var lazyGC atomic.Bool
+
+// TuneGC lets the engines pace the collector with the flow of records in
+// mode, unless the person running tcpwatch set GOGC (or, for the soft
+// limit, GOMEMLIMIT): the process has one collector, so the command calls
+// this, not New.
 func TuneGC(mode Mode, getenv func(string) string) {
 	if mode == ModeDefault {
 		return // a record is rare: nothing to gain
 	}
 	if getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercentAll)
+		lazyGC.Store(true)
 	}
 	if getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimitAll)
+	}
+}
+
+// paceGC sets the collector's target from the records read since the last
+// tick.
+func (m *memoryReturn) paceGC(events uint64, now time.Time) {
+	if !lazyGC.Load() {
+		return
+	}
+	if m.tickAt.IsZero() || events < m.tickEvents {
+		m.tickEvents, m.tickAt = events, now
+		return
+	}
+	dt := now.Sub(m.tickAt).Seconds()
+	if dt <= 0 {
+		return
+	}
+	rate := float64(events-m.tickEvents) / dt
+	m.tickEvents, m.tickAt = events, now
+	switch {
+	case !m.lazy && rate >= lazyAbove:
+		debug.SetGCPercent(gcPercentFlood)
+		m.lazy = true
+	case m.lazy && rate < lazyBelow:
+		debug.SetGCPercent(100)
+		m.lazy = false
 	}
 }

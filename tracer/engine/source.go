@@ -94,14 +94,10 @@ func (e *Engine) checkLoss() error {
 	}
 	total := l.Total()
 	lastLoss := e.stats.Lost
-	e.stats.Lost = total
+	e.stats.Lost, e.stats.RingFull, e.stats.Recursion = total, l.RingFull, l.Recursion
+	e.trackerStats()
 	if e.cfg.Observe != nil {
-		pr := Progress{Events: e.stats.Events, RingFull: l.RingFull, Recursion: l.Recursion}
-		if e.tracker != nil {
-			ts := e.tracker.Stats()
-			pr.Tracked, pr.Evictions = ts.Tracked, ts.Evictions
-		}
-		e.cfg.Observe(pr)
+		e.cfg.Observe(e.stats)
 	}
 	if total <= lastLoss {
 		return nil

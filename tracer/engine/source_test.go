@@ -163,11 +163,18 @@ func TestEventsModeTellsEachRecordOnceThroughStages(t *testing.T) {
 }
 
 // Losses reach the sink as they grow, whatever the filter, and the
-// stats count them.
+// stats (the observed ones too) count them by cause.
 func TestLossesAreTold(t *testing.T) {
 	src := &fakeSource{losses: tracer.Losses{RingFull: 5, Recursion: 2}}
 	sink := newItems()
-	stats := run(t, src, Config{Filter: Filter{PID: 1}}, sink)
+	var observed []Stats
+	stats := run(t, src, Config{Filter: Filter{PID: 1}, Observe: func(s Stats) { observed = append(observed, s) }}, sink)
+	if len(observed) == 0 {
+		t.Fatal("Observe was never told the run's stats")
+	}
+	if last := observed[len(observed)-1]; last.Lost != 7 || last.RingFull != 5 || last.Recursion != 2 {
+		t.Errorf("last observed stats %+v, want lost 7 = 5 ring full + 2 recursion", last)
+	}
 	var losses []Loss
 	for _, it := range sink.Got() {
 		if it.Loss != nil {

@@ -4,9 +4,20 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
+
+// dropSource is a Source that watches the kernel's drop path
+// (*tracer.Tracer): its narratives can say where packets died.
+type dropSource interface {
+	SeesDrops() bool
+	DropReasons() tcp.DropReasons
+}
+
+var _ dropSource = (*tracer.Tracer)(nil)
 
 // newTracker makes the tracker for the mode: it tells narratives, and
 // notices only with --all (or the lab's ModeRoutine).
@@ -14,6 +25,9 @@ func (e *Engine) newTracker() *tracker.Tracker {
 	cfg := tracker.Config{All: e.cfg.Mode.narratesLifecycles(), MaxConns: e.cfg.MaxConns,
 		ResetReasons: e.src.ResetReasons(), Owners: e.owners,
 		CloseWaitAfter: e.cfg.CloseWaitAfter}
+	if ds, ok := e.src.(dropSource); ok {
+		cfg.DropsSeen, cfg.DropReasons = ds.SeesDrops(), ds.DropReasons()
+	}
 	if e.cfg.Mode.tellsRoutine() {
 		cfg.Notices = func(n *tracker.Notice) { e.tell(Item{Notice: n}) }
 	}
@@ -61,6 +75,7 @@ func (e *Engine) tick(now time.Time) {
 	mono := wire.MonotonicNow()
 	drained := !e.src.Buffered()
 	e.rec.step(e.tracker, drained, 0, now, e.cfg.Warn)
+	e.listen.step(e.tracker, now, e.cfg.Warn)
 	if drained {
 		e.tracker.Tick(mono - inFlight)
 	}

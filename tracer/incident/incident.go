@@ -258,7 +258,6 @@ type member struct {
 	state     memberState
 	verdict   tracker.Verdict
 	owner     Owner
-	port      uint16
 	rto       time.Duration
 	rtoMax    time.Duration
 	giveUpAt  time.Duration // kernel time of the projected give-up, 0 if none
@@ -275,7 +274,7 @@ type incident struct {
 	id      string
 	key     Key
 	members map[connKey]*member // followed now
-	gone    []*member           // gone, still counted
+	gone    goneSum             // the connections gone, still counted
 	onset   time.Duration
 	// troubleEnded is when the count in trouble last fell to zero.
 	troubleEnded time.Duration
@@ -316,8 +315,8 @@ type Model struct {
 }
 
 // New returns a model that calls report for every incident record told
-// (Open, Update, Close) of an incident of two or more. report must not
-// keep the Examples' narratives beyond the call unless it copies them.
+// (Open, Update, Close) of an incident of two or more; the record is the
+// receiver's to keep.
 func New(cfg Config, report func(*Incident)) *Model {
 	if cfg.Settle <= 0 {
 		cfg.Settle = DefaultSettle
@@ -346,6 +345,20 @@ func (m *Model) Follows(netns uint32, cookie uint64) bool {
 	_, ok := m.cookies[cookieKey{netns, cookie}]
 	return ok
 }
+
+// InTrouble calls fn with each told incident's id and its connections in
+// trouble now (for a gauge between its records).
+func (m *Model) InTrouble(fn func(id string, inTrouble int)) {
+	for _, inc := range m.byPeer {
+		if inc.announced {
+			fn(inc.id, inc.inTrouble)
+		}
+	}
+}
+
+// Open is how many incidents the model holds now, lone connections'
+// included: none on a healthy host.
+func (m *Model) Open() int { return len(m.byPeer) }
 
 // Stats reports what the model did so far.
 func (m *Model) Stats() Stats {
@@ -449,7 +462,7 @@ func (m *Model) join(ck connKey, n *tracker.Narrative) *member {
 			explained: map[tracker.Verdict]bool{}}
 		m.byPeer[key] = inc
 	}
-	mb := &member{inc: inc, port: n.Remote.Port(), cookie: cookieKey{n.NetNS, n.Cookie}, local: n.Local, remote: n.Remote}
+	mb := &member{inc: inc, cookie: cookieKey{n.NetNS, n.Cookie}, local: n.Local, remote: n.Remote}
 	inc.members[ck] = mb
 	m.byConn[ck] = mb
 	if n.Cookie != 0 {
@@ -467,7 +480,9 @@ func (m *Model) join(ck connKey, n *tracker.Narrative) *member {
 	}
 	inc.joined = append(inc.joined, j)
 	mb.state = inTrouble
-	if len(inc.members) >= 2 {
+	// Gone connections count: a burst of refused or timed-out connects
+	// is told one final narrative each.
+	if len(inc.members)+inc.gone.n >= 2 {
 		if !inc.everTwo {
 			inc.everTwo = true
 			inc.openDue = m.now + m.cfg.Gather
@@ -585,6 +600,42 @@ func (m *Model) update(inc *incident, mb *member, n *tracker.Narrative, containe
 	return Repeat
 }
 
+// goneSum sums up the connections of an incident that are gone: an
+// incident that lasts hours under a stream of failing connects keeps
+// counts, not every connection.
+type goneSum struct {
+	n, retrans, probes, failedTx, recovered, failed int
+	verdicts                                        map[tracker.Verdict]int
+	errnos                                          map[int32]int
+	owners                                          map[uint32]Owner
+}
+
+func (g *goneSum) add(mb *member) {
+	if g.verdicts == nil {
+		g.verdicts, g.errnos, g.owners = map[tracker.Verdict]int{}, map[int32]int{}, map[uint32]Owner{}
+	}
+	g.n++
+	g.retrans += mb.retrans
+	g.probes += mb.probes
+	g.failedTx += mb.failedTx
+	g.verdicts[mb.verdict]++
+	switch mb.state {
+	case recovered:
+		g.recovered++
+	case failed:
+		g.failed++
+		if mb.errno != 0 {
+			g.errnos[mb.errno]++
+		}
+	}
+	o := g.owners[mb.owner.PID]
+	if o.Connections == 0 {
+		o = Owner{PID: mb.owner.PID, Comm: mb.owner.Comm, Container: mb.owner.Container}
+	}
+	o.Connections++
+	g.owners[mb.owner.PID] = o
+}
+
 // forget stops following a connection that is gone: it still counts in
 // its incident, but a later connection on the same 4-tuple is new.
 func (m *Model) forget(mb *member, ck connKey) {
@@ -592,7 +643,7 @@ func (m *Model) forget(mb *member, ck connKey) {
 	if mb.inc.members[ck] == mb {
 		delete(mb.inc.members, ck)
 	}
-	mb.inc.gone = append(mb.inc.gone, mb)
+	mb.inc.gone.add(mb)
 }
 
 func (m *Model) unfollow(ck connKey, mb *member) {
@@ -754,8 +805,26 @@ func (m *Model) build(inc *incident, phase Phase, each func(*member)) *Incident 
 	for _, mb := range inc.members {
 		count(mb)
 	}
-	for _, mb := range inc.gone {
-		count(mb)
+	g := &inc.gone
+	r.Connections += g.n
+	r.Retransmits += g.retrans
+	r.Probes += g.probes
+	r.FailedSends += g.failedTx
+	r.Recovered += g.recovered
+	r.Failed += g.failed
+	for v, n := range g.verdicts {
+		r.Verdicts[v] += n
+	}
+	for e, n := range g.errnos {
+		r.Errnos[e] += n
+	}
+	for pid, o := range g.owners {
+		if mine := owners[pid]; mine != nil {
+			mine.Connections += o.Connections
+		} else {
+			o := o
+			owners[pid] = &o
+		}
 	}
 	for _, o := range owners {
 		r.Owners = append(r.Owners, *o)
@@ -798,7 +867,11 @@ func (m *Model) build(inc *incident, phase Phase, each func(*member)) *Incident 
 // "" for a lone connection's, not told.
 type Live struct {
 	Incident
-	Members []Member
+	// Members are the connections followed now (the gone ones are only
+	// counted), at most the number asked for; Followed says how many
+	// there are.
+	Members  []Member
+	Followed int
 }
 
 // Member is one connection of an incident, as it stands.
@@ -851,10 +924,11 @@ func (m *Model) Live(maxMembers int) []Live {
 			}
 			return cmp.Compare(a.Local.Port(), b.Local.Port())
 		})
+		followed := len(members)
 		if len(members) > maxMembers {
 			members = members[:maxMembers]
 		}
-		out = append(out, Live{Incident: *r, Members: members})
+		out = append(out, Live{Incident: *r, Members: members, Followed: followed})
 	}
 	slices.SortFunc(out, func(a, b Live) int {
 		if c := a.Onset.Compare(b.Onset); c != 0 {

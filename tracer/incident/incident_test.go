@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
@@ -298,5 +300,60 @@ func TestGiveUpMovedIsNews(t *testing.T) {
 	n.GiveUpIn = 30 * time.Second // a TCP_USER_TIMEOUT set meanwhile
 	if tag := m.Observe(n, ""); tag.News != GiveUpMoved {
 		t.Errorf("give-up moved by minutes: %+v", tag)
+	}
+}
+
+// Connections that are told once, at their end (connect_timeout,
+// connect_refused), still make one incident together.
+func TestFinalsAloneMakeAnIncident(t *testing.T) {
+	var rec recorder
+	m := New(Config{ID: "t"}, rec.report)
+	for i := 0; i < 5; i++ {
+		c := &conn{local: netip.AddrPortFrom(client, uint16(100+i)), remote: peerA, pid: 3, onset: time.Second}
+		n := c.narrative(tracker.ConnectTimeout, 8*time.Second+time.Duration(i)*time.Millisecond, true)
+		n.Errno = int32(unix.ETIMEDOUT)
+		if tag := m.Observe(n, ""); (i == 0) != (tag.Incident == "") || tag.News != End {
+			t.Errorf("connection %d: %+v", i, tag)
+		}
+	}
+	m.Tick(20 * time.Second)
+	if len(rec.reports) != 2 {
+		t.Fatalf("%d records, want open and close", len(rec.reports))
+	}
+	if r := rec.reports[1]; r.Outcome != Fatal || r.Connections != 5 || r.Verdicts[tracker.ConnectTimeout] != 5 || r.Errnos[int32(unix.ETIMEDOUT)] != 5 {
+		t.Errorf("close %+v", r)
+	}
+}
+
+// The shared fate counts the peer's idle connections that are not in the
+// incident, and when those with keepalive would notice.
+func TestSharedFateOf(t *testing.T) {
+	now := wall0
+	inc := &Incident{NetNS: 7, Peer: peerA.Addr(), Port: peerA.Port()}
+	ka := tcp.Settings{KeepaliveProbes: 9, KeepaliveIntvl: 75 * time.Second}
+	sock := func(cookie uint64, remote netip.AddrPort, pid uint32, keepalive bool, expires time.Duration) sockdiag.Socket {
+		return sockdiag.Socket{Cookie: cookie, NetNS: 7, Local: netip.AddrPortFrom(client, uint16(cookie)), Remote: remote,
+			State: tcp.StateEstablished, PID: pid, Comm: "app", KeepaliveOn: keepalive, TimerExpires: expires, Settings: ka}
+	}
+	socks := []sockdiag.Socket{
+		sock(1, peerA, 10, true, time.Hour),                         // idle, keepalive in an hour
+		sock(2, peerA, 10, true, time.Minute),                       // idle, keepalive in a minute
+		sock(3, peerA, 11, false, 0),                                // idle, no keepalive
+		sock(4, peerA, 10, false, 0),                                // in the incident
+		sock(5, peerB, 10, false, 0),                                // another peer
+		sock(6, netip.AddrPortFrom(peerA.Addr(), 80), 10, false, 0), // another port
+	}
+	busy := sock(7, peerA, 10, false, 0)
+	busy.Unacked = 1 // data in flight: it will notice
+	socks = append(socks, busy)
+	sf := sharedFateOf(inc, socks, func(_ uint32, cookie uint64) bool { return cookie == 4 }, now)
+	if sf.Idle != 3 || sf.Keepalive != 2 || sf.Never != 1 || len(sf.Owners) != 2 || sf.Owners[0].PID != 10 || sf.Owners[0].Connections != 2 {
+		t.Errorf("%+v", sf)
+	}
+	if want := now.Add(time.Minute + 9*75*time.Second); !sf.NoticeFirst.Equal(want) {
+		t.Errorf("notice first %v, want %v", sf.NoticeFirst, want)
+	}
+	if want := now.Add(time.Hour + 9*75*time.Second); !sf.NoticeLast.Equal(want) {
+		t.Errorf("notice last %v, want %v", sf.NoticeLast, want)
 	}
 }

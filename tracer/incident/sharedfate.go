@@ -19,11 +19,40 @@ const SharedFateSource = "sock_diag: keepalive timer expiry per socket; tcp_keep
 // trouble) and not in the incident (follows says which are). It only
 // reads. A table that cannot be read leaves SharedFate nil.
 func ReadSharedFate(inc *Incident, follows func(netns uint32, cookie uint64) bool) {
-	socks, err := sockdiag.Snapshot(inc.NetNS)
-	if err != nil && len(socks) == 0 {
-		return
+	(&SharedFateReader{}).Read(inc, follows)
+}
+
+// SharedFateReader reads shared fates (one goroutine at a time), reusing a namespace's socket table
+// for a second: incidents with many peers at once (a node losing a rack)
+// cost one sock_diag dump and one /proc scan, not one per peer.
+type SharedFateReader struct {
+	tables map[uint32]sharedFateTable
+}
+
+type sharedFateTable struct {
+	at    time.Time
+	socks []sockdiag.Socket
+}
+
+// sharedFateReuse is how long a namespace's socket table is reused.
+const sharedFateReuse = time.Second
+
+// Read is ReadSharedFate through the reader's tables.
+func (r *SharedFateReader) Read(inc *Incident, follows func(netns uint32, cookie uint64) bool) {
+	now := time.Now()
+	t, ok := r.tables[inc.NetNS]
+	if !ok || now.Sub(t.at) > sharedFateReuse {
+		socks, err := sockdiag.Snapshot(inc.NetNS)
+		if err != nil && len(socks) == 0 {
+			return
+		}
+		if r.tables == nil || len(r.tables) > 64 {
+			r.tables = map[uint32]sharedFateTable{}
+		}
+		t = sharedFateTable{at: now, socks: socks}
+		r.tables[inc.NetNS] = t
 	}
-	inc.SharedFate = sharedFateOf(inc, socks, follows, time.Now())
+	inc.SharedFate = sharedFateOf(inc, t.socks, follows, now)
 }
 
 func sharedFateOf(inc *Incident, socks []sockdiag.Socket, follows func(uint32, uint64) bool, now time.Time) *SharedFate {

@@ -51,6 +51,12 @@ func dumpTCP(fd int, family uint8) ([]diagSocket, error) {
 // mask, asking for the inet_diag extensions of ext (bit n-1 for INET_DIAG
 // attribute n; 0 for the bare sockets). fn must not keep s.
 func walkTCP(fd int, family uint8, states uint32, ext uint8, fn func(s *diagSocket)) error {
+	return walkRaw(fd, family, states, ext, func(s *diagSocket, _ []byte) { fn(s) })
+}
+
+// walkRaw is walkTCP that also hands fn the raw inet_diag_msg and its
+// attributes (valid only during the call).
+func walkRaw(fd int, family uint8, states uint32, ext uint8, fn func(s *diagSocket, raw []byte)) error {
 	req := make([]byte, unix.NLMSG_HDRLEN+sizeofDiagReq)
 	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
 	binary.NativeEndian.PutUint16(req[4:], sockDiagByFamily)
@@ -89,7 +95,7 @@ func walkTCP(fd int, family uint8, states uint32, ext uint8, fn func(s *diagSock
 				if err != nil {
 					return err
 				}
-				fn(&s)
+				fn(&s, m.Data)
 			}
 		}
 	}

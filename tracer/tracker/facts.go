@@ -60,6 +60,8 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 	n.Errno = c.errnoSeen(v)
 	n.Budget = budgetOf(c, ev)
 	c.outageFacts(n, now)
+	c.windowFacts(n, now)
+	t.dropFacts(c, n)
 	t.counts[v]++
 	t.pending.Push(n.Mono, n)
 	return n
@@ -245,15 +247,10 @@ func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
 	key := tupleKey{c.netns, c.local, c.remote}
 	switch {
 	case ev.State == tcp.StateClose && (ev.OldState == tcp.StateFinWait2 || ev.OldState == tcp.StateClosing):
-		if len(t.timeWait) >= maxTimeWaitKept {
-			for k, at := range t.timeWait {
-				if ev.Mono-at > timeWaitLen {
-					delete(t.timeWait, k)
-				}
-			}
-		}
+		t.expireTimeWait(ev.Mono)
 		if len(t.timeWait) < maxTimeWaitKept {
 			t.timeWait[key] = ev.Mono
+			t.timeWaitOrder.Push(ev.Mono, key)
 		}
 	case (ev.OldState == tcp.StateSynSent || ev.OldState == tcp.StateSynRecv) && ev.State == tcp.StateEstablished:
 		at, ok := t.timeWait[key]
@@ -272,6 +269,26 @@ func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
 		if age := ev.Mono - at; age < timeWaitLen {
 			t.cfg.Notices(&Notice{Time: ev.Time, Kind: kind, Cookie: c.cookie, Local: c.local,
 				Remote: c.remote, NetNS: c.netns, Owner: t.ownerOf(c), Age: age, CgroupID: c.cgroupID})
+		}
+	}
+}
+
+// expireTimeWait forgets the 4-tuples whose TIME_WAIT ended before now,
+// oldest first. It used to scan the whole map whenever it was full: under
+// churn to many peers, where 65,536 TIME_WAIT 4-tuples are younger than a
+// minute, that was a scan of the whole map at every connection's close.
+// The queue in time order makes it the expired entries only; it may hold
+// entries the map no longer has (a reused 4-tuple), or has again with a
+// later time, which it skips, and is kept within twice the map's bound.
+func (t *Tracker) expireTimeWait(now time.Duration) {
+	for {
+		at, key, ok := t.timeWaitOrder.Front()
+		if !ok || now-at <= timeWaitLen && t.timeWaitOrder.Len() < 2*maxTimeWaitKept {
+			return
+		}
+		t.timeWaitOrder.Pop()
+		if kept, ok := t.timeWait[key]; ok && kept == at {
+			delete(t.timeWait, key)
 		}
 	}
 }

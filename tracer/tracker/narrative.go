@@ -36,6 +36,7 @@ const (
 	Stalled          Verdict = "stalled"
 	Recovered        Verdict = "recovered"
 	KeepaliveProbing Verdict = "keepalive_probing"
+	// ZeroWindow: see probe.go.
 )
 
 // Untold is the final verdict of a connection in an episode (stalled,
@@ -48,12 +49,14 @@ const Untold Verdict = "untold"
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
 	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, Untold,
-	Stalled, Recovered, KeepaliveProbing, CloseWaitStuck, LocalPortsExhausted,
+	Stalled, Recovered, KeepaliveProbing, ZeroWindow, AcceptQueueOverflow,
+	CloseWaitStuck, LocalPortsExhausted,
 }
 
 // Episode reports whether the verdict describes a connection that lives on.
 func (v Verdict) Episode() bool {
-	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == CloseWaitStuck
+	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == ZeroWindow || v == AcceptQueueOverflow ||
+		v == CloseWaitStuck
 }
 
 // Owner is the process a connection belongs to.
@@ -169,6 +172,13 @@ type Narrative struct {
 	// Ports: local_ports_exhausted only (ports.go), filled by whoever
 	// tells the narrative.
 	Ports PortUse
+
+	// Where the episode's packets died (drops.go), and the window-probe
+	// timer's episode (probe.go).
+	DropFacts
+	WindowFacts
+	// A listener's accept queue (listeners.go).
+	ListenerFacts
 }
 
 // Notice is something worth showing with --all that is not a verdict about

@@ -36,6 +36,10 @@ type Config struct {
 	// its process is told as close_wait_stuck; 0 means
 	// DefaultCloseWaitAfter, a negative value never.
 	CloseWaitAfter time.Duration
+	// DropsSeen: the kernel half watches the drop path (kfree_skb), so
+	// narratives can say where the packets died; DropReasons names them.
+	DropsSeen   bool
+	DropReasons tcp.DropReasons
 }
 
 // OwnerResolver finds the process that holds a socket.
@@ -73,6 +77,8 @@ type Tracker struct {
 	evictions uint64
 	counts    map[Verdict]int
 	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
+	// timeWaitOrder is timeWait in time order (expireTimeWait).
+	timeWaitOrder timeQueue[tupleKey]
 	// gone holds the cookies of sockets destroyed lately. The kernel can
 	// still write about a socket after its destroy record: an orphan that
 	// tcp_reset() destroys on data it cannot take then answers that data
@@ -86,6 +92,8 @@ type Tracker struct {
 	reconciled uint64                    // connections dropped because the kernel no longer had them
 	cw         closeWaits                // sockets in CLOSE_WAIT (closewait.go)
 	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
+	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
+	overflows  map[listenKey]*overflow   // listeners' accept queues, by reading (listeners.go)
 }
 
 type tupleKey struct {
@@ -182,6 +190,8 @@ type conn struct {
 	failedSends  int   // retransmissions that never left this host
 	failedErrno  int32 // ... and the error of the last one
 	synRetrans   int
+	drops        connDrops   // this host's drops of its packets, during the episode (drops.go)
+	window       windowProbe // the zero-window probe timer's episode (probe.go)
 
 	// Keepalive.
 	probes      int
@@ -324,6 +334,10 @@ func (t *Tracker) Handle(ev *wire.Event) {
 	if ev.Flags&wire.FlagNoSocket != 0 {
 		return // a reset for a 4-tuple with no socket: nothing to track
 	}
+	if ev.Kind == wire.KindDrop {
+		t.onDrop(ev)
+		return
+	}
 	if t.onListener(ev) {
 		return
 	}
@@ -377,6 +391,8 @@ func (t *Tracker) Handle(ev *wire.Event) {
 		c.errno = ev.Detail
 	case wire.KindKeepalive:
 		t.onKeepalive(c, ev)
+	case wire.KindProbe0:
+		t.onProbe0(c, ev)
 	case wire.KindDestroy:
 		if c.closing {
 			t.finalize(c, c.closeMono)
@@ -613,6 +629,7 @@ func firstRTO(ev *wire.Event) time.Duration {
 func (c *conn) endStall() {
 	c.stallFirst, c.silenceStart, c.stallRetrans, c.failedSends = 0, 0, 0, 0
 	c.rtos = c.rtos[:0]
+	c.drops.reset()
 }
 
 func (t *Tracker) onKeepalive(c *conn, ev *wire.Event) {
@@ -669,6 +686,9 @@ func (t *Tracker) Tick(now time.Duration) {
 	if len(t.ports) > 0 {
 		t.portsTick(now, false)
 	}
+	if len(t.probing) > 0 {
+		t.expireWindowProbes(now)
+	}
 	t.release(now - t.cfg.Grace)
 }
 
@@ -711,6 +731,8 @@ func (t *Tracker) Flush(now time.Duration) {
 			t.narrate(c, Stalled, false, now)
 		case c.kaAnnounced:
 			t.narrate(c, KeepaliveProbing, false, now)
+		case c.windowVerdict() != "":
+			t.narrate(c, c.windowVerdict(), false, now)
 		}
 	}
 	t.closeWaitFlush(now)
@@ -769,7 +791,7 @@ func (t *Tracker) finish(c *conn, v Verdict, now time.Duration) {
 // Whether the peer was finished shows only at the end, so a status-only
 // exit is judged when the connection closes.
 func (c *conn) died() bool {
-	return tcp.ExitSignal(c.exitCode) != 0 || c.sentReset || c.stallFirst != 0 || c.kaAnnounced ||
+	return tcp.ExitSignal(c.exitCode) != 0 || c.sentReset || c.stallFirst != 0 || c.kaAnnounced || c.window.announced ||
 		tcp.ExitStatus(c.exitCode) != 0 && (c.recvReset || c.errno != 0)
 }
 

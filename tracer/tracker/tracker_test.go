@@ -67,6 +67,9 @@ func replay(t *testing.T, rec recording, cfg Config) map[string][]Narrative {
 	if cfg.ResetReasons == nil {
 		cfg.ResetReasons = testReasons
 	}
+	// Recordings come from kernels whose drop path was watched (or have no
+	// drop records at all).
+	cfg.DropsSeen, cfg.DropReasons = true, testDropReasons
 	cfg.Notices = func(n *Notice) {
 		key := "notice:" + rec.hostOf[n.NetNS]
 		got[key] = append(got[key], Narrative{Verdict: Verdict(n.Kind), Local: n.Local})
@@ -85,6 +88,9 @@ func replay(t *testing.T, rec recording, cfg Config) map[string][]Narrative {
 
 var testReasons = tcp.ResetReasons{0: "NOT_SPECIFIED", 1: "NO_SOCKET", 8: "TCP_ABORT_ON_DATA",
 	11: "TCP_ABORT_ON_CLOSE", 12: "TCP_ABORT_ON_LINGER", 14: "TCP_STATE", 15: "TCP_KEEPALIVE_TIMEOUT"}
+
+// testDropReasons: the 6.18 values the recordings hold.
+var testDropReasons = tcp.DropReasons{2: "NOT_SPECIFIED", 12: "NETFILTER_DROP", 54: "IP_OUTNOROUTES", 58: "NEIGH_FAILED"}
 
 func verdictsOf(ns []Narrative) []string {
 	var out []string
@@ -268,6 +274,45 @@ func TestRecordedScenarios(t *testing.T) {
 			if n.Verdict != LocalPortsExhausted || tcp.ErrnoName(n.Errno) != "EADDRNOTAVAIL" || n.Owner.Comm != "lab-client" ||
 				n.Remote.Port() != 8080 || n.Local.Port() != 0 || n.Ports.Failures != 1 {
 				t.Errorf("A: %+v", n)
+			}
+		},
+		"firewall-drops-own": func(t *testing.T, got map[string][]Narrative) {
+			st := last(t, got["A"], Stalled)
+			if st.WindowProbes < 2 || st.Retransmits != 0 || st.LeftHost != 0 || st.DroppedOut() < st.WindowProbes ||
+				len(st.Drops) != 1 || st.Drops[0].Reason != "NETFILTER_DROP" || st.Drops[0].Hook != "OUTPUT" ||
+				st.PeerWindow == 0 || st.NotSent == 0 || st.GiveUpIn <= 0 || st.Budget.Setting != "tcp_retries2" {
+				t.Errorf("stalled: %+v %+v budget %+v give up in %v", st.WindowFacts, st.DropFacts, st.Budget, st.GiveUpIn)
+			}
+			rt := last(t, got["A"], RetransmitTimeout)
+			if rt.WindowProbes < 2 || tcp.ErrnoName(rt.Errno) != "ETIMEDOUT" || rt.LeftHost != 0 {
+				t.Errorf("retransmit_timeout: %+v %+v errno %s", rt.WindowFacts, rt.DropFacts, tcp.ErrnoName(rt.Errno))
+			}
+		},
+		"peer-stops-reading": func(t *testing.T, got map[string][]Narrative) {
+			z := last(t, got["A"], ZeroWindow)
+			if z.PeerWindow != 0 || z.NotSent == 0 || !z.Endless || z.GiveUpIn != 0 || z.ProbesAnswered < 1 ||
+				z.Owner.Comm != "lab-client" || z.Outage <= 0 || len(z.Drops) != 0 {
+				t.Errorf("zero_window: %+v %+v owner %+v outage %v", z.WindowFacts, z.DropFacts, z.Owner, z.Outage)
+			}
+		},
+		"peer-stops-reading-user-timeout": func(t *testing.T, got map[string][]Narrative) {
+			z := last(t, got["A"], ZeroWindow)
+			if z.Endless || z.GiveUpIn <= 0 || z.GiveUpIn > 3*time.Second || z.Budget.Setting != "TCP_USER_TIMEOUT" {
+				t.Errorf("zero_window: endless %v give up in %v budget %+v", z.Endless, z.GiveUpIn, z.Budget)
+			}
+			// The projection names the moment the kernel killed it.
+			rt := last(t, got["A"], RetransmitTimeout)
+			if d := rt.Mono - (z.Mono + z.GiveUpIn); d < -300*time.Millisecond || d > 300*time.Millisecond {
+				t.Errorf("killed %v after the projected moment", d)
+			}
+			if tcp.ErrnoName(rt.Errno) != "ETIMEDOUT" || rt.ProbesAnswered < 1 {
+				t.Errorf("retransmit_timeout: errno %s %+v", tcp.ErrnoName(rt.Errno), rt.WindowFacts)
+			}
+		},
+		"firewall-drops-replies": func(t *testing.T, got map[string][]Narrative) {
+			st := last(t, got["A"], Stalled)
+			if st.DroppedIn() < 1 || st.DroppedOut() != 0 || st.LeftHost != st.Retransmits || st.Drops[0].Hook != "INPUT" {
+				t.Errorf("stalled: %+v retransmits %d", st.DropFacts, st.Retransmits)
 			}
 		},
 		"connect-timeout": func(t *testing.T, got map[string][]Narrative) {

@@ -26,6 +26,8 @@ const (
 	KindCongState  = Kind(bpf.TcpwatchTwEventKindTW_EV_CONG_STATE) // tcp_cong_state_set
 	KindKeepalive  = Kind(bpf.TcpwatchTwEventKindTW_EV_KEEPALIVE)  // tcp_keepalive_timer (timer_expire_entry/exit)
 	KindDestroy    = Kind(bpf.TcpwatchTwEventKindTW_EV_DESTROY)    // tcp_destroy_sock
+	KindProbe0     = Kind(bpf.TcpwatchTwEventKindTW_EV_PROBE0)     // the zero-window probe timer (tcp_write_timer, ICSK_TIME_PROBE0)
+	KindDrop       = Kind(bpf.TcpwatchTwEventKindTW_EV_DROP)       // skb:kfree_skb of a troubled connection's packet
 	kindUpperBound = Kind(bpf.TcpwatchTwEventKindTW_EV_KIND_MAX)
 )
 
@@ -38,6 +40,8 @@ var kindNames = [kindUpperBound]string{
 	KindCongState:  "cong_state",
 	KindKeepalive:  "keepalive",
 	KindDestroy:    "destroy",
+	KindProbe0:     "window_probe",
+	KindDrop:       "drop",
 }
 
 func (k Kind) String() string {
@@ -51,17 +55,45 @@ func (k Kind) String() string {
 type Flags uint16
 
 const (
-	FlagOwnerExiting  = Flags(bpf.TcpwatchTwEventFlagTW_F_OWNER_EXITING) // the owner was exiting when it closed the socket
-	FlagReplyReset    = Flags(bpf.TcpwatchTwEventFlagTW_F_REPLY_RESET)   // the reset answered a received segment
-	FlagProbeSent     = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_PROBE)      // keepalive: a probe went out
-	FlagKeepaliveKill = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_KILLED)     // keepalive: the timer gave up and killed the socket
-	FlagProbeAnswered = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_ANSWERED)   // keepalive: the peer answered earlier probes
-	FlagInKeepalive   = Flags(bpf.TcpwatchTwEventFlagTW_F_IN_KA_TIMER)   // happened inside tcp_keepalive_timer
-	FlagNoSocket      = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_SOCK)       // no full socket: tuple from the packet, no figures
-	FlagOrphan        = Flags(bpf.TcpwatchTwEventFlagTW_F_ORPHAN)        // no process holds the socket any more
-	FlagFromTimer     = Flags(bpf.TcpwatchTwEventFlagTW_F_FROM_TIMER)    // retransmission seen at the timer, not the tracepoint
-	FlagNoLocalPort   = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT) // connect() found no free local port (EADDRNOTAVAIL)
+	FlagOwnerExiting  = Flags(bpf.TcpwatchTwEventFlagTW_F_OWNER_EXITING)  // the owner was exiting when it closed the socket
+	FlagReplyReset    = Flags(bpf.TcpwatchTwEventFlagTW_F_REPLY_RESET)    // the reset answered a received segment
+	FlagProbeSent     = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_PROBE)       // keepalive: a probe went out
+	FlagKeepaliveKill = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_KILLED)      // keepalive: the timer gave up and killed the socket
+	FlagProbeAnswered = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_ANSWERED)    // keepalive: the peer answered earlier probes
+	FlagInKeepalive   = Flags(bpf.TcpwatchTwEventFlagTW_F_IN_KA_TIMER)    // happened inside tcp_keepalive_timer
+	FlagNoSocket      = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_SOCK)        // no full socket: tuple from the packet, no figures
+	FlagOrphan        = Flags(bpf.TcpwatchTwEventFlagTW_F_ORPHAN)         // no process holds the socket any more
+	FlagFromTimer     = Flags(bpf.TcpwatchTwEventFlagTW_F_FROM_TIMER)     // retransmission seen at the timer, not the tracepoint
+	FlagDropIn        = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_IN)        // drop: a packet from the peer, not one this side sent
+	FlagDropElsewhere = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE) // drop: in another network namespace of this kernel
+	FlagNoLocalPort   = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT)  // connect() found no free local port (EADDRNOTAVAIL)
 )
+
+// NFHook is the netfilter hook of a NETFILTER_DROP, as the kernel half
+// inferred it from the packet's state: enum tw_nf_hook of bpf/record.h.
+type NFHook uint8
+
+const (
+	NFHookNone        = NFHook(bpf.TcpwatchTwNfHookTW_NF_NONE)
+	NFHookPrerouting  = NFHook(bpf.TcpwatchTwNfHookTW_NF_PREROUTING)
+	NFHookInput       = NFHook(bpf.TcpwatchTwNfHookTW_NF_INPUT)
+	NFHookOutput      = NFHook(bpf.TcpwatchTwNfHookTW_NF_OUTPUT)
+	NFHookPostrouting = NFHook(bpf.TcpwatchTwNfHookTW_NF_POSTROUTING)
+)
+
+func (h NFHook) String() string {
+	switch h {
+	case NFHookPrerouting:
+		return "PREROUTING"
+	case NFHookInput:
+		return "INPUT"
+	case NFHookOutput:
+		return "OUTPUT"
+	case NFHookPostrouting:
+		return "POSTROUTING"
+	}
+	return ""
+}
 
 // OwnerSource says how an owner was learned: enum tw_owner_source of
 // bpf/record.h, whose last two values only user space sets.
@@ -130,6 +162,14 @@ type Event struct {
 	BytesInFlight uint32
 	TotalRetrans  uint32
 	AckAge        time.Duration // since the peer last acknowledged anything
+	SndWnd        uint32        // the window the peer last advertised, bytes
+	NotSent       uint32        // bytes the application wrote that are not sent yet
+	// Drops (KindDrop): how many packets this record stands for; the
+	// reason is Detail (enum skb_drop_reason), the hook NFHook.
+	Drops  uint32
+	NFHook NFHook
+	// ProbesBefore (KindProbe0): icsk_probes_out when the timer fired.
+	ProbesBefore uint8
 
 	Settings tcp.Settings
 }
@@ -178,6 +218,13 @@ func (c Clock) Wall(mono time.Duration) time.Time { return c.wallAtZero.Add(mono
 // Decode fills ev from one ring-buffer record. It checks the length, then
 // reads the record in place: no reflection, no allocation.
 func Decode(raw []byte, clock Clock, ev *Event) error {
+	if len(raw) == recordSizeBeforeWindow {
+		// A recording made before the record grew (issue 19): its later
+		// fields are zero. The ring never holds one.
+		var full [recordSize]byte
+		copy(full[:], raw)
+		raw = full[:]
+	}
 	if len(raw) < recordSize {
 		return fmt.Errorf("%w: %d bytes, want %d", ErrRecordSize, len(raw), recordSize)
 	}
@@ -214,6 +261,10 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		BytesInFlight: r.BytesInFlight,
 		TotalRetrans:  r.TotalRetrans,
 		AckAge:        time.Duration(r.AckAgeMs) * time.Millisecond,
+		SndWnd:        r.SndWnd,
+		NotSent:       r.NotsentBytes,
+		Drops:         r.Drops,
+		NFHook:        NFHook(r.NfHook),
 
 		Settings: tcp.Settings{
 			Retries2:          r.Retries2,
@@ -228,9 +279,13 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		},
 	}
 	ev.Time = clock.Wall(ev.Mono)
-	if ev.Kind == KindCongState {
+	switch ev.Kind {
+	case KindCongState:
 		// The record reuses old_state for the previous congestion state.
 		ev.OldCA, ev.OldState = tcp.CAState(r.OldState), 0
+	case KindProbe0:
+		// ... and, for the probe timer, for icsk_probes_out at its entry.
+		ev.ProbesBefore, ev.OldState = r.OldState, 0
 	}
 	if r.Family == unix.AF_INET6 {
 		ev.Local = netip.AddrPortFrom(netip.AddrFrom16(r.Saddr), r.Sport)
@@ -285,12 +340,19 @@ func Encode(ev *Event) []byte {
 		UserTimeoutMs:     uint32(ev.Settings.UserTimeout / time.Millisecond),
 		AckAgeMs:          uint32(ev.AckAge / time.Millisecond),
 		CgroupId:          ev.CgroupID,
+		SndWnd:            ev.SndWnd,
+		NotsentBytes:      ev.NotSent,
+		Drops:             ev.Drops,
+		NfHook:            uint8(ev.NFHook),
 	}
 	if ev.Settings.KeepaliveOn {
 		r.KeepaliveOn = 1
 	}
-	if ev.Kind == KindCongState {
+	switch ev.Kind {
+	case KindCongState:
 		r.OldState = uint8(ev.OldCA)
+	case KindProbe0:
+		r.OldState = ev.ProbesBefore
 	}
 	// Either side IPv6 makes an IPv6 record; a side with no address (a
 	// test's event, a reset with no socket) is all zeros, never a panic.

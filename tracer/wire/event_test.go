@@ -25,14 +25,15 @@ const (
 	offBackoff, offProbesOut, offKAProbes   = 97, 98, 99
 	offRetries2, offSynRetries              = 100, 101
 	offOrphanRetries, offSynLinear          = 102, 103
-	offKAOn, offOwnerSource                 = 104, 105
+	offKAOn, offOwnerSource, offNFHook      = 104, 105, 106
 	offSkErr, offSkErrSoft, offDetail       = 108, 112, 116
 	offExitCode, offRTO, offRTOMax          = 120, 124, 128
 	offSRTT, offPacketsOut, offRetransOut   = 132, 136, 140
 	offBytesInFlight, offTotalRetrans       = 144, 148
 	offKATime, offKAIntvl, offUserTimeout   = 152, 156, 160
 	offAckAge, offCgroupID                  = 164, 168
-	wantRecordSize                          = 176
+	offSndWnd, offNotSent, offDrops         = 176, 180, 184
+	wantRecordSize                          = 192
 )
 
 type rawRecord []byte
@@ -111,11 +112,12 @@ func TestOffsetsMatchBTF(t *testing.T) {
 		"bytes_in_flight": offBytesInFlight, "total_retrans": offTotalRetrans,
 		"keepalive_time_ms": offKATime, "keepalive_intvl_ms": offKAIntvl,
 		"user_timeout_ms": offUserTimeout, "ack_age_ms": offAckAge, "cgroup_id": offCgroupID,
+		"nf_hook": offNFHook, "snd_wnd": offSndWnd, "notsent_bytes": offNotSent, "drops": offDrops,
 	}
 	for _, m := range st.Members {
 		off, ok := want[m.Name]
 		if !ok {
-			if m.Name != "_pad" {
+			if m.Name != "_pad" && m.Name != "_pad2" {
 				t.Errorf("struct event has a member %q the test does not know", m.Name)
 			}
 			continue
@@ -257,6 +259,34 @@ func TestDecodeEveryKind(t *testing.T) {
 		}, func(t *testing.T, ev Event) {
 			if ev.Flags&FlagProbeSent == 0 || ev.ProbesOut != 2 || !ev.Settings.KeepaliveOn ||
 				ev.Settings.UserTimeout != 30*time.Second {
+				t.Errorf("%+v", ev)
+			}
+		}},
+		{"window probe", func() rawRecord {
+			r := baseRecord(KindProbe0)
+			r.u16(offFlags, uint16(FlagFromTimer))
+			r.u8(offOldState, 2)
+			r.u8(offProbesOut, 3)
+			r.u32(offSndWnd, 0)
+			r.u32(offNotSent, 4096)
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ev.Kind.String() != "window_probe" || ev.ProbesBefore != 2 || ev.ProbesOut != 3 || ev.OldState != 0 ||
+				ev.NotSent != 4096 || ev.SndWnd != 0 {
+				t.Errorf("%+v", ev)
+			}
+		}},
+		{"drop of a reply (IPv4, netfilter INPUT)", func() rawRecord {
+			r := baseRecord(KindDrop)
+			r.u16(offFlags, uint16(FlagDropIn))
+			r.u32(offDetail, 12)
+			r.u8(offNFHook, uint8(NFHookInput))
+			r.u32(offDrops, 7)
+			r.u32(offSndWnd, 65535)
+			return r
+		}, func(t *testing.T, ev Event) {
+			if ev.Kind.String() != "drop" || ev.Flags != FlagDropIn || ev.Detail != 12 || ev.NFHook.String() != "INPUT" ||
+				ev.Drops != 7 || ev.SndWnd != 65535 {
 				t.Errorf("%+v", ev)
 			}
 		}},

@@ -13,6 +13,11 @@ import (
 // record per line, so a scenario captured on a real kernel can be replayed
 // through the tracker in tests. Lines starting with # are comments.
 
+// recordSizeBeforeWindow is the size of struct event before snd_wnd,
+// notsent_bytes and drops were appended (issue 19): recordings made then
+// stay readable.
+const recordSizeBeforeWindow = 176
+
 // WriteRecord appends ev to a recording.
 func WriteRecord(w io.Writer, ev *Event) error {
 	_, err := fmt.Fprintf(w, "%s\n", hex.EncodeToString(Encode(ev)))

@@ -18,6 +18,7 @@ import (
 const (
 	floorProgFloorCongState  = "floor_cong_state"
 	floorProgFloorDestroy    = "floor_destroy"
+	floorProgFloorDrop       = "floor_drop"
 	floorProgFloorError      = "floor_error"
 	floorProgFloorRecvReset  = "floor_recv_reset"
 	floorProgFloorRetransmit = "floor_retransmit"
@@ -71,6 +72,7 @@ type floorSpecs struct {
 type floorProgramSpecs struct {
 	FloorCongState  *ebpf.ProgramSpec `ebpf:"floor_cong_state"`
 	FloorDestroy    *ebpf.ProgramSpec `ebpf:"floor_destroy"`
+	FloorDrop       *ebpf.ProgramSpec `ebpf:"floor_drop"`
 	FloorError      *ebpf.ProgramSpec `ebpf:"floor_error"`
 	FloorRecvReset  *ebpf.ProgramSpec `ebpf:"floor_recv_reset"`
 	FloorRetransmit *ebpf.ProgramSpec `ebpf:"floor_retransmit"`
@@ -130,6 +132,7 @@ type floorVariables struct {
 type floorPrograms struct {
 	FloorCongState  *ebpf.Program `ebpf:"floor_cong_state"`
 	FloorDestroy    *ebpf.Program `ebpf:"floor_destroy"`
+	FloorDrop       *ebpf.Program `ebpf:"floor_drop"`
 	FloorError      *ebpf.Program `ebpf:"floor_error"`
 	FloorRecvReset  *ebpf.Program `ebpf:"floor_recv_reset"`
 	FloorRetransmit *ebpf.Program `ebpf:"floor_retransmit"`
@@ -143,6 +146,7 @@ func (p *floorPrograms) Close() error {
 	return _FloorClose(
 		p.FloorCongState,
 		p.FloorDestroy,
+		p.FloorDrop,
 		p.FloorError,
 		p.FloorRecvReset,
 		p.FloorRetransmit,

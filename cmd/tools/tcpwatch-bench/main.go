@@ -147,7 +147,7 @@ func runFloor() error {
 	defer objs.Close()
 	progs := []*ebpf.Program{objs.FloorSetState, objs.FloorRetransmit, objs.FloorSendReset, objs.FloorRecvReset,
 		objs.FloorError, objs.FloorCongState, objs.FloorDestroy,
-		objs.FloorTimerEntry, objs.FloorTimerExit}
+		objs.FloorTimerEntry, objs.FloorTimerExit, objs.FloorDrop}
 	for _, p := range progs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {

@@ -519,8 +519,8 @@ func contains[T comparable](xs []T, x T) bool {
 // benchDecode runs the Go benchmarks of the user-space stages: decode,
 // track, render.
 func benchDecode(ctx context.Context, c config, rep *report) error {
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Decode|Track|ChurnAll|NarrativeJSON|NarrativeEncodingJSON", "-benchmem", "-count", "3",
-		"./tracer/wire/", "./tracer/tracker/", "./output/")
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Decode|Track|ChurnAll|NarrativeJSON|NarrativeEncodingJSON|ReplayAll", "-benchmem", "-count", "3",
+		"./tracer/wire/", "./tracer/tracker/", "./output/", "./tracer/engine/")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {

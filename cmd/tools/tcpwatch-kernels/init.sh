@@ -50,7 +50,7 @@ if [ -n "$STEP_LAB" ]; then
 			case " $SCENARIOS " in *" $s "*) ;; *) continue ;; esac
 		fi
 		begin lab $s
-		tcpwatch lab run "$s" -o json 2>/tmp/stderr; rc=$?
+		tcpwatch lab run "$s" -o json --timeout "$LAB_TIMEOUT" 2>/tmp/stderr; rc=$?
 		echo "@@STDERR"; cat /tmp/stderr
 		end "lab $s" $rc
 		tcpwatch lab cleanup >/dev/null 2>&1

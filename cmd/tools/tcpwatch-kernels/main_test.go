@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"slices"
@@ -130,6 +133,46 @@ func TestRefusedKernel(t *testing.T) {
 		if got := compare([]*KernelResult{r}, e); got != tc.ok {
 			t.Errorf("check %+v: compare %v, want %v (diffs %v)", tc.check, got, tc.ok, r.Diffs)
 		}
+	}
+}
+
+// An arm64 kernel built with EFI_ZBOOT is a PE file whose payload is the
+// compressed Image; qemu 7.2 cannot boot it, so it is unpacked. A plain
+// Image (Debian's arm64 kernels so far) or a bzImage is booted as it is.
+func TestBootableKernel(t *testing.T) {
+	dir := t.TempDir()
+	image := bytes.Repeat([]byte("arm64 Image "), 1000)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(image)
+	zw.Close()
+	hdr := make([]byte, 64)
+	copy(hdr, "MZ")
+	copy(hdr[4:], "zimg")
+	binary.LittleEndian.PutUint32(hdr[8:], 64)
+	binary.LittleEndian.PutUint32(hdr[12:], uint32(gz.Len()))
+	copy(hdr[24:], "gzip")
+	zboot := filepath.Join(dir, "vmlinuz-zboot")
+	if err := os.WriteFile(zboot, append(hdr, gz.Bytes()...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := bootableKernel(&Kernel{Release: "7.9.0-1-arm64", Vmlinuz: zboot}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, image) {
+		t.Errorf("%s: %d bytes (%v), want the %d-byte Image", got, len(b), err, len(image))
+	}
+	plain := filepath.Join(dir, "vmlinuz-plain")
+	os.WriteFile(plain, append([]byte("MZ\x00\x00ARMd"), image...), 0o644)
+	if got, err := bootableKernel(&Kernel{Release: "6.1.0-57-arm64", Vmlinuz: plain}, dir); err != nil || got != plain {
+		t.Errorf("a plain Image: %s, %v; want it as it is", got, err)
+	}
+	copy(hdr[24:], "lzma\x00")
+	odd := filepath.Join(dir, "vmlinuz-lzma")
+	os.WriteFile(odd, append(hdr, gz.Bytes()...), 0o644)
+	if _, err := bootableKernel(&Kernel{Release: "7.9.0-2-arm64", Vmlinuz: odd}, dir); err == nil || !strings.Contains(err.Error(), "lzma") {
+		t.Errorf("an lzma zboot image: %v, want an error naming lzma", err)
 	}
 }
 

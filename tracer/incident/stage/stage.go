@@ -40,6 +40,10 @@ type Options struct {
 	SharedFate func(inc *incident.Incident, follows func(netns uint32, cookie uint64) bool)
 	// Observe, when set, is told every incident record (for metrics).
 	Observe func(*incident.Incident)
+	// InTrouble, when set, is told each open incident's connections in
+	// trouble about once a second, from the engine's goroutine (for a
+	// gauge that follows them between the incident's records).
+	InTrouble func(id string, inTrouble int)
 	// Live, when set, is handed the open incidents about once a second
 	// (incident.Model.Live, at most LiveMembers connections each), from
 	// the engine's goroutine: for a live view.
@@ -57,6 +61,9 @@ type Incidents struct {
 	// lastLive is when Live was last called; sharedFate keeps each open
 	// incident's last reading for it.
 	lastLive   time.Time
+	lastCount  time.Time     // when InTrouble was last called
+	monoAt     time.Time     // when monoBase was read
+	monoBase   time.Duration // CLOCK_MONOTONIC at monoAt
 	sharedFate map[string]*incident.SharedFate
 }
 
@@ -130,6 +137,16 @@ func (s *Incidents) goesOn(tag incident.Tag) bool {
 	}
 }
 
+// mono is the kernel's CLOCK_MONOTONIC now, from the Go runtime's
+// monotonic clock (the same clock, read without a system call) since one
+// reading taken with one.
+func (s *Incidents) mono() time.Duration {
+	if s.monoAt.IsZero() {
+		s.monoAt, s.monoBase = time.Now(), wire.MonotonicNow()
+	}
+	return s.monoBase + time.Since(s.monoAt)
+}
+
 // tickLag holds the stage's clock back from now by what a narrative may
 // still be on its way (the tracker's grace and a tick), so that time does
 // not close an incident ahead of the narratives that would keep it open.
@@ -139,12 +156,20 @@ const tickLag = 200 * time.Millisecond
 // ring: incidents open, update and close on time, then the output writes
 // what it holds.
 func (s *Incidents) Flush() error {
-	s.model.Tick(wire.MonotonicNow() - tickLag)
+	// With no connection in trouble there is nothing to time: a healthy
+	// host pays a map length here, not a clock read.
+	if s.model.Open() > 0 {
+		s.model.Tick(s.mono() - tickLag)
+	}
 	if s.err != nil {
 		return s.err
 	}
-	if now := time.Now(); s.opts.Live != nil && now.Sub(s.lastLive) >= liveEvery {
-		s.lastLive = now
+	if s.opts.InTrouble != nil && s.model.Open() > 0 && time.Since(s.lastCount) >= liveEvery {
+		s.lastCount = time.Now()
+		s.model.InTrouble(s.opts.InTrouble)
+	}
+	if s.opts.Live != nil && time.Since(s.lastLive) >= liveEvery {
+		s.lastLive = time.Now()
 		live := s.model.Live(s.opts.LiveMembers)
 		for i := range live {
 			live[i].SharedFate = s.sharedFate[live[i].ID]
@@ -160,7 +185,7 @@ const liveEvery = time.Second
 // End tells the end of every incident still open (tcpwatch stops), once
 // the engine has told its last narrative.
 func (s *Incidents) End() error {
-	s.model.Flush(wire.MonotonicNow())
+	s.model.Flush(s.mono())
 	if s.err != nil {
 		return s.err
 	}

@@ -1,0 +1,49 @@
+// Package communityid computes the Community ID flow hash
+// (https://github.com/corelight/community-id-spec, version 1): the string
+// Zeek, Suricata, Elastic and others put on their flow records, so that
+// records of one connection from different tools, or from both of its
+// ends, join on one field.
+package communityid
+
+import (
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"net/netip"
+)
+
+// IP protocol numbers the hash takes (port-based protocols only: ICMP's
+// type/code mapping is not needed by tcpwatch).
+const (
+	TCP  = 6
+	UDP  = 17
+	SCTP = 132
+)
+
+// Flow is the version 1 Community ID of a port-based flow between a and
+// b, the same whichever end is a. seed separates domains of use (0 unless
+// both sides agree on another). IPv4-mapped IPv6 addresses are taken as
+// the IPv4 addresses the packets carry. An invalid address, or a v4/v6
+// mix, gives "" (the spec's "no id").
+func Flow(seed uint16, proto uint8, a, b netip.AddrPort) string {
+	aa, ba := a.Addr().Unmap(), b.Addr().Unmap()
+	if !aa.IsValid() || !ba.IsValid() || aa.Is4() != ba.Is4() {
+		return ""
+	}
+	// The numerically smaller address:port goes first, so both
+	// directions hash the same.
+	if c := aa.Compare(ba); c > 0 || (c == 0 && a.Port() > b.Port()) {
+		a, b, aa, ba = b, a, ba, aa
+	}
+	var buf [2 + 16 + 16 + 2 + 4]byte
+	in := binary.BigEndian.AppendUint16(buf[:0], seed)
+	in = append(in, aa.AsSlice()...)
+	in = append(in, ba.AsSlice()...)
+	in = append(in, proto, 0)
+	in = binary.BigEndian.AppendUint16(in, a.Port())
+	in = binary.BigEndian.AppendUint16(in, b.Port())
+	sum := sha1.Sum(in)
+	out := make([]byte, 2, 2+base64.StdEncoding.EncodedLen(len(sum)))
+	copy(out, "1:")
+	return string(base64.StdEncoding.AppendEncode(out, sum[:]))
+}

@@ -1,0 +1,134 @@
+package sockdiag
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Listener is a listening socket's accept queue as the kernel reports it
+// (sock_diag): for a listener, idiag_rqueue is sk_ack_backlog (connections
+// waiting for accept()) and idiag_wqueue sk_max_ack_backlog (the listen()
+// backlog, capped by somaxconn); SK_MEMINFO_DROPS is sk_drops, which
+// tcp_listendrop() counts for every SYN or handshake the listener turned
+// away (LINUX_MIB_LISTENDROPS, per socket).
+type Listener struct {
+	NetNS  uint32
+	Local  netip.AddrPort
+	Inode  uint32
+	Cookie uint64
+	Queue  uint32
+	Limit  uint32
+	Drops  uint32
+}
+
+const (
+	inetDiagSkMemInfo = 7 // INET_DIAG_SKMEMINFO: u32[SK_MEMINFO_VARS]
+	skMemInfoDrops    = 8 // SK_MEMINFO_DROPS
+	listenState       = 1 << 10
+)
+
+// ListenerWatch reads the listeners of namespaces by inode, remembering
+// how to open each: finding a namespace scans /proc, done at most every
+// rescanEvery and only for an inode it has not seen.
+type ListenerWatch struct {
+	paths   map[uint32]string
+	scanned time.Time
+}
+
+const rescanEvery = 10 * time.Second
+
+// NewListenerWatch returns a watch with an empty namespace cache.
+func NewListenerWatch() *ListenerWatch {
+	return &ListenerWatch{paths: map[uint32]string{}}
+}
+
+// Namespace names a network namespace by inode, with the pid of a process
+// that may be in it (a listener's owner): /proc/PID/ns/net opens it
+// without a scan of /proc.
+type Namespace struct {
+	Inode, PID uint32
+}
+
+// Read lists the TCP listeners of the namespaces given. A namespace it
+// cannot find or read is skipped and named in the error.
+func (w *ListenerWatch) Read(spaces []Namespace) ([]Listener, error) {
+	var out []Listener
+	var errs []error
+	for _, sp := range spaces {
+		ns := sp.Inode
+		path, ok := w.paths[ns]
+		if !ok && sp.PID != 0 {
+			hint := fmt.Sprintf("/proc/%d/ns/net", sp.PID)
+			var st unix.Stat_t
+			if unix.Stat(hint, &st) == nil && uint32(st.Ino) == ns {
+				path, ok = hint, true
+				w.paths[ns] = hint
+			}
+		}
+		if !ok && time.Since(w.scanned) > rescanEvery {
+			w.scanned = time.Now()
+			if spaces, err := namespaces(); err == nil {
+				w.paths = spaces
+			}
+			path, ok = w.paths[ns]
+		}
+		if !ok {
+			continue
+		}
+		ls, err := readListeners(ns, path)
+		if err != nil {
+			delete(w.paths, ns) // gone, or another namespace now: look again later
+			errs = append(errs, fmt.Errorf("netns %d: %w", ns, err))
+			continue
+		}
+		out = append(out, ls...)
+	}
+	return out, errors.Join(errs...)
+}
+
+func readListeners(ns uint32, path string) ([]Listener, error) {
+	fd, err := diagSocketIn(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var out []Listener
+	for _, family := range []uint8{afInet, afInet6} {
+		err := walkRaw(fd, family, listenState, 1<<(inetDiagSkMemInfo-1), func(s *diagSocket, raw []byte) {
+			l := Listener{NetNS: ns, Local: s.local, Inode: s.inode, Cookie: s.cookie,
+				Queue: binary.NativeEndian.Uint32(raw[56:]), Limit: binary.NativeEndian.Uint32(raw[60:])}
+			if mem := attr(raw[sizeofDiagMsg:], inetDiagSkMemInfo); len(mem) >= 4*(skMemInfoDrops+1) {
+				l.Drops = binary.NativeEndian.Uint32(mem[4*skMemInfoDrops:])
+			}
+			out = append(out, l)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// attr returns the payload of the first rtattr of type typ in attrs.
+func attr(attrs []byte, typ uint16) []byte {
+	for len(attrs) >= unix.SizeofRtAttr {
+		l := int(binary.NativeEndian.Uint16(attrs[0:]))
+		if l < unix.SizeofRtAttr || l > len(attrs) {
+			return nil
+		}
+		if binary.NativeEndian.Uint16(attrs[2:]) == typ {
+			return attrs[unix.SizeofRtAttr:l]
+		}
+		adv := (l + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1)
+		if adv > len(attrs) {
+			return nil
+		}
+		attrs = attrs[adv:]
+	}
+	return nil
+}

@@ -1,0 +1,81 @@
+package tracker
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
+
+// timeWaitClose is the active closer's end: FIN_WAIT2 -> CLOSE, its 4-tuple
+// now in TIME_WAIT; i numbers the 4-tuple (a peer and a port per i).
+func timeWaitClose(tr *Tracker, i int, at time.Duration) {
+	c := &conn{netns: 1, local: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 8080),
+		remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 16), byte(i >> 8)}), uint16(1024+i&0xff))}
+	tr.watchTimeWait(c, &wire.Event{Mono: at, Kind: wire.KindState, OldState: tcp.StateFinWait2, State: tcp.StateClose})
+}
+
+// Issue #21: the TIME_WAIT memory is bounded, refuses new 4-tuples while
+// it is full of ones younger than TIME_WAIT, takes them again as the old
+// ones expire, and still tells a reuse; and a reused (deleted) 4-tuple
+// does not keep its queue entry forever.
+func TestTimeWaitMemory(t *testing.T) {
+	var notices []*Notice
+	tr := New(Config{All: true, Notices: func(n *Notice) { notices = append(notices, n) }}, func(*Narrative) {})
+	base := time.Hour
+	for i := range maxTimeWaitKept + 1000 {
+		timeWaitClose(tr, i, base+time.Duration(i)*time.Microsecond)
+	}
+	if len(tr.timeWait) != maxTimeWaitKept {
+		t.Fatalf("%d 4-tuples kept, want the bound %d", len(tr.timeWait), maxTimeWaitKept)
+	}
+	if tr.timeWaitOrder.Len() != maxTimeWaitKept {
+		t.Errorf("queue of %d, want %d (one per 4-tuple kept)", tr.timeWaitOrder.Len(), maxTimeWaitKept)
+	}
+	// A minute later the first 1000 have left TIME_WAIT: room for 1000.
+	later := base + timeWaitLen + 1000*time.Microsecond
+	for i := range 2000 {
+		timeWaitClose(tr, 1<<20+i, later+time.Duration(i)*time.Nanosecond)
+	}
+	if len(tr.timeWait) != maxTimeWaitKept {
+		t.Errorf("%d 4-tuples kept after the first expired, want %d", len(tr.timeWait), maxTimeWaitKept)
+	}
+	if _, ok := tr.timeWait[tupleKey{1, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.1.16.0:1024")}]; !ok {
+		t.Error("the first 4-tuple closed after the expiry is not kept")
+	}
+	// A new connection on a kept 4-tuple is a reuse, told once.
+	c := &conn{netns: 1, local: netip.MustParseAddrPort("10.0.0.1:8080"), remote: netip.MustParseAddrPort("10.1.16.0:1024")}
+	tr.watchTimeWait(c, &wire.Event{Mono: later + time.Second, Kind: wire.KindState, OldState: tcp.StateSynSent, State: tcp.StateEstablished})
+	if len(notices) != 1 || notices[0].Kind != "time_wait_reuse" || notices[0].Age != time.Second-0 {
+		t.Errorf("notices %+v, want one time_wait_reuse 1 s old", notices)
+	}
+	// Reuses leave their queue entries behind; the queue stays within
+	// twice the map's bound however many come.
+	for i := range 3 * maxTimeWaitKept {
+		at := later + 2*time.Second + time.Duration(i)*time.Microsecond
+		timeWaitClose(tr, 1<<21+i, at)
+		k := tupleKey{1, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 8080),
+			netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte((1<<21 + i) >> 16), byte((1<<21 + i) >> 8)}), uint16(1024+(1<<21+i)&0xff))}
+		delete(tr.timeWait, k) // as a reuse does
+	}
+	if n := tr.timeWaitOrder.Len(); n > 2*maxTimeWaitKept {
+		t.Errorf("queue of %d after many reuses, want at most %d", n, 2*maxTimeWaitKept)
+	}
+}
+
+// BenchmarkTimeWaitFull is a close while the TIME_WAIT memory is full of
+// 4-tuples younger than a minute (a host churning to many peers): it used
+// to scan the whole map each time.
+func BenchmarkTimeWaitFull(b *testing.B) {
+	tr := New(Config{All: true, Notices: func(*Notice) {}}, func(*Narrative) {})
+	base := time.Hour
+	for i := range maxTimeWaitKept {
+		timeWaitClose(tr, i, base)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		timeWaitClose(tr, 1<<20+i, base+time.Millisecond)
+	}
+}
