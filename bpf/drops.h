@@ -27,6 +27,13 @@
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
+/* ::ffff:a.b.c.d */
+static __always_inline int v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
+}
+
 /* The tuple of a socket, local side first. Probe reads: works on a trusted socket and a timer's. */
 static __always_inline int tuple_of_sk(const struct sock *sk, struct tw_tuple *k)
 {
@@ -40,6 +47,18 @@ static __always_inline int tuple_of_sk(const struct sock *sk, struct tw_tuple *k
 	if (k->family == AF_INET6) {
 		BPF_CORE_READ_INTO((struct in6_addr *)k->laddr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO((struct in6_addr *)k->raddr, sk, __sk_common.skc_v6_daddr);
+		/*
+		 * A dual-stack socket talking to an IPv4 peer (a server on [::]
+		 * that accepted an IPv4 client): its packets are IPv4, so is
+		 * its key.
+		 */
+		if (v4_mapped(k->laddr) && v4_mapped(k->raddr)) {
+			k->family = AF_INET;
+			__builtin_memcpy(k->laddr, k->laddr + 12, 4);
+			__builtin_memcpy(k->raddr, k->raddr + 12, 4);
+			__builtin_memset(k->laddr + 4, 0, 12);
+			__builtin_memset(k->raddr + 4, 0, 12);
+		}
 	} else if (k->family == AF_INET) {
 		BPF_CORE_READ_INTO((__u32 *)k->laddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)k->raddr, sk, __sk_common.skc_daddr);
@@ -128,6 +147,35 @@ static __always_inline void unmark_troubled(const struct sock *sk)
 		return;
 	flush_folded(&k, t);
 	bpf_map_delete_elem(&troubled, &k);
+}
+
+/*
+ * A socket destroyed while marked troubled: its end must reach user space
+ * even if nothing made it notable (the timer programs cannot create its
+ * storage: a window-probe episode ended by close() would otherwise end
+ * unseen). The gate and the port bit keep this to two loads for a healthy
+ * socket. Unmarks it.
+ */
+static __always_inline int troubled_at_destroy(const struct sock *sk)
+{
+	struct trouble_gate *g = gate();
+	if (!g || !g->last_mark_ns || bpf_ktime_get_ns() - g->last_mark_ns > TW_TROUBLE_TTL_NS)
+		return 0;
+	/* inet_put_port() has zeroed skc_num by now: inet_sport stays. */
+	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!port)
+		port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	if (!port_marked(g, port))
+		return 0;
+	struct tw_tuple k;
+	if (!tuple_of_sk(sk, &k))
+		return 0;
+	struct troubled *t = bpf_map_lookup_elem(&troubled, &k);
+	if (!t || t->cookie != BPF_CORE_READ(sk, __sk_common.skc_cookie.counter))
+		return 0;
+	flush_folded(&k, t);
+	bpf_map_delete_elem(&troubled, &k);
+	return 1;
 }
 
 /* NETFILTER_DROP's hook, from the packet's state (see enum tw_nf_hook). */

@@ -382,11 +382,13 @@ int BPF_PROG(tw_destroy_sock, struct sock *sk)
 {
 	/* The storage goes with the socket; only a notable one is told. */
 	struct sock_info *info = sock_info_lookup(sk);
-	if (!wanted(info, 0))
-		return 0;
-	/* Only a notable socket can be troubled: the others cost no lookup here. */
-	if (info && (info->flags & TW_SK_NOTABLE))
+	int notable = info && (info->flags & TW_SK_NOTABLE);
+	if (notable)
 		unmark_troubled(sk);
+	else if (troubled_at_destroy(sk))
+		notable = 1; /* a window-probe episode its owner closed: tell its end */
+	if (!wanted(info, notable))
+		return 0;
 	struct event *e = emit_sk(sk, info, TW_EV_DESTROY);
 	if (e)
 		submit(e);

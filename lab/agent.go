@@ -336,7 +336,8 @@ func (a *agent) writer(c *net.TCPConn, done chan struct{}) {
 		closeAt = time.After(a.o.closeAfter)
 	}
 	end := time.After(a.o.hold)
-	// The lab steers an application through its stdin: "write", "close".
+	// The lab steers an application through its stdin: "write", "close",
+	// "read" (an application that did not read starts reading).
 	cmds := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
@@ -372,6 +373,12 @@ func (a *agent) writer(c *net.TCPConn, done chan struct{}) {
 				a.report("wrote once", nil, c)
 			case "close":
 				a.close(c, done)
+			case "read":
+				if !a.o.read {
+					a.o.read = true
+					go a.reader(c, done)
+					a.report("reading", nil, c)
+				}
 			}
 		case <-closeAt:
 			a.close(c, done)

@@ -409,6 +409,27 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "peer-resumes-reading", Row: 16,
+		Summary:     "B's application stops reading while A writes 4 MB, then reads again: the window opens, the probe timer stops, and the data flows",
+		Expect:      map[string][]tracker.Verdict{"A": {tracker.ZeroWindow, tracker.Recovered}},
+		Forbid:      map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
+		ExpectWords: map[string][]string{"A": {"the waiting data left after"}},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, "--read=false"), client(r, "--send-on-connect=4000000")); err != nil {
+				return err
+			}
+			r.step("B's server does not read; A's client writes 4 MB in one write()")
+			if err := r.waitVerdict("A", tracker.ZeroWindow); err != nil {
+				return err
+			}
+			r.step("B's server starts reading")
+			if err := r.tell("B", "read"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "peer-stops-reading-user-timeout", Row: 16,
 		Summary:     "B's application stops reading while A writes 4 MB, and A set TCP_USER_TIMEOUT=3s: the answered probes do not count, the user timeout (from the first probe) ends it",
 		Expect:      map[string][]tracker.Verdict{"A": {tracker.ZeroWindow, tracker.RetransmitTimeout}},

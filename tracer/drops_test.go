@@ -3,6 +3,7 @@ package tracer_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"syscall"
@@ -275,4 +276,96 @@ func TestDropPathDiscardsUnrelatedDrops(t *testing.T) {
 			t.Errorf("a drop record for an unrelated connection: %v > %v", e.Local, e.Remote)
 		}
 	}
+}
+
+// A server listening on [::] (dual-stack, as Go's and nginx's often do)
+// talks to an IPv4 client through an AF_INET6 socket with v4-mapped
+// addresses, while its packets are IPv4: its drops must still be found.
+func TestDropsOfADualStackServerSocket(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	reasons := dropReasons(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.Config{FilterNetNS: hosts.Netns(t, b)})
+	var ln net.Listener
+	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", "[::]:7501"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	var client net.Conn
+	if err := a.Do(func() (err error) {
+		client, err = net.Dial("tcp", netip.AddrPortFrom(b.Addr4(), 7501).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server := <-accepted
+	defer server.Close()
+	// Go prints a v4-mapped address as IPv4: ask the socket its family.
+	rc, err := server.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sa unix.Sockaddr
+	rc.Control(func(fd uintptr) { sa, _ = unix.Getsockname(int(fd)) })
+	if _, v6 := sa.(*unix.SockaddrInet6); !v6 {
+		t.Fatalf("server socket %v is %T, not a dual-stack AF_INET6 one", server.LocalAddr(), sa)
+	}
+	undo, err := b.DropTo(a.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	if _, err := server.Write(make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	probe := col.wait(t, 5*time.Second, "the server's window probe", func(e *wire.Event) bool {
+		return e.Kind == wire.KindProbe0 && e.Local.Port() == 7501
+	})
+	drop := col.wait(t, 5*time.Second, "its probe dropped by netfilter OUTPUT", func(e *wire.Event) bool {
+		return e.Kind == wire.KindDrop && e.Cookie == probe.Cookie
+	})
+	if reasons.Name(drop.Detail) != "NETFILTER_DROP" || drop.NFHook != wire.NFHookOutput || drop.Local.Addr() != b.Addr4() {
+		t.Errorf("drop: reason %s hook %v local %v (probe's %v)", reasons.Name(drop.Detail), drop.NFHook, drop.Local, probe.Local)
+	}
+}
+
+// A connection whose only trouble was a window-probe episode has no
+// storage (the timer programs cannot create it): when its owner closes it
+// after the episode, its destroy must still be told, or user space would
+// keep the episode open forever.
+func TestDestroyOfAWindowProbeConnectionIsTold(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.Config{FilterNetNS: hosts.Netns(t, a)})
+	client, server := connectAt(t, a, b, b.Addr4(), 7601)
+	undo, err := a.DropTo(b.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write(make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddrPort(client.LocalAddr().String())
+	probe := col.wait(t, 5*time.Second, "a window probe", func(e *wire.Event) bool {
+		return e.Kind == wire.KindProbe0 && e.Local == local && e.ProbesOut >= 1
+	})
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	// The next probe sends the data, the server reads it: the episode is over.
+	if _, err := io.ReadFull(server, make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	server.Close()
+	col.wait(t, 5*time.Second, "the client socket's destroy", func(e *wire.Event) bool {
+		return e.Kind == wire.KindDestroy && e.Cookie == probe.Cookie
+	})
 }

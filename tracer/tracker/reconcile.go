@@ -35,7 +35,7 @@ func (t *Tracker) Reconcile(asOf, now time.Duration, alive Alive) (dropped int) 
 		case c.last.Mono >= asOf || c.firstMono >= asOf:
 		case alive(c.netns, c.cookie, c.local, c.remote):
 		default:
-			if !c.done && (c.stallFirst != 0 || c.kaAnnounced) {
+			if !c.done && (c.stallFirst != 0 || c.kaAnnounced || c.window.announced) {
 				c.done, c.closing = true, false
 				t.narrate(c, Untold, true, max(now, c.last.Mono)).LostRecords = true
 			}
