@@ -7,8 +7,13 @@
  * the iterator was opened in. Unlike sock_diag, it reads each socket's own
  * keepalive settings (TCP_KEEPIDLE/KEEPINTVL/KEEPCNT, 0 meaning the
  * namespace's sysctl), TCP_USER_TIMEOUT and RTO bounds: what decides when
- * its kernel would notice a silent peer. It only reads; it sends nothing
- * and changes nothing, and it runs only when user space reads it.
+ * its kernel would notice a silent peer. It sends nothing and runs only
+ * when user space reads it. It changes nothing either, except in watch
+ * mode (close_wait_after_ns set): there it notes in tcpwatch.bpf.c's
+ * socket storage when a scan first found a socket in CLOSE_WAIT, and
+ * marks one still there close_wait_after_ns later notable, so that the
+ * kernel half sends that socket's end (and only that socket's:
+ * close_wait_stuck costs nothing for a connection its owner closes).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -16,6 +21,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "exposure.h"
+#include "sockstore.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -31,6 +37,38 @@ const enum tw_row_flag *unused_row_flag __attribute__((unused));
  * of thousands of TIME_WAIT sockets would only cost memory.
  */
 const volatile __u8 connections_only = 0;
+
+/*
+ * Set by watch mode's loader, with sock_infos replaced by the kernel
+ * half's: how long a socket may stay in CLOSE_WAIT, counted from the first
+ * scan that found it there, before it is marked. 0: never look (tcpwatch
+ * exposure, which must change nothing).
+ */
+const volatile __u64 close_wait_after_ns = 0;
+
+/*
+ * A socket in CLOSE_WAIT: when a scan first saw it there, and once that
+ * is close_wait_after_ns ago, the mark that makes the kernel half tell
+ * its end (TW_SK_NOTABLE) and the row's flag that makes user space tell
+ * it stuck. The socket has no earlier timestamp of its peer's FIN: a
+ * FIN without data does not move icsk_ack.lrcvtime, and rcv_tstamp
+ * moves with every ACK the peer sends afterwards.
+ */
+static __always_inline void close_wait_scan(struct tcp_sock *tp, struct tw_sock_row *r)
+{
+	struct sock_info *info = bpf_sk_storage_get(&sock_infos, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!info)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (!info->close_wait_seen_ns)
+		info->close_wait_seen_ns = now;
+	__u64 held = now - info->close_wait_seen_ns;
+	r->close_wait_ms = held / 1000000;
+	if (held >= close_wait_after_ns) {
+		info->flags |= TW_SK_NOTABLE | TW_SK_CLOSE_WAIT;
+		r->flags |= TW_ROW_CLOSE_WAIT_STUCK;
+	}
+}
 
 /* Before 6.x the range was two ints under a seqlock. */
 struct local_ports___pair {
@@ -141,6 +179,8 @@ int tw_exposure(struct bpf_iter__tcp *ctx)
 		r.idle = a < b ? a : b;
 		r.since_send = now - tp->lsndtime;
 		r.since_ack = b;
+		if (close_wait_after_ns && r.state == TCP_CLOSE_WAIT)
+			close_wait_scan(tp, &r);
 	}
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

@@ -19,6 +19,7 @@ enum tw_row_flag {
 	TW_ROW_RTO_MIN = 1 << 3,   /* icsk_rto_min exists on this kernel */
 	TW_ROW_RTO_MAX = 1 << 4,   /* icsk_rto_max exists on this kernel (6.15+) */
 	TW_ROW_SYS_RTO_MAX = 1 << 5, /* net.ipv4.tcp_rto_max_ms exists (6.15+) */
+	TW_ROW_CLOSE_WAIT_STUCK = 1 << 6, /* in CLOSE_WAIT since a scan at least close_wait_after_ns ago: marked notable */
 };
 
 struct tw_sock_row {
@@ -66,6 +67,7 @@ struct tw_sock_row {
 	__u32 net_local_port_hi;
 	__u32 net_fin_timeout;   /* tcp_fin_timeout, jiffies: how long an orphan waits in FIN_WAIT2 */
 	__s32 linger2;           /* TCP_LINGER2, jiffies: 0 = sysctl, < 0 = reset at once */
+	__u32 close_wait_ms;     /* with close_wait_after_ns: ms since the first scan that found it in CLOSE_WAIT */
 };
 
 #endif /* TW_EXPOSURE_H */

@@ -13,15 +13,28 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type ExposureSockInfo struct {
+	_               structs.HostLayout
+	FirstSeenNs     uint64
+	Pid             uint32
+	ExitCode        uint32
+	Comm            [16]uint8
+	Flags           uint8
+	OwnerSource     uint8
+	Pad             [6]uint8
+	CloseWaitSeenNs uint64
+}
+
 type ExposureTwRowFlag uint32
 
 const (
-	ExposureTwRowFlagTW_ROW_FULL        ExposureTwRowFlag = 1
-	ExposureTwRowFlagTW_ROW_KEEPALIVE   ExposureTwRowFlag = 2
-	ExposureTwRowFlagTW_ROW_ORPHAN      ExposureTwRowFlag = 4
-	ExposureTwRowFlagTW_ROW_RTO_MIN     ExposureTwRowFlag = 8
-	ExposureTwRowFlagTW_ROW_RTO_MAX     ExposureTwRowFlag = 16
-	ExposureTwRowFlagTW_ROW_SYS_RTO_MAX ExposureTwRowFlag = 32
+	ExposureTwRowFlagTW_ROW_FULL             ExposureTwRowFlag = 1
+	ExposureTwRowFlagTW_ROW_KEEPALIVE        ExposureTwRowFlag = 2
+	ExposureTwRowFlagTW_ROW_ORPHAN           ExposureTwRowFlag = 4
+	ExposureTwRowFlagTW_ROW_RTO_MIN          ExposureTwRowFlag = 8
+	ExposureTwRowFlagTW_ROW_RTO_MAX          ExposureTwRowFlag = 16
+	ExposureTwRowFlagTW_ROW_SYS_RTO_MAX      ExposureTwRowFlag = 32
+	ExposureTwRowFlagTW_ROW_CLOSE_WAIT_STUCK ExposureTwRowFlag = 64
 )
 
 type ExposureTwSockRow struct {
@@ -70,17 +83,19 @@ type ExposureTwSockRow struct {
 	NetLocalPortHi     uint32
 	NetFinTimeout      uint32
 	Linger2            int32
-	_                  [4]byte
+	CloseWaitMs        uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ExposureProgTwExposure     = "tw_exposure"
-	ExposureVarConnectionsOnly = "connections_only"
-	ExposureVarUnusedRow       = "unused_row"
-	ExposureVarUnusedRowFlag   = "unused_row_flag"
+	ExposureMapSockInfos        = "sock_infos"
+	ExposureProgTwExposure      = "tw_exposure"
+	ExposureVarCloseWaitAfterNs = "close_wait_after_ns"
+	ExposureVarConnectionsOnly  = "connections_only"
+	ExposureVarUnusedRow        = "unused_row"
+	ExposureVarUnusedRowFlag    = "unused_row_flag"
 )
 
 // LoadExposure returns the embedded CollectionSpec for Exposure.
@@ -132,15 +147,17 @@ type ExposureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExposureMapSpecs struct {
+	SockInfos *ebpf.MapSpec `ebpf:"sock_infos"`
 }
 
 // ExposureVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExposureVariableSpecs struct {
-	ConnectionsOnly *ebpf.VariableSpec `ebpf:"connections_only"`
-	UnusedRow       *ebpf.VariableSpec `ebpf:"unused_row"`
-	UnusedRowFlag   *ebpf.VariableSpec `ebpf:"unused_row_flag"`
+	CloseWaitAfterNs *ebpf.VariableSpec `ebpf:"close_wait_after_ns"`
+	ConnectionsOnly  *ebpf.VariableSpec `ebpf:"connections_only"`
+	UnusedRow        *ebpf.VariableSpec `ebpf:"unused_row"`
+	UnusedRowFlag    *ebpf.VariableSpec `ebpf:"unused_row_flag"`
 }
 
 // ExposureObjects contains all objects after they have been loaded into the kernel.
@@ -163,19 +180,23 @@ func (o *ExposureObjects) Close() error {
 //
 // It can be passed to LoadExposureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExposureMaps struct {
+	SockInfos *ebpf.Map `ebpf:"sock_infos"`
 }
 
 func (m *ExposureMaps) Close() error {
-	return _ExposureClose()
+	return _ExposureClose(
+		m.SockInfos,
+	)
 }
 
 // ExposureVariables contains all global variables after they have been loaded into the kernel.
 //
 // It can be passed to LoadExposureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExposureVariables struct {
-	ConnectionsOnly *ebpf.Variable `ebpf:"connections_only"`
-	UnusedRow       *ebpf.Variable `ebpf:"unused_row"`
-	UnusedRowFlag   *ebpf.Variable `ebpf:"unused_row_flag"`
+	CloseWaitAfterNs *ebpf.Variable `ebpf:"close_wait_after_ns"`
+	ConnectionsOnly  *ebpf.Variable `ebpf:"connections_only"`
+	UnusedRow        *ebpf.Variable `ebpf:"unused_row"`
+	UnusedRowFlag    *ebpf.Variable `ebpf:"unused_row_flag"`
 }
 
 // ExposurePrograms contains all programs after they have been loaded into the kernel.

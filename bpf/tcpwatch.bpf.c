@@ -24,10 +24,11 @@
  *
  * A connection that is born and dies normally costs a few loads per
  * tracepoint, its cookie and owner at connect (in a slot, not socket
- * storage) and no record, unless the user asked for everything (emit_all)
- * or its peer closed first: entering and leaving CLOSE_WAIT are two
- * records (no storage), so user space can time a process that never
- * closes (close_wait_stuck).
+ * storage) and no record, unless the user asked for everything (emit_all).
+ * A connection its peer closed first costs nothing more: a process that
+ * never closes it is found by watch mode's socket scan (exposure.bpf.c),
+ * which marks that socket notable, so only a stuck socket's end is sent
+ * (close_wait_stuck).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -99,23 +100,12 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		}
 		info = closing(sk);
 		notable = info && (info->flags & TW_SK_EXITING);
-		/* The owner closed a socket its peer had closed: a CLOSE_WAIT ends. */
-		always = newstate == TCP_LAST_ACK;
-		break;
-	case TCP_CLOSE_WAIT:
-		/*
-		 * The peer closed; the owner must close too. One record per
-		 * connection its peer closes (no storage): the tracker times
-		 * how long the owner keeps it (close_wait_stuck).
-		 */
-		info = sock_info_lookup(sk);
-		always = 1;
 		break;
 	case TCP_CLOSE:
 		w = window_for(sk);
 		if (w)
 			w->killed = 1;
-		always = oldstate == TCP_LISTEN || oldstate == TCP_CLOSE_WAIT;
+		always = oldstate == TCP_LISTEN;
 		/*
 		 * tcp_v4/v6_connect() sets SYN_SENT, then inet_hash_connect()
 		 * looks for a local port toward the destination; when every one

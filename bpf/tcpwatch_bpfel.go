@@ -83,14 +83,15 @@ type TcpwatchKaLast struct {
 }
 
 type TcpwatchSockInfo struct {
-	_           structs.HostLayout
-	FirstSeenNs uint64
-	Pid         uint32
-	ExitCode    uint32
-	Comm        [16]uint8
-	Flags       uint8
-	OwnerSource uint8
-	Pad         [6]uint8
+	_               structs.HostLayout
+	FirstSeenNs     uint64
+	Pid             uint32
+	ExitCode        uint32
+	Comm            [16]uint8
+	Flags           uint8
+	OwnerSource     uint8
+	Pad             [6]uint8
+	CloseWaitSeenNs uint64
 }
 
 type TcpwatchTroubleGate struct {

@@ -234,6 +234,23 @@ func Run(ctx context.Context, name string, opt Options, sink Reporter) (*Result,
 		return nil, err
 	}
 	defer t.Close()
+	if cfg.CloseWaitAfter >= 0 {
+		after := cfg.CloseWaitAfter
+		if after == 0 {
+			after = tracker.DefaultCloseWaitAfter
+		}
+		scan, err := tracer.OpenSocketReaderWith(tracer.SocketReaderOptions{ConnectionsOnly: true, MarkCloseWait: t, CloseWaitAfter: after})
+		if err != nil {
+			return nil, err
+		}
+		defer scan.Close()
+		cfg.ScanCloseWaits = engine.CloseWaitScanner(scan, 0, func(netns uint32) bool {
+			r.mu.Lock()
+			host, ok := r.netnsHost[netns]
+			r.mu.Unlock()
+			return ok && host != "R"
+		})
+	}
 	traceCtx, stopTrace := context.WithCancel(context.Background())
 	go r.trace(traceCtx, engine.New(t, cfg))
 	defer func() {

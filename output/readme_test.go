@@ -89,10 +89,22 @@ func replayFor(t *testing.T, name, host string, v tracker.Verdict, all bool) *tr
 			found = &cp
 		}
 	})
+	scans, err := tracker.ReadCloseWaitScans(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var last time.Duration
 	for i := range evs {
+		for len(scans) > 0 && scans[0].Mono <= evs[i].Mono {
+			tr.CloseWaitScan(scans[0].Mono, scans[0].Stuck)
+			scans = scans[1:]
+		}
 		tr.Handle(&evs[i])
 		last = evs[i].Mono
+	}
+	for _, s := range scans {
+		tr.CloseWaitScan(s.Mono, s.Stuck)
+		last = max(last, s.Mono)
 	}
 	tr.Flush(last + time.Second)
 	if found == nil {

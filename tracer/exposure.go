@@ -11,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -37,8 +38,26 @@ type SocketReader struct {
 
 // OpenSocketReader loads and attaches the iterator. With connectionsOnly
 // it skips the sockets that hold no connection's settings (TIME_WAIT and
-// request sockets), which only a full report counts.
+// request sockets), which only a full report counts. It changes nothing.
 func OpenSocketReader(connectionsOnly bool) (*SocketReader, error) {
+	return OpenSocketReaderWith(SocketReaderOptions{ConnectionsOnly: connectionsOnly})
+}
+
+// SocketReaderOptions tune the iterator.
+type SocketReaderOptions struct {
+	// ConnectionsOnly: see OpenSocketReader.
+	ConnectionsOnly bool
+	// MarkCloseWait, with a tracer (watch mode): each read notes in the
+	// tracer's socket storage when a socket was first read in CLOSE_WAIT,
+	// and marks one still there CloseWaitAfter later notable, so that the
+	// kernel half sends its end; its row says so (Socket.CloseWaitStuck).
+	MarkCloseWait  *Tracer
+	CloseWaitAfter time.Duration
+}
+
+// OpenSocketReaderWith is OpenSocketReader with every option.
+func OpenSocketReaderWith(opt SocketReaderOptions) (*SocketReader, error) {
+	connectionsOnly := opt.ConnectionsOnly
 	if err := CheckPrivileges(); err != nil {
 		return nil, err
 	}
@@ -60,7 +79,18 @@ func OpenSocketReader(connectionsOnly bool) (*SocketReader, error) {
 			return nil, err
 		}
 	}
-	if err := spec.LoadAndAssign(&r.objs, nil); err != nil {
+	var load *ebpf.CollectionOptions
+	if t := opt.MarkCloseWait; t != nil && opt.CloseWaitAfter > 0 {
+		store := t.coll.Maps[bpf.TcpwatchMapSockInfos]
+		if store == nil {
+			return nil, fmt.Errorf("the kernel half has no %s map", bpf.TcpwatchMapSockInfos)
+		}
+		if err := spec.Variables[bpf.ExposureVarCloseWaitAfterNs].Set(uint64(opt.CloseWaitAfter)); err != nil {
+			return nil, err
+		}
+		load = &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpf.ExposureMapSockInfos: store}}
+	}
+	if err := spec.LoadAndAssign(&r.objs, load); err != nil {
 		return nil, fmt.Errorf("loading the socket iterator (BPF iterators need Linux 5.9 and BTF): %w", loadError(err))
 	}
 	r.iter, err = link.AttachIter(link.IterOptions{Program: r.objs.TwExposure})
@@ -152,6 +182,9 @@ func (r *SocketReader) socket(row *bpf.ExposureTwSockRow) exposure.Socket {
 		UID:      row.Uid,
 		CgroupID: row.CgroupId,
 		Orphan:   row.Flags&uint16(bpf.ExposureTwRowFlagTW_ROW_ORPHAN) != 0,
+
+		CloseWaitStuck: row.Flags&uint16(bpf.ExposureTwRowFlagTW_ROW_CLOSE_WAIT_STUCK) != 0,
+		CloseWaitFor:   time.Duration(row.CloseWaitMs) * time.Millisecond,
 	}
 	if row.Family == unix.AF_INET6 {
 		s.Local = netip.AddrPortFrom(netip.AddrFrom16(row.Saddr).Unmap(), row.Sport)

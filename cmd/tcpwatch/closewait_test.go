@@ -16,7 +16,8 @@ import (
 )
 
 // A server that forgets to close: its clients close, its sockets sit in
-// CLOSE_WAIT. tcpwatch (threshold shortened to 2s) tells close_wait_stuck
+// CLOSE_WAIT. tcpwatch (threshold shortened to 2s, so its socket scan
+// runs every second) tells close_wait_stuck
 // once per process with how many it holds and for how long, and ends the
 // episode when the process closes them (this test) or exits (a lab agent
 // that never reads, killed).

@@ -142,7 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.StringVar(&o.addrText, "addr", "", "only connections with an address in this CIDR (or address) on either side")
 	fs.IntVar(&o.maxConns, "max-connections", 1<<18, "connections the tracker remembers (least recently active evicted)")
 	fs.DurationVar(&o.exposureEvery, "exposure-every", 30*time.Second, "watch mode: count connections by when a silent peer would be noticed (tcpwatch exposure) this often, for --metrics and the stats record; 0 turns it off")
-	fs.DurationVar(&o.closeWaitAfter, "close-wait-after", tracker.DefaultCloseWaitAfter, "tell close_wait_stuck when a process keeps a connection its peer closed this long without closing it; 0 never")
+	fs.DurationVar(&o.closeWaitAfter, "close-wait-after", tracker.DefaultCloseWaitAfter, "tell close_wait_stuck when a process keeps a connection its peer closed this long without closing it (a socket scan every half of it, at most 30s, finds them); 0 never")
 	o.fleet.addFlags(fs)
 	o.pipelines.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -349,6 +349,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 			warn(fmt.Errorf("no exposure figures (--exposure-every): %w", err))
 		}
 		defer exp.close()
+	}
+	if cfg.CloseWaitAfter > 0 && !o.events {
+		// Loaded now, while tcpwatch holds CAP_BPF; read every
+		// engine.CloseWaitEvery of the threshold.
+		r, err := tracer.OpenSocketReaderWith(tracer.SocketReaderOptions{ConnectionsOnly: true,
+			MarkCloseWait: t, CloseWaitAfter: cfg.CloseWaitAfter})
+		if err != nil {
+			fmt.Fprintf(stderr, "tcpwatch: warning: no close_wait_stuck (the socket iterator): %v\n", err)
+		} else {
+			defer r.Close()
+			cfg.ScanCloseWaits = engine.CloseWaitScanner(r, o.netns, nil)
+		}
 	}
 	if k := t.Kernel; k.BelowMinimum() {
 		fmt.Fprintf(stderr, "tcpwatch: warning: kernel %s is older than %s, the oldest tcpwatch is tested on: some verdicts may be missing or wrong\n", k.Release, tracer.MinKernel)

@@ -20,14 +20,14 @@ func closeWaitSummary(n *tracker.Narrative) string {
 		who = "a process tcpwatch could not name"
 	}
 	if !n.Final {
-		return fmt.Sprintf("%s holds %d connection%s its peers closed, the oldest in CLOSE_WAIT for %s: it has not called close() on them",
+		return fmt.Sprintf("%s holds %d connection%s its peers closed, the oldest in CLOSE_WAIT for at least %s: it has not called close() on them",
 			who, n.CloseWaitSockets, plural(n.CloseWaitSockets), Secs(n.CloseWaitFor))
 	}
 	how := "closed them"
 	if n.CloseWaitExited {
 		how = "exited, and its kernel closed them"
 	}
-	return fmt.Sprintf("%s %s after %s in CLOSE_WAIT (it held up to %d)", who, how, Secs(n.CloseWaitFor), n.CloseWaitSockets)
+	return fmt.Sprintf("%s %s after at least %s in CLOSE_WAIT (it held up to %d)", who, how, Secs(n.CloseWaitFor), n.CloseWaitSockets)
 }
 
-const closeWaitExplanation = "ESTABLISHED -> CLOSE_WAIT: the peer sent FIN, read() returns 0, and only the owning process can finish the connection, by calling close(). The kernel has no timer for CLOSE_WAIT: a process that never reads the end of file, or forgets to close, keeps the socket and its descriptor until it exits (a descriptor leak, the usual cause of \"too many open files\")."
+const closeWaitExplanation = "ESTABLISHED -> CLOSE_WAIT: the peer sent FIN, read() returns 0, and only the owning process can finish the connection, by calling close(). The kernel has no timer for CLOSE_WAIT: a process that never reads the end of file, or forgets to close, keeps the socket and its descriptor until it exits (a descriptor leak, the usual cause of \"too many open files\"). tcpwatch sends nothing when a connection enters CLOSE_WAIT: its socket scan (every half of --close-wait-after, at most 30 s) finds the sockets there and counts from the first scan that saw each, so \"at least\": the FIN came up to one scan period earlier, and a process is told within one scan period after the threshold. The scan then marks the stuck socket, and the kernel reports its end."

@@ -76,6 +76,7 @@ func (e *Engine) tick(now time.Time) {
 	drained := !e.src.Buffered()
 	e.rec.step(e.tracker, drained, 0, now, e.cfg.Warn)
 	e.listen.step(e.tracker, now, e.cfg.Warn)
+	e.closeWaits.step(e.tracker, e.cfg.Record, now, e.cfg.Warn)
 	if drained {
 		e.tracker.Tick(mono - inFlight)
 	}

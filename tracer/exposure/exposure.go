@@ -61,6 +61,12 @@ type Socket struct {
 	CgroupID      uint64
 	Orphan        bool // no process holds it any more (SOCK_DEAD)
 
+	// Watch mode only (tracer.SocketReaderOptions.MarkCloseWait): how long
+	// ago a read first found it in CLOSE_WAIT, and whether that passed the
+	// threshold (the kernel half now sends its end).
+	CloseWaitFor   time.Duration
+	CloseWaitStuck bool
+
 	// The owner: the process holding the socket's inode, "" when no
 	// process does; the container its cgroup names.
 	PID       uint32

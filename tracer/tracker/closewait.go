@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
@@ -12,36 +13,51 @@ import (
 // classic descriptor leak behind "too many open files": the kernel can do
 // nothing, the connection waits in CLOSE_WAIT until its owner calls
 // close() or exits. An episode of the process, not of one connection: it
-// is told once when the first of its sockets crosses the threshold (Final
-// false, Begins), and once more when the process no longer holds any
-// (Final true: it closed them, or exited).
+// is told once when the first of its sockets is found past the threshold
+// (Final false, Begins), and once more when the process no longer holds
+// any (Final true: it closed them, or exited).
+//
+// Nothing is sent for a connection entering CLOSE_WAIT (that would be a
+// record for every connection a peer closes): watch mode's periodic
+// socket scan (tracer.SocketReader, engine's close-wait watch) finds the
+// sockets in CLOSE_WAIT, counts from the first scan that saw each one,
+// and marks those still there a threshold later notable in the kernel,
+// which then sends their end. So a process is told within one scan period
+// after the threshold, and "for" is counted from the first scan that saw
+// the socket, not from the peer's FIN (at most a scan period earlier).
 const CloseWaitStuck Verdict = "close_wait_stuck"
 
 // DefaultCloseWaitAfter is how long a socket may sit in CLOSE_WAIT before
 // its owner is told as stuck.
 const DefaultCloseWaitAfter = time.Minute
 
-// closeWaits times the sockets in CLOSE_WAIT and groups those past the
-// threshold by owning process.
-type closeWaits struct {
-	entered map[*conn]time.Duration // every socket in CLOSE_WAIT, since when
-	due     timeQueue[closeWaitDue] // entry + threshold, to look at once
-	groups  map[uint32]*closeWaitGroup
-	member  map[*conn]*closeWaitGroup
+// CloseWaitSocket is a socket a scan found in CLOSE_WAIT past the
+// threshold (and marked, so its end is sent).
+type CloseWaitSocket struct {
+	Cookie        uint64
+	NetNS         uint32
+	Local, Remote netip.AddrPort
+	Inode         uint32
+	CgroupID      uint64
+	Owner         Owner         // the holder of its descriptor (PID 0: not found)
+	For           time.Duration // since the first scan that found it in CLOSE_WAIT
 }
 
-type closeWaitDue struct {
-	c       *conn
-	entered time.Duration
+// closeWaits groups the stuck sockets by owning process.
+type closeWaits struct {
+	stuck  map[uint64]*closeWaitGroup // by cookie
+	groups map[uint32]*closeWaitGroup // by owner's PID
+	// left: sockets seen leaving CLOSE_WAIT, and when; a scan read before
+	// that (its result handed over later) must not bring them back.
+	left map[uint64]time.Duration
 }
 
 // closeWaitGroup is one process's stuck sockets.
 type closeWaitGroup struct {
 	owner  Owner
-	conns  map[*conn]time.Duration // stuck sockets it holds, and since when
-	told   bool
-	oldest *conn
-	since  time.Duration // when the oldest entered CLOSE_WAIT
+	socks  map[uint64]CloseWaitSocket
+	oldest CloseWaitSocket
+	since  time.Duration // when a scan first found the oldest in CLOSE_WAIT
 	peak   int
 }
 
@@ -52,111 +68,128 @@ func (t *Tracker) closeWaitAfter() time.Duration {
 	return t.cfg.CloseWaitAfter
 }
 
-// closeWaitState follows a connection into and out of CLOSE_WAIT (hook
-// in onState).
-func (t *Tracker) closeWaitState(c *conn, ev *wire.Event) {
+// CloseWaitScan takes a scan read at now: the sockets it found stuck. A
+// process with stuck sockets it was not told about is told, with all it
+// holds; a stuck socket the scan no longer finds left CLOSE_WAIT without
+// a record (lost, or filtered): its process's episode may end.
+func (t *Tracker) CloseWaitScan(now time.Duration, stuck []CloseWaitSocket) {
 	if t.closeWaitAfter() < 0 {
 		return
 	}
 	cw := &t.cw
-	switch {
-	case ev.State == tcp.StateCloseWait && ev.OldState != tcp.StateCloseWait:
-		if cw.entered == nil {
-			cw.entered = map[*conn]time.Duration{}
-			cw.groups = map[uint32]*closeWaitGroup{}
-			cw.member = map[*conn]*closeWaitGroup{}
-		}
-		cw.entered[c] = ev.Mono
-		cw.due.Push(ev.Mono+t.closeWaitAfter(), closeWaitDue{c, ev.Mono})
-	case ev.OldState == tcp.StateCloseWait && ev.State != tcp.StateCloseWait:
-		t.closeWaitLeave(c, ev.Mono, ev.Flags&wire.FlagOwnerExiting != 0)
-		// Tracked for its CLOSE_WAIT only (default mode sends the
-		// transition for every connection a peer closes): once its owner
-		// closed it there is no story left to tell.
-		if !t.cfg.All && ev.State == tcp.StateLastAck && !c.closing && c.stallFirst == 0 && !c.kaAnnounced &&
-			c.probes == 0 && c.errno == 0 && !c.sentReset && !c.recvReset {
-			t.remove(c)
-		}
+	if cw.stuck == nil {
+		cw.stuck = map[uint64]*closeWaitGroup{}
+		cw.groups = map[uint32]*closeWaitGroup{}
+		cw.left = map[uint64]time.Duration{}
 	}
-}
-
-// closeWaitLeave: c left CLOSE_WAIT (closed by its owner, the owner's
-// exit, a reset) or is forgotten. The last stuck socket of a told process
-// ends its episode.
-func (t *Tracker) closeWaitLeave(c *conn, now time.Duration, exiting bool) {
-	cw := &t.cw
-	if _, ok := cw.entered[c]; !ok {
-		return
-	}
-	delete(cw.entered, c)
-	g := cw.member[c]
-	if g == nil {
-		return
-	}
-	delete(cw.member, c)
-	delete(g.conns, c)
-	if len(g.conns) > 0 {
-		return
-	}
-	delete(cw.groups, g.owner.PID)
-	if g.told {
-		n := t.narrate(g.oldest, CloseWaitStuck, true, now)
-		n.CloseWaitSockets = g.peak
-		n.CloseWaitFor = now - g.since
-		n.CloseWaitExited = exiting
-	}
-}
-
-// closeWaitTick looks at the sockets that reached the threshold in
-// CLOSE_WAIT (hook in Tick): their owner is named then, not at every
-// peer's close, and a process with stuck sockets it was not told about is
-// told, with all it holds.
-func (t *Tracker) closeWaitTick(now time.Duration) {
-	cw := &t.cw
+	seen := make(map[uint64]bool, len(stuck))
 	var fresh []*closeWaitGroup
-	for {
-		at, d, ok := cw.due.Front()
-		if !ok || at > now {
-			break
+	for _, s := range stuck {
+		seen[s.Cookie] = true
+		if at, ok := cw.left[s.Cookie]; ok && at >= now {
+			continue // it left after this scan read it
 		}
-		cw.due.Pop()
-		if entered, ok := cw.entered[d.c]; !ok || entered != d.entered || cw.member[d.c] != nil {
-			continue // it left CLOSE_WAIT, or entered it again later
+		if cw.stuck[s.Cookie] != nil {
+			continue
 		}
-		owner := t.ownerOf(d.c)
-		g := cw.groups[owner.PID]
+		g := cw.groups[s.Owner.PID]
 		if g == nil {
-			g = &closeWaitGroup{owner: owner, conns: map[*conn]time.Duration{}, oldest: d.c, since: d.entered}
-			cw.groups[owner.PID] = g
-		}
-		g.conns[d.c] = d.entered
-		cw.member[d.c] = g
-		g.peak = max(g.peak, len(g.conns))
-		if !g.told {
+			g = &closeWaitGroup{owner: s.Owner, socks: map[uint64]CloseWaitSocket{}, oldest: s, since: now - s.For}
+			cw.groups[s.Owner.PID] = g
 			fresh = append(fresh, g)
+		}
+		if now-s.For < g.since {
+			g.oldest, g.since = s, now-s.For
+		}
+		g.socks[s.Cookie] = s
+		cw.stuck[s.Cookie] = g
+		g.peak = max(g.peak, len(g.socks))
+	}
+	for cookie := range cw.stuck {
+		if !seen[cookie] {
+			t.closeWaitLeave(cookie, now, tcp.StateClose, false)
+		}
+	}
+	for cookie, at := range cw.left {
+		if at < now {
+			delete(cw.left, cookie)
 		}
 	}
 	for _, g := range fresh {
-		if g.told {
-			continue
-		}
-		g.told = true
-		n := t.narrate(g.oldest, CloseWaitStuck, false, now)
+		n := t.closeWaitNarrative(g, g.oldest, tcp.StateCloseWait, false, now)
 		n.Begins = true
-		n.CloseWaitSockets = len(g.conns)
-		n.CloseWaitFor = now - g.since
+		n.CloseWaitSockets = len(g.socks)
 	}
+}
+
+// closeWaitState: a stuck socket's end, sent by the kernel because the
+// scan marked it (hook in onState).
+func (t *Tracker) closeWaitState(c *conn, ev *wire.Event) {
+	if ev.OldState != tcp.StateCloseWait || ev.State == tcp.StateCloseWait || t.cw.stuck == nil {
+		return
+	}
+	t.cw.left[ev.Cookie] = ev.Mono
+	if t.cw.stuck[ev.Cookie] == nil {
+		return
+	}
+	t.closeWaitLeave(ev.Cookie, ev.Mono, ev.State, ev.Flags&wire.FlagOwnerExiting != 0)
+	// Tracked for its CLOSE_WAIT only: once its owner closed it there is
+	// no story left to tell.
+	if !t.cfg.All && ev.State == tcp.StateLastAck && !c.closing && c.stallFirst == 0 && !c.kaAnnounced &&
+		c.probes == 0 && c.errno == 0 && !c.sentReset && !c.recvReset {
+		t.remove(c)
+	}
+}
+
+// closeWaitLeave: a stuck socket left CLOSE_WAIT (closed by its owner, the
+// owner's exit, a reset) into state. The last of a process ends its
+// episode.
+func (t *Tracker) closeWaitLeave(cookie uint64, now time.Duration, state tcp.State, exiting bool) {
+	cw := &t.cw
+	g := cw.stuck[cookie]
+	if g == nil {
+		return
+	}
+	delete(cw.stuck, cookie)
+	last := g.socks[cookie]
+	delete(g.socks, cookie)
+	if len(g.socks) > 0 {
+		return
+	}
+	delete(cw.groups, g.owner.PID)
+	n := t.closeWaitNarrative(g, last, state, true, now)
+	n.CloseWaitSockets = g.peak
+	n.CloseWaitExited = exiting
+}
+
+// closeWaitNarrative queues the process's narrative, about socket s.
+func (t *Tracker) closeWaitNarrative(g *closeWaitGroup, s CloseWaitSocket, state tcp.State, final bool, now time.Duration) *Narrative {
+	n := &Narrative{
+		Time:         t.wallAtZero.Add(now),
+		Mono:         now,
+		Verdict:      CloseWaitStuck,
+		Final:        final,
+		Cookie:       s.Cookie,
+		Local:        s.Local,
+		Remote:       s.Remote,
+		NetNS:        s.NetNS,
+		Inode:        s.Inode,
+		CgroupID:     s.CgroupID,
+		Owner:        g.owner,
+		State:        state,
+		RTOMax:       tcp.RTOMaxDefault,
+		CloseWaitFor: now - g.since,
+	}
+	t.counts[CloseWaitStuck]++
+	t.pending.Push(n.Mono, n)
+	return n
 }
 
 // closeWaitFlush tells the processes still stuck when tcpwatch stops
 // (hook in Flush), as an episode in progress.
 func (t *Tracker) closeWaitFlush(now time.Duration) {
 	for _, g := range t.cw.groups {
-		if !g.told || g.oldest == nil {
-			continue
-		}
-		n := t.narrate(g.oldest, CloseWaitStuck, false, now)
-		n.CloseWaitSockets = len(g.conns)
-		n.CloseWaitFor = now - g.since
+		n := t.closeWaitNarrative(g, g.oldest, tcp.StateCloseWait, false, now)
+		n.CloseWaitSockets = len(g.socks)
 	}
 }

@@ -9,38 +9,44 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
+func stuckSocket(cookie uint64, port uint16, pid uint32, held time.Duration) CloseWaitSocket {
+	return CloseWaitSocket{Cookie: cookie, NetNS: 1, Local: netip.MustParseAddrPort("10.0.0.1:80"),
+		Remote: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), port),
+		Owner:  Owner{PID: pid, Comm: "leaky", Source: wire.OwnerProcfs}, For: held}
+}
+
+// The scans find the stuck sockets; the process is told once, and ended
+// by the kernel's record of its last socket leaving CLOSE_WAIT.
 func TestCloseWaitStuckToldOnceAndEnded(t *testing.T) {
 	var got []Narrative
 	tr := New(Config{CloseWaitAfter: 10 * time.Second}, func(n *Narrative) { got = append(got, *n) })
-	state := func(at time.Duration, cookie uint64, port uint16, old, new tcp.State, flags wire.Flags) {
+	leave := func(at time.Duration, cookie uint64, port uint16, flags wire.Flags) {
 		tr.Handle(&wire.Event{Kind: wire.KindState, Mono: at, Cookie: cookie, NetNS: 1, PID: 42, Owner: wire.OwnerClose,
 			Local: netip.MustParseAddrPort("10.0.0.1:80"), Remote: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), port),
-			OldState: old, State: new, Flags: flags})
+			OldState: tcp.StateCloseWait, State: tcp.StateLastAck, Flags: flags})
 	}
-	state(time.Second, 1, 1001, tcp.StateEstablished, tcp.StateCloseWait, 0)
-	state(2*time.Second, 2, 1002, tcp.StateEstablished, tcp.StateCloseWait, 0)
-	state(3*time.Second, 3, 1003, tcp.StateEstablished, tcp.StateCloseWait, 0)
-	state(5*time.Second, 3, 1003, tcp.StateCloseWait, tcp.StateLastAck, 0) // closed in time: never stuck
-	tr.Tick(11 * time.Second)                                              // the first crosses the threshold: told, with the one stuck so far
-	tr.Tick(12*time.Second + time.Second)
+	tr.CloseWaitScan(11*time.Second, []CloseWaitSocket{stuckSocket(1, 1001, 42, 10*time.Second)})
+	tr.CloseWaitScan(12*time.Second, []CloseWaitSocket{stuckSocket(1, 1001, 42, 11*time.Second), stuckSocket(2, 1002, 42, 10*time.Second)})
+	tr.Tick(14 * time.Second)
 	if len(got) != 1 {
 		t.Fatalf("%d narratives after the threshold, want 1: %+v", len(got), got)
 	}
 	if n := got[0]; n.Verdict != CloseWaitStuck || n.Final || !n.Begins || n.CloseWaitSockets != 1 ||
-		n.CloseWaitFor != 10*time.Second || n.Owner.PID != 42 {
+		n.CloseWaitFor != 10*time.Second || n.Owner.PID != 42 || n.State != tcp.StateCloseWait {
 		t.Errorf("begin: %+v", n)
 	}
-	state(20*time.Second, 1, 1001, tcp.StateCloseWait, tcp.StateLastAck, 0)
+	leave(20*time.Second, 1, 1001, 0)
 	tr.Tick(21 * time.Second)
 	if len(got) != 1 {
 		t.Fatalf("told again while the process still holds one: %+v", got[1:])
 	}
-	state(30*time.Second, 2, 1002, tcp.StateCloseWait, tcp.StateLastAck, wire.FlagOwnerExiting)
+	leave(30*time.Second, 2, 1002, wire.FlagOwnerExiting)
 	tr.Flush(31 * time.Second)
 	if len(got) != 2 {
 		t.Fatalf("%d narratives, want the begin and the end", len(got))
 	}
-	if n := got[1]; n.Verdict != CloseWaitStuck || !n.Final || n.CloseWaitSockets != 2 || !n.CloseWaitExited || n.CloseWaitFor != 29*time.Second {
+	if n := got[1]; n.Verdict != CloseWaitStuck || !n.Final || n.CloseWaitSockets != 2 || !n.CloseWaitExited ||
+		n.CloseWaitFor != 29*time.Second || n.State != tcp.StateLastAck {
 		t.Errorf("end: %+v", n)
 	}
 	if tr.Stats().Tracked != 0 {
@@ -48,12 +54,28 @@ func TestCloseWaitStuckToldOnceAndEnded(t *testing.T) {
 	}
 }
 
+// A stuck socket whose end was not seen (its record lost) ends when a
+// scan no longer finds it; a scan read before a socket's end, handed over
+// after it, does not bring it back.
+func TestCloseWaitEndedByScanAndNotRevived(t *testing.T) {
+	var got []Narrative
+	tr := New(Config{}, func(n *Narrative) { got = append(got, *n) })
+	tr.CloseWaitScan(61*time.Second, []CloseWaitSocket{stuckSocket(1, 1001, 7, time.Minute)})
+	tr.CloseWaitScan(91*time.Second, nil)
+	tr.Handle(&wire.Event{Kind: wire.KindState, Mono: 95 * time.Second, Cookie: 2, NetNS: 1,
+		Local: netip.MustParseAddrPort("10.0.0.1:80"), Remote: netip.MustParseAddrPort("10.0.0.2:1002"),
+		OldState: tcp.StateCloseWait, State: tcp.StateLastAck})
+	tr.CloseWaitScan(94*time.Second, []CloseWaitSocket{stuckSocket(2, 1002, 7, time.Minute)})
+	tr.Flush(100 * time.Second)
+	if len(got) != 2 || !got[0].Begins || !got[1].Final || got[1].CloseWaitFor != 90*time.Second || got[1].CloseWaitExited {
+		t.Errorf("narratives: %+v", got)
+	}
+}
+
 func TestCloseWaitNeverWhenOff(t *testing.T) {
 	var got []Narrative
 	tr := New(Config{CloseWaitAfter: -1}, func(n *Narrative) { got = append(got, *n) })
-	tr.Handle(&wire.Event{Kind: wire.KindState, Mono: time.Second, Cookie: 1, NetNS: 1, PID: 42,
-		Local: netip.MustParseAddrPort("10.0.0.1:80"), Remote: netip.MustParseAddrPort("10.0.0.2:1"),
-		OldState: tcp.StateEstablished, State: tcp.StateCloseWait})
+	tr.CloseWaitScan(time.Minute, []CloseWaitSocket{stuckSocket(1, 1001, 42, time.Minute)})
 	tr.Flush(time.Hour)
 	if len(got) != 0 {
 		t.Errorf("told with the threshold off: %+v", got)

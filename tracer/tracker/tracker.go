@@ -245,7 +245,6 @@ func (t *Tracker) remove(c *conn) {
 	if c.prev == nil {
 		return
 	}
-	t.closeWaitLeave(c, c.last.Mono, c.exiting)
 	c.prev.next, c.next.prev = c.next, c.prev
 	c.prev, c.next = nil, nil
 	if c.cookie != 0 && t.byCookie[c.cookie] == c {
@@ -682,7 +681,6 @@ func (t *Tracker) Tick(now time.Duration) {
 		}
 	}
 	t.forgetGone(now)
-	t.closeWaitTick(now)
 	if len(t.ports) > 0 {
 		t.portsTick(now, false)
 	}

@@ -25,6 +25,7 @@ type recording struct {
 	events []wire.Event
 	// closeWaitAfter is the close_wait_stuck threshold the lab ran with.
 	closeWaitAfter time.Duration
+	scans          []RecordedScan // the close-wait scans, in order
 	hostOf         map[uint32]string
 	verdicts       map[string][]string
 	notices        map[string][]string
@@ -56,6 +57,9 @@ func loadRecording(t *testing.T, name string) recording {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rec.scans, err = ReadCloseWaitScans(raw); err != nil {
+		t.Fatal(err)
+	}
 	return rec
 }
 
@@ -78,9 +82,19 @@ func replay(t *testing.T, rec recording, cfg Config) map[string][]Narrative {
 		got[rec.hostOf[n.NetNS]] = append(got[rec.hostOf[n.NetNS]], *n)
 	})
 	var last time.Duration
+	scans := rec.scans
 	for i := range rec.events {
+		// The close-wait scans where they were read, among the records.
+		for len(scans) > 0 && scans[0].Mono <= rec.events[i].Mono {
+			tr.CloseWaitScan(scans[0].Mono, scans[0].Stuck)
+			scans = scans[1:]
+		}
 		tr.Handle(&rec.events[i])
 		last = rec.events[i].Mono
+	}
+	for _, s := range scans {
+		tr.CloseWaitScan(s.Mono, s.Stuck)
+		last = max(last, s.Mono)
 	}
 	tr.Flush(last + time.Second)
 	return got
