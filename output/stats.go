@@ -28,6 +28,9 @@ type StatsRecord struct {
 	// ExposureByComm the same per process name; absent when none was taken.
 	Exposure       map[string]int            `json:"exposure,omitempty"`
 	ExposureByComm map[string]map[string]int `json:"exposure_by_comm,omitempty"`
+	// Incidents counts the incidents (two or more connections to one peer
+	// in trouble) closed, by outcome.
+	Incidents map[string]int `json:"incidents"`
 	// OTLP is what became of the records sent to a collector (--otlp).
 	OTLP *OTLPStats `json:"otlp,omitempty"`
 }
@@ -47,6 +50,10 @@ type OTLPStats struct {
 	LastError           string `json:"last_error,omitempty"`
 }
 
+// IncidentStats gives the stats record the incidents closed, by outcome
+// (the incident stage's count).
+func (w *Writer) IncidentStats(byOutcome map[string]int) { w.incidents = byOutcome }
+
 // Stats writes the closing summary of a run.
 func (w *Writer) Stats(st engine.Stats) error { return w.StatsWithOTLP(st, nil) }
 
@@ -58,6 +65,10 @@ func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 		Exposure: w.exposure, ExposureByComm: w.exposureByComm, OTLP: o}
 	if s.Narratives == nil {
 		s.Narratives = map[string]int{}
+	}
+	s.Incidents = w.incidents
+	if s.Incidents == nil {
+		s.Incidents = map[string]int{}
 	}
 	if w.format == JSON {
 		return w.writeJSON(s)
@@ -73,6 +84,14 @@ func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 	}
 	if len(verdicts) > 0 {
 		line += ", narratives: " + strings.Join(verdicts, " ")
+	}
+	if len(s.Incidents) > 0 {
+		var outcomes []string
+		for o, n := range s.Incidents {
+			outcomes = append(outcomes, fmt.Sprintf("%s=%d", o, n))
+		}
+		sort.Strings(outcomes)
+		line += ", incidents: " + strings.Join(outcomes, " ")
 	}
 	if s.Evictions > 0 {
 		line += fmt.Sprintf(", %d connections evicted from the tracker", s.Evictions)

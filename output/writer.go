@@ -46,6 +46,7 @@ type Writer struct {
 	// connections writes the narratives of connections in an incident in
 	// full (JSON), not folded into the incident's records.
 	connections bool
+	incidents   map[string]int // for the stats record
 	line        []byte
 	held        []byte // whole lines waiting for Flush (Batch)
 	host        string

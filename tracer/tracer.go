@@ -112,6 +112,9 @@ type Tracer struct {
 	ring     *os.File
 	ringConn syscall.RawConn
 	stopped  atomic.Bool // Stop was called (with ring)
+	// leftAtStop is what the ring held when Stop was called, less what
+	// Read has taken since: it is read out, then Read says ErrClosed.
+	leftAtStop atomic.Int64
 }
 
 // ErrNotPermitted means the caller lacks the privileges to load BPF.
@@ -367,15 +370,16 @@ func (t *Tracer) attach() error {
 }
 
 // Read blocks for the next event and decodes it into ev, reusing one
-// record buffer. It returns ErrClosed once Stop or Close has been called,
-// and os.ErrDeadlineExceeded when a deadline set with SetDeadline passes.
+// record buffer. After Stop it returns the records the ring held at the
+// stop, then ErrClosed (at once after Close); os.ErrDeadlineExceeded when
+// a deadline set with SetDeadline passes.
 func (t *Tracer) Read(ev *wire.Event) error {
 	if t.ringConn == nil {
 		return t.readBlocking(ev)
 	}
 	for {
 		if t.stopped.Load() {
-			return ErrClosed
+			return t.readLeft(ev)
 		}
 		// With records in the ring (a batch being read) there is no wait
 		// and no clock reading, which costs tens of ns a record.
@@ -411,6 +415,26 @@ func (t *Tracer) Read(ev *wire.Event) error {
 		return wire.Decode(t.record.RawSample, t.clock, ev)
 	}
 }
+
+// readLeft is Read after Stop: the records the ring held when Stop was
+// called are still read (written before the stop, they would otherwise be
+// neither told nor counted as lost), then it says ErrClosed. Only those:
+// records written since, by a flood that goes on, cannot keep Read going.
+func (t *Tracer) readLeft(ev *wire.Event) error {
+	if t.leftAtStop.Load() <= 0 || t.reader.AvailableBytes() == 0 {
+		return ErrClosed
+	}
+	// The reader's deadline is past (see pollable): ReadInto never waits.
+	if err := t.reader.ReadInto(&t.record); err != nil {
+		return ErrClosed
+	}
+	t.leftAtStop.Add(-int64(ringRecordSize(len(t.record.RawSample))))
+	return wire.Decode(t.record.RawSample, t.clock, ev)
+}
+
+// ringRecordSize is the room a record of n bytes takes in the ring: the
+// kernel's 8-byte header (BPF_RINGBUF_HDR_SZ) and the data rounded up to 8.
+func ringRecordSize(n int) int { return 8 + (n+7)&^7 }
 
 // readBlocking is Read when the ring could not be registered with the
 // netpoller: ReadInto waits in its own epoll_wait.
@@ -487,7 +511,10 @@ func (t *Tracer) Buffered() bool {
 	if t.ring == nil {
 		return false // the reader may be closed by Stop: no unlocked look
 	}
-	return !t.stopped.Load() && t.reader.AvailableBytes() > 0
+	if t.stopped.Load() {
+		return t.leftAtStop.Load() > 0 && t.reader.AvailableBytes() > 0
+	}
+	return t.reader.AvailableBytes() > 0
 }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded when no record
@@ -592,9 +619,9 @@ func (t *Tracer) DropPath() (DropPath, error) {
 	return d, nil
 }
 
-// Stop ends Read (it returns ErrClosed) but keeps the programs loaded, so
-// counters can still be read. It may be called from another goroutine
-// while Read runs.
+// Stop ends Read (it returns ErrClosed once it has read what the ring held
+// at the stop) but keeps the programs loaded, so counters can still be
+// read. It may be called from another goroutine while Read runs.
 func (t *Tracer) Stop() error {
 	if t.reader == nil {
 		return nil
@@ -603,6 +630,7 @@ func (t *Tracer) Stop() error {
 		// Read waits in the netpoller and checks stopped: the reader
 		// itself stays open until Close (its AvailableBytes, which Read
 		// uses unlocked, must not meet a closed ring).
+		t.leftAtStop.Store(int64(t.reader.AvailableBytes()))
 		t.stopped.Store(true)
 		t.ring.Close() // wakes a Read waiting in waitForRecords
 		return nil
@@ -615,6 +643,7 @@ func (t *Tracer) Stop() error {
 // the process dies, even by SIGKILL.
 func (t *Tracer) Close() error {
 	errs := []error{t.Stop()}
+	t.leftAtStop.Store(0) // nothing is read from a closed ring
 	if t.ring != nil && t.reader != nil {
 		errs = append(errs, t.reader.Close())
 	}

@@ -579,3 +579,55 @@ func TestReadWaitEndsByDeadlineAndStop(t *testing.T) {
 		tr.Close()
 	}
 }
+
+// What the kernel wrote before Stop is still read after it, then Read says
+// ErrClosed: a reader stopped while records wait (SIGINT just after an
+// outage) tells them rather than dropping them uncounted.
+func TestReadAfterStopTakesWhatTheRingHeld(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	port := uint16(closedPort(t))
+	tr, err := tracer.New(tracer.Config{All: true, FilterPort: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for range 3 {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			t.Fatal("connect to a closed port succeeded")
+		}
+	}
+	// Written lazily (All): wait until the ring holds them, unread.
+	for deadline := time.Now().Add(5 * time.Second); !tr.Buffered(); {
+		if time.Now().After(deadline) {
+			t.Fatal("no record reached the ring within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tr.Stop()
+	var ev wire.Event
+	read := 0
+	for {
+		err := tr.Read(&ev)
+		if errors.Is(err, tracer.ErrClosed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Remote.Port() != port && ev.Local.Port() != port {
+			t.Errorf("a record of another port: %v -> %v", ev.Local, ev.Remote)
+		}
+		read++
+	}
+	// Each refused connect makes SYN_SENT and CLOSE and a reset record.
+	if read < 3 {
+		t.Errorf("read %d records after Stop, want those of 3 refused connects", read)
+	}
+	if tr.Buffered() {
+		t.Error("Buffered after Read said ErrClosed")
+	}
+	if err := tr.Read(&ev); !errors.Is(err, tracer.ErrClosed) {
+		t.Errorf("Read again after the drain: %v, want ErrClosed", err)
+	}
+}

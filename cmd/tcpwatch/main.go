@@ -426,6 +426,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	exp.stats(w)
+	closed := map[string]int{}
+	for outcome, n := range incidents.Model().Stats().Incidents {
+		closed[string(outcome)] = n
+	}
+	w.IncidentStats(closed)
 	err = w.StatsWithOTLP(stats, otlpStats)
 	if err == nil {
 		err = w.Flush()

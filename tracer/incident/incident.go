@@ -376,11 +376,11 @@ func (m *Model) Stats() Stats {
 }
 
 // trouble says whether a verdict puts a connection in an incident: an
-// episode of silence, or an end that is a failure.
+// episode of trouble (stalled, keepalive_probing, zero_window, and any
+// episode the tracker adds but recovered), or an end that is a failure
+// (every final verdict but the normal ends).
 func trouble(v tracker.Verdict) bool {
 	switch v {
-	case tracker.Stalled, tracker.KeepaliveProbing:
-		return true
 	case tracker.Recovered, tracker.LocalClosed, tracker.PeerClosed:
 		return false
 	case tracker.CloseWaitStuck, tracker.LocalPortsExhausted:
@@ -389,6 +389,19 @@ func trouble(v tracker.Verdict) bool {
 		return false
 	}
 	return true
+}
+
+// inEpisode says whether the verdict leaves the connection in trouble,
+// alive.
+func inEpisode(v tracker.Verdict) bool {
+	return v.Episode() && v != tracker.Recovered
+}
+
+// grouped says whether a narrative is about a connection to a peer: a
+// listener's (accept_queue_overflow) has no remote address to group by.
+func grouped(n *tracker.Narrative) bool {
+	a := n.Remote.Addr()
+	return a.IsValid() && !a.IsUnspecified()
 }
 
 // RTOClassOf puts an RTO in a class: below a second, below ten seconds,
@@ -424,7 +437,7 @@ func (m *Model) Observe(n *tracker.Narrative, container string) Tag {
 	ck := connKey{n.NetNS, n.Local, n.Remote}
 	mb := m.byConn[ck]
 	if mb == nil {
-		if !trouble(n.Verdict) {
+		if !trouble(n.Verdict) || !grouped(n) {
 			return Tag{News: newsOfLone(n)}
 		}
 		if len(m.byConn) >= m.cfg.MaxConns {
@@ -535,7 +548,7 @@ func (m *Model) update(inc *incident, mb *member, n *tracker.Narrative, containe
 
 	var state memberState
 	switch {
-	case n.Verdict == tracker.Stalled || n.Verdict == tracker.KeepaliveProbing:
+	case inEpisode(n.Verdict):
 		state = inTrouble
 	case trouble(n.Verdict):
 		state = failed

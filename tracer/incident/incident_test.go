@@ -357,3 +357,37 @@ func TestSharedFateOf(t *testing.T) {
 		t.Errorf("notice last %v, want %v", sf.NoticeLast, want)
 	}
 }
+
+// A zero-window episode is trouble that the peer answers: in an incident
+// until it recovers. A listener's overflow has no peer: never grouped.
+func TestOtherEpisodes(t *testing.T) {
+	var rec recorder
+	m := New(Config{ID: "t"}, rec.report)
+	for i := 0; i < 2; i++ {
+		c := &conn{local: netip.AddrPortFrom(client, uint16(100+i)), remote: peerA, pid: 3, onset: time.Second}
+		n := c.narrative(tracker.ZeroWindow, 2*time.Second, false)
+		if tag := m.Observe(n, ""); tag.News != First {
+			t.Errorf("zero_window %d: %+v", i, tag)
+		}
+	}
+	m.Tick(5 * time.Second)
+	if len(rec.reports) != 1 || rec.reports[0].InTrouble != 2 {
+		t.Fatalf("reports %+v", rec.reports)
+	}
+	for i := 0; i < 2; i++ {
+		c := &conn{local: netip.AddrPortFrom(client, uint16(100+i)), remote: peerA, pid: 3, onset: time.Second}
+		m.Observe(c.narrative(tracker.Recovered, 6*time.Second, false), "")
+	}
+	lst := netip.MustParseAddrPort("10.0.0.1:80")
+	for i := 0; i < 3; i++ {
+		n := &tracker.Narrative{Time: at(7 * time.Second), Mono: 7 * time.Second, Verdict: tracker.AcceptQueueOverflow, NetNS: 7,
+			Local: lst, Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), Begins: i == 0}
+		if tag := m.Observe(n, ""); tag.Incident != "" || tag.News == Repeat {
+			t.Errorf("overflow %d: %+v", i, tag)
+		}
+	}
+	m.Tick(20 * time.Second)
+	if last := rec.reports[len(rec.reports)-1]; last.Phase != Close || last.Outcome != Recovered || m.Open() != 0 {
+		t.Errorf("last %+v, %d open", last, m.Open())
+	}
+}

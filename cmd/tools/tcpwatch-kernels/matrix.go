@@ -269,7 +269,7 @@ Per kernel it downloads linux-image-ARCH's kernel packages of the chosen version
 (apt-get download, 70–110 MB each) into /var/cache/tcpwatch-kernels/debs and unpacks
 them (dpkg -x, never installed) into /var/cache/tcpwatch-kernels/VERSION. It builds a
 static tcpwatch and a static test binary for each package whose tests need the real
-kernel (those importing internal/testenv), and a busybox initramfs per kernel with
+kernel (those whose tests call testkit.RequirePrivileged), and a busybox initramfs per kernel with
 those binaries and the modules the lab needs (veth, bridge, nf_tables, nft_numgen,
 nft_meta_bridge, inet_diag, tcp_diag, with their dependencies from each module's
 modinfo) under build/kernels/. The guest (qemu -accel tcg,thread=single, -cpu max) runs
