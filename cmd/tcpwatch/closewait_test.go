@@ -17,7 +17,8 @@ import (
 
 // A server that forgets to close: its clients close, its sockets sit in
 // CLOSE_WAIT. tcpwatch (threshold shortened to 2s, so its socket scan
-// runs every second) tells close_wait_stuck
+// runs every second, beside the exposure gauge's on the same iterator)
+// tells close_wait_stuck
 // once per process with how many it holds and for how long, and ends the
 // episode when the process closes them (this test) or exits (a lab agent
 // that never reads, killed).
@@ -25,7 +26,7 @@ func TestCloseWaitStuck(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	s, c := hosts.Pair(t, "S", "C")
 	netns := strconv.Itoa(int(hosts.Netns(t, s)))
-	w := startWatch(t, "--netns", netns, "--close-wait-after", "2s", "--exposure-every", "0")
+	w := startWatch(t, "--netns", netns, "--close-wait-after", "2s", "--exposure-every", "1s")
 
 	// The leaky server in this process: accepts, never reads, never closes.
 	var ln net.Listener

@@ -82,6 +82,7 @@ func filterExposure(socks []exposure.Socket, o *options) []exposure.Socket {
 // a walk of every socket table and of /proc/*/fd, nothing per packet.
 type exposureWatch struct {
 	reader  *tracer.SocketReader
+	owned   bool // reader is this watch's own, to close
 	o       *options
 	cgroups *containers.Resolver
 	publish func(map[string]exposure.Tally) // nil without --metrics
@@ -95,14 +96,19 @@ type exposureWatch struct {
 	byComm map[string]exposure.Tally
 }
 
-// openExposureWatch loads the socket iterator; it must run while
-// tcpwatch still holds CAP_BPF. Reading it later needs none.
-func openExposureWatch(o *options, cgroups *containers.Resolver, publish func(map[string]exposure.Tally), warn func(error)) (*exposureWatch, error) {
-	r, err := tracer.OpenSocketReader(true)
-	if err != nil {
-		return nil, err
+// openExposureWatch reads with shared if not nil (close_wait_stuck's
+// iterator), else loads its own; loading must run while tcpwatch still
+// holds CAP_BPF. Reading it later needs none.
+func openExposureWatch(o *options, shared *tracer.SocketReader, cgroups *containers.Resolver, publish func(map[string]exposure.Tally), warn func(error)) (*exposureWatch, error) {
+	x := &exposureWatch{reader: shared, o: o, cgroups: cgroups, publish: publish, warn: warn}
+	if shared == nil {
+		r, err := tracer.OpenSocketReader(true)
+		if err != nil {
+			return nil, err
+		}
+		x.reader, x.owned = r, true
 	}
-	return &exposureWatch{reader: r, o: o, cgroups: cgroups, publish: publish, warn: warn}, nil
+	return x, nil
 }
 
 // start snapshots at once and then every interval, until ctx ends or close.
@@ -196,5 +202,7 @@ func (x *exposureWatch) close() {
 		x.cancel()
 		<-x.done
 	}
-	x.reader.Close()
+	if x.owned {
+		x.reader.Close()
+	}
 }

@@ -337,22 +337,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	warnMissingHooks(t, stderr)
-	var exp *exposureWatch
-	if o.exposureEvery > 0 && !o.events {
-		var publish func(map[string]exposure.Tally)
-		if fleet.metrics != nil {
-			publish = fleet.metrics.Exposure
-		}
-		warn := func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) }
-		exp, err = openExposureWatch(o, cfg.Cgroups, publish, warn)
-		if err != nil {
-			warn(fmt.Errorf("no exposure figures (--exposure-every): %w", err))
-		}
-		defer exp.close()
-	}
+	// One socket iterator for both scans, loaded now, while tcpwatch
+	// holds CAP_BPF: close_wait_stuck's (every engine.CloseWaitEvery of
+	// the threshold) and the exposure gauge's. The gauge's reads mark
+	// stuck sockets too, which only makes their end come sooner.
+	var scanner *tracer.SocketReader
 	if cfg.CloseWaitAfter > 0 && !o.events {
-		// Loaded now, while tcpwatch holds CAP_BPF; read every
-		// engine.CloseWaitEvery of the threshold.
 		r, err := tracer.OpenSocketReaderWith(tracer.SocketReaderOptions{ConnectionsOnly: true,
 			MarkCloseWait: t, CloseWaitAfter: cfg.CloseWaitAfter})
 		if err != nil {
@@ -360,7 +350,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 		} else {
 			defer r.Close()
 			cfg.ScanCloseWaits = engine.CloseWaitScanner(r, o.netns, nil)
+			scanner = r
 		}
+	}
+	var exp *exposureWatch
+	if o.exposureEvery > 0 && !o.events {
+		var publish func(map[string]exposure.Tally)
+		if fleet.metrics != nil {
+			publish = fleet.metrics.Exposure
+		}
+		warn := func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) }
+		exp, err = openExposureWatch(o, scanner, cfg.Cgroups, publish, warn)
+		if err != nil {
+			warn(fmt.Errorf("no exposure figures (--exposure-every): %w", err))
+		}
+		defer exp.close()
 	}
 	if k := t.Kernel; k.BelowMinimum() {
 		fmt.Fprintf(stderr, "tcpwatch: warning: kernel %s is older than %s, the oldest tcpwatch is tested on: some verdicts may be missing or wrong\n", k.Release, tracer.MinKernel)
