@@ -88,6 +88,9 @@ func TestPeerClosedConnectionsCostNoRecord(t *testing.T) {
 	}
 	col.mu.Unlock()
 	t.Logf("%d peer-closed connections, %d scans: %d connection records; the stuck one's end: %s -> %s", churn, scans, others, end.OldState, end.State)
+	if end.Flags&wire.FlagCloseWaitStuck == 0 {
+		t.Errorf("the stuck socket's end does not say the scan marked it: flags %b", end.Flags)
+	}
 	if others != 0 || scans == 0 {
 		col.dump(t)
 		t.Errorf("%d records for %d healthy peer-closed connections (%d scans)", others, churn, scans)

@@ -125,8 +125,9 @@ func (t *Tracker) CloseWaitScan(now time.Duration, stuck []CloseWaitSocket) {
 // closeWaitState: a stuck socket's end, sent by the kernel because the
 // scan marked it (hook in onState).
 func (t *Tracker) closeWaitState(c *conn, ev *wire.Event) {
-	if ev.OldState != tcp.StateCloseWait || ev.State == tcp.StateCloseWait || t.cw.stuck == nil {
-		return
+	if ev.OldState != tcp.StateCloseWait || ev.State == tcp.StateCloseWait || t.cw.stuck == nil ||
+		ev.Flags&wire.FlagCloseWaitStuck == 0 {
+		return // only a socket the scan marked (with --all every socket's end comes)
 	}
 	t.cw.left[ev.Cookie] = ev.Mono
 	if t.cw.stuck[ev.Cookie] == nil {

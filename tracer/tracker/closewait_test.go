@@ -23,7 +23,7 @@ func TestCloseWaitStuckToldOnceAndEnded(t *testing.T) {
 	leave := func(at time.Duration, cookie uint64, port uint16, flags wire.Flags) {
 		tr.Handle(&wire.Event{Kind: wire.KindState, Mono: at, Cookie: cookie, NetNS: 1, PID: 42, Owner: wire.OwnerClose,
 			Local: netip.MustParseAddrPort("10.0.0.1:80"), Remote: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), port),
-			OldState: tcp.StateCloseWait, State: tcp.StateLastAck, Flags: flags})
+			OldState: tcp.StateCloseWait, State: tcp.StateLastAck, Flags: flags | wire.FlagCloseWaitStuck})
 	}
 	tr.CloseWaitScan(11*time.Second, []CloseWaitSocket{stuckSocket(1, 1001, 42, 10*time.Second)})
 	tr.CloseWaitScan(12*time.Second, []CloseWaitSocket{stuckSocket(1, 1001, 42, 11*time.Second), stuckSocket(2, 1002, 42, 10*time.Second)})
@@ -54,6 +54,21 @@ func TestCloseWaitStuckToldOnceAndEnded(t *testing.T) {
 	}
 }
 
+// With --all every connection's way out of CLOSE_WAIT comes: only the
+// marked ones (FlagCloseWaitStuck) are remembered as having left.
+func TestCloseWaitOnlyMarkedSocketsRemembered(t *testing.T) {
+	tr := New(Config{All: true}, func(*Narrative) {})
+	tr.CloseWaitScan(time.Second, nil)
+	for i := uint64(1); i <= 100; i++ {
+		tr.Handle(&wire.Event{Kind: wire.KindState, Mono: 2 * time.Second, Cookie: i, NetNS: 1,
+			Local: netip.MustParseAddrPort("10.0.0.1:80"), Remote: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), uint16(i)),
+			OldState: tcp.StateCloseWait, State: tcp.StateLastAck})
+	}
+	if len(tr.cw.left) != 0 {
+		t.Errorf("%d healthy sockets remembered", len(tr.cw.left))
+	}
+}
+
 // A stuck socket whose end was not seen (its record lost) ends when a
 // scan no longer finds it; a scan read before a socket's end, handed over
 // after it, does not bring it back.
@@ -64,7 +79,7 @@ func TestCloseWaitEndedByScanAndNotRevived(t *testing.T) {
 	tr.CloseWaitScan(91*time.Second, nil)
 	tr.Handle(&wire.Event{Kind: wire.KindState, Mono: 95 * time.Second, Cookie: 2, NetNS: 1,
 		Local: netip.MustParseAddrPort("10.0.0.1:80"), Remote: netip.MustParseAddrPort("10.0.0.2:1002"),
-		OldState: tcp.StateCloseWait, State: tcp.StateLastAck})
+		OldState: tcp.StateCloseWait, State: tcp.StateLastAck, Flags: wire.FlagCloseWaitStuck})
 	tr.CloseWaitScan(94*time.Second, []CloseWaitSocket{stuckSocket(2, 1002, 7, time.Minute)})
 	tr.Flush(100 * time.Second)
 	if len(got) != 2 || !got[0].Begins || !got[1].Final || got[1].CloseWaitFor != 90*time.Second || got[1].CloseWaitExited {
