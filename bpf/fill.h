@@ -179,6 +179,8 @@ static __always_inline void fill_owner(struct event *e, const struct sock_info *
 		e->flags |= TW_F_OWNER_EXITING;
 		e->exit_code = info->exit_code;
 	}
+	if (info->flags & TW_SK_CLOSE_WAIT)
+		e->flags |= TW_F_CLOSE_WAIT_STUCK;
 }
 
 #endif /* TW_FILL_H */

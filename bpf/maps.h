@@ -34,39 +34,8 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-enum tw_sock_flag {
-	TW_SK_NOTABLE = 1 << 0, /* something happened that may become a narrative */
-	TW_SK_EXITING = 1 << 1, /* closed by an exiting owner */
-};
+#include "sockstore.h"
 
-/*
- * What tcpwatch remembers per socket (see sockinfo.h).
- */
-struct sock_info {
-	__u64 first_seen_ns;
-	__u32 pid;
-	__u32 exit_code;
-	__u8 comm[TW_COMM_LEN];
-	__u8 flags;        /* enum tw_sock_flag */
-	__u8 owner_source; /* enum tw_owner_source */
-	__u8 _pad[6];
-};
-
-/*
- * Socket-local storage: created by tw_set_state at listen, at connect with
- * emit_all, at a close by an exiting task, and by the
- * reset/error/retransmit programs (and a CLOSE with an error) when a
- * socket becomes notable; read by every program that has
- * a trusted socket; deleted by the kernel with the socket. The timer
- * programs never read it: their socket pointer is not one the helper
- * accepts, and its layout is the kernel's business.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sock_info);
-} sock_infos SEC(".maps");
 
 /*
  * Who called connect(), without socket-local storage: creating storage

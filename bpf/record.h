@@ -40,6 +40,8 @@ enum tw_event_flag {
 	TW_F_FROM_TIMER = 1 << 8,    /* RETRANSMIT seen at the retransmission timer, not the tracepoint */
 	TW_F_DROP_IN = 1 << 9,       /* DROP: a packet from the peer (else one this socket sent) */
 	TW_F_DROP_ELSEWHERE = 1 << 10, /* DROP: in another network namespace of this kernel (a bridge, the node's firewall) */
+	TW_F_NO_LOCAL_PORT = 1 << 11, /* SYN_SENT -> CLOSE before a local port was found: connect() got EADDRNOTAVAIL */
+	TW_F_CLOSE_WAIT_STUCK = 1 << 12, /* the exposure scan found the socket stuck in CLOSE_WAIT (close_wait_stuck) */
 };
 
 /* How the kernel half learned the owner it puts in pid/comm. */

@@ -25,6 +25,10 @@
  * A connection that is born and dies normally costs a few loads per
  * tracepoint, its cookie and owner at connect (in a slot, not socket
  * storage) and no record, unless the user asked for everything (emit_all).
+ * A connection its peer closed first costs nothing more: a process that
+ * never closes it is found by watch mode's socket scan (exposure.bpf.c),
+ * which marks that socket notable, so only a stuck socket's end is sent
+ * (close_wait_stuck).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -61,7 +65,7 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	struct sock_info *info = NULL;
-	int notable = 0, always = 0;
+	int notable = 0, always = 0, noport = 0;
 	struct tw_window *w = NULL;
 
 	switch (newstate) {
@@ -102,8 +106,18 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		if (w)
 			w->killed = 1;
 		always = oldstate == TCP_LISTEN;
+		/*
+		 * tcp_v4/v6_connect() sets SYN_SENT, then inet_hash_connect()
+		 * looks for a local port toward the destination; when every one
+		 * is taken (TIME_WAIT included) it fails with EADDRNOTAVAIL and
+		 * the socket goes back to CLOSE with no port and no SYN sent.
+		 * A connect that failed later has lost skc_num too (inet_put_port
+		 * runs before this tracepoint) but keeps inet_sport.
+		 */
+		noport = oldstate == TCP_SYN_SENT && !sk->__sk_common.skc_num &&
+			 !BPF_CORE_READ((const struct inet_sock *)sk, inet_sport);
 		/* A connection that dies with an error is always worth a story. */
-		notable = sk->sk_err != 0;
+		notable = sk->sk_err != 0 || noport;
 		info = notable ? sock_info_create(sk) : sock_info_lookup(sk);
 		break;
 	default:
@@ -126,6 +140,8 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 	e->old_state = oldstate;
 	if (w && w->kind == TW_WIN_KEEPALIVE)
 		e->flags |= TW_F_IN_KA_TIMER;
+	if (noport)
+		e->flags |= TW_F_NO_LOCAL_PORT;
 	submit(e);
 	return 0;
 }

@@ -83,14 +83,15 @@ type TcpwatchKaLast struct {
 }
 
 type TcpwatchSockInfo struct {
-	_           structs.HostLayout
-	FirstSeenNs uint64
-	Pid         uint32
-	ExitCode    uint32
-	Comm        [16]uint8
-	Flags       uint8
-	OwnerSource uint8
-	Pad         [6]uint8
+	_               structs.HostLayout
+	FirstSeenNs     uint64
+	Pid             uint32
+	ExitCode        uint32
+	Comm            [16]uint8
+	Flags           uint8
+	OwnerSource     uint8
+	Pad             [6]uint8
+	CloseWaitSeenNs uint64
 }
 
 type TcpwatchTroubleGate struct {
@@ -133,17 +134,19 @@ const (
 type TcpwatchTwEventFlag uint32
 
 const (
-	TcpwatchTwEventFlagTW_F_OWNER_EXITING  TcpwatchTwEventFlag = 1
-	TcpwatchTwEventFlagTW_F_REPLY_RESET    TcpwatchTwEventFlag = 2
-	TcpwatchTwEventFlagTW_F_KA_PROBE       TcpwatchTwEventFlag = 4
-	TcpwatchTwEventFlagTW_F_KA_KILLED      TcpwatchTwEventFlag = 8
-	TcpwatchTwEventFlagTW_F_KA_ANSWERED    TcpwatchTwEventFlag = 16
-	TcpwatchTwEventFlagTW_F_IN_KA_TIMER    TcpwatchTwEventFlag = 32
-	TcpwatchTwEventFlagTW_F_NO_SOCK        TcpwatchTwEventFlag = 64
-	TcpwatchTwEventFlagTW_F_ORPHAN         TcpwatchTwEventFlag = 128
-	TcpwatchTwEventFlagTW_F_FROM_TIMER     TcpwatchTwEventFlag = 256
-	TcpwatchTwEventFlagTW_F_DROP_IN        TcpwatchTwEventFlag = 512
-	TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE TcpwatchTwEventFlag = 1024
+	TcpwatchTwEventFlagTW_F_OWNER_EXITING    TcpwatchTwEventFlag = 1
+	TcpwatchTwEventFlagTW_F_REPLY_RESET      TcpwatchTwEventFlag = 2
+	TcpwatchTwEventFlagTW_F_KA_PROBE         TcpwatchTwEventFlag = 4
+	TcpwatchTwEventFlagTW_F_KA_KILLED        TcpwatchTwEventFlag = 8
+	TcpwatchTwEventFlagTW_F_KA_ANSWERED      TcpwatchTwEventFlag = 16
+	TcpwatchTwEventFlagTW_F_IN_KA_TIMER      TcpwatchTwEventFlag = 32
+	TcpwatchTwEventFlagTW_F_NO_SOCK          TcpwatchTwEventFlag = 64
+	TcpwatchTwEventFlagTW_F_ORPHAN           TcpwatchTwEventFlag = 128
+	TcpwatchTwEventFlagTW_F_FROM_TIMER       TcpwatchTwEventFlag = 256
+	TcpwatchTwEventFlagTW_F_DROP_IN          TcpwatchTwEventFlag = 512
+	TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE   TcpwatchTwEventFlag = 1024
+	TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT    TcpwatchTwEventFlag = 2048
+	TcpwatchTwEventFlagTW_F_CLOSE_WAIT_STUCK TcpwatchTwEventFlag = 4096
 )
 
 type TcpwatchTwEventKind uint32

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,6 +67,9 @@ type agentOptions struct {
 	hold         time.Duration
 	accept       int
 	reconnect    time.Duration
+	churn        int
+	serveClose   time.Duration
+	redial       time.Duration
 }
 
 // AgentMain runs a lab application and returns its exit status.
@@ -81,7 +85,7 @@ func AgentMain(args []string) int {
 	fs.DurationVar(&o.writeAfter, "write-after", 0, "write once after this long (0: never)")
 	fs.BoolVar(&o.read, "read", true, "read everything that arrives")
 	fs.IntVar(&o.sendOnAccept, "send-on-connect", 0, "write this many bytes as soon as connected")
-	fs.StringSliceVar(&o.keepalive, "keepalive", nil, "SO_KEEPALIVE with idle,interval,count (seconds)")
+	fs.StringSliceVar(&o.keepalive, "keepalive", []string{"off"}, "off; go (Go's default: on, 15s idle, 15s interval, 9 probes); or idle,interval,count in seconds")
 	fs.DurationVar(&o.userTimeout, "user-timeout", 0, "TCP_USER_TIMEOUT")
 	fs.BoolVar(&o.linger0, "linger0", false, "SO_LINGER with a zero timeout (close sends RST)")
 	fs.DurationVar(&o.closeAfter, "close-after", 0, "close the connection after this long (0: never)")
@@ -90,7 +94,14 @@ func AgentMain(args []string) int {
 	fs.DurationVar(&o.hold, "hold", time.Hour, "exit after this long")
 	fs.IntVar(&o.accept, "accept", 1, "server: accept this many connections (the last one is the one it works with)")
 	fs.DurationVar(&o.reconnect, "reconnect-after", 0, "client: close at once, then connect again from the same local port after this long")
+	fs.DurationVar(&o.serveClose, "serve-close-after", 0, "server: accept every connection and close each this long after (the server closes first: TIME_WAIT on its side)")
+	fs.DurationVar(&o.redial, "redial-after", 0, "client: when the server closes, close too, then connect again from the same local port after this long")
+	fs.IntVar(&o.churn, "churn", 0, "client: open and close (this side first, leaving TIME_WAIT) this many connections, then keep the last one")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if k := o.keepalive; !(len(k) == 1 && (k[0] == "off" || k[0] == "go")) && len(k) != 3 {
+		fmt.Fprintf(os.Stderr, "lab-agent: --keepalive %q: off, go, or idle,interval,count\n", strings.Join(k, ","))
 		return 2
 	}
 	a := &agent{o: o, enc: enc, pid: os.Getpid()}
@@ -134,11 +145,26 @@ func (a *agent) run() error {
 	var conn *net.TCPConn
 	switch a.o.role {
 	case "server":
-		ln, err := net.Listen("tcp", a.o.addr)
+		lc := net.ListenConfig{KeepAlive: a.goKeepalive()}
+		ln, err := lc.Listen(context.Background(), "tcp", a.o.addr)
 		if err != nil {
 			return err
 		}
 		a.report("listening", nil, nil)
+		if a.o.serveClose > 0 {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return err
+				}
+				a.report("accepted", nil, c)
+				go func() {
+					time.Sleep(a.o.serveClose)
+					a.report("closed", c.Close(), c)
+					drain(c)
+				}()
+			}
+		}
 		for i := 0; i < max(a.o.accept, 1); i++ {
 			c, err := ln.Accept()
 			if err != nil {
@@ -153,7 +179,7 @@ func (a *agent) run() error {
 		}
 		ln.Close()
 	case "client":
-		d := net.Dialer{Timeout: a.o.connectTime}
+		d := net.Dialer{Timeout: a.o.connectTime, KeepAlive: a.goKeepalive()}
 		if a.o.localPort != 0 {
 			d.LocalAddr = &net.TCPAddr{Port: a.o.localPort}
 			d.Control = func(_, _ string, rc syscall.RawConn) error {
@@ -164,6 +190,17 @@ func (a *agent) run() error {
 				return errors.Join(err, serr)
 			}
 		}
+		for i := 1; i < a.o.churn; i++ {
+			c, err := d.Dial("tcp", a.o.addr)
+			if err != nil {
+				a.report(fmt.Sprintf("connect %d failed", i), err, nil)
+				return nil
+			}
+			c.Close()
+		}
+		if a.o.churn > 1 {
+			a.report(fmt.Sprintf("opened and closed %d connections", a.o.churn-1), nil, nil)
+		}
 		a.report("connecting", nil, nil)
 		c, err := d.Dial("tcp", a.o.addr)
 		if err != nil {
@@ -172,6 +209,20 @@ func (a *agent) run() error {
 		}
 		conn = c.(*net.TCPConn)
 		a.report("connected", nil, conn)
+		if a.o.redial > 0 {
+			// The server closes first: read to its FIN, close, dial again.
+			_, _ = io.Copy(io.Discard, conn)
+			conn.Close()
+			a.report("closed after the peer's FIN", nil, nil)
+			time.Sleep(a.o.redial)
+			c, err := d.Dial("tcp", a.o.addr)
+			if err != nil {
+				a.report("reconnect failed", err, nil)
+				return nil
+			}
+			conn = c.(*net.TCPConn)
+			a.report("reconnected", nil, conn)
+		}
 		if a.o.reconnect > 0 {
 			// Closing first leaves this side's 4-tuple in TIME_WAIT.
 			conn.Close()
@@ -207,6 +258,17 @@ func (a *agent) run() error {
 func drain(c net.Conn) {
 	_, _ = io.Copy(io.Discard, c)
 	c.Close()
+}
+
+// goKeepalive is what net.Dialer and net.ListenConfig get as KeepAlive:
+// Go turns keepalive on by default (0: 15s idle, 15s interval, 9 probes),
+// so every lab application says what it wants. -1 leaves SO_KEEPALIVE
+// off; explicit values are set in configure.
+func (a *agent) goKeepalive() time.Duration {
+	if len(a.o.keepalive) == 1 && a.o.keepalive[0] == "go" {
+		return 0
+	}
+	return -1
 }
 
 func (a *agent) configure(c *net.TCPConn) error {

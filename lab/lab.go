@@ -34,6 +34,11 @@ import (
 )
 
 // Options tune a run.
+// CloseWaitAfter is the lab's close_wait_stuck threshold, shortened like
+// the kernel's timers (tcpwatch's default is a minute). Replays of the
+// lab's recordings use it too.
+const CloseWaitAfter = 2 * time.Second
+
 type Options struct {
 	// KernelDefaults keeps the kernel's own timers instead of the lab's
 	// shortened ones (scenarios then take minutes to hours).
@@ -44,6 +49,9 @@ type Options struct {
 	KeepaliveIntvl time.Duration // 0: the lab's default (1s)
 	KeepaliveProbe int           // 0: the lab's default (3)
 	ReplugAfter    time.Duration // outage length for the replug scenarios; 0: 2s
+	// CloseWaitAfter is tcpwatch's close_wait_stuck threshold in the
+	// lab; 0: CloseWaitAfter (tcpwatch's own default with KernelDefaults).
+	CloseWaitAfter time.Duration
 	Timeout        time.Duration // give up waiting for the verdicts; 0: 20s (or an hour with KernelDefaults)
 	// Agent is the executable that runs the lab's applications; empty means
 	// this process's own executable (which must run AgentMain for AgentArgs).
@@ -70,6 +78,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if c.KeepaliveProbe == 0 {
 		c.KeepaliveProbe = 3
+	}
+	if c.CloseWaitAfter == 0 && !c.KernelDefaults {
+		c.CloseWaitAfter = CloseWaitAfter
 	}
 	if c.ReplugAfter == 0 {
 		c.ReplugAfter = 2 * time.Second
@@ -196,6 +207,9 @@ func Run(ctx context.Context, name string, opt Options, sink Reporter) (*Result,
 		return nil, ErrNotRoot
 	}
 	opt = opt.withDefaults()
+	if sc.Timeout > opt.Timeout {
+		opt.Timeout = sc.Timeout
+	}
 	if opt.Agent == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -213,12 +227,30 @@ func Run(ctx context.Context, name string, opt Options, sink Reporter) (*Result,
 		appWhat: map[string][]string{}, stdin: map[string]io.WriteCloser{}, appPIDs: map[string][]int{},
 		changed: make(chan struct{}, 1), kernelDone: make(chan struct{})}
 
-	cfg := engine.Config{Mode: engine.ModeRoutine, Record: opt.Record, NoExisting: true, Accept: r.ours}
+	cfg := engine.Config{Mode: engine.ModeRoutine, Record: opt.Record, NoExisting: true, Accept: r.ours,
+		CloseWaitAfter: opt.CloseWaitAfter}
 	t, err := tracer.New(cfg.Kernel(tracer.Config{}))
 	if err != nil {
 		return nil, err
 	}
 	defer t.Close()
+	if cfg.CloseWaitAfter >= 0 {
+		after := cfg.CloseWaitAfter
+		if after == 0 {
+			after = tracker.DefaultCloseWaitAfter
+		}
+		scan, err := tracer.OpenSocketReaderWith(tracer.SocketReaderOptions{ConnectionsOnly: true, MarkCloseWait: t, CloseWaitAfter: after})
+		if err != nil {
+			return nil, err
+		}
+		defer scan.Close()
+		cfg.ScanCloseWaits = engine.CloseWaitScanner(scan, 0, func(netns uint32) bool {
+			r.mu.Lock()
+			host, ok := r.netnsHost[netns]
+			r.mu.Unlock()
+			return ok && host != "R"
+		})
+	}
 	traceCtx, stopTrace := context.WithCancel(context.Background())
 	go r.trace(traceCtx, engine.New(t, cfg))
 	defer func() {
@@ -249,6 +281,10 @@ func Run(ctx context.Context, name string, opt Options, sink Reporter) (*Result,
 	}
 	if opt.Record != nil {
 		fmt.Fprintf(opt.Record, "# lab scenario %s: %s\n", sc.Name, sc.Summary)
+		if opt.CloseWaitAfter > 0 {
+			// A replay must judge CLOSE_WAIT with the same threshold.
+			fmt.Fprintf(opt.Record, "# close-wait-after %s\n", opt.CloseWaitAfter)
+		}
 	}
 	if err := r.build(); err != nil {
 		return nil, err

@@ -10,7 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/output/words"
-	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
+	"github.com/tcpwatch/tcpwatch/tracer"
+	"github.com/tcpwatch/tcpwatch/tracer/exposure"
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
@@ -35,6 +37,9 @@ type Scenario struct {
 	ExpectNotice map[string][]string
 	// Sysctls are set in A before the applications start.
 	Sysctls map[string]string
+	// Timeout is how long the scenario needs at least, when the kernel
+	// decides with settings the lab does not shorten (Go's own keepalive).
+	Timeout time.Duration
 	Act     func(r *run) error
 }
 
@@ -80,7 +85,7 @@ var Scenarios = withIPv6([]*Scenario{
 		Summary: "B's host vanishes while the connection is idle and has no keepalive: nothing ever notices",
 		Forbid:  map[string][]tracker.Verdict{"A": finals},
 		Act: func(r *run) error {
-			if err := r.connect(server(r), client(r)); err != nil {
+			if err := r.connect(server(r), client(r, "--keepalive=off")); err != nil {
 				return err
 			}
 			if err := r.pull(); err != nil {
@@ -89,7 +94,27 @@ var Scenarios = withIPv6([]*Scenario{
 			if err := r.sleep(4 * time.Second); err != nil {
 				return err
 			}
-			return r.reportUnprotected("A")
+			return r.reportExposure("A")
+		},
+	},
+	{
+		Name: "host-down-idle-go-keepalive", Row: 3,
+		Summary:  "the same idle connection from a client that keeps Go's default keepalive (on: 15s idle, 9 probes 15s apart, set on the socket): the kernel notices after 150s",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.KeepaliveProbing, tracker.KeepaliveTimeout}},
+		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		// 15s + 9 × 15s, counted from the last ACK, and the lab's margin.
+		Timeout: 150*time.Second + 20*time.Second,
+		Act: func(r *run) error {
+			if err := r.connect(server(r), client(r, "--keepalive=go")); err != nil {
+				return err
+			}
+			if err := r.reportExposure("A"); err != nil {
+				return err
+			}
+			if err := r.pull(); err != nil {
+				return err
+			}
+			return r.waitExpected()
 		},
 	},
 	{
@@ -551,6 +576,67 @@ var Scenarios = withIPv6([]*Scenario{
 			return r.waitExpected()
 		},
 	},
+	{
+		Name: "timewait-syn", Row: 14,
+		Summary:      "B's server closes first (its side keeps the 4-tuple in TIME_WAIT); A connects again from the same port: B's TIME_WAIT accepts the newer SYN and the 4-tuple is reused",
+		ExpectNotice: map[string][]string{"B": {"time_wait_syn_accepted"}},
+		Forbid:       map[string][]tracker.Verdict{"A": finals, "B": finals},
+		Act: func(r *run) error {
+			if err := r.startApp("B", server(r, "--serve-close-after=200ms")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("B", "listening"); err != nil {
+				return err
+			}
+			r.step("A connects from port 40000; B closes first (TIME_WAIT on B); A connects again from port 40000 after 500ms")
+			if err := r.startApp("A", client(r, "--local-port=40000", "--redial-after=500ms")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("A", "reconnected"); err != nil {
+				return err
+			}
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "close-wait-stuck", Row: 15,
+		Summary:  "A's client closes; B's server never reads the end of file and never closes: its socket stays in CLOSE_WAIT until the process exits",
+		Expect:   map[string][]tracker.Verdict{"B": {tracker.CloseWaitStuck, tracker.CloseWaitStuck}},
+		AppErrno: map[string]string{},
+		Act: func(r *run) error {
+			if err := r.connect(server(r, "--read=false"), client(r, "--close-after=200ms")); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("A", "closed"); err != nil {
+				return err
+			}
+			r.step("A closed; B's socket is in CLOSE_WAIT and B's server does not close it (tcpwatch tells it after %s here, a minute by default)", r.opt.CloseWaitAfter)
+			if err := r.sleep(r.opt.CloseWaitAfter + time.Second); err != nil {
+				return err
+			}
+			return r.then(r.killServer("the process exits: its kernel closes what it held"))
+		},
+	},
+	{
+		Name: "local-ports-exhausted", Row: 14,
+		Summary:  "A's client opens and closes connections to B faster than TIME_WAIT frees its ports (ip_local_port_range of 4 ports): connect() fails with EADDRNOTAVAIL",
+		Expect:   map[string][]tracker.Verdict{"A": {tracker.LocalPortsExhausted}},
+		AppErrno: map[string]string{"A": "EADDRNOTAVAIL"},
+		Sysctls:  map[string]string{"net/ipv4/ip_local_port_range": "40000 40003", "net/ipv4/tcp_tw_reuse": "0"},
+		Act: func(r *run) error {
+			if err := r.startApp("B", server(r, "--accept=8")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("B", "listening"); err != nil {
+				return err
+			}
+			if err := r.startApp("A", client(r, "--churn=8")...); err != nil {
+				return err
+			}
+			r.step("A's client opens and closes connections to %s: each closed by A leaves a 4-tuple, and its port, in TIME_WAIT for 60s", r.serverAddr(port))
+			return r.waitExpected()
+		},
+	},
 })
 
 // oneOf expects any of several verdicts: where the kernel's choice depends
@@ -784,9 +870,11 @@ func (r *run) reboot() error {
 	return nil
 }
 
-// reportUnprotected says what the kernel of host knows about its idle
-// connections: nothing will ever end one with no keepalive and no data.
-func (r *run) reportUnprotected(host string) error {
+// reportExposure says, from the settings each socket holds (read by the
+// socket iterator of tcpwatch exposure), when the kernel of host would
+// notice that the peers of its connections vanished: "nothing will ever
+// end it" only when that is true.
+func (r *run) reportExposure(host string) error {
 	r.mu.Lock()
 	var inode uint32
 	for ino, h := range r.netnsHost {
@@ -795,20 +883,30 @@ func (r *run) reportUnprotected(host string) error {
 		}
 	}
 	r.mu.Unlock()
-	socks, err := sockdiag.Snapshot(inode)
+	reader, err := tracer.OpenSocketReader(true)
 	if err != nil {
 		return err
 	}
-	for _, s := range socks {
-		if s.State.String() != "ESTABLISHED" {
+	defer reader.Close()
+	socks, err := reader.Read(inode)
+	if err != nil {
+		return err
+	}
+	for _, c := range exposure.Build(socks).Connections {
+		if c.State != tcp.StateEstablished {
 			continue
 		}
-		ka := "off"
-		if s.KeepaliveOn {
-			ka = "on"
-		}
-		r.step("%s still has %s -> %s ESTABLISHED: keepalive %s, %d unacknowledged, last ACK %s ago: unprotected, nothing will ever end it",
-			host, s.Local, s.Remote, ka, s.Unacked, s.LastAckRecv)
+		r.step("%s still has %s -> %s ESTABLISHED, idle %s, %d bytes unacknowledged: %s",
+			host, c.Local, c.Remote, words.Secs(c.Idle), c.Unacked, exposureVerdict(c))
 	}
 	return nil
+}
+
+// exposureVerdict is the lab's sentence for one connection: whether
+// anything will ever end it, and why.
+func exposureVerdict(c *exposure.Connection) string {
+	if c.Assessment.Idle.Never {
+		return "no keepalive: nothing will ever end it while it stays idle (SO_KEEPALIVE is off on the socket); " + words.SendingWhy(c)
+	}
+	return "its kernel will notice after " + words.Long(c.Assessment.Idle.After) + " (" + words.IdleWhy(c) + ")"
 }

@@ -159,6 +159,23 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	b = appendStringField(b, "peer_verdict", r.PeerVerdict)
 	b = appendUintField(b, "peer_netns", uint64(r.PeerNetNS))
 	b = appendIntField(b, "peer_ended_ms_before", r.PeerEndedMsBefore)
+	if r.CloseWaitSockets > 0 {
+		b = appendIntField(b, "close_wait_sockets", int64(r.CloseWaitSockets))
+		b = appendIntField(b, "close_wait_ms", r.CloseWaitMs)
+		b = appendBoolField(b, "close_wait_exited", r.CloseWaitExited)
+	}
+	if p := r.Ports; p != nil {
+		b = append(appendKey(b, "ports"), '{')
+		b = append(b, `"failures":`...)
+		b = strconv.AppendInt(b, int64(p.Failures), 10)
+		b = appendIntField(b, "time_wait", int64(p.TimeWait))
+		b = appendIntField(b, "other", int64(p.Other))
+		b = appendIntField(b, "time_wait_all", int64(p.TimeWaitAll))
+		b = appendIntField(b, "range_lo", int64(p.RangeLo))
+		b = appendIntField(b, "range_hi", int64(p.RangeHi))
+		b = appendIntField(b, "tcp_tw_reuse", int64(p.TwReuse))
+		b = append(b, '}')
+	}
 	if len(r.Drops) > 0 {
 		b = append(appendKey(b, "drops"), '[')
 		for i, d := range r.Drops {

@@ -45,6 +45,16 @@ type NarrativeRecord struct {
 	PeerVerdict       string `json:"peer_verdict"`
 	PeerNetNS         uint32 `json:"peer_netns"`
 	PeerEndedMsBefore int64  `json:"peer_ended_ms_before"`
+	// close_wait_stuck only: the sockets its peers closed that the
+	// process holds (at the end, the most it held), how long the oldest
+	// has been in CLOSE_WAIT, and whether the process exited.
+	CloseWaitSockets int   `json:"close_wait_sockets,omitempty"`
+	CloseWaitMs      int64 `json:"close_wait_ms,omitempty"`
+	CloseWaitExited  bool  `json:"close_wait_exited,omitempty"`
+	// local_ports_exhausted only, when the socket table could be read:
+	// the sockets to the destination (TIME_WAIT and other), the port
+	// range and tcp_tw_reuse of the namespace.
+	Ports *PortsRecord `json:"ports,omitempty"`
 	// Where the episode's packets died (with the drop program attached)
 	// and the window-probe timer's episode: omitted when they do not apply.
 	Drops        []DropRecord `json:"drops,omitempty"`
@@ -88,34 +98,38 @@ func NewNarrativeRecord(n *tracker.Narrative, cg containers.Info) NarrativeRecor
 // NewNarrativeRecordSeeded is NewNarrativeRecord with a Community ID seed.
 func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uint16) NarrativeRecord {
 	r := NarrativeRecord{
-		Type:        "narrative",
-		Time:        n.Time.Format(TimeLayout),
-		Verdict:     string(n.Verdict),
-		Final:       n.Final,
-		IncidentID:  n.Incident,
-		ConnFields:  connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
-		OwnerSource: n.Owner.Source.String(),
-		Inode:       n.Inode,
-		State:       n.State.String(),
-		Orphan:      n.Orphan,
-		Errno:       tcp.ErrnoName(n.Errno),
-		ResetReason: n.ResetReason,
-		Retransmits: n.Retransmits,
-		FailedSends: n.FailedSends,
-		Probes:      n.Probes,
-		OutageMs:    n.Outage.Milliseconds(),
-		GiveUpInMs:  n.GiveUpIn.Milliseconds(),
-		RTOsMs:      make([]int64, len(n.RTOs)),
-		BudgetMs:    n.Budget.Limit.Milliseconds(),
-		BudgetBy:    n.Budget.Setting,
-		ExitSignal:  n.ExitSignal,
-		ExitStatus:  n.ExitStatus,
-		SentReset:   n.SentReset,
-		LostRecords: n.LostRecords,
-		Summary:     words.Summary(n),
-		Explanation: explanationOnce(n),
-		Timeline:    make([]TimelineStep, len(n.Timeline)),
-		Settings:    NewSettingsRecord(n.Settings, n.RTOMax),
+		Type:             "narrative",
+		Time:             n.Time.Format(TimeLayout),
+		Verdict:          string(n.Verdict),
+		Final:            n.Final,
+		IncidentID:       n.Incident,
+		ConnFields:       connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		OwnerSource:      n.Owner.Source.String(),
+		Inode:            n.Inode,
+		State:            n.State.String(),
+		Orphan:           n.Orphan,
+		Errno:            tcp.ErrnoName(n.Errno),
+		ResetReason:      n.ResetReason,
+		Retransmits:      n.Retransmits,
+		FailedSends:      n.FailedSends,
+		Probes:           n.Probes,
+		OutageMs:         n.Outage.Milliseconds(),
+		GiveUpInMs:       n.GiveUpIn.Milliseconds(),
+		RTOsMs:           make([]int64, len(n.RTOs)),
+		BudgetMs:         n.Budget.Limit.Milliseconds(),
+		BudgetBy:         n.Budget.Setting,
+		ExitSignal:       n.ExitSignal,
+		ExitStatus:       n.ExitStatus,
+		SentReset:        n.SentReset,
+		LostRecords:      n.LostRecords,
+		CloseWaitSockets: n.CloseWaitSockets,
+		CloseWaitMs:      n.CloseWaitFor.Milliseconds(),
+		CloseWaitExited:  n.CloseWaitExited,
+		Ports:            newPortsRecord(n.Ports),
+		Summary:          words.Summary(n),
+		Explanation:      explanationOnce(n),
+		Timeline:         make([]TimelineStep, len(n.Timeline)),
+		Settings:         NewSettingsRecord(n.Settings, n.RTOMax),
 	}
 	r.setCgroup(cg)
 	if p := n.PeerEnd; p != nil {
@@ -241,6 +255,15 @@ func evidence(n *tracker.Narrative) string {
 	if n.ExitSignal != 0 {
 		parts = append(parts, fmt.Sprintf("signal=%d", n.ExitSignal))
 	}
+	if p := n.Ports; p.Failures > 1 {
+		parts = append(parts, fmt.Sprintf("failures=%d", p.Failures))
+	}
+	if p := n.Ports; p.Known {
+		parts = append(parts, fmt.Sprintf("time_wait=%d other=%d ports=%d-%d tw_reuse=%d", p.TimeWait, p.Other, p.RangeLo, p.RangeHi, p.TwReuse))
+	}
+	if n.CloseWaitSockets > 0 {
+		parts = append(parts, fmt.Sprintf("close_wait=%d for=%s", n.CloseWaitSockets, words.Secs(n.CloseWaitFor)))
+	}
 	if n.TurnedAway > 0 {
 		parts = append(parts, fmt.Sprintf("queue=%d/%d turned_away=%d", n.QueueLen, n.QueueLimit, n.TurnedAway))
 	}
@@ -317,4 +340,23 @@ func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice, cg containers.Inf
 		b = append(b, Sanitize(words.NoticeExplanation(n))...)
 	}
 	return b
+}
+
+// PortsRecord is what held the local ports (local_ports_exhausted).
+type PortsRecord struct {
+	Failures    int `json:"failures"` // connect() calls this narrative tells (later ones are folded for 10 s)
+	TimeWait    int `json:"time_wait"`
+	Other       int `json:"other"`
+	TimeWaitAll int `json:"time_wait_all"`
+	RangeLo     int `json:"range_lo"`
+	RangeHi     int `json:"range_hi"`
+	TwReuse     int `json:"tcp_tw_reuse"`
+}
+
+func newPortsRecord(p tracker.PortUse) *PortsRecord {
+	if !p.Known && p.Failures == 0 {
+		return nil
+	}
+	return &PortsRecord{Failures: p.Failures, TimeWait: p.TimeWait, Other: p.Other, TimeWaitAll: p.TimeWaitAll,
+		RangeLo: p.RangeLo, RangeHi: p.RangeHi, TwReuse: p.TwReuse}
 }

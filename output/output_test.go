@@ -141,6 +141,10 @@ func TestNarrativeJSONMatchesEncodingJSON(t *testing.T) {
 			RTOMax: 120 * time.Second,
 		},
 		{Verdict: tracker.Stalled, Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2")},
+		{Verdict: tracker.CloseWaitStuck, Final: true, Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2"),
+			CloseWaitSockets: 3, CloseWaitFor: 75 * time.Second, CloseWaitExited: true},
+		{Verdict: tracker.LocalPortsExhausted, Final: true, Errno: 99, Local: netip.MustParseAddrPort("10.0.0.1:0"), Remote: netip.MustParseAddrPort("10.0.0.2:2"),
+			Ports: tracker.PortUse{Failures: 3, Known: true, TimeWait: 4, Other: 1, TimeWaitAll: 9, RangeLo: 40000, RangeHi: 40003, TwReuse: 0}},
 	} {
 		rec := NewNarrativeRecord(n, containers.Info{})
 		want, err := json.Marshal(rec)

@@ -51,6 +51,8 @@ var exampleOf = []exampleRef{
 	{tracker.Stalled, "host-down", "A", false},
 	{tracker.Recovered, "cable-replug", "A", false},
 	{tracker.KeepaliveProbing, "keepalive-dead", "A", false},
+	{tracker.CloseWaitStuck, "close-wait-stuck", "B", false},
+	{tracker.LocalPortsExhausted, "local-ports-exhausted", "A", false},
 	{tracker.ZeroWindow, "peer-stops-reading", "A", false},
 }
 
@@ -63,13 +65,16 @@ func replayFor(t *testing.T, name, host string, v tracker.Verdict, all bool) *tr
 		t.Fatal(err)
 	}
 	var netns uint32
+	var closeWaitAfter time.Duration // the threshold the lab ran with
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) == 5 && f[0] == "#" && f[1] == "host" && f[2] == host {
 			n, _ := strconv.ParseUint(f[4], 10, 32)
 			netns = uint32(n)
-			break
+		}
+		if len(f) == 3 && f[0] == "#" && f[1] == "close-wait-after" {
+			closeWaitAfter, _ = time.ParseDuration(f[2])
 		}
 	}
 	// The recordings' clock starts at a fixed wall time, so the examples
@@ -79,16 +84,28 @@ func replayFor(t *testing.T, name, host string, v tracker.Verdict, all bool) *tr
 		t.Fatal(err)
 	}
 	var found *tracker.Narrative
-	tr := tracker.New(tracker.Config{All: all, ResetReasons: tcp.FallbackResetReasons}, func(n *tracker.Narrative) {
+	tr := tracker.New(tracker.Config{All: all, ResetReasons: tcp.FallbackResetReasons, CloseWaitAfter: closeWaitAfter}, func(n *tracker.Narrative) {
 		if found == nil && n.Verdict == v && n.NetNS == netns {
 			cp := *n
 			found = &cp
 		}
 	})
+	scans, err := tracker.ReadCloseWaitScans(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var last time.Duration
 	for i := range evs {
+		for len(scans) > 0 && scans[0].Mono <= evs[i].Mono {
+			tr.CloseWaitScan(scans[0].Mono, scans[0].Stuck)
+			scans = scans[1:]
+		}
 		tr.Handle(&evs[i])
 		last = evs[i].Mono
+	}
+	for _, s := range scans {
+		tr.CloseWaitScan(s.Mono, s.Stuck)
+		last = max(last, s.Mono)
 	}
 	tr.Flush(last + time.Second)
 	if found == nil {

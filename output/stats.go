@@ -27,6 +27,11 @@ type StatsRecord struct {
 	// kernel reports by design to no one: healthy connections that predate
 	// tcpwatch end without a record in default mode. Nothing was lost.
 	EndedUnseen uint64 `json:"ended_unseen"`
+	// Exposure counts the connections of the last exposure snapshot
+	// (--exposure-every) by class (never, hours, minutes, seconds), and
+	// ExposureByComm the same per process name; absent when none was taken.
+	Exposure       map[string]int            `json:"exposure,omitempty"`
+	ExposureByComm map[string]map[string]int `json:"exposure_by_comm,omitempty"`
 	// Incidents counts the incidents (two or more connections to one peer
 	// in trouble) closed, by outcome.
 	Incidents map[string]int `json:"incidents"`
@@ -61,7 +66,7 @@ func (w *Writer) Stats(st engine.Stats) error { return w.StatsWithOTLP(st, nil) 
 func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 	s := StatsRecord{Type: "stats", Time: time.Now().Format(TimeLayout), Host: w.host, Events: st.Events, Lost: st.Lost,
 		Narratives: st.Narratives, Evictions: st.Evictions, Tracked: st.Tracked, Reconciled: st.Reconciled,
-		EndedUnseen: st.EndedUnseen, OTLP: o}
+		EndedUnseen: st.EndedUnseen, Exposure: w.exposure, ExposureByComm: w.exposureByComm, OTLP: o}
 	if s.Narratives == nil {
 		s.Narratives = map[string]int{}
 	}
@@ -108,8 +113,20 @@ func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 	if s.EndedUnseen > 0 {
 		line += fmt.Sprintf(", %d connections from before tcpwatch ended unseen (by design: in default mode the kernel reports no normal end of a connection it did not see begin)", s.EndedUnseen)
 	}
+	if s.Exposure != nil {
+		line += ", exposure (when a silent peer would be noticed):"
+		for _, c := range []string{"never", "hours", "minutes", "seconds"} {
+			line += fmt.Sprintf(" %s=%d", c, s.Exposure[c])
+		}
+	}
 	w.line = append(w.line[:0], line...)
 	return w.writeLine()
+}
+
+// SetExposure gives the stats record the counts of the last exposure
+// snapshot: by class, and by process name and class.
+func (w *Writer) SetExposure(total map[string]int, byComm map[string]map[string]int) {
+	w.exposure, w.exposureByComm = total, byComm
 }
 
 // LossRecord is written while running whenever the kernel reports records

@@ -50,8 +50,11 @@ type Writer struct {
 	line        []byte
 	held        []byte // whole lines waiting for Flush (Batch)
 	host        string
-	seed        uint16
-	schema      Schema
+	// exposure and exposureByComm go into the stats record (SetExposure).
+	exposure       map[string]int
+	exposureByComm map[string]map[string]int
+	seed           uint16
+	schema         Schema
 }
 
 // Options tune the text format.

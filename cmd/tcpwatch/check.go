@@ -47,6 +47,13 @@ func runCheck(o *options, out io.Writer) error {
 	if missing == 0 {
 		fmt.Fprintln(stdout, "all hooks attached: every verdict is available")
 	}
+	// tcpwatch exposure and --exposure-every read a socket iterator.
+	if r, err := tracer.OpenSocketReader(false); err != nil {
+		fmt.Fprintf(stdout, "exposure MISSING   the TCP socket iterator: %v; lost: tcpwatch exposure and the exposure metrics\n", err)
+	} else {
+		r.Close()
+		fmt.Fprintln(stdout, "exposure ok        iter/tcp socket iterator (tcpwatch exposure, --exposure-every)")
+	}
 	if err := stdout.Flush(); err != nil {
 		return fmt.Errorf("writing the report: %w", err)
 	}

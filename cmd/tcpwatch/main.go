@@ -22,8 +22,10 @@ import (
 	"github.com/tcpwatch/tcpwatch/output"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
+	"github.com/tcpwatch/tcpwatch/tracer/exposure"
 	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/incident/stage"
+	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
 const usage = `tcpwatch: why is this TCP connection failing, or why did it die?
@@ -33,6 +35,7 @@ Usage:
   tcpwatch --events [flags] print every decoded kernel event
   tcpwatch top [flags]      full-screen view of the open incidents and their connections
   tcpwatch check            show the kernel, its BTF and which hooks attach
+  tcpwatch exposure [flags] list every connection by when its kernel would notice a silent peer
   tcpwatch lab ...          reproduce a failure scenario in namespaces (tcpwatch lab --help)
 
 Flags:
@@ -106,8 +109,13 @@ type options struct {
 	pid       uint32
 	port      uint16
 	netns     uint32
-	fleet     fleetOptions
-	pipelines pipelineOptions
+	// exposureEvery is how often watch mode takes an exposure snapshot
+	// for the metrics and the stats record; 0 never.
+	exposureEvery time.Duration
+	// closeWaitAfter is the close_wait_stuck threshold.
+	closeWaitAfter time.Duration
+	fleet          fleetOptions
+	pipelines      pipelineOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
@@ -133,6 +141,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.StringVar(&o.comm, "comm", "", "only connections owned by a process with this name")
 	fs.StringVar(&o.addrText, "addr", "", "only connections with an address in this CIDR (or address) on either side")
 	fs.IntVar(&o.maxConns, "max-connections", 1<<18, "connections the tracker remembers (least recently active evicted)")
+	fs.DurationVar(&o.exposureEvery, "exposure-every", 30*time.Second, "watch mode: count connections by when a silent peer would be noticed (tcpwatch exposure) this often, for --metrics and the stats record; 0 turns it off")
+	fs.DurationVar(&o.closeWaitAfter, "close-wait-after", tracker.DefaultCloseWaitAfter, "tell close_wait_stuck when a process keeps a connection its peer closed this long without closing it (a socket scan every half of it, at most 30s, finds them); 0 never")
 	o.fleet.addFlags(fs)
 	o.pipelines.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -143,6 +153,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	}
 	if o.duration < 0 {
 		return nil, nil, usageError{fmt.Errorf("--duration must not be negative")}
+	}
+	if o.closeWaitAfter < 0 {
+		return nil, nil, usageError{fmt.Errorf("--close-wait-after must not be negative (0 turns it off)")}
+	}
+	if o.exposureEvery != 0 && o.exposureEvery < time.Second {
+		return nil, nil, usageError{fmt.Errorf("--exposure-every must be 0 (off) or at least 1s")}
 	}
 	if fs.Changed("addr") {
 		p, err := parsePrefix(o.addrText)
@@ -180,6 +196,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 		return nil, nil, usageError{err}
 	}
 	return o, fs.Args(), nil
+}
+
+// closeWaitThreshold turns the flag (0: never) into the tracker's setting
+// (negative: never).
+func closeWaitThreshold(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // maxRingSize bounds --ring-size: the kernel takes up to 4 GiB but a
@@ -253,6 +278,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 				return usageError{fmt.Errorf("check takes no arguments")}
 			}
 			return runCheck(o, stdout)
+		case "exposure":
+			if len(rest) > 1 {
+				return usageError{fmt.Errorf("exposure takes no arguments")}
+			}
+			return runExposure(o, format, stdout, stderr)
 		default:
 			return usageError{fmt.Errorf("unknown command %q (try --help)", rest[0])}
 		}
@@ -278,10 +308,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	engine.TuneGC(mode, os.Getenv)
 	cfg := engine.Config{
-		Mode:     mode,
-		MaxConns: o.maxConns,
-		Filter:   engine.Filter{PID: o.pid, Comm: o.comm, Addr: o.addr, Port: o.port, NetNS: o.netns},
-		Warn:     func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) },
+		Mode:           mode,
+		MaxConns:       o.maxConns,
+		CloseWaitAfter: closeWaitThreshold(o.closeWaitAfter),
+		Filter:         engine.Filter{PID: o.pid, Comm: o.comm, Addr: o.addr, Port: o.port, NetNS: o.netns},
+		Warn:           func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) },
 	}
 	if record != nil {
 		cfg.Record = record
@@ -306,6 +337,35 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	warnMissingHooks(t, stderr)
+	// One socket iterator for both scans, loaded now, while tcpwatch
+	// holds CAP_BPF: close_wait_stuck's (every engine.CloseWaitEvery of
+	// the threshold) and the exposure gauge's. The gauge's reads mark
+	// stuck sockets too, which only makes their end come sooner.
+	var scanner *tracer.SocketReader
+	if cfg.CloseWaitAfter > 0 && !o.events {
+		r, err := tracer.OpenSocketReaderWith(tracer.SocketReaderOptions{ConnectionsOnly: true,
+			MarkCloseWait: t, CloseWaitAfter: cfg.CloseWaitAfter})
+		if err != nil {
+			fmt.Fprintf(stderr, "tcpwatch: warning: no close_wait_stuck (the socket iterator): %v\n", err)
+		} else {
+			defer r.Close()
+			cfg.ScanCloseWaits = engine.CloseWaitScanner(r, o.netns, nil)
+			scanner = r
+		}
+	}
+	var exp *exposureWatch
+	if o.exposureEvery > 0 && !o.events {
+		var publish func(map[string]exposure.Tally)
+		if fleet.metrics != nil {
+			publish = fleet.metrics.Exposure
+		}
+		warn := func(err error) { fmt.Fprintf(stderr, "tcpwatch: warning: %v\n", err) }
+		exp, err = openExposureWatch(o, scanner, cfg.Cgroups, publish, warn)
+		if err != nil {
+			warn(fmt.Errorf("no exposure figures (--exposure-every): %w", err))
+		}
+		defer exp.close()
+	}
 	if k := t.Kernel; k.BelowMinimum() {
 		fmt.Fprintf(stderr, "tcpwatch: warning: kernel %s is older than %s, the oldest tcpwatch is tested on: some verdicts may be missing or wrong\n", k.Release, tracer.MinKernel)
 	}
@@ -322,6 +382,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer cancel()
 	}
 
+	if exp != nil {
+		exp.start(ctx, o.exposureEvery)
+	}
 	if top {
 		err := runTop(ctx, engine.New(t, cfg), fleet)
 		if record != nil {
@@ -366,6 +429,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	exp.stats(w)
 	closed := map[string]int{}
 	for outcome, n := range incidents.Model().Stats().Incidents {
 		closed[string(outcome)] = n

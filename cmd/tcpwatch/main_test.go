@@ -251,6 +251,9 @@ func TestEndToEndJSON(t *testing.T) {
 		"local-abort-unread":   {"A": {{"local_abort", "", nil, true}}, "B": {{"peer_reset", "ECONNRESET", nil, true}}},
 		"connect-refused":      {"A": {{"connect_refused", "ECONNREFUSED", nil, true}}},
 		"connect-timeout":      {"A": {{"connect_timeout", "ETIMEDOUT", retrans, true}}},
+		"local-ports-exhausted": {"A": {{"local_ports_exhausted", "EADDRNOTAVAIL", func(n narrativeJSON) bool {
+			return n.Ports != nil && n.Ports.TimeWait >= 1 && n.Ports.RangeLo == 40000 && n.Ports.RangeHi == 40003
+		}, true}}},
 	}
 	names := make([]string, 0, len(tests))
 	for name := range tests {
@@ -323,7 +326,7 @@ func TestEndToEndJSON(t *testing.T) {
 					if w.ownerApp && !slices.Contains(res.PIDs[host], int(n.PID)) {
 						t.Errorf("%s %s: owner pid %d (%s), the application is %v", host, w.verdict, n.PID, n.Comm, res.PIDs[host])
 					}
-					if n.LPort == 0 || n.RPort == 0 || n.LAddr == n.RAddr || n.Summary == "" || n.Explanation == "" {
+					if (n.LPort == 0 && n.Verdict != "local_ports_exhausted") || n.RPort == 0 || n.LAddr == n.RAddr || n.Summary == "" || n.Explanation == "" {
 						t.Errorf("%s %s: tuple %s:%d > %s:%d summary %q", host, w.verdict, n.LAddr, n.LPort, n.RAddr, n.RPort, n.Summary)
 					}
 					ap := func(a string, p uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr(a), p) }

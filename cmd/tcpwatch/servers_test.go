@@ -142,7 +142,11 @@ func tupleOf(n narrativeJSON) tuple { return tuple{n.LAddr, n.LPort, n.RAddr, n.
 
 // told is what the kit's story invariants need of a narrative.
 func told(n narrativeJSON) testkit.Told {
-	return testkit.Told{Conn: tupleOf(n).String(), Verdict: n.Verdict, Final: n.Final}
+	conn := tupleOf(n).String()
+	if n.LPort == 0 && n.Verdict == "local_ports_exhausted" {
+		conn += fmt.Sprintf(" cookie %d", n.Cookie) // no port, no 4-tuple: each failed connect() is a socket of its own
+	}
+	return testkit.Told{Conn: conn, Verdict: n.Verdict, Final: n.Final}
 }
 
 func tupleFrom(local, remote netip.AddrPort) tuple {

@@ -29,6 +29,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
+	"github.com/tcpwatch/tcpwatch/tracer/exposure"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
@@ -46,6 +47,7 @@ type Metrics struct {
 	narratives *prometheus.CounterVec
 	rto        *prometheus.CounterVec
 	keepalive  *prometheus.CounterVec
+	exposure   *prometheus.GaugeVec
 	incidents  incidentMetrics
 
 	events, ringFull, recursion, evictions atomic.Uint64
@@ -81,6 +83,10 @@ func New(opts Options) *Metrics {
 		Name: "tcpwatch_keepalive_episodes_total",
 		Help: "Keepalive episodes begun: an idle peer left a keepalive probe unanswered (the first keepalive_probing narrative).",
 	}, []string{"family"})
+	m.exposure = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcpwatch_connections_by_exposure",
+		Help: "Connections by when their kernel would notice a silent peer (class: never, hours, minutes, seconds; the worse of idle and sending), per process name, from the last exposure snapshot.",
+	}, []string{"class", "comm"})
 	counter := func(name, help string, v *atomic.Uint64, constLabels prometheus.Labels) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: constLabels},
 			func() float64 { return float64(v.Load()) })
@@ -94,7 +100,7 @@ func New(opts Options) *Metrics {
 	m.incidents = newIncidentMetrics()
 	m.Registry.MustRegister(
 		m.incidents.open, m.incidents.inTrouble, m.incidents.ended,
-		m.narratives, m.rto, m.keepalive, build,
+		m.narratives, m.rto, m.keepalive, m.exposure, build,
 		counter("tcpwatch_records_read_total", "Kernel records read from the ring buffer.", &m.events, nil),
 		counter("tcpwatch_records_lost_total", lostHelp, &m.ringFull, prometheus.Labels{"reason": "ring_full"}),
 		counter("tcpwatch_records_lost_total", lostHelp, &m.recursion, prometheus.Labels{"reason": "recursion"}),
@@ -123,6 +129,17 @@ func (m *Metrics) Observe(p engine.Stats) {
 	m.recursion.Store(p.Recursion)
 	m.evictions.Store(p.Evictions)
 	m.tracked.Store(int64(p.Tracked))
+}
+
+// Exposure replaces the exposure gauge with a new snapshot's counts: a
+// process gone since the last one leaves the gauge.
+func (m *Metrics) Exposure(byComm map[string]exposure.Tally) {
+	m.exposure.Reset()
+	for comm, t := range byComm {
+		for _, c := range exposure.Classes {
+			m.exposure.WithLabelValues(c.String(), comm).Set(float64(t[c]))
+		}
+	}
 }
 
 func family(n *tracker.Narrative) string {

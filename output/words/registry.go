@@ -9,7 +9,8 @@ import (
 )
 
 // The verdict registry: one entry per verdict, in one file per family
-// (closes.go, resets.go, outages.go, keepalive.go, connect.go, lost.go),
+// (closes.go, resets.go, outages.go, keepalive.go, connect.go, lost.go,
+// closewait.go, ports.go),
 // each with what tcpwatch says about it beyond the tracker's facts. The
 // output's colours, the metrics, the lab's scenarios and the tests read it;
 // adding a verdict is a tracker constant and the facts that decide it,
@@ -46,6 +47,7 @@ const (
 	Keepalive Family = "keepalive" // an idle peer stopped answering probes
 	Connect   Family = "connect"   // it never got past the handshake
 	Lost      Family = "lost"      // its end was among the records the kernel lost
+	Leaks     Family = "leaks"     // its process keeps what its peer ended (close_wait_stuck)
 	Window    Family = "window"    // new data waits with nothing in flight: the peer's window is closed
 	Listeners Family = "listeners" // a local listener turns clients away
 )
@@ -73,7 +75,7 @@ type Entry struct {
 }
 
 // Registry is every verdict tcpwatch can give, by family.
-var Registry = slices.Concat(closes, resets, outages, keepaliveVerdicts, connects, lost, windowAndListeners)
+var Registry = slices.Concat(closes, resets, outages, keepaliveVerdicts, connects, lost, windowAndListeners, leaks, portVerdicts)
 
 var byVerdict map[tracker.Verdict]*Entry
 

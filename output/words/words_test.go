@@ -22,7 +22,9 @@ func sample(e *Entry) *tracker.Narrative {
 		Owner: tracker.Owner{PID: 4242, Comm: "psql"}, ExitSignal: 9,
 		Outage: 3 * time.Second, GiveUpIn: time.Second, RTOs: []time.Duration{200 * time.Millisecond, 400 * time.Millisecond},
 		RTOMax: tcp.RTOMaxDefault, Budget: tracker.Budget{Limit: 3 * time.Second, Setting: "tcp_retries2", Value: 3},
-		Settings: tcp.Settings{Retries2: 3, KeepaliveTime: 2 * time.Second, KeepaliveIntvl: time.Second, KeepaliveProbes: 3}}
+		Settings:         tcp.Settings{Retries2: 3, KeepaliveTime: 2 * time.Second, KeepaliveIntvl: time.Second, KeepaliveProbes: 3},
+		CloseWaitSockets: 2, CloseWaitFor: 3 * time.Second,
+		Ports: tracker.PortUse{Failures: 1, Known: true, TimeWait: 3, Other: 1, RangeLo: 40000, RangeHi: 40003}}
 	if e.Episode {
 		n.Errno = 0
 	}
@@ -86,6 +88,8 @@ func TestEveryVerdictIsWorded(t *testing.T) {
 		tracker.ConnectTimeout:      "connect() to 192.0.2.7:5432 timed out: 3 SYN retransmissions unanswered over 3s (ETIMEDOUT (110, connection timed out))",
 		tracker.ConnectAbandoned:    "the application gave up on connect() to 192.0.2.7:5432 after 3s: 3 SYN retransmissions unanswered, long before the kernel would have (tcp_syn_retries=3: 3s)",
 		tracker.Untold:              "the connection is gone from the kernel's socket table but how it ended was not seen: kernel records were lost; it was last stalled (3 RTO retransmissions, no ACK for 3s)",
+		tracker.CloseWaitStuck:      "psql (pid 4242) holds 2 connections its peers closed, the oldest in CLOSE_WAIT for at least 3s: it has not called close() on them",
+		tracker.LocalPortsExhausted: "connect() to 192.0.2.7:5432 failed with EADDRNOTAVAIL (99, cannot assign requested address): no local port was free toward it: 3 sockets in TIME_WAIT and 1 other to it hold ports of ip_local_port_range 40000-40003 (4 ports); tcp_tw_reuse=0 (off)",
 		tracker.ZeroWindow:          "the peer's application stopped reading: its receive window has been closed (0 bytes) for 3s, 2 window probes answered with a closed window, 4096 bytes from psql (pid 4242) wait to be sent; nothing will end it: answered probes never count toward tcp_retries2 and TCP_USER_TIMEOUT is not set",
 		tracker.AcceptQueueOverflow: "the server stopped accepting: the accept queue of 192.0.2.1:443 is full (5 waiting for accept(), backlog 4) and the kernel turned away 17 SYNs or handshakes in 3s; its clients' connect() retries, then times out",
 	}
@@ -107,6 +111,8 @@ func TestEveryVerdictIsWorded(t *testing.T) {
 		tracker.ConnectTimeout:      {"tcp_retries2=3 allows 3s", "sk_err=ETIMEDOUT (110"},
 		tracker.ConnectAbandoned:    {"after 3s", "its own connect timeout", "tcp_retries2=3 allows 3s"},
 		tracker.Untold:              {"stats.lost", "sock_diag"},
+		tracker.CloseWaitStuck:      {"CLOSE_WAIT", "close()", "too many open files", "within one scan period"},
+		tracker.LocalPortsExhausted: {"inet_hash_connect()", "TIME_WAIT for 60 s", "EADDRNOTAVAIL", "tcp_tw_reuse"},
 		tracker.ZeroWindow:          {"tcp_probe_timer", "resets icsk_probes_out to 0", "window of 0 bytes", "tcp_retries2=3", "Without TCP_USER_TIMEOUT"},
 		tracker.AcceptQueueOverflow: {"holds 4", "has 5", "sk_acceptq_is_full", "psql (pid 4242)"},
 	}

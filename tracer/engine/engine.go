@@ -66,6 +66,9 @@ type Config struct {
 	Filter Filter
 	// MaxConns bounds the tracker (0: its default).
 	MaxConns int
+	// CloseWaitAfter is the tracker's close_wait_stuck threshold
+	// (tracker.Config.CloseWaitAfter: 0 its default, negative never).
+	CloseWaitAfter time.Duration
 	// Record, when set, receives every kernel event as a recording
 	// (wire.WriteRecord), replayable in tests.
 	Record io.Writer
@@ -98,6 +101,11 @@ type Config struct {
 	// ListenerEvery, negative never. ReadListeners replaces sock_diag.
 	ListenerEvery time.Duration
 	ReadListeners ReadListeners
+	// ScanCloseWaits, when set, finds the sockets stuck in CLOSE_WAIT
+	// (close_wait_stuck) every CloseWaitEvery (0: CloseWaitEvery of the
+	// threshold); without it nothing is told stuck.
+	ScanCloseWaits ScanCloseWaits
+	CloseWaitEvery time.Duration
 }
 
 // Kernel completes the kernel half's config from this one: whether the
@@ -136,6 +144,9 @@ type Engine struct {
 	item    Item  // the one being told (see tell)
 	stats   Stats
 	clock   schedule
+	ports   portUse // local_ports_exhausted's table reads (ports.go)
+	// closeWaits: the scans for close_wait_stuck (closewait.go)
+	closeWaits *closeWaitWatch
 }
 
 // New builds an engine on src (a tracer.Tracer, or a fake in tests). It
@@ -146,6 +157,7 @@ func New(src Source, cfg Config) *Engine {
 		e.tracker = e.newTracker()
 		e.rec = newReconciler(&cfg)
 		e.listen = newListenWatch(&cfg)
+		e.closeWaits = newCloseWaitWatch(&cfg)
 	}
 	return e
 }

@@ -121,6 +121,10 @@ func (s *replaySource) Read(ev *wire.Event) error {
 	}
 	ev.Time = s.clock.Wall(ev.Mono)
 	ev.Cookie += uint64(pass) << 40
+	// Each pass in a namespace of its own: the same 4-tuples again within
+	// a minute would be TIME_WAIT 4-tuples reopened (time_wait_syn_accepted
+	// notices), which the live run never saw.
+	ev.NetNS += uint32(pass)
 	ev.Local = s.movePort(ev.Local, pass)
 	ev.Remote = s.movePort(ev.Remote, pass)
 	return nil

@@ -23,7 +23,8 @@ var _ dropSource = (*tracer.Tracer)(nil)
 // notices only with --all (or the lab's ModeRoutine).
 func (e *Engine) newTracker() *tracker.Tracker {
 	cfg := tracker.Config{All: e.cfg.Mode.narratesLifecycles(), MaxConns: e.cfg.MaxConns,
-		ResetReasons: e.src.ResetReasons(), Owners: e.owners}
+		ResetReasons: e.src.ResetReasons(), Owners: e.owners,
+		CloseWaitAfter: e.cfg.CloseWaitAfter}
 	if ds, ok := e.src.(dropSource); ok {
 		cfg.DropsSeen, cfg.DropReasons = ds.SeesDrops(), ds.DropReasons()
 	}
@@ -75,6 +76,7 @@ func (e *Engine) tick(now time.Time) {
 	drained := !e.src.Buffered()
 	e.rec.step(e.tracker, drained, 0, now, e.cfg.Warn)
 	e.listen.step(e.tracker, now, e.cfg.Warn)
+	e.closeWaits.step(e.tracker, e.cfg.Record, now, e.cfg.Warn)
 	if drained {
 		e.tracker.Tick(mono - inFlight)
 	}

@@ -383,6 +383,10 @@ func trouble(v tracker.Verdict) bool {
 	switch v {
 	case tracker.Recovered, tracker.LocalClosed, tracker.PeerClosed:
 		return false
+	case tracker.CloseWaitStuck, tracker.LocalPortsExhausted:
+		// A process's own doing (it keeps sockets, it ran out of ports),
+		// told once per process and folded by the tracker: no peer's fate.
+		return false
 	}
 	return true
 }

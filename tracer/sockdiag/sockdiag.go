@@ -86,6 +86,10 @@ func Snapshot(onlyNetNS uint32) ([]Socket, error) {
 	return out, errors.Join(errs...)
 }
 
+// Namespaces maps every reachable network namespace inode (one with a
+// process in it or a name under /var/run/netns) to a path that opens it.
+func Namespaces() (map[uint32]string, error) { return namespaces() }
+
 // namespaces maps every reachable network namespace inode to a path that
 // opens it.
 func namespaces() (map[uint32]string, error) {

@@ -10,6 +10,10 @@ import (
 )
 
 func (t *Tracker) onState(c *conn, ev *wire.Event) {
+	t.closeWaitState(c, ev)
+	if t.portsExhausted(c, ev) {
+		return
+	}
 	if t.cfg.Notices != nil {
 		t.watchTimeWait(c, ev)
 	}

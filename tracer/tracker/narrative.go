@@ -61,11 +61,13 @@ var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
 	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, ConnectAbandoned, Untold,
 	Stalled, Recovered, KeepaliveProbing, ZeroWindow, AcceptQueueOverflow,
+	CloseWaitStuck, LocalPortsExhausted,
 }
 
 // Episode reports whether the verdict describes a connection that lives on.
 func (v Verdict) Episode() bool {
-	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == ZeroWindow || v == AcceptQueueOverflow
+	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == ZeroWindow || v == AcceptQueueOverflow ||
+		v == CloseWaitStuck
 }
 
 // Owner is the process a connection belongs to.
@@ -170,6 +172,18 @@ type Narrative struct {
 	Settings tcp.Settings
 	RTOMax   time.Duration
 
+	// close_wait_stuck (closewait.go): how many sockets its peers closed
+	// the process holds (at the end: the most it held), for how long the
+	// oldest has been in CLOSE_WAIT, and whether the episode ended with
+	// the process's exit rather than its close().
+	CloseWaitSockets int
+	CloseWaitFor     time.Duration
+	CloseWaitExited  bool
+
+	// Ports: local_ports_exhausted only (ports.go), filled by whoever
+	// tells the narrative.
+	Ports PortUse
+
 	// Where the episode's packets died (drops.go), and the window-probe
 	// timer's episode (probe.go).
 	DropFacts
@@ -194,7 +208,7 @@ type PeerEnd struct {
 // a failure: today, a TIME_WAIT 4-tuple taken over by a new connection.
 type Notice struct {
 	Time   time.Time
-	Kind   string // "time_wait_reuse"
+	Kind   string // "time_wait_reuse" (our connect() took over our TIME_WAIT), "time_wait_syn_accepted" (the peer's SYN did)
 	Cookie uint64
 	Local  netip.AddrPort
 	Remote netip.AddrPort

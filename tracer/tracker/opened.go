@@ -45,14 +45,22 @@ func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
 			t.timeWait[key] = ev.Mono
 			t.timeWaitOrder.Push(ev.Mono, key)
 		}
-	case ev.OldState == tcp.StateSynSent && ev.State == tcp.StateEstablished:
+	case (ev.OldState == tcp.StateSynSent || ev.OldState == tcp.StateSynRecv) && ev.State == tcp.StateEstablished:
 		at, ok := t.timeWait[key]
 		if !ok {
 			return
 		}
 		delete(t.timeWait, key)
+		// Our connect() took over our own TIME_WAIT (tcp_tw_reuse), or
+		// the peer's SYN reopened a 4-tuple our side held in TIME_WAIT
+		// (tcp_timewait_state_process: TCP_TW_SYN, its sequence number or
+		// timestamp newer than the old connection's).
+		kind := "time_wait_reuse"
+		if ev.OldState == tcp.StateSynRecv {
+			kind = "time_wait_syn_accepted"
+		}
 		if age := ev.Mono - at; age < timeWaitLen {
-			t.cfg.Notices(&Notice{Time: ev.Time, Kind: "time_wait_reuse", Cookie: c.cookie, Local: c.local,
+			t.cfg.Notices(&Notice{Time: ev.Time, Kind: kind, Cookie: c.cookie, Local: c.local,
 				Remote: c.remote, NetNS: c.netns, Owner: t.ownerOf(c), Age: age, CgroupID: c.cgroupID})
 		}
 	}

@@ -30,6 +30,10 @@ type Config struct {
 	// Notices, when set, receives notices (TIME_WAIT reuse); the tracker
 	// then remembers recently closed 4-tuples to recognise them.
 	Notices func(*Notice)
+	// CloseWaitAfter is how long a socket may stay in CLOSE_WAIT before
+	// its process is told as close_wait_stuck; 0 means
+	// DefaultCloseWaitAfter, a negative value never.
+	CloseWaitAfter time.Duration
 	// DropsSeen: the kernel half watches the drop path (kfree_skb), so
 	// narratives can say where the packets died; DropReasons names them.
 	DropsSeen   bool
@@ -87,11 +91,13 @@ type Tracker struct {
 	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
 	wallAtZero time.Time
 	lastEmit   time.Duration
-	lossEpoch  uint64                  // bumped whenever the kernel reports lost records
-	reconciled uint64                  // connections dropped because the kernel no longer had them
-	unseen     uint64                  // ... of which, ends the kernel does not report by design
-	probing    map[*conn]struct{}      // connections in a window-probe episode (probe.go)
-	overflows  map[listenKey]*overflow // listeners' accept queues, by reading (listeners.go)
+	lossEpoch  uint64                    // bumped whenever the kernel reports lost records
+	reconciled uint64                    // connections dropped because the kernel no longer had them
+	unseen     uint64                    // ... of which, ends the kernel does not report by design
+	cw         closeWaits                // sockets in CLOSE_WAIT (closewait.go)
+	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
+	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
+	overflows  map[listenKey]*overflow   // listeners' accept queues, by reading (listeners.go)
 }
 
 type tupleKey struct {
@@ -216,6 +222,9 @@ func (t *Tracker) Tick(now time.Duration) {
 		}
 	}
 	t.forgetGone(now)
+	if len(t.ports) > 0 {
+		t.portsTick(now, false)
+	}
 	t.forgetEnded(now)
 	if len(t.probing) > 0 {
 		t.expireWindowProbes(now)
@@ -266,6 +275,8 @@ func (t *Tracker) Flush(now time.Duration) {
 			t.narrate(c, c.windowVerdict(), false, now)
 		}
 	}
+	t.closeWaitFlush(now)
+	t.portsTick(now, true)
 	t.release(now + time.Hour)
 }
 

@@ -3,6 +3,7 @@ package tracker
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -21,10 +22,13 @@ import (
 // scenario (tcpwatch lab run --record): the events of both hosts, which
 // namespace is which host, and the verdicts tcpwatch gave live.
 type recording struct {
-	events   []wire.Event
-	hostOf   map[uint32]string
-	verdicts map[string][]string
-	notices  map[string][]string
+	events []wire.Event
+	// closeWaitAfter is the close_wait_stuck threshold the lab ran with.
+	closeWaitAfter time.Duration
+	scans          []RecordedScan // the close-wait scans, in order
+	hostOf         map[uint32]string
+	verdicts       map[string][]string
+	notices        map[string][]string
 }
 
 func loadRecording(t *testing.T, name string) recording {
@@ -45,10 +49,15 @@ func loadRecording(t *testing.T, name string) recording {
 			rec.verdicts[f[2]] = f[3:]
 		case len(f) >= 3 && f[0] == "#" && f[1] == "notices":
 			rec.notices[f[2]] = f[3:]
+		case len(f) == 3 && f[0] == "#" && f[1] == "close-wait-after":
+			rec.closeWaitAfter, _ = time.ParseDuration(f[2])
 		}
 	}
 	rec.events, err = wire.ReadRecording(bytes.NewReader(raw), time.Unix(1_800_000_000, 0))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.scans, err = ReadCloseWaitScans(raw); err != nil {
 		t.Fatal(err)
 	}
 	return rec
@@ -73,9 +82,19 @@ func replay(t *testing.T, rec recording, cfg Config) map[string][]Narrative {
 		got[rec.hostOf[n.NetNS]] = append(got[rec.hostOf[n.NetNS]], *n)
 	})
 	var last time.Duration
+	scans := rec.scans
 	for i := range rec.events {
+		// The close-wait scans where they were read, among the records.
+		for len(scans) > 0 && scans[0].Mono <= rec.events[i].Mono {
+			tr.CloseWaitScan(scans[0].Mono, scans[0].Stuck)
+			scans = scans[1:]
+		}
 		tr.Handle(&rec.events[i])
 		last = rec.events[i].Mono
+	}
+	for _, s := range scans {
+		tr.CloseWaitScan(s.Mono, s.Stuck)
+		last = max(last, s.Mono)
 	}
 	tr.Flush(last + time.Second)
 	return got
@@ -326,6 +345,26 @@ func TestRecordedScenarios(t *testing.T) {
 			}
 			between(t, "waited", n.Outage, 2*time.Second, 2300*time.Millisecond)
 		},
+		"timewait-syn": func(t *testing.T, got map[string][]Narrative) {
+			n := got["notice:B"]
+			if len(n) != 1 || n[0].Verdict != "time_wait_syn_accepted" || n[0].Local.Port() != 8080 || len(got["A"])+len(got["B"]) != 0 {
+				t.Errorf("notices %v, narratives %v %v", n, verdictsOf(got["A"]), verdictsOf(got["B"]))
+			}
+		},
+		"close-wait-stuck": func(t *testing.T, got map[string][]Narrative) {
+			b := got["B"]
+			if len(b) != 2 || b[0].Final || !b[0].Begins || !b[1].Final || !b[1].CloseWaitExited ||
+				b[0].CloseWaitSockets != 1 || b[0].CloseWaitFor < 2*time.Second || b[1].Owner.Comm != "lab-server" {
+				t.Errorf("B: %+v", b)
+			}
+		},
+		"local-ports-exhausted": func(t *testing.T, got map[string][]Narrative) {
+			n := got["A"][0]
+			if n.Verdict != LocalPortsExhausted || tcp.ErrnoName(n.Errno) != "EADDRNOTAVAIL" || n.Owner.Comm != "lab-client" ||
+				n.Remote.Port() != 8080 || n.Local.Port() != 0 || n.Ports.Failures != 1 {
+				t.Errorf("A: %+v", n)
+			}
+		},
 		"firewall-drops-own": func(t *testing.T, got map[string][]Narrative) {
 			st := last(t, got["A"], Stalled)
 			if st.WindowProbes < 2 || st.Retransmits != 0 || st.LeftHost != 0 || st.DroppedOut() < st.WindowProbes ||
@@ -383,7 +422,7 @@ func TestRecordedScenarios(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(f), ".hex")
 		t.Run(name, func(t *testing.T) {
 			rec := loadRecording(t, name)
-			got := replay(t, rec, Config{})
+			got := replay(t, rec, Config{CloseWaitAfter: rec.closeWaitAfter})
 			for _, host := range []string{"A", "B"} {
 				if want := rec.verdicts[host]; !slices.Equal(verdictsOf(got[host]), want) {
 					t.Errorf("%s: replayed %v, live run gave %v", host, verdictsOf(got[host]), want)
@@ -410,7 +449,12 @@ func TestRecordedScenarios(t *testing.T) {
 func oneStoryPerConnection(t *testing.T, host string, ns []Narrative) {
 	t.Helper()
 	told := func(n Narrative) testkit.Told {
-		return testkit.Told{Conn: n.Local.String() + ">" + n.Remote.String(), Verdict: string(n.Verdict), Final: n.Final, Time: n.Time}
+		conn := n.Local.String() + ">" + n.Remote.String()
+		if n.Local.Port() == 0 && n.Verdict == LocalPortsExhausted {
+			// No port, no 4-tuple: each failed connect() is a socket of its own.
+			conn += fmt.Sprintf(" cookie %d", n.Cookie)
+		}
+		return testkit.Told{Conn: conn, Verdict: string(n.Verdict), Final: n.Final, Time: n.Time}
 	}
 	testkit.OneStory(t, host, ns, told)
 	testkit.InTimeOrder(t, host, ns, told)

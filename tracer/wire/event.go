@@ -55,17 +55,19 @@ func (k Kind) String() string {
 type Flags uint16
 
 const (
-	FlagOwnerExiting  = Flags(bpf.TcpwatchTwEventFlagTW_F_OWNER_EXITING)  // the owner was exiting when it closed the socket
-	FlagReplyReset    = Flags(bpf.TcpwatchTwEventFlagTW_F_REPLY_RESET)    // the reset answered a received segment
-	FlagProbeSent     = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_PROBE)       // keepalive: a probe went out
-	FlagKeepaliveKill = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_KILLED)      // keepalive: the timer gave up and killed the socket
-	FlagProbeAnswered = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_ANSWERED)    // keepalive: the peer answered earlier probes
-	FlagInKeepalive   = Flags(bpf.TcpwatchTwEventFlagTW_F_IN_KA_TIMER)    // happened inside tcp_keepalive_timer
-	FlagNoSocket      = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_SOCK)        // no full socket: tuple from the packet, no figures
-	FlagOrphan        = Flags(bpf.TcpwatchTwEventFlagTW_F_ORPHAN)         // no process holds the socket any more
-	FlagFromTimer     = Flags(bpf.TcpwatchTwEventFlagTW_F_FROM_TIMER)     // retransmission seen at the timer, not the tracepoint
-	FlagDropIn        = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_IN)        // drop: a packet from the peer, not one this side sent
-	FlagDropElsewhere = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE) // drop: in another network namespace of this kernel
+	FlagOwnerExiting   = Flags(bpf.TcpwatchTwEventFlagTW_F_OWNER_EXITING)    // the owner was exiting when it closed the socket
+	FlagReplyReset     = Flags(bpf.TcpwatchTwEventFlagTW_F_REPLY_RESET)      // the reset answered a received segment
+	FlagProbeSent      = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_PROBE)         // keepalive: a probe went out
+	FlagKeepaliveKill  = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_KILLED)        // keepalive: the timer gave up and killed the socket
+	FlagProbeAnswered  = Flags(bpf.TcpwatchTwEventFlagTW_F_KA_ANSWERED)      // keepalive: the peer answered earlier probes
+	FlagInKeepalive    = Flags(bpf.TcpwatchTwEventFlagTW_F_IN_KA_TIMER)      // happened inside tcp_keepalive_timer
+	FlagNoSocket       = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_SOCK)          // no full socket: tuple from the packet, no figures
+	FlagOrphan         = Flags(bpf.TcpwatchTwEventFlagTW_F_ORPHAN)           // no process holds the socket any more
+	FlagFromTimer      = Flags(bpf.TcpwatchTwEventFlagTW_F_FROM_TIMER)       // retransmission seen at the timer, not the tracepoint
+	FlagDropIn         = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_IN)          // drop: a packet from the peer, not one this side sent
+	FlagDropElsewhere  = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE)   // drop: in another network namespace of this kernel
+	FlagNoLocalPort    = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT)    // connect() found no free local port (EADDRNOTAVAIL)
+	FlagCloseWaitStuck = Flags(bpf.TcpwatchTwEventFlagTW_F_CLOSE_WAIT_STUCK) // the socket scan found it stuck in CLOSE_WAIT
 )
 
 // NFHook is the netfilter hook of a NETFILTER_DROP, as the kernel half
