@@ -47,9 +47,28 @@ static __always_inline const struct sock *keepalive_sock(const struct timer_list
 	return (const void *)timer - bpf_core_field_offset(struct sock, sk_timer);
 }
 
+/*
+ * The same series moves the retransmission timer the other way: from
+ * icsk_retransmit_timer to struct sock, as tcp_retransmit_timer in a union
+ * with sk_timer (the 7.3 kernel's BTF). Without this the write timer's
+ * window never opened there: no window probes, no drops wanted for them.
+ */
+struct sock___rtx {
+	struct timer_list tcp_retransmit_timer;
+} __attribute__((preserve_access_index));
+
+static __always_inline int write_timer_known(void)
+{
+	return bpf_core_field_exists(struct inet_connection_sock, icsk_retransmit_timer) ||
+	       bpf_core_field_exists(struct sock___rtx, tcp_retransmit_timer);
+}
+
 static __always_inline const struct sock *write_timer_sock(const struct timer_list *timer)
 {
-	return (const void *)timer - bpf_core_field_offset(struct inet_connection_sock, icsk_retransmit_timer);
+	if (bpf_core_field_exists(struct inet_connection_sock, icsk_retransmit_timer))
+		return (const void *)timer -
+		       bpf_core_field_offset(struct inet_connection_sock, icsk_retransmit_timer);
+	return (const void *)timer - bpf_core_field_offset(struct sock___rtx, tcp_retransmit_timer);
 }
 
 static __always_inline struct tw_window *window(void)
@@ -147,7 +166,7 @@ static __always_inline __u16 keepalive_exit(struct tw_window *w)
 
 static __always_inline void write_timer_entry(struct tw_window *w, const struct timer_list *timer)
 {
-	if (!bpf_core_field_exists(struct inet_connection_sock, icsk_retransmit_timer))
+	if (!write_timer_known())
 		return;
 	const struct sock *sk = write_timer_sock(timer);
 	w->timer = (__u64)timer;
