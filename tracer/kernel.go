@@ -34,7 +34,15 @@ type KernelInfo struct {
 	// read here only to say so.
 	KeepaliveTimerVisible bool
 	WriteTimerVisible     bool
-	ResetReasons          tcp.ResetReasons
+	// KeepaliveTimerField and WriteTimerField name the member that holds
+	// each timer in this kernel's BTF (the timer programs find the socket
+	// from it, bpf/keepalive.h); empty when neither known place exists and
+	// that timer's path stays silent. The retransmission timer moved from
+	// inet_connection_sock to struct sock in the series that moved the
+	// keepalive timer the other way (7.3 has both moves).
+	KeepaliveTimerField string
+	WriteTimerField     string
+	ResetReasons        tcp.ResetReasons
 	// DropReasons names kfree_skb's reasons (enum skb_drop_reason);
 	// empty on a kernel whose BTF lacks the enum.
 	DropReasons tcp.DropReasons
@@ -81,6 +89,8 @@ func ProbeKernel(btfPath string) (*KernelInfo, error) {
 	}
 	visible := ksymsVisible("/proc/kallsyms", "tcp_keepalive_timer", "tcp_write_timer")
 	ki.KeepaliveTimerVisible, ki.WriteTimerVisible = visible["tcp_keepalive_timer"], visible["tcp_write_timer"]
+	ki.KeepaliveTimerField = firstMember(spec, "inet_connection_sock.icsk_keepalive_timer", "sock.sk_timer")
+	ki.WriteTimerField = firstMember(spec, "inet_connection_sock.icsk_retransmit_timer", "sock.tcp_retransmit_timer")
 	ki.ResetReasons = resetReasonsFromBTF(spec)
 	ki.DropReasons = dropReasonsFromBTF(spec)
 	return ki, nil
@@ -263,4 +273,42 @@ func versionLess(release, min string) bool {
 	a1, a2 := parse(release)
 	b1, b2 := parse(min)
 	return a1 < b1 || (a1 == b1 && a2 < b2)
+}
+
+// firstMember returns the first of the "struct.member" names this kernel's
+// BTF has, looking into anonymous unions and structs as C does; "" if none.
+func firstMember(spec *btf.Spec, candidates ...string) string {
+	for _, c := range candidates {
+		structName, member, _ := strings.Cut(c, ".")
+		var st *btf.Struct
+		if err := spec.TypeByName(structName, &st); err != nil {
+			continue
+		}
+		if hasMember(st.Members, member) {
+			return c
+		}
+	}
+	return ""
+}
+
+func hasMember(members []btf.Member, name string) bool {
+	for _, m := range members {
+		if m.Name == name {
+			return true
+		}
+		if m.Name != "" {
+			continue
+		}
+		switch t := btf.UnderlyingType(m.Type).(type) {
+		case *btf.Union:
+			if hasMember(t.Members, name) {
+				return true
+			}
+		case *btf.Struct:
+			if hasMember(t.Members, name) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -675,6 +675,14 @@ func (t *Tracer) SeesDrops() bool {
 // every hook attached: fields left empty, figures learned another way.
 func (t *Tracer) Degraded() []string {
 	var out []string
+	if t.Kernel.KeepaliveTimerField == "" {
+		out = append(out, "keepalive timer: this kernel's BTF has neither inet_connection_sock.icsk_keepalive_timer nor sock.sk_timer: "+
+			"keepalive_probing and keepalive_timeout are not told")
+	}
+	if t.Kernel.WriteTimerField == "" {
+		out = append(out, "write timer: this kernel's BTF has neither inet_connection_sock.icsk_retransmit_timer nor sock.tcp_retransmit_timer: "+
+			"window probes are not seen (no zero_window, no stalled with new data held back) and their drops are not wanted")
+	}
 	for _, h := range t.Hooks {
 		switch {
 		case slices.Contains(h.Chosen, bpf.TcpwatchProgTwSendReset):

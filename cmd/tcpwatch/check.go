@@ -31,6 +31,7 @@ func runCheck(o *options, out io.Writer) error {
 	fmt.Fprintf(stdout, "hz       %d (from %s)\n", k.HZ, k.HZSource)
 	fmt.Fprintf(stdout, "timers   tcp_keepalive_timer %s, tcp_write_timer %s (/proc/kallsyms)\n",
 		visible(k.KeepaliveTimerVisible), visible(k.WriteTimerVisible))
+	fmt.Fprintf(stdout, "         in %s and %s (BTF)\n", field(k.KeepaliveTimerField), field(k.WriteTimerField))
 	fmt.Fprintln(stdout, "hooks:")
 	missing := 0
 	for _, h := range t.Hooks {
@@ -44,7 +45,8 @@ func runCheck(o *options, out io.Writer) error {
 	for _, d := range t.Degraded() {
 		fmt.Fprintf(stdout, "  DEGRADED %s\n", d)
 	}
-	if missing == 0 {
+	// A timer whose member is unknown attaches but sees nothing (Degraded says what is lost).
+	if missing == 0 && k.KeepaliveTimerField != "" && k.WriteTimerField != "" {
 		fmt.Fprintln(stdout, "all hooks attached: every verdict is available")
 	}
 	// tcpwatch exposure and --exposure-every read a socket iterator.
@@ -65,4 +67,11 @@ func visible(ok bool) string {
 		return "visible"
 	}
 	return "hidden (its timer path stays silent)"
+}
+
+func field(name string) string {
+	if name == "" {
+		return "an unknown member (its timer path stays silent)"
+	}
+	return name
 }

@@ -140,6 +140,9 @@ func TestCheck(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(string(out), "an unknown member") {
+		t.Errorf("check finds no member for a TCP timer in this kernel's BTF:\n%s", out)
+	}
 }
 
 // --duration ends the run with exit 0 and a stats line; so does SIGTERM.
