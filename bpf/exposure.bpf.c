@@ -70,19 +70,29 @@ static __always_inline void close_wait_scan(struct tcp_sock *tp, struct tw_sock_
 	}
 }
 
-/* Before 6.x the range was two ints under a seqlock. */
+/*
+ * Before 6.x the range was two ints under a seqlock; later one u32 (lo | hi << 16).
+ * Each layout is a flavour: a field relocation checks the member's type, so
+ * asking the size of an int[2] range through the u32 layout fails to relocate
+ * (and the poisoned instruction rejected the whole program on 6.1).
+ */
 struct local_ports___pair {
 	int range[2];
 } __attribute__((preserve_access_index));
 
+struct local_ports___packed {
+	__u32 range;
+} __attribute__((preserve_access_index));
+
 static __always_inline void local_port_range(struct tw_sock_row *r, const struct net *net)
 {
-	if (bpf_core_field_size(struct local_ports, range) == sizeof(__u32)) {
-		__u32 range = BPF_CORE_READ(net, ipv4.ip_local_ports.range);
+	const void *ports = &net->ipv4.ip_local_ports;
+	if (bpf_core_field_exists(struct local_ports___packed, range)) {
+		__u32 range = BPF_CORE_READ((const struct local_ports___packed *)ports, range);
 		r->net_local_port_lo = range & 0xffff;
 		r->net_local_port_hi = range >> 16;
-	} else {
-		const struct local_ports___pair *p = (const void *)&net->ipv4.ip_local_ports;
+	} else if (bpf_core_field_exists(struct local_ports___pair, range)) {
+		const struct local_ports___pair *p = ports;
 		r->net_local_port_lo = BPF_CORE_READ(p, range[0]);
 		r->net_local_port_hi = BPF_CORE_READ(p, range[1]);
 	}
