@@ -77,14 +77,21 @@ struct local_ports___pair {
 
 static __always_inline void local_port_range(struct tw_sock_row *r, const struct net *net)
 {
-	if (bpf_core_field_size(struct local_ports, range) == sizeof(__u32)) {
-		__u32 range = BPF_CORE_READ(net, ipv4.ip_local_ports.range);
-		r->net_local_port_lo = range & 0xffff;
-		r->net_local_port_hi = range >> 16;
-	} else {
+	/*
+	 * Which shape by field_exists on the pair's flavor: a field relocation
+	 * between an int[2] and a u32 never resolves, so bpf_core_field_size
+	 * on the u32 was poisoned on 6.1's int[2] and the iterator failed to
+	 * load there. An existence check that finds no match is 0, and the
+	 * branch not taken (with its unresolved read) is dead code.
+	 */
+	if (bpf_core_field_exists(struct local_ports___pair, range)) {
 		const struct local_ports___pair *p = (const void *)&net->ipv4.ip_local_ports;
 		r->net_local_port_lo = BPF_CORE_READ(p, range[0]);
 		r->net_local_port_hi = BPF_CORE_READ(p, range[1]);
+	} else {
+		__u32 range = BPF_CORE_READ(net, ipv4.ip_local_ports.range);
+		r->net_local_port_lo = range & 0xffff;
+		r->net_local_port_hi = range >> 16;
 	}
 }
 
