@@ -369,6 +369,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if k := t.Kernel; k.BelowMinimum() {
 		fmt.Fprintf(stderr, "tcpwatch: warning: kernel %s is older than %s, the oldest tcpwatch is tested on: some verdicts may be missing or wrong\n", k.Release, tracer.MinKernel)
 	}
+	// The connections older than tcpwatch are read before the
+	// capabilities go: a caller that waits for that (the tests do) knows
+	// that whatever it closes from then on is told as a connection that
+	// predates tcpwatch.
+	eng := engine.New(t, cfg)
+	eng.ReadExisting()
 	// The programs are attached: keep only the capabilities reading /proc
 	// and other namespaces' socket tables needs (caps.go). This takes a
 	// while (an all-threads syscall per capability): signals are already
@@ -386,7 +392,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		exp.start(ctx, o.exposureEvery)
 	}
 	if top {
-		err := runTop(ctx, engine.New(t, cfg), fleet)
+		err := runTop(ctx, eng, fleet)
 		if record != nil {
 			if ferr := record.Flush(); ferr != nil && err == nil {
 				err = fmt.Errorf("--record: %w", ferr)
@@ -410,7 +416,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if exporter != nil {
 		stages = append(stages, exporter.Stage)
 	}
-	stats, err := engine.New(t, cfg).Run(ctx, engine.Chain(w, stages...))
+	stats, err := eng.Run(ctx, engine.Chain(w, stages...))
 	if err == nil {
 		err = incidents.End()
 	}

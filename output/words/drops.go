@@ -57,7 +57,24 @@ func sentFate(n *tracker.Narrative, sent int, what string) string {
 	}
 	out := n.DroppedOut()
 	s := name + " left this host"
+	// Retransmissions that failed here (FailedSends) never reached the
+	// stack below: no drop tells them, and they did not leave.
+	failed := 0
+	if n.WindowProbes == 0 {
+		failed = min(n.FailedSends, sent)
+	}
 	switch {
+	case failed > 0:
+		s = fmt.Sprintf("%s, %d failed here before leaving this host", name, failed)
+		if failed == sent {
+			s = name + ", every one failed here before leaving this host"
+		}
+		if out > 0 {
+			s += fmt.Sprintf(", %d packet%s dropped here by %s", out, plural(out), places(n, false))
+		}
+		if n.LeftHost > 0 {
+			s += fmt.Sprintf(", %d left this host", n.LeftHost)
+		}
 	case out > 0 && n.LeftHost == 0:
 		return name + ", all dropped here by " + places(n, false)
 	case out > 0:

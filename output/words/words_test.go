@@ -195,3 +195,21 @@ func TestExplanationFollowsTheFacts(t *testing.T) {
 		t.Errorf("an orphan explained as if an application waited: %q", why)
 	}
 }
+
+// Retransmissions that failed here (Linux 6.1 with the cable pulled: the
+// original still sat in the failed neighbour's queue) are not told as
+// packets that left this host.
+func TestFailedSendsNeverLeft(t *testing.T) {
+	n := &tracker.Narrative{Verdict: tracker.RetransmitTimeout, Final: true, Retransmits: 3, FailedSends: 3,
+		Errno: int32(unix.ETIMEDOUT), Outage: 2848 * time.Millisecond, RTOMax: tcp.RTOMaxDefault,
+		RTOs: []time.Duration{204 * time.Millisecond, 408 * time.Millisecond, 816 * time.Millisecond},
+		DropFacts: tracker.DropFacts{DropsSeen: true, Drops: []tracker.Drop{{Reason: "NEIGH_FAILED", Count: 1}}}}
+	sum := Summary(n)
+	if strings.Contains(sum, "left this host") || !strings.Contains(sum, "every one failed here") || !strings.Contains(sum, "1 packet dropped here") {
+		t.Errorf("3 failed sends and the original dropped: %q", sum)
+	}
+	n.FailedSends, n.LeftHost = 1, 1
+	if sum := Summary(n); !strings.Contains(sum, "1 failed here") || !strings.Contains(sum, "1 that left this host") {
+		t.Errorf("1 failed, 1 dropped, 1 left: %q", sum)
+	}
+}

@@ -147,6 +147,9 @@ type Engine struct {
 	ports   portUse // local_ports_exhausted's table reads (ports.go)
 	// closeWaits: the scans for close_wait_stuck (closewait.go)
 	closeWaits *closeWaitWatch
+	// existing: the socket tables read by ReadExisting, told to the
+	// tracker when Run starts (existing.go)
+	existing *existingRead
 }
 
 // New builds an engine on src (a tracer.Tracer, or a fake in tests). It

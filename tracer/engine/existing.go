@@ -9,6 +9,26 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
+// existingRead is one reading of the socket tables at start-up.
+type existingRead struct {
+	socks []sockdiag.Socket
+	err   error
+}
+
+// ReadExisting reads the connections that are there before tcpwatch now,
+// for Run to tell the tracker. A caller that signals readiness before Run
+// (tcpwatch drops its capabilities between the two) calls it first, so
+// that a connection closed after that signal is still one that predates
+// tcpwatch: read in Run, on a slow machine, its socket could already be
+// gone and its end never counted. Without it, Run reads the tables itself.
+func (e *Engine) ReadExisting() {
+	if e.tracker == nil || e.cfg.NoExisting {
+		return
+	}
+	socks, err := sockdiag.Snapshot(e.cfg.Filter.NetNS)
+	e.existing = &existingRead{socks: socks, err: err}
+}
+
 // addExisting tells the tracker about the connections that were there
 // before tcpwatch: owners from /proc, trouble narrated at once. Nothing
 // of theirs is touched: the kernel's socket table and /proc are only read.
@@ -16,7 +36,11 @@ func (e *Engine) addExisting() {
 	if e.tracker == nil || e.cfg.NoExisting {
 		return
 	}
-	socks, err := sockdiag.Snapshot(e.cfg.Filter.NetNS)
+	if e.existing == nil {
+		e.ReadExisting()
+	}
+	socks, err := e.existing.socks, e.existing.err
+	e.existing = nil
 	if err != nil && e.cfg.Warn != nil {
 		// Partial knowledge is still knowledge: the namespaces that
 		// answered are tracked.

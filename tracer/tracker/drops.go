@@ -128,7 +128,8 @@ func (t *Tracker) dropFacts(c *conn, n *Narrative) {
 		}
 		n.Drops = append(n.Drops, d)
 	}
-	sent := n.Retransmits
+	// A retransmission that failed here never reached the stack below.
+	sent := n.Retransmits - n.FailedSends
 	if n.WindowProbes > 0 {
 		sent = n.WindowProbes
 	}

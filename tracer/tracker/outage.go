@@ -42,19 +42,34 @@ func (c *conn) timerExpired(ev *wire.Event) bool {
 		c.stallRetrans = 0
 		c.rtos = c.rtos[:0]
 		c.retransStamp = c.stallFirst
-		if ev.Detail != 0 {
+		if failedSend(ev) {
 			c.retransStamp = c.stallFirst - firstRTO(ev)
 		}
 	}
 	c.stallRetrans++
 	c.timerAt, c.timerRTO, c.timerRetransmits = ev.Mono, ev.RTO, ev.Retransmits
-	if ev.Detail != 0 {
+	if failedSend(ev) {
 		c.failedSends, c.failedErrno = c.failedSends+1, -ev.Detail
 	}
 	if len(c.rtos) < 24 {
 		c.rtos = append(c.rtos, ev.RTO)
 	}
 	return true
+}
+
+// failedSend says whether an RTO retransmission never left this host.
+// From 6.17 the tcp_retransmit_skb tracepoint says so with its error.
+// Before, __tcp_retransmit_skb fires it only on success, so a record seen
+// at the timer (wire.FlagFromTimer: icsk_retransmits grew, the tracepoint
+// stayed silent) is an attempt that failed, its error unknown; with the
+// cable pulled it is -EBUSY, the previous copy still waiting in the
+// neighbour's queue (skb_still_in_host_queue). Either way the kernel
+// stamps retrans_stamp with the segment's last send (tcp_retransmit_skb:
+// "Save stamp of the first (attempted) retransmit", tcp_skb_timestamp of
+// an skb that was not sent again), and the failed neighbour entry's ICMP
+// can revert the backoff and end the connection early (tcp_ld_RTO_revert).
+func failedSend(ev *wire.Event) bool {
+	return ev.Detail != 0 || ev.Flags&wire.FlagFromTimer != 0
 }
 
 // firstRetransmit is when the outage's first RTO retransmission went out.
