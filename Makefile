@@ -7,7 +7,9 @@ BINARY    := tcpwatch
 ARGS      ?=
 # -p 1: the privileged tests of different packages load BPF programs and
 # build namespaces; one package at a time keeps their timing honest.
-GOTESTFLAGS ?= -count=1 -p 1
+# -timeout 30m: cmd/tcpwatch runs real servers and 2,000-connection outages
+# for about 10 minutes, past go test's default limit.
+GOTESTFLAGS ?= -count=1 -p 1 -timeout 30m
 # Packages the BPF toolchain and the tests need on a fresh Debian machine
 # (redis-server, postgresql, nginx, openssh-server and openssh-client: real
 # servers and clients for the end-to-end tests; prometheus scrapes --metrics
