@@ -202,7 +202,7 @@ func TestExplanationFollowsTheFacts(t *testing.T) {
 func TestFailedSendsNeverLeft(t *testing.T) {
 	n := &tracker.Narrative{Verdict: tracker.RetransmitTimeout, Final: true, Retransmits: 3, FailedSends: 3,
 		Errno: int32(unix.ETIMEDOUT), Outage: 2848 * time.Millisecond, RTOMax: tcp.RTOMaxDefault,
-		RTOs: []time.Duration{204 * time.Millisecond, 408 * time.Millisecond, 816 * time.Millisecond},
+		RTOs:      []time.Duration{204 * time.Millisecond, 408 * time.Millisecond, 816 * time.Millisecond},
 		DropFacts: tracker.DropFacts{DropsSeen: true, Drops: []tracker.Drop{{Reason: "NEIGH_FAILED", Count: 1}}}}
 	sum := Summary(n)
 	if strings.Contains(sum, "left this host") || !strings.Contains(sum, "every one failed here") || !strings.Contains(sum, "1 packet dropped here") {
