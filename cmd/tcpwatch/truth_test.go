@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -193,20 +194,7 @@ func TestClientTimesOutThenCloses(t *testing.T) {
 		t.Fatal(err)
 	}
 	ap := netip.AddrPortFrom(s.Addr4(), 5432)
-	var ln net.Listener
-	if err := s.Do(func() (err error) { ln, err = net.Listen("tcp", ap.String()); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer conn.Close() // holds it, never answers
-		}
-	}()
+	silentServer(t, s, ap)
 	w := startWatch(t)
 	cli, lines := startPythonStdin(t, c, heldClient, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
 	first := <-lines
@@ -431,20 +419,7 @@ func TestOrphanFoundAtStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	ap := netip.AddrPortFrom(s.Addr4(), 8080)
-	var ln net.Listener
-	if err := s.Do(func() (err error) { ln, err = net.Listen("tcp", ap.String()); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-		}
-	}()
+	silentServer(t, s, ap)
 	cli, lines := startPythonStdin(t, c, closingClient, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
 	port, ok := strings.CutPrefix(<-lines, "connected ")
 	if !ok {
@@ -606,4 +581,30 @@ func TestStatsTellUnseenEndsFromLost(t *testing.T) {
 		t.Errorf("lost %d, reconciled (end lost) %d, ended_unseen %d; want 0, 0 and the 5 client ends that predate tcpwatch",
 			st.Lost, st.Reconciled, st.EndedUnseen)
 	}
+}
+
+// silentServer listens on ap in host s and holds every connection it
+// accepts without ever answering, until the test ends.
+func silentServer(t *testing.T, s *netlab.Host, ap netip.AddrPort) {
+	t.Helper()
+	var ln net.Listener
+	if err := s.Do(func() (err error) { ln, err = net.Listen("tcp", ap.String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		held []net.Conn
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		testkit.AcceptAll(ln, func(conn net.Conn) { mu.Lock(); held = append(held, conn); mu.Unlock() })
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range held {
+			c.Close()
+		}
+	})
 }
