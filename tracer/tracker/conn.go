@@ -224,8 +224,11 @@ func (c *conn) observe(ev *wire.Event) {
 	if ev.CgroupID != 0 {
 		c.cgroupID = ev.CgroupID
 	}
-	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == wire.OwnerListener) {
-		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Source: ownerSource(ev.Owner)}
+	// The kernel's owner replaces a guess, and its latest thread the
+	// thread of an earlier record (an accepted socket named from /proc,
+	// then closed by an exiting thread of that process).
+	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == wire.OwnerListener || ev.Thread() != c.owner.Thread) {
+		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Thread: ev.Thread(), Source: ownerSource(ev.Owner)}
 	}
 	// Orphan is a fact of the connection while it lived: an application
 	// that closes its socket after the kernel ended the connection (psql

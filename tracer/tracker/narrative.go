@@ -72,8 +72,12 @@ func (v Verdict) Episode() bool {
 
 // Owner is the process a connection belongs to.
 type Owner struct {
-	PID    uint32
-	Comm   string
+	PID  uint32
+	Comm string // the process's name: its thread-group leader's comm
+	// Thread is extra detail: the name of the thread the kernel saw act
+	// (connect, listen, close) when it is not the process's, "" otherwise
+	// (redis-server's bio_aof_fsync closing a killed server's sockets).
+	Thread string
 	Source wire.OwnerSource
 }
 
