@@ -98,6 +98,9 @@ func appendConnFields(b []byte, f *ConnFields) []byte {
 	b = appendUintField(b, "netns", uint64(f.NetNS))
 	b = appendUintField(b, "pid", uint64(f.PID))
 	b = appendStringField(b, "comm", f.Comm)
+	if f.Thread != "" {
+		b = appendStringField(b, "thread", f.Thread)
+	}
 	b = appendStringField(b, "cgroup", f.Cgroup)
 	b = appendStringField(b, "container_id", f.ContainerID)
 	b = appendStringField(b, "pod_uid", f.PodUID)
@@ -288,6 +291,9 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	}
 	if n.Owner.Comm != "" {
 		b = appendStringField(b, "comm", n.Owner.Comm)
+	}
+	if n.Owner.Thread != "" {
+		b = appendStringField(b, "thread", n.Owner.Thread)
 	}
 	b = appendKnownCgroup(b, cg)
 	if n.Owner.Source != wire.OwnerUnknown {

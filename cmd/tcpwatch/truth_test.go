@@ -157,9 +157,9 @@ func TestProcessNameNotThreadName(t *testing.T) {
 	if len(got) != 1 || got[0].Verdict != "local_process_exited" {
 		t.Fatalf("server side: %v, want local_process_exited", verdicts(got))
 	}
-	if n := got[0]; int(n.PID) != pid || n.Comm != "truth-main" || n.ExitSignal != 9 {
-		t.Errorf("local_process_exited pid=%d comm=%q signal=%d, want pid %d comm truth-main (the process, not its thread closer-thread), signal 9",
-			n.PID, n.Comm, n.ExitSignal, pid)
+	if n := got[0]; int(n.PID) != pid || n.Comm != "truth-main" || n.Thread != "closer-thread" || n.ExitSignal != 9 {
+		t.Errorf("local_process_exited pid=%d comm=%q thread=%q signal=%d, want pid %d comm truth-main (the process) thread closer-thread (the one that closed it), signal 9",
+			n.PID, n.Comm, n.Thread, n.ExitSignal, pid)
 	}
 }
 

@@ -1,0 +1,182 @@
+package main
+
+// The owner's thread as extra detail (issue 17): a multithreaded server
+// killed by a signal is named by its process, and the thread whose exit
+// closed the socket by its own name, as the kernel and /proc saw them.
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
+)
+
+// workerHeldServer is a server whose leader, named truth-server, accepts
+// one connection and hands it to a thread named conn-worker, which takes
+// a files table of its own (unshare(CLONE_FILES)); the leader then closes
+// its copy of the descriptor, so only conn-worker's table holds the
+// socket. A third thread, idle-thread, only sleeps. Killed by SIGKILL,
+// every thread exits, and the socket is closed by conn-worker's exit
+// (exit_files), whatever order the threads die in: the kernel's current
+// comm there is conn-worker, its thread-group leader's truth-server, alive
+// until the end.
+const workerHeldServer = `
+import ctypes, os, socket, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_NAME, CLONE_FILES = 15, 0x400
+libc.prctl(PR_SET_NAME, b"truth-server", 0, 0, 0)
+ln = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+ln.bind((sys.argv[1], int(sys.argv[2])))
+ln.listen(8)
+print("listening", flush=True)
+conn, _ = ln.accept()
+fd = conn.detach()
+moved = threading.Event()
+def worker():
+    libc.prctl(PR_SET_NAME, b"conn-worker", 0, 0, 0)
+    if libc.unshare(CLONE_FILES) != 0:
+        print("unshare failed", ctypes.get_errno(), flush=True)
+        return
+    moved.set()
+    while True:
+        time.sleep(1)
+def idle():
+    libc.prctl(PR_SET_NAME, b"idle-thread", 0, 0, 0)
+    while True:
+        time.sleep(1)
+threading.Thread(target=idle, daemon=True).start()
+threading.Thread(target=worker, daemon=True).start()
+moved.wait()
+os.close(fd)
+print("holding", flush=True)
+while True:
+    time.sleep(1)
+`
+
+// threadNames reads the comm of each of pid's threads, as /proc shows them.
+func threadNames(t *testing.T, pid int) []string {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/comm", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of %d: %v", pid, err)
+	}
+	var names []string
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, strings.TrimSpace(string(b)))
+	}
+	return names
+}
+
+// A multithreaded server killed by SIGKILL: local_process_exited names the
+// process (pid, comm = the leader's name) and, as extra detail, the thread
+// whose exit closed the socket.
+func TestThreadNameOfKilledServer(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
+	nsS := hosts.Netns(t, s)
+	ap := netip.AddrPortFrom(s.Addr4(), 7018)
+	w := startWatch(t)
+	srv, lines := startPython(t, s, "listening", workerHeldServer, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
+	var conn net.Conn
+	err := c.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", ap.String(), 2*time.Second)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	select {
+	case l := <-lines:
+		if l != "holding" {
+			t.Fatalf("server said %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not hand the connection to its worker")
+	}
+	pid := srv.Process.Pid
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || strings.TrimSpace(string(comm)) != "truth-server" {
+		t.Fatalf("/proc/%d/comm = %q (%v), want truth-server", pid, comm, err)
+	}
+	names := threadNames(t, pid)
+	if !slices.Contains(names, "conn-worker") || !slices.Contains(names, "idle-thread") || len(names) < 3 {
+		t.Fatalf("threads of %d: %q, want truth-server, conn-worker, idle-thread", pid, names)
+	}
+	t.Logf("pid %d, threads %q", pid, names)
+	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	srv.Wait()
+	time.Sleep(500 * time.Millisecond)
+	all := w.stop(t, nsS)
+	logNarratives(t, "tcpwatch", all)
+	testkit.OneStory(t, "tcpwatch", all, told)
+	client := netip.MustParseAddrPort(conn.LocalAddr().String())
+	got := of(all, tupleFrom(ap, client))
+	if len(got) != 1 || got[0].Verdict != "local_process_exited" {
+		t.Fatalf("server side: %v, want local_process_exited", verdicts(got))
+	}
+	if n := got[0]; int(n.PID) != pid || n.Comm != "truth-server" || n.Thread != "conn-worker" || n.ExitSignal != 9 || n.OwnerSource != "close" {
+		t.Errorf("local_process_exited pid=%d comm=%q thread=%q signal=%d owner_source=%s, want pid %d comm truth-server thread conn-worker signal 9 from the close",
+			n.PID, n.Comm, n.Thread, n.ExitSignal, n.OwnerSource, pid)
+	}
+}
+
+// redis-server killed by SIGKILL (the field test's shape): its threads
+// (bio_close_file, bio_aof_fsync, bio_lazy_free, ...) exit in any order
+// and the last one closes the files. The process is redis-server; the
+// thread, when one of them closed the client's socket, is that one's name
+// as /proc showed it before the kill.
+func TestThreadNameOfKilledRedis(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
+	nsS := hosts.Netns(t, s)
+	w := startWatch(t)
+	srv, ap := startRedis(t, s, c, s.Addr4(), 0)
+	conn, err := redisDial(c, ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pid := srv.Process.Pid
+	names := threadNames(t, pid)
+	t.Logf("redis-server pid %d, threads %q", pid, names)
+	if len(names) < 2 {
+		t.Fatalf("redis-server runs %d thread(s): %q, want its bio threads too", len(names), names)
+	}
+	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	all := w.stop(t, nsS)
+	logNarratives(t, "tcpwatch", all)
+	testkit.OneStory(t, "tcpwatch", all, told)
+	client := netip.MustParseAddrPort(conn.LocalAddr().String())
+	got := of(all, tupleFrom(ap, client))
+	if len(got) != 1 || got[0].Verdict != "local_process_exited" {
+		t.Fatalf("server side: %v, want local_process_exited", verdicts(got))
+	}
+	n := got[0]
+	if int(n.PID) != pid || n.Comm != "redis-server" || n.ExitSignal != 9 {
+		t.Errorf("local_process_exited pid=%d comm=%q signal=%d, want pid %d comm redis-server (the process) signal 9", n.PID, n.Comm, n.ExitSignal, pid)
+	}
+	if n.Thread == "redis-server" || n.Thread != "" && !slices.Contains(names, n.Thread) {
+		t.Errorf("thread %q: want one of redis-server's other threads %q, or none (the main thread closed it)", n.Thread, names)
+	}
+	t.Logf("closed by thread %q", n.Thread)
+}
