@@ -292,9 +292,6 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	if n.Owner.Comm != "" {
 		b = appendStringField(b, "comm", n.Owner.Comm)
 	}
-	if n.Owner.Thread != "" {
-		b = appendStringField(b, "thread", n.Owner.Thread)
-	}
 	b = appendKnownCgroup(b, cg)
 	if n.Owner.Source != wire.OwnerUnknown {
 		b = appendStringField(b, "owner_source", n.Owner.Source.String())
