@@ -180,3 +180,63 @@ func TestThreadNameOfKilledRedis(t *testing.T) {
 	}
 	t.Logf("closed by thread %q", n.Thread)
 }
+
+// workerConnect connects from a thread named conn-thread of a process
+// named truth-client, to a port where nothing listens: refused.
+const workerConnect = `
+import ctypes, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_NAME = 15
+libc.prctl(PR_SET_NAME, b"truth-client", 0, 0, 0)
+def connect():
+    libc.prctl(PR_SET_NAME, b"conn-thread", 0, 0, 0)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.connect((sys.argv[1], int(sys.argv[2])))
+        print("connected", flush=True)
+    except OSError as e:
+        print("refused" if e.errno == 111 else "error %d" % e.errno, s.getsockname()[1], flush=True)
+print("ready", flush=True)
+sys.stdin.readline()
+th = threading.Thread(target=connect)
+th.start()
+th.join()
+`
+
+// A connection opened by a worker thread: the connect owner is the
+// process, its thread the extra detail, from the kernel's connect slot.
+func TestThreadNameOfConnectingWorker(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	s, c := hosts.Pair(t, "S", "C")
+	nsC := hosts.Netns(t, c)
+	ap := netip.AddrPortFrom(s.Addr4(), 7019)
+	w := startWatch(t)
+	cli, lines := startPythonStdin(t, c, workerConnect, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
+	if l := <-lines; l != "ready" {
+		t.Fatalf("client said %q", l)
+	}
+	pid := cli.Process.Pid
+	fmt.Fprintln(cli.stdin, "go")
+	var said string
+	select {
+	case said = <-lines:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client said nothing within 10s")
+	}
+	port, ok := strings.CutPrefix(said, "refused ")
+	if !ok {
+		t.Fatalf("client said %q, want refused", said)
+	}
+	time.Sleep(500 * time.Millisecond)
+	all := w.stop(t, nsC)
+	logNarratives(t, "tcpwatch", all)
+	lport, _ := strconv.Atoi(port)
+	got := of(all, tuple{c.Addr4().String(), uint16(lport), ap.Addr().String(), ap.Port()})
+	if len(got) != 1 || got[0].Verdict != "connect_refused" {
+		t.Fatalf("client side: %v, want connect_refused", verdicts(got))
+	}
+	if n := got[0]; int(n.PID) != pid || n.Comm != "truth-client" || n.Thread != "conn-thread" || n.OwnerSource != "connect" {
+		t.Errorf("connect_refused pid=%d comm=%q thread=%q owner_source=%s, want pid %d comm truth-client thread conn-thread from connect()",
+			n.PID, n.Comm, n.Thread, n.OwnerSource, pid)
+	}
+}
