@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
+	"github.com/tcpwatch/tcpwatch/lab/netlab"
 )
 
 // workerHeldServer is a server whose leader, named truth-server, accepts
@@ -63,6 +65,58 @@ while True:
     time.sleep(1)
 `
 
+// handedServer starts script in s on ap: a python3 server that says
+// "listening", accepts one connection and, once a thread of its own holds
+// it, says "holding". It connects from c and waits for that.
+func handedServer(t *testing.T, s, c *netlab.Host, ap netip.AddrPort, script string) (*exec.Cmd, net.Conn) {
+	t.Helper()
+	srv, lines := startPython(t, s, "listening", script, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
+	var conn net.Conn
+	if err := c.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", ap.String(), 2*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	select {
+	case l := <-lines:
+		if l != "holding" {
+			t.Fatalf("server said %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not hand the connection to its thread")
+	}
+	return srv, conn
+}
+
+// killAndWait kills srv with SIGKILL and waits until it is gone.
+func killAndWait(t *testing.T, srv *exec.Cmd) func() {
+	return func() {
+		if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		srv.Wait()
+	}
+}
+
+// killedStory kills the server (kill), stops tcpwatch and returns what it
+// told about the server's end of conn, served on ap: one
+// local_process_exited.
+func killedStory(t *testing.T, w *serverWatch, ns uint32, kill func(), ap netip.AddrPort, conn net.Conn) narrativeJSON {
+	t.Helper()
+	kill()
+	time.Sleep(500 * time.Millisecond)
+	all := w.stop(t, ns)
+	logNarratives(t, "tcpwatch", all)
+	testkit.OneStory(t, "tcpwatch", all, told)
+	got := of(all, tupleFrom(ap, netip.MustParseAddrPort(conn.LocalAddr().String())))
+	if len(got) != 1 || got[0].Verdict != "local_process_exited" {
+		t.Fatalf("server side: %v, want local_process_exited", verdicts(got))
+	}
+	return got[0]
+}
+
 // threadNames reads the comm of each of pid's threads, as /proc shows them.
 func threadNames(t *testing.T, pid int) []string {
 	t.Helper()
@@ -90,24 +144,7 @@ func TestThreadNameOfKilledServer(t *testing.T) {
 	nsS := hosts.Netns(t, s)
 	ap := netip.AddrPortFrom(s.Addr4(), 7018)
 	w := startWatch(t)
-	srv, lines := startPython(t, s, "listening", workerHeldServer, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
-	var conn net.Conn
-	err := c.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", ap.String(), 2*time.Second)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	select {
-	case l := <-lines:
-		if l != "holding" {
-			t.Fatalf("server said %q", l)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the server did not hand the connection to its worker")
-	}
+	srv, conn := handedServer(t, s, c, ap, workerHeldServer)
 	pid := srv.Process.Pid
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	if err != nil || strings.TrimSpace(string(comm)) != "truth-server" {
@@ -118,20 +155,7 @@ func TestThreadNameOfKilledServer(t *testing.T) {
 		t.Fatalf("threads of %d: %q, want truth-server, conn-worker, idle-thread", pid, names)
 	}
 	t.Logf("pid %d, threads %q", pid, names)
-	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	srv.Wait()
-	time.Sleep(500 * time.Millisecond)
-	all := w.stop(t, nsS)
-	logNarratives(t, "tcpwatch", all)
-	testkit.OneStory(t, "tcpwatch", all, told)
-	client := netip.MustParseAddrPort(conn.LocalAddr().String())
-	got := of(all, tupleFrom(ap, client))
-	if len(got) != 1 || got[0].Verdict != "local_process_exited" {
-		t.Fatalf("server side: %v, want local_process_exited", verdicts(got))
-	}
-	if n := got[0]; int(n.PID) != pid || n.Comm != "truth-server" || n.Thread != "conn-worker" || n.ExitSignal != 9 || n.OwnerSource != "close" {
+	if n := killedStory(t, w, nsS, killAndWait(t, srv), ap, conn); int(n.PID) != pid || n.Comm != "truth-server" || n.Thread != "conn-worker" || n.ExitSignal != 9 || n.OwnerSource != "close" {
 		t.Errorf("local_process_exited pid=%d comm=%q thread=%q signal=%d owner_source=%s, want pid %d comm truth-server thread conn-worker signal 9 from the close",
 			n.PID, n.Comm, n.Thread, n.ExitSignal, n.OwnerSource, pid)
 	}
@@ -159,19 +183,14 @@ func TestThreadNameOfKilledRedis(t *testing.T) {
 	if len(names) < 2 {
 		t.Fatalf("redis-server runs %d thread(s): %q, want its bio threads too", len(names), names)
 	}
-	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	kill := func() {
+		// startRedis's cleanup waits for it: wait here for its sockets' end.
+		if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	time.Sleep(time.Second)
-	all := w.stop(t, nsS)
-	logNarratives(t, "tcpwatch", all)
-	testkit.OneStory(t, "tcpwatch", all, told)
-	client := netip.MustParseAddrPort(conn.LocalAddr().String())
-	got := of(all, tupleFrom(ap, client))
-	if len(got) != 1 || got[0].Verdict != "local_process_exited" {
-		t.Fatalf("server side: %v, want local_process_exited", verdicts(got))
-	}
-	n := got[0]
+	n := killedStory(t, w, nsS, kill, ap, conn)
 	if int(n.PID) != pid || n.Comm != "redis-server" || n.ExitSignal != 9 {
 		t.Errorf("local_process_exited pid=%d comm=%q signal=%d, want pid %d comm redis-server (the process) signal 9", n.PID, n.Comm, n.ExitSignal, pid)
 	}

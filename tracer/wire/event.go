@@ -178,12 +178,17 @@ type Event struct {
 
 // Comm is the owning process's name as the kernel had it; it may hold any
 // bytes, so printers must sanitise it.
-func (e *Event) Comm() string {
+func (e *Event) Comm() string { return cString(&e.comm) }
+
+// cString is a kernel name up to its NUL: what follows it may be the
+// bytes of an earlier, longer name (bpf_probe_read_kernel_str writes no
+// padding).
+func cString(b *[16]byte) string {
 	n := 0
-	for n < len(e.comm) && e.comm[n] != 0 {
+	for n < len(b) && b[n] != 0 {
 		n++
 	}
-	return string(e.comm[:n])
+	return string(b[:n])
 }
 
 // SetComm is for building events outside the kernel (tests, replays).
@@ -198,14 +203,10 @@ func (e *Event) SetComm(s string) {
 // thread-group leader acted, its thread has the process's name, or the
 // kernel did not say (a record from before the field, or no owner).
 func (e *Event) Thread() string {
-	if e.thread == e.comm {
-		return ""
+	if t := cString(&e.thread); t != e.Comm() {
+		return t
 	}
-	n := 0
-	for n < len(e.thread) && e.thread[n] != 0 {
-		n++
-	}
-	return string(e.thread[:n])
+	return ""
 }
 
 // SetThread is for building events outside the kernel (tests, replays).

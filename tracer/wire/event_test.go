@@ -337,6 +337,14 @@ func TestDecodeThread(t *testing.T) {
 	if got := decode(t, Encode(&ev)); got.Thread() != "bio_aof_fsync" {
 		t.Errorf("round trip: thread %q", got.Thread())
 	}
+	// The process's name written over a longer one leaves its tail after
+	// the NUL: still the same name as the thread's.
+	copy(r[offComm:], "redis-server-xyz")
+	copy(r[offComm:], "redis\x00")
+	copy(r[offThread:], "redis\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+	if ev := decode(t, r); ev.Thread() != "" || ev.Comm() != "redis" {
+		t.Errorf("comm %q thread %q, want redis and no thread", ev.Comm(), ev.Thread())
+	}
 }
 
 // Recordings made before the record grew decode with the later fields
