@@ -360,6 +360,12 @@ func (r *run) build() error {
 		}
 		r.step("set %s=%s in A", key, value)
 	}
+	for key, value := range sc.SysctlsB {
+		if err := r.hosts["B"].Sysctl(key, value); err != nil {
+			return err
+		}
+		r.step("set %s=%s in B", key, value)
+	}
 	r.refreshNetns()
 	return nil
 }
@@ -436,6 +442,7 @@ func (s labSink) Tell(it *engine.Item) error {
 		rec.Type, rec.Host, rec.Notice = "notice", s.host(n.NetNS), &n
 		s.r.mu.Lock()
 		s.r.notices[rec.Host] = append(s.r.notices[rec.Host], n.Kind)
+		s.r.summaries[rec.Host] = append(s.r.summaries[rec.Host], words.NoticeSummary(&n))
 		s.r.mu.Unlock()
 	case it.Event != nil:
 		// What tcpwatch shows only with --all: a keepalive probe answered.

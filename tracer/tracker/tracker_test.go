@@ -373,6 +373,18 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("notices %v, narratives %v %v", n, verdictsOf(got["A"]), verdictsOf(got["B"]))
 			}
 		},
+		// The figures of these two: TestTimeWaitOldSyn. No narrative on
+		// either side: A's connect went through (or was still trying).
+		"timewait-syn-old": func(t *testing.T, got map[string][]Narrative) {
+			if len(got["A"])+len(got["B"]) != 0 {
+				t.Errorf("narratives %v %v", verdictsOf(got["A"]), verdictsOf(got["B"]))
+			}
+		},
+		"timewait-rst-rfc1337": func(t *testing.T, got map[string][]Narrative) {
+			if len(got["B"]) != 0 {
+				t.Errorf("B's narratives %v", verdictsOf(got["B"]))
+			}
+		},
 		"close-wait-stuck": func(t *testing.T, got map[string][]Narrative) {
 			b := got["B"]
 			if len(b) != 2 || b[0].Final || !b[0].Begins || !b[1].Final || !b[1].CloseWaitExited ||
