@@ -144,8 +144,10 @@ type run struct {
 	net   *netlab.Lab
 	hosts map[string]*netlab.Host
 	cable *netlab.Cable
-	apps  map[string]*exec.Cmd
-	wg    sync.WaitGroup
+	apps  map[string]*exec.Cmd // the last application started on each host (kill, stdin)
+	// allApps is every application started: the teardown kills them all.
+	allApps []*exec.Cmd
+	wg      sync.WaitGroup
 
 	emitMu     sync.Mutex
 	mu         sync.Mutex
@@ -500,6 +502,7 @@ func (r *run) startApp(host string, args ...string) error {
 		return fmt.Errorf("starting the %s application: %w", host, err)
 	}
 	r.apps[host] = cmd
+	r.allApps = append(r.allApps, cmd)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -527,7 +530,7 @@ func (r *run) startApp(host string, args ...string) error {
 }
 
 func (r *run) stopApps() {
-	for _, cmd := range r.apps {
+	for _, cmd := range r.allApps {
 		if cmd.Process != nil {
 			_ = cmd.Process.Kill()
 		}

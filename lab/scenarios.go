@@ -119,6 +119,47 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "host-down-idle-mixed", Row: 3,
+		Summary: "four idle clients of one server, each with its own settings (no keepalive; Go's default keepalive; keepalive 4s/2s/3; TCP_USER_TIMEOUT 8s and one write), and B's cable is pulled: each learns it when its own settings say, or never",
+		Expect: map[string][]tracker.Verdict{"A": {tracker.KeepaliveTimeout,
+			oneOf(tracker.RetransmitTimeout, tracker.HostUnreachable), tracker.KeepaliveProbing}},
+		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		// Go's first probe comes 15s after the last ACK.
+		Timeout: 40 * time.Second,
+		Act: func(r *run) error {
+			if err := r.startApp("B", server(r, "--accept=4")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("B", "listening"); err != nil {
+				return err
+			}
+			for _, args := range [][]string{{"--keepalive=off"}, {"--keepalive=go"}, {"--keepalive=4,2,3"},
+				{"--keepalive=off", "--user-timeout=8s", "--write-after=5s"}} {
+				if err := r.startApp("A", client(r, args...)...); err != nil {
+					return err
+				}
+				if err := r.waitAppSaid("A", "connected"); err != nil {
+					return err
+				}
+			}
+			r.step("A's four clients are connected to %s: no keepalive; Go's default; keepalive 4s/2s/3; TCP_USER_TIMEOUT 8s (it writes once at 5s)", r.serverAddr(port))
+			// Idle a while: time to look at them with tcpwatch exposure.
+			if err := r.sleep(3 * time.Second); err != nil {
+				return err
+			}
+			if err := r.reportExposure("A"); err != nil {
+				return err
+			}
+			if err := r.pull(); err != nil {
+				return err
+			}
+			if err := r.waitExpected(); err != nil {
+				return err
+			}
+			return r.reportExposure("A")
+		},
+	},
+	{
 		Name: "host-down", Row: 4,
 		Summary: "B's host dies (nothing leaves or answers) while A keeps sending: A retransmits until tcp_retries2's budget runs out",
 		Expect:  map[string][]tracker.Verdict{"A": {tracker.Stalled, tracker.RetransmitTimeout}},
