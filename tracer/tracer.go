@@ -619,6 +619,14 @@ func (t *Tracer) DropPath() (DropPath, error) {
 	return d, nil
 }
 
+// SeesTimeWait says whether the drop path names the timewait socket a
+// dropped SYN or RST met (kfree_skb's rx_sk, 6.11+): without it, --all
+// cannot tell what becomes of a 4-tuple in TIME_WAIT.
+func (t *Tracer) SeesTimeWait() bool {
+	_, ok := t.attached[bpf.TcpwatchProgTwDropRxsk]
+	return ok
+}
+
 // Stop ends Read (it returns ErrClosed once it has read what the ring held
 // at the stop) but keeps the programs loaded, so counters can still be
 // read. It may be called from another goroutine while Read runs.
