@@ -3,6 +3,7 @@ package output
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
@@ -313,14 +314,15 @@ type TimeWaitRecord struct {
 	ClosedMs int64  `json:"closed_ms"`   // since the close that left it, 0 unknown
 }
 
-func newTimeWaitRecord(n *tracker.Notice) *TimeWaitRecord {
-	f := &n.TimeWait
+func newTimeWaitRecord(n *tracker.Notice) *TimeWaitRecord { return timeWaitRecord(&n.TimeWait, n.Age) }
+
+func timeWaitRecord(f *wire.TimeWaitFacts, closed time.Duration) *TimeWaitRecord {
 	if f.Seen == 0 {
 		return nil
 	}
 	_, ahead := f.SeqNewer()
 	r := &TimeWaitRecord{Seq: f.Seq, RcvNxt: f.RcvNxt, SeqAhead: ahead, Answered: f.Seen == wire.TimeWaitSynAnswered,
-		RFC1337: f.RFC1337, LeftMs: f.Left.Milliseconds(), ClosedMs: n.Age.Milliseconds()}
+		RFC1337: f.RFC1337, LeftMs: f.Left.Milliseconds(), ClosedMs: closed.Milliseconds()}
 	if f.HasTSval {
 		r.TSval = f.TSval
 	}

@@ -55,3 +55,30 @@ func TestTimeWaitNoticeJSON(t *testing.T) {
 		t.Errorf("%s", buf.String())
 	}
 }
+
+// --events shows a TIME_WAIT record with its figures, no socket's.
+func TestTimeWaitEvent(t *testing.T) {
+	ev := &wire.Event{Kind: wire.KindTimeWait, Time: time.Unix(0, 0), NetNS: 7, Cookie: 0x2a,
+		TimeWait: wire.TimeWaitFacts{Seen: wire.TimeWaitRstEnded, Seq: 400, RcvNxt: 400, Left: 59 * time.Second}}
+	var text, js bytes.Buffer
+	if err := NewWriter(&text, Text, Options{}).Event(ev, nil, containers.Info{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewWriter(&js, JSON, Options{}).Event(ev, nil, containers.Info{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "time_wait     invalid AddrPort > invalid AddrPort TIME_WAIT rst_ended seq=400 rcv_nxt=400 seq_ahead=0 tcp_rfc1337=false left=59s netns=7 sk=2a") {
+		t.Errorf("text: %s", text.String())
+	}
+	var rec struct {
+		Seen     string          `json:"time_wait_seen"`
+		State    string          `json:"state"`
+		TimeWait *TimeWaitRecord `json:"time_wait"`
+	}
+	if err := json.Unmarshal(js.Bytes(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Seen != "rst_ended" || rec.TimeWait == nil || rec.TimeWait.LeftMs != 59000 {
+		t.Errorf("json: %s", js.String())
+	}
+}

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
@@ -16,6 +17,18 @@ const (
 	TimeWaitRstEnded      = TimeWaitSeen(bpf.TcpwatchTwTimewaitSeenTW_TWS_RST_ENDED)      // an RST ended the TIME_WAIT
 	TimeWaitRstKept       = TimeWaitSeen(bpf.TcpwatchTwTimewaitSeenTW_TWS_RST_KEPT)       // an RST the TIME_WAIT ignored
 )
+
+var timeWaitSeenNames = [...]string{TimeWaitSynAnswered: "syn_answered", TimeWaitSynUnanswered: "syn_unanswered",
+	TimeWaitRstEnded: "rst_ended", TimeWaitRstKept: "rst_ignored"}
+
+// String is the name --events shows: syn_answered, syn_unanswered,
+// rst_ended, rst_ignored.
+func (s TimeWaitSeen) String() string {
+	if int(s) < len(timeWaitSeenNames) && timeWaitSeenNames[s] != "" {
+		return timeWaitSeenNames[s]
+	}
+	return fmt.Sprintf("time_wait_seen(%d)", uint8(s))
+}
 
 // TimeWaitFacts are the kernel's figures behind a KindTimeWait record:
 // the segment against what the timewait socket remembers of the old
