@@ -764,7 +764,7 @@ func withIPv6(list []*Scenario) []*Scenario {
 			// Not route-gone: IPv6's failed route lookup (inet6_csk_xmit)
 			// drops the segment with no reason (NOT_SPECIFIED) on 6.18.
 			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies", "server-stops-accepting",
-			"timewait-syn-old":
+			"timewait-syn-old", "timewait-rst-rfc1337":
 			v6 := *sc
 			v6.Name += "-v6"
 			v6.IPv6 = true
