@@ -12,6 +12,11 @@ const (
 	NoticeTimeWaitRstIgnored  = "time_wait_rst_ignored"  // an RST the TIME_WAIT ignored (tcp_rfc1337=1, or out of window)
 )
 
+// NoticeKinds are every kind of notice the tracker tells (opened.go and
+// above): output/words words each.
+var NoticeKinds = []string{"time_wait_reuse", "time_wait_syn_accepted",
+	NoticeTimeWaitSynRejected, NoticeTimeWaitRstEnded, NoticeTimeWaitRstIgnored}
+
 // onTimeWait tells what a segment did to a TIME_WAIT. The timewait socket
 // belongs to nobody any more: the owner named is the listener's on its
 // port (a server that closed first), when known.
