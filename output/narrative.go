@@ -299,6 +299,8 @@ type NoticeRecord struct {
 	// TimeWait: the kernel's figures of a time_wait_syn_rejected,
 	// time_wait_rst_ended or time_wait_rst_ignored notice.
 	TimeWait *TimeWaitRecord `json:"time_wait,omitempty"`
+	// ResetReason: syn_answered_old_ack's reset, as the kernel names it.
+	ResetReason string `json:"reset_reason,omitempty"`
 }
 
 // TimeWaitRecord is what a SYN or RST met in TIME_WAIT (docs/json.md).
@@ -342,7 +344,8 @@ func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
 func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) NoticeRecord {
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
 		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
-		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n), TimeWait: newTimeWaitRecord(n)}
+		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n), TimeWait: newTimeWaitRecord(n),
+		ResetReason: n.ResetReason}
 	r.setCgroup(cg)
 	return r
 }

@@ -58,6 +58,16 @@ func TestTimeWaitNoticesEndToEnd(t *testing.T) {
 	if tw := rst.TimeWait; tw.SeqAhead != 0 || tw.Seq != syn.TimeWait.RcvNxt || rst.Cookie != syn.Cookie {
 		t.Errorf("%s: %+v cookie %d, want the RST at the SYN's rcv_nxt %d, cookie %d", rst.Kind, rst.TimeWait, rst.Cookie, syn.TimeWait.RcvNxt, syn.Cookie)
 	}
+	// A's side: it reset the old ACK its SYN got (6.10+ names the reason).
+	var client []output.NoticeRecord
+	for _, n := range testkit.JSONLines(stdout.String(), func(n output.NoticeRecord) bool {
+		return n.Type == "event" && n.Kind == tracker.NoticeSynAnsweredOldAck && slices.Contains(res.NetNS["A"], n.NetNS)
+	}) {
+		client = append(client, n)
+	}
+	if len(client) != 1 || client[0].ResetReason != "TCP_INVALID_ACK_SEQUENCE" || client[0].LPort != 40000 || client[0].Comm != "lab-client" {
+		t.Errorf("A: %+v, want one %s by lab-client from port 40000", client, tracker.NoticeSynAnsweredOldAck)
+	}
 	t.Logf("B: %s seq_ahead=%d left_ms=%d; %s at rcv_nxt %d, %d ms early", syn.Kind, syn.TimeWait.SeqAhead, syn.TimeWait.LeftMs,
 		rst.Kind, rst.TimeWait.RcvNxt, rst.TimeWait.LeftMs)
 }

@@ -53,6 +53,16 @@ var Notices = []NoticeEntry{
 		return fmt.Sprintf("This side holds %s -> %s in TIME_WAIT (60 s, TCP_TIMEWAIT_LEN). An RST arrived at the sequence number the old connection expected next (%d), which with tcp_rfc1337=0 would have ended it (TIME-WAIT assassination); net.ipv4.tcp_rfc1337=1 follows RFC 1337 and ignores it, so the TIME_WAIT keeps guarding the 4-tuple. A client whose SYN was answered with the old ACK keeps retrying until it ends.",
 			n.Local, n.Remote, f.Seq)
 	}},
+	{Kind: tracker.NoticeSynAnsweredOldAck, Summary: func(n *tracker.Notice) string {
+		reason := ""
+		if n.ResetReason != "" {
+			reason = " (" + n.ResetReason + ")"
+		}
+		return "this side's SYN was answered with an ACK of an older connection on this 4-tuple: the peer still holds it (in TIME_WAIT, this SYN not newer, or a connection this side forgot); this side reset it" + reason + " and retries"
+	}, Explanation: func(n *tracker.Notice) string {
+		return fmt.Sprintf("%s was connecting to %s (SYN_SENT) and got an ACK that acknowledged nothing it had sent: tcp_rcv_synsent_state_process() answers such an ACK with RST, at the sequence number the ACK acknowledged, and keeps retrying its SYN. The peer answered from another connection on the same 4-tuple: its TIME_WAIT does so when the SYN is not newer than the old connection (no timestamps and a sequence number behind it, or an older timestamp: time_wait_syn_rejected on the peer), and a peer that still has a connection this side forgot (a reboot here) answers with a challenge ACK (RFC 5961). The RST ends the peer's TIME_WAIT unless its tcp_rfc1337=1 (or resets the forgotten connection), and the next SYN gets through; with tcp_rfc1337=1 the SYNs keep meeting the old ACK until the peer's 60 s TIME_WAIT ends, or connect() times out first.",
+			n.Local, n.Remote)
+	}},
 }
 
 func noticeEntry(kind string) *NoticeEntry {

@@ -221,6 +221,9 @@ type Notice struct {
 	Age time.Duration
 	// TimeWait: the kernel's figures of a NoticeTimeWait* notice.
 	TimeWait wire.TimeWaitFacts
+	// ResetReason: syn_answered_old_ack's reset, as the kernel names it
+	// (6.10+), "" before.
+	ResetReason string
 	// CgroupID: as in Narrative.
 	CgroupID uint64
 }

@@ -95,8 +95,14 @@ func TestTimeWaitOldSyn(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := loadRecording(t, tc.name)
-			var got []*Notice
-			tr := New(Config{All: true, Notices: func(n *Notice) { got = append(got, n) }}, func(*Narrative) {})
+			var got, client []*Notice
+			tr := New(Config{All: true, ResetReasons: testReasons, Notices: func(n *Notice) {
+				if n.Kind == NoticeSynAnsweredOldAck {
+					client = append(client, n)
+				} else {
+					got = append(got, n)
+				}
+			}}, func(*Narrative) {})
 			for i := range rec.events {
 				tr.Handle(&rec.events[i])
 			}
@@ -125,6 +131,15 @@ func TestTimeWaitOldSyn(t *testing.T) {
 			}
 			if got[0].TimeWait.Seen != wire.TimeWaitSynAnswered {
 				t.Errorf("first SYN: %v, want answered with the old ACK", got[0].TimeWait.Seen)
+			}
+			// A's side: its SYN got the old ACK once (the next one's was
+			// held back by tcp_invalid_ratelimit, or got through), and A reset it.
+			if len(client) != 1 || client[0].Local.Port() != 40000 || client[0].Remote.Port() != 8080 ||
+				client[0].ResetReason != "TCP_INVALID_ACK_SEQUENCE" || client[0].Owner.Comm != "lab-client" {
+				for _, n := range client {
+					t.Logf("A: %s %v -> %v reason %q owner %+v", n.Kind, n.Local, n.Remote, n.ResetReason, n.Owner)
+				}
+				t.Errorf("A told %d %s, want 1 by lab-client with its reset's reason", len(client), NoticeSynAnsweredOldAck)
 			}
 		})
 	}

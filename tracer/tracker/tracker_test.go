@@ -100,7 +100,7 @@ func replay(t *testing.T, rec recording, cfg Config) map[string][]Narrative {
 	return got
 }
 
-var testReasons = tcp.ResetReasons{0: "NOT_SPECIFIED", 1: "NO_SOCKET", 8: "TCP_ABORT_ON_DATA",
+var testReasons = tcp.ResetReasons{0: "NOT_SPECIFIED", 1: "NO_SOCKET", 2: "TCP_INVALID_ACK_SEQUENCE", 8: "TCP_ABORT_ON_DATA",
 	11: "TCP_ABORT_ON_CLOSE", 12: "TCP_ABORT_ON_LINGER", 14: "TCP_STATE", 15: "TCP_KEEPALIVE_TIMEOUT"}
 
 // testDropReasons: the 6.18 values the recordings hold.
