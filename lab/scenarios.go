@@ -124,8 +124,9 @@ var Scenarios = withIPv6([]*Scenario{
 		Expect: map[string][]tracker.Verdict{"A": {tracker.KeepaliveTimeout,
 			oneOf(tracker.RetransmitTimeout, tracker.HostUnreachable), tracker.KeepaliveProbing}},
 		AppErrno: map[string]string{"A": "ETIMEDOUT"},
-		// Go's first probe comes 15s after the last ACK.
-		Timeout: 40 * time.Second,
+		// Go's second probe, the last verdict waited for, comes 30s after
+		// the last ACK; the rest is margin for slow guests.
+		Timeout: 60 * time.Second,
 		Act: func(r *run) error {
 			if err := r.startApp("B", server(r, "--accept=4")...); err != nil {
 				return err
