@@ -21,6 +21,7 @@
  *   emit.h       ring buffer reserve/submit
  *   keepalive.h  the TCP timers' entry/exit windows (keepalive, retransmission, window probe)
  *   drops.h      dropped packets of connections in trouble (skb:kfree_skb)
+ *   listeners.h  SYN-ACK retransmissions per listener (tcp:tcp_retransmit_synack), in a map
  *
  * A connection that is born and dies normally costs a few loads per
  * tracepoint, its cookie and owner at connect (in a slot, not socket
@@ -44,6 +45,7 @@
 #include "emit.h"
 #include "drops.h"
 #include "keepalive.h"
+#include "listeners.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -58,6 +60,8 @@ const enum tw_nf_hook *unused_nf_hook __attribute__((unused));
 const enum tw_counter *unused_counter __attribute__((unused));
 const enum tw_rst_reason *unused_rst_reason __attribute__((unused));
 const enum tw_tcp_limit *unused_tcp_limit __attribute__((unused));
+const struct tw_listen_key *unused_listen_key __attribute__((unused));
+const struct tw_synack *unused_synack __attribute__((unused));
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int newstate)
@@ -443,4 +447,11 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(tw_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
 	return handle_drop(skb, (int)reason);
+}
+
+/* The server side of a handshake that does not complete (4.15+): counted per listener, no record. */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(tw_synack_retransmit, const struct sock *sk, const struct request_sock *req)
+{
+	return handle_synack_retransmit(sk, req);
 }

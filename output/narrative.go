@@ -67,6 +67,9 @@ type NarrativeRecord struct {
 	QueueLen    uint32         `json:"queue_len,omitempty"`
 	QueueLimit  uint32         `json:"queue_limit,omitempty"`
 	TurnedAway  int            `json:"turned_away,omitempty"`
+	// accept_queue_overflow, synack_unanswered: the listener's SYN queue,
+	// SYN-ACK retransmissions and its namespace's SYN cookies.
+	Listener *ListenerRecord `json:"listener,omitempty"`
 	Summary     string         `json:"summary"`
 	Explanation string         `json:"explanation"`
 	Timeline    []TimelineStep `json:"timeline"`
@@ -148,6 +151,7 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		r.PeerWindow = &wnd
 	}
 	r.QueueLen, r.QueueLimit, r.TurnedAway = n.QueueLen, n.QueueLimit, n.TurnedAway
+	r.Listener = newListenerRecord(n)
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}
@@ -264,8 +268,15 @@ func evidence(n *tracker.Narrative) string {
 	if n.CloseWaitSockets > 0 {
 		parts = append(parts, fmt.Sprintf("close_wait=%d for=%s", n.CloseWaitSockets, words.Secs(n.CloseWaitFor)))
 	}
-	if n.TurnedAway > 0 {
+	if n.TurnedAway > 0 || n.Cause != "" {
 		parts = append(parts, fmt.Sprintf("queue=%d/%d turned_away=%d", n.QueueLen, n.QueueLimit, n.TurnedAway))
+	}
+	if n.SynackRetransmits > 0 {
+		parts = append(parts, fmt.Sprintf("synack_retransmits=%d clients=%d acked=%d syn_queue=%d", n.SynackRetransmits,
+			n.SynackClients, n.SynackAcked, n.SynQueueLen))
+	}
+	if n.CookiesSent > 0 {
+		parts = append(parts, fmt.Sprintf("cookies_sent=%d", n.CookiesSent))
 	}
 	if n.WindowProbes > 0 {
 		parts = append(parts, fmt.Sprintf("window_probes=%d wnd=%d notsent=%d", n.WindowProbes, n.PeerWindow, n.NotSent))
@@ -359,4 +370,36 @@ func newPortsRecord(p tracker.PortUse) *PortsRecord {
 	}
 	return &PortsRecord{Failures: p.Failures, TimeWait: p.TimeWait, Other: p.Other, TimeWaitAll: p.TimeWaitAll,
 		RangeLo: p.RangeLo, RangeHi: p.RangeHi, TwReuse: p.TwReuse}
+}
+
+// ListenerRecord is what a listener's episode adds beyond its accept
+// queue (queue_len, queue_limit, turned_away): what it points at, its
+// SYN-ACK retransmissions and SYN queue, and its namespace's SYN cookies.
+type ListenerRecord struct {
+	Cause             string `json:"cause"`              // not_accepting, backlog_too_small, syn_flood, handshakes_unanswered
+	SynackRetransmits int    `json:"synack_retransmits"` // SYN-ACKs retransmitted since the episode began
+	SynackClients     int    `json:"synack_clients"`     // ... to clients that never answered
+	SynackAcked       int    `json:"synack_acked"`       // ... to clients whose ACK found the accept queue full
+	SynQueue          uint32 `json:"syn_queue"`          // request sockets at the last retransmission
+	SynQueueMax       uint32 `json:"syn_queue_max"`
+	// Syncookies is the namespace's tcp_syncookies (absent: unknown);
+	// CookiesSent and SynQueueFullDrops its SyncookiesSent and
+	// TCPReqQFullDrop since the episode began.
+	Syncookies        *int `json:"syncookies,omitempty"`
+	CookiesSent       int  `json:"cookies_sent"`
+	SynQueueFullDrops int  `json:"syn_queue_full_drops"`
+}
+
+func newListenerRecord(n *tracker.Narrative) *ListenerRecord {
+	if n.Cause == "" {
+		return nil
+	}
+	r := &ListenerRecord{Cause: string(n.Cause), SynackRetransmits: n.SynackRetransmits, SynackClients: n.SynackClients,
+		SynackAcked: n.SynackAcked, SynQueue: n.SynQueueLen, SynQueueMax: n.SynQueueMax, CookiesSent: n.CookiesSent,
+		SynQueueFullDrops: n.SynQueueFullDrops}
+	if n.CookiesKnown && n.Syncookies >= 0 {
+		v := n.Syncookies
+		r.Syncookies = &v
+	}
+	return r
 }

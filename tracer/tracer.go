@@ -91,6 +91,9 @@ func hooks() []*Hook {
 		{Name: "kfree_skb", Tracepoints: []string{"skb:kfree_skb"},
 			Programs: []string{bpf.TcpwatchProgTwDropRxsk, bpf.TcpwatchProgTwDrop}, Params: []int{4, 3},
 			Loses: "where a troubled connection's packets die: drops on this host and their reasons, left_host"},
+		{Name: "tcp_rtx_synack", Tracepoints: []string{"tcp:tcp_retransmit_synack"},
+			Programs: []string{bpf.TcpwatchProgTwSynackRetransmit}, Params: []int{2},
+			Loses: "the SYN-ACK retransmissions of listeners whose clients do not finish their handshake (synack_unanswered, and the clients waiting on a full accept queue)"},
 	}
 }
 
