@@ -64,16 +64,16 @@ type NarrativeRecord struct {
 	NotSent      uint32       `json:"notsent_bytes,omitempty"`
 	Endless      bool         `json:"endless,omitempty"`
 	// accept_queue_overflow: the listener's accept queue and what it turned away.
-	QueueLen    uint32         `json:"queue_len,omitempty"`
-	QueueLimit  uint32         `json:"queue_limit,omitempty"`
-	TurnedAway  int            `json:"turned_away,omitempty"`
+	QueueLen   uint32 `json:"queue_len,omitempty"`
+	QueueLimit uint32 `json:"queue_limit,omitempty"`
+	TurnedAway int    `json:"turned_away,omitempty"`
 	// accept_queue_overflow, synack_unanswered: the listener's SYN queue,
 	// SYN-ACK retransmissions and its namespace's SYN cookies.
-	Listener *ListenerRecord `json:"listener,omitempty"`
-	Summary     string         `json:"summary"`
-	Explanation string         `json:"explanation"`
-	Timeline    []TimelineStep `json:"timeline"`
-	Settings    SettingsRecord `json:"settings"`
+	Listener    *ListenerRecord `json:"listener,omitempty"`
+	Summary     string          `json:"summary"`
+	Explanation string          `json:"explanation"`
+	Timeline    []TimelineStep  `json:"timeline"`
+	Settings    SettingsRecord  `json:"settings"`
 }
 
 // DropRecord counts one kind of drop of an episode's packets on this host.

@@ -310,11 +310,11 @@ type incident struct {
 // Model groups narratives into incidents. It is not safe for concurrent
 // use: one goroutine feeds it narratives in time order.
 type Model struct {
-	cfg       Config
-	report    func(*Incident)
-	byPeer    map[Key]*incident
-	byConn    map[connKey]*member
-	cookies   map[cookieKey]*member // the same, by socket cookie
+	cfg     Config
+	report  func(*Incident)
+	byPeer  map[Key]*incident
+	byConn  map[connKey]*member
+	cookies map[cookieKey]*member // the same, by socket cookie
 	// listeners: each listener's episode (keyed by the listener, not by
 	// a peer: its clients may be anywhere).
 	listeners map[listenerKey]*listenerEpisode
