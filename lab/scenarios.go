@@ -554,6 +554,61 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "clients-vanish-after-syn", Row: 18,
+		Summary:     "B listens while A's own firewall (nft INPUT) drops the TCP segments B sends and A opens 4 connections: B's SYN-ACKs die in A, no handshake completes, and B's kernel retransmits its SYN-ACKs to clients that never answer",
+		Expect:      map[string][]tracker.Verdict{"B": {tracker.SynackUnanswered}},
+		Forbid:      map[string][]tracker.Verdict{"B": {tracker.AcceptQueueOverflow}},
+		ExpectWords: map[string][]string{"B": {"do not finish their handshake", "that never answered", "call the network team"}},
+		Act: func(r *run) error {
+			done, err := r.listenNoAccept("B", 64)
+			if err != nil {
+				return err
+			}
+			defer done()
+			r.step("B's server listens on %s with a backlog of 64", r.serverAddr(port))
+			if _, err := r.hosts["A"].DropTCPFrom(r.peer()); err != nil {
+				return err
+			}
+			r.step("A's firewall drops the TCP segments B sends to A (nft inet filter INPUT: drop)")
+			closeAll, err := r.connectMany("A", 4)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			r.step("A opened 4 connections to it, 100 ms apart (non-blocking connect)")
+			return r.waitExpected()
+		},
+	},
+	{
+		Name: "syn-flood-cookies", Row: 18,
+		Summary:     "B listens with a backlog of 2 (tcp_syncookies=1) while A's firewall drops what B sends and A opens 8 connections: B's SYN queue fills with clients that never answer, and B's kernel answers the rest with SYN cookies",
+		Expect:      map[string][]tracker.Verdict{"B": {tracker.SynackUnanswered}},
+		Forbid:      map[string][]tracker.Verdict{"B": {tracker.AcceptQueueOverflow}},
+		ExpectWords: map[string][]string{"B": {"a SYN flood", "SYN cookies in use", "tcp_syncookies=1", "network or security team"}},
+		Act: func(r *run) error {
+			if err := r.hosts["B"].Sysctl("net.ipv4.tcp_syncookies", "1"); err != nil {
+				return err
+			}
+			done, err := r.listenNoAccept("B", 2)
+			if err != nil {
+				return err
+			}
+			defer done()
+			r.step("B's server listens on %s with a backlog of 2; B's tcp_syncookies=1", r.serverAddr(port))
+			if _, err := r.hosts["A"].DropTCPFrom(r.peer()); err != nil {
+				return err
+			}
+			r.step("A's firewall drops the TCP segments B sends to A (nft inet filter INPUT: drop)")
+			closeAll, err := r.connectMany("A", 8)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			r.step("A opened 8 connections to it, 100 ms apart (non-blocking connect)")
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "timewait-reuse", Row: 14,
 		Summary:      "A closes first (its side keeps the 4-tuple in TIME_WAIT), then connects again from the same port: tcp_tw_reuse lets the new connection take the 4-tuple over",
 		ExpectNotice: map[string][]string{"A": {"time_wait_reuse"}},
@@ -671,7 +726,8 @@ func withIPv6(list []*Scenario) []*Scenario {
 		case "cable-pull", "cable-replug", "host-reboot", "keepalive-dead", "keepalive-reboot",
 			// Not route-gone: IPv6's failed route lookup (inet6_csk_xmit)
 			// drops the segment with no reason (NOT_SPECIFIED) on 6.18.
-			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies", "server-stops-accepting":
+			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies", "server-stops-accepting",
+			"clients-vanish-after-syn", "syn-flood-cookies":
 			v6 := *sc
 			v6.Name += "-v6"
 			v6.IPv6 = true
