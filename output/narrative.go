@@ -195,7 +195,9 @@ func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host, w.seed)
 			return w.writeLine()
 		}
-		if n.Incident != "" && !w.connections {
+		// A listener's narrative carries its own incident's id (one per
+		// listener and episode) and no incident record speaks for it.
+		if n.Incident != "" && !w.connections && n.State != tcp.StateListen {
 			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n, cg, w.seed)
 			return w.writeLine()
 		}

@@ -1,0 +1,118 @@
+package tracer_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/lab/netlab"
+	"github.com/tcpwatch/tcpwatch/tracer"
+)
+
+// listenIn opens a listener on addr in h that never accepts.
+func listenIn(tb testing.TB, h *netlab.Host, addr netip.AddrPort, backlog int) {
+	tb.Helper()
+	family := unix.AF_INET6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+	if addr.Addr().Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+	}
+	var fd int
+	err := h.Do(func() (err error) {
+		if fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		if err = unix.Bind(fd, sa); err != nil {
+			return err
+		}
+		return unix.Listen(fd, backlog)
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { unix.Close(fd) })
+}
+
+// connectFrom starts n non-blocking connects from h to addr.
+func connectFrom(tb testing.TB, h *netlab.Host, addr netip.AddrPort, n int) {
+	tb.Helper()
+	family := unix.AF_INET6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+	if addr.Addr().Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+	}
+	for range n {
+		err := h.Do(func() error {
+			fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			tb.Cleanup(func() { unix.Close(fd) })
+			if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// B's SYN-ACKs die in A's firewall: B's kernel retransmits them, and the
+// kernel half counts them per listener, with the clients (request
+// sockets) that never answered, none of them acked, and B's SYN queue.
+func TestSynackRetransmitsCountedPerListener(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.Config{})
+	var st unix.Stat_t
+	if err := unix.Stat(b.NetnsPath(), &st); err != nil {
+		t.Fatal(err)
+	}
+	for i, fam := range families(b) {
+		t.Run(fam.name, func(t *testing.T) {
+			addr := netip.AddrPortFrom(fam.addr, uint16(7301+i))
+			listenIn(t, b, addr, 64)
+			undo, err := a.DropTCPFrom(fam.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer undo()
+			connectFrom(t, a, addr, 3)
+			family := uint16(unix.AF_INET)
+			if fam.addr.Is6() {
+				family = unix.AF_INET6
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				ls, err := col.t.SynackRetransmits()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, l := range ls {
+					if l.NetNS != uint32(st.Ino) || l.Port != addr.Port() || l.Family != family {
+						continue
+					}
+					if l.Clients == 3 && l.Retransmits >= 3 {
+						if l.AckedClients != 0 || l.SynQueue != 3 || l.AcceptQueue != 0 || l.AcceptLimit != 64 || l.Last == 0 {
+							t.Errorf("listener %+v: want no acked client, SYN queue 3, accept queue 0 of 64", l)
+						}
+						t.Logf("%s: %d SYN-ACKs retransmitted to %d clients, SYN queue %d", fam.name, l.Retransmits, l.Clients, l.SynQueue)
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("listener %+v: want 3 clients", l)
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no SYN-ACK retransmission counted for %s in netns %d: %+v", addr, st.Ino, ls)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+	}
+}
