@@ -11,10 +11,10 @@
  * sock_diag), so a SYN flood costs one hash update per retransmission and
  * no record, and nothing is lost between two readings.
  *
- * At the tracepoint, req->num_retrans still counts the retransmissions
- * before this one (tcp_rtx_synack increments it after the trace, on 6.1
- * through 6.18), so num_retrans == 0 is a request socket's first: a
- * client. inet_rsk(req)->acked says the client did complete the handshake
+ * A client is a request socket seen for the first time (req_seen): not
+ * req->num_retrans, which 6.1 through 6.18 increment after the trace and
+ * a later change increments before the send. inet_rsk(req)->acked, read
+ * then, says the client did complete the handshake
  * and its ACK found the accept queue full (tcp_check_req keeps the request
  * socket and the timer resends the SYN-ACK until the queue has room or
  * tcp_synack_retries runs out): those clients wait for the application,
@@ -57,6 +57,27 @@ struct {
 	__type(value, struct tw_synack);
 } synack_listeners SEC(".maps");
 
+/*
+ * The request sockets already counted as clients: keyed by address and
+ * the ISN this host chose for it (random per request socket), so an
+ * address reused by a later request socket is a new client. Written and
+ * read by tw_synack_retransmit only; an LRU: a request socket lives at
+ * most tcp_synack_retries timeouts (about 63 s), and one evicted while it
+ * still retransmits (more than 16384 in flight) is counted again.
+ */
+struct tw_req_key {
+	__u64 req;
+	__u32 isn;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct tw_req_key);
+	__type(value, __u8);
+} req_seen SEC(".maps");
+
 static __always_inline int handle_synack_retransmit(const struct sock *sk, const struct request_sock *req)
 {
 	if (!sk || !req)
@@ -79,7 +100,12 @@ static __always_inline int handle_synack_retransmit(const struct sock *sk, const
 	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)sk;
 	__u32 qlen = BPF_CORE_READ(icsk, icsk_accept_queue.qlen.counter);
 	__sync_fetch_and_add(&s->retransmits, 1);
-	if (BPF_CORE_READ(req, num_retrans) == 0) {
+	struct tw_req_key rk = {
+		.req = (__u64)req,
+		.isn = BPF_CORE_READ((const struct tcp_request_sock *)req, snt_isn),
+	};
+	__u8 one = 1;
+	if (bpf_map_update_elem(&req_seen, &rk, &one, BPF_NOEXIST) == 0) {
 		const struct inet_request_sock *ireq = (const struct inet_request_sock *)req;
 		if (BPF_CORE_READ_BITFIELD_PROBED(ireq, acked))
 			__sync_fetch_and_add(&s->acked_clients, 1);

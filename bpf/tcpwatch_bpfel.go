@@ -193,6 +193,13 @@ const (
 	TcpwatchTwOwnerSourceTW_OWNER_LISTENER TcpwatchTwOwnerSource = 5
 )
 
+type TcpwatchTwReqKey struct {
+	_   structs.HostLayout
+	Req uint64
+	Isn uint32
+	Pad uint32
+}
+
 type TcpwatchTwRstReason uint32
 
 const (
@@ -253,6 +260,7 @@ const (
 	TcpwatchMapCounters            = "counters"
 	TcpwatchMapEvents              = "events"
 	TcpwatchMapKaProbes            = "ka_probes"
+	TcpwatchMapReqSeen             = "req_seen"
 	TcpwatchMapSockInfos           = "sock_infos"
 	TcpwatchMapSynackListeners     = "synack_listeners"
 	TcpwatchMapTroubleGate         = "trouble_gate"
@@ -351,6 +359,7 @@ type TcpwatchMapSpecs struct {
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	KaProbes        *ebpf.MapSpec `ebpf:"ka_probes"`
+	ReqSeen         *ebpf.MapSpec `ebpf:"req_seen"`
 	SockInfos       *ebpf.MapSpec `ebpf:"sock_infos"`
 	SynackListeners *ebpf.MapSpec `ebpf:"synack_listeners"`
 	TroubleGate     *ebpf.MapSpec `ebpf:"trouble_gate"`
@@ -399,6 +408,7 @@ type TcpwatchMaps struct {
 	Counters        *ebpf.Map `ebpf:"counters"`
 	Events          *ebpf.Map `ebpf:"events"`
 	KaProbes        *ebpf.Map `ebpf:"ka_probes"`
+	ReqSeen         *ebpf.Map `ebpf:"req_seen"`
 	SockInfos       *ebpf.Map `ebpf:"sock_infos"`
 	SynackListeners *ebpf.Map `ebpf:"synack_listeners"`
 	TroubleGate     *ebpf.Map `ebpf:"trouble_gate"`
@@ -412,6 +422,7 @@ func (m *TcpwatchMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.KaProbes,
+		m.ReqSeen,
 		m.SockInfos,
 		m.SynackListeners,
 		m.TroubleGate,
