@@ -439,14 +439,14 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tw_drop_rxsk, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
 {
-	return handle_drop(skb, (int)reason);
+	return handle_drop(skb, (int)reason, (__u64)location);
 }
 
 /* 5.17 - 6.10. */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tw_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return handle_drop(skb, (int)reason);
+	return handle_drop(skb, (int)reason, (__u64)location);
 }
 
 /* The server side of a handshake that does not complete (4.15+): counted per listener, no record. */

@@ -120,6 +120,8 @@ type TcpwatchTwConfig struct {
 	FilterPort      uint16
 	EmitAll         uint8
 	Pad             [5]uint8
+	V6XmitStart     uint64
+	V6XmitEnd       uint64
 }
 
 type TcpwatchTwCounter uint32
@@ -147,6 +149,7 @@ const (
 	TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE   TcpwatchTwEventFlag = 1024
 	TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT    TcpwatchTwEventFlag = 2048
 	TcpwatchTwEventFlagTW_F_CLOSE_WAIT_STUCK TcpwatchTwEventFlag = 4096
+	TcpwatchTwEventFlagTW_F_DROP_NO_ROUTE6   TcpwatchTwEventFlag = 8192
 )
 
 type TcpwatchTwEventKind uint32

@@ -191,6 +191,9 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 			if d.Elsewhere {
 				b = appendBoolField(b, "elsewhere", true)
 			}
+			if d.Site != "" {
+				b = appendStringField(b, "site", d.Site)
+			}
 			b = appendIntField(b, "count", int64(d.Count))
 			b = append(b, '}')
 		}

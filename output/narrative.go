@@ -83,7 +83,10 @@ type DropRecord struct {
 	Hook      string `json:"hook,omitempty"` // NETFILTER_DROP: OUTPUT, INPUT, PREROUTING, POSTROUTING
 	// Elsewhere: in another network namespace of this kernel than the connection's.
 	Elsewhere bool `json:"elsewhere,omitempty"`
-	Count     int  `json:"count"`
+	// Site: the kernel function that freed it, when it says why and the
+	// reason does not (inet6_csk_xmit: IPv6's route lookup failed).
+	Site  string `json:"site,omitempty"`
+	Count int    `json:"count"`
 }
 
 // TimelineStep is one kernel event in a narrative's timeline.
@@ -139,7 +142,7 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		r.PeerVerdict, r.PeerNetNS, r.PeerEndedMsBefore = string(p.Verdict), p.NetNS, p.Before.Milliseconds()
 	}
 	for _, d := range n.Drops {
-		r.Drops = append(r.Drops, DropRecord{Direction: d.Direction(), Reason: d.Reason, Hook: d.Hook, Elsewhere: d.Elsewhere, Count: d.Count})
+		r.Drops = append(r.Drops, DropRecord{Direction: d.Direction(), Reason: d.Reason, Hook: d.Hook, Elsewhere: d.Elsewhere, Site: d.Site, Count: d.Count})
 	}
 	if n.DropsSeen && (n.Retransmits > 0 || n.WindowProbes > 0) {
 		left := n.LeftHost

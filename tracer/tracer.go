@@ -280,6 +280,8 @@ func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
 		Hz:              ki.HZ,
 		FilterNetns:     cfg.FilterNetNS,
 		FilterPort:      cfg.FilterPort,
+		V6XmitStart:     ki.V6XmitStart,
+		V6XmitEnd:       ki.V6XmitEnd,
 	}
 	if cfg.All {
 		tc.EmitAll = 1
@@ -700,6 +702,10 @@ func (t *Tracer) Degraded() []string {
 		}
 		if h.Name == "kfree_skb" && h.Attached {
 			out = append(out, dropReasonsDegraded(t.Kernel.DropReasons)...)
+			if t.Kernel.V6XmitStart == 0 {
+				out = append(out, "drops: /proc/kallsyms shows no address for inet6_csk_xmit (kernel.kptr_restrict?): an IPv6 segment whose route lookup failed, "+
+					"which the kernel frees with no reason, is told as dropped by the kernel (NOT_SPECIFIED), not by routing")
+			}
 		}
 	}
 	return out

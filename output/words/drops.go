@@ -13,6 +13,9 @@ import (
 // DropPlace says where on this host a drop happened, naming the team to
 // call: "netfilter (OUTPUT)", "the neighbour table (NEIGH_FAILED)".
 func DropPlace(d tracker.Drop) string {
+	if d.Site == tracker.SiteNoRoute6 {
+		return "routing (no route: inet6_csk_xmit's route lookup failed; the kernel's reason: " + d.Reason + ")"
+	}
 	switch tcp.DropWhere(d.Reason) {
 	case "netfilter":
 		if d.Hook != "" {
