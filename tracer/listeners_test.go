@@ -12,8 +12,9 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer"
 )
 
-// listenIn opens a listener on addr in h that never accepts.
-func listenIn(tb testing.TB, h *netlab.Host, addr netip.AddrPort, backlog int) {
+// listenIn opens a listener on addr in h that never accepts; deferAccept
+// sets TCP_DEFER_ACCEPT (seconds) when not 0.
+func listenIn(tb testing.TB, h *netlab.Host, addr netip.AddrPort, backlog, deferAccept int) {
 	tb.Helper()
 	family := unix.AF_INET6
 	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
@@ -27,6 +28,11 @@ func listenIn(tb testing.TB, h *netlab.Host, addr netip.AddrPort, backlog int) {
 		}
 		if err = unix.Bind(fd, sa); err != nil {
 			return err
+		}
+		if deferAccept != 0 {
+			if err = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAccept); err != nil {
+				return err
+			}
 		}
 		return unix.Listen(fd, backlog)
 	})
@@ -76,7 +82,7 @@ func TestSynackRetransmitsCountedPerListener(t *testing.T) {
 	for i, fam := range families(b) {
 		t.Run(fam.name, func(t *testing.T) {
 			addr := netip.AddrPortFrom(fam.addr, uint16(7301+i))
-			listenIn(t, b, addr, 64)
+			listenIn(t, b, addr, 64, 0)
 			undo, err := a.DropTCPFrom(fam.addr)
 			if err != nil {
 				t.Fatal(err)
@@ -114,5 +120,45 @@ func TestSynackRetransmitsCountedPerListener(t *testing.T) {
 				time.Sleep(200 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// A client that completed the handshake, whose request socket the kernel
+// keeps and whose SYN-ACK it retransmits anyway, is counted apart
+// (acked): the kernel keeps it so when the ACK found the accept queue
+// full, or, as here where it is deterministic, when TCP_DEFER_ACCEPT
+// waits for data the client never sends (tcp_check_req sets acked and
+// drops the bare ACK; with a 1 s deferral the timer resends at its first
+// expiry: syn_ack_recalc).
+func TestSynackRetransmitsToAckedClients(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.Config{})
+	var st unix.Stat_t
+	if err := unix.Stat(b.NetnsPath(), &st); err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.AddrPortFrom(b.Addr4(), 7311)
+	listenIn(t, b, addr, 64, 1)
+	connectFrom(t, a, addr, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ls, err := col.t.SynackRetransmits()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range ls {
+			if l.NetNS == uint32(st.Ino) && l.Port == addr.Port() && l.AckedClients == 2 {
+				if l.Clients != 0 || l.Retransmits < 2 {
+					t.Errorf("listener %+v: want 2 acked clients, none unanswered", l)
+				}
+				t.Logf("%d SYN-ACKs retransmitted to %d acked clients", l.Retransmits, l.AckedClients)
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no 2 acked clients counted for %s: %+v", addr, ls)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
