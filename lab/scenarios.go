@@ -559,25 +559,7 @@ var Scenarios = withIPv6([]*Scenario{
 		Expect:      map[string][]tracker.Verdict{"B": {tracker.SynackUnanswered}},
 		Forbid:      map[string][]tracker.Verdict{"B": {tracker.AcceptQueueOverflow}},
 		ExpectWords: map[string][]string{"B": {"do not finish their handshake", "that never answered", "call the network team"}},
-		Act: func(r *run) error {
-			done, err := r.listenNoAccept("B", 64)
-			if err != nil {
-				return err
-			}
-			defer done()
-			r.step("B's server listens on %s with a backlog of 64", r.serverAddr(port))
-			if _, err := r.hosts["A"].DropTCPFrom(r.peer()); err != nil {
-				return err
-			}
-			r.step("A's firewall drops the TCP segments B sends to A (nft inet filter INPUT: drop)")
-			closeAll, err := r.connectMany("A", 4)
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			r.step("A opened 4 connections to it, 100 ms apart (non-blocking connect)")
-			return r.waitExpected()
-		},
+		Act:         unansweredHandshakes(64, 4),
 	},
 	{
 		Name: "syn-flood-cookies", Row: 18,
@@ -589,23 +571,8 @@ var Scenarios = withIPv6([]*Scenario{
 			if err := r.hosts["B"].Sysctl("net.ipv4.tcp_syncookies", "1"); err != nil {
 				return err
 			}
-			done, err := r.listenNoAccept("B", 2)
-			if err != nil {
-				return err
-			}
-			defer done()
-			r.step("B's server listens on %s with a backlog of 2; B's tcp_syncookies=1", r.serverAddr(port))
-			if _, err := r.hosts["A"].DropTCPFrom(r.peer()); err != nil {
-				return err
-			}
-			r.step("A's firewall drops the TCP segments B sends to A (nft inet filter INPUT: drop)")
-			closeAll, err := r.connectMany("A", 8)
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			r.step("A opened 8 connections to it, 100 ms apart (non-blocking connect)")
-			return r.waitExpected()
+			r.step("B's tcp_syncookies=1: a full SYN queue is answered with cookies")
+			return unansweredHandshakes(2, 8)(r)
 		},
 	},
 	{
@@ -845,6 +812,31 @@ func (r *run) listenNoAccept(host string, backlog int) (done func(), err error) 
 		return nil, fmt.Errorf("listen on %s in %s: %w", addr, host, err)
 	}
 	return func() { unix.Close(fd) }, nil
+}
+
+// unansweredHandshakes is B listening with backlog, never accepting, while
+// A's firewall drops the TCP segments B sends (its SYN-ACKs) and A opens
+// clients connections: no handshake completes.
+func unansweredHandshakes(backlog, clients int) func(r *run) error {
+	return func(r *run) error {
+		done, err := r.listenNoAccept("B", backlog)
+		if err != nil {
+			return err
+		}
+		defer done()
+		r.step("B's server listens on %s with a backlog of %d", r.serverAddr(port), backlog)
+		if _, err := r.hosts["A"].DropTCPFrom(r.peer()); err != nil {
+			return err
+		}
+		r.step("A's firewall drops the TCP segments B sends to A (nft inet filter INPUT: drop)")
+		closeAll, err := r.connectMany("A", clients)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		r.step("A opened %d connections to it, 100 ms apart (non-blocking connect)", clients)
+		return r.waitExpected()
+	}
 }
 
 // connectMany starts n non-blocking connects from host to the server

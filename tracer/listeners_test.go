@@ -93,32 +93,13 @@ func TestSynackRetransmitsCountedPerListener(t *testing.T) {
 			if fam.addr.Is6() {
 				family = unix.AF_INET6
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				ls, err := col.t.SynackRetransmits()
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, l := range ls {
-					if l.NetNS != uint32(st.Ino) || l.Port != addr.Port() || l.Family != family {
-						continue
-					}
-					if l.Clients == 3 && l.Retransmits >= 3 {
-						if l.AckedClients != 0 || l.SynQueue != 3 || l.AcceptQueue != 0 || l.AcceptLimit != 64 || l.Last == 0 {
-							t.Errorf("listener %+v: want no acked client, SYN queue 3, accept queue 0 of 64", l)
-						}
-						t.Logf("%s: %d SYN-ACKs retransmitted to %d clients, SYN queue %d", fam.name, l.Retransmits, l.Clients, l.SynQueue)
-						return
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("listener %+v: want 3 clients", l)
-					}
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("no SYN-ACK retransmission counted for %s in netns %d: %+v", addr, st.Ino, ls)
-				}
-				time.Sleep(200 * time.Millisecond)
+			l := waitSynack(t, col.t, uint32(st.Ino), addr.Port(), family, func(l tracer.SynackListener) bool {
+				return l.Clients == 3 && l.Retransmits >= 3
+			})
+			if l.AckedClients != 0 || l.SynQueue != 3 || l.AcceptQueue != 0 || l.AcceptLimit != 64 || l.Last == 0 {
+				t.Errorf("listener %+v: want no acked client, SYN queue 3, accept queue 0 of 64", l)
 			}
+			t.Logf("%s: %d SYN-ACKs retransmitted to %d clients, SYN queue %d", fam.name, l.Retransmits, l.Clients, l.SynQueue)
 		})
 	}
 }
@@ -141,23 +122,32 @@ func TestSynackRetransmitsToAckedClients(t *testing.T) {
 	addr := netip.AddrPortFrom(b.Addr4(), 7311)
 	listenIn(t, b, addr, 64, 1)
 	connectFrom(t, a, addr, 2)
+	l := waitSynack(t, col.t, uint32(st.Ino), addr.Port(), unix.AF_INET, func(l tracer.SynackListener) bool {
+		return l.AckedClients == 2
+	})
+	if l.Clients != 0 || l.Retransmits < 2 {
+		t.Errorf("listener %+v: want 2 acked clients, none unanswered", l)
+	}
+	t.Logf("%d SYN-ACKs retransmitted to %d acked clients", l.Retransmits, l.AckedClients)
+}
+
+// waitSynack waits up to 10 s for the kernel half's counters of a
+// listener to satisfy done.
+func waitSynack(t *testing.T, tr *tracer.Tracer, netns uint32, port, family uint16, done func(tracer.SynackListener) bool) tracer.SynackListener {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ls, err := col.t.SynackRetransmits()
+		ls, err := tr.SynackRetransmits()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, l := range ls {
-			if l.NetNS == uint32(st.Ino) && l.Port == addr.Port() && l.AckedClients == 2 {
-				if l.Clients != 0 || l.Retransmits < 2 {
-					t.Errorf("listener %+v: want 2 acked clients, none unanswered", l)
-				}
-				t.Logf("%d SYN-ACKs retransmitted to %d acked clients", l.Retransmits, l.AckedClients)
-				return
+			if l.NetNS == netns && l.Port == port && l.Family == family && done(l) {
+				return l
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no 2 acked clients counted for %s: %+v", addr, ls)
+			t.Fatalf("listener %d in netns %d: not counted as wanted within 10 s: %+v", port, netns, ls)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/tcpwatch/tcpwatch/internal/netnsexec"
 )
 
 // Listener is a listening socket's accept queue as the kernel reports it
@@ -118,16 +116,7 @@ func (w *ListenerWatch) Read(spaces []Namespace) ([]Listener, error) {
 
 func readListeners(ns uint32, path string) ([]Listener, error) {
 	var space NetnsCounters
-	fd := -1
-	err := netnsexec.Do(path, func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-		if err != nil {
-			return fmt.Errorf("sock_diag socket: %w", err)
-		}
-		space = readNetnsCounters()
-		return nil
-	})
+	fd, err := diagSocketAnd(path, func() { space = readNetnsCounters() })
 	if err != nil {
 		return nil, err
 	}
