@@ -12,15 +12,19 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer"
 )
 
+// sockaddrOf is addr as the socket calls take it, with its family.
+func sockaddrOf(addr netip.AddrPort) (int, unix.Sockaddr) {
+	if addr.Addr().Is4() {
+		return unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+	}
+	return unix.AF_INET6, &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+}
+
 // listenIn opens a listener on addr in h that never accepts; deferAccept
 // sets TCP_DEFER_ACCEPT (seconds) when not 0.
 func listenIn(tb testing.TB, h *netlab.Host, addr netip.AddrPort, backlog, deferAccept int) {
 	tb.Helper()
-	family := unix.AF_INET6
-	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
-	if addr.Addr().Is4() {
-		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
-	}
+	family, sa := sockaddrOf(addr)
 	var fd int
 	err := h.Do(func() (err error) {
 		if fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
@@ -45,11 +49,7 @@ func listenIn(tb testing.TB, h *netlab.Host, addr netip.AddrPort, backlog, defer
 // connectFrom starts n non-blocking connects from h to addr.
 func connectFrom(tb testing.TB, h *netlab.Host, addr netip.AddrPort, n int) {
 	tb.Helper()
-	family := unix.AF_INET6
-	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
-	if addr.Addr().Is4() {
-		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
-	}
+	family, sa := sockaddrOf(addr)
 	for range n {
 		err := h.Do(func() error {
 			fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
