@@ -160,12 +160,12 @@ func (t *Tracker) ListenerNetNS() []ListenerNS {
 // new clients, in a synack_unanswered episode.
 func (t *Tracker) ListenerQueues(now time.Duration, qs []ListenerQueue) {
 	if t.overflows == nil {
-		t.overflows = map[listenKey]*overflow{}
+		t.overflows = map[queueKey]*overflow{}
 	}
-	seen := make(map[listenKey]bool, len(qs))
+	seen := make(map[queueKey]bool, len(qs))
 	for i := range qs {
 		q := &qs[i]
-		key := listenKey{q.NetNS, q.Local.Port()}
+		key := queueKey{q.NetNS, q.Local}
 		seen[key] = true
 		o := t.overflows[key]
 		if o == nil || o.inode != q.Inode {
@@ -235,6 +235,14 @@ func (t *Tracker) ListenerQueues(now time.Duration, qs []ListenerQueue) {
 	}
 }
 
+// queueKey is one listening socket: a port may have two (0.0.0.0 and
+// [::] with IPV6_V6ONLY, nginx's "listen 80; listen [::]:80"), each with
+// its own queue.
+type queueKey struct {
+	netns uint32
+	local netip.AddrPort
+}
+
 func containsNetNS(qs []ListenerQueue, ns uint32) bool {
 	for i := range qs {
 		if qs[i].NetNS == ns {
@@ -257,7 +265,7 @@ func (o *overflow) cause() ListenerCause {
 	return HandshakesUnanswered
 }
 
-func (t *Tracker) tellListener(key listenKey, o *overflow, now time.Duration) {
+func (t *Tracker) tellListener(key queueKey, o *overflow, now time.Duration) {
 	q := &o.lastQueue
 	verdict := SynackUnanswered
 	if o.turned > 0 {
@@ -283,7 +291,7 @@ func (t *Tracker) tellListener(key listenKey, o *overflow, now time.Duration) {
 	if !q.Space.Read {
 		n.Syncookies = -1
 	}
-	n.Owner = t.listenerOwner(key, q.Inode)
+	n.Owner = t.listenerOwner(listenKey{key.netns, key.local.Port()}, q.Inode)
 	o.told, o.lastTold = true, now
 	t.counts[verdict]++
 	t.pending.Push(now, n)

@@ -80,3 +80,24 @@ func TestAcceptQueueOverflowBacklogTooSmall(t *testing.T) {
 	tr2.ListenerQueues(2*s, []ListenerQueue{{NetNS: 1, Local: l, Inode: 5, Queue: 0, Limit: 8, Drops: 4, Space: NetnsSynCounts{Read: true}}})
 	tr2.Tick(3 * s)
 }
+
+// Two listeners on one port ([::] with IPV6_V6ONLY beside 0.0.0.0): each
+// has its own queue, and the one that overflows is told, once.
+func TestTwoListenersOnOnePort(t *testing.T) {
+	var got []Narrative
+	tr := New(Config{}, func(n *Narrative) { got = append(got, *n) })
+	v4, v6 := netip.MustParseAddrPort("0.0.0.0:80"), netip.MustParseAddrPort("[::]:80")
+	read := func(at time.Duration, drops uint32) {
+		tr.ListenerQueues(at, []ListenerQueue{
+			{NetNS: 1, Local: v4, Inode: 5, Queue: 0, Limit: 4},
+			{NetNS: 1, Local: v6, Inode: 6, Queue: 5, Limit: 4, Drops: drops},
+		})
+		tr.Tick(at + 100*time.Millisecond)
+	}
+	read(time.Second, 0)
+	read(2*time.Second, 7)
+	read(3*time.Second, 9)
+	if len(got) != 1 || got[0].Local != v6 || got[0].TurnedAway != 7 || got[0].Inode != 6 {
+		t.Fatalf("%+v", got)
+	}
+}
