@@ -125,7 +125,7 @@ func listenerQueues(ls []sockdiag.Listener, syn []tracer.SynackListener) []track
 	}
 	qs := make([]tracker.ListenerQueue, len(ls))
 	for i, l := range ls {
-		q := tracker.ListenerQueue{NetNS: l.NetNS, Local: l.Local, Inode: l.Inode, Queue: l.Queue, Limit: l.Limit, Drops: l.Drops,
+		q := tracker.ListenerQueue{NetNS: l.NetNS, Local: l.Local, Inode: l.Inode, Queue: l.Queue, Limit: l.Limit, Drops: l.Drops, CgroupID: l.CgroupID,
 			Space: tracker.NetnsSynCounts{CookiesSent: l.Space.SyncookiesSent, ReqQFullDrop: l.Space.ReqQFullDrop,
 				ListenOverflows: l.Space.ListenOverflows, Syncookies: l.Space.Syncookies, Read: l.Space.Read}}
 		if s := bySock[key{l.NetNS, l.Local.Port(), isV6(l.Local.Addr())}]; s != nil {

@@ -27,6 +27,9 @@ type Listener struct {
 	Queue  uint32
 	Limit  uint32
 	Drops  uint32
+	// CgroupID is the cgroup v2 id of the socket (INET_DIAG_CGROUP_ID,
+	// 5.7+: the cgroup of the task that created it); 0 unknown.
+	CgroupID uint64
 	// Space is its namespace's TCP counters at the same reading.
 	Space NetnsCounters
 }
@@ -50,8 +53,9 @@ type NetnsCounters struct {
 }
 
 const (
-	inetDiagSkMemInfo = 7 // INET_DIAG_SKMEMINFO: u32[SK_MEMINFO_VARS]
-	skMemInfoDrops    = 8 // SK_MEMINFO_DROPS
+	inetDiagSkMemInfo = 7  // INET_DIAG_SKMEMINFO: u32[SK_MEMINFO_VARS]
+	inetDiagCgroupID  = 21 // INET_DIAG_CGROUP_ID: u64, sent with every socket (5.7+)
+	skMemInfoDrops    = 8  // SK_MEMINFO_DROPS
 	listenState       = 1 << 10
 )
 
@@ -128,6 +132,9 @@ func readListeners(ns uint32, path string) ([]Listener, error) {
 				Queue: binary.NativeEndian.Uint32(raw[56:]), Limit: binary.NativeEndian.Uint32(raw[60:])}
 			if mem := attr(raw[sizeofDiagMsg:], inetDiagSkMemInfo); len(mem) >= 4*(skMemInfoDrops+1) {
 				l.Drops = binary.NativeEndian.Uint32(mem[4*skMemInfoDrops:])
+			}
+			if cg := attr(raw[sizeofDiagMsg:], inetDiagCgroupID); len(cg) >= 8 {
+				l.CgroupID = binary.NativeEndian.Uint64(cg)
 			}
 			out = append(out, l)
 		})

@@ -9,18 +9,25 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/cgroups"
 	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 )
 
 // A listener that never accepts: its queue fills (backlog + 1), and every
 // further SYN is turned away, counted in its sk_drops (with the
-// retransmitted SYNs, more than once per client).
+// retransmitted SYNs, more than once per client). Its cgroup comes too.
 func TestListenerWatchSeesAFullAcceptQueue(t *testing.T) {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
 		t.Fatal(err)
 	}
+	// Made from a cgroup of the test's: the listener belongs to it.
+	testkit.RequirePrivileged(t)
+	mount, parent := cgroups.Parent(t)
+	cg := cgroups.Make(t, mount, parent, "server")
+	back := cgroups.MoveSelf(t, mount, cg)
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	back()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,11 +59,11 @@ func TestListenerWatchSeesAFullAcceptQueue(t *testing.T) {
 			if int(l.Local.Port()) != port {
 				continue
 			}
-			if l.Queue == 2 && l.Limit == 1 && l.Drops >= 3 && l.Inode != 0 {
+			if l.Queue == 2 && l.Limit == 1 && l.Drops >= 3 && l.Inode != 0 && l.CgroupID == cg.ID {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("listener %+v: want queue 2 of 1 and 3 or more drops", l)
+				t.Fatalf("listener %+v: want queue 2 of 1, 3 or more drops and its cgroup", l)
 			}
 		}
 		time.Sleep(200 * time.Millisecond)

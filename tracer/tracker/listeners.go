@@ -87,6 +87,7 @@ type ListenerQueue struct {
 	Inode        uint32
 	Queue, Limit uint32
 	Drops        uint32 // sk_drops: every SYN or handshake turned away
+	CgroupID     uint64 // the socket's cgroup v2 id: what names its container
 	Synack       SynackCounts
 	Space        NetnsSynCounts
 }
@@ -272,16 +273,17 @@ func (t *Tracker) tellListener(key queueKey, o *overflow, now time.Duration) {
 		verdict = AcceptQueueOverflow
 	}
 	n := &Narrative{
-		Time:    t.wallAtZero.Add(now),
-		Mono:    now,
-		Verdict: verdict,
-		Local:   q.Local,
-		Remote:  netip.AddrPortFrom(unspecified(q.Local.Addr()), 0),
-		NetNS:   q.NetNS,
-		Inode:   q.Inode,
-		State:   tcp.StateListen,
-		Outage:  now - o.since,
-		Begins:  !o.told,
+		Time:     t.wallAtZero.Add(now),
+		Mono:     now,
+		Verdict:  verdict,
+		Local:    q.Local,
+		Remote:   netip.AddrPortFrom(unspecified(q.Local.Addr()), 0),
+		NetNS:    q.NetNS,
+		Inode:    q.Inode,
+		CgroupID: q.CgroupID,
+		State:    tcp.StateListen,
+		Outage:   now - o.since,
+		Begins:   !o.told,
 		ListenerFacts: ListenerFacts{QueueLen: q.Queue, QueueLimit: q.Limit, TurnedAway: o.turned,
 			SynackRetransmits: o.retrans, SynackClients: o.clients, SynackAcked: o.acked,
 			SynQueueLen: q.Synack.SynQueue, SynQueueMax: q.Synack.SynQueueMax,
