@@ -576,6 +576,34 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "server-accepts-in-bursts", Row: 18,
+		Summary:     "B's server listens with a backlog of 1 and accepts whatever waits every 200 ms, while A connects 6 clients at once every 2.3 s: the application accepts, but each burst overflows the queue before it drains",
+		Expect:      map[string][]tracker.Verdict{"B": {tracker.AcceptQueueOverflow}},
+		ExpectWords: map[string][]string{"B": {"the backlog of", "is too small", "raise the listen() backlog"}},
+		Act: func(r *run) error {
+			done, err := r.acceptInBursts("B", 1, 200*time.Millisecond)
+			if err != nil {
+				return err
+			}
+			defer done()
+			r.step("B's server listens on %s with a backlog of 1 and accepts every 200 ms", r.serverAddr(port))
+			// Not a whole number of seconds apart: the listener is read
+			// once a second, and some reading must fall after a drain.
+			for burst := 0; burst < 6 && !r.expectedSeen(); burst++ {
+				closeAll, err := r.connectBurst("A", 6)
+				if err != nil {
+					return err
+				}
+				defer closeAll()
+				r.step("A connected 6 clients at once")
+				if err := r.sleep(2300 * time.Millisecond); err != nil {
+					return err
+				}
+			}
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "timewait-reuse", Row: 14,
 		Summary:      "A closes first (its side keeps the 4-tuple in TIME_WAIT), then connects again from the same port: tcp_tw_reuse lets the new connection take the 4-tuple over",
 		ExpectNotice: map[string][]string{"A": {"time_wait_reuse"}},
@@ -790,8 +818,16 @@ func (r *run) plug() error {
 // backlog, in the lab's own process, and never accept: a server whose
 // application stopped calling accept().
 func (r *run) listenNoAccept(host string, backlog int) (done func(), err error) {
+	fd, err := r.listenFD(host, backlog)
+	if err != nil {
+		return nil, err
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// listenFD is the listening socket of listenNoAccept.
+func (r *run) listenFD(host string, backlog int) (fd int, err error) {
 	addr := netip.MustParseAddrPort(r.serverAddr(port))
-	var fd int
 	err = r.hosts[host].Do(func() error {
 		var err error
 		fd, err = unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -809,9 +845,9 @@ func (r *run) listenNoAccept(host string, backlog int) (done func(), err error) 
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s in %s: %w", addr, host, err)
+		return -1, fmt.Errorf("listen on %s in %s: %w", addr, host, err)
 	}
-	return func() { unix.Close(fd) }, nil
+	return fd, nil
 }
 
 // unansweredHandshakes is B listening with backlog, never accepting, while
@@ -837,6 +873,81 @@ func unansweredHandshakes(backlog, clients int) func(r *run) error {
 		r.step("A opened %d connections to it, 100 ms apart (non-blocking connect)", clients)
 		return r.waitExpected()
 	}
+}
+
+// acceptInBursts makes host listen on the server address with the given
+// backlog, in the lab's own process, and accept whatever waits every
+// interval: an application that does accept, more slowly than its
+// clients come in bursts. done closes the listener and what it accepted.
+func (r *run) acceptInBursts(host string, backlog int, every time.Duration) (done func(), err error) {
+	fd, err := r.listenFD(host, backlog)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	var accepted []int
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			for {
+				nfd, _, err := unix.Accept4(fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				if err != nil {
+					break
+				}
+				accepted = append(accepted, nfd)
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-finished
+		for _, c := range accepted {
+			unix.Close(c)
+		}
+		unix.Close(fd)
+	}, nil
+}
+
+// connectBurst starts n non-blocking connects from host to the server
+// address at once; closeAll closes them.
+func (r *run) connectBurst(host string, n int) (closeAll func(), err error) {
+	addr := netip.MustParseAddrPort(r.serverAddr(port))
+	var fds []int
+	closeAll = func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	err = r.hosts[host].Do(func() error {
+		for range n {
+			fd, err := unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			if err := unix.Connect(fd, sockaddr(addr)); err != nil && err != unix.EINPROGRESS {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("connect from %s: %w", host, err)
+	}
+	return closeAll, nil
 }
 
 // connectMany starts n non-blocking connects from host to the server

@@ -219,3 +219,29 @@ func TestFailedSendsNeverLeft(t *testing.T) {
 		t.Errorf("1 failed, 1 dropped, 1 left: %q", sum)
 	}
 }
+
+// A listener's sentence ends with whom to call, by its cause.
+func TestListenerCauseNamesTheTeam(t *testing.T) {
+	l := netip.MustParseAddrPort("192.0.2.1:443")
+	owner := tracker.Owner{PID: 7, Comm: "nginx"}
+	for _, tc := range []struct {
+		v     tracker.Verdict
+		facts tracker.ListenerFacts
+		want  []string
+	}{
+		{tracker.AcceptQueueOverflow, tracker.ListenerFacts{QueueLen: 0, QueueLimit: 1, TurnedAway: 8, SynackRetransmits: 3, SynackAcked: 2, Cause: tracker.BacklogTooSmall},
+			[]string{"the backlog of 192.0.2.1:443 is too small", "8 SYNs or handshakes in 2s", "3 SYN-ACKs retransmitted to 2 clients whose ACK found the queue full", "raise the listen() backlog of nginx (pid 7)"}},
+		{tracker.SynackUnanswered, tracker.ListenerFacts{QueueLimit: 64, SynackRetransmits: 6, SynackClients: 3, SynQueueLen: 4,
+			SynQueueFullDrops: 2, Syncookies: 0, CookiesKnown: true, Cause: tracker.HandshakesUnanswered},
+			[]string{"clients of 192.0.2.1:443 do not finish their handshake: 6 SYN-ACKs retransmitted to 3 clients that never answered in 2s (SYN queue 4, accept queue 0 of 64)",
+				"2 SYNs dropped in its network namespace for a full SYN queue (tcp_syncookies=0)", "call the network team"}},
+	} {
+		n := &tracker.Narrative{Verdict: tc.v, Local: l, Owner: owner, Outage: 2 * time.Second, ListenerFacts: tc.facts}
+		got := Summary(n)
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s %s: %q lacks %q", tc.v, tc.facts.Cause, got, w)
+			}
+		}
+	}
+}

@@ -107,7 +107,8 @@ type NetnsSynCounts struct {
 	Read                                       bool
 }
 
-// listenerTellEvery bounds how often an ongoing episode is told again.
+// listenerTellEvery bounds how often an ongoing episode is told again,
+// unless what it points at changed (its cause).
 const listenerTellEvery = 10 * time.Second
 
 // listenerQuietPolls ends an episode: readings in a row with no new drop
@@ -129,6 +130,7 @@ type overflow struct {
 	// turned clients away with the queue full, and with room.
 	fullReads, roomReads int
 	lastTold             time.Duration
+	toldCause            ListenerCause // the cause last told: a new one is news at once
 	quiet                int
 	told                 bool
 	lastQueue            ListenerQueue
@@ -218,7 +220,7 @@ func (t *Tracker) ListenerQueues(now time.Duration, qs []ListenerQueue) {
 			o.cookies += cookies
 			o.qfull += qfull
 			o.quiet = 0
-			if !o.told || now-o.lastTold >= listenerTellEvery {
+			if !o.told || now-o.lastTold >= listenerTellEvery || o.cause() != o.toldCause {
 				t.tellListener(key, o, now)
 			}
 			continue
@@ -294,7 +296,7 @@ func (t *Tracker) tellListener(key queueKey, o *overflow, now time.Duration) {
 		n.Syncookies = -1
 	}
 	n.Owner = t.listenerOwner(listenKey{key.netns, key.local.Port()}, q.Inode)
-	o.told, o.lastTold = true, now
+	o.told, o.lastTold, o.toldCause = true, now, n.Cause
 	t.counts[verdict]++
 	t.pending.Push(now, n)
 }

@@ -68,11 +68,16 @@ func TestAcceptQueueOverflowBacklogTooSmall(t *testing.T) {
 	if len(got) != 1 || got[0].Verdict != AcceptQueueOverflow || got[0].Cause != NotAccepting {
 		t.Fatalf("full: %+v", got)
 	}
-	// Drops grew, the namespace counted overflows, but the queue has room now.
+	// Drops grew, the namespace counted overflows, but the queue has room
+	// now: another cause, told at once.
 	read(3*s, 2, 12, 12)
-	read(12*s, 1, 20, 20)
-	if len(got) != 2 || got[1].Cause != BacklogTooSmall || got[1].TurnedAway != 20 {
+	if len(got) != 2 || got[1].Cause != BacklogTooSmall || got[1].TurnedAway != 12 {
 		t.Fatalf("bursts: %+v", got[len(got)-1])
+	}
+	read(4*s, 9, 15, 15) // full again: the cause stays
+	read(14*s, 1, 20, 20)
+	if len(got) != 3 || got[2].Cause != BacklogTooSmall || got[2].TurnedAway != 20 {
+		t.Fatalf("10 s later: %+v", got[len(got)-1])
 	}
 	// Drops without ListenOverflows and with room are not the queue's.
 	tr2 := New(Config{}, func(n *Narrative) { t.Errorf("told %+v", n) })
