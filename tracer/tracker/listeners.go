@@ -134,7 +134,21 @@ type overflow struct {
 	quiet                int
 	told                 bool
 	lastQueue            ListenerQueue
+	pending              pendingClients // unanswered clients not yet an episode
 }
+
+// pendingClients are unanswered clients seen while no episode is open.
+type pendingClients struct {
+	since                            time.Duration
+	clients, retrans, cookies, qfull int
+	quiet                            int
+}
+
+// synackMinClients is how many clients must leave SYN-ACKs unanswered,
+// within readings no more than listenerQuietPolls apart, before a
+// listener is in a synack_unanswered episode (a full SYN queue begins
+// one at once).
+const synackMinClients = 3
 
 // ListenerNS is a namespace where the tracker knows listeners, with the
 // pid of one listener's owner (a way into the namespace).
@@ -200,6 +214,36 @@ func (t *Tracker) ListenerQueues(now time.Duration, qs []ListenerQueue) {
 		prev := o.lastRead
 		o.drops, o.synack, o.space, o.lastRead = q.Drops, q.Synack, q.Space, now
 		o.lastQueue = *q
+		if !o.active && !turned {
+			// Unanswered clients begin an episode only when there are
+			// enough of them, or the SYN queue overflows: one lost
+			// SYN-ACK, or a scanner that never answers, is not one.
+			p := &o.pending
+			if clients == 0 {
+				if p.clients > 0 {
+					if p.quiet++; p.quiet >= listenerQuietPolls {
+						*p = pendingClients{}
+					}
+				}
+				continue
+			}
+			if p.clients == 0 {
+				p.since = prev
+			}
+			p.clients += clients
+			p.retrans += retrans
+			p.cookies += cookies
+			p.qfull += qfull
+			p.quiet = 0
+			if p.clients < synackMinClients && p.cookies == 0 && p.qfull == 0 {
+				continue
+			}
+			// Begin with what was pending, this reading included.
+			clients, retrans, cookies, qfull, prev = p.clients, p.retrans, p.cookies, p.qfull, p.since
+		} else if p := &o.pending; !o.active && p.clients > 0 {
+			// Turned away now, with unanswered clients pending: one episode.
+			clients, retrans, cookies, qfull = clients+p.clients, retrans+p.retrans, cookies+p.cookies, qfull+p.qfull
+		}
 		if turned || clients > 0 || (o.active && retrans > 0) {
 			if !o.active {
 				// It began since the previous reading.

@@ -41,13 +41,26 @@ func TestSynackUnansweredOncePerListener(t *testing.T) {
 	if n.Cause != SynFlood || n.SynackRetransmits != 30 || n.SynackClients != 9 || n.CookiesSent != 40 || n.Begins {
 		t.Fatalf("10 s later: %+v", n)
 	}
-	// Quiet readings end the episode; the next trouble begins another.
+	// Quiet readings end the episode. One client that never answers now
+	// and then (a lost SYN-ACK, a scanner) begins none; three within
+	// readings close together begin another, from the first one's.
 	for i := 13; i < 17; i++ {
 		read(time.Duration(i)*s, SynackCounts{Retransmits: 30, Clients: 9}, 40)
 	}
-	read(17*s, SynackCounts{Retransmits: 31, Clients: 10}, 40)
-	if len(got) != 3 || !got[2].Begins || got[2].SynackClients != 1 {
-		t.Fatalf("after quiet: %+v", got[len(got)-1])
+	c := uint64(9)
+	for i := 17; i < 44; i++ { // a client at 20, 24, … 40: never three within the quiet limit
+		if i%4 == 0 {
+			c++
+		}
+		read(time.Duration(i)*s, SynackCounts{Retransmits: 20 + c, Clients: c}, 40)
+	}
+	if len(got) != 2 {
+		t.Fatalf("a client every 4 s began an episode: %+v", got[len(got)-1])
+	}
+	read(44*s, SynackCounts{Retransmits: 40, Clients: c + 1}, 40)
+	read(45*s, SynackCounts{Retransmits: 42, Clients: c + 3}, 40)
+	if len(got) != 3 || !got[2].Begins || got[2].SynackClients != 3 || got[2].Outage != 2*s {
+		t.Fatalf("three clients in two readings: %+v", got[len(got)-1])
 	}
 }
 
