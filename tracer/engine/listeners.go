@@ -130,7 +130,7 @@ func listenerQueues(ls []sockdiag.Listener, syn []tracer.SynackListener) []track
 				ListenOverflows: l.Space.ListenOverflows, Syncookies: l.Space.Syncookies, Read: l.Space.Read}}
 		if s := bySock[key{l.NetNS, l.Local.Port(), isV6(l.Local.Addr())}]; s != nil {
 			q.Synack = tracker.SynackCounts{Retransmits: s.Retransmits, Clients: s.Clients, Acked: s.AckedClients,
-				SynQueue: s.SynQueue, SynQueueMax: s.SynQueueMax}
+				SynQueue: s.SynQueue}
 		}
 		qs[i] = q
 	}

@@ -63,7 +63,8 @@ type ListenerFacts struct {
 	// began, SynackClients the clients (request sockets) they went to
 	// that never answered, SynackAcked those that answered into a full
 	// accept queue. SynQueueLen is the request sockets at the last
-	// retransmission, SynQueueMax the most seen.
+	// retransmission, SynQueueMax the most seen at a reading of the
+	// episode.
 	SynackRetransmits, SynackClients, SynackAcked int
 	SynQueueLen, SynQueueMax                      uint32
 	// CookiesSent counts the SYN cookies its namespace sent since the
@@ -96,7 +97,7 @@ type ListenerQueue struct {
 // kernel half keeps them: they only grow.
 type SynackCounts struct {
 	Retransmits, Clients, Acked uint64
-	SynQueue, SynQueueMax       uint32
+	SynQueue                    uint32 // request sockets at the last retransmission
 }
 
 // NetnsSynCounts are a namespace's SYN counters (TcpExt), they only grow;
@@ -124,8 +125,10 @@ type overflow struct {
 	active   bool
 	since    time.Duration
 	turned   int
-	// The episode's sums since it began.
+	// The episode's sums since it began, and the most request sockets
+	// (SYN queue) seen at a retransmission in it.
 	retrans, clients, acked, cookies, qfull int
+	synPeak                                 uint32
 	// fullReads and roomReads count the readings of the episode that
 	// turned clients away with the queue full, and with room.
 	fullReads, roomReads int
@@ -261,6 +264,9 @@ func (t *Tracker) ListenerQueues(now time.Duration, qs []ListenerQueue) {
 			o.retrans += retrans
 			o.clients += clients
 			o.acked += acked
+			if retrans > 0 {
+				o.synPeak = max(o.synPeak, q.Synack.SynQueue)
+			}
 			o.cookies += cookies
 			o.qfull += qfull
 			o.quiet = 0
@@ -306,7 +312,7 @@ func (o *overflow) cause() ListenerCause {
 		return BacklogTooSmall
 	case o.turned > 0:
 		return NotAccepting
-	case o.cookies > 0 || o.qfull > 0 || (o.lastQueue.Limit > 0 && o.synack.SynQueueMax >= o.lastQueue.Limit):
+	case o.cookies > 0 || o.qfull > 0 || (o.lastQueue.Limit > 0 && o.synPeak >= o.lastQueue.Limit):
 		return SynFlood
 	}
 	return HandshakesUnanswered
@@ -332,7 +338,7 @@ func (t *Tracker) tellListener(key queueKey, o *overflow, now time.Duration) {
 		Begins:   !o.told,
 		ListenerFacts: ListenerFacts{QueueLen: q.Queue, QueueLimit: q.Limit, TurnedAway: o.turned,
 			SynackRetransmits: o.retrans, SynackClients: o.clients, SynackAcked: o.acked,
-			SynQueueLen: q.Synack.SynQueue, SynQueueMax: q.Synack.SynQueueMax,
+			SynQueueLen: q.Synack.SynQueue, SynQueueMax: o.synPeak,
 			CookiesSent: o.cookies, SynQueueFullDrops: o.qfull, Syncookies: q.Space.Syncookies,
 			CookiesKnown: q.Space.Read, Cause: o.cause()},
 	}

@@ -23,8 +23,8 @@ func TestSynackUnansweredOncePerListener(t *testing.T) {
 	}
 	s := time.Second
 	read(1*s, SynackCounts{}, 0)
-	read(2*s, SynackCounts{Retransmits: 3, Clients: 3, SynQueue: 3, SynQueueMax: 3}, 0)
-	read(3*s, SynackCounts{Retransmits: 9, Clients: 4, SynQueue: 4, SynQueueMax: 4}, 0)
+	read(2*s, SynackCounts{Retransmits: 3, Clients: 3, SynQueue: 3}, 0)
+	read(3*s, SynackCounts{Retransmits: 9, Clients: 4, SynQueue: 4}, 0)
 	if len(got) != 1 {
 		t.Fatalf("want one narrative, got %d: %+v", len(got), got)
 	}
@@ -33,7 +33,7 @@ func TestSynackUnansweredOncePerListener(t *testing.T) {
 		!n.Begins || n.Outage != s || n.CookiesSent != 0 || n.Syncookies != 1 || !n.CookiesKnown {
 		t.Fatalf("first: %+v", n)
 	}
-	read(12*s, SynackCounts{Retransmits: 30, Clients: 9, SynQueue: 128, SynQueueMax: 128}, 40)
+	read(12*s, SynackCounts{Retransmits: 30, Clients: 9, SynQueue: 128}, 40)
 	if len(got) != 2 {
 		t.Fatalf("10 s later: %d narratives", len(got))
 	}
