@@ -43,6 +43,8 @@ enum tw_event_flag {
 	TW_F_DROP_ELSEWHERE = 1 << 10, /* DROP: in another network namespace of this kernel (a bridge, the node's firewall) */
 	TW_F_NO_LOCAL_PORT = 1 << 11, /* SYN_SENT -> CLOSE before a local port was found: connect() got EADDRNOTAVAIL */
 	TW_F_CLOSE_WAIT_STUCK = 1 << 12, /* the exposure scan found the socket stuck in CLOSE_WAIT (close_wait_stuck) */
+	/* listeners (issue 19): */
+	TW_F_DROP_NO_ROUTE6 = 1 << 13, /* DROP: freed by inet6_csk_xmit, its IPv6 route lookup failed (the kernel's reason: NOT_SPECIFIED) */
 };
 
 /* How the kernel half learned the owner it puts in pid/comm. */

@@ -22,6 +22,7 @@
  *   keepalive.h  the TCP timers' entry/exit windows (keepalive, retransmission, window probe)
  *   drops.h      dropped packets of connections in trouble (skb:kfree_skb)
  *   timewait.h   SYNs and RSTs a TIME_WAIT dropped (skb:kfree_skb's rx_sk, --all)
+ *   listeners.h  SYN-ACK retransmissions per listener (tcp:tcp_retransmit_synack), in a map
  *
  * A connection that is born and dies normally costs a few loads per
  * tracepoint, its cookie and owner at connect (in a slot, not socket
@@ -46,6 +47,7 @@
 #include "drops.h"
 #include "keepalive.h"
 #include "timewait.h"
+#include "listeners.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -61,6 +63,8 @@ const enum tw_counter *unused_counter __attribute__((unused));
 const enum tw_rst_reason *unused_rst_reason __attribute__((unused));
 const enum tw_tcp_limit *unused_tcp_limit __attribute__((unused));
 const enum tw_timewait_seen *unused_timewait_seen __attribute__((unused));
+const struct tw_listen_key *unused_listen_key __attribute__((unused));
+const struct tw_synack *unused_synack __attribute__((unused));
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int newstate)
@@ -443,12 +447,19 @@ int BPF_PROG(tw_drop_rxsk, struct sk_buff *skb, void *location, enum skb_drop_re
 {
 	if (tw_cfg.emit_all && rx_sk)
 		timewait_segment(skb, rx_sk);
-	return handle_drop(skb, (int)reason);
+	return handle_drop(skb, (int)reason, (__u64)location);
 }
 
 /* 5.17 - 6.10. */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tw_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return handle_drop(skb, (int)reason);
+	return handle_drop(skb, (int)reason, (__u64)location);
+}
+
+/* The server side of a handshake that does not complete (4.15+): counted per listener, no record. */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(tw_synack_retransmit, const struct sock *sk, const struct request_sock *req)
+{
+	return handle_synack_retransmit(sk, req);
 }

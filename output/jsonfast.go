@@ -194,6 +194,9 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 			if d.Elsewhere {
 				b = appendBoolField(b, "elsewhere", true)
 			}
+			if d.Site != "" {
+				b = appendStringField(b, "site", d.Site)
+			}
 			b = appendIntField(b, "count", int64(d.Count))
 			b = append(b, '}')
 		}
@@ -222,6 +225,22 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	}
 	if r.TurnedAway != 0 {
 		b = appendIntField(b, "turned_away", int64(r.TurnedAway))
+	}
+	if l := r.Listener; l != nil {
+		b = append(appendKey(b, "listener"), '{')
+		b = append(b, `"cause":`...)
+		b = appendJSONString(b, l.Cause)
+		b = appendIntField(b, "synack_retransmits", int64(l.SynackRetransmits))
+		b = appendIntField(b, "synack_clients", int64(l.SynackClients))
+		b = appendIntField(b, "synack_acked", int64(l.SynackAcked))
+		b = appendUintField(b, "syn_queue", uint64(l.SynQueue))
+		b = appendUintField(b, "syn_queue_max", uint64(l.SynQueueMax))
+		if l.Syncookies != nil {
+			b = appendIntField(b, "syncookies", int64(*l.Syncookies))
+		}
+		b = appendIntField(b, "cookies_sent", int64(l.CookiesSent))
+		b = appendIntField(b, "syn_queue_full_drops", int64(l.SynQueueFullDrops))
+		b = append(b, '}')
 	}
 	b = appendStringField(b, "summary", r.Summary)
 	b = appendStringField(b, "explanation", r.Explanation)

@@ -91,6 +91,9 @@ func hooks() []*Hook {
 		{Name: "kfree_skb", Tracepoints: []string{"skb:kfree_skb"},
 			Programs: []string{bpf.TcpwatchProgTwDropRxsk, bpf.TcpwatchProgTwDrop}, Params: []int{4, 3},
 			Loses: "where a troubled connection's packets die: drops on this host and their reasons, left_host; with --all, the TIME_WAIT notices time_wait_syn_rejected, time_wait_rst_ended, time_wait_rst_ignored"},
+		{Name: "tcp_rtx_synack", Tracepoints: []string{"tcp:tcp_retransmit_synack"},
+			Programs: []string{bpf.TcpwatchProgTwSynackRetransmit}, Params: []int{2},
+			Loses: "the SYN-ACK retransmissions of listeners whose clients do not finish their handshake (synack_unanswered, and the clients waiting on a full accept queue)"},
 	}
 }
 
@@ -277,6 +280,8 @@ func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
 		Hz:              ki.HZ,
 		FilterNetns:     cfg.FilterNetNS,
 		FilterPort:      cfg.FilterPort,
+		V6XmitStart:     ki.V6XmitStart,
+		V6XmitEnd:       ki.V6XmitEnd,
 	}
 	if cfg.All {
 		tc.EmitAll = 1
@@ -706,6 +711,10 @@ func (t *Tracer) Degraded() []string {
 		}
 		if h.Name == "kfree_skb" && h.Attached {
 			out = append(out, dropReasonsDegraded(t.Kernel.DropReasons)...)
+			if t.Kernel.V6XmitStart == 0 {
+				out = append(out, "drops: /proc/kallsyms shows no address for inet6_csk_xmit (kernel.kptr_restrict?): an IPv6 segment whose route lookup failed, "+
+					"which the kernel frees with no reason, is told as dropped by the kernel (NOT_SPECIFIED), not by routing")
+			}
 		}
 	}
 	return out

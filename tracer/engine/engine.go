@@ -101,6 +101,9 @@ type Config struct {
 	// ListenerEvery, negative never. ReadListeners replaces sock_diag.
 	ListenerEvery time.Duration
 	ReadListeners ReadListeners
+	// ReadSynacks replaces the source's SYN-ACK counters (nil: the
+	// source's SynackRetransmits, when it has one).
+	ReadSynacks ReadSynacks
 	// ScanCloseWaits, when set, finds the sockets stuck in CLOSE_WAIT
 	// (close_wait_stuck) every CloseWaitEvery (0: CloseWaitEvery of the
 	// threshold); without it nothing is told stuck.
@@ -159,7 +162,7 @@ func New(src Source, cfg Config) *Engine {
 	if cfg.Mode != ModeEvents {
 		e.tracker = e.newTracker()
 		e.rec = newReconciler(&cfg)
-		e.listen = newListenWatch(&cfg)
+		e.listen = newListenWatch(&cfg, src)
 		e.closeWaits = newCloseWaitWatch(&cfg)
 	}
 	return e

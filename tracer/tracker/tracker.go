@@ -97,7 +97,7 @@ type Tracker struct {
 	cw         closeWaits                // sockets in CLOSE_WAIT (closewait.go)
 	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
 	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
-	overflows  map[listenKey]*overflow   // listeners' accept queues, by reading (listeners.go)
+	overflows  map[queueKey]*overflow    // listeners' accept queues, by reading (listeners.go)
 }
 
 type tupleKey struct {

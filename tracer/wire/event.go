@@ -70,6 +70,8 @@ const (
 	FlagDropElsewhere  = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE)   // drop: in another network namespace of this kernel
 	FlagNoLocalPort    = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT)    // connect() found no free local port (EADDRNOTAVAIL)
 	FlagCloseWaitStuck = Flags(bpf.TcpwatchTwEventFlagTW_F_CLOSE_WAIT_STUCK) // the socket scan found it stuck in CLOSE_WAIT
+	// drop: freed by inet6_csk_xmit, whose IPv6 route lookup failed (the kernel's reason: NOT_SPECIFIED)
+	FlagDropNoRoute6 = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_NO_ROUTE6)
 )
 
 // NFHook is the netfilter hook of a NETFILTER_DROP, as the kernel half

@@ -20,6 +20,7 @@ type report struct {
 	busy        []*busyResult
 	bulk        []*bulkResult
 	timers      []*timerResult
+	drops       []*dropsResult
 	memory      *memoryResult
 	startLoaded []float64
 	startFirst  []float64
@@ -48,6 +49,17 @@ func (r *report) busyFor(name string) *busyResult {
 	b := &busyResult{name: name}
 	r.busy = append(r.busy, b)
 	return b
+}
+
+func (r *report) dropsFor(name string) *dropsResult {
+	for _, d := range r.drops {
+		if d.name == name {
+			return d
+		}
+	}
+	d := &dropsResult{name: name}
+	r.drops = append(r.drops, d)
+	return d
 }
 
 func (r *report) timerFor(name string) *timerResult {
@@ -297,6 +309,25 @@ func (r *report) write(path string) error {
 		}
 		b.WriteString("\n")
 	}
+	if len(r.drops) > 0 {
+		fmt.Fprintf(&b, "## Drop storm\n\ntcpwatch's drop program sits on `skb:kfree_skb`, which fires for every packet the kernel drops, of any protocol, anywhere on the machine ([drops.md](drops.md)). A namespace of the harness drops %d UDP packets a second to 127.0.0.2 in its own OUTPUT chain (nftables), for %s a round: traffic of no TCP connection, every packet of it a run of the drop program that must end in a discard. *Nothing in trouble*: no connection was marked for 240 s, the program stops at the gate (a map lookup and a clock read); on a shared machine another user's retransmitting connection opens the gate too, which the spread shows. *One connection in trouble*: a loopback connection of the same namespace, whose segments its prerouting chain drops, has retransmitted, so the gate is open and each UDP drop is stopped by the port prefilter (its two ports read from the packet, one bit each). *ns per drop* is the kernel's own `run_time_ns / run_cnt` of the drop program (the floor's: its empty program on the same tracepoint); the tracer's CPU is every program of the tracer plus its process over the storm.\n\n", dropRate, dropStormFor)
+		b.WriteString("| tracer | drops sent/s | drop program runs/s | **ns per drop** | × floor | tracer CPU (% of one core) |\n|---|---|---|---|---|---|\n")
+		var floorNs float64
+		for _, x := range r.drops {
+			if x.name == dropsFloor {
+				floorNs = median(x.nsPerDrop)
+			}
+		}
+		for _, x := range r.drops {
+			xf := "–"
+			if floorNs > 0 && len(x.nsPerDrop) > 0 {
+				xf = ratio(median(x.nsPerDrop), floorNs)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | **%s** | %s | %s |\n", x.name, ms(x.sentPerS, 0), ms(x.runsPerS, 0), ms(x.nsPerDrop, 0), xf, ms(x.cpuPct, 2))
+		}
+		b.WriteString("\n")
+		b.WriteString(dropsLimits)
+	}
 	if m := r.memory; m != nil {
 		fmt.Fprintf(&b, "## Memory\n\n`tcpwatch --all` (which tracks every connection) while %d concurrent loopback connections are open: both ends are connections of this host, so it tracks %d (opened in %s by helper processes, as one process may hold only RLIMIT_NOFILE descriptors).\n\n", m.conns, 2*m.conns, m.opened.Round(time.Millisecond))
 		fmt.Fprintf(&b, "| moment | RSS | of which anonymous (heap, stacks) |\n|---|---|---|\n| idle, after start | %.1f MiB | %.1f MiB |\n| %d connections tracked | %.1f MiB | %.1f MiB |\n| 5 s after they closed | %.1f MiB | %.1f MiB |\n\n",
@@ -347,6 +378,11 @@ const churnLimits = `Where the cost goes, per stage:
 
 // busyLimits says what the busy-server figures mean.
 const busyLimits = `No tcpwatch program runs on the send/receive path any more: the program runs counted during a round (BPF runs per request, about a thousandth) are the machine's other connections and timers, at the same rate as in the idle interval after it, for the floor and tcpwatch alike, and tcpwatch's BPF time per request stays under a nanosecond. What is left is tcpwatch's process: it reads and narrates the records of the machine's other notable connections (other users' tests and soak) and wakes for its own timers (the 50 ms hold of narratives; ` + "`--all`" + ` also polls the ring every 50 ms), a cost per second, not per request. The net column subtracts what the same tracer spent while idle for as long right after the round; what remains is the variation of that other load between the two intervals, shown by its spread. The whole CPU per request (the workload's own, kernel included) is the same with every tracer within the machine's noise. The goal is judged on the net tracer figure against the floor's with 1 ns/request of slack (1.5× of about zero is zero).
+
+`
+
+// dropsLimits says what the drop storm's figures mean.
+const dropsLimits = `The drop program's run includes the kernel's accounting of the run (two clock reads with BPF statistics on), which the floor pays too. At 100,000 drops a second of traffic that belongs to nothing in trouble, the ns per drop times 100,000 is the share of one CPU the drop path costs (100 ns per drop: 1 %); a healthy host drops far fewer packets, and most of the time no connection is in trouble, so the gate decides. Nothing of it runs on the send/receive path: a packet that is not dropped never reaches the program, and healthy churn (the churn table) does not run it at all.
 
 `
 
