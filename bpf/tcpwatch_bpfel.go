@@ -82,6 +82,27 @@ type TcpwatchKaLast struct {
 	Pad       [7]uint8
 }
 
+type TcpwatchLifeSlot struct {
+	_        structs.HostLayout
+	Cookie   uint64
+	AtNs     [8]uint64
+	OldState [8]uint8
+	NewState [8]uint8
+	Inode    uint32
+	Steps    uint8
+	Pad      [3]uint8
+}
+
+type TcpwatchLifecycle struct {
+	_        structs.HostLayout
+	E        TcpwatchEvent
+	AtNs     [8]uint64
+	OldState [8]uint8
+	NewState [8]uint8
+	Steps    uint8
+	Pad      [7]uint8
+}
+
 type TcpwatchSockInfo struct {
 	_               structs.HostLayout
 	FirstSeenNs     uint64
@@ -119,7 +140,8 @@ type TcpwatchTwConfig struct {
 	FilterNetns     uint32
 	FilterPort      uint16
 	EmitAll         uint8
-	Pad             [5]uint8
+	Summarize       uint8
+	Pad             [4]uint8
 }
 
 type TcpwatchTwCounter uint32
@@ -147,6 +169,7 @@ const (
 	TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE   TcpwatchTwEventFlag = 1024
 	TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT    TcpwatchTwEventFlag = 2048
 	TcpwatchTwEventFlagTW_F_CLOSE_WAIT_STUCK TcpwatchTwEventFlag = 4096
+	TcpwatchTwEventFlagTW_F_LIFE_DESTROYED   TcpwatchTwEventFlag = 8192
 )
 
 type TcpwatchTwEventKind uint32
@@ -162,7 +185,8 @@ const (
 	TcpwatchTwEventKindTW_EV_DESTROY    TcpwatchTwEventKind = 8
 	TcpwatchTwEventKindTW_EV_PROBE0     TcpwatchTwEventKind = 9
 	TcpwatchTwEventKindTW_EV_DROP       TcpwatchTwEventKind = 10
-	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 11
+	TcpwatchTwEventKindTW_EV_LIFECYCLE  TcpwatchTwEventKind = 11
+	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 12
 )
 
 type TcpwatchTwNfHook uint32
@@ -234,6 +258,7 @@ const (
 	TcpwatchMapCounters           = "counters"
 	TcpwatchMapEvents             = "events"
 	TcpwatchMapKaProbes           = "ka_probes"
+	TcpwatchMapLifeSlots          = "life_slots"
 	TcpwatchMapSockInfos          = "sock_infos"
 	TcpwatchMapTroubleGate        = "trouble_gate"
 	TcpwatchMapTroubled           = "troubled"
@@ -256,6 +281,7 @@ const (
 	TcpwatchVarUnusedEvent        = "unused_event"
 	TcpwatchVarUnusedFlag         = "unused_flag"
 	TcpwatchVarUnusedKind         = "unused_kind"
+	TcpwatchVarUnusedLifecycle    = "unused_lifecycle"
 	TcpwatchVarUnusedNfHook       = "unused_nf_hook"
 	TcpwatchVarUnusedOwnerSource  = "unused_owner_source"
 	TcpwatchVarUnusedRstReason    = "unused_rst_reason"
@@ -327,6 +353,7 @@ type TcpwatchMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	KaProbes      *ebpf.MapSpec `ebpf:"ka_probes"`
+	LifeSlots     *ebpf.MapSpec `ebpf:"life_slots"`
 	SockInfos     *ebpf.MapSpec `ebpf:"sock_infos"`
 	TroubleGate   *ebpf.MapSpec `ebpf:"trouble_gate"`
 	Troubled      *ebpf.MapSpec `ebpf:"troubled"`
@@ -342,6 +369,7 @@ type TcpwatchVariableSpecs struct {
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag        *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedLifecycle   *ebpf.VariableSpec `ebpf:"unused_lifecycle"`
 	UnusedNfHook      *ebpf.VariableSpec `ebpf:"unused_nf_hook"`
 	UnusedOwnerSource *ebpf.VariableSpec `ebpf:"unused_owner_source"`
 	UnusedRstReason   *ebpf.VariableSpec `ebpf:"unused_rst_reason"`
@@ -372,6 +400,7 @@ type TcpwatchMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Events        *ebpf.Map `ebpf:"events"`
 	KaProbes      *ebpf.Map `ebpf:"ka_probes"`
+	LifeSlots     *ebpf.Map `ebpf:"life_slots"`
 	SockInfos     *ebpf.Map `ebpf:"sock_infos"`
 	TroubleGate   *ebpf.Map `ebpf:"trouble_gate"`
 	Troubled      *ebpf.Map `ebpf:"troubled"`
@@ -384,6 +413,7 @@ func (m *TcpwatchMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.KaProbes,
+		m.LifeSlots,
 		m.SockInfos,
 		m.TroubleGate,
 		m.Troubled,
@@ -400,6 +430,7 @@ type TcpwatchVariables struct {
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag        *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedLifecycle   *ebpf.Variable `ebpf:"unused_lifecycle"`
 	UnusedNfHook      *ebpf.Variable `ebpf:"unused_nf_hook"`
 	UnusedOwnerSource *ebpf.Variable `ebpf:"unused_owner_source"`
 	UnusedRstReason   *ebpf.Variable `ebpf:"unused_rst_reason"`

@@ -148,6 +148,10 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 // connection), opened.go, outage.go, keepalive.go, closing.go, and told.go
 // (the facts of a narrative, and its telling).
 func (t *Tracker) Handle(ev *wire.Event) {
+	if ev.Kind == wire.KindLifecycle {
+		t.unfold(ev)
+		return
+	}
 	if !ev.Time.IsZero() {
 		t.wallAtZero = ev.Time.Add(-ev.Mono)
 	}

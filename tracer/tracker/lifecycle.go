@@ -1,0 +1,30 @@
+package tracker
+
+import "github.com/tcpwatch/tcpwatch/tracer/wire"
+
+// unfold takes a lifecycle record (wire.KindLifecycle: with --all, the
+// kernel half keeps a socket's state changes and sends them in one record,
+// bpf/lifecycle.h) as the records it stands for: a state record for each
+// change, at its time, with the figures the summary was sent with, then a
+// destroy record when it was sent at the destroy. What the tracker
+// decides from them (verdicts, timelines, owners, TIME_WAIT reuse) is
+// then what it decides from the records sent one by one.
+func (t *Tracker) unfold(ev *wire.Event) {
+	st := *ev
+	st.Life = wire.Life{}
+	st.Kind = wire.KindState
+	st.Flags &^= wire.FlagLifeDestroyed
+	for i := range ev.Life.Steps {
+		s := &ev.Life.Step[i]
+		st.Mono, st.OldState, st.State = s.Mono, s.Old, s.State
+		if !ev.Time.IsZero() {
+			st.Time = ev.Time.Add(s.Mono - ev.Mono)
+		}
+		t.Handle(&st)
+	}
+	if ev.Flags&wire.FlagLifeDestroyed != 0 {
+		st.Kind, st.Mono, st.Time = wire.KindDestroy, ev.Mono, ev.Time
+		st.OldState, st.State = 0, ev.State
+		t.Handle(&st)
+	}
+}
