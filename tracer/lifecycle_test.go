@@ -91,30 +91,89 @@ func TestLifecycleSummaryOnLoopback(t *testing.T) {
 				t.Errorf("%d records besides the lifecycles of the connections", n)
 			}
 
-			want, got := narrate(full.snapshot()), narrate(summary.snapshot())
-			if len(want) != 4 || len(got) != len(want) {
-				t.Fatalf("%d narratives from every record, %d from the summaries, want 4 each", len(want), len(got))
-			}
-			for i := range want {
-				w, g := want[i], got[i]
-				if g.Verdict != w.Verdict || g.Local != w.Local || g.Remote != w.Remote || g.Cookie != w.Cookie ||
-					g.Owner != w.Owner || g.Inode != w.Inode || g.State != w.State || g.Orphan != w.Orphan ||
-					g.Errno != w.Errno || g.NetNS != w.NetNS || g.CgroupID != w.CgroupID {
-					t.Errorf("from the summary:\n%+v\nfrom every record:\n%+v", g, w)
-				}
-				if len(g.Timeline) != len(w.Timeline) {
-					t.Errorf("%v: timeline %v from the summary, %v from every record", g.Local, g.Timeline, w.Timeline)
-					continue
-				}
-				for j := range w.Timeline {
-					ws, gs := w.Timeline[j], g.Timeline[j]
-					if gs.Kind != ws.Kind || gs.State != ws.State || gs.Old != ws.Old || (gs.At-ws.At).Abs() > time.Millisecond {
-						t.Errorf("%v step %d: %+v from the summary, %+v from every record", g.Local, j, gs, ws)
-					}
-				}
-				t.Logf("%s %v -> %v: %d steps, owner %+v", g.Verdict, g.Local, g.Remote, len(g.Timeline), g.Owner)
-			}
+			sameNarratives(t, narrate(full.snapshot()), narrate(summary.snapshot()), 4)
 		})
+	}
+}
+
+// Anything abnormal takes the full path, after the states summarised so
+// far: a reset sent on close with unread data (the server's end), the
+// reset received and its error (the client's), and a refused connect,
+// are told from the summarising tracer's records as from every record.
+func TestLifecycleSummaryAbnormal(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	full := startTracer(t, tracer.Config{All: true, FilterPort: port})
+	summary := startTracer(t, tracer.Config{All: true, Summarize: true, FilterPort: port})
+
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	s.Close() // 100 unread bytes: RST, not FIN
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client read after the reset: no error")
+	}
+	c.Close()
+	ln.Close()
+	if _, err := net.DialTimeout("tcp4", ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("connect to a closed port succeeded")
+	}
+	for _, col := range []*collector{full, summary} {
+		col.wait(t, 5*time.Second, "the refused connect's destroy", func(e *wire.Event) bool {
+			return (e.Kind == wire.KindDestroy || e.Kind == wire.KindLifecycle && e.Flags&wire.FlagLifeDestroyed != 0) &&
+				e.Remote.Port() == port && int(e.Local.Port()) != c.LocalAddr().(*net.TCPAddr).Port
+		})
+	}
+	// The reset's record comes after the summary of the states before it.
+	rec := summary.snapshot()
+	i := slices.IndexFunc(rec, func(e wire.Event) bool { return e.Kind == wire.KindSendReset && e.Local.Port() == port })
+	j := slices.IndexFunc(rec, func(e wire.Event) bool { return e.Kind == wire.KindLifecycle && e.Local.Port() == port })
+	if i < 0 || j < 0 || j > i || rec[j].Flags&wire.FlagLifeDestroyed != 0 {
+		summary.dump(t)
+		t.Fatalf("server end: reset at %d, its summary at %d, want a summary without the destroy first", i, j)
+	}
+	sameNarratives(t, narrate(full.snapshot()), narrate(summary.snapshot()), 3)
+}
+
+// sameNarratives compares the narratives a tracker told from every record
+// (want) and from the summarising tracer's (got).
+func sameNarratives(t *testing.T, want, got []tracker.Narrative, n int) {
+	t.Helper()
+	if len(want) != n || len(got) != len(want) {
+		t.Fatalf("%d narratives from every record, %d from the summaries, want %d each", len(want), len(got), n)
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		if g.Verdict != w.Verdict || g.Local != w.Local || g.Remote != w.Remote || g.Cookie != w.Cookie ||
+			g.Owner != w.Owner || g.Inode != w.Inode || g.State != w.State || g.Orphan != w.Orphan ||
+			g.Errno != w.Errno || g.NetNS != w.NetNS || g.CgroupID != w.CgroupID || g.SentReset != w.SentReset ||
+			g.ResetReason != w.ResetReason {
+			t.Errorf("from the summary:\n%+v\nfrom every record:\n%+v", g, w)
+		}
+		if len(g.Timeline) != len(w.Timeline) {
+			t.Errorf("%v: timeline %v from the summary, %v from every record", g.Local, g.Timeline, w.Timeline)
+			continue
+		}
+		for j := range w.Timeline {
+			ws, gs := w.Timeline[j], g.Timeline[j]
+			if gs.Kind != ws.Kind || gs.State != ws.State || gs.Old != ws.Old || (gs.At-ws.At).Abs() > time.Millisecond {
+				t.Errorf("%v step %d: %+v from the summary, %+v from every record", g.Local, j, gs, ws)
+			}
+		}
+		t.Logf("%s %v -> %v: %d steps, owner %+v", g.Verdict, g.Local, g.Remote, len(g.Timeline), g.Owner)
 	}
 }
 
