@@ -188,7 +188,7 @@ func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 			return w.writeLine()
 		}
 		if !w.explain && Lifecycle(n) {
-			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host, w.seed)
+			w.line = appendLifecycleLine(w.line[:0], n, cg, w.host, w.seed)
 			return w.writeLine()
 		}
 		if n.Incident != "" && !w.connections {
