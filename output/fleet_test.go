@@ -88,6 +88,25 @@ func TestHostOnEveryJSONRecord(t *testing.T) {
 	if !strings.Contains(lines[1], `"container_id":"`+fleetID+`"`) {
 		t.Errorf("notice without its container: %s", lines[1])
 	}
+	// A notice's explanation comes with --explain (issue #21: --all tells
+	// one a connection on a churning host), with the same other fields.
+	if strings.Contains(lines[1], `"explanation"`) || !strings.Contains(lines[1], `"summary":"`) {
+		t.Errorf("notice by default: want a summary and no explanation: %s", lines[1])
+	}
+	var explained bytes.Buffer
+	if err := NewWriter(&explained, JSON, Options{Host: "node-7", Explain: true}).Notice(&tracker.Notice{Kind: "time_wait_reuse", Local: n.Local, Remote: n.Remote}, cg); err != nil {
+		t.Fatal(err)
+	}
+	var short, full map[string]any
+	json.Unmarshal([]byte(lines[1]), &short)
+	json.Unmarshal(explained.Bytes(), &full)
+	if full["explanation"] == nil || full["explanation"] == "" {
+		t.Errorf("notice with --explain: no explanation: %s", explained.Bytes())
+	}
+	delete(full, "explanation")
+	if !reflect.DeepEqual(short, full) {
+		t.Errorf("notice by default and with --explain differ besides the explanation:\n%s\n%s", lines[1], explained.Bytes())
+	}
 
 	buf.Reset()
 	w = NewWriter(&buf, Text, Options{})

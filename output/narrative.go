@@ -293,8 +293,13 @@ type NoticeRecord struct {
 	Host string `json:"host"`
 	Kind string `json:"kind"`
 	ConnFields
-	Summary     string `json:"summary"`
-	Explanation string `json:"explanation"`
+	Summary string `json:"summary"`
+	// Explanation is left out of the JSON by default, as a normal
+	// lifecycle's (Lifecycle): a notice is a routine happening that --all
+	// tells at a churning host's rate (a TIME_WAIT 4-tuple reopened, up to
+	// one a connection), and its explanation was two thirds of its ~1 KB
+	// line and of its rendering; --explain (and the v2 schema) give it.
+	Explanation string `json:"explanation,omitempty"`
 }
 
 // NewNoticeRecord builds the JSON form of n, whose connection's cgroup
@@ -315,11 +320,18 @@ func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) N
 // Notice writes a notice (shown with --all).
 func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 	if w.format == JSON {
-		rec := NewNoticeRecordSeeded(n, cg, w.seed)
-		rec.Host = w.host
 		if w.schema == SchemaV2 {
+			rec := NewNoticeRecordSeeded(n, cg, w.seed)
+			rec.Host = w.host
 			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityInfo, rec.Summary, Attrs(&rec))
 			return w.writeLine()
+		}
+		rec := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Host: w.host, Kind: n.Kind,
+			ConnFields: connFields(w.seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+			Summary:    words.NoticeSummary(n)}
+		rec.setCgroup(cg)
+		if w.explain {
+			rec.Explanation = words.NoticeExplanation(n)
 		}
 		return w.writeJSON(rec)
 	}
