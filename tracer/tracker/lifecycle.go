@@ -8,7 +8,9 @@ import "github.com/tcpwatch/tcpwatch/tracer/wire"
 // change, at its time, with the figures the summary was sent with, then a
 // destroy record when it was sent at the destroy. What the tracker
 // decides from them (verdicts, timelines, owners, TIME_WAIT reuse) is
-// then what it decides from the records sent one by one.
+// then what it decides from the records sent one by one. The clock has
+// moved to the record's time (Handle): the steps are older, and would
+// move it no further.
 func (t *Tracker) unfold(ev *wire.Event) {
 	st := *ev
 	st.Life = wire.Life{}
@@ -20,11 +22,11 @@ func (t *Tracker) unfold(ev *wire.Event) {
 		if !ev.Time.IsZero() {
 			st.Time = ev.Time.Add(s.Mono - ev.Mono)
 		}
-		t.Handle(&st)
+		t.handle(&st)
 	}
 	if ev.Flags&wire.FlagLifeDestroyed != 0 {
 		st.Kind, st.Mono, st.Time = wire.KindDestroy, ev.Mono, ev.Time
 		st.OldState, st.State = 0, ev.State
-		t.Handle(&st)
+		t.handle(&st)
 	}
 }

@@ -148,14 +148,19 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 // connection), opened.go, outage.go, keepalive.go, closing.go, and told.go
 // (the facts of a narrative, and its telling).
 func (t *Tracker) Handle(ev *wire.Event) {
-	if ev.Kind == wire.KindLifecycle {
-		t.unfold(ev)
-		return
-	}
 	if !ev.Time.IsZero() {
 		t.wallAtZero = ev.Time.Add(-ev.Mono)
 	}
 	t.Tick(ev.Mono)
+	if ev.Kind == wire.KindLifecycle {
+		t.unfold(ev)
+		return
+	}
+	t.handle(ev)
+}
+
+// handle is Handle once the clock has moved.
+func (t *Tracker) handle(ev *wire.Event) {
 	if ev.Flags&wire.FlagNoSocket != 0 {
 		return // a reset for a 4-tuple with no socket: nothing to track
 	}
