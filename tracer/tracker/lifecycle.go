@@ -1,6 +1,9 @@
 package tracker
 
-import "github.com/tcpwatch/tcpwatch/tracer/wire"
+import (
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
+)
 
 // unfold takes a lifecycle record (wire.KindLifecycle: with --all, the
 // kernel half keeps a socket's state changes and sends them in one record,
@@ -16,13 +19,22 @@ func (t *Tracker) unfold(ev *wire.Event) {
 	st.Life = wire.Life{}
 	st.Kind = wire.KindState
 	st.Flags &^= wire.FlagLifeDestroyed
+	// The first change finds (or begins) the connection; the others go
+	// to it while it is tracked and not told (what lookup would find
+	// again, by the same cookie), without the maps: with --all that was a
+	// tenth of the tracker's work.
+	var c *conn
 	for i := range ev.Life.Steps {
 		s := &ev.Life.Step[i]
 		st.Mono, st.OldState, st.State = s.Mono, s.Old, s.State
 		if !ev.Time.IsZero() {
 			st.Time = ev.Time.Add(s.Mono - ev.Mono)
 		}
-		t.handle(&st)
+		if c != nil && c.prev != nil && !c.done && st.State != tcp.StateListen && st.OldState != tcp.StateListen {
+			t.handleConn(c, &st)
+		} else {
+			c = t.handle(&st)
+		}
 	}
 	if ev.Flags&wire.FlagLifeDestroyed != 0 {
 		st.Kind, st.Mono, st.Time = wire.KindDestroy, ev.Mono, ev.Time
