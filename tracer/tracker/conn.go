@@ -37,9 +37,9 @@ type conn struct {
 	steps         []step
 	// stepsHere holds the first steps: a normal lifecycle has 4 to 6,
 	// and growing the slice from nothing took four allocations an end.
-	stepsHere [8]step
-	droppedSteps  int
-	lossEpoch     uint64
+	stepsHere    [8]step
+	droppedSteps int
+	lossEpoch    uint64
 
 	// toldStall and toldProbing identify the episode last narrated (its
 	// stallFirst, its probeSince): a narrative of another one begins it.
