@@ -65,7 +65,7 @@ static __always_inline void submit(struct event *e)
 static __always_inline struct event *emit_sk(const struct sock *sk, const struct sock_info *info, __u8 kind)
 {
 	if (tw_cfg.summarize)
-		life_flush(sk); /* a summarised socket's states come first */
+		life_flush(sk, info); /* a summarised socket's states come first */
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	if (!tp || !tp_passes(tp))
 		return NULL;

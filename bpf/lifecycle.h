@@ -158,8 +158,12 @@ static __always_inline void life_finish(struct lifecycle *l, struct life_slot *s
 	bpf_ringbuf_submit(l, wakeup_flags());
 }
 
-/* Sends the summary with the socket's figures now, and frees the slot. */
-static __always_inline void life_send_sk(struct life_slot *s, const struct sock *sk, __u16 flags)
+/*
+ * Sends the summary with the socket's figures now, and frees the slot.
+ * info is the socket's storage as the caller found it (NULL: none).
+ */
+static __always_inline void life_send_sk(struct life_slot *s, const struct sock *sk,
+					 const struct sock_info *info, __u16 flags)
 {
 	/* Claimed before the filters could tell (no local port at connect yet): they decide here. */
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
@@ -169,7 +173,6 @@ static __always_inline void life_send_sk(struct life_slot *s, const struct sock 
 		fill_tp(&l->e, tp);
 		/* The connect owner waits in its slot, as in the default mode. */
 		struct sock_info owner = {};
-		struct sock_info *info = sock_info_lookup(sk);
 		if (info)
 			fill_owner(&l->e, info);
 		else if (recall_connect(sk, &owner))
@@ -201,11 +204,11 @@ static __always_inline void life_send_entry(const struct event *entry)
 }
 
 /* Before any other record of a trusted socket: its states so far. */
-static __always_inline void life_flush(const struct sock *sk)
+static __always_inline void life_flush(const struct sock *sk, const struct sock_info *info)
 {
 	struct life_slot *s = life_held(sk);
 	if (s)
-		life_send_sk(s, sk, 0);
+		life_send_sk(s, sk, info, 0);
 }
 
 #endif /* TW_LIFECYCLE_H */

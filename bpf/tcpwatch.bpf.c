@@ -151,7 +151,7 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		if ((newstate == TCP_CLOSE &&
 		     !sock_flag_set(sk->__sk_common.skc_flags, bpf_core_enum_value(enum sock_flags, SOCK_DEAD))) ||
 		    ls->steps >= TW_LIFE_STEPS)
-			life_send_sk(ls, sk, 0);
+			life_send_sk(ls, sk, info, 0);
 		return 0;
 	}
 
@@ -405,7 +405,7 @@ int BPF_PROG(tw_destroy_sock, struct sock *sk)
 		/* A normal lifecycle's one record, which stands for this one too. */
 		struct life_slot *ls = life_held(sk);
 		if (ls) {
-			life_send_sk(ls, sk, TW_F_LIFE_DESTROYED);
+			life_send_sk(ls, sk, info, TW_F_LIFE_DESTROYED);
 			return 0;
 		}
 	}
