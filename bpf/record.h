@@ -134,6 +134,11 @@ struct event {
 	__u32 notsent_bytes;    /* written by the application, not sent yet (write_seq - snd_nxt) */
 	__u32 drops;            /* DROP: drops this record stands for (same reason, folded) */
 	__u32 _pad2;
+	/* thread (issue 17): the owner's thread, the task that connect()ed,
+	 * listen()ed or closed the socket, by its own comm; `comm` names its
+	 * process (the thread-group leader). Equal to comm when the leader
+	 * acted, and written only where comm is. */
+	__u8 thread[TW_COMM_LEN];
 };
 
 /*

@@ -19,6 +19,7 @@ type TcpwatchConnectOwner struct {
 	TsNs   uint64
 	Pid    uint32
 	Comm   [16]uint8
+	Thread [16]uint8
 	Pad    [4]uint8
 }
 
@@ -73,6 +74,7 @@ type TcpwatchEvent struct {
 	NotsentBytes      uint32
 	Drops             uint32
 	Pad2              uint32
+	Thread            [16]uint8
 }
 
 type TcpwatchKaLast struct {
@@ -113,6 +115,7 @@ type TcpwatchSockInfo struct {
 	OwnerSource     uint8
 	Pad             [6]uint8
 	CloseWaitSeenNs uint64
+	Thread          [16]uint8
 }
 
 type TcpwatchTroubleGate struct {

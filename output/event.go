@@ -99,6 +99,9 @@ type ConnFields struct {
 	NetNS  uint32 `json:"netns"`
 	PID    uint32 `json:"pid"`
 	Comm   string `json:"comm"`
+	// Thread is extra detail: the owner's thread that acted (connect,
+	// listen, close) when its name is not the process's; absent otherwise.
+	Thread string `json:"thread,omitempty"`
 	// The socket's cgroup v2 path, and the container and pod it names
 	// ("" when unknown or none).
 	Cgroup      string `json:"cgroup"`
@@ -123,9 +126,9 @@ func appendContainer(b []byte, info containers.Info) []byte {
 	return b
 }
 
-func connFields(seed uint16, cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
+func connFields(seed uint16, cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm, thread string) ConnFields {
 	f := ConnFields{Cookie: cookie, Family: "ipv4", LAddr: local.Addr().String(), LPort: local.Port(),
-		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm,
+		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm, Thread: thread,
 		CommunityID: communityid.Flow(seed, communityid.TCP, local, remote)}
 	if local.Addr().Is6() {
 		f.Family = "ipv6"
@@ -172,7 +175,7 @@ func NewEventRecordSeeded(ev *wire.Event, reasons tcp.ResetReasons, cg container
 		Type:          "event",
 		Time:          ev.Time.Format(TimeLayout),
 		Kind:          ev.Kind.String(),
-		ConnFields:    connFields(seed, ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm()),
+		ConnFields:    connFields(seed, ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm(), ev.Thread()),
 		Retransmits:   ev.Retransmits,
 		Backoff:       ev.Backoff,
 		Probes:        ev.ProbesOut,
@@ -310,7 +313,7 @@ func appendEventText(b []byte, ev *wire.Event, reasons tcp.ResetReasons) []byte 
 			b = append(b, tcp.ErrnoName(ev.SkErrSoft)...)
 		}
 	}
-	b = appendOwner(b, ev.PID, ev.Comm())
+	b = appendOwner(b, ev.PID, ev.Comm(), ev.Thread())
 	if ev.Flags&wire.FlagOwnerExiting != 0 {
 		if sig := ev.ExitSignal(); sig != 0 {
 			b = fmt.Appendf(b, " exiting(signal %d)", sig)

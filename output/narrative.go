@@ -103,7 +103,7 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		Verdict:          string(n.Verdict),
 		Final:            n.Final,
 		IncidentID:       n.Incident,
-		ConnFields:       connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		ConnFields:       connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
 		OwnerSource:      n.Owner.Source.String(),
 		Inode:            n.Inode,
 		State:            n.State.String(),
@@ -217,7 +217,7 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative, cg containe
 		b = fmt.Appendf(b, "%-20s", verdict)
 	}
 	b = fmt.Appendf(b, " %s -> %s", n.Local, n.Remote)
-	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
+	b = appendOwner(b, n.Owner.PID, n.Owner.Comm, n.Owner.Thread)
 	if n.Owner.Source == wire.OwnerListener {
 		b = append(b, " (listener)"...)
 	}
@@ -311,7 +311,7 @@ func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
 // NewNoticeRecordSeeded is NewNoticeRecord with a Community ID seed.
 func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) NoticeRecord {
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
-		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
 		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
 	r.setCgroup(cg)
 	return r
@@ -327,7 +327,7 @@ func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 			return w.writeLine()
 		}
 		rec := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Host: w.host, Kind: n.Kind,
-			ConnFields: connFields(w.seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+			ConnFields: connFields(w.seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
 			Summary:    words.NoticeSummary(n)}
 		rec.setCgroup(cg)
 		if w.explain {
@@ -343,7 +343,7 @@ func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice, cg containers.Info) []byte {
 	b = n.Time.AppendFormat(b, "15:04:05.000 ")
 	b = fmt.Appendf(b, "%-20s %s -> %s", n.Kind, n.Local, n.Remote)
-	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
+	b = appendOwner(b, n.Owner.PID, n.Owner.Comm, n.Owner.Thread)
 	b = appendContainer(b, cg)
 	b = append(b, " | "...)
 	b = append(b, Sanitize(words.NoticeSummary(n))...)

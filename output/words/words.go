@@ -95,6 +95,8 @@ func Step(s *tracker.Step) string {
 		txt := kind + " #" + strconv.Itoa(int(s.Retransmits)) + " (rto " + Secs(s.RTO) + ")"
 		if s.Detail != 0 {
 			txt += " failed: " + tcp.ErrnoName(s.Detail)
+		} else if s.Resent {
+			txt += " held on this host, sent after the timer: the timer restarted"
 		} else if s.Flags&wire.FlagFromTimer != 0 {
 			txt += " seen at the timer: it did not leave this host"
 		}

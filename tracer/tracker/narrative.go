@@ -72,8 +72,12 @@ func (v Verdict) Episode() bool {
 
 // Owner is the process a connection belongs to.
 type Owner struct {
-	PID    uint32
-	Comm   string
+	PID  uint32
+	Comm string // the process's name: its thread-group leader's comm
+	// Thread is extra detail: the name of the thread the kernel saw act
+	// (connect, listen, close) when it is not the process's, "" otherwise
+	// (redis-server's bio_aof_fsync closing a killed server's sockets).
+	Thread string
 	Source wire.OwnerSource
 }
 
@@ -105,6 +109,9 @@ type Step struct {
 	ResetReason string // send_reset: the kernel's reason, when it gives one
 	// Existing marks the entry of a connection found at start-up.
 	Existing bool
+	// Resent marks a retransmission that an expiry could not send, gone
+	// out after it: the kernel restarted its retransmission timer then.
+	Resent bool
 	// Dropped, on a first step, counts older steps not kept.
 	Dropped int
 }
@@ -154,9 +161,13 @@ type Narrative struct {
 	// BackoffReverted: the RTO stopped doubling (RFC 6069 revert after an
 	// ICMP unreachable), judged from the RTOs seen.
 	BackoffReverted bool
-	SkErrSoft       int32
-	Budget          Budget
-	CAState         tcp.CAState
+	// TimerRestarted: a retransmission held on this host left after the
+	// latest expiry and restarted the retransmission timer for a whole
+	// RTO, so the kernel checks its budget that much later.
+	TimerRestarted bool
+	SkErrSoft      int32
+	Budget         Budget
+	CAState        tcp.CAState
 
 	ExitSignal int  // local_process_exited: the signal that killed the owner
 	ExitStatus int  // ... or its exit status

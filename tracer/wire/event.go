@@ -145,6 +145,7 @@ type Event struct {
 	// cgroup's directory.
 	CgroupID uint64
 	comm     [16]byte
+	thread   [16]byte
 
 	State    tcp.State // for KindState, the new state
 	OldState tcp.State // KindState only
@@ -200,18 +201,41 @@ type LifeStep struct {
 
 // Comm is the owning process's name as the kernel had it; it may hold any
 // bytes, so printers must sanitise it.
-func (e *Event) Comm() string {
+func (e *Event) Comm() string { return cString(&e.comm) }
+
+// cString is a kernel name up to its NUL: what follows it may be the
+// bytes of an earlier, longer name (bpf_probe_read_kernel_str writes no
+// padding).
+func cString(b *[16]byte) string {
 	n := 0
-	for n < len(e.comm) && e.comm[n] != 0 {
+	for n < len(b) && b[n] != 0 {
 		n++
 	}
-	return string(e.comm[:n])
+	return string(b[:n])
 }
 
 // SetComm is for building events outside the kernel (tests, replays).
 func (e *Event) SetComm(s string) {
 	e.comm = [16]byte{}
 	copy(e.comm[:15], s)
+}
+
+// Thread is the name of the owner's thread that acted (connect, listen,
+// close) when it differs from the process's, Comm: redis-server's
+// bio_aof_fsync closing the files of a killed redis-server. "" when the
+// thread-group leader acted, its thread has the process's name, or the
+// kernel did not say (a record from before the field, or no owner).
+func (e *Event) Thread() string {
+	if t := cString(&e.thread); t != e.Comm() {
+		return t
+	}
+	return ""
+}
+
+// SetThread is for building events outside the kernel (tests, replays).
+func (e *Event) SetThread(s string) {
+	e.thread = [16]byte{}
+	copy(e.thread[:15], s)
 }
 
 // ExitSignal returns the signal that killed the owner, or 0 if it exited.
@@ -242,9 +266,9 @@ func (c Clock) Wall(mono time.Duration) time.Time { return c.wallAtZero.Add(mono
 // Decode fills ev from one ring-buffer record. It checks the length, then
 // reads the record in place: no reflection, no allocation.
 func Decode(raw []byte, clock Clock, ev *Event) error {
-	if len(raw) == recordSizeBeforeWindow {
-		// A recording made before the record grew (issue 19): its later
-		// fields are zero. The ring never holds one.
+	if len(raw) == recordSizeBeforeWindow || len(raw) == recordSizeBeforeThread {
+		// A recording made before the record grew (issues 19, 17): its
+		// later fields are zero. The ring never holds one.
 		var full [recordSize]byte
 		copy(full[:], raw)
 		raw = full[:]
@@ -268,6 +292,7 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		Owner:     OwnerSource(r.OwnerSource),
 		CgroupID:  r.CgroupId,
 		comm:      r.Comm,
+		thread:    r.Thread,
 
 		State:    tcp.State(r.State),
 		CAState:  tcp.CAState(r.CaState),
@@ -338,6 +363,7 @@ func Encode(ev *Event) []byte {
 		Pid:               ev.PID,
 		OwnerSource:       uint8(ev.Owner),
 		Comm:              ev.comm,
+		Thread:            ev.thread,
 		Sport:             ev.Local.Port(),
 		Dport:             ev.Remote.Port(),
 		Kind:              uint8(ev.Kind),
