@@ -126,3 +126,43 @@ func TestFilterAndRecordAgree(t *testing.T) {
 		t.Error("--container with the record's short id does not match it")
 	}
 }
+
+// The hand-written notice encoder gives what encoding/json gives, with and
+// without the explanation, with a thread and a container.
+func TestNoticeJSONHandWritten(t *testing.T) {
+	n, cg := fleetNarrative()
+	for _, explain := range []bool{false, true} {
+		notice := &tracker.Notice{Time: n.Time, Kind: "time_wait_syn_accepted", Cookie: 7, Local: n.Local, Remote: n.Remote,
+			NetNS: 4026531833, Owner: tracker.Owner{PID: 42, Comm: "java", Thread: "worker-3 <&>"}, Age: 367 * time.Millisecond}
+		rec := NewNoticeRecord(notice, cg)
+		rec.Host = "node-7\"quoted"
+		if !explain {
+			rec.Explanation = ""
+		}
+		want, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendNoticeJSON(nil, &rec)
+		var g, w map[string]any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("hand-written JSON does not parse: %v\n%s", err, got)
+		}
+		json.Unmarshal(want, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("explain %v: hand-written JSON differs:\n got %s\nwant %s", explain, got, want)
+		}
+		if keyOrder(t, got) != keyOrder(t, want) {
+			t.Errorf("explain %v: field order differs:\n got %s\nwant %s", explain, keyOrder(t, got), keyOrder(t, want))
+		}
+		// And the writer's line is the same record.
+		var buf bytes.Buffer
+		if err := NewWriter(&buf, JSON, Options{Host: rec.Host, Explain: explain}).Notice(notice, cg); err != nil {
+			t.Fatal(err)
+		}
+		var l map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &l); err != nil || !reflect.DeepEqual(l, w) {
+			t.Errorf("explain %v: the writer's notice %s, want %s (%v)", explain, buf.Bytes(), want, err)
+		}
+	}
+}

@@ -123,6 +123,23 @@ func appendSettings(b []byte, s *SettingsRecord) []byte {
 	return append(b, '}')
 }
 
+// appendNoticeJSON encodes r with the fields, order and values
+// encoding/json gives it: with --all a churning host tells up to one
+// notice a connection, and reflection was half of a notice's cost.
+func appendNoticeJSON(b []byte, r *NoticeRecord) []byte {
+	b = append(b, `{"type":`...)
+	b = appendJSONString(b, r.Type)
+	b = appendStringField(b, "time", r.Time)
+	b = appendStringField(b, "host", r.Host)
+	b = appendStringField(b, "kind", r.Kind)
+	b = appendConnFields(b, &r.ConnFields)
+	b = appendStringField(b, "summary", r.Summary)
+	if r.Explanation != "" {
+		b = appendStringField(b, "explanation", r.Explanation)
+	}
+	return append(b, '}')
+}
+
 // appendNarrativeJSON encodes r with the fields, order and values
 // encoding/json gives it (it does not escape <, > and & for HTML).
 func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {

@@ -333,7 +333,8 @@ func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 		if w.explain {
 			rec.Explanation = words.NoticeExplanation(n)
 		}
-		return w.writeJSON(rec)
+		w.line = appendNoticeJSON(w.line[:0], &rec)
+		return w.writeLine()
 	}
 	w.line = w.AppendNoticeText(w.line[:0], n, cg)
 	return w.writeLine()
