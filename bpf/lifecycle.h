@@ -63,8 +63,8 @@ struct life_slot {
 	__u8 old_state[TW_LIFE_STEPS];
 	__u8 new_state[TW_LIFE_STEPS];
 	__u32 inode;  /* the socket's inode while it had a file (an accepted socket's destroy has none) */
-	__u8 steps;
-	__u8 _pad[3];
+	__u32 _pad;
+	__u64 steps;  /* written with xchg (life_step), 64 bits for the atomics of -mcpu=v1: see life_send_entry */
 };
 
 struct {
@@ -119,13 +119,16 @@ static __always_inline void life_free(struct life_slot *s)
 
 static __always_inline void life_step(struct life_slot *s, const struct sock *sk, int oldstate, int newstate)
 {
-	__u8 n = s->steps;
+	__u64 n = s->steps;
 	if (n >= TW_LIFE_STEPS)
 		return;
 	s->at_ns[n] = bpf_ktime_get_ns();
 	s->old_state[n] = oldstate;
 	s->new_state[n] = newstate;
-	s->steps = n + 1;
+	/* Fully ordered (life_send_entry): the step is there before the count says so. */
+	__atomic_exchange_n(&s->steps, n + 1, __ATOMIC_SEQ_CST);
+	if (READ_ONCE(s->cookie) != sk->__sk_common.skc_cookie.counter)
+		count(TW_CNT_LOST); /* a timer program sent and freed the slot meanwhile: this change is lost */
 	if (!s->inode) {
 		struct socket *so = sk->sk_socket;
 		if (so)
@@ -144,13 +147,12 @@ static __always_inline struct lifecycle *life_reserve(void)
 	return l;
 }
 
-static __always_inline void life_finish(struct lifecycle *l, struct life_slot *s)
+static __always_inline void life_finish(struct lifecycle *l, struct life_slot *s, __u64 n)
 {
 	l->e.ts_ns = bpf_ktime_get_ns();
 	l->e.kind = TW_EV_LIFECYCLE;
 	if (!l->e.inode)
 		l->e.inode = s->inode;
-	__u8 n = s->steps;
 	l->steps = n < TW_LIFE_STEPS ? n : TW_LIFE_STEPS;
 	__builtin_memcpy(l->at_ns, s->at_ns, sizeof(l->at_ns));
 	__builtin_memcpy(l->old_state, s->old_state, sizeof(l->old_state));
@@ -178,17 +180,25 @@ static __always_inline void life_send_sk(struct life_slot *s, const struct sock 
 		else if (recall_connect(sk, &owner))
 			fill_owner(&l->e, &owner);
 		l->e.flags |= flags;
-		life_finish(l, s);
+		life_finish(l, s, s->steps);
 	}
 	life_free(s);
 }
 
-/* The same from a timer program's record, read at the timer's entry. */
+/*
+ * The same from a timer program's record, read at the timer's entry. The
+ * programs with a trusted socket run under its lock, one at a time; this
+ * one runs after the timer let the lock go, so a state change may be
+ * written into the slot on another CPU while it is sent. Either side sees
+ * it (the steps count and the cookie are exchanged, fully ordered) and
+ * counts the change lost, so the stories told after it say so.
+ */
 static __always_inline void life_send_entry(const struct event *entry)
 {
 	struct life_slot *s = life_held_cookie(entry->cookie);
 	if (!s)
 		return;
+	__u64 n = __atomic_fetch_or(&s->steps, 0, __ATOMIC_SEQ_CST);
 	struct lifecycle *l = life_reserve();
 	if (l) {
 		__builtin_memcpy(&l->e, entry, sizeof(l->e));
@@ -198,9 +208,11 @@ static __always_inline void life_send_entry(const struct event *entry)
 		struct sock_info owner = {};
 		if (recall_connect_cookie(entry->cookie, &owner))
 			fill_owner(&l->e, &owner);
-		life_finish(l, s);
+		life_finish(l, s, n);
 	}
 	life_free(s);
+	if (READ_ONCE(s->steps) != n)
+		count(TW_CNT_LOST);
 }
 
 /* Before any other record of a trusted socket: its states so far. */

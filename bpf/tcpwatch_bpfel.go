@@ -91,8 +91,8 @@ type TcpwatchLifeSlot struct {
 	OldState [8]uint8
 	NewState [8]uint8
 	Inode    uint32
-	Steps    uint8
-	Pad      [3]uint8
+	Pad      uint32
+	Steps    uint64
 }
 
 type TcpwatchLifecycle struct {
