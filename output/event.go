@@ -50,9 +50,12 @@ type EventRecord struct {
 	DropHook      string `json:"drop_hook,omitempty"`
 	Drops         uint32 `json:"drops,omitempty"`
 	// window_probe: the peer's window and the bytes waiting.
-	PeerWindow *uint32        `json:"peer_window,omitempty"`
-	NotSent    uint32         `json:"notsent_bytes,omitempty"`
-	Settings   SettingsRecord `json:"settings"`
+	PeerWindow *uint32 `json:"peer_window,omitempty"`
+	NotSent    uint32  `json:"notsent_bytes,omitempty"`
+	// time_wait: a SYN or RST met a 4-tuple in TIME_WAIT (docs/json.md).
+	TimeWaitSeen string          `json:"time_wait_seen,omitempty"`
+	TimeWait     *TimeWaitRecord `json:"time_wait,omitempty"`
+	Settings     SettingsRecord  `json:"settings"`
 }
 
 // SettingsRecord is the `settings` object: what decides when the kernel
@@ -215,6 +218,8 @@ func NewEventRecordSeeded(ev *wire.Event, reasons tcp.ResetReasons, cg container
 	case wire.KindProbe0:
 		wnd := ev.SndWnd
 		r.PeerWindow, r.NotSent = &wnd, ev.NotSent
+	case wire.KindTimeWait:
+		r.TimeWaitSeen, r.TimeWait, r.CAState = ev.TimeWait.Seen.String(), timeWaitRecord(&ev.TimeWait, 0), ""
 	}
 	if r.OwnerExiting {
 		r.ExitSignal, r.ExitCode = ev.ExitSignal(), ev.ExitStatus()
@@ -257,6 +262,23 @@ func appendEventText(b []byte, ev *wire.Event, reasons tcp.ResetReasons) []byte 
 		}
 		b = append(b, " netns="...)
 		b = strconv.AppendUint(b, uint64(ev.NetNS), 10)
+		if ev.Cookie != 0 {
+			b = fmt.Appendf(b, " sk=%x", ev.Cookie)
+		}
+		return b
+	}
+	if ev.Kind == wire.KindTimeWait {
+		// A segment against what the timewait socket remembers: no socket figures.
+		f := &ev.TimeWait
+		_, ahead := f.SeqNewer()
+		b = fmt.Appendf(b, " TIME_WAIT %s seq=%d rcv_nxt=%d seq_ahead=%d", f.Seen, f.Seq, f.RcvNxt, ahead)
+		if f.HasTSval {
+			b = fmt.Appendf(b, " tsval=%d", f.TSval)
+		}
+		if f.PAWS {
+			b = fmt.Appendf(b, " ts_recent=%d", f.TSRecent)
+		}
+		b = fmt.Appendf(b, " tcp_rfc1337=%t left=%s netns=%d", f.RFC1337, f.Left, ev.NetNS)
 		if ev.Cookie != 0 {
 			b = fmt.Appendf(b, " sk=%x", ev.Cookie)
 		}

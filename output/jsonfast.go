@@ -125,7 +125,8 @@ func appendSettings(b []byte, s *SettingsRecord) []byte {
 
 // appendNoticeJSON encodes r with the fields, order and values
 // encoding/json gives it: with --all a churning host tells up to one
-// notice a connection, and reflection was half of a notice's cost.
+// notice a connection, and reflection was half of a notice's cost. Not
+// for a record with TimeWait or ResetReason (rare: encoding/json does those).
 func appendNoticeJSON(b []byte, r *NoticeRecord) []byte {
 	b = append(b, `{"type":`...)
 	b = appendJSONString(b, r.Type)

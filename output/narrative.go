@@ -3,6 +3,7 @@ package output
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
@@ -294,12 +295,48 @@ type NoticeRecord struct {
 	Kind string `json:"kind"`
 	ConnFields
 	Summary string `json:"summary"`
-	// Explanation is left out of the JSON by default, as a normal
-	// lifecycle's (Lifecycle): a notice is a routine happening that --all
-	// tells at a churning host's rate (a TIME_WAIT 4-tuple reopened, up to
-	// one a connection), and its explanation was two thirds of its ~1 KB
+	// Explanation is left out of the JSON of a routine notice by default
+	// (RoutineNotice), as a normal lifecycle's (Lifecycle): --all tells
+	// those at a churning host's rate (a TIME_WAIT 4-tuple reopened, up to
+	// one a connection), and the explanation was two thirds of a ~1 KB
 	// line and of its rendering; --explain (and the v2 schema) give it.
 	Explanation string `json:"explanation,omitempty"`
+	// TimeWait: the kernel's figures of a time_wait_syn_rejected,
+	// time_wait_rst_ended or time_wait_rst_ignored notice.
+	TimeWait *TimeWaitRecord `json:"time_wait,omitempty"`
+	// ResetReason: syn_answered_old_ack's reset, as the kernel names it.
+	ResetReason string `json:"reset_reason,omitempty"`
+}
+
+// TimeWaitRecord is what a SYN or RST met in TIME_WAIT (docs/json.md).
+type TimeWaitRecord struct {
+	Seq      uint32 `json:"seq"`         // the segment's sequence number
+	RcvNxt   uint32 `json:"rcv_nxt"`     // tw_rcv_nxt: what the old connection expected next
+	SeqAhead int32  `json:"seq_ahead"`   // seq - rcv_nxt, modulo 2^32 (negative: behind)
+	TSval    uint32 `json:"tsval"`       // the segment's timestamp, 0 without one
+	TSRecent uint32 `json:"ts_recent"`   // the peer's last timestamp the TIME_WAIT kept, 0 when it keeps none
+	Answered bool   `json:"answered"`    // a rejected SYN: the old connection's ACK went out
+	RFC1337  bool   `json:"tcp_rfc1337"` // the namespace's net.ipv4.tcp_rfc1337
+	LeftMs   int64  `json:"left_ms"`     // how long the TIME_WAIT still had to run
+	ClosedMs int64  `json:"closed_ms"`   // since the close that left it, 0 unknown
+}
+
+func newTimeWaitRecord(n *tracker.Notice) *TimeWaitRecord { return timeWaitRecord(&n.TimeWait, n.Age) }
+
+func timeWaitRecord(f *wire.TimeWaitFacts, closed time.Duration) *TimeWaitRecord {
+	if f.Seen == 0 {
+		return nil
+	}
+	_, ahead := f.SeqNewer()
+	r := &TimeWaitRecord{Seq: f.Seq, RcvNxt: f.RcvNxt, SeqAhead: ahead, Answered: f.Seen == wire.TimeWaitSynAnswered,
+		RFC1337: f.RFC1337, LeftMs: f.Left.Milliseconds(), ClosedMs: closed.Milliseconds()}
+	if f.HasTSval {
+		r.TSval = f.TSval
+	}
+	if f.PAWS {
+		r.TSRecent = f.TSRecent
+	}
+	return r
 }
 
 // NewNoticeRecord builds the JSON form of n, whose connection's cgroup
@@ -312,9 +349,18 @@ func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
 func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) NoticeRecord {
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
 		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
-		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
+		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n), TimeWait: newTimeWaitRecord(n),
+		ResetReason: n.ResetReason}
 	r.setCgroup(cg)
 	return r
+}
+
+// RoutineNotice reports whether n is routine on a churning host, its JSON
+// explanation then left for --explain: a TIME_WAIT 4-tuple taken over by a
+// new connection (time_wait_reuse, time_wait_syn_accepted), up to one a
+// connection where clients churn through one server port.
+func RoutineNotice(n *tracker.Notice) bool {
+	return n.Kind == "time_wait_reuse" || n.Kind == "time_wait_syn_accepted"
 }
 
 // Notice writes a notice (shown with --all).
@@ -328,10 +374,13 @@ func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 		}
 		rec := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Host: w.host, Kind: n.Kind,
 			ConnFields: connFields(w.seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
-			Summary:    words.NoticeSummary(n)}
+			Summary:    words.NoticeSummary(n), TimeWait: newTimeWaitRecord(n), ResetReason: n.ResetReason}
 		rec.setCgroup(cg)
-		if w.explain {
+		if w.explain || !RoutineNotice(n) {
 			rec.Explanation = words.NoticeExplanation(n)
+		}
+		if rec.TimeWait != nil || rec.ResetReason != "" {
+			return w.writeJSON(rec) // rare: the kernel's TIME_WAIT figures
 		}
 		w.line = appendNoticeJSON(w.line[:0], &rec)
 		return w.writeLine()

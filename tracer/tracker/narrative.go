@@ -216,10 +216,13 @@ type PeerEnd struct {
 }
 
 // Notice is something worth showing with --all that is not a verdict about
-// a failure: today, a TIME_WAIT 4-tuple taken over by a new connection.
+// a failure: what became of a 4-tuple in TIME_WAIT.
 type Notice struct {
-	Time   time.Time
-	Kind   string // "time_wait_reuse" (our connect() took over our TIME_WAIT), "time_wait_syn_accepted" (the peer's SYN did)
+	Time time.Time
+	// Kind: "time_wait_reuse" (our connect() took over our TIME_WAIT),
+	// "time_wait_syn_accepted" (the peer's SYN did), or one of the
+	// NoticeTimeWait* (timewait.go: a SYN or RST the TIME_WAIT dropped).
+	Kind   string
 	Cookie uint64
 	Local  netip.AddrPort
 	Remote netip.AddrPort
@@ -227,6 +230,11 @@ type Notice struct {
 	Owner  Owner
 	// Age is how long ago the earlier connection on the 4-tuple closed.
 	Age time.Duration
+	// TimeWait: the kernel's figures of a NoticeTimeWait* notice.
+	TimeWait wire.TimeWaitFacts
+	// ResetReason: syn_answered_old_ack's reset, as the kernel names it
+	// (6.10+), "" before.
+	ResetReason string
 	// CgroupID: as in Narrative.
 	CgroupID uint64
 }

@@ -169,6 +169,10 @@ func (t *Tracker) handle(ev *wire.Event) *conn {
 		t.onDrop(ev)
 		return nil
 	}
+	if ev.Kind == wire.KindTimeWait {
+		t.onTimeWait(ev)
+		return nil
+	}
 	if t.onListener(ev) {
 		return nil
 	}

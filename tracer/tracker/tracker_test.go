@@ -100,7 +100,7 @@ func replay(t *testing.T, rec recording, cfg Config) map[string][]Narrative {
 	return got
 }
 
-var testReasons = tcp.ResetReasons{0: "NOT_SPECIFIED", 1: "NO_SOCKET", 8: "TCP_ABORT_ON_DATA",
+var testReasons = tcp.ResetReasons{0: "NOT_SPECIFIED", 1: "NO_SOCKET", 2: "TCP_INVALID_ACK_SEQUENCE", 8: "TCP_ABORT_ON_DATA",
 	11: "TCP_ABORT_ON_CLOSE", 12: "TCP_ABORT_ON_LINGER", 14: "TCP_STATE", 15: "TCP_KEEPALIVE_TIMEOUT"}
 
 // testDropReasons: the 6.18 values the recordings hold.
@@ -425,6 +425,18 @@ func TestRecordedScenarios(t *testing.T) {
 			n := got["notice:B"]
 			if len(n) != 1 || n[0].Verdict != "time_wait_syn_accepted" || n[0].Local.Port() != 8080 || len(got["A"])+len(got["B"]) != 0 {
 				t.Errorf("notices %v, narratives %v %v", n, verdictsOf(got["A"]), verdictsOf(got["B"]))
+			}
+		},
+		// The figures of these two: TestTimeWaitOldSyn. No narrative on
+		// either side: A's connect went through (or was still trying).
+		"timewait-syn-old": func(t *testing.T, got map[string][]Narrative) {
+			if len(got["A"])+len(got["B"]) != 0 {
+				t.Errorf("narratives %v %v", verdictsOf(got["A"]), verdictsOf(got["B"]))
+			}
+		},
+		"timewait-rst-rfc1337": func(t *testing.T, got map[string][]Narrative) {
+			if len(got["B"]) != 0 {
+				t.Errorf("B's narratives %v", verdictsOf(got["B"]))
 			}
 		},
 		"close-wait-stuck": func(t *testing.T, got map[string][]Narrative) {

@@ -28,6 +28,7 @@ const (
 	KindDestroy    = Kind(bpf.TcpwatchTwEventKindTW_EV_DESTROY)    // tcp_destroy_sock
 	KindProbe0     = Kind(bpf.TcpwatchTwEventKindTW_EV_PROBE0)     // the zero-window probe timer (tcp_write_timer, ICSK_TIME_PROBE0)
 	KindDrop       = Kind(bpf.TcpwatchTwEventKindTW_EV_DROP)       // skb:kfree_skb of a troubled connection's packet
+	KindTimeWait   = Kind(bpf.TcpwatchTwEventKindTW_EV_TIMEWAIT)   // skb:kfree_skb of a SYN or RST a TIME_WAIT dropped
 	KindLifecycle  = Kind(bpf.TcpwatchTwEventKindTW_EV_LIFECYCLE)  // --all: state changes summarised in the kernel (Event.Life)
 	kindUpperBound = Kind(bpf.TcpwatchTwEventKindTW_EV_KIND_MAX)
 )
@@ -43,6 +44,7 @@ var kindNames = [kindUpperBound]string{
 	KindDestroy:    "destroy",
 	KindProbe0:     "window_probe",
 	KindDrop:       "drop",
+	KindTimeWait:   "time_wait",
 	KindLifecycle:  "lifecycle",
 }
 
@@ -175,6 +177,8 @@ type Event struct {
 	NFHook NFHook
 	// ProbesBefore (KindProbe0): icsk_probes_out when the timer fired.
 	ProbesBefore uint8
+	// TimeWait (KindTimeWait): the segment and the TIME_WAIT it met.
+	TimeWait TimeWaitFacts
 
 	Settings tcp.Settings
 
@@ -340,6 +344,8 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 	case KindProbe0:
 		// ... and, for the probe timer, for icsk_probes_out at its entry.
 		ev.ProbesBefore, ev.OldState = r.OldState, 0
+	case KindTimeWait:
+		decodeTimeWait(r, ev)
 	}
 	if r.Family == unix.AF_INET6 {
 		ev.Local = netip.AddrPortFrom(netip.AddrFrom16(r.Saddr), r.Sport)
@@ -408,6 +414,8 @@ func Encode(ev *Event) []byte {
 		r.OldState = uint8(ev.OldCA)
 	case KindProbe0:
 		r.OldState = ev.ProbesBefore
+	case KindTimeWait:
+		encodeTimeWait(ev, &r)
 	}
 	// Either side IPv6 makes an IPv6 record; a side with no address (a
 	// test's event, a reset with no socket) is all zeros, never a panic.
