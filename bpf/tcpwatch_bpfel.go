@@ -84,6 +84,27 @@ type TcpwatchKaLast struct {
 	Pad       [7]uint8
 }
 
+type TcpwatchLifeSlot struct {
+	_        structs.HostLayout
+	Cookie   uint64
+	AtNs     [8]uint64
+	OldState [8]uint8
+	NewState [8]uint8
+	Inode    uint32
+	Pad      uint32
+	Steps    uint64
+}
+
+type TcpwatchLifecycle struct {
+	_        structs.HostLayout
+	E        TcpwatchEvent
+	AtNs     [8]uint64
+	OldState [8]uint8
+	NewState [8]uint8
+	Steps    uint8
+	Pad      [7]uint8
+}
+
 type TcpwatchSockInfo struct {
 	_               structs.HostLayout
 	FirstSeenNs     uint64
@@ -122,7 +143,8 @@ type TcpwatchTwConfig struct {
 	FilterNetns     uint32
 	FilterPort      uint16
 	EmitAll         uint8
-	Pad             [5]uint8
+	Summarize       uint8
+	Pad             [4]uint8
 	V6XmitStart     uint64
 	V6XmitEnd       uint64
 }
@@ -152,7 +174,8 @@ const (
 	TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE   TcpwatchTwEventFlag = 1024
 	TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT    TcpwatchTwEventFlag = 2048
 	TcpwatchTwEventFlagTW_F_CLOSE_WAIT_STUCK TcpwatchTwEventFlag = 4096
-	TcpwatchTwEventFlagTW_F_DROP_NO_ROUTE6   TcpwatchTwEventFlag = 8192
+	TcpwatchTwEventFlagTW_F_LIFE_DESTROYED   TcpwatchTwEventFlag = 8192
+	TcpwatchTwEventFlagTW_F_DROP_NO_ROUTE6   TcpwatchTwEventFlag = 16384
 )
 
 type TcpwatchTwEventKind uint32
@@ -169,7 +192,8 @@ const (
 	TcpwatchTwEventKindTW_EV_PROBE0     TcpwatchTwEventKind = 9
 	TcpwatchTwEventKindTW_EV_DROP       TcpwatchTwEventKind = 10
 	TcpwatchTwEventKindTW_EV_TIMEWAIT   TcpwatchTwEventKind = 11
-	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 12
+	TcpwatchTwEventKindTW_EV_LIFECYCLE  TcpwatchTwEventKind = 12
+	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 13
 )
 
 type TcpwatchTwListenKey struct {
@@ -280,6 +304,7 @@ const (
 	TcpwatchMapCounters            = "counters"
 	TcpwatchMapEvents              = "events"
 	TcpwatchMapKaProbes            = "ka_probes"
+	TcpwatchMapLifeSlots           = "life_slots"
 	TcpwatchMapReqSeen             = "req_seen"
 	TcpwatchMapSockInfos           = "sock_infos"
 	TcpwatchMapSynackListeners     = "synack_listeners"
@@ -305,6 +330,7 @@ const (
 	TcpwatchVarUnusedEvent         = "unused_event"
 	TcpwatchVarUnusedFlag          = "unused_flag"
 	TcpwatchVarUnusedKind          = "unused_kind"
+	TcpwatchVarUnusedLifecycle     = "unused_lifecycle"
 	TcpwatchVarUnusedListenKey     = "unused_listen_key"
 	TcpwatchVarUnusedNfHook        = "unused_nf_hook"
 	TcpwatchVarUnusedOwnerSource   = "unused_owner_source"
@@ -380,6 +406,7 @@ type TcpwatchMapSpecs struct {
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	KaProbes        *ebpf.MapSpec `ebpf:"ka_probes"`
+	LifeSlots       *ebpf.MapSpec `ebpf:"life_slots"`
 	ReqSeen         *ebpf.MapSpec `ebpf:"req_seen"`
 	SockInfos       *ebpf.MapSpec `ebpf:"sock_infos"`
 	SynackListeners *ebpf.MapSpec `ebpf:"synack_listeners"`
@@ -397,6 +424,7 @@ type TcpwatchVariableSpecs struct {
 	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag         *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind         *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedLifecycle    *ebpf.VariableSpec `ebpf:"unused_lifecycle"`
 	UnusedListenKey    *ebpf.VariableSpec `ebpf:"unused_listen_key"`
 	UnusedNfHook       *ebpf.VariableSpec `ebpf:"unused_nf_hook"`
 	UnusedOwnerSource  *ebpf.VariableSpec `ebpf:"unused_owner_source"`
@@ -430,6 +458,7 @@ type TcpwatchMaps struct {
 	Counters        *ebpf.Map `ebpf:"counters"`
 	Events          *ebpf.Map `ebpf:"events"`
 	KaProbes        *ebpf.Map `ebpf:"ka_probes"`
+	LifeSlots       *ebpf.Map `ebpf:"life_slots"`
 	ReqSeen         *ebpf.Map `ebpf:"req_seen"`
 	SockInfos       *ebpf.Map `ebpf:"sock_infos"`
 	SynackListeners *ebpf.Map `ebpf:"synack_listeners"`
@@ -444,6 +473,7 @@ func (m *TcpwatchMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.KaProbes,
+		m.LifeSlots,
 		m.ReqSeen,
 		m.SockInfos,
 		m.SynackListeners,
@@ -462,6 +492,7 @@ type TcpwatchVariables struct {
 	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag         *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind         *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedLifecycle    *ebpf.Variable `ebpf:"unused_lifecycle"`
 	UnusedListenKey    *ebpf.Variable `ebpf:"unused_listen_key"`
 	UnusedNfHook       *ebpf.Variable `ebpf:"unused_nf_hook"`
 	UnusedOwnerSource  *ebpf.Variable `ebpf:"unused_owner_source"`

@@ -196,7 +196,7 @@ func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 			return w.writeLine()
 		}
 		if !w.explain && Lifecycle(n) {
-			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host, w.seed)
+			w.line = appendLifecycleLine(w.line[:0], n, cg, w.host, w.seed)
 			return w.writeLine()
 		}
 		// A listener's narrative carries its own incident's id (one per
@@ -310,8 +310,13 @@ type NoticeRecord struct {
 	Host string `json:"host"`
 	Kind string `json:"kind"`
 	ConnFields
-	Summary     string `json:"summary"`
-	Explanation string `json:"explanation"`
+	Summary string `json:"summary"`
+	// Explanation is left out of the JSON of a routine notice by default
+	// (RoutineNotice), as a normal lifecycle's (Lifecycle): --all tells
+	// those at a churning host's rate (a TIME_WAIT 4-tuple reopened, up to
+	// one a connection), and the explanation was two thirds of a ~1 KB
+	// line and of its rendering; --explain (and the v2 schema) give it.
+	Explanation string `json:"explanation,omitempty"`
 	// TimeWait: the kernel's figures of a time_wait_syn_rejected,
 	// time_wait_rst_ended or time_wait_rst_ignored notice.
 	TimeWait *TimeWaitRecord `json:"time_wait,omitempty"`
@@ -366,16 +371,35 @@ func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) N
 	return r
 }
 
+// RoutineNotice reports whether n is routine on a churning host, its JSON
+// explanation then left for --explain: a TIME_WAIT 4-tuple taken over by a
+// new connection (time_wait_reuse, time_wait_syn_accepted), up to one a
+// connection where clients churn through one server port.
+func RoutineNotice(n *tracker.Notice) bool {
+	return n.Kind == "time_wait_reuse" || n.Kind == "time_wait_syn_accepted"
+}
+
 // Notice writes a notice (shown with --all).
 func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 	if w.format == JSON {
-		rec := NewNoticeRecordSeeded(n, cg, w.seed)
-		rec.Host = w.host
 		if w.schema == SchemaV2 {
+			rec := NewNoticeRecordSeeded(n, cg, w.seed)
+			rec.Host = w.host
 			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityInfo, rec.Summary, Attrs(&rec))
 			return w.writeLine()
 		}
-		return w.writeJSON(rec)
+		rec := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Host: w.host, Kind: n.Kind,
+			ConnFields: connFields(w.seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
+			Summary:    words.NoticeSummary(n), TimeWait: newTimeWaitRecord(n), ResetReason: n.ResetReason}
+		rec.setCgroup(cg)
+		if w.explain || !RoutineNotice(n) {
+			rec.Explanation = words.NoticeExplanation(n)
+		}
+		if rec.TimeWait != nil || rec.ResetReason != "" {
+			return w.writeJSON(rec) // rare: the kernel's TIME_WAIT figures
+		}
+		w.line = appendNoticeJSON(w.line[:0], &rec)
+		return w.writeLine()
 	}
 	w.line = w.AppendNoticeText(w.line[:0], n, cg)
 	return w.writeLine()

@@ -28,6 +28,11 @@ type Config struct {
 	// All sends every event. Without it the kernel keeps uneventful
 	// lifecycles to itself and sends only what can become a narrative.
 	All bool
+	// Summarize (with All) sends a normal lifecycle's state changes in one
+	// record (wire.KindLifecycle) at the socket's end, or before anything
+	// else about it is sent: the tracker unfolds it into the records it
+	// stands for (bpf/lifecycle.h).
+	Summarize bool
 	// RingSize is the ring buffer's size in bytes (a power of two, a
 	// multiple of the page size); 0 means 4 MiB.
 	RingSize int
@@ -285,6 +290,11 @@ func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
 	}
 	if cfg.All {
 		tc.EmitAll = 1
+	}
+	if cfg.All && cfg.Summarize {
+		tc.Summarize = 1
+	} else {
+		specs.LifeSlots.MaxEntries = 1 // never used: no memory for the slots
 	}
 	if err := specs.TwCfg.Set(tc); err != nil {
 		return fmt.Errorf("setting %s: %w", bpf.TcpwatchVarTwCfg, err)

@@ -116,6 +116,9 @@ type Config struct {
 // and one --netns thus decide both the kernel's filter and user space's.
 func (c *Config) Kernel(k tracer.Config) tracer.Config {
 	k.All = c.Mode.kernelSendsAll()
+	// Only --all: --events tells every record as the kernel saw it, and
+	// the lab's ModeRoutine records every one for its replays.
+	k.Summarize = c.Mode == ModeAll
 	k.FilterNetNS, k.FilterPort = c.Filter.NetNS, c.Filter.Port
 	return k
 }
