@@ -60,6 +60,11 @@ type Options struct {
 	// (wire.WriteRecord) with comments naming the hosts' namespaces and
 	// the verdicts given: test data for the tracker.
 	Record io.Writer
+	// BeforeTeardown, when set, runs with the result while the hosts and
+	// applications still exist: a test watching with a tracer of its own
+	// (the tcpwatch command, which reads listeners and sockets on its own
+	// rhythm) waits there for what that tracer tells.
+	BeforeTeardown func(*Result)
 }
 
 func (o *Options) withDefaults() Options {
@@ -309,6 +314,9 @@ func Run(ctx context.Context, name string, opt Options, sink Reporter) (*Result,
 		}
 	}
 	r.emit(Record{Type: "lab_result", Result: res})
+	if opt.BeforeTeardown != nil {
+		opt.BeforeTeardown(res)
+	}
 	return res, err
 }
 
