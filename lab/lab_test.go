@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -121,6 +122,9 @@ func TestScenarios(t *testing.T) {
 			start := time.Now()
 			res, err := Run(context.Background(), sc.Name, Options{Record: &recording}, func(r Record) { lines = append(lines, r) })
 			elapsed := time.Since(start)
+			if os.Getenv("TCPWATCH_LAB_RESULTS") != "" {
+				tellResult(sc.Name, res, err, lines, elapsed)
+			}
 			if err != nil {
 				t.Fatalf("run: %v (verdicts %+v)", err, res)
 			}
@@ -152,6 +156,39 @@ func TestScenarios(t *testing.T) {
 	if after := hostLinks(t); !slices.Equal(linksBefore, after) {
 		t.Errorf("links of the test's namespace changed: %v -> %v", linksBefore, after)
 	}
+}
+
+// tellResult prints one scenario's result on its own line, for the kernel
+// matrix (cmd/tools/tcpwatch-kernels), whose guests run the scenarios
+// here rather than once more through `tcpwatch lab run`: the lab_result
+// record lab run prints, with the narratives told and the run's error.
+func tellResult(name string, res *Result, err error, lines []Record, elapsed time.Duration) {
+	rec := struct {
+		jsonResult
+		Narratives int    `json:"narratives"`
+		Error      string `json:"error,omitempty"`
+	}{jsonResult: jsonResult{Type: "lab_result", DurationMs: elapsed.Milliseconds(), Result: res}}
+	if res == nil || res.Scenario == "" {
+		rec.Result = &Result{Scenario: name}
+		if res != nil {
+			c := *res
+			c.Scenario = name
+			rec.Result = &c
+		}
+	}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	for _, l := range lines {
+		if l.Type == "narrative" {
+			rec.Narratives++
+		}
+	}
+	b, jerr := json.Marshal(rec)
+	if jerr != nil {
+		b, _ = json.Marshal(map[string]string{"type": "lab_result", "scenario": name, "error": jerr.Error()})
+	}
+	fmt.Printf("@@LAB-RESULT %s\n", b)
 }
 
 // A lab killed mid-run (SIGKILL: no deferred cleanup runs) leaves its

@@ -91,10 +91,13 @@ type KernelResult struct {
 	Degraded []string // what check says this kernel tells only in part
 	Check    *Section
 	Listed   []string
-	Lab      map[string]*LabResult
-	Tests    map[string]*TestResult
-	Diffs    []string
-	Allowed  []string
+	// LabInTests: the lab step only listed the scenarios, and the lab's
+	// TestScenarios told each one's result (@@LAB-RESULT lines).
+	LabInTests bool
+	Lab        map[string]*LabResult
+	Tests      map[string]*TestResult
+	Diffs      []string
+	Allowed    []string
 }
 
 type Hook struct {
@@ -141,6 +144,8 @@ func parseLog(path string) (*KernelResult, error) {
 		switch {
 		case strings.HasPrefix(line, "@@GUEST "):
 			r.Guest = strings.TrimPrefix(line, "@@GUEST ")
+		case strings.HasPrefix(line, "@@LAB-IN-TESTS"):
+			r.LabInTests = true
 		case line == "@@DONE":
 			r.Done = true
 		case strings.HasPrefix(line, "@@HOST wall="):
@@ -194,6 +199,11 @@ func parseLog(path string) (*KernelResult, error) {
 			r.Lab[s.Name] = parseLab(s)
 		case "test":
 			r.Tests[s.Name] = parseTest(s)
+			for _, l := range s.Lines {
+				if lr := parseLabResult(l); lr != nil {
+					r.Lab[lr.Scenario] = lr
+				}
+			}
 		}
 	}
 	return r, sc.Err()
@@ -225,6 +235,41 @@ func parseLab(s *Section) *LabResult {
 			lr.HaveResult = true
 			lr.OK, lr.Verdicts, lr.Expected, lr.Missing = rec.OK, rec.Verdicts, rec.Expected, rec.Missing
 		}
+	}
+	return lr
+}
+
+// parseLabResult reads the result the lab's TestScenarios prints for
+// one scenario (TCPWATCH_LAB_RESULTS): the lab_result record of
+// `tcpwatch lab run -o json`, with the narratives told and, when the run
+// itself failed, its error.
+func parseLabResult(line string) *LabResult {
+	js, ok := strings.CutPrefix(strings.TrimSpace(line), "@@LAB-RESULT ")
+	if !ok {
+		return nil
+	}
+	var rec struct {
+		Type       string              `json:"type"`
+		Scenario   string              `json:"scenario"`
+		Verdicts   map[string][]string `json:"verdicts"`
+		Expected   map[string][]string `json:"expected"`
+		OK         bool                `json:"ok"`
+		Missing    []string            `json:"missing"`
+		DurationMs int64               `json:"duration_ms"`
+		Narratives int                 `json:"narratives"`
+		Error      string              `json:"error"`
+	}
+	if jsonUnmarshal(js, &rec) != nil || rec.Type != "lab_result" || rec.Scenario == "" {
+		return nil
+	}
+	lr := &LabResult{Scenario: rec.Scenario, Secs: float64(rec.DurationMs) / 1000, OK: rec.OK,
+		HaveResult: rec.Error == "", Verdicts: rec.Verdicts, Expected: rec.Expected, Missing: rec.Missing, Narratives: rec.Narratives}
+	// As lab run exits: 1 when the scenario did not end as expected.
+	if !rec.OK || rec.Error != "" {
+		lr.RC = 1
+	}
+	if rec.Error != "" {
+		lr.Stderr = []string{rec.Error}
 	}
 	return lr
 }
