@@ -59,21 +59,35 @@ func TestLossStormMemoryReturns(t *testing.T) {
 	// connections: a fixed sleep measured a half-loaded process under qemu.
 	waitRunning(t, cmd.Process.Pid)
 	time.Sleep(time.Second)
-	idle := vmRSS(t, cmd.Process.Pid)
+	idle := readMemory(t, cmd.Process.Pid)
 
 	// The storm: 40,000 loopback connections (80,000 tracked ends), as
 	// fast as 8 clients go, for at most 60 s.
 	const conns = 40000
 	made := churn(t, conns, 8, 60*time.Second)
-	peak := vmRSS(t, cmd.Process.Pid)
+	peak := readMemory(t, cmd.Process.Pid)
 	if losses.Load() == 0 {
 		t.Fatalf("no loss reported with a 4096-byte ring under %d connections: the storm did not happen", made)
 	}
 
 	// After the storm: reconciliation runs within a second of the last
-	// loss report, then every 10 s.
-	time.Sleep(15 * time.Second)
-	after := vmRSS(t, cmd.Process.Pid)
+	// loss report, then every 10 s; the memory goes back once the records
+	// stop (engine/memory.go). What tcpwatch keeps is its anonymous memory
+	// (heap, stacks, the runtime's own) at the low point of the collector's
+	// cycle: the machine's other connections, which --all tells too, leave
+	// garbage that the next cycle takes, and VmRSS also counts the pages of
+	// tcpwatch's executable that the storm ran for the first time (in the
+	// 6.1 and 7.3 guests, whose initramfs faults them in one by one, they
+	// stayed, "not moving by a page", as the text of a program does). So
+	// the last 5 s of the 15 are sampled and the least anonymous memory is
+	// compared with idle.
+	time.Sleep(10 * time.Second)
+	after := readMemory(t, cmd.Process.Pid)
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		if m := readMemory(t, cmd.Process.Pid); m.anon < after.anon {
+			after = m
+		}
+	}
 	cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("tcpwatch: %v: %s", err, stderr.String())
@@ -82,7 +96,7 @@ func TestLossStormMemoryReturns(t *testing.T) {
 	if err := json.Unmarshal([]byte(<-lastStats), &stats); err != nil {
 		t.Fatalf("no stats record: %v", err)
 	}
-	t.Logf("%d connections, %d loss reports; stats: lost %d, tracked %d, reconciled %d, evictions %d; VmRSS idle %d KiB, after the storm %d KiB, 15 s later %d KiB",
+	t.Logf("%d connections, %d loss reports; stats: lost %d, tracked %d, reconciled %d, evictions %d; anonymous/file/VmRSS KiB: idle %v, after the storm %v, least in the last 5 of 15 s %v",
 		made, losses.Load(), stats.Lost, stats.Tracked, stats.Reconciled, stats.Evictions, idle, peak, after)
 	// Near zero: other traffic of the host may hold a few connections.
 	if stats.Tracked > 500 {
@@ -91,11 +105,11 @@ func TestLossStormMemoryReturns(t *testing.T) {
 	if stats.Reconciled == 0 {
 		t.Errorf("nothing reconciled after %d lost records", stats.Lost)
 	}
-	// Idle plus 12 MiB: the Go runtime keeps some of the peak's heap
-	// (scavenged lazily), the maps their smaller sizes.
+	// Idle plus 12 MiB: the maps keep their grown sizes, the collector
+	// its target over what is live.
 	const bound = 12 << 10
-	if after > idle+bound {
-		t.Errorf("VmRSS %d KiB 15 s after the storm, idle was %d KiB (bound: idle + %d KiB)", after, idle, bound)
+	if after.anon > idle.anon+bound {
+		t.Errorf("anonymous memory %d KiB 15 s after the storm, idle was %d KiB (bound: idle + %d KiB): the storm's memory was not given back", after.anon, idle.anon, bound)
 	}
 }
 
@@ -134,19 +148,31 @@ func churn(t *testing.T, n, workers int, limit time.Duration) int {
 	return int(made.Load())
 }
 
-// vmRSS is a process's resident set in KiB.
-func vmRSS(t *testing.T, pid int) int {
+// memory is what /proc/PID/status says of a process's resident set, KiB:
+// anonymous (its heap, stacks and the runtime's own) and file-backed (its
+// executable's pages), which VmRSS adds up (with shared memory).
+type memory struct{ anon, file, rss int }
+
+func (m memory) String() string { return fmt.Sprintf("%d/%d/%d", m.anon, m.file, m.rss) }
+
+func readMemory(t *testing.T, pid int) memory {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var m memory
+	fields := map[string]*int{"RssAnon:": &m.anon, "RssFile:": &m.file, "VmRSS:": &m.rss}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
+		for name, v := range fields {
+			if rest, ok := strings.CutPrefix(line, name); ok {
+				*v, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+				delete(fields, name)
+			}
 		}
 	}
-	t.Fatalf("no VmRSS for pid %d", pid)
-	return 0
+	if len(fields) > 0 {
+		t.Fatalf("pid %d: /proc status lacks %v", pid, fields)
+	}
+	return m
 }
