@@ -51,29 +51,15 @@ func requireInstalled(t *testing.T, path, pkg string) {
 // lockedBuffer collects a process's output while the test reads it.
 type lockedBuffer = testkit.LockedBuffer
 
-// serverWatch is a running `tcpwatch -o json`.
-type serverWatch struct {
-	cmd            *exec.Cmd
-	stdout, stderr lockedBuffer
-	done           chan error
-}
+// serverWatch is a running `tcpwatch -o json` whose narratives the
+// server tests read.
+type serverWatch struct{ *watcher }
 
 // startWatch starts tcpwatch -o json with args, before the connections it is
 // to see exist, and waits until it is attached.
 func startWatch(t *testing.T, args ...string) *serverWatch {
 	t.Helper()
-	w := &serverWatch{done: make(chan error, 1)}
-	w.cmd = tcpwatch(t, append([]string{"-o", "json"}, args...)...)
-	w.cmd.Stdout, w.cmd.Stderr = &w.stdout, &w.stderr
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { w.done <- w.cmd.Wait() }()
-	t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
-			w.cmd.Process.Kill()
-		}
-	})
+	w := &serverWatch{startWatcher(t, append([]string{"-o", "json"}, args...)...)}
 	waitRunning(t, w.cmd.Process.Pid)
 	return w
 }
@@ -82,21 +68,7 @@ func startWatch(t *testing.T, args ...string) *serverWatch {
 // connections in the given namespaces, in the order printed.
 func (w *serverWatch) stop(t *testing.T, netns ...uint32) []narrativeJSON {
 	t.Helper()
-	w.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case err := <-w.done:
-		if err != nil {
-			t.Errorf("tcpwatch: %v: %s", err, w.stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		w.cmd.Process.Kill()
-		<-w.done
-		t.Errorf("tcpwatch did not stop within 15s of SIGINT")
-	}
-	if s := w.stderr.String(); strings.Contains(s, "panic") {
-		t.Errorf("tcpwatch panicked: %s", s)
-	}
-	return testkit.JSONLines(w.stdout.String(), func(n narrativeJSON) bool {
+	return testkit.JSONLines(w.watcher.stop(t), func(n narrativeJSON) bool {
 		return n.Type == "narrative" && slices.Contains(netns, n.NetNS)
 	})
 }
