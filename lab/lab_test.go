@@ -105,6 +105,16 @@ func hostLinks(t *testing.T) []string {
 func TestScenarios(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	linksBefore := hostLinks(t)
+	// The kernel matrix's guests run the scenarios here, under qemu's TCG,
+	// with the margin its lab step gave `tcpwatch lab run` (-lab-timeout).
+	var timeout time.Duration
+	if v := os.Getenv("TCPWATCH_LAB_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("TCPWATCH_LAB_TIMEOUT=%s: %v", v, err)
+		}
+		timeout = d
+	}
 	for _, sc := range Scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
 			var lines []Record
@@ -120,7 +130,7 @@ func TestScenarios(t *testing.T) {
 				}
 			}()
 			start := time.Now()
-			res, err := Run(context.Background(), sc.Name, Options{Record: &recording}, func(r Record) { lines = append(lines, r) })
+			res, err := Run(context.Background(), sc.Name, Options{Record: &recording, Timeout: timeout}, func(r Record) { lines = append(lines, r) })
 			elapsed := time.Since(start)
 			if os.Getenv("TCPWATCH_LAB_RESULTS") != "" {
 				tellResult(sc.Name, res, err, lines, elapsed)
@@ -142,7 +152,7 @@ func TestScenarios(t *testing.T) {
 			}
 			// A scenario whose kernel decides with settings the lab does not
 			// shorten (Go's own keepalive) says how long it needs.
-			if limit := max(20*time.Second, sc.Timeout); elapsed > limit {
+			if limit := max(20*time.Second, sc.Timeout, timeout); elapsed > limit {
 				t.Errorf("took %v; a shortened scenario must finish in under %v", elapsed, limit)
 			}
 			if ns := labNamespaces(t, os.Getpid()); len(ns) > 0 {

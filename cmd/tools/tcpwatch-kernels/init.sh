@@ -69,7 +69,7 @@ if [ -n "$STEP_TESTS" ]; then
 		# t is PKG=DIR: the test runs in its package's directory (testdata).
 		pkg=${t%%=*} dir=${t#*=}
 		begin test $pkg
-		(cd "$dir" && TCPWATCH_LAB_RESULTS=$LAB_IN_TESTS "/tests/$(echo "$pkg" | tr / _).test" -test.v -test.timeout="$TEST_TIMEOUT" $TEST_ARGS 2>&1); rc=$?
+		(cd "$dir" && TCPWATCH_LAB_RESULTS=$LAB_IN_TESTS TCPWATCH_LAB_TIMEOUT=$LAB_TIMEOUT "/tests/$(echo "$pkg" | tr / _).test" -test.v -test.timeout="$TEST_TIMEOUT" $TEST_ARGS 2>&1); rc=$?
 		end "test $pkg" $rc
 		tcpwatch lab cleanup >/dev/null 2>&1
 	done

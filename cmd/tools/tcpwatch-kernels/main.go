@@ -96,7 +96,7 @@ func main() {
 	// its hosts included. Under TCG on a loaded machine building them
 	// alone took 21-25 s in the 7.3 arm64 guest (load average 10-19),
 	// and the scenario failed with the right verdicts on their way.
-	flag.StringVar(&c.labTO, "lab-timeout", "60s", "--timeout of each lab scenario in the guest")
+	flag.StringVar(&c.labTO, "lab-timeout", "60s", "--timeout of each lab scenario in the guest (lab run, and the lab's TestScenarios: TCPWATCH_LAB_TIMEOUT)")
 	flag.StringVar(&c.testRun, "run", "", "only the tests matching this -test.run pattern (for chasing one failure)")
 	flag.IntVar(&c.testCount, "count", 1, "run each test this many times (-test.count; for chasing a flaky one)")
 	flag.BoolVar(&c.update, "apt-update", false, "run apt-get update even if the sources did not change")
