@@ -55,6 +55,9 @@ func boot(c *config, k *Kernel, img, logPath string) error {
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
+		if lr := parseLabResult(line); lr != nil {
+			line = fmt.Sprintf("@@LAB-RESULT %s ok=%v (%.0f s)", lr.Scenario, lr.OK && lr.RC == 0, lr.Secs)
+		}
 		if strings.HasPrefix(line, "@@") || strings.HasPrefix(line, "--- FAIL") {
 			fmt.Fprintf(os.Stderr, "  [%s %6.0fs] %s\n", k.Release, time.Since(start).Seconds(), line)
 		}
