@@ -23,6 +23,7 @@ type ExposureSockInfo struct {
 	OwnerSource     uint8
 	Pad             [6]uint8
 	CloseWaitSeenNs uint64
+	Thread          [16]uint8
 }
 
 type ExposureTwRowFlag uint32

@@ -175,6 +175,7 @@ static __always_inline void fill_owner(struct event *e, const struct sock_info *
 	e->pid = info->pid;
 	e->owner_source = info->owner_source;
 	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
+	__builtin_memcpy(e->thread, info->thread, sizeof(e->thread));
 	if (info->flags & TW_SK_EXITING) {
 		e->flags |= TW_F_OWNER_EXITING;
 		e->exit_code = info->exit_code;

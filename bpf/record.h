@@ -24,6 +24,7 @@ enum tw_event_kind {
 	TW_EV_DESTROY = 8,      /* tcp_destroy_sock: the socket is gone */
 	TW_EV_PROBE0 = 9,       /* the zero-window probe timer ran (tcp_probe_timer): probes_out after it, 0 when probing ended */
 	TW_EV_DROP = 10,        /* skb:kfree_skb of a troubled socket's packet; detail = skb_drop_reason, drops = how many */
+	TW_EV_TIMEWAIT = 11,    /* a SYN or RST met a 4-tuple in TIME_WAIT (--all, 6.11+): see enum tw_timewait_seen */
 	TW_EV_KIND_MAX,         /* one past the last kind: Go's decoder keeps later kinds as they are (Kind.String names them kind(N)) */
 };
 
@@ -132,6 +133,37 @@ struct event {
 	__u32 notsent_bytes;    /* written by the application, not sent yet (write_seq - snd_nxt) */
 	__u32 drops;            /* DROP: drops this record stands for (same reason, folded) */
 	__u32 _pad2;
+	/* thread (issue 17): the owner's thread, the task that connect()ed,
+	 * listen()ed or closed the socket, by its own comm; `comm` names its
+	 * process (the thread-group leader). Equal to comm when the leader
+	 * acted, and written only where comm is. */
+	__u8 thread[TW_COMM_LEN];
+};
+
+/*
+ * TW_EV_TIMEWAIT (issue 20): what a SYN or an RST did to a 4-tuple this
+ * side holds in TIME_WAIT, seen where tcp_v4_rcv()/tcp_v6_rcv() free the
+ * segment (skb:kfree_skb, whose rx_sk is the timewait socket since 6.11).
+ * A timewait socket has none of a connection's figures, so the record
+ * reuses these fields:
+ *   detail          enum tw_timewait_seen (the low byte) | its TW_TWS_F_* bits
+ *   state           TCP_TIME_WAIT; old_state: tw_substate (TIME_WAIT, or FIN_WAIT2 for an orphan's)
+ *   packets_out     the segment's sequence number
+ *   retrans_out     tw_rcv_nxt: what the old connection expected next from the peer
+ *   bytes_in_flight the segment's TSval (TW_TWS_F_SEG_TS)
+ *   total_retrans   tw_ts_recent: the peer's last timestamp (TW_TWS_F_TW_TS)
+ *   rto_ms          how long the TIME_WAIT still had to run (its timer), ms
+ *   cookie          the old connection's socket cookie (the timewait socket keeps it)
+ */
+enum tw_timewait_seen {
+	TW_TWS_SYN_ANSWERED = 1,   /* a SYN it did not accept: answered with the old connection's ACK (TCP_TW_ACK) */
+	TW_TWS_SYN_UNANSWERED = 2, /* the same, the ACK held back by tcp_invalid_ratelimit */
+	TW_TWS_RST_ENDED = 3,      /* an RST ended the TIME_WAIT (tcp_rfc1337=0: RFC 1337's assassination) */
+	TW_TWS_RST_KEPT = 4,       /* an RST it ignored: tcp_rfc1337=1, or not at the expected sequence number */
+	TW_TWS_WHAT = 0xff,        /* mask of the above in detail */
+	TW_TWS_F_RFC1337 = 1 << 8, /* the namespace's tcp_rfc1337 was set */
+	TW_TWS_F_SEG_TS = 1 << 9,  /* the segment carried a timestamp */
+	TW_TWS_F_TW_TS = 1 << 10,  /* the TIME_WAIT keeps the peer's timestamps (tw_ts_recent_stamp != 0): PAWS applies */
 };
 
 #endif /* TW_RECORD_H */

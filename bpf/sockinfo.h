@@ -55,12 +55,15 @@ static __always_inline __u64 slot_cookie(struct connect_owner *c)
  * current task's comm is a thread's: at a process's exit its files are
  * closed by whichever thread exits last (redis-server's bio_aof_fsync),
  * and connect() may come from a worker thread with a name of its own.
+ * That name is kept beside the process's as extra detail (thread): it is
+ * at hand here, one helper call, and only at connect, listen and close.
  */
-static __always_inline void process_comm(__u8 *comm)
+static __always_inline void owner_names(__u8 *comm, __u8 *thread)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
+	bpf_get_current_comm(thread, TW_COMM_LEN);
 	if (bpf_probe_read_kernel_str(comm, TW_COMM_LEN, task->group_leader->comm) < 0)
-		bpf_get_current_comm(comm, TW_COMM_LEN);
+		__builtin_memcpy(comm, thread, TW_COMM_LEN);
 }
 
 static __always_inline struct connect_owner *connect_slot(__u64 cookie)
@@ -79,7 +82,7 @@ static __always_inline void remember_connect(const struct sock *sk)
 	__atomic_exchange_n(&c->cookie, 0, __ATOMIC_SEQ_CST); /* empty before any field changes */
 	c->pid = bpf_get_current_pid_tgid() >> 32;
 	c->ts_ns = bpf_ktime_get_ns();
-	process_comm(c->comm);
+	owner_names(c->comm, c->thread);
 	__atomic_exchange_n(&c->cookie, cookie, __ATOMIC_SEQ_CST); /* the fields are visible first */
 }
 
@@ -95,9 +98,11 @@ static __always_inline int recall_connect(const struct sock *sk, struct sock_inf
 	info->pid = c->pid;
 	info->first_seen_ns = c->ts_ns;
 	__builtin_memcpy(info->comm, c->comm, sizeof(info->comm));
+	__builtin_memcpy(info->thread, c->thread, sizeof(info->thread));
 	if (slot_cookie(c) != cookie) { /* rewritten meanwhile by a later socket's connect */
 		info->pid = 0;
 		__builtin_memset(info->comm, 0, sizeof(info->comm));
+		__builtin_memset(info->thread, 0, sizeof(info->thread));
 		info->first_seen_ns = 0;
 		return 0;
 	}
@@ -117,7 +122,7 @@ static __always_inline void owner_is_current(struct sock_info *info, __u32 tgid,
 {
 	info->pid = tgid;
 	info->owner_source = source;
-	process_comm(info->comm);
+	owner_names(info->comm, info->thread);
 }
 
 /* connect() or listen(): the caller owns the socket. */

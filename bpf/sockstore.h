@@ -31,6 +31,8 @@ struct sock_info {
 	 * CLOSE_WAIT (bpf_ktime_get_ns); 0: never. Only the scan writes it.
 	 */
 	__u64 close_wait_seen_ns;
+	/* The thread that acted when pid/comm were written (record.h, thread). */
+	__u8 thread[TW_COMM_LEN];
 };
 
 /*

@@ -21,6 +21,7 @@
  *   emit.h       ring buffer reserve/submit
  *   keepalive.h  the TCP timers' entry/exit windows (keepalive, retransmission, window probe)
  *   drops.h      dropped packets of connections in trouble (skb:kfree_skb)
+ *   timewait.h   SYNs and RSTs a TIME_WAIT dropped (skb:kfree_skb's rx_sk, --all)
  *
  * A connection that is born and dies normally costs a few loads per
  * tracepoint, its cookie and owner at connect (in a slot, not socket
@@ -44,6 +45,7 @@
 #include "emit.h"
 #include "drops.h"
 #include "keepalive.h"
+#include "timewait.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -58,6 +60,7 @@ const enum tw_nf_hook *unused_nf_hook __attribute__((unused));
 const enum tw_counter *unused_counter __attribute__((unused));
 const enum tw_rst_reason *unused_rst_reason __attribute__((unused));
 const enum tw_tcp_limit *unused_tcp_limit __attribute__((unused));
+const enum tw_timewait_seen *unused_timewait_seen __attribute__((unused));
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int newstate)
@@ -431,10 +434,15 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 	return 0;
 }
 
-/* 6.11+: the receiving socket comes too; the headers say as much. */
+/*
+ * 6.11+: the receiving socket comes too. The headers say as much for the
+ * troubled connections; a timewait socket's is what only it can say.
+ */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tw_drop_rxsk, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
 {
+	if (tw_cfg.emit_all && rx_sk)
+		timewait_segment(skb, rx_sk);
 	return handle_drop(skb, (int)reason);
 }
 

@@ -19,6 +19,7 @@ type TcpwatchConnectOwner struct {
 	TsNs   uint64
 	Pid    uint32
 	Comm   [16]uint8
+	Thread [16]uint8
 	Pad    [4]uint8
 }
 
@@ -73,6 +74,7 @@ type TcpwatchEvent struct {
 	NotsentBytes      uint32
 	Drops             uint32
 	Pad2              uint32
+	Thread            [16]uint8
 }
 
 type TcpwatchKaLast struct {
@@ -92,6 +94,7 @@ type TcpwatchSockInfo struct {
 	OwnerSource     uint8
 	Pad             [6]uint8
 	CloseWaitSeenNs uint64
+	Thread          [16]uint8
 }
 
 type TcpwatchTroubleGate struct {
@@ -162,7 +165,8 @@ const (
 	TcpwatchTwEventKindTW_EV_DESTROY    TcpwatchTwEventKind = 8
 	TcpwatchTwEventKindTW_EV_PROBE0     TcpwatchTwEventKind = 9
 	TcpwatchTwEventKindTW_EV_DROP       TcpwatchTwEventKind = 10
-	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 11
+	TcpwatchTwEventKindTW_EV_TIMEWAIT   TcpwatchTwEventKind = 11
+	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 12
 )
 
 type TcpwatchTwNfHook uint32
@@ -196,6 +200,19 @@ type TcpwatchTwTcpLimit uint32
 
 const (
 	TcpwatchTwTcpLimitTW_TCP_RTO_MAX_MS TcpwatchTwTcpLimit = 120000
+)
+
+type TcpwatchTwTimewaitSeen uint32
+
+const (
+	TcpwatchTwTimewaitSeenTW_TWS_SYN_ANSWERED   TcpwatchTwTimewaitSeen = 1
+	TcpwatchTwTimewaitSeenTW_TWS_SYN_UNANSWERED TcpwatchTwTimewaitSeen = 2
+	TcpwatchTwTimewaitSeenTW_TWS_RST_ENDED      TcpwatchTwTimewaitSeen = 3
+	TcpwatchTwTimewaitSeenTW_TWS_RST_KEPT       TcpwatchTwTimewaitSeen = 4
+	TcpwatchTwTimewaitSeenTW_TWS_WHAT           TcpwatchTwTimewaitSeen = 255
+	TcpwatchTwTimewaitSeenTW_TWS_F_RFC1337      TcpwatchTwTimewaitSeen = 256
+	TcpwatchTwTimewaitSeenTW_TWS_F_SEG_TS       TcpwatchTwTimewaitSeen = 512
+	TcpwatchTwTimewaitSeenTW_TWS_F_TW_TS        TcpwatchTwTimewaitSeen = 1024
 )
 
 type TcpwatchTwTuple struct {
@@ -260,6 +277,7 @@ const (
 	TcpwatchVarUnusedOwnerSource  = "unused_owner_source"
 	TcpwatchVarUnusedRstReason    = "unused_rst_reason"
 	TcpwatchVarUnusedTcpLimit     = "unused_tcp_limit"
+	TcpwatchVarUnusedTimewaitSeen = "unused_timewait_seen"
 )
 
 // LoadTcpwatch returns the embedded CollectionSpec for Tcpwatch.
@@ -337,15 +355,16 @@ type TcpwatchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpwatchVariableSpecs struct {
-	TwCfg             *ebpf.VariableSpec `ebpf:"tw_cfg"`
-	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedFlag        *ebpf.VariableSpec `ebpf:"unused_flag"`
-	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
-	UnusedNfHook      *ebpf.VariableSpec `ebpf:"unused_nf_hook"`
-	UnusedOwnerSource *ebpf.VariableSpec `ebpf:"unused_owner_source"`
-	UnusedRstReason   *ebpf.VariableSpec `ebpf:"unused_rst_reason"`
-	UnusedTcpLimit    *ebpf.VariableSpec `ebpf:"unused_tcp_limit"`
+	TwCfg              *ebpf.VariableSpec `ebpf:"tw_cfg"`
+	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFlag         *ebpf.VariableSpec `ebpf:"unused_flag"`
+	UnusedKind         *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedNfHook       *ebpf.VariableSpec `ebpf:"unused_nf_hook"`
+	UnusedOwnerSource  *ebpf.VariableSpec `ebpf:"unused_owner_source"`
+	UnusedRstReason    *ebpf.VariableSpec `ebpf:"unused_rst_reason"`
+	UnusedTcpLimit     *ebpf.VariableSpec `ebpf:"unused_tcp_limit"`
+	UnusedTimewaitSeen *ebpf.VariableSpec `ebpf:"unused_timewait_seen"`
 }
 
 // TcpwatchObjects contains all objects after they have been loaded into the kernel.
@@ -395,15 +414,16 @@ func (m *TcpwatchMaps) Close() error {
 //
 // It can be passed to LoadTcpwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpwatchVariables struct {
-	TwCfg             *ebpf.Variable `ebpf:"tw_cfg"`
-	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
-	UnusedFlag        *ebpf.Variable `ebpf:"unused_flag"`
-	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`
-	UnusedNfHook      *ebpf.Variable `ebpf:"unused_nf_hook"`
-	UnusedOwnerSource *ebpf.Variable `ebpf:"unused_owner_source"`
-	UnusedRstReason   *ebpf.Variable `ebpf:"unused_rst_reason"`
-	UnusedTcpLimit    *ebpf.Variable `ebpf:"unused_tcp_limit"`
+	TwCfg              *ebpf.Variable `ebpf:"tw_cfg"`
+	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFlag         *ebpf.Variable `ebpf:"unused_flag"`
+	UnusedKind         *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedNfHook       *ebpf.Variable `ebpf:"unused_nf_hook"`
+	UnusedOwnerSource  *ebpf.Variable `ebpf:"unused_owner_source"`
+	UnusedRstReason    *ebpf.Variable `ebpf:"unused_rst_reason"`
+	UnusedTcpLimit     *ebpf.Variable `ebpf:"unused_tcp_limit"`
+	UnusedTimewaitSeen *ebpf.Variable `ebpf:"unused_timewait_seen"`
 }
 
 // TcpwatchPrograms contains all programs after they have been loaded into the kernel.

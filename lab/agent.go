@@ -69,7 +69,9 @@ type agentOptions struct {
 	reconnect    time.Duration
 	churn        int
 	serveClose   time.Duration
+	serveRead    int64
 	redial       time.Duration
+	sendFirst    int64
 }
 
 // AgentMain runs a lab application and returns its exit status.
@@ -95,6 +97,8 @@ func AgentMain(args []string) int {
 	fs.IntVar(&o.accept, "accept", 1, "server: accept this many connections (the last one is the one it works with)")
 	fs.DurationVar(&o.reconnect, "reconnect-after", 0, "client: close at once, then connect again from the same local port after this long")
 	fs.DurationVar(&o.serveClose, "serve-close-after", 0, "server: accept every connection and close each this long after (the server closes first: TIME_WAIT on its side)")
+	fs.Int64Var(&o.serveRead, "serve-read", 0, "server with --serve-close-after: read this many bytes of each connection before the wait (what is unread at close() would turn its FIN into an RST)")
+	fs.Int64Var(&o.sendFirst, "send-first", 0, "client: write this many bytes as soon as connected, before anything else (--redial-after: before waiting for the server's close)")
 	fs.DurationVar(&o.redial, "redial-after", 0, "client: when the server closes, close too, then connect again from the same local port after this long")
 	fs.IntVar(&o.churn, "churn", 0, "client: open and close (this side first, leaving TIME_WAIT) this many connections, then keep the last one")
 	if err := fs.Parse(args); err != nil {
@@ -159,6 +163,10 @@ func (a *agent) run() error {
 				}
 				a.report("accepted", nil, c)
 				go func() {
+					if a.o.serveRead > 0 {
+						n, err := io.CopyN(io.Discard, c, a.o.serveRead)
+						a.report(fmt.Sprintf("read %d bytes", n), err, c)
+					}
 					time.Sleep(a.o.serveClose)
 					a.report("closed", c.Close(), c)
 					drain(c)
@@ -209,6 +217,10 @@ func (a *agent) run() error {
 		}
 		conn = c.(*net.TCPConn)
 		a.report("connected", nil, conn)
+		if a.o.sendFirst > 0 {
+			n, err := io.CopyN(conn, zeros{}, a.o.sendFirst)
+			a.report(fmt.Sprintf("wrote %d bytes", n), err, conn)
+		}
 		if a.o.redial > 0 {
 			// The server closes first: read to its FIN, close, dial again.
 			_, _ = io.Copy(io.Discard, conn)
@@ -253,6 +265,14 @@ func (a *agent) run() error {
 	}
 	a.writer(conn, done)
 	return nil
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 func drain(c net.Conn) {

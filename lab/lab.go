@@ -144,8 +144,10 @@ type run struct {
 	net   *netlab.Lab
 	hosts map[string]*netlab.Host
 	cable *netlab.Cable
-	apps  map[string]*exec.Cmd
-	wg    sync.WaitGroup
+	apps  map[string]*exec.Cmd // the last application started on each host (kill, stdin)
+	// allApps is every application started: the teardown kills them all.
+	allApps []*exec.Cmd
+	wg      sync.WaitGroup
 
 	emitMu     sync.Mutex
 	mu         sync.Mutex
@@ -360,6 +362,12 @@ func (r *run) build() error {
 		}
 		r.step("set %s=%s in A", key, value)
 	}
+	for key, value := range sc.SysctlsB {
+		if err := r.hosts["B"].Sysctl(key, value); err != nil {
+			return err
+		}
+		r.step("set %s=%s in B", key, value)
+	}
 	r.refreshNetns()
 	return nil
 }
@@ -436,6 +444,7 @@ func (s labSink) Tell(it *engine.Item) error {
 		rec.Type, rec.Host, rec.Notice = "notice", s.host(n.NetNS), &n
 		s.r.mu.Lock()
 		s.r.notices[rec.Host] = append(s.r.notices[rec.Host], n.Kind)
+		s.r.summaries[rec.Host] = append(s.r.summaries[rec.Host], words.NoticeSummary(&n))
 		s.r.mu.Unlock()
 	case it.Event != nil:
 		// What tcpwatch shows only with --all: a keepalive probe answered.
@@ -493,6 +502,7 @@ func (r *run) startApp(host string, args ...string) error {
 		return fmt.Errorf("starting the %s application: %w", host, err)
 	}
 	r.apps[host] = cmd
+	r.allApps = append(r.allApps, cmd)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -520,7 +530,7 @@ func (r *run) startApp(host string, args ...string) error {
 }
 
 func (r *run) stopApps() {
-	for _, cmd := range r.apps {
+	for _, cmd := range r.allApps {
 		if cmd.Process != nil {
 			_ = cmd.Process.Kill()
 		}

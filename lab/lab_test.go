@@ -318,7 +318,11 @@ func TestRunRejectsUnknownScenario(t *testing.T) {
 // give-up is the kernel's actual one, the final's time, within the timer
 // wheel's slack. An unreachable (ICMP, a failed neighbour entry, sends that
 // never left) can revert the backoff (RFC 6069) after the projection and
-// bring the end earlier by up to the next interval, never later.
+// bring the end earlier by up to the next interval. Only a held
+// retransmission leaving after the timer's expiry (6.1, IPv6, the cable
+// pulled) brings it later, by less than the RTO it restarted the timer
+// with, and is told by a stalled line of its own (TimerRestarted) whose
+// projection holds as every other.
 func checkStories(t *testing.T, lines []Record) {
 	t.Helper()
 	type key struct {
@@ -339,6 +343,8 @@ func checkStories(t *testing.T, lines []Record) {
 		return testkit.Told{Conn: conn, Verdict: string(n.Verdict), Final: n.Final}
 	})
 	projected := map[key][]*tracker.Narrative{}
+	restarted := map[key]time.Duration{} // the restart's RTO, for the projections it overtook
+	overtaken := map[key][]*tracker.Narrative{}
 	for _, l := range lines {
 		n := l.Narrative
 		if n == nil {
@@ -350,6 +356,10 @@ func checkStories(t *testing.T, lines []Record) {
 		}
 		switch {
 		case n.Verdict == tracker.Stalled && !n.Final:
+			if n.TimerRestarted && restarted[k] == 0 {
+				overtaken[k], projected[k] = projected[k], nil
+				restarted[k] = min(n.RTOs[len(n.RTOs)-1]*2, tcp.RTOMaxDefault) // icsk_rto after the last expiry
+			}
 			projected[k] = append(projected[k], n)
 		case n.Final && (n.Verdict == tracker.RetransmitTimeout || n.Verdict == tracker.HostUnreachable) && !n.Connecting:
 			for _, p := range projected[k] {
@@ -365,6 +375,13 @@ func checkStories(t *testing.T, lines []Record) {
 				if d := n.Mono - at; d < early || d > late {
 					t.Errorf("%s %v>%v: stalled at %v projected the end at %v; it came at %v (%v off, RTOs %v)",
 						l.Host, n.Local, n.Remote, p.Mono, at, n.Mono, d, n.RTOs)
+				}
+			}
+			for _, p := range overtaken[k] {
+				at := p.Mono + p.GiveUpIn
+				if d := n.Mono - at; d < -5*time.Millisecond || d > restarted[k]+p.GiveUpIn/8+250*time.Millisecond {
+					t.Errorf("%s %v>%v: stalled at %v projected the end at %v before the timer restarted (RTO %v); it came at %v (%v off)",
+						l.Host, n.Local, n.Remote, p.Mono, at, restarted[k], n.Mono, d)
 				}
 			}
 		}

@@ -33,12 +33,13 @@ type Scenario struct {
 	// AppErrno is, per host, the error its application must see.
 	AppErrno map[string]string
 	// ExpectWords lists, per host, phrases that the summaries told about
-	// it must contain (each in at least one).
+	// it (narratives' and notices') must contain (each in at least one).
 	ExpectWords map[string][]string
 	// ExpectNotice lists, per host, notices that must be given.
 	ExpectNotice map[string][]string
-	// Sysctls are set in A before the applications start.
-	Sysctls map[string]string
+	// Sysctls are set in A before the applications start; SysctlsB in B.
+	Sysctls  map[string]string
+	SysctlsB map[string]string
 	// Timeout is how long the scenario needs at least, when the kernel
 	// decides with settings the lab does not shorten (Go's own keepalive).
 	Timeout time.Duration
@@ -135,6 +136,48 @@ var Scenarios = withIPv6([]*Scenario{
 				return err
 			}
 			return r.waitExpected()
+		},
+	},
+	{
+		Name: "host-down-idle-mixed", Row: 3,
+		Summary: "four idle clients of one server, each with its own settings (no keepalive; Go's default keepalive; keepalive 4s/2s/3; TCP_USER_TIMEOUT 8s and one write), and B's cable is pulled: each learns it when its own settings say, or never",
+		Expect: map[string][]tracker.Verdict{"A": {tracker.KeepaliveTimeout,
+			oneOf(tracker.RetransmitTimeout, tracker.HostUnreachable), tracker.KeepaliveProbing}},
+		AppErrno: map[string]string{"A": "ETIMEDOUT"},
+		// Go's second probe, the last verdict waited for, comes 30s after
+		// the last ACK; the rest is margin for slow guests.
+		Timeout: 60 * time.Second,
+		Act: func(r *run) error {
+			if err := r.startApp("B", server(r, "--accept=4")...); err != nil {
+				return err
+			}
+			if err := r.waitAppSaid("B", "listening"); err != nil {
+				return err
+			}
+			for _, args := range [][]string{{"--keepalive=off"}, {"--keepalive=go"}, {"--keepalive=4,2,3"},
+				{"--keepalive=off", "--user-timeout=8s", "--write-after=5s"}} {
+				if err := r.startApp("A", client(r, args...)...); err != nil {
+					return err
+				}
+				if err := r.waitAppSaid("A", "connected"); err != nil {
+					return err
+				}
+			}
+			r.step("A's four clients are connected to %s: no keepalive; Go's default; keepalive 4s/2s/3; TCP_USER_TIMEOUT 8s (it writes once at 5s)", r.serverAddr(port))
+			// Idle a while: time to look at them with tcpwatch exposure.
+			if err := r.sleep(3 * time.Second); err != nil {
+				return err
+			}
+			if err := r.reportExposure("A"); err != nil {
+				return err
+			}
+			if err := r.pull(); err != nil {
+				return err
+			}
+			if err := r.waitExpected(); err != nil {
+				return err
+			}
+			return r.reportExposure("A")
 		},
 	},
 	{
@@ -619,6 +662,27 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "timewait-syn-old", Row: 20,
+		Summary: "B's server closes first (TIME_WAIT on B) after reading 256 MiB from A; A connects again from the same port without timestamps: its new SYN's sequence number is behind what B's TIME_WAIT expects, B answers with the old ACK, A resets, the RST ends B's TIME_WAIT (tcp_rfc1337=0) and A's next SYN gets through",
+		ExpectNotice: map[string][]string{"B": {tracker.NoticeTimeWaitSynRejected, tracker.NoticeTimeWaitRstEnded},
+			"A": {tracker.NoticeSynAnsweredOldAck}},
+		ExpectWords: map[string][]string{"B": {"behind the old connection's next", "answered with the old connection's ACK", "tcp_rfc1337=0"}},
+		Forbid:      map[string][]tracker.Verdict{"B": finals},
+		Sysctls:     map[string]string{"net/ipv4/tcp_timestamps": "0"},
+		Act:         oldSyn("A's RST to the old ACK ends B's TIME_WAIT; its retransmitted SYN reaches B's listener", true),
+	},
+	{
+		Name: "timewait-rst-rfc1337", Row: 21,
+		Summary: "the same with tcp_rfc1337=1 on B: B's TIME_WAIT ignores A's RST and answers each of A's SYNs with the old ACK until its 60 s are over",
+		ExpectNotice: map[string][]string{"B": {tracker.NoticeTimeWaitSynRejected, tracker.NoticeTimeWaitRstIgnored},
+			"A": {tracker.NoticeSynAnsweredOldAck}},
+		ExpectWords: map[string][]string{"B": {"tcp_rfc1337=1 keeps it"}},
+		Forbid:      map[string][]tracker.Verdict{"B": finals},
+		Sysctls:     map[string]string{"net/ipv4/tcp_timestamps": "0"},
+		SysctlsB:    map[string]string{"net/ipv4/tcp_rfc1337": "1"},
+		Act:         oldSyn("B's TIME_WAIT ignores A's RST (tcp_rfc1337=1): A's SYNs meet the old ACK until the TIME_WAIT ends", false),
+	},
+	{
 		Name: "close-wait-stuck", Row: 15,
 		Summary:  "A's client closes; B's server never reads the end of file and never closes: its socket stays in CLOSE_WAIT until the process exits",
 		Expect:   map[string][]tracker.Verdict{"B": {tracker.CloseWaitStuck, tracker.CloseWaitStuck}},
@@ -663,6 +727,37 @@ var Scenarios = withIPv6([]*Scenario{
 	},
 })
 
+// oldSynBytes is what A sends before B closes: B's TIME_WAIT then expects
+// a sequence number 256 MiB past A's first one, while A's next ISN for the
+// same 4-tuple (secure_tcp_seq: a hash of the 4-tuple plus the clock in
+// 64 ns steps) has moved on by only 15.6 MiB a second since.
+const oldSynBytes = 256 << 20
+
+// oldSyn makes B's TIME_WAIT meet a SYN that is not newer (article 004,
+// 3.11): B reads what A sends, closes first, and A comes back from the
+// same port at once. waitReconnect: A's connect() must succeed too.
+func oldSyn(then string, waitReconnect bool) func(r *run) error {
+	return func(r *run) error {
+		if err := r.startApp("B", server(r, "--serve-close-after=100ms", fmt.Sprintf("--serve-read=%d", oldSynBytes))...); err != nil {
+			return err
+		}
+		if err := r.waitAppSaid("B", "listening"); err != nil {
+			return err
+		}
+		r.step("A connects from port 40000 and sends 256 MiB; B reads them and closes first (TIME_WAIT on B); A connects again from port 40000 at once, without TCP timestamps (tcp_timestamps=0 in A)")
+		if err := r.startApp("A", client(r, "--local-port=40000", fmt.Sprintf("--send-first=%d", oldSynBytes), "--redial-after=10ms")...); err != nil {
+			return err
+		}
+		r.step("%s", then)
+		if waitReconnect {
+			if err := r.waitAppSaid("A", "reconnected"); err != nil {
+				return err
+			}
+		}
+		return r.waitExpected()
+	}
+}
+
 // oneOf expects any of several verdicts: where the kernel's choice depends
 // on a race (did neighbour discovery fail before the budget ran out?).
 func oneOf(vs ...tracker.Verdict) tracker.Verdict {
@@ -691,7 +786,8 @@ func withIPv6(list []*Scenario) []*Scenario {
 		case "cable-pull", "cable-replug", "host-reboot", "keepalive-dead", "keepalive-reboot",
 			// Not route-gone: IPv6's failed route lookup (inet6_csk_xmit)
 			// drops the segment with no reason (NOT_SPECIFIED) on 6.18.
-			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies", "server-stops-accepting":
+			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies", "server-stops-accepting",
+			"timewait-syn-old", "timewait-rst-rfc1337":
 			v6 := *sc
 			v6.Name += "-v6"
 			v6.IPv6 = true

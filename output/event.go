@@ -50,9 +50,12 @@ type EventRecord struct {
 	DropHook      string `json:"drop_hook,omitempty"`
 	Drops         uint32 `json:"drops,omitempty"`
 	// window_probe: the peer's window and the bytes waiting.
-	PeerWindow *uint32        `json:"peer_window,omitempty"`
-	NotSent    uint32         `json:"notsent_bytes,omitempty"`
-	Settings   SettingsRecord `json:"settings"`
+	PeerWindow *uint32 `json:"peer_window,omitempty"`
+	NotSent    uint32  `json:"notsent_bytes,omitempty"`
+	// time_wait: a SYN or RST met a 4-tuple in TIME_WAIT (docs/json.md).
+	TimeWaitSeen string          `json:"time_wait_seen,omitempty"`
+	TimeWait     *TimeWaitRecord `json:"time_wait,omitempty"`
+	Settings     SettingsRecord  `json:"settings"`
 }
 
 // SettingsRecord is the `settings` object: what decides when the kernel
@@ -99,6 +102,9 @@ type ConnFields struct {
 	NetNS  uint32 `json:"netns"`
 	PID    uint32 `json:"pid"`
 	Comm   string `json:"comm"`
+	// Thread is extra detail: the owner's thread that acted (connect,
+	// listen, close) when its name is not the process's; absent otherwise.
+	Thread string `json:"thread,omitempty"`
 	// The socket's cgroup v2 path, and the container and pod it names
 	// ("" when unknown or none).
 	Cgroup      string `json:"cgroup"`
@@ -123,9 +129,9 @@ func appendContainer(b []byte, info containers.Info) []byte {
 	return b
 }
 
-func connFields(seed uint16, cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm string) ConnFields {
+func connFields(seed uint16, cookie uint64, local, remote netip.AddrPort, netns, pid uint32, comm, thread string) ConnFields {
 	f := ConnFields{Cookie: cookie, Family: "ipv4", LAddr: local.Addr().String(), LPort: local.Port(),
-		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm,
+		RAddr: remote.Addr().String(), RPort: remote.Port(), NetNS: netns, PID: pid, Comm: comm, Thread: thread,
 		CommunityID: communityid.Flow(seed, communityid.TCP, local, remote)}
 	if local.Addr().Is6() {
 		f.Family = "ipv6"
@@ -172,7 +178,7 @@ func NewEventRecordSeeded(ev *wire.Event, reasons tcp.ResetReasons, cg container
 		Type:          "event",
 		Time:          ev.Time.Format(TimeLayout),
 		Kind:          ev.Kind.String(),
-		ConnFields:    connFields(seed, ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm()),
+		ConnFields:    connFields(seed, ev.Cookie, ev.Local, ev.Remote, ev.NetNS, ev.PID, ev.Comm(), ev.Thread()),
 		Retransmits:   ev.Retransmits,
 		Backoff:       ev.Backoff,
 		Probes:        ev.ProbesOut,
@@ -212,6 +218,8 @@ func NewEventRecordSeeded(ev *wire.Event, reasons tcp.ResetReasons, cg container
 	case wire.KindProbe0:
 		wnd := ev.SndWnd
 		r.PeerWindow, r.NotSent = &wnd, ev.NotSent
+	case wire.KindTimeWait:
+		r.TimeWaitSeen, r.TimeWait, r.CAState = ev.TimeWait.Seen.String(), timeWaitRecord(&ev.TimeWait, 0), ""
 	}
 	if r.OwnerExiting {
 		r.ExitSignal, r.ExitCode = ev.ExitSignal(), ev.ExitStatus()
@@ -254,6 +262,23 @@ func appendEventText(b []byte, ev *wire.Event, reasons tcp.ResetReasons) []byte 
 		}
 		b = append(b, " netns="...)
 		b = strconv.AppendUint(b, uint64(ev.NetNS), 10)
+		if ev.Cookie != 0 {
+			b = fmt.Appendf(b, " sk=%x", ev.Cookie)
+		}
+		return b
+	}
+	if ev.Kind == wire.KindTimeWait {
+		// A segment against what the timewait socket remembers: no socket figures.
+		f := &ev.TimeWait
+		_, ahead := f.SeqNewer()
+		b = fmt.Appendf(b, " TIME_WAIT %s seq=%d rcv_nxt=%d seq_ahead=%d", f.Seen, f.Seq, f.RcvNxt, ahead)
+		if f.HasTSval {
+			b = fmt.Appendf(b, " tsval=%d", f.TSval)
+		}
+		if f.PAWS {
+			b = fmt.Appendf(b, " ts_recent=%d", f.TSRecent)
+		}
+		b = fmt.Appendf(b, " tcp_rfc1337=%t left=%s netns=%d", f.RFC1337, f.Left, ev.NetNS)
 		if ev.Cookie != 0 {
 			b = fmt.Appendf(b, " sk=%x", ev.Cookie)
 		}
@@ -310,7 +335,7 @@ func appendEventText(b []byte, ev *wire.Event, reasons tcp.ResetReasons) []byte 
 			b = append(b, tcp.ErrnoName(ev.SkErrSoft)...)
 		}
 	}
-	b = appendOwner(b, ev.PID, ev.Comm())
+	b = appendOwner(b, ev.PID, ev.Comm(), ev.Thread())
 	if ev.Flags&wire.FlagOwnerExiting != 0 {
 		if sig := ev.ExitSignal(); sig != 0 {
 			b = fmt.Appendf(b, " exiting(signal %d)", sig)

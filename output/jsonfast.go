@@ -98,6 +98,9 @@ func appendConnFields(b []byte, f *ConnFields) []byte {
 	b = appendUintField(b, "netns", uint64(f.NetNS))
 	b = appendUintField(b, "pid", uint64(f.PID))
 	b = appendStringField(b, "comm", f.Comm)
+	if f.Thread != "" {
+		b = appendStringField(b, "thread", f.Thread)
+	}
 	b = appendStringField(b, "cgroup", f.Cgroup)
 	b = appendStringField(b, "container_id", f.ContainerID)
 	b = appendStringField(b, "pod_uid", f.PodUID)

@@ -3,6 +3,7 @@ package output
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
@@ -103,7 +104,7 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		Verdict:          string(n.Verdict),
 		Final:            n.Final,
 		IncidentID:       n.Incident,
-		ConnFields:       connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
+		ConnFields:       connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
 		OwnerSource:      n.Owner.Source.String(),
 		Inode:            n.Inode,
 		State:            n.State.String(),
@@ -217,7 +218,7 @@ func (w *Writer) AppendNarrativeText(b []byte, n *tracker.Narrative, cg containe
 		b = fmt.Appendf(b, "%-20s", verdict)
 	}
 	b = fmt.Appendf(b, " %s -> %s", n.Local, n.Remote)
-	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
+	b = appendOwner(b, n.Owner.PID, n.Owner.Comm, n.Owner.Thread)
 	if n.Owner.Source == wire.OwnerListener {
 		b = append(b, " (listener)"...)
 	}
@@ -295,6 +296,42 @@ type NoticeRecord struct {
 	ConnFields
 	Summary     string `json:"summary"`
 	Explanation string `json:"explanation"`
+	// TimeWait: the kernel's figures of a time_wait_syn_rejected,
+	// time_wait_rst_ended or time_wait_rst_ignored notice.
+	TimeWait *TimeWaitRecord `json:"time_wait,omitempty"`
+	// ResetReason: syn_answered_old_ack's reset, as the kernel names it.
+	ResetReason string `json:"reset_reason,omitempty"`
+}
+
+// TimeWaitRecord is what a SYN or RST met in TIME_WAIT (docs/json.md).
+type TimeWaitRecord struct {
+	Seq      uint32 `json:"seq"`         // the segment's sequence number
+	RcvNxt   uint32 `json:"rcv_nxt"`     // tw_rcv_nxt: what the old connection expected next
+	SeqAhead int32  `json:"seq_ahead"`   // seq - rcv_nxt, modulo 2^32 (negative: behind)
+	TSval    uint32 `json:"tsval"`       // the segment's timestamp, 0 without one
+	TSRecent uint32 `json:"ts_recent"`   // the peer's last timestamp the TIME_WAIT kept, 0 when it keeps none
+	Answered bool   `json:"answered"`    // a rejected SYN: the old connection's ACK went out
+	RFC1337  bool   `json:"tcp_rfc1337"` // the namespace's net.ipv4.tcp_rfc1337
+	LeftMs   int64  `json:"left_ms"`     // how long the TIME_WAIT still had to run
+	ClosedMs int64  `json:"closed_ms"`   // since the close that left it, 0 unknown
+}
+
+func newTimeWaitRecord(n *tracker.Notice) *TimeWaitRecord { return timeWaitRecord(&n.TimeWait, n.Age) }
+
+func timeWaitRecord(f *wire.TimeWaitFacts, closed time.Duration) *TimeWaitRecord {
+	if f.Seen == 0 {
+		return nil
+	}
+	_, ahead := f.SeqNewer()
+	r := &TimeWaitRecord{Seq: f.Seq, RcvNxt: f.RcvNxt, SeqAhead: ahead, Answered: f.Seen == wire.TimeWaitSynAnswered,
+		RFC1337: f.RFC1337, LeftMs: f.Left.Milliseconds(), ClosedMs: closed.Milliseconds()}
+	if f.HasTSval {
+		r.TSval = f.TSval
+	}
+	if f.PAWS {
+		r.TSRecent = f.TSRecent
+	}
+	return r
 }
 
 // NewNoticeRecord builds the JSON form of n, whose connection's cgroup
@@ -306,8 +343,9 @@ func NewNoticeRecord(n *tracker.Notice, cg containers.Info) NoticeRecord {
 // NewNoticeRecordSeeded is NewNoticeRecord with a Community ID seed.
 func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) NoticeRecord {
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
-		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm),
-		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n)}
+		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
+		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n), TimeWait: newTimeWaitRecord(n),
+		ResetReason: n.ResetReason}
 	r.setCgroup(cg)
 	return r
 }
@@ -331,7 +369,7 @@ func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 func (w *Writer) AppendNoticeText(b []byte, n *tracker.Notice, cg containers.Info) []byte {
 	b = n.Time.AppendFormat(b, "15:04:05.000 ")
 	b = fmt.Appendf(b, "%-20s %s -> %s", n.Kind, n.Local, n.Remote)
-	b = appendOwner(b, n.Owner.PID, n.Owner.Comm)
+	b = appendOwner(b, n.Owner.PID, n.Owner.Comm, n.Owner.Thread)
 	b = appendContainer(b, cg)
 	b = append(b, " | "...)
 	b = append(b, Sanitize(words.NoticeSummary(n))...)

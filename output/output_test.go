@@ -128,7 +128,7 @@ func TestNarrativeJSONMatchesEncodingJSON(t *testing.T) {
 		{
 			Time: time.Date(2026, 11, 21, 3, 4, 5, 6, time.UTC), Verdict: tracker.LocalProcessExited, Final: true,
 			Cookie: 99, Local: netip.MustParseAddrPort("[fd00::1]:1"), Remote: netip.MustParseAddrPort("[fd00::2]:2"),
-			NetNS: 7, Owner: tracker.Owner{PID: 42, Comm: "we\"ird\\name\x01\u2028<&>\xff", Source: wire.OwnerClose},
+			NetNS: 7, Owner: tracker.Owner{PID: 42, Comm: "we\"ird\\name\x01\u2028<&>\xff", Thread: "bio\"aof\x02", Source: wire.OwnerClose},
 			State: tcp.StateFinWait1, Inode: 77, Orphan: true, LostRecords: true, FailedSends: 1,
 			Budget: tracker.Budget{Limit: time.Second, Setting: "tcp_retries2", Value: 3},
 			Errno:  32, ResetReason: "TCP_ABORT_ON_CLOSE", Retransmits: 3, Probes: 2,
@@ -225,6 +225,45 @@ func BenchmarkNarrativeEncodingJSON(b *testing.B) {
 		if err := w.writeJSON(&rec); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The thread's name is extra detail after the process, in text and JSON
+// (thread, v2 thread.name), and absent when the kernel gave none.
+func TestThreadAfterProcess(t *testing.T) {
+	n := &tracker.Narrative{Time: time.Date(2026, 12, 4, 23, 0, 0, 0, time.UTC), Verdict: tracker.LocalProcessExited, Final: true,
+		Local: netip.MustParseAddrPort("10.0.0.1:6379"), Remote: netip.MustParseAddrPort("10.0.0.2:50000"),
+		Owner: tracker.Owner{PID: 3745, Comm: "redis-server", Thread: "bio_aof_fsync", Source: wire.OwnerClose}, ExitSignal: 9}
+	var text, v1, v2 bytes.Buffer
+	for _, o := range []struct {
+		buf    *bytes.Buffer
+		format Format
+		schema Schema
+	}{{&text, Text, SchemaV1}, {&v1, JSON, SchemaV1}, {&v2, JSON, SchemaV2}} {
+		if err := NewWriter(o.buf, o.format, Options{Schema: o.schema}).Narrative(n, containers.Info{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(text.String(), " pid=3745 comm=redis-server thread=bio_aof_fsync ") {
+		t.Errorf("text: %s", text.String())
+	}
+	var r1, r2 map[string]any
+	if err := json.Unmarshal(v1.Bytes(), &r1); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(v2.Bytes(), &r2); err != nil {
+		t.Fatal(err)
+	}
+	if r1["comm"] != "redis-server" || r1["thread"] != "bio_aof_fsync" || r2["process.executable.name"] != "redis-server" || r2["thread.name"] != "bio_aof_fsync" {
+		t.Errorf("v1 comm %v thread %v; v2 %v %v", r1["comm"], r1["thread"], r2["process.executable.name"], r2["thread.name"])
+	}
+	n.Owner.Thread = ""
+	text.Reset()
+	v1.Reset()
+	NewWriter(&text, Text, Options{}).Narrative(n, containers.Info{})
+	NewWriter(&v1, JSON, Options{}).Narrative(n, containers.Info{})
+	if strings.Contains(text.String(), "thread=") || strings.Contains(v1.String(), `"thread"`) {
+		t.Errorf("no thread, yet: %s%s", text.String(), v1.String())
 	}
 }
 

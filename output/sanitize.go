@@ -68,12 +68,17 @@ func SanitizeValue(s string) string {
 }
 
 // appendOwner appends " pid=N comm=NAME" when the owner is known.
-func appendOwner(b []byte, pid uint32, comm string) []byte {
+func appendOwner(b []byte, pid uint32, comm, thread string) []byte {
 	if pid == 0 {
 		return b
 	}
 	b = append(b, " pid="...)
 	b = strconv.AppendUint(b, uint64(pid), 10)
 	b = append(b, " comm="...)
-	return append(b, SanitizeValue(comm)...)
+	b = append(b, SanitizeValue(comm)...)
+	if thread != "" {
+		b = append(b, " thread="...)
+		b = append(b, SanitizeValue(thread)...)
+	}
+	return b
 }

@@ -61,6 +61,7 @@ var V2Names = map[string]string{
 	"rport":        "network.peer.port",
 	"pid":          "process.pid",
 	"comm":         "process.executable.name",
+	"thread":       "thread.name",
 	"container_id": "container.id",
 	"pod_uid":      "k8s.pod.uid",
 	"community_id": "network.community_id",

@@ -90,7 +90,7 @@ func hooks() []*Hook {
 			Loses: "the end of notable sockets, and prompt cleanup of keepalive probe counts (an LRU still bounds them)"},
 		{Name: "kfree_skb", Tracepoints: []string{"skb:kfree_skb"},
 			Programs: []string{bpf.TcpwatchProgTwDropRxsk, bpf.TcpwatchProgTwDrop}, Params: []int{4, 3},
-			Loses: "where a troubled connection's packets die: drops on this host and their reasons, left_host"},
+			Loses: "where a troubled connection's packets die: drops on this host and their reasons, left_host; with --all, the TIME_WAIT notices time_wait_syn_rejected, time_wait_rst_ended, time_wait_rst_ignored"},
 	}
 }
 
@@ -619,6 +619,14 @@ func (t *Tracer) DropPath() (DropPath, error) {
 	return d, nil
 }
 
+// SeesTimeWait says whether the drop path names the timewait socket a
+// dropped SYN or RST met (kfree_skb's rx_sk, 6.11+): without it, --all
+// cannot tell what becomes of a 4-tuple in TIME_WAIT.
+func (t *Tracer) SeesTimeWait() bool {
+	_, ok := t.attached[bpf.TcpwatchProgTwDropRxsk]
+	return ok
+}
+
 // Stop ends Read (it returns ErrClosed once it has read what the ring held
 // at the stop) but keeps the programs loaded, so counters can still be
 // read. It may be called from another goroutine while Read runs.
@@ -693,7 +701,8 @@ func (t *Tracer) Degraded() []string {
 				"they are seen at the retransmission timer, counted in failed_sends with no errno")
 		case slices.Contains(h.Chosen, bpf.TcpwatchProgTwDrop):
 			out = append(out, "drops: kfree_skb names no receiving socket before 6.11: incoming drops are matched to their connection "+
-				"by their headers alone (the same facts; a packet whose headers cannot be read is not matched)")
+				"by their headers alone (the same facts; a packet whose headers cannot be read is not matched); "+
+				"with --all, a SYN or RST dropped by a TIME_WAIT is not told (time_wait_syn_rejected, time_wait_rst_ended, time_wait_rst_ignored need the timewait socket it names)")
 		}
 		if h.Name == "kfree_skb" && h.Attached {
 			out = append(out, dropReasonsDegraded(t.Kernel.DropReasons)...)

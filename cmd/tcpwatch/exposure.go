@@ -15,6 +15,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/exposure"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
 )
 
 // runExposure is `tcpwatch exposure`: one snapshot of every TCP
@@ -204,5 +205,28 @@ func (x *exposureWatch) close() {
 	}
 	if x.owned {
 		x.reader.Close()
+	}
+}
+
+// socketKeepalive reads each socket's own keepalive interval and count in
+// a namespace through the socket iterator, for the incidents' shared fate:
+// sock_diag shows only the namespace's (Go's 15 s interval would be taken
+// for 75 s). nil without the iterator.
+func socketKeepalive(r *tracer.SocketReader) func(uint32) (map[uint64]incident.SocketKeepalive, error) {
+	if r == nil {
+		return nil
+	}
+	return func(netns uint32) (map[uint64]incident.SocketKeepalive, error) {
+		socks, err := r.Read(netns)
+		if err != nil && len(socks) == 0 {
+			return nil, err
+		}
+		own := make(map[uint64]incident.SocketKeepalive, len(socks))
+		for i := range socks {
+			if st := &socks[i].Settings; st.Keepalive {
+				own[socks[i].Cookie] = incident.SocketKeepalive{Intvl: st.KeepaliveIntvl, Probes: st.KeepaliveCount}
+			}
+		}
+		return own, nil
 	}
 }

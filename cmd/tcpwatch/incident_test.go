@@ -32,6 +32,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/output"
+	"github.com/tcpwatch/tcpwatch/tracer/incident"
 )
 
 const (
@@ -804,4 +805,55 @@ func TestIncidentKeepaliveAndConnect(t *testing.T) {
 	if r.stats.Lost != 0 {
 		t.Errorf("%d records lost:\n%s", r.stats.Lost, out)
 	}
+}
+
+// The shared fate of an incident reads each idle socket's own keepalive
+// settings (the socket iterator): an idle client with TCP_KEEPINTVL 5 s
+// and TCP_KEEPCNT 4 is told with those, not the namespace's 75 s and 9.
+func TestIncidentSharedFateOwnKeepalive(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	c, servers := outageLab(t, 1)
+	s := servers[0]
+	if err := c.Sysctl("net/ipv4/tcp_retries2", "4"); err != nil {
+		t.Fatal(err)
+	}
+	js := startWatcher(t, "--netns", fmt.Sprint(hosts.Netns(t, c)), "-o", "json")
+	waitRunning(t, js.cmd.Process.Pid)
+	startPeerServer(t, s, s.Addr4())
+	ap := netip.AddrPortFrom(s.Addr4(), outagePort)
+	writers := dialMany(t, c, ap, 2, -1)
+	var idle net.Conn
+	if err := c.Do(func() (err error) {
+		d := net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 20 * time.Second, Interval: 5 * time.Second, Count: 4}}
+		idle, err = d.Dial("tcp", ap.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := c.Blackhole(s.Addr4()); err != nil {
+		t.Fatal(err)
+	}
+	for _, cn := range writers {
+		cn.Write(make([]byte, 100))
+	}
+	// tcp_retries2=4: the kernel gives up after 6.2 s; the incident
+	// closes 5 s later.
+	time.Sleep(14 * time.Second)
+	run := parseJSONRun(t, js.stop(t))
+	var open *incidentJSON
+	for i := range run.incidents {
+		if run.incidents[i].Phase == "open" {
+			open = &run.incidents[i]
+			break
+		}
+	}
+	if open == nil || open.SharedFate == nil {
+		t.Fatalf("no incident opened with a shared fate: %+v", run.incidents)
+	}
+	sf := open.SharedFate
+	if sf.Idle != 1 || sf.Keepalive != 1 || sf.KeepaliveIntvlS != 5 || sf.KeepaliveProbes != 4 || sf.Source != incident.SharedFateSourceOwn {
+		t.Errorf("shared fate %+v, want the idle socket's own 5 s × 4", sf)
+	}
+	t.Logf("shared fate: %d idle, keepalive %d × %ds, first gives up at %s (%s)", sf.Idle, sf.KeepaliveProbes, sf.KeepaliveIntvlS, sf.NoticeFirst, sf.Source)
 }

@@ -408,7 +408,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		telling = stage.Records
 	}
 	incidents := stage.New(stage.Options{Telling: telling, Connections: o.conns,
-		SharedFate: (&incident.SharedFateReader{}).Read, Observe: fleet.observeIncident,
+		SharedFate: (&incident.SharedFateReader{Keepalive: socketKeepalive(scanner)}).Read, Observe: fleet.observeIncident,
 		InTrouble: fleet.incidentInTrouble()})
 	// The exporter comes after the incident stage, so that it sends the
 	// incidents' records too.

@@ -79,8 +79,8 @@ func logNarratives(t *testing.T, what string, ns []narrativeJSON) {
 	t.Helper()
 	var b strings.Builder
 	for _, n := range ns {
-		fmt.Fprintf(&b, "  %s final=%v %s:%d>%s:%d netns=%d pid=%d comm=%q owner_source=%q state=%s errno=%q probes=%d retrans=%d exit_signal=%d exit_status=%d ka=%v/%d/%d/%d | %s\n",
-			n.Verdict, n.Final, n.LAddr, n.LPort, n.RAddr, n.RPort, n.NetNS, n.PID, n.Comm, n.OwnerSource, n.State, n.Errno,
+		fmt.Fprintf(&b, "  %s final=%v %s:%d>%s:%d netns=%d pid=%d comm=%q thread=%q owner_source=%q state=%s errno=%q probes=%d retrans=%d exit_signal=%d exit_status=%d ka=%v/%d/%d/%d | %s\n",
+			n.Verdict, n.Final, n.LAddr, n.LPort, n.RAddr, n.RPort, n.NetNS, n.PID, n.Comm, n.Thread, n.OwnerSource, n.State, n.Errno,
 			n.Probes, n.Retransmits, n.ExitSignal, n.ExitStatus, n.Settings.Keepalive, n.Settings.KeepaliveTimeS,
 			n.Settings.KeepaliveIntvlS, n.Settings.KeepaliveProbes, n.Summary)
 	}

@@ -79,24 +79,7 @@ func TestProcessNameNotThreadName(t *testing.T) {
 	nsS := hosts.Netns(t, s)
 	ap := netip.AddrPortFrom(s.Addr4(), 7017)
 	w := startWatch(t)
-	srv, lines := startPython(t, s, "listening", leaderGoneServer, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
-	var conn net.Conn
-	err := c.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", ap.String(), 2*time.Second)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	select {
-	case l := <-lines:
-		if l != "holding" {
-			t.Fatalf("server said %q", l)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the server did not hand the connection to its thread")
-	}
+	srv, conn := handedServer(t, s, c, ap, leaderGoneServer)
 	pid := srv.Process.Pid
 	// Wait until the main thread is gone: the leader a zombie, the
 	// process alive in closer-thread.
@@ -118,22 +101,9 @@ func TestProcessNameNotThreadName(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(comm)) != "truth-main" {
 		t.Fatalf("/proc/%d/comm = %q (%v), want truth-main", pid, comm, err)
 	}
-	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	srv.Wait()
-	time.Sleep(500 * time.Millisecond)
-	all := w.stop(t, nsS)
-	logNarratives(t, "tcpwatch", all)
-	testkit.OneStory(t, "tcpwatch", all, told)
-	client := netip.MustParseAddrPort(conn.LocalAddr().String())
-	got := of(all, tupleFrom(ap, client))
-	if len(got) != 1 || got[0].Verdict != "local_process_exited" {
-		t.Fatalf("server side: %v, want local_process_exited", verdicts(got))
-	}
-	if n := got[0]; int(n.PID) != pid || n.Comm != "truth-main" || n.ExitSignal != 9 {
-		t.Errorf("local_process_exited pid=%d comm=%q signal=%d, want pid %d comm truth-main (the process, not its thread closer-thread), signal 9",
-			n.PID, n.Comm, n.ExitSignal, pid)
+	if n := killedStory(t, w, nsS, killAndWait(t, srv), ap, conn); int(n.PID) != pid || n.Comm != "truth-main" || n.Thread != "closer-thread" || n.ExitSignal != 9 {
+		t.Errorf("local_process_exited pid=%d comm=%q thread=%q signal=%d, want pid %d comm truth-main (the process) thread closer-thread (the one that closed it), signal 9",
+			n.PID, n.Comm, n.Thread, n.ExitSignal, pid)
 	}
 }
 

@@ -122,8 +122,12 @@ func failedSends(n *tracker.Narrative) string {
 	if n.FailedSends == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" %d of the retransmissions never left this host (%s): the local link or its neighbour entry was not usable, as when the cable is pulled here.",
+	s := fmt.Sprintf(" %d of the retransmissions never left this host (%s): the local link or its neighbour entry was not usable, as when the cable is pulled here.",
 		n.FailedSends, orUnknown(tcp.ErrnoName(n.FailedErrno)))
+	if n.TimerRestarted {
+		s += " The segment the last expiry could not send was sent after it, when the copy holding it up on this host was freed (a failed neighbour entry frees what it queued); sending the queue's head restarted the retransmission timer for a whole RTO, so the kernel checks its budget that much later."
+	}
+	return s
 }
 
 func backoffText(n *tracker.Narrative) string {

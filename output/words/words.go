@@ -95,6 +95,8 @@ func Step(s *tracker.Step) string {
 		txt := kind + " #" + strconv.Itoa(int(s.Retransmits)) + " (rto " + Secs(s.RTO) + ")"
 		if s.Detail != 0 {
 			txt += " failed: " + tcp.ErrnoName(s.Detail)
+		} else if s.Resent {
+			txt += " held on this host, sent after the timer: the timer restarted"
 		} else if s.Flags&wire.FlagFromTimer != 0 {
 			txt += " seen at the timer: it did not leave this host"
 		}
@@ -131,24 +133,6 @@ func Step(s *tracker.Step) string {
 		return "window probe sent, icsk_probes_out=" + strconv.Itoa(int(s.Probes)) + " (interval base " + Secs(s.RTO) + ")"
 	}
 	return s.Kind.String()
-}
-
-// NoticeSummary and NoticeExplanation word a notice.
-func NoticeSummary(n *tracker.Notice) string {
-	if n.Kind == "time_wait_syn_accepted" {
-		return fmt.Sprintf("the peer's SYN reopened a 4-tuple this side held in TIME_WAIT (closed %s ago): its sequence number or timestamp was newer", Secs(n.Age))
-	}
-	return fmt.Sprintf("a new connection took over a 4-tuple still in TIME_WAIT (closed %s ago)", Secs(n.Age))
-}
-
-// NoticeExplanation teaches what the kernel allowed.
-func NoticeExplanation(n *tracker.Notice) string {
-	if n.Kind == "time_wait_syn_accepted" {
-		return fmt.Sprintf("This side closed %s -> %s first, %s ago, and kept the 4-tuple in TIME_WAIT (60 s, TCP_TIMEWAIT_LEN). A SYN for it arrived: tcp_timewait_state_process() accepts it (TCP_TW_SYN) when its timestamp is newer than the last one seen (PAWS) or, without timestamps, its sequence number is past the old connection's; the TIME_WAIT ends and the listener takes the new connection. An older SYN is answered with the old connection's ACK instead, and the peer's RST to that ACK ends the TIME_WAIT early unless tcp_rfc1337=1.",
-			n.Local, n.Remote, Secs(n.Age))
-	}
-	return fmt.Sprintf("The earlier connection on %s -> %s closed actively %s ago; its TIME_WAIT (60 s, TCP_TIMEWAIT_LEN) guards against old duplicates. connect() reused it anyway, which tcp_tw_reuse allows for outgoing connections once the TIME_WAIT is over a second old, with TCP timestamps to tell old segments from new (PAWS).",
-		n.Local, n.Remote, Secs(n.Age))
 }
 
 // RTOList prints RTOs as "204ms → 408ms → 816ms", eliding the middle of long lists.

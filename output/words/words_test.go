@@ -213,3 +213,20 @@ func TestFailedSendsNeverLeft(t *testing.T) {
 		t.Errorf("1 failed, 1 dropped, 1 left: %q", sum)
 	}
 }
+
+// Every notice the tracker tells has its words, and only those.
+func TestEveryNoticeIsWorded(t *testing.T) {
+	var worded []string
+	for _, e := range Notices {
+		worded = append(worded, e.Kind)
+		n := &tracker.Notice{Kind: e.Kind}
+		if NoticeSummary(n) == e.Kind || NoticeExplanation(n) == "" {
+			t.Errorf("%s: no summary or explanation", e.Kind)
+		}
+	}
+	slices.Sort(worded)
+	kinds := slices.Sorted(slices.Values(tracker.NoticeKinds))
+	if !slices.Equal(worded, kinds) {
+		t.Errorf("worded notices %v, the tracker tells %v", worded, kinds)
+	}
+}

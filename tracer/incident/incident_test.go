@@ -346,7 +346,8 @@ func TestSharedFateOf(t *testing.T) {
 	busy := sock(7, peerA, 10, false, 0)
 	busy.Unacked = 1 // data in flight: it will notice
 	socks = append(socks, busy)
-	sf := sharedFateOf(inc, socks, func(_ uint32, cookie uint64) bool { return cookie == 4 }, now)
+	follows := func(_ uint32, cookie uint64) bool { return cookie == 4 }
+	sf := sharedFateOf(inc, socks, nil, follows, now)
 	if sf.Idle != 3 || sf.Keepalive != 2 || sf.Never != 1 || len(sf.Owners) != 2 || sf.Owners[0].PID != 10 || sf.Owners[0].Connections != 2 {
 		t.Errorf("%+v", sf)
 	}
@@ -355,6 +356,13 @@ func TestSharedFateOf(t *testing.T) {
 	}
 	if want := now.Add(time.Hour + 9*75*time.Second); !sf.NoticeLast.Equal(want) {
 		t.Errorf("notice last %v, want %v", sf.NoticeLast, want)
+	}
+	// Socket 2 is Go's (15 s, 9 probes on the socket, read by the
+	// iterator): it gives up 9 × 15 s after its first probe, not 9 × 75 s.
+	own := map[uint64]SocketKeepalive{2: {Intvl: 15 * time.Second, Probes: 9}}
+	sf = sharedFateOf(inc, socks, own, follows, now)
+	if want := now.Add(time.Minute + 9*15*time.Second); !sf.NoticeFirst.Equal(want) || sf.Source != SharedFateSourceOwn {
+		t.Errorf("with the socket's own: notice first %v (%s), want %v", sf.NoticeFirst, sf.Source, want)
 	}
 }
 

@@ -13,6 +13,17 @@ import (
 // socket's own keepalive interval and count, so the namespace's are used.
 const SharedFateSource = "sock_diag: keepalive timer expiry per socket; tcp_keepalive_intvl and tcp_keepalive_probes of the namespace (per-socket overrides not visible)"
 
+// SharedFateSourceOwn is the source when SharedFateReader.Keepalive gave
+// each socket's own keepalive interval and count (Go sets 15 s and 9 on
+// the socket, the namespace says 75 s).
+const SharedFateSourceOwn = "sock_diag: keepalive timer expiry per socket; each socket's own keepalive interval and count (BPF socket iterator), the namespace's where it could not be read"
+
+// SocketKeepalive is a socket's own keepalive interval and probe count.
+type SocketKeepalive struct {
+	Intvl  time.Duration
+	Probes uint8
+}
+
 // ReadSharedFate fills inc.SharedFate from the kernel's socket table: the
 // connections to the incident's peer (and port, if one is shared) in its
 // namespace that are idle (ESTABLISHED, nothing in flight, not in
@@ -26,12 +37,16 @@ func ReadSharedFate(inc *Incident, follows func(netns uint32, cookie uint64) boo
 // for a second: incidents with many peers at once (a node losing a rack)
 // cost one sock_diag dump and one /proc scan, not one per peer.
 type SharedFateReader struct {
-	tables map[uint32]sharedFateTable
+	// Keepalive, if set, reads each socket's own keepalive settings in a
+	// namespace, by socket cookie (sock_diag does not show them).
+	Keepalive func(netns uint32) (map[uint64]SocketKeepalive, error)
+	tables    map[uint32]sharedFateTable
 }
 
 type sharedFateTable struct {
 	at    time.Time
 	socks []sockdiag.Socket
+	own   map[uint64]SocketKeepalive
 }
 
 // sharedFateReuse is how long a namespace's socket table is reused.
@@ -50,13 +65,20 @@ func (r *SharedFateReader) Read(inc *Incident, follows func(netns uint32, cookie
 			r.tables = map[uint32]sharedFateTable{}
 		}
 		t = sharedFateTable{at: now, socks: socks}
+		if r.Keepalive != nil {
+			// Unread (an error): the namespace's settings, as before.
+			t.own, _ = r.Keepalive(inc.NetNS)
+		}
 		r.tables[inc.NetNS] = t
 	}
-	inc.SharedFate = sharedFateOf(inc, t.socks, follows, now)
+	inc.SharedFate = sharedFateOf(inc, t.socks, t.own, follows, now)
 }
 
-func sharedFateOf(inc *Incident, socks []sockdiag.Socket, follows func(uint32, uint64) bool, now time.Time) *SharedFate {
+func sharedFateOf(inc *Incident, socks []sockdiag.Socket, own map[uint64]SocketKeepalive, follows func(uint32, uint64) bool, now time.Time) *SharedFate {
 	sf := &SharedFate{Source: SharedFateSource}
+	if own != nil {
+		sf.Source = SharedFateSourceOwn
+	}
 	owners := map[uint32]*Owner{}
 	for i := range socks {
 		s := &socks[i]
@@ -76,10 +98,14 @@ func sharedFateOf(inc *Incident, socks []sockdiag.Socket, follows func(uint32, u
 			continue
 		}
 		sf.Keepalive++
-		sf.KeepaliveProbes, sf.KeepaliveIntvl = s.Settings.KeepaliveProbes, s.Settings.KeepaliveIntvl
+		probes, intvl := s.Settings.KeepaliveProbes, s.Settings.KeepaliveIntvl
+		if ka, ok := own[s.Cookie]; ok && ka.Intvl > 0 {
+			probes, intvl = ka.Probes, ka.Intvl
+		}
+		sf.KeepaliveProbes, sf.KeepaliveIntvl = probes, intvl
 		// The first probe goes when the timer fires; the kernel gives up
 		// one interval after the last unanswered probe.
-		at := now.Add(s.TimerExpires + time.Duration(s.Settings.KeepaliveProbes)*s.Settings.KeepaliveIntvl)
+		at := now.Add(s.TimerExpires + time.Duration(probes)*intvl)
 		if sf.NoticeFirst.IsZero() || at.Before(sf.NoticeFirst) {
 			sf.NoticeFirst = at
 		}

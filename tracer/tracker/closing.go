@@ -62,6 +62,9 @@ func (c *conn) onRecvReset(ev *wire.Event) {
 // segment for no socket): an exiting owner's reset ends the story.
 func (t *Tracker) onSendReset(c *conn, ev *wire.Event) {
 	if ev.Flags&wire.FlagReplyReset != 0 {
+		if ev.State == tcp.StateSynSent {
+			t.onSynAnsweredOldAck(c, ev)
+		}
 		return
 	}
 	c.sentReset, c.sentReason = true, ev.Detail

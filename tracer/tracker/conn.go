@@ -63,6 +63,13 @@ type conn struct {
 	timerAt          time.Duration
 	timerRTO         time.Duration
 	timerRetransmits uint8
+	// timerSendFailed: the latest expiry's retransmission never left this
+	// host; restartAt and restartRTO: when that held segment went out
+	// after all (between two expiries) and the RTO the kernel restarted
+	// the timer with then (outage.go, heldSendLeft). restartAt is 0 when
+	// the timer runs as its latest expiry armed it.
+	timerSendFailed       bool
+	restartAt, restartRTO time.Duration
 	// retransStamp is the kernel's retrans_stamp, from which it counts the
 	// budget: the first retransmission's time, or the original
 	// transmission's when that retransmission never left this host (the
@@ -109,6 +116,7 @@ type step struct {
 	retransmits uint8
 	probes      uint8
 	existing    bool
+	resent      bool // a retransmission held on this host, sent after the timer (heldSendLeft)
 }
 
 func tupleOf(ev *wire.Event) (tupleKey, bool) {
@@ -224,8 +232,11 @@ func (c *conn) observe(ev *wire.Event) {
 	if ev.CgroupID != 0 {
 		c.cgroupID = ev.CgroupID
 	}
-	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == wire.OwnerListener) {
-		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Source: ownerSource(ev.Owner)}
+	// The kernel's owner replaces a guess, and its latest thread the
+	// thread of an earlier record (an accepted socket named from /proc,
+	// then closed by an exiting thread of that process).
+	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == wire.OwnerListener || ev.Thread() != c.owner.Thread) {
+		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Thread: ev.Thread(), Source: ownerSource(ev.Owner)}
 	}
 	// Orphan is a fact of the connection while it lived: an application
 	// that closes its socket after the kernel ended the connection (psql

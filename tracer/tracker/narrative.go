@@ -72,8 +72,12 @@ func (v Verdict) Episode() bool {
 
 // Owner is the process a connection belongs to.
 type Owner struct {
-	PID    uint32
-	Comm   string
+	PID  uint32
+	Comm string // the process's name: its thread-group leader's comm
+	// Thread is extra detail: the name of the thread the kernel saw act
+	// (connect, listen, close) when it is not the process's, "" otherwise
+	// (redis-server's bio_aof_fsync closing a killed server's sockets).
+	Thread string
 	Source wire.OwnerSource
 }
 
@@ -105,6 +109,9 @@ type Step struct {
 	ResetReason string // send_reset: the kernel's reason, when it gives one
 	// Existing marks the entry of a connection found at start-up.
 	Existing bool
+	// Resent marks a retransmission that an expiry could not send, gone
+	// out after it: the kernel restarted its retransmission timer then.
+	Resent bool
 	// Dropped, on a first step, counts older steps not kept.
 	Dropped int
 }
@@ -154,9 +161,13 @@ type Narrative struct {
 	// BackoffReverted: the RTO stopped doubling (RFC 6069 revert after an
 	// ICMP unreachable), judged from the RTOs seen.
 	BackoffReverted bool
-	SkErrSoft       int32
-	Budget          Budget
-	CAState         tcp.CAState
+	// TimerRestarted: a retransmission held on this host left after the
+	// latest expiry and restarted the retransmission timer for a whole
+	// RTO, so the kernel checks its budget that much later.
+	TimerRestarted bool
+	SkErrSoft      int32
+	Budget         Budget
+	CAState        tcp.CAState
 
 	ExitSignal int  // local_process_exited: the signal that killed the owner
 	ExitStatus int  // ... or its exit status
@@ -205,10 +216,13 @@ type PeerEnd struct {
 }
 
 // Notice is something worth showing with --all that is not a verdict about
-// a failure: today, a TIME_WAIT 4-tuple taken over by a new connection.
+// a failure: what became of a 4-tuple in TIME_WAIT.
 type Notice struct {
-	Time   time.Time
-	Kind   string // "time_wait_reuse" (our connect() took over our TIME_WAIT), "time_wait_syn_accepted" (the peer's SYN did)
+	Time time.Time
+	// Kind: "time_wait_reuse" (our connect() took over our TIME_WAIT),
+	// "time_wait_syn_accepted" (the peer's SYN did), or one of the
+	// NoticeTimeWait* (timewait.go: a SYN or RST the TIME_WAIT dropped).
+	Kind   string
 	Cookie uint64
 	Local  netip.AddrPort
 	Remote netip.AddrPort
@@ -216,6 +230,11 @@ type Notice struct {
 	Owner  Owner
 	// Age is how long ago the earlier connection on the 4-tuple closed.
 	Age time.Duration
+	// TimeWait: the kernel's figures of a NoticeTimeWait* notice.
+	TimeWait wire.TimeWaitFacts
+	// ResetReason: syn_answered_old_ack's reset, as the kernel names it
+	// (6.10+), "" before.
+	ResetReason string
 	// CgroupID: as in Narrative.
 	CgroupID uint64
 }

@@ -79,3 +79,68 @@ func BenchmarkTimeWaitFull(b *testing.B) {
 		timeWaitClose(tr, 1<<20+i, base+time.Millisecond)
 	}
 }
+
+// The real kernel's records of article 004's old SYN (6.18, lab
+// timewait-syn-old and timewait-rst-rfc1337): B's TIME_WAIT drops A's SYN,
+// whose sequence number is 256 MiB behind, answers with the old ACK, and
+// A's RST ends the TIME_WAIT (tcp_rfc1337=0) or is ignored (=1); a new
+// connection on the 4-tuple after the RST took no TIME_WAIT over.
+func TestTimeWaitOldSyn(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want []string
+	}{
+		{"timewait-syn-old", []string{NoticeTimeWaitSynRejected, NoticeTimeWaitRstEnded}},
+		{"timewait-rst-rfc1337", []string{NoticeTimeWaitSynRejected, NoticeTimeWaitRstIgnored, NoticeTimeWaitSynRejected}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := loadRecording(t, tc.name)
+			var got, client []*Notice
+			tr := New(Config{All: true, ResetReasons: testReasons, Notices: func(n *Notice) {
+				if n.Kind == NoticeSynAnsweredOldAck {
+					client = append(client, n)
+				} else {
+					got = append(got, n)
+				}
+			}}, func(*Narrative) {})
+			for i := range rec.events {
+				tr.Handle(&rec.events[i])
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d notices, want %v", len(got), tc.want)
+			}
+			for i, n := range got {
+				f := n.TimeWait
+				newer, ahead := f.SeqNewer()
+				if n.Kind != tc.want[i] || n.Local.Port() != 8080 || n.Remote.Port() != 40000 || newer || f.TSNewer() {
+					t.Errorf("notice %d: %s %v -> %v, seq newer %v", i, n.Kind, n.Local, n.Remote, newer)
+				}
+				// 256 MiB sent, the clock's ISN moved on by 15.6 MiB a second since.
+				if n.Kind == NoticeTimeWaitSynRejected && (ahead > -200<<20 || ahead < -(256<<20)) {
+					t.Errorf("SYN %d bytes ahead of tw_rcv_nxt, want about 256 MiB behind", ahead)
+				}
+				if n.Kind != NoticeTimeWaitSynRejected && f.Seq != f.RcvNxt {
+					t.Errorf("RST seq %d, want the TIME_WAIT's rcv_nxt %d (A's reset acks the old ACK)", f.Seq, f.RcvNxt)
+				}
+				if f.RFC1337 != (tc.name == "timewait-rst-rfc1337") || f.HasTSval || f.PAWS {
+					t.Errorf("notice %d: rfc1337 %v, timestamps %v/%v (A ran without)", i, f.RFC1337, f.HasTSval, f.PAWS)
+				}
+				if n.Age <= 0 || n.Age > time.Second || f.Left < 58*time.Second || f.Left > timeWaitLen {
+					t.Errorf("notice %d: closed %v ago, %v left, want just closed, most of 60 s left", i, n.Age, f.Left)
+				}
+			}
+			if got[0].TimeWait.Seen != wire.TimeWaitSynAnswered {
+				t.Errorf("first SYN: %v, want answered with the old ACK", got[0].TimeWait.Seen)
+			}
+			// A's side: its SYN got the old ACK once (the next one's was
+			// held back by tcp_invalid_ratelimit, or got through), and A reset it.
+			if len(client) != 1 || client[0].Local.Port() != 40000 || client[0].Remote.Port() != 8080 ||
+				client[0].ResetReason != "TCP_INVALID_ACK_SEQUENCE" || client[0].Owner.Comm != "lab-client" {
+				for _, n := range client {
+					t.Logf("A: %s %v -> %v reason %q owner %+v", n.Kind, n.Local, n.Remote, n.ResetReason, n.Owner)
+				}
+				t.Errorf("A told %d %s, want 1 by lab-client with its reset's reason", len(client), NoticeSynAnsweredOldAck)
+			}
+		})
+	}
+}

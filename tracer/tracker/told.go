@@ -140,6 +140,7 @@ func (c *conn) outageFacts(n *Narrative, now time.Duration) {
 		n.Retransmits = max(c.stallRetrans, int(ev.Retransmits))
 		n.RTOs = append([]time.Duration(nil), c.rtos...)
 		n.BackoffReverted = reverted(c.rtos)
+		n.TimerRestarted = c.restartAt != 0
 		n.FailedSends, n.FailedErrno = c.failedSends, c.failedErrno
 		if c.silenceStart != 0 {
 			n.Outage = now - c.silenceStart
@@ -225,6 +226,12 @@ func (c *conn) projectGiveUp(b Budget) time.Duration {
 	if last == 0 {
 		last, rto = ev.Mono, ev.RTO
 	}
+	if c.restartAt != 0 {
+		// The timer restarted for a whole RTO when the held segment left
+		// (heldSendLeft); the budget is checked first at that expiry,
+		// and the RTO doubles after it as after any other.
+		return tcp.GiveUpAt(c.retransStamp, b.Limit, c.restartAt+c.restartRTO, c.restartRTO, ev.RTOMax, doubling, b.Setting == "TCP_USER_TIMEOUT")
+	}
 	return tcp.GiveUpAt(c.retransStamp, b.Limit, last, rto, ev.RTOMax, doubling, b.Setting == "TCP_USER_TIMEOUT")
 }
 
@@ -249,7 +256,7 @@ func (t *Tracker) timeline(c *conn) []Step {
 		s := &c.steps[i]
 		out[i] = Step{At: s.mono - c.firstMono, Kind: s.kind, Flags: s.flags, State: s.state, Old: s.old,
 			CA: s.ca, OldCA: s.oldCA, Retransmits: s.retransmits, Probes: s.probes, Detail: s.detail,
-			RTO: time.Duration(s.rtoMs) * time.Millisecond, Existing: s.existing}
+			RTO: time.Duration(s.rtoMs) * time.Millisecond, Existing: s.existing, Resent: s.resent}
 		if s.kind == wire.KindSendReset {
 			out[i].ResetReason = t.cfg.ResetReasons.Name(s.detail)
 		}

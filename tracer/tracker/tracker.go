@@ -159,6 +159,10 @@ func (t *Tracker) Handle(ev *wire.Event) {
 		t.onDrop(ev)
 		return
 	}
+	if ev.Kind == wire.KindTimeWait {
+		t.onTimeWait(ev)
+		return
+	}
 	if t.onListener(ev) {
 		return
 	}

@@ -146,6 +146,63 @@ func TestReplugDoesNotMoveTheDeadline(t *testing.T) {
 	}
 }
 
+// Retransmissions that fail here (the cable pulled: -EBUSY, the original
+// queued at the unresolved neighbour), then the held segment sent after
+// the last expiry (the neighbour failed and freed it): the kernel restarted
+// the timer for the doubled RTO then, and a stalled line says so with the
+// deadline one RTO after that send. The same send after the peer answered
+// (its ACK in the record's ack_age) is the queue resent: nothing moves.
+func TestHeldSendRestartsTheTimer(t *testing.T) {
+	for _, answered := range []bool{false, true} {
+		var c collect
+		tr := New(Config{}, c.emit)
+		base := wire.Event{Kind: wire.KindRetransmit, Cookie: 7, Local: cli, Remote: srv, State: tcp.StateEstablished,
+			CAState: tcp.CALoss, RTOMax: 120 * time.Second, Settings: tcp.Settings{Retries2: 3}, Detail: -16}
+		now := 1000
+		for i, rto := range []int{204, 408, 816} {
+			if i > 0 {
+				now += rto
+			}
+			ev := base
+			ev.Mono, ev.Retransmits, ev.RTO, ev.AckAge = at(now), uint8(i+1), at(rto), at(now-796)
+			tr.Handle(&ev)
+		}
+		held := base
+		held.Detail, held.Retransmits, held.RTO = 0, 3, at(1632)
+		held.Mono, held.AckAge = at(now+1100), at(now+1100-796)
+		if answered {
+			held.AckAge = at(5)
+		}
+		tr.Handle(&held)
+		tr.Flush(at(now + 5000)) // tells it stalled once more, as of the flush: not counted
+		var stalled []Narrative
+		for _, n := range c.got {
+			if n.Verdict == Stalled && n.Mono < at(now+5000) {
+				stalled = append(stalled, n)
+			}
+		}
+		if answered {
+			if len(stalled) != 3 {
+				t.Errorf("after the peer answered: %d stalled lines, want the 3 expiries'", len(stalled))
+			}
+			continue
+		}
+		if len(stalled) != 4 || !stalled[3].TimerRestarted || stalled[2].TimerRestarted {
+			t.Fatalf("%d stalled lines, want 3 expiries and the restart", len(stalled))
+		}
+		r := stalled[3]
+		if end, want := r.Mono+r.GiveUpIn, held.Mono+held.RTO; end != want {
+			t.Errorf("restart projected the end at %v, want %v (the held send + the doubled RTO)", end, want)
+		}
+		if step := r.Timeline[len(r.Timeline)-1]; !step.Resent || step.Retransmits != 3 {
+			t.Errorf("last step %+v, want the held retransmission #3, resent", step)
+		}
+		if r.Retransmits != 3 || r.FailedSends != 3 {
+			t.Errorf("restart line: %d retransmissions, %d failed; want the 3 expiries, all failed", r.Retransmits, r.FailedSends)
+		}
+	}
+}
+
 // An outage found at start-up that then recovers counts the expiries the
 // kernel had made before tcpwatch came, less the one answered.
 func TestExistingOutageRecovers(t *testing.T) {

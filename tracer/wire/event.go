@@ -28,6 +28,7 @@ const (
 	KindDestroy    = Kind(bpf.TcpwatchTwEventKindTW_EV_DESTROY)    // tcp_destroy_sock
 	KindProbe0     = Kind(bpf.TcpwatchTwEventKindTW_EV_PROBE0)     // the zero-window probe timer (tcp_write_timer, ICSK_TIME_PROBE0)
 	KindDrop       = Kind(bpf.TcpwatchTwEventKindTW_EV_DROP)       // skb:kfree_skb of a troubled connection's packet
+	KindTimeWait   = Kind(bpf.TcpwatchTwEventKindTW_EV_TIMEWAIT)   // skb:kfree_skb of a SYN or RST a TIME_WAIT dropped
 	kindUpperBound = Kind(bpf.TcpwatchTwEventKindTW_EV_KIND_MAX)
 )
 
@@ -42,6 +43,7 @@ var kindNames = [kindUpperBound]string{
 	KindDestroy:    "destroy",
 	KindProbe0:     "window_probe",
 	KindDrop:       "drop",
+	KindTimeWait:   "time_wait",
 }
 
 func (k Kind) String() string {
@@ -142,6 +144,7 @@ type Event struct {
 	// cgroup's directory.
 	CgroupID uint64
 	comm     [16]byte
+	thread   [16]byte
 
 	State    tcp.State // for KindState, the new state
 	OldState tcp.State // KindState only
@@ -171,24 +174,49 @@ type Event struct {
 	NFHook NFHook
 	// ProbesBefore (KindProbe0): icsk_probes_out when the timer fired.
 	ProbesBefore uint8
+	// TimeWait (KindTimeWait): the segment and the TIME_WAIT it met.
+	TimeWait TimeWaitFacts
 
 	Settings tcp.Settings
 }
 
 // Comm is the owning process's name as the kernel had it; it may hold any
 // bytes, so printers must sanitise it.
-func (e *Event) Comm() string {
+func (e *Event) Comm() string { return cString(&e.comm) }
+
+// cString is a kernel name up to its NUL: what follows it may be the
+// bytes of an earlier, longer name (bpf_probe_read_kernel_str writes no
+// padding).
+func cString(b *[16]byte) string {
 	n := 0
-	for n < len(e.comm) && e.comm[n] != 0 {
+	for n < len(b) && b[n] != 0 {
 		n++
 	}
-	return string(e.comm[:n])
+	return string(b[:n])
 }
 
 // SetComm is for building events outside the kernel (tests, replays).
 func (e *Event) SetComm(s string) {
 	e.comm = [16]byte{}
 	copy(e.comm[:15], s)
+}
+
+// Thread is the name of the owner's thread that acted (connect, listen,
+// close) when it differs from the process's, Comm: redis-server's
+// bio_aof_fsync closing the files of a killed redis-server. "" when the
+// thread-group leader acted, its thread has the process's name, or the
+// kernel did not say (a record from before the field, or no owner).
+func (e *Event) Thread() string {
+	if t := cString(&e.thread); t != e.Comm() {
+		return t
+	}
+	return ""
+}
+
+// SetThread is for building events outside the kernel (tests, replays).
+func (e *Event) SetThread(s string) {
+	e.thread = [16]byte{}
+	copy(e.thread[:15], s)
 }
 
 // ExitSignal returns the signal that killed the owner, or 0 if it exited.
@@ -219,9 +247,9 @@ func (c Clock) Wall(mono time.Duration) time.Time { return c.wallAtZero.Add(mono
 // Decode fills ev from one ring-buffer record. It checks the length, then
 // reads the record in place: no reflection, no allocation.
 func Decode(raw []byte, clock Clock, ev *Event) error {
-	if len(raw) == recordSizeBeforeWindow {
-		// A recording made before the record grew (issue 19): its later
-		// fields are zero. The ring never holds one.
+	if len(raw) == recordSizeBeforeWindow || len(raw) == recordSizeBeforeThread {
+		// A recording made before the record grew (issues 19, 17): its
+		// later fields are zero. The ring never holds one.
 		var full [recordSize]byte
 		copy(full[:], raw)
 		raw = full[:]
@@ -242,6 +270,7 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 		Owner:     OwnerSource(r.OwnerSource),
 		CgroupID:  r.CgroupId,
 		comm:      r.Comm,
+		thread:    r.Thread,
 
 		State:    tcp.State(r.State),
 		CAState:  tcp.CAState(r.CaState),
@@ -287,6 +316,8 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 	case KindProbe0:
 		// ... and, for the probe timer, for icsk_probes_out at its entry.
 		ev.ProbesBefore, ev.OldState = r.OldState, 0
+	case KindTimeWait:
+		decodeTimeWait(r, ev)
 	}
 	if r.Family == unix.AF_INET6 {
 		ev.Local = netip.AddrPortFrom(netip.AddrFrom16(r.Saddr), r.Sport)
@@ -310,6 +341,7 @@ func Encode(ev *Event) []byte {
 		Pid:               ev.PID,
 		OwnerSource:       uint8(ev.Owner),
 		Comm:              ev.comm,
+		Thread:            ev.thread,
 		Sport:             ev.Local.Port(),
 		Dport:             ev.Remote.Port(),
 		Kind:              uint8(ev.Kind),
@@ -354,6 +386,8 @@ func Encode(ev *Event) []byte {
 		r.OldState = uint8(ev.OldCA)
 	case KindProbe0:
 		r.OldState = ev.ProbesBefore
+	case KindTimeWait:
+		encodeTimeWait(ev, &r)
 	}
 	// Either side IPv6 makes an IPv6 record; a side with no address (a
 	// test's event, a reset with no socket) is all zeros, never a panic.

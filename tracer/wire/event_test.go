@@ -33,7 +33,8 @@ const (
 	offKATime, offKAIntvl, offUserTimeout   = 152, 156, 160
 	offAckAge, offCgroupID                  = 164, 168
 	offSndWnd, offNotSent, offDrops         = 176, 180, 184
-	wantRecordSize                          = 192
+	offThread                               = 192
+	wantRecordSize                          = 208
 )
 
 type rawRecord []byte
@@ -56,6 +57,7 @@ func baseRecord(kind Kind) rawRecord {
 	r.u32(offNetns, 4026531840)
 	r.u32(offPid, 4242)
 	copy(r[offComm:], "curl")
+	copy(r[offThread:], "curl")
 	r.u16(offFamily, 2)
 	r.u16(offSport, 40000)
 	r.u16(offDport, 80)
@@ -113,6 +115,7 @@ func TestOffsetsMatchBTF(t *testing.T) {
 		"keepalive_time_ms": offKATime, "keepalive_intvl_ms": offKAIntvl,
 		"user_timeout_ms": offUserTimeout, "ack_age_ms": offAckAge, "cgroup_id": offCgroupID,
 		"nf_hook": offNFHook, "snd_wnd": offSndWnd, "notsent_bytes": offNotSent, "drops": offDrops,
+		"thread": offThread,
 	}
 	for _, m := range st.Members {
 		off, ok := want[m.Name]
@@ -315,6 +318,44 @@ func TestDecodeEveryKind(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.check(t, decode(t, tc.build())) })
+	}
+}
+
+// The thread's name is extra detail: absent when it is the process's
+// (the leader acted, or a thread kept the process's name), else as the
+// kernel wrote it.
+func TestDecodeThread(t *testing.T) {
+	r := baseRecord(KindState)
+	if ev := decode(t, r); ev.Thread() != "" || ev.Comm() != "curl" {
+		t.Errorf("leader: thread %q comm %q, want no thread, comm curl", ev.Thread(), ev.Comm())
+	}
+	copy(r[offThread:], "bio_aof_fsync\x00")
+	ev := decode(t, r)
+	if ev.Thread() != "bio_aof_fsync" || ev.Comm() != "curl" {
+		t.Errorf("thread %q comm %q, want bio_aof_fsync of curl", ev.Thread(), ev.Comm())
+	}
+	if got := decode(t, Encode(&ev)); got.Thread() != "bio_aof_fsync" {
+		t.Errorf("round trip: thread %q", got.Thread())
+	}
+	// The process's name written over a longer one leaves its tail after
+	// the NUL: still the same name as the thread's.
+	copy(r[offComm:], "redis-server-xyz")
+	copy(r[offComm:], "redis\x00")
+	copy(r[offThread:], "redis\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+	if ev := decode(t, r); ev.Thread() != "" || ev.Comm() != "redis" {
+		t.Errorf("comm %q thread %q, want redis and no thread", ev.Comm(), ev.Thread())
+	}
+}
+
+// Recordings made before the record grew decode with the later fields
+// zero: before thread (issue 17) and before snd_wnd (issue 19).
+func TestDecodeOlderRecordings(t *testing.T) {
+	r := baseRecord(KindState)
+	for _, size := range []int{recordSizeBeforeThread, recordSizeBeforeWindow} {
+		ev := decode(t, r[:size])
+		if ev.PID != 4242 || ev.Comm() != "curl" || ev.Thread() != "" {
+			t.Errorf("%d bytes: pid %d comm %q thread %q", size, ev.PID, ev.Comm(), ev.Thread())
+		}
 	}
 }
 

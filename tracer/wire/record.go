@@ -18,6 +18,9 @@ import (
 // stay readable.
 const recordSizeBeforeWindow = 176
 
+// recordSizeBeforeThread is its size before thread was appended (issue 17).
+const recordSizeBeforeThread = 192
+
 // WriteRecord appends ev to a recording.
 func WriteRecord(w io.Writer, ev *Event) error {
 	_, err := fmt.Fprintf(w, "%s\n", hex.EncodeToString(Encode(ev)))
