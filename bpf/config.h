@@ -20,7 +20,15 @@ struct tw_config {
 	__u32 filter_netns; /* network namespace inode; 0 = any */
 	__u16 filter_port;  /* either side; 0 = any */
 	__u8 emit_all;      /* --events / --all: send every event */
-	__u8 _pad[5];
+	__u8 summarize;     /* --all: with emit_all, a normal lifecycle's state changes in one record (lifecycle.h) */
+	__u8 _pad[4];
+	/*
+	 * [start, end) of inet6_csk_xmit's code (/proc/kallsyms; 0 unknown):
+	 * a TCP segment it frees is one whose IPv6 route lookup failed, and
+	 * the kernel gives that kfree_skb no reason (NOT_SPECIFIED).
+	 */
+	__u64 v6_xmit_start;
+	__u64 v6_xmit_end;
 };
 
 const volatile struct tw_config tw_cfg = { .hz = 250 };

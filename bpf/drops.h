@@ -235,7 +235,7 @@ static __always_inline int keep_drop(struct tw_tuple *k, struct troubled *t, int
  * no protocol: the route lookup of ip_queue_xmit failed, IP_OUTNOROUTES):
  * its socket names the connection.
  */
-static __always_inline int drop_before_ip(const struct sk_buff *skb, const struct trouble_gate *g, int reason)
+static __always_inline int drop_before_ip(const struct sk_buff *skb, const struct trouble_gate *g, int reason, __u64 location)
 {
 	const struct sock *sk = skb->sk;
 	if (!sk)
@@ -251,10 +251,19 @@ static __always_inline int drop_before_ip(const struct sk_buff *skb, const struc
 	struct troubled *t = bpf_map_lookup_elem(&troubled, &k);
 	if (!t)
 		return 0;
-	return keep_drop(&k, t, reason, 0, 0);
+	/*
+	 * IPv6's failed route lookup (inet6_csk_xmit) frees the segment with
+	 * plain kfree_skb: NOT_SPECIFIED. Its place says what happened.
+	 */
+	__u16 flags = 0;
+	if (tw_cfg.v6_xmit_start && location >= tw_cfg.v6_xmit_start && location < tw_cfg.v6_xmit_end &&
+	    bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		flags = TW_F_DROP_NO_ROUTE6;
+	return keep_drop(&k, t, reason, flags, 0);
 }
 
-static __always_inline int handle_drop(const struct sk_buff *skb, int reason)
+static __always_inline int handle_drop(const struct sk_buff *skb, int reason, __u64 location)
 {
 	/* Nothing in trouble lately: nothing to look for. */
 	struct trouble_gate *g = gate();
@@ -265,7 +274,7 @@ static __always_inline int handle_drop(const struct sk_buff *skb, int reason)
 	__u16 nh = skb->network_header, th = skb->transport_header;
 	if ((proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) ||
 	    nh == (__u16)~0U || th == (__u16)~0U || th <= nh)
-		return drop_before_ip(skb, g, reason);
+		return drop_before_ip(skb, g, reason, location);
 	count(TW_CNT_DROPS_SEEN);
 
 	/* The ports first: most drops stop at the port prefilter. */

@@ -40,16 +40,22 @@ static __always_inline struct event *reserve(__u8 kind)
  * loopback churn). A crossing missed by racing producers costs at most
  * one poll interval.
  */
+static __always_inline __u64 wakeup_flags(void)
+{
+	if (!tw_cfg.lazy_wakeup_bytes)
+		return 0;
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return avail > tw_cfg.lazy_wakeup_bytes && avail <= tw_cfg.lazy_wakeup_bytes + 2 * sizeof(struct lifecycle) ?
+		       BPF_RB_FORCE_WAKEUP :
+		       BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void submit(struct event *e)
 {
-	__u64 flags = 0;
-	if (tw_cfg.lazy_wakeup_bytes) {
-		__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-		flags = avail > tw_cfg.lazy_wakeup_bytes && avail <= tw_cfg.lazy_wakeup_bytes + 2 * sizeof(*e) ?
-				BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	}
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, wakeup_flags());
 }
+
+#include "lifecycle.h"
 
 /*
  * The common case: one full TCP socket (a tracepoint argument), one
@@ -58,6 +64,8 @@ static __always_inline void submit(struct event *e)
  */
 static __always_inline struct event *emit_sk(const struct sock *sk, const struct sock_info *info, __u8 kind)
 {
+	if (tw_cfg.summarize)
+		life_flush(sk, info); /* a summarised socket's states come first */
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	if (!tp || !tp_passes(tp))
 		return NULL;

@@ -43,3 +43,6 @@ int BPF_PROG(floor_timer_exit) { return 0; }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(floor_drop) { return 0; }
+
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(floor_synack) { return 0; }

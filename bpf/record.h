@@ -25,6 +25,7 @@ enum tw_event_kind {
 	TW_EV_PROBE0 = 9,       /* the zero-window probe timer ran (tcp_probe_timer): probes_out after it, 0 when probing ended */
 	TW_EV_DROP = 10,        /* skb:kfree_skb of a troubled socket's packet; detail = skb_drop_reason, drops = how many */
 	TW_EV_TIMEWAIT = 11,    /* a SYN or RST met a 4-tuple in TIME_WAIT (--all, 6.11+): see enum tw_timewait_seen */
+	TW_EV_LIFECYCLE = 12,   /* --all: a struct lifecycle, the state changes the kernel half summarised (lifecycle.h) */
 	TW_EV_KIND_MAX,         /* one past the last kind: Go's decoder keeps later kinds as they are (Kind.String names them kind(N)) */
 };
 
@@ -43,6 +44,9 @@ enum tw_event_flag {
 	TW_F_DROP_ELSEWHERE = 1 << 10, /* DROP: in another network namespace of this kernel (a bridge, the node's firewall) */
 	TW_F_NO_LOCAL_PORT = 1 << 11, /* SYN_SENT -> CLOSE before a local port was found: connect() got EADDRNOTAVAIL */
 	TW_F_CLOSE_WAIT_STUCK = 1 << 12, /* the exposure scan found the socket stuck in CLOSE_WAIT (close_wait_stuck) */
+	TW_F_LIFE_DESTROYED = 1 << 13, /* LIFECYCLE: sent at tcp_destroy_sock, which it stands for too */
+	/* listeners (issue 19): */
+	TW_F_DROP_NO_ROUTE6 = 1 << 14, /* DROP: freed by inet6_csk_xmit, its IPv6 route lookup failed (the kernel's reason: NOT_SPECIFIED) */
 };
 
 /* How the kernel half learned the owner it puts in pid/comm. */
@@ -164,6 +168,26 @@ enum tw_timewait_seen {
 	TW_TWS_F_RFC1337 = 1 << 8, /* the namespace's tcp_rfc1337 was set */
 	TW_TWS_F_SEG_TS = 1 << 9,  /* the segment carried a timestamp */
 	TW_TWS_F_TW_TS = 1 << 10,  /* the TIME_WAIT keeps the peer's timestamps (tw_ts_recent_stamp != 0): PAWS applies */
+};
+
+/*
+ * --all (lifecycle): a socket's state changes, summarised in the kernel
+ * (lifecycle.h) and sent as one record instead of one each: at the
+ * socket's destroy for a normal lifecycle, or earlier, as soon as
+ * anything else about the socket is sent (a reset, an error, a
+ * retransmission, a timer), so that what follows comes after the states
+ * it followed. `e` (kind TW_EV_LIFECYCLE) holds the figures when it was
+ * sent; the state changes came at at_ns[i], old_state[i] -> new_state[i].
+ */
+#define TW_LIFE_STEPS 8
+
+struct lifecycle {
+	struct event e;
+	__u64 at_ns[TW_LIFE_STEPS];
+	__u8 old_state[TW_LIFE_STEPS];
+	__u8 new_state[TW_LIFE_STEPS];
+	__u8 steps;             /* how many of the above hold a state change */
+	__u8 _pad[7];
 };
 
 #endif /* TW_RECORD_H */

@@ -87,9 +87,8 @@ static __always_inline void remember_connect(const struct sock *sk)
 }
 
 /* New storage of a socket connect()ed in default mode: its owner from the slot. */
-static __always_inline int recall_connect(const struct sock *sk, struct sock_info *info)
+static __always_inline int recall_connect_cookie(__u64 cookie, struct sock_info *info)
 {
-	__u64 cookie = sk->__sk_common.skc_cookie.counter; /* never generated here */
 	if (!cookie)
 		return 0;
 	struct connect_owner *c = connect_slot(cookie);
@@ -108,6 +107,11 @@ static __always_inline int recall_connect(const struct sock *sk, struct sock_inf
 	}
 	info->owner_source = TW_OWNER_CONNECT;
 	return 1;
+}
+
+static __always_inline int recall_connect(const struct sock *sk, struct sock_info *info)
+{
+	return recall_connect_cookie(sk->__sk_common.skc_cookie.counter, info); /* never generated here */
 }
 
 static __always_inline struct sock_info *sock_info_create(const struct sock *sk)

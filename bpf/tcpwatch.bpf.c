@@ -22,6 +22,8 @@
  *   keepalive.h  the TCP timers' entry/exit windows (keepalive, retransmission, window probe)
  *   drops.h      dropped packets of connections in trouble (skb:kfree_skb)
  *   timewait.h   SYNs and RSTs a TIME_WAIT dropped (skb:kfree_skb's rx_sk, --all)
+ *   listeners.h  SYN-ACK retransmissions per listener (tcp:tcp_retransmit_synack), in a map
+ *   lifecycle.h  --all: a normal lifecycle summarised, told in one record
  *
  * A connection that is born and dies normally costs a few loads per
  * tracepoint, its cookie and owner at connect (in a slot, not socket
@@ -46,6 +48,7 @@
 #include "drops.h"
 #include "keepalive.h"
 #include "timewait.h"
+#include "listeners.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -61,6 +64,9 @@ const enum tw_counter *unused_counter __attribute__((unused));
 const enum tw_rst_reason *unused_rst_reason __attribute__((unused));
 const enum tw_tcp_limit *unused_tcp_limit __attribute__((unused));
 const enum tw_timewait_seen *unused_timewait_seen __attribute__((unused));
+const struct tw_listen_key *unused_listen_key __attribute__((unused));
+const struct tw_synack *unused_synack __attribute__((unused));
+const struct lifecycle *unused_lifecycle __attribute__((unused));
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int newstate)
@@ -70,12 +76,15 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 	struct sock_info *info = NULL;
 	int notable = 0, always = 0, noport = 0;
 	struct tw_window *w = NULL;
+	struct life_slot *ls = NULL;
 
 	switch (newstate) {
 	case TCP_SYN_SENT: /* connect() */
-		if (!tw_cfg.emit_all) {
+		if (!tw_cfg.emit_all || (tw_cfg.summarize && (ls = life_claim(sk)))) {
 			/* Storage only if it becomes notable: the owner waits in a slot. */
 			remember_connect(sk);
+			if (ls)
+				life_step(ls, sk, oldstate, newstate);
 			return 0;
 		}
 		info = sock_info_create(sk);
@@ -131,7 +140,26 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		 */
 		if (!tw_cfg.emit_all)
 			return 0;
+		/* An accepted socket, cloned from its listener: the listener's record says it all. */
+		if (tw_cfg.summarize && oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && life_claim(sk))
+			return 0;
 		info = sock_info_lookup(sk);
+	}
+
+	/*
+	 * --all: a state change of a socket being summarised waits in its
+	 * slot (lifecycle.h), unless it is news of its own (an error, an
+	 * exiting owner, a timer's doing, a notable socket: emit_sk sends the
+	 * states so far first).
+	 */
+	if (tw_cfg.summarize && !notable && !always && !w && !(info && (info->flags & TW_SK_NOTABLE)) &&
+	    (ls = life_held(sk))) {
+		life_step(ls, sk, oldstate, newstate);
+		if ((newstate == TCP_CLOSE &&
+		     !sock_flag_set(sk->__sk_common.skc_flags, bpf_core_enum_value(enum sock_flags, SOCK_DEAD))) ||
+		    ls->steps >= TW_LIFE_STEPS)
+			life_send_sk(ls, sk, info, 0);
+		return 0;
 	}
 
 	if (!wanted(info, notable) && !always)
@@ -380,6 +408,14 @@ int BPF_PROG(tw_destroy_sock, struct sock *sk)
 		unmark_troubled(sk);
 	else if (troubled_at_destroy(sk))
 		notable = 1; /* a window-probe episode its owner closed: tell its end */
+	if (tw_cfg.summarize && !notable) {
+		/* A normal lifecycle's one record, which stands for this one too. */
+		struct life_slot *ls = life_held(sk);
+		if (ls) {
+			life_send_sk(ls, sk, info, TW_F_LIFE_DESTROYED);
+			return 0;
+		}
+	}
 	if (!wanted(info, notable))
 		return 0;
 	struct event *e = emit_sk(sk, info, TW_EV_DESTROY);
@@ -423,6 +459,8 @@ int BPF_PROG(tw_timer_exit, struct timer_list *timer)
 	}
 	if (!flags || !record_passes(&w->entry))
 		return 0;
+	if (tw_cfg.summarize)
+		life_send_entry(&w->entry); /* a summarised socket's states come first */
 	struct event *e = reserve(w->entry.kind);
 	if (!e)
 		return 0;
@@ -443,12 +481,19 @@ int BPF_PROG(tw_drop_rxsk, struct sk_buff *skb, void *location, enum skb_drop_re
 {
 	if (tw_cfg.emit_all && rx_sk)
 		timewait_segment(skb, rx_sk);
-	return handle_drop(skb, (int)reason);
+	return handle_drop(skb, (int)reason, (__u64)location);
 }
 
 /* 5.17 - 6.10. */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tw_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return handle_drop(skb, (int)reason);
+	return handle_drop(skb, (int)reason, (__u64)location);
+}
+
+/* The server side of a handshake that does not complete (4.15+): counted per listener, no record. */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(tw_synack_retransmit, const struct sock *sk, const struct request_sock *req)
+{
+	return handle_synack_retransmit(sk, req);
 }

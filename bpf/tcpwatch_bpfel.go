@@ -84,6 +84,27 @@ type TcpwatchKaLast struct {
 	Pad       [7]uint8
 }
 
+type TcpwatchLifeSlot struct {
+	_        structs.HostLayout
+	Cookie   uint64
+	AtNs     [8]uint64
+	OldState [8]uint8
+	NewState [8]uint8
+	Inode    uint32
+	Pad      uint32
+	Steps    uint64
+}
+
+type TcpwatchLifecycle struct {
+	_        structs.HostLayout
+	E        TcpwatchEvent
+	AtNs     [8]uint64
+	OldState [8]uint8
+	NewState [8]uint8
+	Steps    uint8
+	Pad      [7]uint8
+}
+
 type TcpwatchSockInfo struct {
 	_               structs.HostLayout
 	FirstSeenNs     uint64
@@ -122,7 +143,10 @@ type TcpwatchTwConfig struct {
 	FilterNetns     uint32
 	FilterPort      uint16
 	EmitAll         uint8
-	Pad             [5]uint8
+	Summarize       uint8
+	Pad             [4]uint8
+	V6XmitStart     uint64
+	V6XmitEnd       uint64
 }
 
 type TcpwatchTwCounter uint32
@@ -150,6 +174,8 @@ const (
 	TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE   TcpwatchTwEventFlag = 1024
 	TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT    TcpwatchTwEventFlag = 2048
 	TcpwatchTwEventFlagTW_F_CLOSE_WAIT_STUCK TcpwatchTwEventFlag = 4096
+	TcpwatchTwEventFlagTW_F_LIFE_DESTROYED   TcpwatchTwEventFlag = 8192
+	TcpwatchTwEventFlagTW_F_DROP_NO_ROUTE6   TcpwatchTwEventFlag = 16384
 )
 
 type TcpwatchTwEventKind uint32
@@ -166,8 +192,16 @@ const (
 	TcpwatchTwEventKindTW_EV_PROBE0     TcpwatchTwEventKind = 9
 	TcpwatchTwEventKindTW_EV_DROP       TcpwatchTwEventKind = 10
 	TcpwatchTwEventKindTW_EV_TIMEWAIT   TcpwatchTwEventKind = 11
-	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 12
+	TcpwatchTwEventKindTW_EV_LIFECYCLE  TcpwatchTwEventKind = 12
+	TcpwatchTwEventKindTW_EV_KIND_MAX   TcpwatchTwEventKind = 13
 )
+
+type TcpwatchTwListenKey struct {
+	_      structs.HostLayout
+	Netns  uint32
+	Port   uint16
+	Family uint16
+}
 
 type TcpwatchTwNfHook uint32
 
@@ -190,11 +224,30 @@ const (
 	TcpwatchTwOwnerSourceTW_OWNER_LISTENER TcpwatchTwOwnerSource = 5
 )
 
+type TcpwatchTwReqKey struct {
+	_   structs.HostLayout
+	Req uint64
+	Isn uint32
+	Pad uint32
+}
+
 type TcpwatchTwRstReason uint32
 
 const (
 	TcpwatchTwRstReasonTW_RST_REASON_UNKNOWN TcpwatchTwRstReason = 4294967295
 )
+
+type TcpwatchTwSynack struct {
+	_            structs.HostLayout
+	Retransmits  uint64
+	Clients      uint64
+	AckedClients uint64
+	LastNs       uint64
+	SynQueue     uint32
+	SynQueueMax  uint32
+	AcceptQueue  uint32
+	AcceptLimit  uint32
+}
 
 type TcpwatchTwTcpLimit uint32
 
@@ -247,37 +300,44 @@ type TcpwatchTwWindow struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TcpwatchMapConnectOwners      = "connect_owners"
-	TcpwatchMapCounters           = "counters"
-	TcpwatchMapEvents             = "events"
-	TcpwatchMapKaProbes           = "ka_probes"
-	TcpwatchMapSockInfos          = "sock_infos"
-	TcpwatchMapTroubleGate        = "trouble_gate"
-	TcpwatchMapTroubled           = "troubled"
-	TcpwatchMapTwWindows          = "tw_windows"
-	TcpwatchProgTwCongState       = "tw_cong_state"
-	TcpwatchProgTwDestroySock     = "tw_destroy_sock"
-	TcpwatchProgTwDrop            = "tw_drop"
-	TcpwatchProgTwDropRxsk        = "tw_drop_rxsk"
-	TcpwatchProgTwErrorReport     = "tw_error_report"
-	TcpwatchProgTwReceiveReset    = "tw_receive_reset"
-	TcpwatchProgTwRetransmit      = "tw_retransmit"
-	TcpwatchProgTwRetransmitErr   = "tw_retransmit_err"
-	TcpwatchProgTwSendReset       = "tw_send_reset"
-	TcpwatchProgTwSendResetReason = "tw_send_reset_reason"
-	TcpwatchProgTwSetState        = "tw_set_state"
-	TcpwatchProgTwTimerEntry      = "tw_timer_entry"
-	TcpwatchProgTwTimerExit       = "tw_timer_exit"
-	TcpwatchVarTwCfg              = "tw_cfg"
-	TcpwatchVarUnusedCounter      = "unused_counter"
-	TcpwatchVarUnusedEvent        = "unused_event"
-	TcpwatchVarUnusedFlag         = "unused_flag"
-	TcpwatchVarUnusedKind         = "unused_kind"
-	TcpwatchVarUnusedNfHook       = "unused_nf_hook"
-	TcpwatchVarUnusedOwnerSource  = "unused_owner_source"
-	TcpwatchVarUnusedRstReason    = "unused_rst_reason"
-	TcpwatchVarUnusedTcpLimit     = "unused_tcp_limit"
-	TcpwatchVarUnusedTimewaitSeen = "unused_timewait_seen"
+	TcpwatchMapConnectOwners       = "connect_owners"
+	TcpwatchMapCounters            = "counters"
+	TcpwatchMapEvents              = "events"
+	TcpwatchMapKaProbes            = "ka_probes"
+	TcpwatchMapLifeSlots           = "life_slots"
+	TcpwatchMapReqSeen             = "req_seen"
+	TcpwatchMapSockInfos           = "sock_infos"
+	TcpwatchMapSynackListeners     = "synack_listeners"
+	TcpwatchMapTroubleGate         = "trouble_gate"
+	TcpwatchMapTroubled            = "troubled"
+	TcpwatchMapTwWindows           = "tw_windows"
+	TcpwatchProgTwCongState        = "tw_cong_state"
+	TcpwatchProgTwDestroySock      = "tw_destroy_sock"
+	TcpwatchProgTwDrop             = "tw_drop"
+	TcpwatchProgTwDropRxsk         = "tw_drop_rxsk"
+	TcpwatchProgTwErrorReport      = "tw_error_report"
+	TcpwatchProgTwReceiveReset     = "tw_receive_reset"
+	TcpwatchProgTwRetransmit       = "tw_retransmit"
+	TcpwatchProgTwRetransmitErr    = "tw_retransmit_err"
+	TcpwatchProgTwSendReset        = "tw_send_reset"
+	TcpwatchProgTwSendResetReason  = "tw_send_reset_reason"
+	TcpwatchProgTwSetState         = "tw_set_state"
+	TcpwatchProgTwSynackRetransmit = "tw_synack_retransmit"
+	TcpwatchProgTwTimerEntry       = "tw_timer_entry"
+	TcpwatchProgTwTimerExit        = "tw_timer_exit"
+	TcpwatchVarTwCfg               = "tw_cfg"
+	TcpwatchVarUnusedCounter       = "unused_counter"
+	TcpwatchVarUnusedEvent         = "unused_event"
+	TcpwatchVarUnusedFlag          = "unused_flag"
+	TcpwatchVarUnusedKind          = "unused_kind"
+	TcpwatchVarUnusedLifecycle     = "unused_lifecycle"
+	TcpwatchVarUnusedListenKey     = "unused_listen_key"
+	TcpwatchVarUnusedNfHook        = "unused_nf_hook"
+	TcpwatchVarUnusedOwnerSource   = "unused_owner_source"
+	TcpwatchVarUnusedRstReason     = "unused_rst_reason"
+	TcpwatchVarUnusedSynack        = "unused_synack"
+	TcpwatchVarUnusedTcpLimit      = "unused_tcp_limit"
+	TcpwatchVarUnusedTimewaitSeen  = "unused_timewait_seen"
 )
 
 // LoadTcpwatch returns the embedded CollectionSpec for Tcpwatch.
@@ -322,33 +382,37 @@ type TcpwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpwatchProgramSpecs struct {
-	TwCongState       *ebpf.ProgramSpec `ebpf:"tw_cong_state"`
-	TwDestroySock     *ebpf.ProgramSpec `ebpf:"tw_destroy_sock"`
-	TwDrop            *ebpf.ProgramSpec `ebpf:"tw_drop"`
-	TwDropRxsk        *ebpf.ProgramSpec `ebpf:"tw_drop_rxsk"`
-	TwErrorReport     *ebpf.ProgramSpec `ebpf:"tw_error_report"`
-	TwReceiveReset    *ebpf.ProgramSpec `ebpf:"tw_receive_reset"`
-	TwRetransmit      *ebpf.ProgramSpec `ebpf:"tw_retransmit"`
-	TwRetransmitErr   *ebpf.ProgramSpec `ebpf:"tw_retransmit_err"`
-	TwSendReset       *ebpf.ProgramSpec `ebpf:"tw_send_reset"`
-	TwSendResetReason *ebpf.ProgramSpec `ebpf:"tw_send_reset_reason"`
-	TwSetState        *ebpf.ProgramSpec `ebpf:"tw_set_state"`
-	TwTimerEntry      *ebpf.ProgramSpec `ebpf:"tw_timer_entry"`
-	TwTimerExit       *ebpf.ProgramSpec `ebpf:"tw_timer_exit"`
+	TwCongState        *ebpf.ProgramSpec `ebpf:"tw_cong_state"`
+	TwDestroySock      *ebpf.ProgramSpec `ebpf:"tw_destroy_sock"`
+	TwDrop             *ebpf.ProgramSpec `ebpf:"tw_drop"`
+	TwDropRxsk         *ebpf.ProgramSpec `ebpf:"tw_drop_rxsk"`
+	TwErrorReport      *ebpf.ProgramSpec `ebpf:"tw_error_report"`
+	TwReceiveReset     *ebpf.ProgramSpec `ebpf:"tw_receive_reset"`
+	TwRetransmit       *ebpf.ProgramSpec `ebpf:"tw_retransmit"`
+	TwRetransmitErr    *ebpf.ProgramSpec `ebpf:"tw_retransmit_err"`
+	TwSendReset        *ebpf.ProgramSpec `ebpf:"tw_send_reset"`
+	TwSendResetReason  *ebpf.ProgramSpec `ebpf:"tw_send_reset_reason"`
+	TwSetState         *ebpf.ProgramSpec `ebpf:"tw_set_state"`
+	TwSynackRetransmit *ebpf.ProgramSpec `ebpf:"tw_synack_retransmit"`
+	TwTimerEntry       *ebpf.ProgramSpec `ebpf:"tw_timer_entry"`
+	TwTimerExit        *ebpf.ProgramSpec `ebpf:"tw_timer_exit"`
 }
 
 // TcpwatchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpwatchMapSpecs struct {
-	ConnectOwners *ebpf.MapSpec `ebpf:"connect_owners"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	KaProbes      *ebpf.MapSpec `ebpf:"ka_probes"`
-	SockInfos     *ebpf.MapSpec `ebpf:"sock_infos"`
-	TroubleGate   *ebpf.MapSpec `ebpf:"trouble_gate"`
-	Troubled      *ebpf.MapSpec `ebpf:"troubled"`
-	TwWindows     *ebpf.MapSpec `ebpf:"tw_windows"`
+	ConnectOwners   *ebpf.MapSpec `ebpf:"connect_owners"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	KaProbes        *ebpf.MapSpec `ebpf:"ka_probes"`
+	LifeSlots       *ebpf.MapSpec `ebpf:"life_slots"`
+	ReqSeen         *ebpf.MapSpec `ebpf:"req_seen"`
+	SockInfos       *ebpf.MapSpec `ebpf:"sock_infos"`
+	SynackListeners *ebpf.MapSpec `ebpf:"synack_listeners"`
+	TroubleGate     *ebpf.MapSpec `ebpf:"trouble_gate"`
+	Troubled        *ebpf.MapSpec `ebpf:"troubled"`
+	TwWindows       *ebpf.MapSpec `ebpf:"tw_windows"`
 }
 
 // TcpwatchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -360,9 +424,12 @@ type TcpwatchVariableSpecs struct {
 	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag         *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind         *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedLifecycle    *ebpf.VariableSpec `ebpf:"unused_lifecycle"`
+	UnusedListenKey    *ebpf.VariableSpec `ebpf:"unused_listen_key"`
 	UnusedNfHook       *ebpf.VariableSpec `ebpf:"unused_nf_hook"`
 	UnusedOwnerSource  *ebpf.VariableSpec `ebpf:"unused_owner_source"`
 	UnusedRstReason    *ebpf.VariableSpec `ebpf:"unused_rst_reason"`
+	UnusedSynack       *ebpf.VariableSpec `ebpf:"unused_synack"`
 	UnusedTcpLimit     *ebpf.VariableSpec `ebpf:"unused_tcp_limit"`
 	UnusedTimewaitSeen *ebpf.VariableSpec `ebpf:"unused_timewait_seen"`
 }
@@ -387,14 +454,17 @@ func (o *TcpwatchObjects) Close() error {
 //
 // It can be passed to LoadTcpwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpwatchMaps struct {
-	ConnectOwners *ebpf.Map `ebpf:"connect_owners"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Events        *ebpf.Map `ebpf:"events"`
-	KaProbes      *ebpf.Map `ebpf:"ka_probes"`
-	SockInfos     *ebpf.Map `ebpf:"sock_infos"`
-	TroubleGate   *ebpf.Map `ebpf:"trouble_gate"`
-	Troubled      *ebpf.Map `ebpf:"troubled"`
-	TwWindows     *ebpf.Map `ebpf:"tw_windows"`
+	ConnectOwners   *ebpf.Map `ebpf:"connect_owners"`
+	Counters        *ebpf.Map `ebpf:"counters"`
+	Events          *ebpf.Map `ebpf:"events"`
+	KaProbes        *ebpf.Map `ebpf:"ka_probes"`
+	LifeSlots       *ebpf.Map `ebpf:"life_slots"`
+	ReqSeen         *ebpf.Map `ebpf:"req_seen"`
+	SockInfos       *ebpf.Map `ebpf:"sock_infos"`
+	SynackListeners *ebpf.Map `ebpf:"synack_listeners"`
+	TroubleGate     *ebpf.Map `ebpf:"trouble_gate"`
+	Troubled        *ebpf.Map `ebpf:"troubled"`
+	TwWindows       *ebpf.Map `ebpf:"tw_windows"`
 }
 
 func (m *TcpwatchMaps) Close() error {
@@ -403,7 +473,10 @@ func (m *TcpwatchMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.KaProbes,
+		m.LifeSlots,
+		m.ReqSeen,
 		m.SockInfos,
+		m.SynackListeners,
 		m.TroubleGate,
 		m.Troubled,
 		m.TwWindows,
@@ -419,9 +492,12 @@ type TcpwatchVariables struct {
 	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag         *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind         *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedLifecycle    *ebpf.Variable `ebpf:"unused_lifecycle"`
+	UnusedListenKey    *ebpf.Variable `ebpf:"unused_listen_key"`
 	UnusedNfHook       *ebpf.Variable `ebpf:"unused_nf_hook"`
 	UnusedOwnerSource  *ebpf.Variable `ebpf:"unused_owner_source"`
 	UnusedRstReason    *ebpf.Variable `ebpf:"unused_rst_reason"`
+	UnusedSynack       *ebpf.Variable `ebpf:"unused_synack"`
 	UnusedTcpLimit     *ebpf.Variable `ebpf:"unused_tcp_limit"`
 	UnusedTimewaitSeen *ebpf.Variable `ebpf:"unused_timewait_seen"`
 }
@@ -430,19 +506,20 @@ type TcpwatchVariables struct {
 //
 // It can be passed to LoadTcpwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpwatchPrograms struct {
-	TwCongState       *ebpf.Program `ebpf:"tw_cong_state"`
-	TwDestroySock     *ebpf.Program `ebpf:"tw_destroy_sock"`
-	TwDrop            *ebpf.Program `ebpf:"tw_drop"`
-	TwDropRxsk        *ebpf.Program `ebpf:"tw_drop_rxsk"`
-	TwErrorReport     *ebpf.Program `ebpf:"tw_error_report"`
-	TwReceiveReset    *ebpf.Program `ebpf:"tw_receive_reset"`
-	TwRetransmit      *ebpf.Program `ebpf:"tw_retransmit"`
-	TwRetransmitErr   *ebpf.Program `ebpf:"tw_retransmit_err"`
-	TwSendReset       *ebpf.Program `ebpf:"tw_send_reset"`
-	TwSendResetReason *ebpf.Program `ebpf:"tw_send_reset_reason"`
-	TwSetState        *ebpf.Program `ebpf:"tw_set_state"`
-	TwTimerEntry      *ebpf.Program `ebpf:"tw_timer_entry"`
-	TwTimerExit       *ebpf.Program `ebpf:"tw_timer_exit"`
+	TwCongState        *ebpf.Program `ebpf:"tw_cong_state"`
+	TwDestroySock      *ebpf.Program `ebpf:"tw_destroy_sock"`
+	TwDrop             *ebpf.Program `ebpf:"tw_drop"`
+	TwDropRxsk         *ebpf.Program `ebpf:"tw_drop_rxsk"`
+	TwErrorReport      *ebpf.Program `ebpf:"tw_error_report"`
+	TwReceiveReset     *ebpf.Program `ebpf:"tw_receive_reset"`
+	TwRetransmit       *ebpf.Program `ebpf:"tw_retransmit"`
+	TwRetransmitErr    *ebpf.Program `ebpf:"tw_retransmit_err"`
+	TwSendReset        *ebpf.Program `ebpf:"tw_send_reset"`
+	TwSendResetReason  *ebpf.Program `ebpf:"tw_send_reset_reason"`
+	TwSetState         *ebpf.Program `ebpf:"tw_set_state"`
+	TwSynackRetransmit *ebpf.Program `ebpf:"tw_synack_retransmit"`
+	TwTimerEntry       *ebpf.Program `ebpf:"tw_timer_entry"`
+	TwTimerExit        *ebpf.Program `ebpf:"tw_timer_exit"`
 }
 
 func (p *TcpwatchPrograms) Close() error {
@@ -458,6 +535,7 @@ func (p *TcpwatchPrograms) Close() error {
 		p.TwSendReset,
 		p.TwSendResetReason,
 		p.TwSetState,
+		p.TwSynackRetransmit,
 		p.TwTimerEntry,
 		p.TwTimerExit,
 	)

@@ -617,6 +617,13 @@ func (r *run) waitExpected() error {
 	return r.waitFor("the expected verdicts", func() bool { return len(r.missing()) == 0 })
 }
 
+// expectedSeen says whether every expected verdict and phrase was given.
+func (r *run) expectedSeen() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.missing()) == 0
+}
+
 // missing lists expected verdicts not (yet) given; caller holds mu.
 func (r *run) missing() []string {
 	var out []string

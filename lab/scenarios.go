@@ -617,6 +617,56 @@ var Scenarios = withIPv6([]*Scenario{
 		},
 	},
 	{
+		Name: "clients-vanish-after-syn", Row: 18,
+		Summary:     "B listens while A's own firewall (nft INPUT) drops the TCP segments B sends and A opens 4 connections: B's SYN-ACKs die in A, no handshake completes, and B's kernel retransmits its SYN-ACKs to clients that never answer",
+		Expect:      map[string][]tracker.Verdict{"B": {tracker.SynackUnanswered}},
+		Forbid:      map[string][]tracker.Verdict{"B": {tracker.AcceptQueueOverflow}},
+		ExpectWords: map[string][]string{"B": {"do not finish their handshake", "that never answered", "call the network team"}},
+		Act:         unansweredHandshakes(64, 4),
+	},
+	{
+		Name: "syn-flood-cookies", Row: 18,
+		Summary:     "B listens with a backlog of 2 (tcp_syncookies=1) while A's firewall drops what B sends and A opens 8 connections: B's SYN queue fills with clients that never answer, and B's kernel answers the rest with SYN cookies",
+		Expect:      map[string][]tracker.Verdict{"B": {tracker.SynackUnanswered}},
+		Forbid:      map[string][]tracker.Verdict{"B": {tracker.AcceptQueueOverflow}},
+		ExpectWords: map[string][]string{"B": {"a SYN flood", "SYN cookies in use", "tcp_syncookies=1", "network or security team"}},
+		Act: func(r *run) error {
+			if err := r.hosts["B"].Sysctl("net.ipv4.tcp_syncookies", "1"); err != nil {
+				return err
+			}
+			r.step("B's tcp_syncookies=1: a full SYN queue is answered with cookies")
+			return unansweredHandshakes(2, 8)(r)
+		},
+	},
+	{
+		Name: "server-accepts-in-bursts", Row: 18,
+		Summary:     "B's server listens with a backlog of 1 and accepts whatever waits every 200 ms, while A connects 6 clients at once every 2.3 s: the application accepts, but each burst overflows the queue before it drains",
+		Expect:      map[string][]tracker.Verdict{"B": {tracker.AcceptQueueOverflow}},
+		ExpectWords: map[string][]string{"B": {"the backlog of", "is too small", "raise the listen() backlog"}},
+		Act: func(r *run) error {
+			done, err := r.acceptInBursts("B", 1, 200*time.Millisecond)
+			if err != nil {
+				return err
+			}
+			defer done()
+			r.step("B's server listens on %s with a backlog of 1 and accepts every 200 ms", r.serverAddr(port))
+			// Not a whole number of seconds apart: the listener is read
+			// once a second, and some reading must fall after a drain.
+			for burst := 0; burst < 6 && !r.expectedSeen(); burst++ {
+				closeAll, err := r.connectBurst("A", 6)
+				if err != nil {
+					return err
+				}
+				defer closeAll()
+				r.step("A connected 6 clients at once")
+				if err := r.sleep(2300 * time.Millisecond); err != nil {
+					return err
+				}
+			}
+			return r.waitExpected()
+		},
+	},
+	{
 		Name: "timewait-reuse", Row: 14,
 		Summary:      "A closes first (its side keeps the 4-tuple in TIME_WAIT), then connects again from the same port: tcp_tw_reuse lets the new connection take the 4-tuple over",
 		ExpectNotice: map[string][]string{"A": {"time_wait_reuse"}},
@@ -784,14 +834,18 @@ func withIPv6(list []*Scenario) []*Scenario {
 	for _, sc := range list {
 		switch sc.Name {
 		case "cable-pull", "cable-replug", "host-reboot", "keepalive-dead", "keepalive-reboot",
-			// Not route-gone: IPv6's failed route lookup (inet6_csk_xmit)
-			// drops the segment with no reason (NOT_SPECIFIED) on 6.18.
-			"firewall-drops-own", "peer-stops-reading", "firewall-drops-replies", "server-stops-accepting",
-			"timewait-syn-old", "timewait-rst-rfc1337":
+			"route-gone", "firewall-drops-own", "peer-stops-reading", "firewall-drops-replies", "server-stops-accepting",
+			"clients-vanish-after-syn", "syn-flood-cookies", "timewait-syn-old", "timewait-rst-rfc1337":
 			v6 := *sc
 			v6.Name += "-v6"
 			v6.IPv6 = true
 			v6.Summary += " (IPv6)"
+			if sc.Name == "route-gone" {
+				// IPv6's failed route lookup (inet6_csk_xmit) frees the
+				// segment with no reason (NOT_SPECIFIED): its place says it.
+				v6.Summary = strings.Replace(sc.Summary, "(no route, IP_OUTNOROUTES)", "(no route: inet6_csk_xmit's failed lookup, NOT_SPECIFIED)", 1) + " (IPv6)"
+				v6.ExpectWords = map[string][]string{"A": {"dropped here by routing (no route: inet6_csk_xmit's route lookup failed"}}
+			}
 			out = append(out, &v6)
 		}
 	}
@@ -925,8 +979,16 @@ func (r *run) plug() error {
 // backlog, in the lab's own process, and never accept: a server whose
 // application stopped calling accept().
 func (r *run) listenNoAccept(host string, backlog int) (done func(), err error) {
+	fd, err := r.listenFD(host, backlog)
+	if err != nil {
+		return nil, err
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// listenFD is the listening socket of listenNoAccept.
+func (r *run) listenFD(host string, backlog int) (fd int, err error) {
 	addr := netip.MustParseAddrPort(r.serverAddr(port))
-	var fd int
 	err = r.hosts[host].Do(func() error {
 		var err error
 		fd, err = unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -944,9 +1006,109 @@ func (r *run) listenNoAccept(host string, backlog int) (done func(), err error) 
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s in %s: %w", addr, host, err)
+		return -1, fmt.Errorf("listen on %s in %s: %w", addr, host, err)
 	}
-	return func() { unix.Close(fd) }, nil
+	return fd, nil
+}
+
+// unansweredHandshakes is B listening with backlog, never accepting, while
+// A's firewall drops the TCP segments B sends (its SYN-ACKs) and A opens
+// clients connections: no handshake completes.
+func unansweredHandshakes(backlog, clients int) func(r *run) error {
+	return func(r *run) error {
+		done, err := r.listenNoAccept("B", backlog)
+		if err != nil {
+			return err
+		}
+		defer done()
+		r.step("B's server listens on %s with a backlog of %d", r.serverAddr(port), backlog)
+		if _, err := r.hosts["A"].DropTCPFrom(r.peer()); err != nil {
+			return err
+		}
+		r.step("A's firewall drops the TCP segments B sends to A (nft inet filter INPUT: drop)")
+		closeAll, err := r.connectMany("A", clients)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		r.step("A opened %d connections to it, 100 ms apart (non-blocking connect)", clients)
+		return r.waitExpected()
+	}
+}
+
+// acceptInBursts makes host listen on the server address with the given
+// backlog, in the lab's own process, and accept whatever waits every
+// interval: an application that does accept, more slowly than its
+// clients come in bursts. done closes the listener and what it accepted.
+func (r *run) acceptInBursts(host string, backlog int, every time.Duration) (done func(), err error) {
+	fd, err := r.listenFD(host, backlog)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	var accepted []int
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			for {
+				nfd, _, err := unix.Accept4(fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				if err != nil {
+					break
+				}
+				accepted = append(accepted, nfd)
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-finished
+		for _, c := range accepted {
+			unix.Close(c)
+		}
+		unix.Close(fd)
+	}, nil
+}
+
+// connectBurst starts n non-blocking connects from host to the server
+// address at once; closeAll closes them.
+func (r *run) connectBurst(host string, n int) (closeAll func(), err error) {
+	addr := netip.MustParseAddrPort(r.serverAddr(port))
+	var fds []int
+	closeAll = func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	err = r.hosts[host].Do(func() error {
+		for range n {
+			fd, err := unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			if err := unix.Connect(fd, sockaddr(addr)); err != nil && err != unix.EINPROGRESS {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("connect from %s: %w", host, err)
+	}
+	return closeAll, nil
 }
 
 // connectMany starts n non-blocking connects from host to the server

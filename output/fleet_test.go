@@ -88,6 +88,25 @@ func TestHostOnEveryJSONRecord(t *testing.T) {
 	if !strings.Contains(lines[1], `"container_id":"`+fleetID+`"`) {
 		t.Errorf("notice without its container: %s", lines[1])
 	}
+	// A notice's explanation comes with --explain (issue #21: --all tells
+	// one a connection on a churning host), with the same other fields.
+	if strings.Contains(lines[1], `"explanation"`) || !strings.Contains(lines[1], `"summary":"`) {
+		t.Errorf("notice by default: want a summary and no explanation: %s", lines[1])
+	}
+	var explained bytes.Buffer
+	if err := NewWriter(&explained, JSON, Options{Host: "node-7", Explain: true}).Notice(&tracker.Notice{Kind: "time_wait_reuse", Local: n.Local, Remote: n.Remote}, cg); err != nil {
+		t.Fatal(err)
+	}
+	var short, full map[string]any
+	json.Unmarshal([]byte(lines[1]), &short)
+	json.Unmarshal(explained.Bytes(), &full)
+	if full["explanation"] == nil || full["explanation"] == "" {
+		t.Errorf("notice with --explain: no explanation: %s", explained.Bytes())
+	}
+	delete(full, "explanation")
+	if !reflect.DeepEqual(short, full) {
+		t.Errorf("notice by default and with --explain differ besides the explanation:\n%s\n%s", lines[1], explained.Bytes())
+	}
 
 	buf.Reset()
 	w = NewWriter(&buf, Text, Options{})
@@ -105,5 +124,45 @@ func TestFilterAndRecordAgree(t *testing.T) {
 	f := engine.Filter{Container: NewNarrativeRecord(n, cg).ContainerID[:12]}
 	if !f.Match(&engine.Item{Narrative: n, Cgroup: cg}) {
 		t.Error("--container with the record's short id does not match it")
+	}
+}
+
+// The hand-written notice encoder gives what encoding/json gives, with and
+// without the explanation, with a thread and a container.
+func TestNoticeJSONHandWritten(t *testing.T) {
+	n, cg := fleetNarrative()
+	for _, explain := range []bool{false, true} {
+		notice := &tracker.Notice{Time: n.Time, Kind: "time_wait_syn_accepted", Cookie: 7, Local: n.Local, Remote: n.Remote,
+			NetNS: 4026531833, Owner: tracker.Owner{PID: 42, Comm: "java", Thread: "worker-3 <&>"}, Age: 367 * time.Millisecond}
+		rec := NewNoticeRecord(notice, cg)
+		rec.Host = "node-7\"quoted"
+		if !explain {
+			rec.Explanation = ""
+		}
+		want, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendNoticeJSON(nil, &rec)
+		var g, w map[string]any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("hand-written JSON does not parse: %v\n%s", err, got)
+		}
+		json.Unmarshal(want, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("explain %v: hand-written JSON differs:\n got %s\nwant %s", explain, got, want)
+		}
+		if keyOrder(t, got) != keyOrder(t, want) {
+			t.Errorf("explain %v: field order differs:\n got %s\nwant %s", explain, keyOrder(t, got), keyOrder(t, want))
+		}
+		// And the writer's line is the same record.
+		var buf bytes.Buffer
+		if err := NewWriter(&buf, JSON, Options{Host: rec.Host, Explain: explain}).Notice(notice, cg); err != nil {
+			t.Fatal(err)
+		}
+		var l map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &l); err != nil || !reflect.DeepEqual(l, w) {
+			t.Errorf("explain %v: the writer's notice %s, want %s (%v)", explain, buf.Bytes(), want, err)
+		}
 	}
 }

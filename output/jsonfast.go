@@ -123,6 +123,24 @@ func appendSettings(b []byte, s *SettingsRecord) []byte {
 	return append(b, '}')
 }
 
+// appendNoticeJSON encodes r with the fields, order and values
+// encoding/json gives it: with --all a churning host tells up to one
+// notice a connection, and reflection was half of a notice's cost. Not
+// for a record with TimeWait or ResetReason (rare: encoding/json does those).
+func appendNoticeJSON(b []byte, r *NoticeRecord) []byte {
+	b = append(b, `{"type":`...)
+	b = appendJSONString(b, r.Type)
+	b = appendStringField(b, "time", r.Time)
+	b = appendStringField(b, "host", r.Host)
+	b = appendStringField(b, "kind", r.Kind)
+	b = appendConnFields(b, &r.ConnFields)
+	b = appendStringField(b, "summary", r.Summary)
+	if r.Explanation != "" {
+		b = appendStringField(b, "explanation", r.Explanation)
+	}
+	return append(b, '}')
+}
+
 // appendNarrativeJSON encodes r with the fields, order and values
 // encoding/json gives it (it does not escape <, > and & for HTML).
 func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
@@ -194,6 +212,9 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 			if d.Elsewhere {
 				b = appendBoolField(b, "elsewhere", true)
 			}
+			if d.Site != "" {
+				b = appendStringField(b, "site", d.Site)
+			}
 			b = appendIntField(b, "count", int64(d.Count))
 			b = append(b, '}')
 		}
@@ -222,6 +243,22 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	}
 	if r.TurnedAway != 0 {
 		b = appendIntField(b, "turned_away", int64(r.TurnedAway))
+	}
+	if l := r.Listener; l != nil {
+		b = append(appendKey(b, "listener"), '{')
+		b = append(b, `"cause":`...)
+		b = appendJSONString(b, l.Cause)
+		b = appendIntField(b, "synack_retransmits", int64(l.SynackRetransmits))
+		b = appendIntField(b, "synack_clients", int64(l.SynackClients))
+		b = appendIntField(b, "synack_acked", int64(l.SynackAcked))
+		b = appendUintField(b, "syn_queue", uint64(l.SynQueue))
+		b = appendUintField(b, "syn_queue_max", uint64(l.SynQueueMax))
+		if l.Syncookies != nil {
+			b = appendIntField(b, "syncookies", int64(*l.Syncookies))
+		}
+		b = appendIntField(b, "cookies_sent", int64(l.CookiesSent))
+		b = appendIntField(b, "syn_queue_full_drops", int64(l.SynQueueFullDrops))
+		b = append(b, '}')
 	}
 	b = appendStringField(b, "summary", r.Summary)
 	b = appendStringField(b, "explanation", r.Explanation)
@@ -254,8 +291,44 @@ func Lifecycle(n *tracker.Narrative) bool {
 		n.Errno == 0 && n.ResetReason == "" && !n.SentReset && !n.LostRecords
 }
 
-// appendLifecycleJSON encodes the short form of a normal lifecycle, at most
-// 450 bytes for a host process's connection (400, and community_id): the fields of the full record
+// MaxLifecycleLine is the longest a normal lifecycle's short form may be,
+// newline not counted (issue #21): at a busy host's rate of closes, bytes
+// per line are most of --all's output and a good part of its CPU.
+const MaxLifecycleLine = 400
+
+// lifecycleGivesWay is how many fields the short form of a normal lifecycle
+// leaves out, while it is longer than MaxLifecycleLine, in this order:
+// owner_source (how the owner was found, not who it is), netns (the
+// addresses and community_id name the flow, a container's id its
+// namespace), the cgroup path (the one field of no bounded length: a
+// Kubernetes pod's is near 200 bytes), then the container's ids (64 and 36
+// bytes). --explain has them all.
+type lifecycleGivesWay int
+
+const (
+	keepAll lifecycleGivesWay = iota
+	leaveOwnerSource
+	leaveNetns
+	leaveCgroupPath
+	leaveContainer
+)
+
+// appendLifecycleLine appends the short form of a normal lifecycle, at
+// most MaxLifecycleLine bytes unless even without every field that gives
+// way it is longer (a host name or process name far beyond the usual,
+// escaped bytes).
+func appendLifecycleLine(b []byte, n *tracker.Narrative, cg containers.Info, host string, seed uint16) []byte {
+	start := len(b)
+	for leave := keepAll; ; leave++ {
+		b = appendLifecycleJSON(b[:start], n, cg, host, seed, leave)
+		if len(b)-start <= MaxLifecycleLine || leave == leaveContainer {
+			return b
+		}
+	}
+}
+
+// appendLifecycleJSON encodes the short form of a normal lifecycle (see
+// appendLifecycleLine for what gives way to its bound): the fields of the full record
 // that are not zero (errno, reset_reason, sent_reset and lost_records are,
 // see Lifecycle), except family (the address says it), state (always
 // CLOSE), inode (the socket is gone), orphan (whether the owner closed
@@ -266,7 +339,7 @@ func Lifecycle(n *tracker.Narrative) bool {
 // timeline step: from the first record of the connection to its end)
 // instead. Names, order and values are the full record's, so a reader of
 // one reads the other.
-func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, host string, seed uint16) []byte {
+func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, host string, seed uint16, leave lifecycleGivesWay) []byte {
 	b = append(b, `{"type":"narrative","time":"`...)
 	b = n.Time.AppendFormat(b, TimeLayout)
 	b = append(b, '"')
@@ -284,7 +357,9 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	b = n.Remote.Addr().AppendTo(append(appendKey(b, "raddr"), '"'))
 	b = append(b, '"')
 	b = appendUintField(b, "rport", uint64(n.Remote.Port()))
-	b = appendUintField(b, "netns", uint64(n.NetNS))
+	if leave < leaveNetns {
+		b = appendUintField(b, "netns", uint64(n.NetNS))
+	}
 	b = appendStringField(b, "community_id", communityid.Flow(seed, communityid.TCP, n.Local, n.Remote))
 	if n.Owner.PID != 0 {
 		b = appendUintField(b, "pid", uint64(n.Owner.PID))
@@ -292,8 +367,14 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	if n.Owner.Comm != "" {
 		b = appendStringField(b, "comm", n.Owner.Comm)
 	}
+	if leave >= leaveCgroupPath {
+		cg.Path = ""
+	}
+	if leave >= leaveContainer {
+		cg.ID, cg.PodUID = "", ""
+	}
 	b = appendKnownCgroup(b, cg)
-	if n.Owner.Source != wire.OwnerUnknown {
+	if n.Owner.Source != wire.OwnerUnknown && leave < leaveOwnerSource {
 		b = appendStringField(b, "owner_source", n.Owner.Source.String())
 	}
 	if n.Retransmits != 0 {

@@ -65,13 +65,16 @@ type NarrativeRecord struct {
 	NotSent      uint32       `json:"notsent_bytes,omitempty"`
 	Endless      bool         `json:"endless,omitempty"`
 	// accept_queue_overflow: the listener's accept queue and what it turned away.
-	QueueLen    uint32         `json:"queue_len,omitempty"`
-	QueueLimit  uint32         `json:"queue_limit,omitempty"`
-	TurnedAway  int            `json:"turned_away,omitempty"`
-	Summary     string         `json:"summary"`
-	Explanation string         `json:"explanation"`
-	Timeline    []TimelineStep `json:"timeline"`
-	Settings    SettingsRecord `json:"settings"`
+	QueueLen   uint32 `json:"queue_len,omitempty"`
+	QueueLimit uint32 `json:"queue_limit,omitempty"`
+	TurnedAway int    `json:"turned_away,omitempty"`
+	// accept_queue_overflow, synack_unanswered: the listener's SYN queue,
+	// SYN-ACK retransmissions and its namespace's SYN cookies.
+	Listener    *ListenerRecord `json:"listener,omitempty"`
+	Summary     string          `json:"summary"`
+	Explanation string          `json:"explanation"`
+	Timeline    []TimelineStep  `json:"timeline"`
+	Settings    SettingsRecord  `json:"settings"`
 }
 
 // DropRecord counts one kind of drop of an episode's packets on this host.
@@ -81,7 +84,10 @@ type DropRecord struct {
 	Hook      string `json:"hook,omitempty"` // NETFILTER_DROP: OUTPUT, INPUT, PREROUTING, POSTROUTING
 	// Elsewhere: in another network namespace of this kernel than the connection's.
 	Elsewhere bool `json:"elsewhere,omitempty"`
-	Count     int  `json:"count"`
+	// Site: the kernel function that freed it, when it says why and the
+	// reason does not (inet6_csk_xmit: IPv6's route lookup failed).
+	Site  string `json:"site,omitempty"`
+	Count int    `json:"count"`
 }
 
 // TimelineStep is one kernel event in a narrative's timeline.
@@ -137,7 +143,7 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		r.PeerVerdict, r.PeerNetNS, r.PeerEndedMsBefore = string(p.Verdict), p.NetNS, p.Before.Milliseconds()
 	}
 	for _, d := range n.Drops {
-		r.Drops = append(r.Drops, DropRecord{Direction: d.Direction(), Reason: d.Reason, Hook: d.Hook, Elsewhere: d.Elsewhere, Count: d.Count})
+		r.Drops = append(r.Drops, DropRecord{Direction: d.Direction(), Reason: d.Reason, Hook: d.Hook, Elsewhere: d.Elsewhere, Site: d.Site, Count: d.Count})
 	}
 	if n.DropsSeen && (n.Retransmits > 0 || n.WindowProbes > 0) {
 		left := n.LeftHost
@@ -149,6 +155,7 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		r.PeerWindow = &wnd
 	}
 	r.QueueLen, r.QueueLimit, r.TurnedAway = n.QueueLen, n.QueueLimit, n.TurnedAway
+	r.Listener = newListenerRecord(n)
 	for i, d := range n.RTOs {
 		r.RTOsMs[i] = d.Milliseconds()
 	}
@@ -189,10 +196,12 @@ func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 			return w.writeLine()
 		}
 		if !w.explain && Lifecycle(n) {
-			w.line = appendLifecycleJSON(w.line[:0], n, cg, w.host, w.seed)
+			w.line = appendLifecycleLine(w.line[:0], n, cg, w.host, w.seed)
 			return w.writeLine()
 		}
-		if n.Incident != "" && !w.connections {
+		// A listener's narrative carries its own incident's id (one per
+		// listener and episode) and no incident record speaks for it.
+		if n.Incident != "" && !w.connections && n.State != tcp.StateListen {
 			w.line = appendFoldedNarrativeJSON(w.line[:0], w.host, n, cg, w.seed)
 			return w.writeLine()
 		}
@@ -265,8 +274,15 @@ func evidence(n *tracker.Narrative) string {
 	if n.CloseWaitSockets > 0 {
 		parts = append(parts, fmt.Sprintf("close_wait=%d for=%s", n.CloseWaitSockets, words.Secs(n.CloseWaitFor)))
 	}
-	if n.TurnedAway > 0 {
+	if n.TurnedAway > 0 || n.Cause != "" {
 		parts = append(parts, fmt.Sprintf("queue=%d/%d turned_away=%d", n.QueueLen, n.QueueLimit, n.TurnedAway))
+	}
+	if n.SynackRetransmits > 0 {
+		parts = append(parts, fmt.Sprintf("synack_retransmits=%d clients=%d acked=%d syn_queue=%d", n.SynackRetransmits,
+			n.SynackClients, n.SynackAcked, n.SynQueueLen))
+	}
+	if n.CookiesSent > 0 {
+		parts = append(parts, fmt.Sprintf("cookies_sent=%d", n.CookiesSent))
 	}
 	if n.WindowProbes > 0 {
 		parts = append(parts, fmt.Sprintf("window_probes=%d wnd=%d notsent=%d", n.WindowProbes, n.PeerWindow, n.NotSent))
@@ -294,8 +310,13 @@ type NoticeRecord struct {
 	Host string `json:"host"`
 	Kind string `json:"kind"`
 	ConnFields
-	Summary     string `json:"summary"`
-	Explanation string `json:"explanation"`
+	Summary string `json:"summary"`
+	// Explanation is left out of the JSON of a routine notice by default
+	// (RoutineNotice), as a normal lifecycle's (Lifecycle): --all tells
+	// those at a churning host's rate (a TIME_WAIT 4-tuple reopened, up to
+	// one a connection), and the explanation was two thirds of a ~1 KB
+	// line and of its rendering; --explain (and the v2 schema) give it.
+	Explanation string `json:"explanation,omitempty"`
 	// TimeWait: the kernel's figures of a time_wait_syn_rejected,
 	// time_wait_rst_ended or time_wait_rst_ignored notice.
 	TimeWait *TimeWaitRecord `json:"time_wait,omitempty"`
@@ -350,16 +371,35 @@ func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) N
 	return r
 }
 
+// RoutineNotice reports whether n is routine on a churning host, its JSON
+// explanation then left for --explain: a TIME_WAIT 4-tuple taken over by a
+// new connection (time_wait_reuse, time_wait_syn_accepted), up to one a
+// connection where clients churn through one server port.
+func RoutineNotice(n *tracker.Notice) bool {
+	return n.Kind == "time_wait_reuse" || n.Kind == "time_wait_syn_accepted"
+}
+
 // Notice writes a notice (shown with --all).
 func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 	if w.format == JSON {
-		rec := NewNoticeRecordSeeded(n, cg, w.seed)
-		rec.Host = w.host
 		if w.schema == SchemaV2 {
+			rec := NewNoticeRecordSeeded(n, cg, w.seed)
+			rec.Host = w.host
 			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityInfo, rec.Summary, Attrs(&rec))
 			return w.writeLine()
 		}
-		return w.writeJSON(rec)
+		rec := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Host: w.host, Kind: n.Kind,
+			ConnFields: connFields(w.seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
+			Summary:    words.NoticeSummary(n), TimeWait: newTimeWaitRecord(n), ResetReason: n.ResetReason}
+		rec.setCgroup(cg)
+		if w.explain || !RoutineNotice(n) {
+			rec.Explanation = words.NoticeExplanation(n)
+		}
+		if rec.TimeWait != nil || rec.ResetReason != "" {
+			return w.writeJSON(rec) // rare: the kernel's TIME_WAIT figures
+		}
+		w.line = appendNoticeJSON(w.line[:0], &rec)
+		return w.writeLine()
 	}
 	w.line = w.AppendNoticeText(w.line[:0], n, cg)
 	return w.writeLine()
@@ -397,4 +437,36 @@ func newPortsRecord(p tracker.PortUse) *PortsRecord {
 	}
 	return &PortsRecord{Failures: p.Failures, TimeWait: p.TimeWait, Other: p.Other, TimeWaitAll: p.TimeWaitAll,
 		RangeLo: p.RangeLo, RangeHi: p.RangeHi, TwReuse: p.TwReuse}
+}
+
+// ListenerRecord is what a listener's episode adds beyond its accept
+// queue (queue_len, queue_limit, turned_away): what it points at, its
+// SYN-ACK retransmissions and SYN queue, and its namespace's SYN cookies.
+type ListenerRecord struct {
+	Cause             string `json:"cause"`              // not_accepting, backlog_too_small, syn_flood, handshakes_unanswered
+	SynackRetransmits int    `json:"synack_retransmits"` // SYN-ACKs retransmitted since the episode began
+	SynackClients     int    `json:"synack_clients"`     // ... to clients that never answered
+	SynackAcked       int    `json:"synack_acked"`       // ... to clients whose ACK found the accept queue full
+	SynQueue          uint32 `json:"syn_queue"`          // request sockets at the last retransmission
+	SynQueueMax       uint32 `json:"syn_queue_max"`
+	// Syncookies is the namespace's tcp_syncookies (absent: unknown);
+	// CookiesSent and SynQueueFullDrops its SyncookiesSent and
+	// TCPReqQFullDrop since the episode began.
+	Syncookies        *int `json:"syncookies,omitempty"`
+	CookiesSent       int  `json:"cookies_sent"`
+	SynQueueFullDrops int  `json:"syn_queue_full_drops"`
+}
+
+func newListenerRecord(n *tracker.Narrative) *ListenerRecord {
+	if n.Cause == "" {
+		return nil
+	}
+	r := &ListenerRecord{Cause: string(n.Cause), SynackRetransmits: n.SynackRetransmits, SynackClients: n.SynackClients,
+		SynackAcked: n.SynackAcked, SynQueue: n.SynQueueLen, SynQueueMax: n.SynQueueMax, CookiesSent: n.CookiesSent,
+		SynQueueFullDrops: n.SynQueueFullDrops}
+	if n.CookiesKnown && n.Syncookies >= 0 {
+		v := n.Syncookies
+		r.Syncookies = &v
+	}
+	return r
 }

@@ -141,10 +141,20 @@ func TestNarrativeJSONMatchesEncodingJSON(t *testing.T) {
 			RTOMax: 120 * time.Second,
 		},
 		{Verdict: tracker.Stalled, Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2")},
+		{Verdict: tracker.Stalled, Local: netip.MustParseAddrPort("[fd00::1]:1"), Remote: netip.MustParseAddrPort("[fd00::2]:2"),
+			WindowFacts: tracker.WindowFacts{WindowProbes: 3},
+			DropFacts: tracker.DropFacts{DropsSeen: true, Drops: []tracker.Drop{{Reason: "NOT_SPECIFIED", Site: tracker.SiteNoRoute6, Count: 3},
+				{Inbound: true, Reason: "NETFILTER_DROP", Hook: "INPUT", Elsewhere: true, Count: 1}}}},
 		{Verdict: tracker.CloseWaitStuck, Final: true, Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2"),
 			CloseWaitSockets: 3, CloseWaitFor: 75 * time.Second, CloseWaitExited: true},
 		{Verdict: tracker.LocalPortsExhausted, Final: true, Errno: 99, Local: netip.MustParseAddrPort("10.0.0.1:0"), Remote: netip.MustParseAddrPort("10.0.0.2:2"),
 			Ports: tracker.PortUse{Failures: 3, Known: true, TimeWait: 4, Other: 1, TimeWaitAll: 9, RangeLo: 40000, RangeHi: 40003, TwReuse: 0}},
+		{Verdict: tracker.SynackUnanswered, Local: netip.MustParseAddrPort("10.0.0.1:443"), Remote: netip.MustParseAddrPort("0.0.0.0:0"),
+			State: tcp.StateListen, ListenerFacts: tracker.ListenerFacts{QueueLimit: 4, SynackRetransmits: 9, SynackClients: 3,
+				SynQueueLen: 3, SynQueueMax: 5, CookiesSent: 7, Syncookies: 1, CookiesKnown: true, Cause: tracker.SynFlood}},
+		{Verdict: tracker.AcceptQueueOverflow, Local: netip.MustParseAddrPort("[::]:80"), Remote: netip.MustParseAddrPort("[::]:0"),
+			State: tcp.StateListen, ListenerFacts: tracker.ListenerFacts{QueueLen: 5, QueueLimit: 4, TurnedAway: 20, SynackAcked: 2,
+				SynackRetransmits: 4, Syncookies: -1, Cause: tracker.NotAccepting}},
 	} {
 		rec := NewNarrativeRecord(n, containers.Info{})
 		want, err := json.Marshal(rec)

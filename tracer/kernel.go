@@ -46,6 +46,11 @@ type KernelInfo struct {
 	// DropReasons names kfree_skb's reasons (enum skb_drop_reason);
 	// empty on a kernel whose BTF lacks the enum.
 	DropReasons tcp.DropReasons
+	// V6XmitStart and V6XmitEnd bound inet6_csk_xmit's code (from
+	// /proc/kallsyms; 0 when it hides addresses): the drop program names
+	// the segments it frees, whose IPv6 route lookup failed and to which
+	// the kernel gives no drop reason.
+	V6XmitStart, V6XmitEnd uint64
 
 	btf *btf.Spec
 }
@@ -93,6 +98,7 @@ func ProbeKernel(btfPath string) (*KernelInfo, error) {
 	ki.WriteTimerField = firstMember(spec, "inet_connection_sock.icsk_retransmit_timer", "sock.tcp_retransmit_timer")
 	ki.ResetReasons = resetReasonsFromBTF(spec)
 	ki.DropReasons = dropReasonsFromBTF(spec)
+	ki.V6XmitStart, ki.V6XmitEnd = ksymExtent("/proc/kallsyms", "inet6_csk_xmit")
 	return ki, nil
 }
 
@@ -250,6 +256,45 @@ func ksymsVisible(path string, names ...string) map[string]bool {
 		}
 	}
 	return seen
+}
+
+// ksymExtent finds where a kernel function's code begins and ends in
+// /proc/kallsyms: its address, and the next text symbol's above it. Zero
+// when the file hides addresses (kptr_restrict) or lacks the function.
+func ksymExtent(path, name string) (start, end uint64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	var addrs []uint64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 || (fields[1] != "t" && fields[1] != "T") {
+			continue
+		}
+		addr, err := strconv.ParseUint(fields[0], 16, 64)
+		if err != nil || addr == 0 {
+			continue
+		}
+		if fields[2] == name && len(fields) == 3 {
+			start = addr
+		}
+		addrs = append(addrs, addr)
+	}
+	if start == 0 {
+		return 0, 0
+	}
+	for _, a := range addrs {
+		if a > start && (end == 0 || a < end) {
+			end = a
+		}
+	}
+	if end == 0 {
+		return 0, 0
+	}
+	return start, end
 }
 
 // MinKernel is the oldest kernel tcpwatch is proven on: Debian 12's 6.1,

@@ -450,3 +450,17 @@ func TestBelowMinimumError(t *testing.T) {
 		t.Errorf("%q: want one line, not a bug report", msg)
 	}
 }
+
+// inet6_csk_xmit's extent comes from /proc/kallsyms: a function's worth
+// of code, not the rest of the kernel.
+func TestInet6CskXmitExtent(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	start, end := ksymExtent("/proc/kallsyms", "inet6_csk_xmit")
+	if start == 0 || end <= start || end-start > 1<<14 {
+		t.Fatalf("inet6_csk_xmit at [%#x, %#x): want a function's extent", start, end)
+	}
+	t.Logf("inet6_csk_xmit: %d bytes at %#x", end-start, start)
+	if s, e := ksymExtent("/proc/kallsyms", "no_such_function_tcpwatch"); s != 0 || e != 0 {
+		t.Errorf("a missing function has an extent [%#x, %#x)", s, e)
+	}
+}

@@ -28,6 +28,11 @@ type Config struct {
 	// All sends every event. Without it the kernel keeps uneventful
 	// lifecycles to itself and sends only what can become a narrative.
 	All bool
+	// Summarize (with All) sends a normal lifecycle's state changes in one
+	// record (wire.KindLifecycle) at the socket's end, or before anything
+	// else about it is sent: the tracker unfolds it into the records it
+	// stands for (bpf/lifecycle.h).
+	Summarize bool
 	// RingSize is the ring buffer's size in bytes (a power of two, a
 	// multiple of the page size); 0 means 4 MiB.
 	RingSize int
@@ -91,6 +96,9 @@ func hooks() []*Hook {
 		{Name: "kfree_skb", Tracepoints: []string{"skb:kfree_skb"},
 			Programs: []string{bpf.TcpwatchProgTwDropRxsk, bpf.TcpwatchProgTwDrop}, Params: []int{4, 3},
 			Loses: "where a troubled connection's packets die: drops on this host and their reasons, left_host; with --all, the TIME_WAIT notices time_wait_syn_rejected, time_wait_rst_ended, time_wait_rst_ignored"},
+		{Name: "tcp_rtx_synack", Tracepoints: []string{"tcp:tcp_retransmit_synack"},
+			Programs: []string{bpf.TcpwatchProgTwSynackRetransmit}, Params: []int{2},
+			Loses: "the SYN-ACK retransmissions of listeners whose clients do not finish their handshake (synack_unanswered, and the clients waiting on a full accept queue)"},
 	}
 }
 
@@ -277,9 +285,16 @@ func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
 		Hz:              ki.HZ,
 		FilterNetns:     cfg.FilterNetNS,
 		FilterPort:      cfg.FilterPort,
+		V6XmitStart:     ki.V6XmitStart,
+		V6XmitEnd:       ki.V6XmitEnd,
 	}
 	if cfg.All {
 		tc.EmitAll = 1
+	}
+	if cfg.All && cfg.Summarize {
+		tc.Summarize = 1
+	} else {
+		specs.LifeSlots.MaxEntries = 1 // never used: no memory for the slots
 	}
 	if err := specs.TwCfg.Set(tc); err != nil {
 		return fmt.Errorf("setting %s: %w", bpf.TcpwatchVarTwCfg, err)
@@ -706,6 +721,10 @@ func (t *Tracer) Degraded() []string {
 		}
 		if h.Name == "kfree_skb" && h.Attached {
 			out = append(out, dropReasonsDegraded(t.Kernel.DropReasons)...)
+			if t.Kernel.V6XmitStart == 0 {
+				out = append(out, "drops: /proc/kallsyms shows no address for inet6_csk_xmit (kernel.kptr_restrict?): an IPv6 segment whose route lookup failed, "+
+					"which the kernel frees with no reason, is told as dropped by the kernel (NOT_SPECIFIED), not by routing")
+			}
 		}
 	}
 	return out

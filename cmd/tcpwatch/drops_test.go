@@ -72,6 +72,17 @@ func TestNginxStoppedWorkerOverflowsTheAcceptQueue(t *testing.T) {
 			t.Errorf("accept_queue_overflow: port %d pid %d comm %q queue %d/%d turned away %d: %s (master %d, worker %d)",
 				n.LPort, n.PID, n.Comm, n.QueueLen, n.QueueLimit, n.TurnedAway, n.Summary, master, worker)
 		}
+		// What it points at, and one incident for the listener: every
+		// line of the episode carries its id.
+		if n.Listener == nil || n.Listener.Cause != "not_accepting" || !strings.Contains(n.Summary, "call the owners of nginx") {
+			t.Errorf("accept_queue_overflow: listener %+v, summary %s: want cause not_accepting and the team to call", n.Listener, n.Summary)
+		}
+		for _, o := range told {
+			if o.IncidentID == "" || o.IncidentID != n.IncidentID {
+				t.Errorf("accept_queue_overflow lines with incident ids %q and %q: want one per listener", n.IncidentID, o.IncidentID)
+			}
+		}
+		t.Logf("listener: %+v", *n.Listener)
 	})
 }
 

@@ -127,9 +127,10 @@ func TestLossStormMemoryReturns(t *testing.T) {
 	if stats.Tracked > 500 {
 		t.Errorf("%d connections still tracked after the storm ended (reconciled %d): entries whose end was lost stay", stats.Tracked, stats.Reconciled)
 	}
-	if stats.Reconciled == 0 {
-		t.Errorf("nothing reconciled after %d lost records", stats.Lost)
-	}
+	// No check that something was reconciled: with --all the kernel sends
+	// a normal lifecycle whole, in one record at its end (bpf/lifecycle.h),
+	// so a lost record is a connection the tracker never began, not an
+	// entry whose end was lost; what must hold is that nothing stays.
 	// Idle plus 12 MiB: the maps keep their grown sizes, the collector
 	// its target over what is live.
 	const bound = 12 << 10

@@ -219,17 +219,25 @@ func (c *Cable) Lossy(percent int) (undo func() error, err error) {
 // kfree_skb(NETFILTER_DROP), never a lost packet on the wire. The rule is
 // part of h's state, so Reboot removes it; undo removes it earlier.
 func (h *Host) DropTo(peer netip.Addr) (undo func() error, err error) {
-	return h.firewallDrop("dropto", nftables.ChainHookOutput, peer, false)
+	return h.firewallDrop("dropto", nftables.ChainHookOutput, peer, false, false)
 }
 
 // DropFrom makes h's own firewall drop every IP packet from peer in its
 // INPUT chain (inet filter): the peer's answers arrive and die here, the
 // asymmetric firewall. Reboot or undo removes the rule.
 func (h *Host) DropFrom(peer netip.Addr) (undo func() error, err error) {
-	return h.firewallDrop("dropfrom", nftables.ChainHookInput, peer, true)
+	return h.firewallDrop("dropfrom", nftables.ChainHookInput, peer, true, false)
 }
 
-func (h *Host) firewallDrop(name string, hook *nftables.ChainHook, peer netip.Addr, source bool) (undo func() error, err error) {
+// DropTCPFrom is DropFrom for TCP segments only: ARP, ICMP and IPv6
+// neighbour discovery from peer still pass, so h can still resolve peer
+// and send to it before any connection exists (a client whose SYN-ACKs
+// die on arrival).
+func (h *Host) DropTCPFrom(peer netip.Addr) (undo func() error, err error) {
+	return h.firewallDrop("droptcpfrom", nftables.ChainHookInput, peer, true, true)
+}
+
+func (h *Host) firewallDrop(name string, hook *nftables.ChainHook, peer netip.Addr, source, tcpOnly bool) (undo func() error, err error) {
 	l := h.lab
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -259,13 +267,18 @@ func (h *Host) firewallDrop(name string, hook *nftables.ChainHook, peer netip.Ad
 			Name: name, Table: table, Type: nftables.ChainTypeFilter,
 			Hooknum: hook, Priority: nftables.ChainPriorityFilter,
 		})
-		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: []expr.Any{
+		match := []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(peer.BitLen() / 8)},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: peer.AsSlice()},
-			&expr.Verdict{Kind: expr.VerdictDrop},
-		}})
+		}
+		if tcpOnly {
+			match = append(match,
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}})
+		}
+		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: append(match, &expr.Verdict{Kind: expr.VerdictDrop})})
 		return nil
 	})
 	if err != nil {

@@ -13,6 +13,9 @@ import (
 // DropPlace says where on this host a drop happened, naming the team to
 // call: "netfilter (OUTPUT)", "the neighbour table (NEIGH_FAILED)".
 func DropPlace(d tracker.Drop) string {
+	if d.Site == tracker.SiteNoRoute6 {
+		return "routing (no route: inet6_csk_xmit's route lookup failed; the kernel's reason: " + d.Reason + ")"
+	}
 	switch tcp.DropWhere(d.Reason) {
 	case "netfilter":
 		if d.Hook != "" {
@@ -239,26 +242,12 @@ func dropsExplanation(n *tracker.Narrative) string {
 	return b.String()
 }
 
-// windowAndListeners: the verdicts of issue 19 that are neither a
-// retransmission outage nor a connection's end.
-var windowAndListeners = []Entry{
+// windowVerdicts: the window-probe timer's verdict (issue 19); the
+// listeners' are in listeners.go.
+var windowVerdicts = []Entry{
 	{Verdict: tracker.ZeroWindow, Family: Window, Episode: true, Severity: Warning,
 		Errno:   int32(unix.ETIMEDOUT), // only if TCP_USER_TIMEOUT ends it
 		Summary: zeroWindowSummary, Explain: windowExplanation},
-
-	{Verdict: tracker.AcceptQueueOverflow, Family: Listeners, Episode: true, Severity: Warning,
-		Summary: func(n *tracker.Narrative) string {
-			since := " since the listener was created"
-			if n.Outage > 0 {
-				since = " in " + Secs(n.Outage)
-			}
-			return fmt.Sprintf("the server stopped accepting: the accept queue of %s is full (%d waiting for accept(), backlog %d) and the kernel turned away %d SYN%s or handshake%s%s; its clients' connect() retries, then times out",
-				n.Local, n.QueueLen, n.QueueLimit, n.TurnedAway, plural(n.TurnedAway), plural(n.TurnedAway), since)
-		},
-		Explain: func(n *tracker.Narrative) string {
-			return fmt.Sprintf("A connection the kernel completed waits in the listener's accept queue until the application calls accept(). The queue holds %d (the listen() backlog, capped by net.core.somaxconn) and has %d: a SYN or handshake-completing ACK that finds it full is dropped (sk_acceptq_is_full; counted in the listener's sk_drops and in ListenOverflows/ListenDrops of nstat), and the client retransmits its SYN with backoff until tcp_syn_retries runs out. The kernel is fine; %s, the owner of the listener, is not calling accept(): it is stopped, blocked or overloaded. A larger backlog only buys time.",
-				n.QueueLimit, n.QueueLen, ownerText(n))
-		}},
 }
 
 // BudgetSettingText names what ended a window-probe episode.

@@ -10,7 +10,7 @@ import (
 
 // The verdict registry: one entry per verdict, in one file per family
 // (closes.go, resets.go, outages.go, keepalive.go, connect.go, lost.go,
-// closewait.go, ports.go),
+// closewait.go, ports.go, drops.go, listeners.go),
 // each with what tcpwatch says about it beyond the tracker's facts. The
 // output's colours, the metrics, the lab's scenarios and the tests read it;
 // adding a verdict is a tracker constant and the facts that decide it,
@@ -75,7 +75,7 @@ type Entry struct {
 }
 
 // Registry is every verdict tcpwatch can give, by family.
-var Registry = slices.Concat(closes, resets, outages, keepaliveVerdicts, connects, lost, windowAndListeners, leaks, portVerdicts)
+var Registry = slices.Concat(closes, resets, outages, keepaliveVerdicts, connects, lost, windowVerdicts, listenerVerdicts, leaks, portVerdicts)
 
 var byVerdict map[tracker.Verdict]*Entry
 

@@ -34,7 +34,11 @@ func sample(e *Entry) *tracker.Narrative {
 		n.WindowFacts = tracker.WindowFacts{WindowProbes: 3, ProbesAnswered: 2, NotSent: 4096, Endless: true}
 	case tracker.AcceptQueueOverflow:
 		n.Local = netip.MustParseAddrPort("192.0.2.1:443")
-		n.ListenerFacts = tracker.ListenerFacts{QueueLen: 5, QueueLimit: 4, TurnedAway: 17}
+		n.ListenerFacts = tracker.ListenerFacts{QueueLen: 5, QueueLimit: 4, TurnedAway: 17, Cause: tracker.NotAccepting}
+	case tracker.SynackUnanswered:
+		n.Local = netip.MustParseAddrPort("192.0.2.1:443")
+		n.ListenerFacts = tracker.ListenerFacts{QueueLen: 0, QueueLimit: 4, SynackRetransmits: 12, SynackClients: 6,
+			SynQueueLen: 5, SynQueueMax: 5, CookiesSent: 9, Syncookies: 1, CookiesKnown: true, Cause: tracker.SynFlood}
 	}
 	return n
 }
@@ -91,7 +95,8 @@ func TestEveryVerdictIsWorded(t *testing.T) {
 		tracker.CloseWaitStuck:      "psql (pid 4242) holds 2 connections its peers closed, the oldest in CLOSE_WAIT for at least 3s: it has not called close() on them",
 		tracker.LocalPortsExhausted: "connect() to 192.0.2.7:5432 failed with EADDRNOTAVAIL (99, cannot assign requested address): no local port was free toward it: 3 sockets in TIME_WAIT and 1 other to it hold ports of ip_local_port_range 40000-40003 (4 ports); tcp_tw_reuse=0 (off)",
 		tracker.ZeroWindow:          "the peer's application stopped reading: its receive window has been closed (0 bytes) for 3s, 2 window probes answered with a closed window, 4096 bytes from psql (pid 4242) wait to be sent; nothing will end it: answered probes never count toward tcp_retries2 and TCP_USER_TIMEOUT is not set",
-		tracker.AcceptQueueOverflow: "the server stopped accepting: the accept queue of 192.0.2.1:443 is full (5 waiting for accept(), backlog 4) and the kernel turned away 17 SYNs or handshakes in 3s; its clients' connect() retries, then times out",
+		tracker.AcceptQueueOverflow: "the server stopped accepting: the accept queue of 192.0.2.1:443 is full (5 waiting for accept(), backlog 4) and the kernel turned away 17 SYNs or handshakes in 3s; its clients' connect() retries, then times out: the application is not accepting, call the owners of psql (pid 4242)",
+		tracker.SynackUnanswered:    "a SYN flood, or clients that vanish after their SYN: the SYN queue of 192.0.2.1:443 is full: 12 SYN-ACKs retransmitted to 6 clients that never answered in 3s (SYN queue 5, accept queue 0 of 4); SYN cookies in use: 9 sent in its network namespace (tcp_syncookies=1); the application is fine: call the network or security team (spoofed SYNs, or a firewall that lets SYNs in and drops what follows)",
 	}
 	// What each explanation must cite of the kernel's figures and mechanism.
 	cites := map[tracker.Verdict][]string{
@@ -114,7 +119,8 @@ func TestEveryVerdictIsWorded(t *testing.T) {
 		tracker.CloseWaitStuck:      {"CLOSE_WAIT", "close()", "too many open files", "within one scan period"},
 		tracker.LocalPortsExhausted: {"inet_hash_connect()", "TIME_WAIT for 60 s", "EADDRNOTAVAIL", "tcp_tw_reuse"},
 		tracker.ZeroWindow:          {"tcp_probe_timer", "resets icsk_probes_out to 0", "window of 0 bytes", "tcp_retries2=3", "Without TCP_USER_TIMEOUT"},
-		tracker.AcceptQueueOverflow: {"holds 4", "has 5", "sk_acceptq_is_full", "psql (pid 4242)"},
+		tracker.AcceptQueueOverflow: {"holds 4", "has 5", "sk_acceptq_is_full", "psql (pid 4242)", "tcp_retransmit_synack"},
+		tracker.SynackUnanswered:    {"tcp_retransmit_synack", "tcp_synack_retries", "backlog 4", "had room (0 of 4)", "tcp_syncookies=1) sent 9 SYN cookies", "per namespace"},
 	}
 	for i := range Registry {
 		e := &Registry[i]
@@ -228,5 +234,31 @@ func TestEveryNoticeIsWorded(t *testing.T) {
 	kinds := slices.Sorted(slices.Values(tracker.NoticeKinds))
 	if !slices.Equal(worded, kinds) {
 		t.Errorf("worded notices %v, the tracker tells %v", worded, kinds)
+	}
+}
+
+// A listener's sentence ends with whom to call, by its cause.
+func TestListenerCauseNamesTheTeam(t *testing.T) {
+	l := netip.MustParseAddrPort("192.0.2.1:443")
+	owner := tracker.Owner{PID: 7, Comm: "nginx"}
+	for _, tc := range []struct {
+		v     tracker.Verdict
+		facts tracker.ListenerFacts
+		want  []string
+	}{
+		{tracker.AcceptQueueOverflow, tracker.ListenerFacts{QueueLen: 0, QueueLimit: 1, TurnedAway: 8, SynackRetransmits: 3, SynackAcked: 2, Cause: tracker.BacklogTooSmall},
+			[]string{"the backlog of 192.0.2.1:443 is too small", "8 SYNs or handshakes in 2s", "3 SYN-ACKs retransmitted to 2 clients whose ACK found the queue full", "raise the listen() backlog of nginx (pid 7)"}},
+		{tracker.SynackUnanswered, tracker.ListenerFacts{QueueLimit: 64, SynackRetransmits: 6, SynackClients: 3, SynQueueLen: 4,
+			SynQueueFullDrops: 2, Syncookies: 0, CookiesKnown: true, Cause: tracker.HandshakesUnanswered},
+			[]string{"clients of 192.0.2.1:443 do not finish their handshake: 6 SYN-ACKs retransmitted to 3 clients that never answered in 2s (SYN queue 4, accept queue 0 of 64)",
+				"2 SYNs dropped in its network namespace for a full SYN queue (tcp_syncookies=0)", "call the network team"}},
+	} {
+		n := &tracker.Narrative{Verdict: tc.v, Local: l, Owner: owner, Outage: 2 * time.Second, ListenerFacts: tc.facts}
+		got := Summary(n)
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s %s: %q lacks %q", tc.v, tc.facts.Cause, got, w)
+			}
+		}
 	}
 }

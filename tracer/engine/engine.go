@@ -101,6 +101,9 @@ type Config struct {
 	// ListenerEvery, negative never. ReadListeners replaces sock_diag.
 	ListenerEvery time.Duration
 	ReadListeners ReadListeners
+	// ReadSynacks replaces the source's SYN-ACK counters (nil: the
+	// source's SynackRetransmits, when it has one).
+	ReadSynacks ReadSynacks
 	// ScanCloseWaits, when set, finds the sockets stuck in CLOSE_WAIT
 	// (close_wait_stuck) every CloseWaitEvery (0: CloseWaitEvery of the
 	// threshold); without it nothing is told stuck.
@@ -113,6 +116,9 @@ type Config struct {
 // and one --netns thus decide both the kernel's filter and user space's.
 func (c *Config) Kernel(k tracer.Config) tracer.Config {
 	k.All = c.Mode.kernelSendsAll()
+	// Only --all: --events tells every record as the kernel saw it, and
+	// the lab's ModeRoutine records every one for its replays.
+	k.Summarize = c.Mode == ModeAll
 	k.FilterNetNS, k.FilterPort = c.Filter.NetNS, c.Filter.Port
 	return k
 }
@@ -159,7 +165,7 @@ func New(src Source, cfg Config) *Engine {
 	if cfg.Mode != ModeEvents {
 		e.tracker = e.newTracker()
 		e.rec = newReconciler(&cfg)
-		e.listen = newListenWatch(&cfg)
+		e.listen = newListenWatch(&cfg, src)
 		e.closeWaits = newCloseWaitWatch(&cfg)
 	}
 	return e

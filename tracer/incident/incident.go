@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
@@ -112,20 +113,28 @@ const (
 	RTOClass                // the RTO reached a new class (RTOClassOf)
 	GiveUpMoved             // the projected give-up moved (GiveUpSlack)
 	End                     // the connection recovered or is gone
+	// ListenerMoved: a listener's episode changed verdict or cause, or
+	// what it counts grew (the tracker tells it at most every 10 s).
+	ListenerMoved
 )
 
 // Tag is what the model says about one narrative.
 type Tag struct {
 	// Incident is the id of the incident the connection is part of, once
-	// that incident has two connections ("" for a lone connection).
+	// that incident has two connections ("" for a lone connection); for
+	// a listener, the id of its episode (Listener).
 	Incident string
+	// Listener: the narrative is a listener's (accept_queue_overflow,
+	// synack_unanswered): one incident per listener and episode, told by
+	// the listener's own narratives, never folded.
+	Listener bool
 	// News says whether, and why, the narrative is news (see News).
 	News News
 }
 
 // Member says whether the connection is part of an incident of two or
 // more: its lines can be folded into the incident's.
-func (t Tag) Member() bool { return t.Incident != "" }
+func (t Tag) Member() bool { return t.Incident != "" && !t.Listener }
 
 // Owner is a process with connections in an incident.
 type Owner struct {
@@ -301,11 +310,14 @@ type incident struct {
 // Model groups narratives into incidents. It is not safe for concurrent
 // use: one goroutine feeds it narratives in time order.
 type Model struct {
-	cfg       Config
-	report    func(*Incident)
-	byPeer    map[Key]*incident
-	byConn    map[connKey]*member
-	cookies   map[cookieKey]*member // the same, by socket cookie
+	cfg     Config
+	report  func(*Incident)
+	byPeer  map[Key]*incident
+	byConn  map[connKey]*member
+	cookies map[cookieKey]*member // the same, by socket cookie
+	// listeners: each listener's episode (keyed by the listener, not by
+	// a peer: its clients may be anywhere).
+	listeners map[listenerKey]*listenerEpisode
 	now       time.Duration
 	lastSweep time.Duration
 	seq       uint64
@@ -336,7 +348,7 @@ func New(cfg Config, report func(*Incident)) *Model {
 		cfg.ID = hex.EncodeToString(b[:])
 	}
 	return &Model{cfg: cfg, report: report, byPeer: map[Key]*incident{}, byConn: map[connKey]*member{},
-		cookies: map[cookieKey]*member{}, stats: Stats{Incidents: map[Outcome]int{}}}
+		cookies: map[cookieKey]*member{}, listeners: map[listenerKey]*listenerEpisode{}, stats: Stats{Incidents: map[Outcome]int{}}}
 }
 
 // Follows says whether the model follows the connection with this cookie
@@ -434,6 +446,9 @@ func (m *Model) Observe(n *tracker.Narrative, container string) Tag {
 		m.wallAtZero = n.Time.Add(-n.Mono)
 	}
 	m.advance(n.Mono)
+	if n.State == tcp.StateListen && !grouped(n) {
+		return m.observeListener(n)
+	}
 	ck := connKey{n.NetNS, n.Local, n.Remote}
 	mb := m.byConn[ck]
 	if mb == nil {
@@ -950,4 +965,49 @@ func (m *Model) Live(maxMembers int) []Live {
 		return cmp.Compare(a.ID, b.ID)
 	})
 	return out
+}
+
+// listenerKey is a listener: its namespace and local address.
+type listenerKey struct {
+	netns uint32
+	local netip.AddrPort
+}
+
+// listenerEpisode is a listener's episode as last told.
+type listenerEpisode struct {
+	id      string
+	verdict tracker.Verdict
+	facts   tracker.ListenerFacts
+	last    time.Duration
+}
+
+// listenerForget is how long after its last narrative a listener's
+// episode is forgotten: the tracker tells an episode again at least every
+// 10 s while it lasts, and begins a new one after 3 quiet readings.
+const listenerForget = time.Minute
+
+// observeListener gives a listener's narrative the id of its episode:
+// one incident per listener and episode, whatever its clients' addresses.
+func (m *Model) observeListener(n *tracker.Narrative) Tag {
+	k := listenerKey{n.NetNS, n.Local}
+	ep := m.listeners[k]
+	for key, e := range m.listeners {
+		if n.Mono-e.last > listenerForget {
+			delete(m.listeners, key)
+		}
+	}
+	if ep == nil || n.Begins || m.listeners[k] == nil {
+		m.seq++
+		ep = &listenerEpisode{id: m.cfg.ID + "-" + strconv.FormatUint(m.seq, 10), verdict: n.Verdict, facts: n.ListenerFacts, last: n.Mono}
+		m.listeners[k] = ep
+		return Tag{Incident: ep.id, Listener: true, News: First}
+	}
+	news := Repeat
+	f, was := n.ListenerFacts, ep.facts
+	if n.Verdict != ep.verdict || f.Cause != was.Cause || f.TurnedAway > was.TurnedAway ||
+		f.SynackClients > was.SynackClients || f.SynackAcked > was.SynackAcked || f.CookiesSent > was.CookiesSent {
+		news = ListenerMoved
+	}
+	ep.verdict, ep.facts, ep.last = n.Verdict, f, n.Mono
+	return Tag{Incident: ep.id, Listener: true, News: news}
 }

@@ -399,3 +399,34 @@ func TestOtherEpisodes(t *testing.T) {
 		t.Errorf("last %+v, %d open", last, m.Open())
 	}
 }
+
+// A listener's narratives are one incident per listener and episode: the
+// same id while the episode lasts, never folded as a member, news only
+// when what it counts grew; a new episode has a new id.
+func TestListenerIncidentKeyedPerListener(t *testing.T) {
+	m := New(Config{ID: "t"}, func(*Incident) {})
+	l := netip.MustParseAddrPort("10.0.0.1:80")
+	n := func(at time.Duration, begins bool, turned int) *tracker.Narrative {
+		return &tracker.Narrative{Verdict: tracker.AcceptQueueOverflow, Mono: at, Local: l, State: tcp.StateListen, NetNS: 1,
+			Remote: netip.MustParseAddrPort("0.0.0.0:0"), Begins: begins,
+			ListenerFacts: tracker.ListenerFacts{TurnedAway: turned, Cause: tracker.NotAccepting}}
+	}
+	first := m.Observe(n(time.Second, true, 5), "")
+	if first.Incident == "" || !first.Listener || first.Member() || first.News != First {
+		t.Fatalf("first: %+v", first)
+	}
+	same := m.Observe(n(11*time.Second, false, 5), "")
+	grew := m.Observe(n(21*time.Second, false, 9), "")
+	if same.Incident != first.Incident || same.News != Repeat || grew.Incident != first.Incident || grew.News != ListenerMoved {
+		t.Fatalf("same episode: %+v, %+v", same, grew)
+	}
+	other := m.Observe(&tracker.Narrative{Verdict: tracker.SynackUnanswered, Mono: 22 * time.Second, State: tcp.StateListen, NetNS: 1,
+		Local: netip.MustParseAddrPort("10.0.0.1:443"), Remote: netip.MustParseAddrPort("0.0.0.0:0"), Begins: true}, "")
+	again := m.Observe(n(40*time.Second, true, 1), "")
+	if other.Incident == first.Incident || again.Incident == first.Incident || again.News != First {
+		t.Fatalf("another listener %+v, a new episode %+v", other, again)
+	}
+	if m.Open() != 0 {
+		t.Errorf("listeners counted as peer incidents: %d", m.Open())
+	}
+}

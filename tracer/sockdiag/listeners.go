@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,11 +27,35 @@ type Listener struct {
 	Queue  uint32
 	Limit  uint32
 	Drops  uint32
+	// CgroupID is the cgroup v2 id of the socket (INET_DIAG_CGROUP_ID,
+	// 5.7+: the cgroup of the task that created it); 0 unknown.
+	CgroupID uint64
+	// Space is its namespace's TCP counters at the same reading.
+	Space NetnsCounters
+}
+
+// NetnsCounters are a network namespace's counters of what its listeners
+// did with SYNs (TcpExt of /proc/net/netstat, read in the namespace) and
+// its tcp_syncookies setting. The kernel counts SYN cookies per
+// namespace only: no listener has its own count.
+type NetnsCounters struct {
+	// SyncookiesSent: SYN-ACKs answered with a cookie (SyncookiesSent);
+	// ReqQFullDoCookies: of them, because a SYN queue was full
+	// (TCPReqQFullDoCookies); ReqQFullDrop: SYNs dropped because a SYN
+	// queue was full and cookies were off (TCPReqQFullDrop);
+	// ListenOverflows: SYNs and ACKs that found an accept queue full.
+	SyncookiesSent, ReqQFullDoCookies, ReqQFullDrop, ListenOverflows uint64
+	// Syncookies is net.ipv4.tcp_syncookies (0 off, 1 when a SYN queue
+	// is full, 2 always); -1 when it could not be read.
+	Syncookies int
+	// Read says the counters could be read.
+	Read bool
 }
 
 const (
-	inetDiagSkMemInfo = 7 // INET_DIAG_SKMEMINFO: u32[SK_MEMINFO_VARS]
-	skMemInfoDrops    = 8 // SK_MEMINFO_DROPS
+	inetDiagSkMemInfo = 7  // INET_DIAG_SKMEMINFO: u32[SK_MEMINFO_VARS]
+	inetDiagCgroupID  = 21 // INET_DIAG_CGROUP_ID: u64, sent with every socket (5.7+)
+	skMemInfoDrops    = 8  // SK_MEMINFO_DROPS
 	listenState       = 1 << 10
 )
 
@@ -92,7 +119,8 @@ func (w *ListenerWatch) Read(spaces []Namespace) ([]Listener, error) {
 }
 
 func readListeners(ns uint32, path string) ([]Listener, error) {
-	fd, err := diagSocketIn(path)
+	var space NetnsCounters
+	fd, err := diagSocketAnd(path, func() { space = readNetnsCounters() })
 	if err != nil {
 		return nil, err
 	}
@@ -100,10 +128,13 @@ func readListeners(ns uint32, path string) ([]Listener, error) {
 	var out []Listener
 	for _, family := range []uint8{afInet, afInet6} {
 		err := walkRaw(fd, family, listenState, 1<<(inetDiagSkMemInfo-1), func(s *diagSocket, raw []byte) {
-			l := Listener{NetNS: ns, Local: s.local, Inode: s.inode, Cookie: s.cookie,
+			l := Listener{NetNS: ns, Local: s.local, Inode: s.inode, Cookie: s.cookie, Space: space,
 				Queue: binary.NativeEndian.Uint32(raw[56:]), Limit: binary.NativeEndian.Uint32(raw[60:])}
 			if mem := attr(raw[sizeofDiagMsg:], inetDiagSkMemInfo); len(mem) >= 4*(skMemInfoDrops+1) {
 				l.Drops = binary.NativeEndian.Uint32(mem[4*skMemInfoDrops:])
+			}
+			if cg := attr(raw[sizeofDiagMsg:], inetDiagCgroupID); len(cg) >= 8 {
+				l.CgroupID = binary.NativeEndian.Uint64(cg)
 			}
 			out = append(out, l)
 		})
@@ -131,4 +162,51 @@ func attr(attrs []byte, typ uint16) []byte {
 		attrs = attrs[adv:]
 	}
 	return nil
+}
+
+// readNetnsCounters reads the namespace of the calling thread's SYN
+// counters: /proc/thread-self/net is the thread's namespace (/proc/net
+// would be the process's first thread's).
+func readNetnsCounters() NetnsCounters {
+	c := NetnsCounters{Syncookies: -1}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_syncookies"); err == nil {
+		if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			c.Syncookies = v
+		}
+	}
+	b, err := os.ReadFile("/proc/thread-self/net/netstat")
+	if err != nil {
+		return c
+	}
+	ext := netstatSection(string(b), "TcpExt:")
+	c.SyncookiesSent, c.ReqQFullDoCookies = ext["SyncookiesSent"], ext["TCPReqQFullDoCookies"]
+	c.ReqQFullDrop, c.ListenOverflows = ext["TCPReqQFullDrop"], ext["ListenOverflows"]
+	c.Read = len(ext) > 0
+	return c
+}
+
+// netstatSection parses one section of /proc/net/netstat: a line of
+// names and a line of values, both starting with prefix.
+func netstatSection(text, prefix string) map[string]uint64 {
+	var names []string
+	out := map[string]uint64{}
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		fields := strings.Fields(line[len(prefix):])
+		if names == nil {
+			names = fields
+			continue
+		}
+		for i, f := range fields {
+			if i < len(names) {
+				if v, err := strconv.ParseUint(f, 10, 64); err == nil {
+					out[names[i]] = v
+				}
+			}
+		}
+		break
+	}
+	return out
 }

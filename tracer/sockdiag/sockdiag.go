@@ -180,13 +180,20 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 
 // diagSocketIn opens a sock_diag socket in the namespace at path: a
 // netlink socket answers for the namespace it was created in.
-func diagSocketIn(path string) (int, error) {
+func diagSocketIn(path string) (int, error) { return diagSocketAnd(path, nil) }
+
+// diagSocketAnd is diagSocketIn that also runs also, when set, in the
+// namespace (one trip into it for both).
+func diagSocketAnd(path string, also func()) (int, error) {
 	fd := -1
 	err := netnsexec.Do(path, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 		if err != nil {
 			return fmt.Errorf("sock_diag socket: %w", err)
+		}
+		if also != nil {
+			also()
 		}
 		return nil
 	})

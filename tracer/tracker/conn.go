@@ -35,8 +35,11 @@ type conn struct {
 	firstMono     time.Duration
 	last          figures // from the latest event
 	steps         []step
-	droppedSteps  int
-	lossEpoch     uint64
+	// stepsHere holds the first steps: a normal lifecycle has 4 to 6,
+	// and growing the slice from nothing took four allocations an end.
+	stepsHere    [8]step
+	droppedSteps int
+	lossEpoch    uint64
 
 	// toldStall and toldProbing identify the episode last narrated (its
 	// stallFirst, its probeSince): a narrative of another one begins it.
@@ -161,6 +164,7 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 		t.evictions++
 	}
 	c := &conn{cookie: ev.Cookie, netns: ev.NetNS, firstMono: ev.Mono, state: ev.State, lossEpoch: t.lossEpoch}
+	c.steps = c.stepsHere[:0]
 	if ev.FirstSeen != 0 && ev.FirstSeen < ev.Mono {
 		c.firstMono = ev.FirstSeen
 	}

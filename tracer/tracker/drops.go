@@ -21,8 +21,15 @@ type Drop struct {
 	// kernel than the connection's (a bridge, a veth peer, the node's
 	// own firewall for a container): it left the connection's host.
 	Elsewhere bool
-	Count     int
+	// Site names the kernel function that freed the packet when it, not
+	// the reason, says why: "inet6_csk_xmit" (the IPv6 route lookup
+	// failed; the kernel gives that drop no reason, NOT_SPECIFIED).
+	Site  string
+	Count int
 }
+
+// SiteNoRoute6 is Drop.Site of a segment whose IPv6 route lookup failed.
+const SiteNoRoute6 = "inet6_csk_xmit"
 
 // Direction is "in" or "out", as the JSON says it.
 func (d Drop) Direction() string {
@@ -64,6 +71,7 @@ func (f *DropFacts) dropped(in, elsewhere bool) int {
 // dropKind is one kind of drop as the kernel reports it.
 type dropKind struct {
 	inbound, elsewhere bool
+	noRoute6           bool
 	reason             int32
 	hook               wire.NFHook
 }
@@ -109,7 +117,7 @@ func (t *Tracker) onDrop(ev *wire.Event) {
 		n = 1
 	}
 	c.drops.add(dropKind{inbound: ev.Flags&wire.FlagDropIn != 0, elsewhere: ev.Flags&wire.FlagDropElsewhere != 0,
-		reason: ev.Detail, hook: ev.NFHook}, n)
+		noRoute6: ev.Flags&wire.FlagDropNoRoute6 != 0, reason: ev.Detail, hook: ev.NFHook}, n)
 }
 
 // dropFacts fills n's drop facts from the connection's episode: sent is
@@ -125,6 +133,9 @@ func (t *Tracker) dropFacts(c *conn, n *Narrative) {
 		d := Drop{Inbound: k.inbound, Elsewhere: k.elsewhere, Reason: reason, Count: c.drops.counts[i]}
 		if reason == "NETFILTER_DROP" {
 			d.Hook = k.hook.String()
+		}
+		if k.noRoute6 {
+			d.Site = SiteNoRoute6
 		}
 		n.Drops = append(n.Drops, d)
 	}

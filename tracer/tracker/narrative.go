@@ -60,13 +60,13 @@ const Untold Verdict = "untold"
 var Verdicts = []Verdict{
 	PeerClosed, LocalClosed, LocalProcessExited, PeerReset, PeerLostState, RetransmitTimeout,
 	HostUnreachable, KeepaliveTimeout, LocalAbort, ConnectRefused, ConnectTimeout, ConnectAbandoned, Untold,
-	Stalled, Recovered, KeepaliveProbing, ZeroWindow, AcceptQueueOverflow,
+	Stalled, Recovered, KeepaliveProbing, ZeroWindow, AcceptQueueOverflow, SynackUnanswered,
 	CloseWaitStuck, LocalPortsExhausted,
 }
 
 // Episode reports whether the verdict describes a connection that lives on.
 func (v Verdict) Episode() bool {
-	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == ZeroWindow || v == AcceptQueueOverflow ||
+	return v == Stalled || v == Recovered || v == KeepaliveProbing || v == ZeroWindow || v == AcceptQueueOverflow || v == SynackUnanswered ||
 		v == CloseWaitStuck
 }
 

@@ -97,7 +97,7 @@ type Tracker struct {
 	cw         closeWaits                // sockets in CLOSE_WAIT (closewait.go)
 	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
 	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
-	overflows  map[listenKey]*overflow   // listeners' accept queues, by reading (listeners.go)
+	overflows  map[queueKey]*overflow    // listeners' accept queues, by reading (listeners.go)
 }
 
 type tupleKey struct {
@@ -152,24 +152,40 @@ func (t *Tracker) Handle(ev *wire.Event) {
 		t.wallAtZero = ev.Time.Add(-ev.Mono)
 	}
 	t.Tick(ev.Mono)
+	if ev.Kind == wire.KindLifecycle {
+		t.unfold(ev)
+		return
+	}
+	t.handle(ev)
+}
+
+// handle is Handle once the clock has moved; it returns the connection
+// the record went to, if any.
+func (t *Tracker) handle(ev *wire.Event) *conn {
 	if ev.Flags&wire.FlagNoSocket != 0 {
-		return // a reset for a 4-tuple with no socket: nothing to track
+		return nil // a reset for a 4-tuple with no socket: nothing to track
 	}
 	if ev.Kind == wire.KindDrop {
 		t.onDrop(ev)
-		return
+		return nil
 	}
 	if ev.Kind == wire.KindTimeWait {
 		t.onTimeWait(ev)
-		return
+		return nil
 	}
 	if t.onListener(ev) {
-		return
+		return nil
 	}
 	c := t.lookup(ev)
 	if c == nil {
-		return
+		return nil
 	}
+	t.handleConn(c, ev)
+	return c
+}
+
+// handleConn is handle once the record's connection is found.
+func (t *Tracker) handleConn(c *conn, ev *wire.Event) {
 	if c.done {
 		if ev.Kind == wire.KindDestroy {
 			t.remove(c)

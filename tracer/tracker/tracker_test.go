@@ -164,7 +164,11 @@ func checkProjections(t *testing.T, ns []Narrative) {
 				at := p.Mono + p.GiveUpIn
 				early := -5 * time.Millisecond
 				if p.FailedSends > 0 || n.FailedSends > 0 || n.SkErrSoft != 0 || tcp.Unreachable(n.Errno) {
-					early = -2 * slices.Max(n.RTOs) // the next interval, undoubled or cut short
+					if len(n.RTOs) > 0 {
+						early = -2 * slices.Max(n.RTOs) // the next interval, undoubled or cut short
+					} else {
+						early = -p.GiveUpIn // window probes: any time after the projection was made
+					}
 				}
 				if d := n.Mono - at; d < early || d > wheelSlack(p.GiveUpIn) {
 					t.Errorf("%v>%v: stalled at %v projected the end at %v; it came at %v (%v off, RTOs %v)",
@@ -463,6 +467,26 @@ func TestRecordedScenarios(t *testing.T) {
 			rt := last(t, got["A"], RetransmitTimeout)
 			if rt.WindowProbes < 2 || tcp.ErrnoName(rt.Errno) != "ETIMEDOUT" || rt.LeftHost != 0 {
 				t.Errorf("retransmit_timeout: %+v %+v errno %s", rt.WindowFacts, rt.DropFacts, tcp.ErrnoName(rt.Errno))
+			}
+		},
+		// IPv4 names the failed route lookup (IP_OUTNOROUTES); IPv6 frees
+		// the segment in inet6_csk_xmit with no reason, and the kernel
+		// half names that place.
+		"route-gone": func(t *testing.T, got map[string][]Narrative) {
+			st := last(t, got["A"], Stalled)
+			if st.WindowProbes < 2 || st.LeftHost != 0 || len(st.Drops) != 1 || st.Drops[0].Inbound {
+				t.Fatalf("stalled: %+v %+v", st.WindowFacts, st.DropFacts)
+			}
+			d := st.Drops[0]
+			v4 := st.Local.Addr().Is4()
+			if v4 && (d.Reason != "IP_OUTNOROUTES" || d.Site != "") || !v4 && (d.Reason != "NOT_SPECIFIED" || d.Site != SiteNoRoute6) {
+				t.Errorf("drop %+v on %s", d, st.Local)
+			}
+			// The kernel ends it with the soft error the failed lookup left
+			// (EHOSTUNREACH), or ETIMEDOUT when a probe's error was not kept.
+			end := got["A"][len(got["A"])-1]
+			if !end.Final || end.DroppedOut() < end.WindowProbes || end.LeftHost != 0 {
+				t.Errorf("%s: errno %s %+v", end.Verdict, tcp.ErrnoName(end.Errno), end.DropFacts)
 			}
 		},
 		"peer-stops-reading": func(t *testing.T, got map[string][]Narrative) {

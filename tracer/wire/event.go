@@ -29,6 +29,7 @@ const (
 	KindProbe0     = Kind(bpf.TcpwatchTwEventKindTW_EV_PROBE0)     // the zero-window probe timer (tcp_write_timer, ICSK_TIME_PROBE0)
 	KindDrop       = Kind(bpf.TcpwatchTwEventKindTW_EV_DROP)       // skb:kfree_skb of a troubled connection's packet
 	KindTimeWait   = Kind(bpf.TcpwatchTwEventKindTW_EV_TIMEWAIT)   // skb:kfree_skb of a SYN or RST a TIME_WAIT dropped
+	KindLifecycle  = Kind(bpf.TcpwatchTwEventKindTW_EV_LIFECYCLE)  // --all: state changes summarised in the kernel (Event.Life)
 	kindUpperBound = Kind(bpf.TcpwatchTwEventKindTW_EV_KIND_MAX)
 )
 
@@ -44,6 +45,7 @@ var kindNames = [kindUpperBound]string{
 	KindProbe0:     "window_probe",
 	KindDrop:       "drop",
 	KindTimeWait:   "time_wait",
+	KindLifecycle:  "lifecycle",
 }
 
 func (k Kind) String() string {
@@ -70,6 +72,9 @@ const (
 	FlagDropElsewhere  = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_ELSEWHERE)   // drop: in another network namespace of this kernel
 	FlagNoLocalPort    = Flags(bpf.TcpwatchTwEventFlagTW_F_NO_LOCAL_PORT)    // connect() found no free local port (EADDRNOTAVAIL)
 	FlagCloseWaitStuck = Flags(bpf.TcpwatchTwEventFlagTW_F_CLOSE_WAIT_STUCK) // the socket scan found it stuck in CLOSE_WAIT
+	FlagLifeDestroyed  = Flags(bpf.TcpwatchTwEventFlagTW_F_LIFE_DESTROYED)   // lifecycle: sent at the socket's destroy, which it stands for
+	// drop: freed by inet6_csk_xmit, whose IPv6 route lookup failed (the kernel's reason: NOT_SPECIFIED)
+	FlagDropNoRoute6 = Flags(bpf.TcpwatchTwEventFlagTW_F_DROP_NO_ROUTE6)
 )
 
 // NFHook is the netfilter hook of a NETFILTER_DROP, as the kernel half
@@ -178,6 +183,26 @@ type Event struct {
 	TimeWait TimeWaitFacts
 
 	Settings tcp.Settings
+
+	// Life (KindLifecycle): the state changes the record summarises.
+	Life Life
+}
+
+// LifeSteps is how many state changes one lifecycle record holds.
+const LifeSteps = len(bpf.TcpwatchLifecycle{}.AtNs)
+
+// Life is what a lifecycle record (KindLifecycle) adds to the figures:
+// the socket's state changes, in order, that the kernel half kept instead
+// of sending a record for each (bpf/lifecycle.h).
+type Life struct {
+	Steps int
+	Step  [LifeSteps]LifeStep
+}
+
+// LifeStep is one state change of a lifecycle record.
+type LifeStep struct {
+	Mono       time.Duration // kernel CLOCK_MONOTONIC
+	Old, State tcp.State
 }
 
 // Comm is the owning process's name as the kernel had it; it may hold any
@@ -257,6 +282,9 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 	if len(raw) < recordSize {
 		return fmt.Errorf("%w: %d bytes, want %d", ErrRecordSize, len(raw), recordSize)
 	}
+	if raw[kindOffset] == byte(KindLifecycle) && len(raw) < lifecycleSize {
+		return fmt.Errorf("%w: a lifecycle of %d bytes, want %d", ErrRecordSize, len(raw), lifecycleSize)
+	}
 	r := (*bpf.TcpwatchEvent)(unsafe.Pointer(&raw[0]))
 	*ev = Event{
 		Mono:      time.Duration(r.TsNs),
@@ -310,6 +338,8 @@ func Decode(raw []byte, clock Clock, ev *Event) error {
 	}
 	ev.Time = clock.Wall(ev.Mono)
 	switch ev.Kind {
+	case KindLifecycle:
+		decodeLife((*bpf.TcpwatchLifecycle)(unsafe.Pointer(&raw[0])), &ev.Life)
 	case KindCongState:
 		// The record reuses old_state for the previous congestion state.
 		ev.OldCA, ev.OldState = tcp.CAState(r.OldState), 0
@@ -405,7 +435,35 @@ func Encode(ev *Event) []byte {
 			copy(r.Daddr[:], d[:])
 		}
 	}
+	if ev.Kind == KindLifecycle {
+		buf := make([]byte, lifecycleSize)
+		l := (*bpf.TcpwatchLifecycle)(unsafe.Pointer(&buf[0]))
+		l.E = r
+		encodeLife(&ev.Life, l)
+		return buf
+	}
 	buf := make([]byte, recordSize)
 	*(*bpf.TcpwatchEvent)(unsafe.Pointer(&buf[0])) = r
 	return buf
+}
+
+// lifecycleSize is the size of struct lifecycle: an event and its steps.
+const lifecycleSize = int(unsafe.Sizeof(bpf.TcpwatchLifecycle{}))
+
+// kindOffset is where an event's kind is, to tell a lifecycle's length.
+const kindOffset = int(unsafe.Offsetof(bpf.TcpwatchEvent{}.Kind))
+
+func decodeLife(l *bpf.TcpwatchLifecycle, life *Life) {
+	life.Steps = min(int(l.Steps), LifeSteps)
+	for i := range life.Steps {
+		life.Step[i] = LifeStep{Mono: time.Duration(l.AtNs[i]), Old: tcp.State(l.OldState[i]), State: tcp.State(l.NewState[i])}
+	}
+}
+
+func encodeLife(life *Life, l *bpf.TcpwatchLifecycle) {
+	l.Steps = uint8(min(life.Steps, LifeSteps))
+	for i := range int(l.Steps) {
+		s := life.Step[i]
+		l.AtNs[i], l.OldState[i], l.NewState[i] = uint64(s.Mono), uint8(s.Old), uint8(s.State)
+	}
 }

@@ -24,6 +24,7 @@ const (
 	floorProgFloorRetransmit = "floor_retransmit"
 	floorProgFloorSendReset  = "floor_send_reset"
 	floorProgFloorSetState   = "floor_set_state"
+	floorProgFloorSynack     = "floor_synack"
 	floorProgFloorTimerEntry = "floor_timer_entry"
 	floorProgFloorTimerExit  = "floor_timer_exit"
 )
@@ -78,6 +79,7 @@ type floorProgramSpecs struct {
 	FloorRetransmit *ebpf.ProgramSpec `ebpf:"floor_retransmit"`
 	FloorSendReset  *ebpf.ProgramSpec `ebpf:"floor_send_reset"`
 	FloorSetState   *ebpf.ProgramSpec `ebpf:"floor_set_state"`
+	FloorSynack     *ebpf.ProgramSpec `ebpf:"floor_synack"`
 	FloorTimerEntry *ebpf.ProgramSpec `ebpf:"floor_timer_entry"`
 	FloorTimerExit  *ebpf.ProgramSpec `ebpf:"floor_timer_exit"`
 }
@@ -138,6 +140,7 @@ type floorPrograms struct {
 	FloorRetransmit *ebpf.Program `ebpf:"floor_retransmit"`
 	FloorSendReset  *ebpf.Program `ebpf:"floor_send_reset"`
 	FloorSetState   *ebpf.Program `ebpf:"floor_set_state"`
+	FloorSynack     *ebpf.Program `ebpf:"floor_synack"`
 	FloorTimerEntry *ebpf.Program `ebpf:"floor_timer_entry"`
 	FloorTimerExit  *ebpf.Program `ebpf:"floor_timer_exit"`
 }
@@ -152,6 +155,7 @@ func (p *floorPrograms) Close() error {
 		p.FloorRetransmit,
 		p.FloorSendReset,
 		p.FloorSetState,
+		p.FloorSynack,
 		p.FloorTimerEntry,
 		p.FloorTimerExit,
 	)

@@ -87,7 +87,7 @@ func run(args []string) error {
 	fs.IntVar(&c.memConns, "mem-conns", 50000, "concurrent loopback connections for the memory workload (each has two tracked ends)")
 	fs.IntVar(&c.busyConns, "busy-conns", 8, "persistent connections of the busy-server workload")
 	fs.IntVar(&c.busyRequests, "busy-requests", 200000, "one-byte requests per busy-server round (all connections)")
-	fs.StringSliceVar(&c.workloads, "workloads", []string{"churn", "busy", "bulk", "timers", "memory", "startup", "decode"}, "workloads to run")
+	fs.StringSliceVar(&c.workloads, "workloads", []string{"churn", "busy", "bulk", "timers", "drops", "memory", "startup", "decode"}, "workloads to run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -118,6 +118,8 @@ func run(args []string) error {
 			err = benchBulk(ctx, c, rep)
 		case "timers":
 			err = benchTimers(ctx, c, rep)
+		case "drops":
+			err = benchDrops(ctx, c, rep)
 		case "memory":
 			err = benchMemory(ctx, c, rep)
 		case "startup":
@@ -147,7 +149,7 @@ func runFloor() error {
 	defer objs.Close()
 	progs := []*ebpf.Program{objs.FloorSetState, objs.FloorRetransmit, objs.FloorSendReset, objs.FloorRecvReset,
 		objs.FloorError, objs.FloorCongState, objs.FloorDestroy,
-		objs.FloorTimerEntry, objs.FloorTimerExit, objs.FloorDrop}
+		objs.FloorTimerEntry, objs.FloorTimerExit, objs.FloorDrop, objs.FloorSynack}
 	for _, p := range progs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
