@@ -259,7 +259,7 @@ type testBinary struct{ pkg, dir, file string }
 // grouping and its line and byte budgets: under TCG they would take most of
 // a guest's time to prove nothing about the kernel that the lab's
 // per-connection scenarios, run in every guest, do not already prove.
-const hostOnlyTests = `^(TestApplicationConnectTimeout|TestClientTimesOutThenCloses|TestOrphanFoundAtStartup|TestProcessNameNotThreadName|TestThreadNameOfKilled|TestIncident|TestTopInTmux|TestExposureRedis|TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestOTLP|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestDocsExamples|TestVerdictsAreDocumented|TestREADMEFlagsTable|TestREADMECommands|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
+const hostOnlyTests = `^(TestApplicationConnectTimeout|TestClientTimesOutThenCloses|TestOrphanFoundAtStartup|TestProcessNameNotThreadName|TestThreadNameOf|TestIncident|TestTopInTmux|TestExposureRedis|TestRedis|TestPsql|TestNginx|TestSSH|TestPrometheus|TestOTLP|TestContainerAttribution|TestCgroupOfTaskContextRecords|TestCapabilitiesDroppedAfterStart|TestRunsWith|TestDocsExamples|TestVerdictsAreDocumented|TestREADMEFlagsTable|TestREADMECommands|TestDaemonSet|TestSystemd|TestBPFObjectIsCommitted|TestNeverTakesAnotherProcessDescriptor)`
 
 // testArgs are the test binaries' extra flags in the guest.
 func testArgs(run string, count int) string {
