@@ -177,7 +177,10 @@ func tellResult(name string, res *Result, err error, lines []Record, elapsed tim
 		jsonResult
 		Narratives int    `json:"narratives"`
 		Error      string `json:"error,omitempty"`
-	}{jsonResult: jsonResult{Type: "lab_result", DurationMs: elapsed.Milliseconds(), Result: res}}
+		// NoResult: the run failed before it had one (lab run then prints
+		// no lab_result); a run that gave up waiting has its result.
+		NoResult bool `json:"no_result,omitempty"`
+	}{jsonResult: jsonResult{Type: "lab_result", DurationMs: elapsed.Milliseconds(), Result: res}, NoResult: res == nil}
 	if res == nil || res.Scenario == "" {
 		rec.Result = &Result{Scenario: name}
 		if res != nil {

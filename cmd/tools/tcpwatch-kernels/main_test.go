@@ -243,6 +243,10 @@ func TestLabResultsFromTests(t *testing.T) {
 		"    lab_test.go:128: verdicts map[A:[retransmit_timeout]], missing or unexpected [A:stalled]\r\n" +
 		"=== RUN   TestScenarios/connect-refused\r\n" +
 		`@@LAB-RESULT {"type":"lab_result","duration_ms":1076,"scenario":"connect-refused","verdicts":{"A":["connect_refused"]},"expected":{"A":["connect_refused"]},"ok":true,"narratives":1}` + "\r\n" +
+		"=== RUN   TestScenarios/timewait-syn-old\r\n" +
+		`@@LAB-RESULT {"type":"lab_result","duration_ms":60100,"scenario":"timewait-syn-old","verdicts":{},"expected":{},"ok":false,"missing":["A notice syn_answered_old_ack"],"narratives":0,"error":"gave up after 1m0s waiting for the expected verdicts"}` + "\r\n" +
+		"=== RUN   TestScenarios/broken\r\n" +
+		`@@LAB-RESULT {"type":"lab_result","duration_ms":100,"scenario":"broken","verdicts":null,"expected":null,"ok":false,"narratives":0,"error":"building hosts: no veth","no_result":true}` + "\r\n" +
 		"    --- FAIL: TestScenarios/cable-pull (8.40s)\r\n    --- PASS: TestScenarios/connect-refused (1.08s)\r\n--- FAIL: TestScenarios (9.48s)\r\nFAIL\r\n" +
 		"@@END test lab rc=1 secs=10\r\n@@DONE\r\n"
 	p := filepath.Join(t.TempDir(), "guest.log")
@@ -264,6 +268,14 @@ func TestLabResultsFromTests(t *testing.T) {
 	if cr == nil || !cr.OK || cr.RC != 0 {
 		t.Errorf("connect-refused %+v", cr)
 	}
+	// A run that gave up waiting has its result, as lab run prints one; a
+	// run that failed before it had one has none.
+	if ts := r.Lab["timewait-syn-old"]; ts == nil || !ts.HaveResult || ts.RC != 1 || ts.OK || len(ts.Stderr) != 1 {
+		t.Errorf("timewait-syn-old %+v", ts)
+	}
+	if b := r.Lab["broken"]; b == nil || b.HaveResult || b.RC != 1 {
+		t.Errorf("broken %+v", b)
+	}
 	compare([]*KernelResult{r}, &Expect{})
 	diffs := strings.Join(r.Diffs, "\n")
 	for _, want := range []string{"scenario cable-pull: verdicts", "scenario host-reboot: the lab's TestScenarios told no result", "test lab: TestScenarios/cable-pull failed"} {
@@ -279,8 +291,10 @@ func TestLabResultsFromTests(t *testing.T) {
 	compare([]*KernelResult{r}, &Expect{Allow: []Allow{
 		{Below: "6.2", Scenario: "cable-pull", Verdicts: map[string][]string{"A": {"retransmit_timeout"}}, Why: "w"},
 		{Below: "6.2", Test: "lab", Name: "TestScenarios/cable-pull", Why: "w"},
+		{Below: "6.11", Scenario: "timewait-syn-old", Why: "w"},
 	}})
-	if diffs := strings.Join(r.Diffs, "\n"); strings.Contains(diffs, "cable-pull") || !strings.Contains(diffs, "host-reboot") {
+	if diffs := strings.Join(r.Diffs, "\n"); strings.Contains(diffs, "cable-pull") || strings.Contains(diffs, "scenario timewait-syn-old") ||
+		!strings.Contains(diffs, "host-reboot") || !strings.Contains(diffs, "scenario broken: no lab_result") {
 		t.Errorf("allowances misapplied:\n%s\nallowed: %v", diffs, r.Allowed)
 	}
 }
