@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,9 +70,9 @@ type agentOptions struct {
 	reconnect    time.Duration
 	churn        int
 	serveClose   time.Duration
-	serveRead    int64
+	serveAhead   int64
 	redial       time.Duration
-	sendFirst    int64
+	sendToFIN    bool
 }
 
 // AgentMain runs a lab application and returns its exit status.
@@ -97,8 +98,8 @@ func AgentMain(args []string) int {
 	fs.IntVar(&o.accept, "accept", 1, "server: accept this many connections (the last one is the one it works with)")
 	fs.DurationVar(&o.reconnect, "reconnect-after", 0, "client: close at once, then connect again from the same local port after this long")
 	fs.DurationVar(&o.serveClose, "serve-close-after", 0, "server: accept every connection and close each this long after (the server closes first: TIME_WAIT on its side)")
-	fs.Int64Var(&o.serveRead, "serve-read", 0, "server with --serve-close-after: read this many bytes of each connection before the wait (what is unread at close() would turn its FIN into an RST)")
-	fs.Int64Var(&o.sendFirst, "send-first", 0, "client: write this many bytes as soon as connected, before anything else (--redial-after: before waiting for the server's close)")
+	fs.Int64Var(&o.serveAhead, "serve-ahead-of-isn", 0, "server: accept every connection, read until it is this many bytes ahead of the clock in the client's initial sequence numbers (secure_tcp_seq: one a 64 ns), then shut down its sending side first (TIME_WAIT on this side) and read the rest")
+	fs.BoolVar(&o.sendToFIN, "send-until-fin", false, "client: write as soon as connected, until the server's FIN (with --redial-after: then close and connect again)")
 	fs.DurationVar(&o.redial, "redial-after", 0, "client: when the server closes, close too, then connect again from the same local port after this long")
 	fs.IntVar(&o.churn, "churn", 0, "client: open and close (this side first, leaving TIME_WAIT) this many connections, then keep the last one")
 	if err := fs.Parse(args); err != nil {
@@ -155,7 +156,7 @@ func (a *agent) run() error {
 			return err
 		}
 		a.report("listening", nil, nil)
-		if a.o.serveClose > 0 {
+		if a.o.serveClose > 0 || a.o.serveAhead > 0 {
 			for {
 				c, err := ln.Accept()
 				if err != nil {
@@ -163,9 +164,9 @@ func (a *agent) run() error {
 				}
 				a.report("accepted", nil, c)
 				go func() {
-					if a.o.serveRead > 0 {
-						n, err := io.CopyN(io.Discard, c, a.o.serveRead)
-						a.report(fmt.Sprintf("read %d bytes", n), err, c)
+					if a.o.serveAhead > 0 {
+						a.outrunISN(c.(*net.TCPConn))
+						return
 					}
 					time.Sleep(a.o.serveClose)
 					a.report("closed", c.Close(), c)
@@ -217,9 +218,8 @@ func (a *agent) run() error {
 		}
 		conn = c.(*net.TCPConn)
 		a.report("connected", nil, conn)
-		if a.o.sendFirst > 0 {
-			n, err := io.CopyN(conn, zeros{}, a.o.sendFirst)
-			a.report(fmt.Sprintf("wrote %d bytes", n), err, conn)
+		if a.o.sendToFIN {
+			a.sendUntilFIN(conn)
 		}
 		if a.o.redial > 0 {
 			// The server closes first: read to its FIN, close, dial again.
@@ -267,12 +267,84 @@ func (a *agent) run() error {
 	return nil
 }
 
-// zeros reads as an endless run of zero bytes.
-type zeros struct{}
+// isnClock is how fast a connecting socket's initial sequence number for a
+// given 4-tuple moves on: secure_tcp_seq() adds ktime_get_real_ns() >> 6.
+const isnClock = 1e9 / 64 // a second
 
-func (zeros) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
+// outrunLimit: how long outrunISN reads before it gives up: a machine
+// (an emulator) whose transfer stays slower than isnClock never gets ahead.
+const outrunLimit = 20 * time.Second
+
+// outrunISN makes the 4-tuple's TIME_WAIT on this side expect a sequence
+// number the client's next connect() cannot reach: it reads until what it
+// read is serveAhead bytes past what the ISN clock gained since the
+// accept (the client's next SYN, on the same 4-tuple, starts from that
+// clock), then sends its FIN first while the client still writes, reads
+// the rest to the client's FIN (nothing unread: a FIN, not an RST) and
+// closes. The figures are reported: how fast the transfer ran, how far
+// ahead of the clock it stopped.
+func (a *agent) outrunISN(c *net.TCPConn) {
+	start := time.Now()
+	buf := make([]byte, 256<<10)
+	var read, ahead int64
+	var err error
+	for {
+		// What the client's next SYN would start from, against what this
+		// side's TIME_WAIT would expect: the clock moved on, the data more.
+		ahead = read - int64(time.Since(start).Seconds()*isnClock)
+		if ahead >= a.o.serveAhead || time.Since(start) >= outrunLimit {
+			break
+		}
+		var n int
+		n, err = c.Read(buf)
+		read += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	took := time.Since(start)
+	rate := float64(read) / took.Seconds() / 1e6
+	switch {
+	case err != nil:
+		a.report(fmt.Sprintf("read %d bytes in %s", read, took.Round(time.Millisecond)), err, c)
+		c.Close()
+		return
+	case ahead < a.o.serveAhead:
+		a.report(fmt.Sprintf("too slow: read %d bytes in %s (%.1f MB/s), slower than the ISN clock (%.1f MB/s): the client's next SYN will be newer",
+			read, took.Round(time.Millisecond), rate, isnClock/1e6), nil, c)
+	default:
+		a.report(fmt.Sprintf("ahead: read %d bytes in %s (%.1f MB/s), %d ahead of the ISN clock (%.1f MB/s); closing first",
+			read, took.Round(time.Millisecond), rate, ahead, isnClock/1e6), nil, c)
+	}
+	err = c.CloseWrite()
+	rest, rerr := io.Copy(io.Discard, c)
+	a.report(fmt.Sprintf("closed: read %d bytes more to the client's FIN", rest), errors.Join(err, rerr), c)
+	c.Close()
+}
+
+// sendUntilFIN writes until the server's FIN arrives (read by a goroutine
+// meanwhile: the server closes first), then returns.
+func (a *agent) sendUntilFIN(c *net.TCPConn) {
+	var fin atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, c)
+		fin.Store(true)
+		close(done)
+	}()
+	buf := make([]byte, 256<<10)
+	var sent int64
+	var err error
+	for !fin.Load() {
+		var n int
+		n, err = c.Write(buf)
+		sent += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	<-done
+	a.report(fmt.Sprintf("wrote %d bytes until the server's FIN", sent), err, c)
 }
 
 func drain(c net.Conn) {

@@ -1,10 +1,13 @@
 package tracer_test
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,18 +21,22 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
-// oldSynBytes: what the client sends before the server closes first. The
-// server's TIME_WAIT then expects a sequence number this far past the
-// client's first, while the client's next initial sequence number for the
-// same 4-tuple (secure_tcp_seq: the clock in 64 ns steps) moves on by
-// 15.6 MiB a second: the new SYN is not newer.
-const oldSynBytes = 128 << 20
+// oldSynAhead: how far ahead of the client's ISN clock the server lets
+// the transfer get before it closes first. The client's next initial
+// sequence number for the same 4-tuple (secure_tcp_seq: the clock in
+// 64 ns steps, 15.6 MB a second) moves on only by the time since its first
+// connect, the server's TIME_WAIT expects it past what was sent: the new
+// SYN is not newer, however fast the machine (an emulator) transfers, as
+// long as it is faster than that clock.
+const oldSynAhead = 32 << 20
 
 // oldSyn makes b hold a 4-tuple in TIME_WAIT and a's SYN meet it with an
 // older sequence number (no timestamps: tcp_timestamps=0 in a), as article
 // 004 (3.11) tells: answered with the old ACK, a resets. It returns the
-// 4-tuple from b's side and the error of a's second connect.
-func oldSyn(t *testing.T, a, b *netlab.Host, dst netip.Addr, port, clientPort int, connectTimeout time.Duration) (local, remote netip.AddrPort, err error) {
+// 4-tuple from b's side, how many bytes b read from the old connection
+// (its TIME_WAIT's rcv_nxt is that past the old ISN, plus SYN and FIN) and
+// the error of a's second connect.
+func oldSyn(t *testing.T, a, b *netlab.Host, dst netip.Addr, port, clientPort int, connectTimeout time.Duration) (local, remote netip.AddrPort, read int64, err error) {
 	t.Helper()
 	addr := netip.AddrPortFrom(dst, uint16(port)).String()
 	var ln net.Listener
@@ -37,7 +44,11 @@ func oldSyn(t *testing.T, a, b *netlab.Host, dst netip.Addr, port, clientPort in
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	served := make(chan error, 2)
+	type served struct {
+		read int64
+		err  error
+	}
+	done := make(chan served, 2)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -45,11 +56,30 @@ func oldSyn(t *testing.T, a, b *netlab.Host, dst netip.Addr, port, clientPort in
 				return
 			}
 			go func() {
-				// Read all of it (unread data would turn the FIN into an
-				// RST), then close first: TIME_WAIT on b.
-				_, err := io.CopyN(io.Discard, c, oldSynBytes)
+				// Read until ahead of the clock, send the FIN first while
+				// a still writes (TIME_WAIT on b), then read the rest to
+				// a's FIN (unread data would turn a close into an RST).
+				start := time.Now()
+				buf := make([]byte, 256<<10)
+				var n int64
+				for n-int64(time.Since(start).Seconds()*1e9/64) < oldSynAhead {
+					if time.Since(start) > 20*time.Second {
+						c.Close()
+						done <- served{n, fmt.Errorf("%d bytes in %v: slower than the ISN clock (15.6 MB/s)", n, time.Since(start))}
+						return
+					}
+					m, err := c.Read(buf)
+					n += int64(m)
+					if err != nil {
+						c.Close()
+						done <- served{n, err}
+						return
+					}
+				}
+				err := c.(*net.TCPConn).CloseWrite()
+				rest, rerr := io.Copy(io.Discard, c)
 				c.Close()
-				served <- err
+				done <- served{n + rest, errors.Join(err, rerr)}
 			}()
 		}
 	}()
@@ -68,14 +98,19 @@ func oldSyn(t *testing.T, a, b *netlab.Host, dst netip.Addr, port, clientPort in
 	}
 	local = netip.MustParseAddrPort(c.RemoteAddr().String())
 	remote = netip.MustParseAddrPort(c.LocalAddr().String())
-	if _, err := io.CopyN(c, zeroReader{}, oldSynBytes); err != nil {
-		t.Fatal(err)
+	var fin atomic.Bool
+	go func() { io.Copy(io.Discard, c); fin.Store(true) }() // to b's FIN
+	buf := make([]byte, 256<<10)
+	for !fin.Load() {
+		if _, err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := <-served; err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, c) // to b's FIN
 	c.Close()
+	s := <-done
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
 	err = a.Do(func() (err error) {
 		c, err = d.Dial("tcp", addr)
 		if err == nil {
@@ -83,7 +118,7 @@ func oldSyn(t *testing.T, a, b *netlab.Host, dst netip.Addr, port, clientPort in
 		}
 		return err
 	})
-	return local, remote, err
+	return local, remote, s.read, err
 }
 
 type zeroReader struct{}
@@ -127,7 +162,7 @@ func TestTimeWaitOldSynAndReset(t *testing.T) {
 			if tc.rfc1337 == "1" {
 				timeout = 2 * time.Second // its SYNs meet the old ACK for the TIME_WAIT's 60 s
 			}
-			local, remote, err := oldSyn(t, a, b, dst, 7601+i, 41001+i, timeout)
+			local, remote, read, err := oldSyn(t, a, b, dst, 7601+i, 41001+i, timeout)
 			if (err == nil) != (tc.rfc1337 == "0") {
 				t.Errorf("the second connect: %v, want it through only with tcp_rfc1337=0", err)
 			}
@@ -135,7 +170,10 @@ func TestTimeWaitOldSynAndReset(t *testing.T) {
 				return e.Kind == wire.KindTimeWait && e.Local == local && e.TimeWait.Seen == wire.TimeWaitSynAnswered
 			})
 			f := syn.TimeWait
-			if newer, ahead := f.SeqNewer(); newer || ahead > -(oldSynBytes/2) || f.HasTSval || f.PAWS ||
+			// Behind, by at most what the old connection carried (its
+			// rcv_nxt is that, SYN and FIN past an ISN the clock since
+			// moved on from): the kernel's figures, not any two numbers.
+			if newer, ahead := f.SeqNewer(); newer || int64(ahead) < -(read+2) || f.HasTSval || f.PAWS ||
 				f.Left < 55*time.Second || f.Left > 60*time.Second || syn.Remote != remote || syn.Cookie == 0 {
 				t.Errorf("SYN record: seq %d rcv_nxt %d (ahead %d), timestamps %v/%v, %v left, remote %v cookie %d",
 					f.Seq, f.RcvNxt, ahead, f.HasTSval, f.PAWS, f.Left, syn.Remote, syn.Cookie)
@@ -150,8 +188,8 @@ func TestTimeWaitOldSynAndReset(t *testing.T) {
 			if rst.TimeWait.Seen != want || rst.TimeWait.Seq != rst.TimeWait.RcvNxt || rst.TimeWait.RFC1337 != (tc.rfc1337 == "1") || rst.Cookie != syn.Cookie {
 				t.Errorf("RST record: %+v cookie %d, want seen %d at rcv_nxt, rfc1337=%s, the SYN's cookie %d", rst.TimeWait, rst.Cookie, want, tc.rfc1337, syn.Cookie)
 			}
-			t.Logf("%s: SYN %d bytes behind tw_rcv_nxt, %v of the TIME_WAIT left; RST seen %d; second connect: %v",
-				tc.name, -int64(int32(f.Seq-f.RcvNxt)), f.Left, rst.TimeWait.Seen, err)
+			t.Logf("%s: %d bytes read, the SYN %d bytes behind tw_rcv_nxt, %v of the TIME_WAIT left; RST seen %d; second connect: %v",
+				tc.name, read, -int64(int32(f.Seq-f.RcvNxt)), f.Left, rst.TimeWait.Seen, err)
 		})
 	}
 	quiet.mu.Lock()

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,32 +25,38 @@ func TestSynackUnansweredEndToEnd(t *testing.T) {
 		{"syn-flood-cookies-v6", "syn_flood", true},
 	} {
 		t.Run(tc.scenario, func(t *testing.T) {
-			cmd := tcpwatch(t, "-o", "json")
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
+			w := startWatcher(t, "-o", "json")
+			waitRunning(t, w.cmd.Process.Pid)
+			// tcpwatch reads the listeners once a second, in its own
+			// rhythm, not the lab's: under qemu's TCG its line for B can
+			// come after the lab's own tracer told it, so the lab keeps B
+			// until then.
+			toldForB := func(out string, netns []uint32) (told []narrativeJSON) {
+				for _, n := range testkit.JSONLines(out, func(n narrativeJSON) bool {
+					return n.Type == "narrative" && n.Verdict == "synack_unanswered"
+				}) {
+					if slices.Contains(netns, n.NetNS) {
+						told = append(told, n)
+					}
+				}
+				return told
 			}
-			waitRunning(t, cmd.Process.Pid)
-			res, err := lab.Run(context.Background(), tc.scenario, lab.Options{}, func(lab.Record) {})
-			time.Sleep(300 * time.Millisecond)
-			cmd.Process.Signal(syscall.SIGINT)
-			if werr := cmd.Wait(); werr != nil {
-				t.Errorf("tcpwatch: %v: %s", werr, stderr.String())
-			}
-			if err != nil || !res.OK {
-				t.Fatalf("lab: %v %+v", err, res)
-			}
-			var told []narrativeJSON
-			for _, n := range testkit.JSONLines(stdout.String(), func(n narrativeJSON) bool {
-				return n.Type == "narrative" && n.Verdict == "synack_unanswered"
-			}) {
-				if slices.Contains(res.NetNS["B"], n.NetNS) {
-					told = append(told, n)
+			waitForB := func(res *lab.Result) {
+				for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+					if len(toldForB(w.stdout.String(), res.NetNS["B"])) > 0 {
+						return
+					}
 				}
 			}
+			res, err := lab.Run(context.Background(), tc.scenario, lab.Options{BeforeTeardown: waitForB}, func(lab.Record) {})
+			if err != nil || !res.OK {
+				w.stop(t)
+				t.Fatalf("lab: %v %+v", err, res)
+			}
+			out := w.stop(t)
+			told := toldForB(out, res.NetNS["B"])
 			if len(told) == 0 {
-				t.Fatalf("no synack_unanswered for B; tcpwatch said:\n%s", stdout.String())
+				t.Fatalf("no synack_unanswered for B within 20s of the lab's result; tcpwatch said:\n%s", out)
 			}
 			n := told[0]
 			t.Logf("%s", n.Summary)
