@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -104,6 +105,16 @@ func hostLinks(t *testing.T) []string {
 func TestScenarios(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	linksBefore := hostLinks(t)
+	// The kernel matrix's guests run the scenarios here, under qemu's TCG,
+	// with the margin its lab step gave `tcpwatch lab run` (-lab-timeout).
+	var timeout time.Duration
+	if v := os.Getenv("TCPWATCH_LAB_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("TCPWATCH_LAB_TIMEOUT=%s: %v", v, err)
+		}
+		timeout = d
+	}
 	for _, sc := range Scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
 			var lines []Record
@@ -119,8 +130,11 @@ func TestScenarios(t *testing.T) {
 				}
 			}()
 			start := time.Now()
-			res, err := Run(context.Background(), sc.Name, Options{Record: &recording}, func(r Record) { lines = append(lines, r) })
+			res, err := Run(context.Background(), sc.Name, Options{Record: &recording, Timeout: timeout}, func(r Record) { lines = append(lines, r) })
 			elapsed := time.Since(start)
+			if os.Getenv("TCPWATCH_LAB_RESULTS") != "" {
+				tellResult(sc.Name, res, err, lines, elapsed)
+			}
 			if err != nil {
 				t.Fatalf("run: %v (verdicts %+v)", err, res)
 			}
@@ -138,7 +152,7 @@ func TestScenarios(t *testing.T) {
 			}
 			// A scenario whose kernel decides with settings the lab does not
 			// shorten (Go's own keepalive) says how long it needs.
-			if limit := max(20*time.Second, sc.Timeout); elapsed > limit {
+			if limit := max(20*time.Second, sc.Timeout, timeout); elapsed > limit {
 				t.Errorf("took %v; a shortened scenario must finish in under %v", elapsed, limit)
 			}
 			if ns := labNamespaces(t, os.Getpid()); len(ns) > 0 {
@@ -152,6 +166,42 @@ func TestScenarios(t *testing.T) {
 	if after := hostLinks(t); !slices.Equal(linksBefore, after) {
 		t.Errorf("links of the test's namespace changed: %v -> %v", linksBefore, after)
 	}
+}
+
+// tellResult prints one scenario's result on its own line, for the kernel
+// matrix (cmd/tools/tcpwatch-kernels), whose guests run the scenarios
+// here rather than once more through `tcpwatch lab run`: the lab_result
+// record lab run prints, with the narratives told and the run's error.
+func tellResult(name string, res *Result, err error, lines []Record, elapsed time.Duration) {
+	rec := struct {
+		jsonResult
+		Narratives int    `json:"narratives"`
+		Error      string `json:"error,omitempty"`
+		// NoResult: the run failed before it had one (lab run then prints
+		// no lab_result); a run that gave up waiting has its result.
+		NoResult bool `json:"no_result,omitempty"`
+	}{jsonResult: jsonResult{Type: "lab_result", DurationMs: elapsed.Milliseconds(), Result: res}, NoResult: res == nil}
+	if res == nil || res.Scenario == "" {
+		rec.Result = &Result{Scenario: name}
+		if res != nil {
+			c := *res
+			c.Scenario = name
+			rec.Result = &c
+		}
+	}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	for _, l := range lines {
+		if l.Type == "narrative" {
+			rec.Narratives++
+		}
+	}
+	b, jerr := json.Marshal(rec)
+	if jerr != nil {
+		b, _ = json.Marshal(map[string]string{"type": "lab_result", "scenario": name, "error": jerr.Error()})
+	}
+	fmt.Printf("@@LAB-RESULT %s\n", b)
 }
 
 // A lab killed mid-run (SIGKILL: no deferred cleanup runs) leaves its

@@ -1,7 +1,6 @@
 package tracer_test
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -21,12 +20,6 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
-// connectAt makes a connection from a to dst:port (an address of b) and
-// returns both ends.
-func connectAt(tb testing.TB, a, b *netlab.Host, dst netip.Addr, port int) (client, server *net.TCPConn) {
-	return connectWith(tb, a, b, dst, port, net.ListenConfig{})
-}
-
 // smallWindow is a listener whose connections advertise a receive window
 // of a few KiB from the start: it closes as soon as the application stops
 // reading, with nothing in flight (the window-probe timer's case).
@@ -39,42 +32,21 @@ var smallWindow = net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn
 	return serr
 }}
 
-func connectWith(tb testing.TB, a, b *netlab.Host, dst netip.Addr, port int, lc net.ListenConfig) (client, server *net.TCPConn) {
-	tb.Helper()
-	var ln net.Listener
-	addr := netip.AddrPortFrom(dst, uint16(port)).String()
-	if err := b.Do(func() (err error) { ln, err = lc.Listen(context.Background(), "tcp", addr); return err }); err != nil {
-		tb.Fatal(err)
+// writeBehindFirewall connects a to b at dst:port, has block (a's DropTo
+// or DropFrom) drop one direction until the test ends, writes n bytes from
+// a and returns a's end of the connection.
+func writeBehindFirewall(t *testing.T, a, b *netlab.Host, dst netip.Addr, port int, block func(netip.Addr) (func() error, error), n int) netip.AddrPort {
+	t.Helper()
+	client, _ := hosts.ConnectTo(t, a, b, dst, port, net.ListenConfig{})
+	undo, err := block(dst)
+	if err != nil {
+		t.Fatal(err)
 	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-		close(accepted)
-	}()
-	var c net.Conn
-	if err := a.Do(func() (err error) { c, err = net.Dial("tcp", addr); return err }); err != nil {
-		tb.Fatal(err)
+	t.Cleanup(func() { undo() })
+	if _, err := client.Write(make([]byte, n)); err != nil {
+		t.Fatal(err)
 	}
-	s, ok := <-accepted
-	if !ok {
-		tb.Fatal("accept failed")
-	}
-	tb.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
-
-func families(b *netlab.Host) []struct {
-	name string
-	addr netip.Addr
-} {
-	return []struct {
-		name string
-		addr netip.Addr
-	}{{"v4", b.Addr4()}, {"v6", b.Addr6()}}
+	return netip.MustParseAddrPort(client.LocalAddr().String())
 }
 
 func dropReasons(tb testing.TB) tcp.DropReasons {
@@ -96,18 +68,9 @@ func TestWindowProbesDroppedByThisHostsFirewall(t *testing.T) {
 	reasons := dropReasons(t)
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{})
-	for i, fam := range families(b) {
-		t.Run(fam.name, func(t *testing.T) {
-			client, _ := connectAt(t, a, b, fam.addr, 7101+i)
-			undo, err := a.DropTo(fam.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer undo()
-			if _, err := client.Write(make([]byte, 3000)); err != nil {
-				t.Fatal(err)
-			}
-			local := netip.MustParseAddrPort(client.LocalAddr().String())
+	for i, fam := range hosts.Families(b) {
+		t.Run(fam.Name, func(t *testing.T) {
+			local := writeBehindFirewall(t, a, b, fam.Addr, 7101+i, a.DropTo, 3000)
 			second := col.wait(t, 10*time.Second, "second window probe", func(e *wire.Event) bool {
 				return e.Kind == wire.KindProbe0 && e.Local == local && e.ProbesOut >= 2
 			})
@@ -121,7 +84,7 @@ func TestWindowProbesDroppedByThisHostsFirewall(t *testing.T) {
 			if reasons.Name(drop.Detail) != "NETFILTER_DROP" || drop.NFHook != wire.NFHookOutput || drop.Flags&wire.FlagDropIn != 0 || drop.Drops == 0 {
 				t.Errorf("drop: reason %s hook %v flags %b drops %d", reasons.Name(drop.Detail), drop.NFHook, drop.Flags, drop.Drops)
 			}
-			t.Logf("%s: probe %d at rto %v, drop %s (%v) x%d", fam.name, second.ProbesOut, second.RTO,
+			t.Logf("%s: probe %d at rto %v, drop %s (%v) x%d", fam.Name, second.ProbesOut, second.RTO,
 				reasons.Name(drop.Detail), drop.NFHook, drop.Drops)
 		})
 	}
@@ -136,9 +99,9 @@ func TestWindowProbesAnsweredWithAClosedWindow(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{})
-	for i, fam := range families(b) {
-		t.Run(fam.name, func(t *testing.T) {
-			client, server := connectWith(t, a, b, fam.addr, 7201+i, smallWindow)
+	for i, fam := range hosts.Families(b) {
+		t.Run(fam.Name, func(t *testing.T) {
+			client, server := hosts.ConnectTo(t, a, b, fam.Addr, 7201+i, smallWindow)
 			_ = server // never read
 			client.SetWriteDeadline(time.Now().Add(2 * time.Second))
 			buf := make([]byte, 64<<10)
@@ -155,7 +118,7 @@ func TestWindowProbesAnsweredWithAClosedWindow(t *testing.T) {
 				t.Errorf("probe: snd_wnd %d probes %d notsent %d ack_age %v rto %v", answered.SndWnd, answered.ProbesOut,
 					answered.NotSent, answered.AckAge, answered.RTO)
 			}
-			t.Logf("%s: backoff %d rto %v ack_age %v notsent %d", fam.name, answered.Backoff, answered.RTO, answered.AckAge, answered.NotSent)
+			t.Logf("%s: backoff %d rto %v ack_age %v notsent %d", fam.Name, answered.Backoff, answered.RTO, answered.AckAge, answered.NotSent)
 		})
 	}
 }
@@ -169,22 +132,13 @@ func TestRepliesDroppedByThisHostsFirewall(t *testing.T) {
 	reasons := dropReasons(t)
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{})
-	for i, fam := range families(b) {
-		t.Run(fam.name, func(t *testing.T) {
-			client, _ := connectAt(t, a, b, fam.addr, 7301+i)
-			undo, err := a.DropFrom(fam.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer undo()
-			if _, err := client.Write(make([]byte, 100)); err != nil {
-				t.Fatal(err)
-			}
-			local := netip.MustParseAddrPort(client.LocalAddr().String())
+	for i, fam := range hosts.Families(b) {
+		t.Run(fam.Name, func(t *testing.T) {
+			local := writeBehindFirewall(t, a, b, fam.Addr, 7301+i, a.DropFrom, 100)
 			drop := col.wait(t, 10*time.Second, "a reply dropped by netfilter INPUT", func(e *wire.Event) bool {
 				return e.Kind == wire.KindDrop && e.Local == local && e.Flags&wire.FlagDropIn != 0
 			})
-			if reasons.Name(drop.Detail) != "NETFILTER_DROP" || drop.NFHook != wire.NFHookInput || drop.Remote.Addr() != fam.addr {
+			if reasons.Name(drop.Detail) != "NETFILTER_DROP" || drop.NFHook != wire.NFHookInput || drop.Remote.Addr() != fam.Addr {
 				t.Errorf("drop: reason %s hook %v remote %v", reasons.Name(drop.Detail), drop.NFHook, drop.Remote)
 			}
 			rtx := col.wait(t, 5*time.Second, "its retransmission", func(e *wire.Event) bool {
@@ -252,7 +206,7 @@ func TestDropPathDiscardsUnrelatedDrops(t *testing.T) {
 	}
 
 	// A connection in trouble on IPv6 (its probes die in A's OUTPUT).
-	client, _ := connectAt(t, a, b, b.Addr6(), 7401)
+	client, _ := hosts.ConnectTo(t, a, b, b.Addr6(), 7401, net.ListenConfig{})
 	undo, err := a.DropTo(b.Addr6())
 	if err != nil {
 		t.Fatal(err)
@@ -344,7 +298,7 @@ func TestDestroyOfAWindowProbeConnectionIsTold(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	a, b := pair(t)
 	col := startTracer(t, tracer.Config{FilterNetNS: hosts.Netns(t, a)})
-	client, server := connectAt(t, a, b, b.Addr4(), 7601)
+	client, server := hosts.ConnectTo(t, a, b, b.Addr4(), 7601, net.ListenConfig{})
 	undo, err := a.DropTo(b.Addr4())
 	if err != nil {
 		t.Fatal(err)

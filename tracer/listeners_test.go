@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
+	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
 	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
 )
@@ -79,18 +80,18 @@ func TestSynackRetransmitsCountedPerListener(t *testing.T) {
 	if err := unix.Stat(b.NetnsPath(), &st); err != nil {
 		t.Fatal(err)
 	}
-	for i, fam := range families(b) {
-		t.Run(fam.name, func(t *testing.T) {
-			addr := netip.AddrPortFrom(fam.addr, uint16(7301+i))
+	for i, fam := range hosts.Families(b) {
+		t.Run(fam.Name, func(t *testing.T) {
+			addr := netip.AddrPortFrom(fam.Addr, uint16(7301+i))
 			listenIn(t, b, addr, 64, 0)
-			undo, err := a.DropTCPFrom(fam.addr)
+			undo, err := a.DropTCPFrom(fam.Addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer undo()
 			connectFrom(t, a, addr, 3)
 			family := uint16(unix.AF_INET)
-			if fam.addr.Is6() {
+			if fam.Addr.Is6() {
 				family = unix.AF_INET6
 			}
 			l := waitSynack(t, col.t, uint32(st.Ino), addr.Port(), family, func(l tracer.SynackListener) bool {
@@ -99,7 +100,7 @@ func TestSynackRetransmitsCountedPerListener(t *testing.T) {
 			if l.AckedClients != 0 || l.SynQueue != 3 || l.AcceptQueue != 0 || l.AcceptLimit != 64 || l.Last == 0 {
 				t.Errorf("listener %+v: want no acked client, SYN queue 3, accept queue 0 of 64", l)
 			}
-			t.Logf("%s: %d SYN-ACKs retransmitted to %d clients, SYN queue %d", fam.name, l.Retransmits, l.Clients, l.SynQueue)
+			t.Logf("%s: %d SYN-ACKs retransmitted to %d clients, SYN queue %d", fam.Name, l.Retransmits, l.Clients, l.SynQueue)
 		})
 	}
 }

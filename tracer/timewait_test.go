@@ -157,7 +157,7 @@ func TestTimeWaitOldSynAndReset(t *testing.T) {
 			if err := b.Sysctl("net/ipv4/tcp_rfc1337", tc.rfc1337); err != nil {
 				t.Fatal(err)
 			}
-			dst := families(b)[tc.fam].addr
+			dst := hosts.Families(b)[tc.fam].Addr
 			timeout := 5 * time.Second
 			if tc.rfc1337 == "1" {
 				timeout = 2 * time.Second // its SYNs meet the old ACK for the TIME_WAIT's 60 s

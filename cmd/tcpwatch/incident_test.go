@@ -121,50 +121,6 @@ func dialMany(t *testing.T, h *netlab.Host, ap netip.AddrPort, n int, keepalive 
 	return conns
 }
 
-// watcher is a running tcpwatch whose output is measured.
-type watcher struct {
-	cmd            *exec.Cmd
-	stdout, stderr lockedBuffer
-	done           chan error
-}
-
-func startWatcher(t *testing.T, args ...string) *watcher {
-	t.Helper()
-	w := &watcher{done: make(chan error, 1)}
-	w.cmd = tcpwatch(t, args...)
-	w.cmd.Stdout, w.cmd.Stderr = &w.stdout, &w.stderr
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { w.done <- w.cmd.Wait() }()
-	t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
-			w.cmd.Process.Kill()
-			<-w.done
-		}
-	})
-	return w
-}
-
-func (w *watcher) stop(t *testing.T) string {
-	t.Helper()
-	w.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case err := <-w.done:
-		if err != nil {
-			t.Errorf("tcpwatch %v: %v: %s", w.cmd.Args, err, w.stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		w.cmd.Process.Kill()
-		<-w.done
-		t.Errorf("tcpwatch did not stop within 30s of SIGINT")
-	}
-	if s := w.stderr.String(); strings.Contains(s, "panic") {
-		t.Errorf("tcpwatch panicked: %s", s)
-	}
-	return w.stdout.String()
-}
-
 // incidentJSON is an incident record as a pipeline reads it.
 type incidentJSON struct {
 	output.IncidentRecord

@@ -53,6 +53,54 @@ func tcpwatch(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// watcher is a running tcpwatch whose output a test reads.
+type watcher struct {
+	cmd            *exec.Cmd
+	stdout, stderr lockedBuffer
+	done           chan error
+}
+
+// startWatcher starts tcpwatch with args; it is killed when the test ends
+// if the test did not stop it. (waitRunning waits until it is attached.)
+func startWatcher(t *testing.T, args ...string) *watcher {
+	t.Helper()
+	w := &watcher{done: make(chan error, 1)}
+	w.cmd = tcpwatch(t, args...)
+	w.cmd.Stdout, w.cmd.Stderr = &w.stdout, &w.stderr
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.done <- w.cmd.Wait() }()
+	t.Cleanup(func() {
+		if w.cmd.ProcessState == nil {
+			w.cmd.Process.Kill()
+			<-w.done
+		}
+	})
+	return w
+}
+
+// stop ends tcpwatch with SIGINT, as a person would, and returns what it
+// printed; it must exit cleanly, without a panic.
+func (w *watcher) stop(t *testing.T) string {
+	t.Helper()
+	w.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-w.done:
+		if err != nil {
+			t.Errorf("tcpwatch %v: %v: %s", w.cmd.Args, err, w.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		w.cmd.Process.Kill()
+		<-w.done
+		t.Errorf("tcpwatch did not stop within 30s of SIGINT")
+	}
+	if s := w.stderr.String(); strings.Contains(s, "panic") {
+		t.Errorf("tcpwatch panicked: %s", s)
+	}
+	return w.stdout.String()
+}
+
 func TestBadInputIsOneLineAndNonZero(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

@@ -25,7 +25,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,46 +49,17 @@ func requireInstalled(t *testing.T, path, pkg string) {
 }
 
 // lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type lockedBuffer = testkit.LockedBuffer
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// serverWatch is a running `tcpwatch -o json`.
-type serverWatch struct {
-	cmd            *exec.Cmd
-	stdout, stderr lockedBuffer
-	done           chan error
-}
+// serverWatch is a running `tcpwatch -o json` whose narratives the
+// server tests read.
+type serverWatch struct{ *watcher }
 
 // startWatch starts tcpwatch -o json with args, before the connections it is
 // to see exist, and waits until it is attached.
 func startWatch(t *testing.T, args ...string) *serverWatch {
 	t.Helper()
-	w := &serverWatch{done: make(chan error, 1)}
-	w.cmd = tcpwatch(t, append([]string{"-o", "json"}, args...)...)
-	w.cmd.Stdout, w.cmd.Stderr = &w.stdout, &w.stderr
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { w.done <- w.cmd.Wait() }()
-	t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
-			w.cmd.Process.Kill()
-		}
-	})
+	w := &serverWatch{startWatcher(t, append([]string{"-o", "json"}, args...)...)}
 	waitRunning(t, w.cmd.Process.Pid)
 	return w
 }
@@ -98,21 +68,7 @@ func startWatch(t *testing.T, args ...string) *serverWatch {
 // connections in the given namespaces, in the order printed.
 func (w *serverWatch) stop(t *testing.T, netns ...uint32) []narrativeJSON {
 	t.Helper()
-	w.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case err := <-w.done:
-		if err != nil {
-			t.Errorf("tcpwatch: %v: %s", err, w.stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		w.cmd.Process.Kill()
-		<-w.done
-		t.Errorf("tcpwatch did not stop within 15s of SIGINT")
-	}
-	if s := w.stderr.String(); strings.Contains(s, "panic") {
-		t.Errorf("tcpwatch panicked: %s", s)
-	}
-	return testkit.JSONLines(w.stdout.String(), func(n narrativeJSON) bool {
+	return testkit.JSONLines(w.watcher.stop(t), func(n narrativeJSON) bool {
 		return n.Type == "narrative" && slices.Contains(netns, n.NetNS)
 	})
 }
@@ -609,38 +565,17 @@ func TestPsqlBackendKilled(t *testing.T) {
 	nsS, nsC := hosts.Netns(t, s), hosts.Netns(t, c)
 
 	w := startWatch(t)
-	cmd := pg.psql(c)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
+	psql := testkit.Start(t, pg.psql(c), true)
+	cmd, stderr := psql.Cmd, psql.Stderr
+	io.WriteString(psql.Stdin, "select pg_backend_pid();\n")
+	var line string
+	select {
+	case line = <-psql.Lines:
+	case <-time.After(10 * time.Second):
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewReader(stdout)
-	exited := make(chan struct{})
-	reap := sync.OnceFunc(func() { go func() { io.Copy(io.Discard, lines); cmd.Wait(); close(exited) }() })
-	defer func() {
-		stdin.Close()
-		reap()
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	io.WriteString(stdin, "select pg_backend_pid();\n")
-	line, err := lines.ReadString('\n')
 	backend, convErr := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil || convErr != nil {
-		t.Fatalf("pg_backend_pid: %q %v %v; psql stderr %s", line, err, convErr, stderr.String())
+	if convErr != nil {
+		t.Fatalf("pg_backend_pid: %q %v; psql stderr %s", line, convErr, stderr.String())
 	}
 	time.Sleep(300 * time.Millisecond)
 	if err := syscall.Kill(backend, syscall.SIGKILL); err != nil {
@@ -648,8 +583,11 @@ func TestPsqlBackendKilled(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	// psql writes its next query into the closed connection: RST.
-	io.WriteString(stdin, "select 2;\n")
-	reap()
+	io.WriteString(psql.Stdin, "select 2;\n")
+	go func() {
+		for range psql.Lines {
+		}
+	}()
 	time.Sleep(1500 * time.Millisecond)
 	all := w.stop(t, nsS, nsC)
 	logNarratives(t, "tcpwatch", all)

@@ -235,7 +235,7 @@ func TestThreadNameOfConnectingWorker(t *testing.T) {
 		t.Fatalf("client said %q", l)
 	}
 	pid := cli.Process.Pid
-	fmt.Fprintln(cli.stdin, "go")
+	fmt.Fprintln(cli.Stdin, "go")
 	var said string
 	select {
 	case said = <-lines:

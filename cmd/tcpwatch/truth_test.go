@@ -5,7 +5,6 @@ package main
 // curl) in lab namespaces and the real tcpwatch command.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -34,41 +33,16 @@ const python3 = "/usr/bin/python3"
 func startPython(t *testing.T, h *netlab.Host, ready, script string, args ...string) (*exec.Cmd, <-chan string) {
 	t.Helper()
 	requireInstalled(t, python3, "python3")
-	cmd := h.Command(python3, append([]string{"-c", script}, args...)...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("python3 stderr: %s", stderr.String())
-		}
-	})
-	lines := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-		io.Copy(io.Discard, out)
-	}()
+	p := testkit.Start(t, h.Command(python3, append([]string{"-c", script}, args...)...), false)
 	select {
-	case l := <-lines:
+	case l := <-p.Lines:
 		if l != ready {
-			t.Fatalf("python3 said %q, want %q (stderr %s)", l, ready, stderr.String())
+			t.Fatalf("python3 said %q, want %q (stderr %s)", l, ready, p.Stderr.String())
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatalf("python3 did not say %q within 10s (stderr %s)", ready, stderr.String())
+		t.Fatalf("python3 did not say %q within 10s (stderr %s)", ready, p.Stderr.String())
 	}
-	return cmd, lines
+	return p.Cmd, p.Lines
 }
 
 // leaderGoneServer accepts one connection and hands it to a thread named
@@ -177,7 +151,7 @@ func TestClientTimesOutThenCloses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer undo()
-	io.WriteString(cli.stdin, "go\n")
+	io.WriteString(cli.Stdin, "go\n")
 	var said string
 	select {
 	case said = <-lines:
@@ -229,46 +203,13 @@ func parseTime(t *testing.T, s string) time.Time {
 	return at
 }
 
-type pythonProc struct {
-	*exec.Cmd
-	stdin io.WriteCloser
-}
-
 // startPythonStdin runs script with python3 in h, with a pipe to its
 // standard input; its output comes line by line.
-func startPythonStdin(t *testing.T, h *netlab.Host, script string, args ...string) (*pythonProc, <-chan string) {
+func startPythonStdin(t *testing.T, h *netlab.Host, script string, args ...string) (*testkit.Process, <-chan string) {
 	t.Helper()
 	requireInstalled(t, python3, "python3")
-	cmd := h.Command(python3, append([]string{"-c", script}, args...)...)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("python3 stderr: %s", stderr.String())
-		}
-	})
-	lines := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	return &pythonProc{cmd, in}, lines
+	p := testkit.Start(t, h.Command(python3, append([]string{"-c", script}, args...)...), true)
+	return p, p.Lines
 }
 
 // abandoningClient connects with a socket timeout, as client libraries do,
@@ -400,7 +341,7 @@ func TestOrphanFoundAtStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer undo()
-	io.WriteString(cli.stdin, "go\n")
+	io.WriteString(cli.Stdin, "go\n")
 	if l := <-lines; l != "closed" {
 		t.Fatalf("client said %q", l)
 	}

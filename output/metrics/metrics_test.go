@@ -9,22 +9,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
-type nopSink struct{ narratives, items int }
-
-func (s *nopSink) Tell(it *engine.Item) error {
-	s.items++
-	if it.Narrative != nil {
-		s.narratives++
-	}
-	return nil
+// next is the sink the metrics stage hands everything on to.
+func next() *testkit.Recorder[*engine.Item, engine.Item] {
+	return testkit.NewRecorder(func(it *engine.Item) (engine.Item, bool) { return *it, true })
 }
-func (s *nopSink) Flush() error { return nil }
 
 const cid = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -35,8 +30,8 @@ func narr(v tracker.Verdict, local string, begins bool, cg string) *engine.Item 
 
 func TestCounts(t *testing.T) {
 	m := New(Options{})
-	next := &nopSink{}
-	s := m.Stage(next)
+	passed := next()
+	s := m.Stage(passed)
 	for _, it := range []*engine.Item{
 		narr(tracker.ConnectRefused, "10.0.0.1:1", false, "/"),
 		narr(tracker.ConnectRefused, "10.0.0.1:2", false, "/"),
@@ -55,8 +50,14 @@ func TestCounts(t *testing.T) {
 	if err := s.Tell(&engine.Item{Loss: &engine.Loss{Total: 1, New: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	if next.narratives != 9 || next.items != 10 {
-		t.Errorf("the wrapped sink got %d narratives, %d items", next.narratives, next.items)
+	narratives := 0
+	for _, it := range passed.Got() {
+		if it.Narrative != nil {
+			narratives++
+		}
+	}
+	if items := len(passed.Got()); narratives != 9 || items != 10 {
+		t.Errorf("the wrapped sink got %d narratives, %d items", narratives, items)
 	}
 	m.Observe(engine.Stats{Events: 1234, Lost: 7, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
 
@@ -109,7 +110,7 @@ func TestEveryVerdictIsCounted(t *testing.T) {
 	if n, err := testutil.GatherAndCount(m.Registry, "tcpwatch_narratives_total"); err != nil || n != 2*len(words.Registry) {
 		t.Errorf("%d narrative series before any narrative (%v), want 2 per registered verdict (%d)", n, err, 2*len(words.Registry))
 	}
-	s := m.Stage(&nopSink{})
+	s := m.Stage(next())
 	for i, v := range words.Verdicts(nil) {
 		for range i + 1 {
 			if err := s.Tell(narr(v, "10.0.0.1:1", false, "/")); err != nil {
@@ -127,7 +128,7 @@ func TestEveryVerdictIsCounted(t *testing.T) {
 // Labels never carry an address or a port; the container label only when asked.
 func TestLabels(t *testing.T) {
 	m := New(Options{Container: true})
-	s := m.Stage(&nopSink{})
+	s := m.Stage(next())
 	s.Tell(narr(tracker.PeerReset, "10.9.8.7:4567", false, "/system.slice/docker-"+cid+".scope"))
 	s.Tell(narr(tracker.PeerReset, "10.9.8.7:4568", false, "/system.slice/sshd.service"))
 	expected := `

@@ -121,6 +121,7 @@ func (t *Tracker) finish(c *conn, v Verdict, now time.Duration) {
 		return
 	}
 	c.done, c.closing = true, false
+	t.refuseAfterEnd(c, now)
 	if v == LocalClosed || v == PeerClosed {
 		if !t.cfg.All && !(v == PeerClosed && c.recvReset) {
 			return

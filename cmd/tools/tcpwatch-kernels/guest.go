@@ -55,6 +55,9 @@ func boot(c *config, k *Kernel, img, logPath string) error {
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
+		if lr := parseLabResult(line); lr != nil {
+			line = fmt.Sprintf("@@LAB-RESULT %s ok=%v (%.0f s)", lr.Scenario, lr.OK && lr.RC == 0, lr.Secs)
+		}
 		if strings.HasPrefix(line, "@@") || strings.HasPrefix(line, "--- FAIL") {
 			fmt.Fprintf(os.Stderr, "  [%s %6.0fs] %s\n", k.Release, time.Since(start).Seconds(), line)
 		}
@@ -91,10 +94,13 @@ type KernelResult struct {
 	Degraded []string // what check says this kernel tells only in part
 	Check    *Section
 	Listed   []string
-	Lab      map[string]*LabResult
-	Tests    map[string]*TestResult
-	Diffs    []string
-	Allowed  []string
+	// LabInTests: the lab step only listed the scenarios, and the lab's
+	// TestScenarios told each one's result (@@LAB-RESULT lines).
+	LabInTests bool
+	Lab        map[string]*LabResult
+	Tests      map[string]*TestResult
+	Diffs      []string
+	Allowed    []string
 }
 
 type Hook struct {
@@ -141,6 +147,8 @@ func parseLog(path string) (*KernelResult, error) {
 		switch {
 		case strings.HasPrefix(line, "@@GUEST "):
 			r.Guest = strings.TrimPrefix(line, "@@GUEST ")
+		case strings.HasPrefix(line, "@@LAB-IN-TESTS"):
+			r.LabInTests = true
 		case line == "@@DONE":
 			r.Done = true
 		case strings.HasPrefix(line, "@@HOST wall="):
@@ -194,6 +202,11 @@ func parseLog(path string) (*KernelResult, error) {
 			r.Lab[s.Name] = parseLab(s)
 		case "test":
 			r.Tests[s.Name] = parseTest(s)
+			for _, l := range s.Lines {
+				if lr := parseLabResult(l); lr != nil {
+					r.Lab[lr.Scenario] = lr
+				}
+			}
 		}
 	}
 	return r, sc.Err()
@@ -225,6 +238,44 @@ func parseLab(s *Section) *LabResult {
 			lr.HaveResult = true
 			lr.OK, lr.Verdicts, lr.Expected, lr.Missing = rec.OK, rec.Verdicts, rec.Expected, rec.Missing
 		}
+	}
+	return lr
+}
+
+// parseLabResult reads the result the lab's TestScenarios prints for
+// one scenario (TCPWATCH_LAB_RESULTS): the lab_result record of
+// `tcpwatch lab run -o json`, with the narratives told and, when the run
+// itself failed, its error. As from lab run, a run that gave up waiting
+// for its verdicts has a result (expect.json's scenario allowances apply
+// to it); one that failed before it had one (no_result) has none.
+func parseLabResult(line string) *LabResult {
+	js, ok := strings.CutPrefix(strings.TrimSpace(line), "@@LAB-RESULT ")
+	if !ok {
+		return nil
+	}
+	var rec struct {
+		Type       string              `json:"type"`
+		Scenario   string              `json:"scenario"`
+		Verdicts   map[string][]string `json:"verdicts"`
+		Expected   map[string][]string `json:"expected"`
+		OK         bool                `json:"ok"`
+		Missing    []string            `json:"missing"`
+		DurationMs int64               `json:"duration_ms"`
+		Narratives int                 `json:"narratives"`
+		Error      string              `json:"error"`
+		NoResult   bool                `json:"no_result"`
+	}
+	if jsonUnmarshal(js, &rec) != nil || rec.Type != "lab_result" || rec.Scenario == "" {
+		return nil
+	}
+	lr := &LabResult{Scenario: rec.Scenario, Secs: float64(rec.DurationMs) / 1000, OK: rec.OK,
+		HaveResult: !rec.NoResult, Verdicts: rec.Verdicts, Expected: rec.Expected, Missing: rec.Missing, Narratives: rec.Narratives}
+	// As lab run exits: 1 when the scenario did not end as expected.
+	if !rec.OK || rec.Error != "" {
+		lr.RC = 1
+	}
+	if rec.Error != "" {
+		lr.Stderr = []string{rec.Error}
 	}
 	return lr
 }

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,7 +96,7 @@ func main() {
 	// its hosts included. Under TCG on a loaded machine building them
 	// alone took 21-25 s in the 7.3 arm64 guest (load average 10-19),
 	// and the scenario failed with the right verdicts on their way.
-	flag.StringVar(&c.labTO, "lab-timeout", "60s", "--timeout of each lab scenario in the guest")
+	flag.StringVar(&c.labTO, "lab-timeout", "60s", "--timeout of each lab scenario in the guest (lab run, and the lab's TestScenarios: TCPWATCH_LAB_TIMEOUT)")
 	flag.StringVar(&c.testRun, "run", "", "only the tests matching this -test.run pattern (for chasing one failure)")
 	flag.IntVar(&c.testCount, "count", 1, "run each test this many times (-test.count; for chasing a flaky one)")
 	flag.BoolVar(&c.update, "apt-update", false, "run apt-get update even if the sources did not change")
@@ -358,6 +359,17 @@ func buildBinaries(c *config) (*binaries, error) {
 	return b, nil
 }
 
+// labRunsInTests says whether the lab step leaves the scenarios to the lab
+// package's TestScenarios, which runs every one of them with more checks
+// than lab run makes and tells each one's result (TCPWATCH_LAB_RESULTS):
+// running them twice would double the guest's lab time for nothing. A
+// filter on scenarios or tests, or a repeat count, is someone chasing one
+// case: the steps then run as asked. tests are the guest's PKG=DIR pairs.
+func labRunsInTests(c *config, steps map[string]bool, tests []string) bool {
+	return steps["lab"] && steps["tests"] && slices.Contains(tests, "lab=/src/lab") &&
+		c.scenarios == "" && c.testRun == "" && c.testCount == 1
+}
+
 // makeImage builds the initramfs of one kernel.
 func makeImage(c *config, k *Kernel, b *binaries, img string, steps map[string]bool) error {
 	dir, err := k.modulesDir()
@@ -401,6 +413,10 @@ func makeImage(c *config, k *Kernel, b *binaries, img string, steps map[string]b
 		})
 		tests = append(tests, t.pkg+"="+gdir)
 	}
+	labInTests := ""
+	if labRunsInTests(c, steps, tests) {
+		labInTests = "1"
+	}
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 	flagIf := func(s string) string {
 		if steps[s] {
@@ -408,8 +424,8 @@ func makeImage(c *config, k *Kernel, b *binaries, img string, steps map[string]b
 		}
 		return ""
 	}
-	plan := fmt.Sprintf("MODULES=%s\nSTEP_CHECK=%s\nSTEP_LAB=%s\nSTEP_TESTS=%s\nSCENARIOS=%s\nLAB_TIMEOUT=%s\nTESTS=%s\nTEST_TIMEOUT=%s\nTEST_ARGS=%s\n",
-		q(strings.Join(paths, " ")), flagIf("check"), flagIf("lab"), flagIf("tests"), q(c.scenarios), q(c.labTO), q(strings.Join(tests, " ")), q(c.testTO),
+	plan := fmt.Sprintf("MODULES=%s\nSTEP_CHECK=%s\nSTEP_LAB=%s\nSTEP_TESTS=%s\nSCENARIOS=%s\nLAB_TIMEOUT=%s\nLAB_IN_TESTS=%s\nTESTS=%s\nTEST_TIMEOUT=%s\nTEST_ARGS=%s\n",
+		q(strings.Join(paths, " ")), flagIf("check"), flagIf("lab"), flagIf("tests"), q(c.scenarios), q(c.labTO), labInTests, q(strings.Join(tests, " ")), q(c.testTO),
 		q(testArgs(c.testRun, c.testCount)))
 	files = append(files, guestFile{path: "etc/plan", perm: 0o644, data: []byte(plan)},
 		guestFile{path: "etc/hostname", perm: 0o644, data: []byte("tcpwatch-guest\n")},

@@ -208,3 +208,93 @@ func TestMatrixKeepsTheProse(t *testing.T) {
 		t.Errorf("a file without the mark:\n%s", got)
 	}
 }
+
+// Where the guest runs the lab's tests, its lab step only lists the
+// scenarios: TestScenarios tells each one's result, which the matrix and
+// expect.json's scenario allowances read as they read lab run's.
+func TestLabResultsFromTests(t *testing.T) {
+	all := &config{testCount: 1}
+	both := map[string]bool{"lab": true, "tests": true}
+	withLab := []string{"tracer=/src/tracer", "lab=/src/lab"}
+	if !labRunsInTests(all, both, withLab) {
+		t.Error("lab and tests with the lab package: the scenarios should run once, in the tests")
+	}
+	for _, tc := range []struct {
+		c     *config
+		steps map[string]bool
+		tests []string
+	}{
+		{all, map[string]bool{"lab": true}, nil},
+		{all, both, []string{"tracer=/src/tracer"}},
+		{&config{testCount: 1, scenarios: "cable-pull"}, both, withLab},
+		{&config{testCount: 1, testRun: "TestScenarios/^cable-pull$"}, both, withLab},
+		{&config{testCount: 10}, both, withLab},
+	} {
+		if labRunsInTests(tc.c, tc.steps, tc.tests) {
+			t.Errorf("%+v %v %v: the lab step should run the scenarios itself", tc.c, tc.steps, tc.tests)
+		}
+	}
+
+	log := "@@GUEST 6.1.0-57-amd64 cpus=2 mem=2012132kB\r\n" +
+		"@@BEGIN lab-list\r\nNAME  ROW  WHAT\r\ncable-pull  4  x\r\nconnect-refused  13  y\r\nhost-reboot  7  z\r\n@@END lab-list rc=0 secs=0.1\r\n" +
+		"@@LAB-IN-TESTS 1\r\n" +
+		"@@BEGIN test lab\r\n=== RUN   TestScenarios\r\n=== RUN   TestScenarios/cable-pull\r\n" +
+		`@@LAB-RESULT {"type":"lab_result","duration_ms":8400,"scenario":"cable-pull","verdicts":{"A":["retransmit_timeout"]},"expected":{"A":["stalled","retransmit_timeout"]},"ok":false,"missing":["A:stalled"],"narratives":2}` + "\r\n" +
+		"    lab_test.go:128: verdicts map[A:[retransmit_timeout]], missing or unexpected [A:stalled]\r\n" +
+		"=== RUN   TestScenarios/connect-refused\r\n" +
+		`@@LAB-RESULT {"type":"lab_result","duration_ms":1076,"scenario":"connect-refused","verdicts":{"A":["connect_refused"]},"expected":{"A":["connect_refused"]},"ok":true,"narratives":1}` + "\r\n" +
+		"=== RUN   TestScenarios/timewait-syn-old\r\n" +
+		`@@LAB-RESULT {"type":"lab_result","duration_ms":60100,"scenario":"timewait-syn-old","verdicts":{},"expected":{},"ok":false,"missing":["A notice syn_answered_old_ack"],"narratives":0,"error":"gave up after 1m0s waiting for the expected verdicts"}` + "\r\n" +
+		"=== RUN   TestScenarios/broken\r\n" +
+		`@@LAB-RESULT {"type":"lab_result","duration_ms":100,"scenario":"broken","verdicts":null,"expected":null,"ok":false,"narratives":0,"error":"building hosts: no veth","no_result":true}` + "\r\n" +
+		"    --- FAIL: TestScenarios/cable-pull (8.40s)\r\n    --- PASS: TestScenarios/connect-refused (1.08s)\r\n--- FAIL: TestScenarios (9.48s)\r\nFAIL\r\n" +
+		"@@END test lab rc=1 secs=10\r\n@@DONE\r\n"
+	p := filepath.Join(t.TempDir(), "guest.log")
+	if err := os.WriteFile(p, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := parseLog(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Kernel = &Kernel{Version: "6.1.192-3", Release: "6.1.0-57-amd64"}
+	if !r.LabInTests {
+		t.Fatal("@@LAB-IN-TESTS not read")
+	}
+	cp, cr := r.Lab["cable-pull"], r.Lab["connect-refused"]
+	if cp == nil || cp.OK || !cp.HaveResult || cp.RC != 1 || cp.Secs != 8.4 || cp.Narratives != 2 || cp.Verdicts["A"][0] != "retransmit_timeout" {
+		t.Errorf("cable-pull %+v", cp)
+	}
+	if cr == nil || !cr.OK || cr.RC != 0 {
+		t.Errorf("connect-refused %+v", cr)
+	}
+	// A run that gave up waiting has its result, as lab run prints one; a
+	// run that failed before it had one has none.
+	if ts := r.Lab["timewait-syn-old"]; ts == nil || !ts.HaveResult || ts.RC != 1 || ts.OK || len(ts.Stderr) != 1 {
+		t.Errorf("timewait-syn-old %+v", ts)
+	}
+	if b := r.Lab["broken"]; b == nil || b.HaveResult || b.RC != 1 {
+		t.Errorf("broken %+v", b)
+	}
+	compare([]*KernelResult{r}, &Expect{})
+	diffs := strings.Join(r.Diffs, "\n")
+	for _, want := range []string{"scenario cable-pull: verdicts", "scenario host-reboot: the lab's TestScenarios told no result", "test lab: TestScenarios/cable-pull failed"} {
+		if !strings.Contains(diffs, want) {
+			t.Errorf("diffs lack %q:\n%s", want, diffs)
+		}
+	}
+	if strings.Contains(diffs, "connect-refused") {
+		t.Errorf("a passing scenario is a difference:\n%s", diffs)
+	}
+	// expect.json's allowances apply as they did to lab run's results.
+	r.Diffs, r.Allowed = nil, nil
+	compare([]*KernelResult{r}, &Expect{Allow: []Allow{
+		{Below: "6.2", Scenario: "cable-pull", Verdicts: map[string][]string{"A": {"retransmit_timeout"}}, Why: "w"},
+		{Below: "6.2", Test: "lab", Name: "TestScenarios/cable-pull", Why: "w"},
+		{Below: "6.11", Scenario: "timewait-syn-old", Why: "w"},
+	}})
+	if diffs := strings.Join(r.Diffs, "\n"); strings.Contains(diffs, "cable-pull") || strings.Contains(diffs, "scenario timewait-syn-old") ||
+		!strings.Contains(diffs, "host-reboot") || !strings.Contains(diffs, "scenario broken: no lab_result") {
+		t.Errorf("allowances misapplied:\n%s\nallowed: %v", diffs, r.Allowed)
+	}
+}

@@ -4,6 +4,7 @@
 package hosts
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"testing"
@@ -42,9 +43,17 @@ func Pair(tb testing.TB, first, second string) (a, b *netlab.Host) {
 // returns both ends, closed when the test ends.
 func Connect(tb testing.TB, a, b *netlab.Host, port int) (client, server *net.TCPConn) {
 	tb.Helper()
+	return ConnectTo(tb, a, b, b.Addr4(), port, net.ListenConfig{})
+}
+
+// ConnectTo makes a connection from a to a listener that lc opens on b at
+// dst (one of b's addresses, IPv4 or IPv6) and port, and returns both
+// ends, closed when the test ends.
+func ConnectTo(tb testing.TB, a, b *netlab.Host, dst netip.Addr, port int, lc net.ListenConfig) (client, server *net.TCPConn) {
+	tb.Helper()
 	var ln net.Listener
-	addr := netip.AddrPortFrom(b.Addr4(), uint16(port)).String()
-	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+	addr := netip.AddrPortFrom(dst, uint16(port)).String()
+	if err := b.Do(func() (err error) { ln, err = lc.Listen(context.Background(), "tcp", addr); return err }); err != nil {
 		tb.Fatal(err)
 	}
 	defer ln.Close()
@@ -67,6 +76,18 @@ func Connect(tb testing.TB, a, b *netlab.Host, port int) (client, server *net.TC
 	}
 	tb.Cleanup(func() { c.Close(); s.Close() })
 	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// Family is one of a host's address families, for a test run once per
+// family.
+type Family struct {
+	Name string // "v4" or "v6", a subtest's name
+	Addr netip.Addr
+}
+
+// Families are h's IPv4 and IPv6 addresses.
+func Families(h *netlab.Host) []Family {
+	return []Family{{"v4", h.Addr4()}, {"v6", h.Addr6()}}
 }
 
 // Netns is h's network namespace as tcpwatch names it: the inode.

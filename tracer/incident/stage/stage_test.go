@@ -5,36 +5,59 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
-type collect struct {
+// told is what the stage handed on: each narrative's verdict and
+// incident, each incident record's phase.
+type told struct {
 	narratives []tracker.Verdict
 	ids        []string
 	incidents  []incident.Phase
 }
 
-func (c *collect) Tell(it *engine.Item) error {
-	switch {
-	case it.Narrative != nil:
-		c.narratives = append(c.narratives, it.Narrative.Verdict)
-		c.ids = append(c.ids, it.Narrative.Incident)
-	case it.Incident != nil:
-		c.incidents = append(c.incidents, it.Incident.Phase)
-	}
-	return nil
+// recorder is the sink after the stage: the test kit's, keeping what the
+// tests look at (the stage reuses what it passes).
+func recorder() *testkit.Recorder[*engine.Item, engine.Item] {
+	return testkit.NewRecorder(func(it *engine.Item) (engine.Item, bool) {
+		cp := engine.Item{}
+		switch {
+		case it.Narrative != nil:
+			n := *it.Narrative
+			cp.Narrative = &n
+		case it.Incident != nil:
+			in := *it.Incident
+			cp.Incident = &in
+		default:
+			return cp, false
+		}
+		return cp, true
+	})
 }
-func (c *collect) Flush() error { return nil }
+
+func toldBy(rec *testkit.Recorder[*engine.Item, engine.Item]) *told {
+	out := &told{}
+	for _, it := range rec.Got() {
+		if it.Narrative != nil {
+			out.narratives = append(out.narratives, it.Narrative.Verdict)
+			out.ids = append(out.ids, it.Narrative.Incident)
+		} else {
+			out.incidents = append(out.incidents, it.Incident.Phase)
+		}
+	}
+	return out
+}
 
 // feed tells the stage about three connections to one peer: each stalls
 // four times (RTO 0.2 .. 1.6 s), then recovers; then time passes.
-func feed(t *testing.T, opts Options) *collect {
+func feed(t *testing.T, opts Options) *told {
 	t.Helper()
-	out := &collect{}
+	rec := recorder()
 	s := New(opts)
-	sink := s.Stage(out)
+	sink := s.Stage(rec)
 	wall := time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC)
 	peer := netip.MustParseAddrPort("10.0.0.5:5432")
 	at := func(d time.Duration) *tracker.Narrative {
@@ -59,7 +82,7 @@ func feed(t *testing.T, opts Options) *collect {
 		sink.Tell(&engine.Item{Narrative: n})
 	}
 	s.Model().Tick(30 * time.Second)
-	return out
+	return toldBy(rec)
 }
 
 func TestLinesFoldConnectionsIntoTheIncident(t *testing.T) {
@@ -101,7 +124,7 @@ func TestRecordsTellNewsOnly(t *testing.T) {
 func TestLiveEverySecond(t *testing.T) {
 	var got [][]incident.Live
 	s := New(Options{Live: func(l []incident.Live) { got = append(got, l) }, LiveMembers: 10})
-	s.Stage(&collect{})
+	s.Stage(recorder())
 	for i := 0; i < 5; i++ {
 		s.Flush()
 	}
@@ -115,7 +138,7 @@ func TestLiveEverySecond(t *testing.T) {
 // incident to look at, and a healthy connection tells no narrative.
 func BenchmarkFlushHealthy(b *testing.B) {
 	s := New(Options{})
-	s.Stage(&collect{})
+	s.Stage(recorder())
 	b.ReportAllocs()
 	for b.Loop() {
 		s.Flush()
