@@ -11,7 +11,7 @@
  * (below), not in socket-local storage, whose creation costs about 1 us
  * per socket (docs/performance.md). The slot is claimed at the socket's
  * first state change (connect: CLOSE -> SYN_SENT; an accepted socket:
- * LISTEN -> SYN_RECV, its clone from the listener) and sent:
+ * its first after LISTEN -> SYN_RECV, see life_clones) and sent:
  *
  * - at tcp_destroy_sock, for a normal lifecycle (TW_F_LIFE_DESTROYED: the
  *   record stands for the destroy's too);
@@ -110,6 +110,70 @@ static __always_inline struct life_slot *life_claim(const struct sock *sk)
 	s->steps = 0;
 	s->inode = 0;
 	return s;
+}
+
+/*
+ * An accepted socket between LISTEN -> SYN_RECV and its next state change
+ * (or its first record), keyed by its address, with the time of that
+ * change. Its cookie is not yet its own at LISTEN -> SYN_RECV on every
+ * kernel: 6.1's inet_csk_clone_lock() fires the tracepoint, then copies
+ * the request socket's cookie (ir_cookie, most often 0) over the clone's,
+ * so a slot claimed then would be keyed by a cookie the socket has already
+ * lost (its states then went the full way, and the slot was never freed).
+ * By the clone's next state change its cookie is for good: it claims its
+ * slot then (life_adopt_clone). The summary leaves LISTEN -> SYN_RECV out
+ * (the listener's record says it all); a clone that gets no slot, or is
+ * told of before its next state change (life_flush), has it told then as
+ * the state record it would have been, with its own time.
+ * The entry lives microseconds (the handshake's last ACK makes the clone
+ * ESTABLISHED in the same softirq) or, for a Fast Open child, until the
+ * client's ACK; when the map is full the clone goes the full way. The
+ * loader shrinks it to one entry when nothing is summarised.
+ */
+#define TW_LIFE_CLONES 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TW_LIFE_CLONES);
+	__type(key, __u64);   /* the clone's address */
+	__type(value, __u64); /* when it went LISTEN -> SYN_RECV (ktime ns) */
+} life_clones SEC(".maps");
+
+/* LISTEN -> SYN_RECV: 1 if the clone waits for its next state change. */
+static __always_inline int life_defer_clone(const struct sock *sk)
+{
+	__u64 key = (__u64)sk, at = bpf_ktime_get_ns();
+	return bpf_map_update_elem(&life_clones, &key, &at, BPF_ANY) == 0;
+}
+
+/* A clone that waited: its LISTEN -> SYN_RECV time, and it waits no more. */
+static __always_inline int life_take_clone(const struct sock *sk, __u64 *at)
+{
+	__u64 key = (__u64)sk;
+	__u64 *v = bpf_map_lookup_elem(&life_clones, &key);
+	if (!v)
+		return 0;
+	*at = *v;
+	bpf_map_delete_elem(&life_clones, &key);
+	return 1;
+}
+
+/* A clone's LISTEN -> SYN_RECV, told late as the record it would have been. */
+static __always_inline void life_tell_clone(const struct sock *sk, const struct sock_info *info, __u64 at)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp || !tp_passes(tp))
+		return;
+	struct event *e = reserve(TW_EV_STATE);
+	if (!e)
+		return;
+	e->cookie = bpf_get_socket_cookie((void *)sk);
+	fill_tp(e, tp);
+	fill_owner(e, info);
+	e->ts_ns = at;
+	e->state = TCP_SYN_RECV;
+	e->old_state = TCP_LISTEN;
+	bpf_ringbuf_submit(e, wakeup_flags());
 }
 
 static __always_inline void life_free(struct life_slot *s)
@@ -219,8 +283,26 @@ static __always_inline void life_send_entry(const struct event *entry)
 static __always_inline void life_flush(const struct sock *sk, const struct sock_info *info)
 {
 	struct life_slot *s = life_held(sk);
-	if (s)
+	if (s) {
 		life_send_sk(s, sk, info, 0);
+		return;
+	}
+	/* A clone told of before its next state change: it goes the full way. */
+	__u64 at;
+	if (sk->__sk_common.skc_state == TCP_SYN_RECV && life_take_clone(sk, &at))
+		life_tell_clone(sk, info, at);
+}
+
+/*
+ * A state change from SYN_RECV: a clone that waited claims its slot now
+ * that its cookie is its own, or, when another socket holds it, has its
+ * LISTEN -> SYN_RECV told and goes the full way.
+ */
+static __always_inline void life_adopt_clone(const struct sock *sk)
+{
+	__u64 at;
+	if (life_take_clone(sk, &at) && !life_claim(sk))
+		life_tell_clone(sk, NULL, at);
 }
 
 #endif /* TW_LIFECYCLE_H */

@@ -78,6 +78,9 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 	struct tw_window *w = NULL;
 	struct life_slot *ls = NULL;
 
+	if (tw_cfg.summarize && oldstate == TCP_SYN_RECV)
+		life_adopt_clone(sk); /* an accepted socket's first change after its clone */
+
 	switch (newstate) {
 	case TCP_SYN_SENT: /* connect() */
 		if (!tw_cfg.emit_all || (tw_cfg.summarize && (ls = life_claim(sk)))) {
@@ -140,8 +143,11 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		 */
 		if (!tw_cfg.emit_all)
 			return 0;
-		/* An accepted socket, cloned from its listener: the listener's record says it all. */
-		if (tw_cfg.summarize && oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && life_claim(sk))
+		/*
+		 * An accepted socket, cloned from its listener: the listener's
+		 * record says it all. Its slot waits for its cookie (life_clones).
+		 */
+		if (tw_cfg.summarize && oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && life_defer_clone(sk))
 			return 0;
 		info = sock_info_lookup(sk);
 	}

@@ -304,6 +304,7 @@ const (
 	TcpwatchMapCounters            = "counters"
 	TcpwatchMapEvents              = "events"
 	TcpwatchMapKaProbes            = "ka_probes"
+	TcpwatchMapLifeClones          = "life_clones"
 	TcpwatchMapLifeSlots           = "life_slots"
 	TcpwatchMapReqSeen             = "req_seen"
 	TcpwatchMapSockInfos           = "sock_infos"
@@ -406,6 +407,7 @@ type TcpwatchMapSpecs struct {
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	KaProbes        *ebpf.MapSpec `ebpf:"ka_probes"`
+	LifeClones      *ebpf.MapSpec `ebpf:"life_clones"`
 	LifeSlots       *ebpf.MapSpec `ebpf:"life_slots"`
 	ReqSeen         *ebpf.MapSpec `ebpf:"req_seen"`
 	SockInfos       *ebpf.MapSpec `ebpf:"sock_infos"`
@@ -458,6 +460,7 @@ type TcpwatchMaps struct {
 	Counters        *ebpf.Map `ebpf:"counters"`
 	Events          *ebpf.Map `ebpf:"events"`
 	KaProbes        *ebpf.Map `ebpf:"ka_probes"`
+	LifeClones      *ebpf.Map `ebpf:"life_clones"`
 	LifeSlots       *ebpf.Map `ebpf:"life_slots"`
 	ReqSeen         *ebpf.Map `ebpf:"req_seen"`
 	SockInfos       *ebpf.Map `ebpf:"sock_infos"`
@@ -473,6 +476,7 @@ func (m *TcpwatchMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.KaProbes,
+		m.LifeClones,
 		m.LifeSlots,
 		m.ReqSeen,
 		m.SockInfos,

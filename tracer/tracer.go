@@ -295,6 +295,7 @@ func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
 		tc.Summarize = 1
 	} else {
 		specs.LifeSlots.MaxEntries = 1 // never used: no memory for the slots
+		specs.LifeClones.MaxEntries = 1
 	}
 	if err := specs.TwCfg.Set(tc); err != nil {
 		return fmt.Errorf("setting %s: %w", bpf.TcpwatchVarTwCfg, err)
