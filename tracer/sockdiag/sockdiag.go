@@ -95,6 +95,13 @@ func Namespaces() (map[uint32]string, error) { return namespaces() }
 func namespaces() (map[uint32]string, error) {
 	spaces := map[uint32]string{}
 	add := func(path string) {
+		// A name under /var/run/netns whose bind mount is gone (ip netns
+		// after a crash, a namespace held in another mount namespace) is
+		// an empty file, not a namespace: it has nothing to enter.
+		var fs unix.Statfs_t
+		if unix.Statfs(path, &fs) != nil || fs.Type != unix.NSFS_MAGIC {
+			return
+		}
 		var st unix.Stat_t
 		if unix.Stat(path, &st) == nil {
 			if _, ok := spaces[uint32(st.Ino)]; !ok {
