@@ -1116,36 +1116,18 @@ func (r *run) acceptInBursts(host string, backlog int, every time.Duration) (don
 // connectBurst starts n non-blocking connects from host to the server
 // address at once; closeAll closes them.
 func (r *run) connectBurst(host string, n int) (closeAll func(), err error) {
-	addr := netip.MustParseAddrPort(r.serverAddr(port))
-	var fds []int
-	closeAll = func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}
-	err = r.hosts[host].Do(func() error {
-		for range n {
-			fd, err := unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			fds = append(fds, fd)
-			if err := unix.Connect(fd, sockaddr(addr)); err != nil && err != unix.EINPROGRESS {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		closeAll()
-		return nil, fmt.Errorf("connect from %s: %w", host, err)
-	}
-	return closeAll, nil
+	return r.connectSpaced(host, n, 0)
 }
 
 // connectMany starts n non-blocking connects from host to the server
 // address, 100 ms apart; closeAll closes them.
 func (r *run) connectMany(host string, n int) (closeAll func(), err error) {
+	return r.connectSpaced(host, n, 100*time.Millisecond)
+}
+
+// connectSpaced starts n non-blocking connects from host to the server
+// address, gap apart (0: all in one trip into the namespace).
+func (r *run) connectSpaced(host string, n int, gap time.Duration) (closeAll func(), err error) {
 	addr := netip.MustParseAddrPort(r.serverAddr(port))
 	var fds []int
 	closeAll = func() {
@@ -1153,25 +1135,36 @@ func (r *run) connectMany(host string, n int) (closeAll func(), err error) {
 			unix.Close(fd)
 		}
 	}
-	for i := 0; i < n; i++ {
-		err := r.hosts[host].Do(func() error {
-			fd, err := unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			fds = append(fds, fd)
-			if err := unix.Connect(fd, sockaddr(addr)); err != nil && err != unix.EINPROGRESS {
-				return err
+	connect := func(count int) error {
+		return r.hosts[host].Do(func() error {
+			for range count {
+				fd, err := unix.Socket(sockFamily(addr.Addr()), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					return err
+				}
+				fds = append(fds, fd)
+				if err := unix.Connect(fd, sockaddr(addr)); err != nil && err != unix.EINPROGRESS {
+					return err
+				}
 			}
 			return nil
 		})
-		if err != nil {
+	}
+	for started := 0; started < n; {
+		count := 1
+		if gap == 0 {
+			count = n
+		}
+		if err := connect(count); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("connect from %s: %w", host, err)
 		}
-		if err := r.sleep(100 * time.Millisecond); err != nil {
-			closeAll()
-			return nil, err
+		started += count
+		if gap > 0 && started < n {
+			if err := r.sleep(gap); err != nil {
+				closeAll()
+				return nil, err
+			}
 		}
 	}
 	return closeAll, nil
