@@ -79,6 +79,24 @@ func TestReconcileDropsWhatTheKernelNoLongerHas(t *testing.T) {
 	oneStoryPerConnection(t, "reconcile", c.got)
 }
 
+// A stalled connection the socket table no longer has, while the kernel
+// counted no lost record: untold, and not said to have lost records.
+func TestUntoldWithoutLossesClaimsNone(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	stall := wire.Event{Mono: at(100), Kind: wire.KindRetransmit, Cookie: 5, NetNS: 1, Local: cli, Remote: srv,
+		State: tcp.StateEstablished, CAState: tcp.CALoss, Retransmits: 1, RTO: 200 * time.Millisecond,
+		Settings: tcp.Settings{Retries2: 15}}
+	tr.Handle(&stall)
+	tr.Tick(at(200))
+	tr.Reconcile(at(300), at(400), func(uint32, uint64, netip.AddrPort, netip.AddrPort) bool { return false })
+	tr.Flush(at(500))
+	last := c.got[len(c.got)-1]
+	if last.Verdict != Untold || !last.Final || last.LostRecords {
+		t.Fatalf("told %v, the last final %v lost_records %v; want untold, final, no lost records", verdictsOf(c.got), last.Final, last.LostRecords)
+	}
+}
+
 // An oracle that cannot read a namespace answers true: nothing of it is
 // dropped. A connection whose end is being told (closing, within the grace
 // period) is left to finish.
