@@ -42,6 +42,9 @@ func (t *Tracker) Reconcile(asOf, now time.Duration, alive Alive) (dropped int) 
 				// lost while it was tracked: the words claim no loss
 				// the counters did not see.
 				t.narrate(c, Untold, true, max(now, c.last.Mono))
+				// Its final is told: a record of its end read after all
+				// (the kernel wrote it late) tells nothing more.
+				t.rememberGone(c.cookie, max(now, c.last.Mono))
 			}
 			c.done = true
 			t.remove(c)

@@ -52,8 +52,18 @@ func TestReconcileDropsWhatTheKernelNoLongerHas(t *testing.T) {
 	if dropped != 998 {
 		t.Errorf("dropped %d, want 998", dropped)
 	}
-	// Read later: the stalled one goes too.
+	// Read later: the stalled one goes too. Its end, written while the
+	// table was read but read only after it (a reader behind), starts no
+	// second story.
 	dropped += tr.Reconcile(at(2500), at(3000), alive)
+	late := []wire.Event{
+		{Mono: at(2600), Kind: wire.KindState, Cookie: 5, NetNS: 1, Local: l, Remote: r, OldState: tcp.StateEstablished,
+			State: tcp.StateClose, SkErr: 110},
+		{Mono: at(2601), Kind: wire.KindError, Cookie: 5, NetNS: 1, Local: l, Remote: r, State: tcp.StateClose, Detail: 110, SkErr: 110},
+	}
+	for i := range late {
+		tr.Handle(&late[i])
+	}
 	tr.Tick(at(4000))
 	s := tr.Stats()
 	if s.Tracked != 2 || s.Reconciled != 999 || dropped != 999 {
