@@ -132,36 +132,74 @@ static __always_inline void mark_troubled(const struct sock *sk)
 		flush_folded(&k, t);
 		return;
 	}
+	if (t) {
+		/* An earlier socket's entry at this 4-tuple: this one's now, in place (no insert to fail). */
+		flush_folded(&k, t);
+		t->folded = 0;
+		t->cookie = cookie;
+		t->marked_ns = now;
+		t->last_emit_ns = 0;
+		t->reason = 0;
+		t->flags = 0;
+		t->nf_hook = 0;
+		return;
+	}
 	struct troubled fresh = { .cookie = cookie, .marked_ns = now };
-	bpf_map_update_elem(&troubled, &k, &fresh, BPF_ANY);
+	long err = bpf_map_update_elem(&troubled, &k, &fresh, BPF_NOEXIST);
+	if (!err) {
+		if (g)
+			__sync_fetch_and_add(&g->troubled_live, 1);
+	} else if (err != -EEXIST) { /* EEXIST: marked on another CPU meanwhile */
+		count(TW_CNT_TROUBLED_FULL); /* E2BIG: more connections in trouble than the map holds */
+	}
+}
+
+/* Deletes k's entry, keeping trouble_gate's count of them. */
+static __always_inline void troubled_delete(struct tw_tuple *k)
+{
+	if (bpf_map_delete_elem(&troubled, k))
+		return; /* deleted on another CPU meanwhile */
+	struct trouble_gate *g = gate();
+	if (g)
+		__sync_fetch_and_add(&g->troubled_live, -1);
+}
+
+/* Whether any connection is marked: no lookup at a socket's end otherwise. */
+static __always_inline int troubled_any(const struct trouble_gate *g)
+{
+	return g && READ_ONCE(g->troubled_live) != 0;
 }
 
 /* The trouble is over (Loss -> Open, or the socket is gone). */
 static __always_inline void unmark_troubled(const struct sock *sk)
 {
 	struct tw_tuple k;
-	if (!tuple_of_sk(sk, &k))
+	if (!troubled_any(gate()) || !tuple_of_sk(sk, &k))
 		return;
 	struct troubled *t = bpf_map_lookup_elem(&troubled, &k);
 	if (!t)
 		return;
 	flush_folded(&k, t);
-	bpf_map_delete_elem(&troubled, &k);
+	troubled_delete(&k);
 }
 
 /*
- * A socket destroyed while marked troubled: its end must reach user space
- * even if nothing made it notable (the timer programs cannot create its
- * storage: a window-probe episode ended by close() would otherwise end
- * unseen). The gate and the port bit keep this to two loads for a healthy
- * socket. Unmarks it.
+ * A socket's move to CLOSE: its troubled entry goes now, while it still
+ * has its 4-tuple (tcp_disconnect, which SO_LINGER 0's close and
+ * connect(AF_UNSPEC) run, clears it right after, long before the
+ * destroy), with the drops folded into it. Returns 1 when it was marked
+ * and anything was marked within TW_TROUBLE_TTL_NS: its end must then
+ * reach user space even if nothing made it notable (the timer programs
+ * cannot create its storage: a window-probe episode ended by close()
+ * would otherwise end unseen). The count of entries and the port bit keep
+ * this to two loads for a healthy socket.
  */
-static __always_inline int troubled_at_destroy(const struct sock *sk)
+static __always_inline int troubled_at_close(const struct sock *sk)
 {
 	struct trouble_gate *g = gate();
-	if (!g || !g->last_mark_ns || bpf_ktime_get_ns() - g->last_mark_ns > TW_TROUBLE_TTL_NS)
+	if (!troubled_any(g))
 		return 0;
-	/* inet_put_port() has zeroed skc_num by now: inet_sport stays. */
+	/* skc_num, or inet_sport once inet_put_port() has zeroed it. */
 	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (!port)
 		port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
@@ -174,8 +212,8 @@ static __always_inline int troubled_at_destroy(const struct sock *sk)
 	if (!t || t->cookie != BPF_CORE_READ(sk, __sk_common.skc_cookie.counter))
 		return 0;
 	flush_folded(&k, t);
-	bpf_map_delete_elem(&troubled, &k);
-	return 1;
+	troubled_delete(&k);
+	return g->last_mark_ns && bpf_ktime_get_ns() - g->last_mark_ns <= TW_TROUBLE_TTL_NS;
 }
 
 /* NETFILTER_DROP's hook, from the packet's state (see enum tw_nf_hook). */
@@ -200,7 +238,7 @@ static __always_inline int keep_drop(struct tw_tuple *k, struct troubled *t, int
 {
 	__u64 now = bpf_ktime_get_ns();
 	if (now - t->marked_ns > TW_TROUBLE_TTL_NS) {
-		bpf_map_delete_elem(&troubled, k);
+		troubled_delete(k);
 		return 0;
 	}
 	count(TW_CNT_DROPS_KEPT);

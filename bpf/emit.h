@@ -11,13 +11,6 @@
 #include "fill.h"
 #include "filter.h"
 
-static __always_inline void count(__u32 which)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &which);
-	if (v)
-		*v += 1;
-}
-
 static __always_inline struct event *reserve(__u8 kind)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);

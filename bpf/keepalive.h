@@ -124,16 +124,58 @@ static __always_inline void keepalive_entry(struct tw_window *w, const struct ti
  * grew), the kill, and the answer that ends probing. User space decides
  * what is news.
  */
+/* Deletes a socket's ka_probes entry, keeping trouble_gate's count of them. */
+static __always_inline void ka_delete(__u64 key)
+{
+	if (bpf_map_delete_elem(&ka_probes, &key))
+		return; /* none, or deleted on another CPU meanwhile */
+	struct trouble_gate *g = gate();
+	if (g)
+		__sync_fetch_and_add(&g->ka_live, -1);
+}
+
+/*
+ * probes_out after this run, for the next one. An entry of this address
+ * (this socket's, or an earlier one's) is rewritten in place; a new one
+ * is inserted, or counted when the map is full (TW_CNT_KA_FULL).
+ */
+static __always_inline void ka_remember(__u64 key, struct ka_last *present, __u64 cookie, __u8 probes_out)
+{
+	if (present) {
+		present->cookie = cookie;
+		present->probes_out = probes_out;
+		return;
+	}
+	struct ka_last v = { .cookie = cookie, .probes_out = probes_out };
+	long err = bpf_map_update_elem(&ka_probes, &key, &v, BPF_NOEXIST);
+	if (!err) {
+		struct trouble_gate *g = gate();
+		if (g)
+			__sync_fetch_and_add(&g->ka_live, 1);
+	} else if (err != -EEXIST) {
+		count(TW_CNT_KA_FULL);
+	}
+}
+
+/* A socket's end: its keepalive entry goes with it (ka_probes is no LRU). */
+static __always_inline void ka_forget(const struct sock *sk)
+{
+	struct trouble_gate *g = gate();
+	if (g && READ_ONCE(g->ka_live))
+		ka_delete((__u64)sk);
+}
+
 static __always_inline __u16 keepalive_exit(struct tw_window *w)
 {
 	__u64 key = w->sk;
-	struct ka_last *last = bpf_map_lookup_elem(&ka_probes, &key);
+	struct ka_last *present = bpf_map_lookup_elem(&ka_probes, &key);
+	struct ka_last *last = present;
 	__u16 flags = TW_F_IN_KA_TIMER;
 
 	if (w->killed) {
 		/* The timer may have dropped the last reference: do not touch sk. */
 		if (last)
-			bpf_map_delete_elem(&ka_probes, &key);
+			ka_delete(key);
 		if (!w->have_entry)
 			return 0; /* its reset and CLOSE records tell it */
 		w->entry.probes_out = w->before;
@@ -149,12 +191,10 @@ static __always_inline __u16 keepalive_exit(struct tw_window *w)
 	/* Any ACK resets probes_out: the peer answered since the last run. */
 	if (last && last->probes_out && w->before == 0)
 		flags |= TW_F_KA_ANSWERED;
-	if (now) {
-		struct ka_last v = { .cookie = cookie, .probes_out = now };
-		bpf_map_update_elem(&ka_probes, &key, &v, BPF_ANY);
-	} else if (last) {
-		bpf_map_delete_elem(&ka_probes, &key);
-	}
+	if (now)
+		ka_remember(key, present, cookie, now);
+	else if (present)
+		ka_delete(key);
 	if (!(flags & (TW_F_KA_PROBE | TW_F_KA_ANSWERED)))
 		return 0;
 	if (flags & TW_F_KA_PROBE)

@@ -7,6 +7,11 @@
 
 #include "record.h"
 
+#ifndef READ_ONCE
+#define READ_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+#endif
+#define EEXIST 17 /* a map insert with BPF_NOEXIST found the key (uapi errno) */
+
 /*
  * Records to user space. Written (reserve/submit) by every program, read
  * by tracer.Read; resized by the loader (--ring-size).
@@ -20,12 +25,20 @@ enum tw_counter {
 	TW_CNT_LOST = 0, /* ring buffer full: record dropped */
 	TW_CNT_DROPS_SEEN = 1,   /* tw_drop runs for an IP packet while some connection is in trouble */
 	TW_CNT_DROPS_KEPT = 2,   /* ... of which belonged to a troubled connection */
+	/*
+	 * Skips: what the kernel half would have kept or sent but could not,
+	 * for want of room. Each loses something user space would have told.
+	 */
+	TW_CNT_NO_STORAGE = 3,   /* a socket's storage could not be made (sock_info_create): its later records may not be sent */
+	TW_CNT_TROUBLED_FULL = 4, /* a connection in trouble not marked: troubled was full, its drops go untold */
+	TW_CNT_KA_FULL = 5,      /* a keepalive probe not remembered: ka_probes was full, an answer to it goes untold */
 	TW_CNT_MAX,
 };
 
 /*
- * Per-CPU counters. Incremented by every program when the ring is full,
- * read (summed) by tracer.Losses; never deleted (array).
+ * Per-CPU counters. Incremented by every program when the ring is full or
+ * a skip happens (enum tw_counter), read (summed) by tracer.Losses and
+ * tracer.DropPath; never deleted (array).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -33,6 +46,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &which);
+	if (v)
+		*v += 1;
+}
 
 #include "sockstore.h"
 
@@ -79,12 +99,18 @@ struct {
  * address (its cookie may be 0: nobody asked for it before tcpwatch
  * started). "The peer answered our probes" shows as a drop to 0 at the
  * next run. Written by tw_timer_exit for sockets whose probes went out;
- * deleted by tw_timer_exit when probing ends (answered or killed). Not
- * deleted by tw_destroy_sock: most sockets have SO_KEEPALIVE (Go sets it by
- * default), and a delete for each cost ~200 ns per socket destroyed. So it
- * is an LRU (an entry left by a socket that died otherwise cannot pin
- * memory), and the value holds the cookie: an address reused by a later
- * socket does not match it and reads as no entry.
+ * deleted by tw_timer_exit when probing ends (answered or killed), and by
+ * tw_destroy_sock while any entry exists (trouble_gate.ka_live: most
+ * sockets have SO_KEEPALIVE, Go sets it by default, and a delete for each
+ * cost ~200 ns per socket destroyed; with no probe outstanding on the host
+ * a destroy costs one load). The value holds the cookie: an address reused
+ * by a later socket does not match it and reads as no entry.
+ *
+ * A plain hash, not an LRU: an LRU pushes out an entry of a socket still
+ * probing without a word, and the peer's answer to that probe then goes
+ * untold. Since every entry is deleted at its socket's end, none is left
+ * to pin memory; a full map refuses the insert, and tw_timer_exit counts
+ * it (TW_CNT_KA_FULL).
  */
 struct ka_last {
 	__u64 cookie;
@@ -93,7 +119,7 @@ struct ka_last {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 14);
 	__type(key, __u64);
 	__type(value, struct ka_last);
@@ -157,10 +183,17 @@ struct tw_tuple {
  * keepalive_exit when a probe goes out; read by tw_drop for every dropped
  * TCP packet (everything else is discarded there, before any ring
  * reservation); deleted by tw_cong_state when the outage ends (Loss ->
- * Open), by tw_destroy_sock for a notable socket, and by tw_drop when the
- * last mark is older than TW_TROUBLE_TTL_NS (a probe episode ends with no
- * event: the window opened). An LRU: a socket nobody deleted cannot pin
- * memory. The cookie tells a later socket on the same 4-tuple apart.
+ * Open), by tw_destroy_sock at every socket's end while any entry exists
+ * (trouble_gate.troubled_live), and by tw_drop when the last mark is older
+ * than TW_TROUBLE_TTL_NS (a probe episode ends with no event: the window
+ * opened). The cookie tells a later socket on the same 4-tuple apart.
+ *
+ * A plain hash, not an LRU: an LRU pushes out the least recently marked
+ * entry without a word when full, and that connection's drops would then
+ * go untold while it is still in trouble. Every entry is deleted at its
+ * socket's end at the latest, so none is left to pin memory, and a full
+ * map (more connections in trouble at once than it holds) refuses the
+ * insert, which mark_troubled counts (TW_CNT_TROUBLED_FULL).
  */
 #define TW_TROUBLE_TTL_NS (240ULL * 1000000000ULL) /* two TCP_RTO_MAX: every episode's timer runs more often */
 #define TW_DROP_FOLD_NS (10ULL * 1000000ULL)
@@ -177,7 +210,7 @@ struct troubled {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 14);
 	__type(key, struct tw_tuple);
 	__type(value, struct troubled);
@@ -192,12 +225,21 @@ struct {
  * mark_troubled and never cleared (a port stays a candidate: the hash
  * lookup decides), and all of it is moot once nothing was marked for the
  * TTL. Written by mark_troubled, read by tw_drop; never deleted (array).
+ * It also counts the entries of troubled and ka_probes (below).
  */
 #define TW_PORT_WORDS (65536 / 64)
 
 struct trouble_gate {
 	__u64 last_mark_ns;
 	__u64 ports[TW_PORT_WORDS];
+	/*
+	 * The entries of troubled and ka_probes, counted as they are inserted
+	 * and deleted (atomic adds, a successful insert or delete only):
+	 * tw_destroy_sock looks for its socket's entries only while some
+	 * exist, so a host with nothing in trouble pays one load per destroy.
+	 */
+	__u64 troubled_live;
+	__u64 ka_live;
 };
 
 struct {

@@ -117,7 +117,16 @@ static __always_inline int recall_connect(const struct sock *sk, struct sock_inf
 static __always_inline struct sock_info *sock_info_create(const struct sock *sk)
 {
 	struct sock_info *info = bpf_sk_storage_get(&sock_infos, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (info && !info->first_seen_ns && !recall_connect(sk, info))
+	if (!info) {
+		/*
+		 * No memory for it (every caller passes a full socket): the
+		 * socket is never marked notable, so its uneventful records
+		 * (its owner's close, its destroy) are not sent in default mode.
+		 */
+		count(TW_CNT_NO_STORAGE);
+		return NULL;
+	}
+	if (!info->first_seen_ns && !recall_connect(sk, info))
 		info->first_seen_ns = bpf_ktime_get_ns();
 	return info;
 }

@@ -13,6 +13,7 @@ enum tw_sock_flag {
 	TW_SK_NOTABLE = 1 << 0, /* something happened that may become a narrative */
 	TW_SK_EXITING = 1 << 1, /* closed by an exiting owner */
 	TW_SK_CLOSE_WAIT = 1 << 2, /* stuck in CLOSE_WAIT: marked (and made notable) by the exposure scan */
+	TW_SK_TROUBLED_END = 1 << 3, /* went to CLOSE marked troubled: its destroy is told (drops.h, troubled_at_close) */
 };
 
 /*

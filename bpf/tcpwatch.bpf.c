@@ -134,6 +134,16 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		/* A connection that dies with an error is always worth a story. */
 		notable = sk->sk_err != 0 || noport;
 		info = notable ? sock_info_create(sk) : sock_info_lookup(sk);
+		/*
+		 * A connection in trouble ends: it leaves the troubled map now,
+		 * and its destroy is told even if nothing made it notable.
+		 */
+		if (troubled_at_close(sk)) {
+			if (!info)
+				info = sock_info_create(sk);
+			if (info)
+				info->flags |= TW_SK_TROUBLED_END;
+		}
 		break;
 	default:
 		/*
@@ -407,13 +417,14 @@ int BPF_PROG(tw_cong_state, struct sock *sk, const __u8 ca_state)
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tw_destroy_sock, struct sock *sk)
 {
-	/* The storage goes with the socket; only a notable one is told. */
+	ka_forget(sk);
+	/*
+	 * The storage goes with the socket; only a notable one is told, or
+	 * one that went to CLOSE in trouble (a window-probe episode its owner
+	 * closed: tell its end). Its troubled entry went at that CLOSE.
+	 */
 	struct sock_info *info = sock_info_lookup(sk);
-	int notable = info && (info->flags & TW_SK_NOTABLE);
-	if (notable)
-		unmark_troubled(sk);
-	else if (troubled_at_destroy(sk))
-		notable = 1; /* a window-probe episode its owner closed: tell its end */
+	int notable = info && (info->flags & (TW_SK_NOTABLE | TW_SK_TROUBLED_END));
 	if (tw_cfg.summarize && !notable) {
 		/* A normal lifecycle's one record, which stands for this one too. */
 		struct life_slot *ls = life_held(sk);

@@ -119,9 +119,11 @@ type TcpwatchSockInfo struct {
 }
 
 type TcpwatchTroubleGate struct {
-	_          structs.HostLayout
-	LastMarkNs uint64
-	Ports      [1024]uint64
+	_            structs.HostLayout
+	LastMarkNs   uint64
+	Ports        [1024]uint64
+	TroubledLive uint64
+	KaLive       uint64
 }
 
 type TcpwatchTroubled struct {
@@ -152,10 +154,13 @@ type TcpwatchTwConfig struct {
 type TcpwatchTwCounter uint32
 
 const (
-	TcpwatchTwCounterTW_CNT_LOST       TcpwatchTwCounter = 0
-	TcpwatchTwCounterTW_CNT_DROPS_SEEN TcpwatchTwCounter = 1
-	TcpwatchTwCounterTW_CNT_DROPS_KEPT TcpwatchTwCounter = 2
-	TcpwatchTwCounterTW_CNT_MAX        TcpwatchTwCounter = 3
+	TcpwatchTwCounterTW_CNT_LOST          TcpwatchTwCounter = 0
+	TcpwatchTwCounterTW_CNT_DROPS_SEEN    TcpwatchTwCounter = 1
+	TcpwatchTwCounterTW_CNT_DROPS_KEPT    TcpwatchTwCounter = 2
+	TcpwatchTwCounterTW_CNT_NO_STORAGE    TcpwatchTwCounter = 3
+	TcpwatchTwCounterTW_CNT_TROUBLED_FULL TcpwatchTwCounter = 4
+	TcpwatchTwCounterTW_CNT_KA_FULL       TcpwatchTwCounter = 5
+	TcpwatchTwCounterTW_CNT_MAX           TcpwatchTwCounter = 6
 )
 
 type TcpwatchTwEventFlag uint32

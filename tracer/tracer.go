@@ -44,6 +44,10 @@ type Config struct {
 	FilterPort  uint16
 	// KernelBTF overrides /sys/kernel/btf/vmlinux.
 	KernelBTF string
+
+	// mapEntries overrides maps' max_entries before load, by name: tests
+	// fill a map with a few connections to see what a full one does.
+	mapEntries map[string]uint32
 }
 
 // Hook is one kernel code path tcpwatch watches, and how.
@@ -280,6 +284,13 @@ func configure(spec *ebpf.CollectionSpec, ki *KernelInfo, cfg Config) error {
 		return fmt.Errorf("BPF object: %w", err)
 	}
 	specs.Events.MaxEntries = uint32(ring)
+	for name, n := range cfg.mapEntries {
+		m, ok := spec.Maps[name]
+		if !ok {
+			return fmt.Errorf("no map %s to resize", name)
+		}
+		m.MaxEntries = n
+	}
 	tc := bpf.TcpwatchTwConfig{
 		LazyWakeupBytes: lazyWakeup(cfg.All, ring),
 		Hz:              ki.HZ,
@@ -563,20 +574,67 @@ type Losses struct {
 	Recursion uint64
 	// RecursionByProgram has every attached program, by name.
 	RecursionByProgram map[string]uint64
+	// Skipped are the kernel half's own skips (not part of Total).
+	Skipped Skipped
 }
 
 // Total is every loss, of both kinds.
 func (l Losses) Total() uint64 { return l.RingFull + l.Recursion }
 
-// Losses reads the kernel's loss counters.
-func (t *Tracer) Losses() (Losses, error) {
+// Skipped counts what the kernel half would have kept or sent but could
+// not, for want of room (bpf/maps.h, enum tw_counter): no record is lost
+// in the ring, but a story may be missing a part.
+type Skipped struct {
+	// NoStorage: a socket's storage could not be made (no memory), so it
+	// was never marked notable and its later uneventful records (its
+	// owner's close, its destruction) were not sent in default mode.
+	NoStorage uint64
+	// TroubledFull: a connection in trouble could not be marked, the
+	// map of them being full: its dropped packets went untold.
+	TroubledFull uint64
+	// KeepaliveFull: a keepalive probe could not be remembered, the map
+	// being full: the peer's answer to it went untold.
+	KeepaliveFull uint64
+}
+
+// Total is every skip.
+func (s Skipped) Total() uint64 { return s.NoStorage + s.TroubledFull + s.KeepaliveFull }
+
+// EndsAtRisk counts the skips that can keep a connection's end from being
+// told: a socket never marked notable, or one in trouble not marked
+// (whose end tw_destroy_sock tells only when it is).
+func (s Skipped) EndsAtRisk() uint64 { return s.NoStorage + s.TroubledFull }
+
+// counter sums one of the kernel's per-CPU counters (enum tw_counter).
+func (t *Tracer) counter(idx bpf.TcpwatchTwCounter) (uint64, error) {
 	var perCPU []uint64
-	if err := t.coll.Maps[bpf.TcpwatchMapCounters].Lookup(uint32(0), &perCPU); err != nil {
-		return Losses{}, fmt.Errorf("reading lost-record counter: %w", err)
+	if err := t.coll.Maps[bpf.TcpwatchMapCounters].Lookup(uint32(idx), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading kernel counter %d: %w", idx, err)
 	}
-	l := Losses{RecursionByProgram: make(map[string]uint64, len(t.attached))}
+	var n uint64
 	for _, v := range perCPU {
-		l.RingFull += v
+		n += v
+	}
+	return n, nil
+}
+
+// Losses reads the kernel's loss and skip counters.
+func (t *Tracer) Losses() (Losses, error) {
+	l := Losses{RecursionByProgram: make(map[string]uint64, len(t.attached))}
+	for _, c := range []struct {
+		idx bpf.TcpwatchTwCounter
+		to  *uint64
+	}{
+		{bpf.TcpwatchTwCounterTW_CNT_LOST, &l.RingFull},
+		{bpf.TcpwatchTwCounterTW_CNT_NO_STORAGE, &l.Skipped.NoStorage},
+		{bpf.TcpwatchTwCounterTW_CNT_TROUBLED_FULL, &l.Skipped.TroubledFull},
+		{bpf.TcpwatchTwCounterTW_CNT_KA_FULL, &l.Skipped.KeepaliveFull},
+	} {
+		n, err := t.counter(c.idx)
+		if err != nil {
+			return Losses{}, err
+		}
+		*c.to = n
 	}
 	for name, prog := range t.attached {
 		st, err := prog.Stats()
@@ -605,22 +663,11 @@ type DropPath struct {
 // DropPath reads the drop program's counters.
 func (t *Tracer) DropPath() (DropPath, error) {
 	var d DropPath
-	sum := func(idx uint32) (uint64, error) {
-		var perCPU []uint64
-		if err := t.coll.Maps[bpf.TcpwatchMapCounters].Lookup(idx, &perCPU); err != nil {
-			return 0, fmt.Errorf("reading drop counters: %w", err)
-		}
-		var n uint64
-		for _, v := range perCPU {
-			n += v
-		}
-		return n, nil
-	}
 	var err error
-	if d.Seen, err = sum(uint32(bpf.TcpwatchTwCounterTW_CNT_DROPS_SEEN)); err != nil {
+	if d.Seen, err = t.counter(bpf.TcpwatchTwCounterTW_CNT_DROPS_SEEN); err != nil {
 		return d, err
 	}
-	if d.Kept, err = sum(uint32(bpf.TcpwatchTwCounterTW_CNT_DROPS_KEPT)); err != nil {
+	if d.Kept, err = t.counter(bpf.TcpwatchTwCounterTW_CNT_DROPS_KEPT); err != nil {
 		return d, err
 	}
 	for _, name := range []string{bpf.TcpwatchProgTwDropRxsk, bpf.TcpwatchProgTwDrop} {
