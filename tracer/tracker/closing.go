@@ -88,24 +88,20 @@ func (t *Tracker) rememberGone(cookie uint64, mono time.Duration) {
 	if cookie == 0 {
 		return
 	}
-	if len(t.gone) >= maxGoneKept {
-		_, old, _ := t.goneOrder.Front()
-		t.goneOrder.Pop()
-		delete(t.gone, old)
+	if t.gone.Full() {
+		t.gone.PopFront()
 	}
-	t.gone[cookie] = struct{}{}
-	t.goneOrder.Push(mono, cookie)
+	t.gone.Push(cookie, mono)
 }
 
 // forgetGone drops the cookies destroyed more than goneFor before now.
 func (t *Tracker) forgetGone(now time.Duration) {
 	for {
-		at, cookie, ok := t.goneOrder.Front()
+		_, at, ok := t.gone.Front()
 		if !ok || now-at < goneFor {
 			return
 		}
-		t.goneOrder.Pop()
-		delete(t.gone, cookie)
+		t.gone.PopFront()
 	}
 }
 

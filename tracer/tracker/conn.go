@@ -151,7 +151,7 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 	if ev.Kind == wire.KindDestroy {
 		return nil
 	}
-	if _, ok := t.gone[ev.Cookie]; ok && ev.Cookie != 0 {
+	if ev.Cookie != 0 && t.gone.Has(ev.Cookie) {
 		return nil // written after the socket's destroy: its story is over
 	}
 	if ev.Cookie == 0 && !hasTuple {

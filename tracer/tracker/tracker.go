@@ -74,15 +74,14 @@ type Tracker struct {
 	pending   timeQueue[*Narrative] // told after Grace, in time order
 	evictions uint64
 	counts    map[Verdict]int
-	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
-	// timeWaitOrder is timeWait in time order (expireTimeWait).
-	timeWaitOrder timeQueue[tupleKey]
+	// timeWait holds the 4-tuples that entered TIME_WAIT, and when, in
+	// time order (expireTimeWait); live ones up to maxTimeWaitKept.
+	timeWait *fifoSet[twKey]
 	// gone holds the cookies of sockets destroyed lately. The kernel can
 	// still write about a socket after its destroy record: an orphan that
 	// tcp_reset() destroys on data it cannot take then answers that data
 	// with a reset. Such a record must not begin a second story.
-	gone      map[uint64]struct{}
-	goneOrder timeQueue[uint64]
+	gone *fifoSet[uint64]
 	// ended holds the failures told lately, by 4-tuple: where tcpwatch sees
 	// both ends of a connection (namespaces, containers of one node), the
 	// other end's story explains this one's (see peerEnd).
@@ -136,8 +135,8 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 		cfg.ResetReasons = tcp.ResetReasons{}
 	}
 	t := &Tracker{cfg: cfg, emit: emit, byCookie: make(map[uint64]*conn), byTuple: make(map[tupleKey]*conn),
-		listeners: make(map[listenKey]Owner), counts: make(map[Verdict]int), timeWait: make(map[tupleKey]time.Duration),
-		gone: make(map[uint64]struct{}), ended: make(map[endKey]endedConn)}
+		listeners: make(map[listenKey]Owner), counts: make(map[Verdict]int), timeWait: newFifoSet(2*maxTimeWaitKept, hashTWKey),
+		gone: newFifoSet(maxGoneKept, hashCookie), ended: make(map[endKey]endedConn)}
 	t.lru.prev, t.lru.next = &t.lru, &t.lru
 	return t
 }
