@@ -47,3 +47,44 @@ func Flow(seed uint16, proto uint8, a, b netip.AddrPort) string {
 	copy(out, "1:")
 	return string(base64.StdEncoding.AppendEncode(out, sum[:]))
 }
+
+// Len is the length of every Community ID Flow returns (other than "").
+const Len = 30
+
+// Cache remembers the Community IDs of the flows it was asked about
+// lately, each under its two directions: a connection between two
+// namespaces or sockets of one host is told from both ends, and with
+// --all each end's line and a notice of TIME_WAIT reuse carry its ID,
+// a SHA-1 each. A zero Cache is ready; not safe for concurrent use.
+type Cache struct {
+	slots [cacheSlots]cacheSlot
+}
+
+const cacheSlots = 256
+
+type cacheSlot struct {
+	seed  uint16
+	proto uint8
+	a, b  netip.AddrPort
+	id    [Len]byte
+	ok    bool
+}
+
+// AppendFlow appends Flow(seed, proto, a, b) to dst.
+func (c *Cache) AppendFlow(dst []byte, seed uint16, proto uint8, a, b netip.AddrPort) []byte {
+	if a.Port() > b.Port() || a.Port() == b.Port() && a.Addr().Less(b.Addr()) {
+		a, b = b, a // either direction, one slot
+	}
+	i := (uint(a.Port())*31 + uint(b.Port())) % cacheSlots
+	s := &c.slots[i]
+	if s.ok && s.a == a && s.b == b && s.seed == seed && s.proto == proto {
+		return append(dst, s.id[:]...)
+	}
+	id := Flow(seed, proto, a, b)
+	if len(id) != Len {
+		return append(dst, id...)
+	}
+	*s = cacheSlot{seed: seed, proto: proto, a: a, b: b, ok: true}
+	copy(s.id[:], id)
+	return append(dst, id...)
+}
