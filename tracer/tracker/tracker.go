@@ -38,6 +38,11 @@ type Config struct {
 	// narratives can say where the packets died; DropReasons names them.
 	DropsSeen   bool
 	DropReasons tcp.DropReasons
+	// ReuseNarratives: emit, and whatever it hands a narrative to, keeps
+	// neither the *Narrative nor its Timeline's array beyond the call (a
+	// copy of the struct keeps a copy of the Timeline too): the tracker
+	// then reuses both for the narratives it tells next (reuse.go).
+	ReuseNarratives bool
 }
 
 // OwnerResolver finds the process that holds a socket.
@@ -97,6 +102,8 @@ type Tracker struct {
 	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
 	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
 	overflows  map[queueKey]*overflow    // listeners' accept queues, by reading (listeners.go)
+	// freeNarratives are told narratives to reuse (reuse.go).
+	freeNarratives []*Narrative
 }
 
 type tupleKey struct {
@@ -260,6 +267,7 @@ func (t *Tracker) release(until time.Duration) {
 		}
 		t.pending.Pop()
 		t.emit(n)
+		t.told(n)
 	}
 }
 
