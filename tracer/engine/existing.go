@@ -58,7 +58,7 @@ func (e *Engine) addExisting() {
 		x := tracker.Existing{Cookie: s.Cookie, NetNS: s.NetNS, Local: s.Local, Remote: s.Remote,
 			State: s.State, Inode: s.Inode, CAState: s.CAState, Retransmits: s.Retransmits,
 			Backoff: s.Backoff, Probes: s.Probes, RTO: s.RTO, RTOMax: s.RTOMax, AckAge: s.LastAckRecv,
-			ReadAt: s.ReadAt, RetransmitIn: s.RetransmitIn, Settings: s.Settings}
+			ReadAt: s.ReadAt, RetransmitArmed: s.RetransmitArmed, RetransmitIn: s.RetransmitIn, Settings: s.Settings}
 		if s.PID != 0 {
 			x.Owner = tracker.Owner{PID: s.PID, Comm: s.Comm, Source: wire.OwnerProcfs}
 		}

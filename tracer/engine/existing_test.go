@@ -49,7 +49,7 @@ func TestImportRacingTheEnd(t *testing.T) {
 			e := New(src, cfg)
 			e.existing = &existingRead{socks: []sockdiag.Socket{{Cookie: 42, NetNS: 1, Local: clientA, Remote: server,
 				State: tcp.StateEstablished, Inode: 9, CAState: tcp.CALoss, Retransmits: 3, Backoff: 3,
-				RTO: 1600 * time.Millisecond, RTOMax: 120 * time.Second, ReadAt: readAt, RetransmitIn: 300 * time.Millisecond,
+				RTO: 1600 * time.Millisecond, RTOMax: 120 * time.Second, ReadAt: readAt, RetransmitArmed: true, RetransmitIn: 300 * time.Millisecond,
 				Settings: tcp.Settings{Retries2: 3}}}}
 			col := newCollector()
 			ctx, cancel := context.WithCancel(context.Background())

@@ -34,12 +34,16 @@ type Socket struct {
 	// TimerExpires is the time left on the socket's pending timer
 	// (idiag_expires): with KeepaliveOn, until the next keepalive probe.
 	TimerExpires time.Duration
-	// RetransmitIn: the retransmission timer fires in this long (0: not
-	// armed). ReadAt is the kernel's CLOCK_MONOTONIC when the table was
-	// read: the figures are that moment's, which can be a while before the
-	// snapshot returns (every namespace, every /proc entry).
-	RetransmitIn time.Duration
-	ReadAt       time.Duration
+	// RetransmitArmed says the retransmission timer is pending, to fire
+	// in RetransmitIn. A timer already due when the table was read (its
+	// handler not yet run) shows 0: the kernel clamps idiag_expires at 0
+	// (jiffies_delta_to_msecs). ReadAt is the kernel's CLOCK_MONOTONIC when
+	// the table was read: the figures are that moment's, which can be a
+	// while before the snapshot returns (every namespace, every /proc
+	// entry).
+	RetransmitArmed bool
+	RetransmitIn    time.Duration
+	ReadAt          time.Duration
 
 	CAState      tcp.CAState
 	Retransmits  uint8
@@ -165,7 +169,7 @@ func snapshotNetNS(inode uint32, path string) ([]Socket, error) {
 			}
 			s.Settings.KeepaliveOn = s.KeepaliveOn
 			if d.timer == timerRetransmit {
-				s.RetransmitIn = s.TimerExpires
+				s.RetransmitArmed, s.RetransmitIn = true, s.TimerExpires
 			}
 			if ti := d.tcpInfo; ti != nil {
 				s.CAState = tcp.CAState(ti.Ca_state)

@@ -100,9 +100,11 @@ type Existing struct {
 	Probes        uint8
 	RTO, RTOMax   time.Duration
 	AckAge        time.Duration // since the peer last acknowledged anything
-	// RetransmitIn is when the retransmission timer fires next (sock_diag's
-	// idiag_expires), 0 if it is not armed or unknown.
-	RetransmitIn time.Duration
+	// RetransmitArmed says the retransmission timer was pending when the
+	// table was read, to fire RetransmitIn later (sock_diag's
+	// idiag_expires; 0: due, its handler not yet run). Not armed: unknown.
+	RetransmitArmed bool
+	RetransmitIn    time.Duration
 	// ReadAt is the kernel's CLOCK_MONOTONIC when the table was read: the
 	// moment of these figures, which can be well before AddExisting (0:
 	// then).
@@ -149,14 +151,17 @@ func (t *Tracker) AddExisting(mono time.Duration, wall time.Time, e *Existing) {
 	case e.CAState == tcp.CALoss && e.Retransmits > 0:
 		// The timer's latest expiry, as a record would have told it:
 		// tcp_info's RTO is the next interval, already doubled, and the
-		// timer fires RetransmitIn from now.
+		// timer fires RetransmitIn from now. A timer read as due is one
+		// whole RTO past that expiry: dated at the reading instead, the
+		// projection comes an RTO late (seen: 0.2 s, the next expiry 4 ms
+		// after the reading).
 		prior := ev
 		prior.Kind = wire.KindRetransmit
 		if prior.Backoff > 0 {
 			prior.RTO /= 2
 			prior.Backoff--
 		}
-		if e.RetransmitIn > 0 && e.RetransmitIn <= e.RTO {
+		if e.RetransmitArmed && e.RetransmitIn <= e.RTO {
 			prior.Mono = mono + e.RetransmitIn - e.RTO
 			prior.AckAge = max(e.AckAge-(mono-prior.Mono), 0)
 		}

@@ -592,7 +592,7 @@ func TestExistingOrphanInOutage(t *testing.T) {
 	// first retransmission at 9.276s.
 	tr.AddExisting(at(10300), time.Unix(1_800_000_000, 0), &Existing{Cookie: 5, Local: cli, Remote: srv,
 		State: tcp.StateFinWait1, CAState: tcp.CALoss, Retransmits: 2, Backoff: 2, RTO: at(816), RTOMax: 120 * time.Second,
-		RetransmitIn: at(500), ReadAt: at(10000), Settings: tcp.Settings{Retries2: 15, OrphanRetries: 3}})
+		RetransmitArmed: true, RetransmitIn: at(500), ReadAt: at(10000), Settings: tcp.Settings{Retries2: 15, OrphanRetries: 3}})
 	tr.Flush(at(11000))
 	if len(c.got) == 0 {
 		t.Fatal("nothing told")
@@ -603,5 +603,29 @@ func TestExistingOrphanInOutage(t *testing.T) {
 	if !n.Orphan || n.Budget.Setting != "tcp_orphan_retries" || n.Mono != at(10000) || n.Mono+n.GiveUpIn != at(15396) {
 		t.Errorf("orphan %v budget %+v at %v giving up at %v, want an orphan on tcp_orphan_retries told at 10s, the kill at 15.396s",
 			n.Orphan, n.Budget, n.Mono, n.Mono+n.GiveUpIn)
+	}
+}
+
+// A table read at the moment the retransmission timer is due (sock_diag
+// clamps idiag_expires at 0; the handler runs a few ms later) dates the
+// latest expiry one RTO before the reading, not at it: dated at the
+// reading, the projection came an RTO late (TestOrphanFoundAtStartup,
+// 0.2 s, about one start-up in five).
+func TestExistingOrphanTimerDue(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	// Read at 10s: one expiry so far, the timer armed with 408ms and due
+	// now: the first retransmission was at 9.592s.
+	tr.AddExisting(at(10004), time.Unix(1_800_000_000, 0), &Existing{Cookie: 5, Local: cli, Remote: srv,
+		State: tcp.StateFinWait1, CAState: tcp.CALoss, Retransmits: 1, Backoff: 1, RTO: at(408), RTOMax: 120 * time.Second,
+		RetransmitArmed: true, RetransmitIn: 0, ReadAt: at(10000), Settings: tcp.Settings{Retries2: 15, OrphanRetries: 3}})
+	tr.Flush(at(11000))
+	if len(c.got) == 0 {
+		t.Fatal("nothing told")
+	}
+	// tcp_orphan_retries=3: 3s from 9.592s; expiries 10.0, 10.816, 12.448
+	// (2.856s), 15.712: the kill.
+	if n := c.got[0]; n.Mono != at(10000) || n.Mono+n.GiveUpIn != at(15712) {
+		t.Errorf("told at %v giving up at %v, want told at 10s, the kill at 15.712s", n.Mono, n.Mono+n.GiveUpIn)
 	}
 }
