@@ -44,6 +44,7 @@ func (t *Tracker) startClosing(c *conn, mono time.Duration, old tcp.State) {
 		// the destroy up to closeWait.
 		c.closeDue = mono + closeWait - t.cfg.Grace
 	}
+	c.queued++ // reuse.go
 	t.closing.Push(c.closeDue, c)
 }
 

@@ -34,3 +34,45 @@ func (t *Tracker) told(n *Narrative) {
 		t.freeNarratives = append(t.freeNarratives, n)
 	}
 }
+
+// Reusing removed connections' entries. With --all every end is an entry
+// of about 1 KiB, made at its first record and removed at its destroy:
+// fresh memory for every end, the largest of the tracker's allocations.
+// An entry is reused only once nothing can reach it any more: removed
+// (remove), with no entry left in the closing queue (queued), and never
+// held by a fold of connect() failures or the window probes (pinned). A
+// removed entry waits in t.removed until the next new entry is made, so
+// that what the record being handled still does with it (remove comes in
+// the middle of some hooks) is over by then.
+
+// maxFreeConns bounds the entries kept for reuse, and those waiting.
+const maxFreeConns = 4096
+
+// newConn returns a zero entry.
+func (t *Tracker) newConn() *conn {
+	for _, c := range t.removed {
+		if c.queued == 0 && !c.pinned && !c.free && c.prev == nil && len(t.freeConns) < maxFreeConns {
+			c.free = true
+			t.freeConns = append(t.freeConns, c)
+		}
+	}
+	clear(t.removed)
+	t.removed = t.removed[:0]
+	k := len(t.freeConns)
+	if k == 0 {
+		return &conn{}
+	}
+	c := t.freeConns[k-1]
+	t.freeConns[k-1] = nil
+	t.freeConns = t.freeConns[:k-1]
+	*c = conn{}
+	return c
+}
+
+// removed takes an entry remove took out, or one the closing queue let go
+// of after its removal.
+func (t *Tracker) removedConn(c *conn) {
+	if c.queued == 0 && !c.pinned && len(t.removed) < maxFreeConns {
+		t.removed = append(t.removed, c)
+	}
+}

@@ -102,8 +102,10 @@ type Tracker struct {
 	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
 	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
 	overflows  map[queueKey]*overflow    // listeners' accept queues, by reading (listeners.go)
-	// freeNarratives are told narratives to reuse (reuse.go).
-	freeNarratives []*Narrative
+	// freeNarratives are told narratives to reuse; freeConns removed
+	// entries to reuse, removed those waiting to be (reuse.go).
+	freeNarratives     []*Narrative
+	freeConns, removed []*conn
 }
 
 type tupleKey struct {
@@ -239,12 +241,16 @@ func (t *Tracker) Tick(now time.Duration) {
 			break
 		}
 		t.closing.Pop()
+		c.queued--
 		// Skip the finalized and the evicted, and an entry left from an
 		// earlier close of the same connection (its current one is queued
 		// under its own time).
 		if c.closing && !c.done && c.prev != nil && c.closeDue == at {
 			c.closing = false
 			t.finalize(c, c.closeMono)
+		}
+		if c.prev == nil {
+			t.removedConn(c)
 		}
 	}
 	t.forgetGone(now)
@@ -286,6 +292,7 @@ func (t *Tracker) Flush(now time.Duration) {
 			break
 		}
 		t.closing.Pop()
+		c.queued--
 		if c.closing && !c.done && c.prev != nil {
 			c.closing = false
 			t.finalize(c, c.closeMono)
