@@ -89,22 +89,11 @@ func (t *Tracker) rememberGone(cookie uint64, mono time.Duration) {
 	if cookie == 0 {
 		return
 	}
-	if t.gone.Full() {
-		t.gone.PopFront()
-	}
-	t.gone.Push(cookie, mono)
+	t.gone.Add(cookie, mono)
 }
 
 // forgetGone drops the cookies destroyed more than goneFor before now.
-func (t *Tracker) forgetGone(now time.Duration) {
-	for {
-		_, at, ok := t.gone.Front()
-		if !ok || now-at < goneFor {
-			return
-		}
-		t.gone.PopFront()
-	}
-}
+func (t *Tracker) forgetGone(now time.Duration) { t.gone.Expire(now) }
 
 // finalize decides why a connection that reached CLOSE died.
 func (t *Tracker) finalize(c *conn, now time.Duration) {

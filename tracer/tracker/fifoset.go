@@ -6,16 +6,16 @@ import (
 )
 
 // fifoSet remembers keys in the order they came, each with a time, for a
-// while and up to a bound: the destroyed cookies (gone) and the 4-tuples
-// in TIME_WAIT (timeWait). Under churn with --all both are at their bound
-// of 65,536 keys, every connection adds two and drops two, and each new
-// end looks one up it will not find. As Go maps (and a time queue beside
-// each) those lookups, inserts and deletes were a quarter of the tracker's
-// work in the replay of a busy host's churn (BenchmarkReplayAll): a large
-// map is a directory, a table and a group to reach, each a cache miss, a
-// deleted key a tombstone that lengthens the probes of every miss after
-// it, and the 4-tuples' keys held pointers (netip.Addr) that the collector
-// scanned, map and queue, at every cycle.
+// while and up to a bound: the 4-tuples in TIME_WAIT (timeWait). Under
+// churn with --all it is at its bound of 65,536 keys, every connection
+// adds one and drops one, and each new end looks one up it will mostly
+// not find. As a Go map (and a time queue beside it) those lookups,
+// inserts and deletes, with the destroyed cookies' (now gone.go), were a
+// quarter of the tracker's work in the replay of a busy host's churn
+// (BenchmarkReplayAll): a large map is a directory, a table and a group to
+// reach, each a cache miss, a deleted key a tombstone that lengthens the
+// probes of every miss after it, and the 4-tuples' keys held pointers
+// (netip.Addr) that the collector scanned, map and queue, at every cycle.
 //
 // Here the keys sit in a ring in arrival order (the queue: the oldest is
 // dropped first), found through an open-addressed index of ring positions
@@ -222,8 +222,6 @@ func (s *fifoSet[K]) grow() {
 // are the peer's to choose, and a fixed hash would let it choose keys
 // that all probe the same run.
 var hashSeed = maphash.MakeSeed()
-
-func hashCookie(c uint64) uint64 { return maphash.Comparable(hashSeed, c) }
 
 // twKey is a 4-tuple as the TIME_WAIT memory keeps it: tupleKey without
 // netip.Addr's pointer (its zone; the kernel's records have none), so

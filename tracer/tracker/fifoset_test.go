@@ -1,12 +1,15 @@
 package tracker
 
 import (
+	"hash/maphash"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
 )
+
+func hashCookie(c uint64) uint64 { return maphash.Comparable(hashSeed, c) }
 
 // fifoModel is what a fifoSet must behave as: a list in push order, a
 // key at most once live in it.

@@ -404,8 +404,8 @@ func TestGoneCookiesAreBounded(t *testing.T) {
 		t.Errorf("%d cookies kept, bound %d", n, maxGoneKept)
 	}
 	tr.Tick(at(maxGoneKept+10) + goneFor)
-	if n, q := tr.gone.Len(), tr.gone.Entries(); n != 0 || q != 0 {
-		t.Errorf("%d cookies (%d queued) kept %v after the last destroy", n, q, goneFor)
+	if n, q := tr.gone.Len(), tr.gone.Blocks(); n != 0 || q != 0 {
+		t.Errorf("%d cookies (%d blocks) kept %v after the last destroy", n, q, goneFor)
 	}
 }
 

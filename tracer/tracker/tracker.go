@@ -86,7 +86,7 @@ type Tracker struct {
 	// still write about a socket after its destroy record: an orphan that
 	// tcp_reset() destroys on data it cannot take then answers that data
 	// with a reset. Such a record must not begin a second story.
-	gone *fifoSet[uint64]
+	gone *goneCookies
 	// ended holds the failures told lately, by 4-tuple: where tcpwatch sees
 	// both ends of a connection (namespaces, containers of one node), the
 	// other end's story explains this one's (see peerEnd).
@@ -145,7 +145,7 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 	}
 	t := &Tracker{cfg: cfg, emit: emit, byCookie: make(map[uint64]*conn), byTuple: make(map[tupleKey]*conn),
 		listeners: make(map[listenKey]Owner), counts: make(map[Verdict]int), timeWait: newFifoSet(2*maxTimeWaitKept, hashTWKey),
-		gone: newFifoSet(maxGoneKept, hashCookie), ended: make(map[endKey]endedConn)}
+		gone: newGoneCookies(), ended: make(map[endKey]endedConn)}
 	t.lru.prev, t.lru.next = &t.lru, &t.lru
 	return t
 }
