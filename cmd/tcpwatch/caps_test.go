@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
 )
@@ -86,8 +85,10 @@ func watchRefused(t *testing.T, cmd *exec.Cmd) (map[string]string, []map[string]
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
-	// setpriv execs tcpwatch: same pid.
+	// setpriv execs tcpwatch: same pid. Attached and its capabilities
+	// dropped, not a fixed wait: on a loaded machine start-up took over
+	// 2 s, and the connect came before the programs (told 0 times).
+	waitRunning(t, cmd.Process.Pid)
 	status, threads := procStatus(t, cmd.Process.Pid)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
