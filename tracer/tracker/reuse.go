@@ -16,15 +16,22 @@ const maxFreeNarratives = 1024
 // newNarrative returns a zero narrative, with a told one's timeline array
 // to fill when there is one to reuse.
 func (t *Tracker) newNarrative() *Narrative {
-	k := len(t.freeNarratives)
-	if k == 0 {
-		return &Narrative{}
-	}
-	n := t.freeNarratives[k-1]
-	t.freeNarratives[k-1] = nil
-	t.freeNarratives = t.freeNarratives[:k-1]
+	n := takeFree(&t.freeNarratives)
 	*n = Narrative{Timeline: n.Timeline[:0]}
 	return n
+}
+
+// takeFree takes the latest of free (the warmest in the cache), or a new
+// one when there is none.
+func takeFree[T any](free *[]*T) *T {
+	k := len(*free)
+	if k == 0 {
+		return new(T)
+	}
+	v := (*free)[k-1]
+	(*free)[k-1] = nil
+	*free = (*free)[:k-1]
+	return v
 }
 
 // told takes back a narrative emit has returned from, when the
@@ -58,13 +65,7 @@ func (t *Tracker) newConn() *conn {
 	}
 	clear(t.removed)
 	t.removed = t.removed[:0]
-	k := len(t.freeConns)
-	if k == 0 {
-		return &conn{}
-	}
-	c := t.freeConns[k-1]
-	t.freeConns[k-1] = nil
-	t.freeConns = t.freeConns[:k-1]
+	c := takeFree(&t.freeConns)
 	*c = conn{}
 	return c
 }
