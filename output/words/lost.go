@@ -6,7 +6,8 @@ import (
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 )
 
-// lost: the records that told a connection's end were lost.
+// lost: a connection's end that never reached tcpwatch, its records lost
+// (or, when the kernel counted none lost, not seen all the same).
 var lost = []Entry{
 	{Verdict: tracker.Untold, Family: Lost, Severity: Failure,
 		Summary: func(n *tracker.Narrative) string {
@@ -17,9 +18,18 @@ var lost = []Entry{
 			case n.Probes > 0:
 				last = fmt.Sprintf("keepalive probing (%d probe%s unanswered over %s)", n.Probes, plural(n.Probes), Secs(n.Outage))
 			}
-			return "the connection is gone from the kernel's socket table but how it ended was not seen: kernel records were lost; it was last " + last
+			if !n.LostRecords {
+				// Only what the counters say: none of the kernel's
+				// records was counted lost while it was tracked.
+				return "the connection is gone from the kernel's socket table but how it ended was not seen, with no kernel record counted lost (stats.lost); it was last " + last
+			}
+			return "the connection is gone from the kernel's socket table but how it ended was not seen: kernel records were lost (stats.lost); it was last " + last
 		},
-		Explain: func(*tracker.Narrative) string {
-			return "The kernel dropped records while tcpwatch tracked this connection (stats.lost), and the ones that told its end (the move to CLOSE, the reset, the error, the socket's destruction) were among them. tcpwatch compares its connections with the kernel's own socket table (sock_diag) every few seconds; this one is no longer there, so it is told as ended, without a cause rather than with a guessed one. To see such ends, raise --ring-size or narrow the filters."
+		Explain: func(n *tracker.Narrative) string {
+			const table = "tcpwatch compares its connections with the kernel's own socket table (sock_diag) every few seconds; this one is no longer there, so it is told as ended, without a cause rather than with a guessed one."
+			if !n.LostRecords {
+				return "No record of this connection's end (the move to CLOSE, the reset, the error, the socket's destruction) reached tcpwatch, and the kernel counted none lost while it was tracked (stats.lost did not grow: no ring buffer full, no program run skipped). " + table
+			}
+			return "The kernel dropped records while tcpwatch tracked this connection (stats.lost), and the ones that told its end (the move to CLOSE, the reset, the error, the socket's destruction) were among them. " + table + " To see such ends, raise --ring-size or narrow the filters."
 		}},
 }

@@ -18,9 +18,11 @@ const ReconcileEvery = 10 * time.Second
 // a storm of lost records leaves dead entries behind at once.
 const reconcileAfterLoss = time.Second
 
-// catchUp is how far past the table's reading an event must be before the
-// tracker is known to have every record written before it (records of
-// different CPUs reach the ring a little out of order).
+// catchUp is how far past the end of the table's reading the loop must
+// have read before the tracker is known to have every record written
+// before it: records of different CPUs reach the ring a little out of
+// order, and a socket leaves the table (tcp_set_state() unhashes it)
+// just before its CLOSE record is written.
 const catchUp = 20 * time.Millisecond
 
 // LiveTable reads the kernel's socket tables of the namespaces given.
@@ -45,9 +47,16 @@ type reconciler struct {
 }
 
 type liveResult struct {
-	asOf  time.Duration // kernel CLOCK_MONOTONIC before the tables were read
-	alive Alive
-	err   error
+	asOf time.Duration // kernel CLOCK_MONOTONIC before the tables were read
+	// readEnd is the same clock after they were read. A socket that died
+	// while they were read (2,000 connections timing out together, a
+	// slow reading on a loaded host) is missing from them, and its CLOSE
+	// and error records are dated between asOf and readEnd: the tracker
+	// must have them before the table is applied, or their connection is
+	// dropped as untold and its end, read next, starts a second story.
+	readEnd time.Duration
+	alive   Alive
+	err     error
 }
 
 func newReconciler(opts *Config) *reconciler {
@@ -76,11 +85,12 @@ func (r *reconciler) soon() {
 }
 
 // step starts a reading when one is due, and applies a finished one once
-// the loop has read past it: drained says the ring buffer was just found
-// empty, lastMono is the latest record's kernel time, now the loop's
-// latest reading of the clock (the schedule is in seconds: one reading
-// per record is enough).
-func (r *reconciler) step(t *tracker.Tracker, drained bool, lastMono time.Duration, now time.Time, warn func(error)) {
+// the loop has read past the end of it: readTo is the kernel time up to
+// which every record has been read (the latest record's time, or the time
+// the ring was found empty; 0 when unknown), now the loop's latest
+// reading of the clock (the schedule is in seconds: one reading per
+// record is enough).
+func (r *reconciler) step(t *tracker.Tracker, readTo time.Duration, now time.Time, warn func(error)) {
 	if r == nil || t == nil {
 		return
 	}
@@ -97,7 +107,7 @@ func (r *reconciler) step(t *tracker.Tracker, drained bool, lastMono time.Durati
 		}
 	default:
 	}
-	if r.ready != nil && (drained || lastMono > r.ready.asOf+catchUp) {
+	if r.ready != nil && readTo > r.ready.readEnd+catchUp {
 		alive := r.ready.alive
 		t.Reconcile(r.ready.asOf, wire.MonotonicNow(), alive.Has)
 		r.ready = nil
@@ -110,7 +120,7 @@ func (r *reconciler) step(t *tracker.Tracker, drained bool, lastMono time.Durati
 		go func() {
 			asOf := wire.MonotonicNow()
 			alive, err := r.read(ns)
-			r.result <- liveResult{asOf: asOf, alive: alive, err: err}
+			r.result <- liveResult{asOf: asOf, readEnd: wire.MonotonicNow(), alive: alive, err: err}
 		}()
 	}
 }

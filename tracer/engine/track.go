@@ -56,7 +56,7 @@ func (e *Engine) handle(ev *wire.Event, now time.Time) error {
 		return nil
 	}
 	e.tracker.Handle(ev)
-	e.rec.step(e.tracker, false, ev.Mono, now, e.cfg.Warn)
+	e.rec.step(e.tracker, ev.Mono, now, e.cfg.Warn)
 	// With --all, routine happenings that are not narratives still show.
 	if e.cfg.Mode.tellsRoutine() && ev.Kind == wire.KindKeepalive && ev.Flags&wire.FlagProbeAnswered != 0 {
 		e.tell(Item{Event: ev})
@@ -76,7 +76,13 @@ func (e *Engine) tick(now time.Time) {
 	}
 	mono := wire.MonotonicNow()
 	drained := !e.src.Buffered()
-	e.rec.step(e.tracker, drained, 0, now, e.cfg.Warn)
+	// An empty ring: every record written before mono has been read
+	// (a reserved record not yet submitted counts as unread).
+	var readTo time.Duration
+	if drained {
+		readTo = mono
+	}
+	e.rec.step(e.tracker, readTo, now, e.cfg.Warn)
 	e.listen.step(e.tracker, now, e.cfg.Warn)
 	e.closeWaits.step(e.tracker, e.cfg.Record, now, e.cfg.Warn)
 	if drained {

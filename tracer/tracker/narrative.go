@@ -52,8 +52,9 @@ const (
 
 // Untold is the final verdict of a connection in an episode (stalled,
 // keepalive_probing) that the kernel's socket table no longer has while
-// its end never reached tcpwatch: the records that told it were lost. It
-// says so rather than guess (see Tracker.Reconcile).
+// its end never reached tcpwatch (the records that told it lost, when the
+// kernel counted losses: LostRecords). It says so rather than guess (see
+// Tracker.Reconcile).
 const Untold Verdict = "untold"
 
 // Verdicts lists every verdict, finals first.

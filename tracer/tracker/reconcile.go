@@ -24,8 +24,9 @@ type Alive func(netns uint32, cookie uint64, local, remote netip.AddrPort) bool
 // told (closing, within the grace period) is left to finish.
 //
 // A dropped connection that was in an episode (stalled, keepalive_probing)
-// gets a final narrative, verdict untold, with LostRecords set: the person
-// who saw it stall learns that it is gone and that its end was not seen.
+// gets a final narrative, verdict untold (LostRecords when the kernel
+// counted lost records while it was tracked): the person who saw it stall
+// learns that it is gone and that its end was not seen.
 // Others are dropped silently and counted (Stats.Reconciled).
 func (t *Tracker) Reconcile(asOf, now time.Duration, alive Alive) (dropped int) {
 	for c := t.lru.prev; c != &t.lru; {
@@ -37,7 +38,13 @@ func (t *Tracker) Reconcile(asOf, now time.Duration, alive Alive) (dropped int) 
 		default:
 			if !c.done && (c.stallFirst != 0 || c.kaAnnounced || c.window.announced) {
 				c.done, c.closing = true, false
-				t.narrate(c, Untold, true, max(now, c.last.Mono)).LostRecords = true
+				// LostRecords says whether the kernel counted records
+				// lost while it was tracked: the words claim no loss
+				// the counters did not see.
+				t.narrate(c, Untold, true, max(now, c.last.Mono))
+				// Its final is told: a record of its end read after all
+				// (the kernel wrote it late) tells nothing more.
+				t.rememberGone(c.cookie, max(now, c.last.Mono))
 			}
 			c.done = true
 			t.remove(c)

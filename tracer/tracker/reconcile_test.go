@@ -52,8 +52,18 @@ func TestReconcileDropsWhatTheKernelNoLongerHas(t *testing.T) {
 	if dropped != 998 {
 		t.Errorf("dropped %d, want 998", dropped)
 	}
-	// Read later: the stalled one goes too.
+	// Read later: the stalled one goes too. Its end, written while the
+	// table was read but read only after it (a reader behind), starts no
+	// second story.
 	dropped += tr.Reconcile(at(2500), at(3000), alive)
+	late := []wire.Event{
+		{Mono: at(2600), Kind: wire.KindState, Cookie: 5, NetNS: 1, Local: l, Remote: r, OldState: tcp.StateEstablished,
+			State: tcp.StateClose, SkErr: 110},
+		{Mono: at(2601), Kind: wire.KindError, Cookie: 5, NetNS: 1, Local: l, Remote: r, State: tcp.StateClose, Detail: 110, SkErr: 110},
+	}
+	for i := range late {
+		tr.Handle(&late[i])
+	}
 	tr.Tick(at(4000))
 	s := tr.Stats()
 	if s.Tracked != 2 || s.Reconciled != 999 || dropped != 999 {
@@ -77,6 +87,24 @@ func TestReconcileDropsWhatTheKernelNoLongerHas(t *testing.T) {
 		}
 	}
 	oneStoryPerConnection(t, "reconcile", c.got)
+}
+
+// A stalled connection the socket table no longer has, while the kernel
+// counted no lost record: untold, and not said to have lost records.
+func TestUntoldWithoutLossesClaimsNone(t *testing.T) {
+	var c collect
+	tr := New(Config{}, c.emit)
+	stall := wire.Event{Mono: at(100), Kind: wire.KindRetransmit, Cookie: 5, NetNS: 1, Local: cli, Remote: srv,
+		State: tcp.StateEstablished, CAState: tcp.CALoss, Retransmits: 1, RTO: 200 * time.Millisecond,
+		Settings: tcp.Settings{Retries2: 15}}
+	tr.Handle(&stall)
+	tr.Tick(at(200))
+	tr.Reconcile(at(300), at(400), func(uint32, uint64, netip.AddrPort, netip.AddrPort) bool { return false })
+	tr.Flush(at(500))
+	last := c.got[len(c.got)-1]
+	if last.Verdict != Untold || !last.Final || last.LostRecords {
+		t.Fatalf("told %v, the last final %v lost_records %v; want untold, final, no lost records", verdictsOf(c.got), last.Final, last.LostRecords)
+	}
 }
 
 // An oracle that cannot read a namespace answers true: nothing of it is
