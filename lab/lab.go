@@ -446,6 +446,7 @@ func (s labSink) Tell(it *engine.Item) error {
 	switch {
 	case it.Narrative != nil:
 		n := *it.Narrative
+		n.Timeline = slices.Clone(n.Timeline) // the engine reuses its array
 		rec.Type, rec.Host, rec.Narrative = "narrative", s.host(n.NetNS), &n
 		s.r.mu.Lock()
 		s.r.verdicts[rec.Host] = append(s.r.verdicts[rec.Host], string(n.Verdict))

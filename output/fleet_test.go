@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -163,6 +164,40 @@ func TestNoticeJSONHandWritten(t *testing.T) {
 		var l map[string]any
 		if err := json.Unmarshal(buf.Bytes(), &l); err != nil || !reflect.DeepEqual(l, w) {
 			t.Errorf("explain %v: the writer's notice %s, want %s (%v)", explain, buf.Bytes(), want, err)
+		}
+	}
+}
+
+// The notice a Writer encodes without building its record is the record's
+// hand-written JSON byte for byte: either address family, a thread or
+// none, a container or none, a seed, routine kinds and others, with and
+// without --explain, and no address at all; and the Community IDs the
+// writer remembers are the ones it would compute.
+func TestNoticeLineIsTheRecord(t *testing.T) {
+	n, cg := fleetNarrative()
+	v6l, v6r := netip.MustParseAddrPort("[2001:db8::1]:443"), netip.MustParseAddrPort("[2001:db8::2]:50000")
+	var ids communityid.Cache
+	for _, kind := range []string{"time_wait_syn_accepted", "time_wait_reuse", tracker.NoticeSynAnsweredOldAck} {
+		for _, addrs := range [][2]netip.AddrPort{{n.Local, n.Remote}, {v6l, v6r}, {n.Remote, n.Local}, {}} {
+			for _, thread := range []string{"", "worker-3 <&>"} {
+				for _, c := range []containers.Info{{}, cg} {
+					for _, seed := range []uint16{0, 7} {
+						for _, explain := range []bool{false, true} {
+							notice := &tracker.Notice{Time: n.Time, Kind: kind, Cookie: 7, Local: addrs[0], Remote: addrs[1],
+								NetNS: 4026531833, Owner: tracker.Owner{PID: 42, Comm: "java", Thread: thread}, Age: 367 * time.Millisecond}
+							rec := NewNoticeRecordSeeded(notice, c, seed)
+							rec.Host = "node-7\"quoted"
+							if !explain && RoutineNotice(notice) {
+								rec.Explanation = ""
+							}
+							want := string(appendNoticeJSON(nil, &rec))
+							if got := string(appendNoticeLine(nil, notice, c, rec.Host, seed, &ids, explain)); got != want {
+								t.Errorf("%s %v thread %q seed %d explain %v:\n got %s\nwant %s", kind, addrs, thread, seed, explain, got, want)
+							}
+						}
+					}
+				}
+			}
 		}
 	}
 }

@@ -1,11 +1,13 @@
 package output
 
 import (
+	"net/netip"
 	"strconv"
 	"time"
 	"unicode/utf8"
 
 	"github.com/tcpwatch/tcpwatch/output/communityid"
+	"github.com/tcpwatch/tcpwatch/output/words"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
@@ -317,10 +319,10 @@ const (
 // most MaxLifecycleLine bytes unless even without every field that gives
 // way it is longer (a host name or process name far beyond the usual,
 // escaped bytes).
-func appendLifecycleLine(b []byte, n *tracker.Narrative, cg containers.Info, host string, seed uint16) []byte {
+func appendLifecycleLine(b []byte, n *tracker.Narrative, cg containers.Info, host string, seed uint16, ids *communityid.Cache) []byte {
 	start := len(b)
 	for leave := keepAll; ; leave++ {
-		b = appendLifecycleJSON(b[:start], n, cg, host, seed, leave)
+		b = appendLifecycleJSON(b[:start], n, cg, host, seed, ids, leave)
 		if len(b)-start <= MaxLifecycleLine || leave == leaveContainer {
 			return b
 		}
@@ -339,7 +341,7 @@ func appendLifecycleLine(b []byte, n *tracker.Narrative, cg containers.Info, hos
 // timeline step: from the first record of the connection to its end)
 // instead. Names, order and values are the full record's, so a reader of
 // one reads the other.
-func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, host string, seed uint16, leave lifecycleGivesWay) []byte {
+func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, host string, seed uint16, ids *communityid.Cache, leave lifecycleGivesWay) []byte {
 	b = append(b, `{"type":"narrative","time":"`...)
 	b = n.Time.AppendFormat(b, TimeLayout)
 	b = append(b, '"')
@@ -360,7 +362,7 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	if leave < leaveNetns {
 		b = appendUintField(b, "netns", uint64(n.NetNS))
 	}
-	b = appendStringField(b, "community_id", communityid.Flow(seed, communityid.TCP, n.Local, n.Remote))
+	b = appendCommunityID(b, ids, seed, n.Local, n.Remote)
 	if n.Owner.PID != 0 {
 		b = appendUintField(b, "pid", uint64(n.Owner.PID))
 	}
@@ -398,6 +400,65 @@ func appendLifecycleJSON(b []byte, n *tracker.Narrative, cg containers.Info, hos
 	}
 	b = appendIntField(b, "duration_ms", duration.Milliseconds())
 	return append(b, '}')
+}
+
+// appendCommunityID appends the community_id field of a TCP flow, from
+// ids when given (its escaping is none: "1:" and base64).
+func appendCommunityID(b []byte, ids *communityid.Cache, seed uint16, local, remote netip.AddrPort) []byte {
+	if ids == nil {
+		return appendStringField(b, "community_id", communityid.Flow(seed, communityid.TCP, local, remote))
+	}
+	b = append(appendKey(b, "community_id"), '"')
+	return append(ids.AppendFlow(b, seed, communityid.TCP, local, remote), '"')
+}
+
+// appendNoticeLine encodes a notice as appendNoticeJSON encodes its
+// NoticeRecord, without building the record: no string made for its
+// time, addresses and Community ID (with --all a churning host tells up
+// to one notice a connection). Not for a notice with TimeWait facts or a
+// ResetReason (see Writer.Notice).
+func appendNoticeLine(b []byte, n *tracker.Notice, cg containers.Info, host string, seed uint16, ids *communityid.Cache, explain bool) []byte {
+	b = append(b, `{"type":"event","time":"`...)
+	b = n.Time.AppendFormat(b, TimeLayout)
+	b = append(b, '"')
+	b = appendStringField(b, "host", host)
+	b = appendStringField(b, "kind", n.Kind)
+	b = appendUintField(b, "cookie", n.Cookie)
+	family := "ipv4"
+	if n.Local.Addr().Is6() {
+		family = "ipv6"
+	}
+	b = appendStringField(b, "family", family)
+	b = appendAddrField(b, "laddr", n.Local.Addr())
+	b = appendUintField(b, "lport", uint64(n.Local.Port()))
+	b = appendAddrField(b, "raddr", n.Remote.Addr())
+	b = appendUintField(b, "rport", uint64(n.Remote.Port()))
+	b = appendUintField(b, "netns", uint64(n.NetNS))
+	b = appendUintField(b, "pid", uint64(n.Owner.PID))
+	b = appendStringField(b, "comm", n.Owner.Comm)
+	if n.Owner.Thread != "" {
+		b = appendStringField(b, "thread", n.Owner.Thread)
+	}
+	b = appendStringField(b, "cgroup", cg.Path)
+	b = appendStringField(b, "container_id", cg.ID)
+	b = appendStringField(b, "pod_uid", cg.PodUID)
+	b = appendCommunityID(b, ids, seed, n.Local, n.Remote)
+	b = appendStringField(b, "summary", words.NoticeSummary(n))
+	if explain || !RoutineNotice(n) {
+		if e := words.NoticeExplanation(n); e != "" {
+			b = appendStringField(b, "explanation", e)
+		}
+	}
+	return append(b, '}')
+}
+
+// appendAddrField appends an address as connFields writes it
+// (netip.Addr.String: "invalid IP" for none).
+func appendAddrField(b []byte, key string, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return appendStringField(b, key, a.String())
+	}
+	return append(a.AppendTo(append(appendKey(b, key), '"')), '"')
 }
 
 // appendKnownCgroup appends the cgroup fields that are known, for the

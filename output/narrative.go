@@ -196,7 +196,7 @@ func (w *Writer) Narrative(n *tracker.Narrative, cg containers.Info) error {
 			return w.writeLine()
 		}
 		if !w.explain && Lifecycle(n) {
-			w.line = appendLifecycleLine(w.line[:0], n, cg, w.host, w.seed)
+			w.line = appendLifecycleLine(w.line[:0], n, cg, w.host, w.seed, &w.ids)
 			return w.writeLine()
 		}
 		// A listener's narrative carries its own incident's id (one per
@@ -386,6 +386,10 @@ func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 			rec := NewNoticeRecordSeeded(n, cg, w.seed)
 			rec.Host = w.host
 			w.line = appendV2(w.line[:0], rec.Type, rec.Time, SeverityInfo, rec.Summary, Attrs(&rec))
+			return w.writeLine()
+		}
+		if n.TimeWait.Seen == 0 && n.ResetReason == "" {
+			w.line = appendNoticeLine(w.line[:0], n, cg, w.host, w.seed, &w.ids, w.explain)
 			return w.writeLine()
 		}
 		rec := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Host: w.host, Kind: n.Kind,

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/output/communityid"
 )
 
 // Format is how records are written.
@@ -55,6 +57,9 @@ type Writer struct {
 	exposureByComm map[string]map[string]int
 	seed           uint16
 	schema         Schema
+	// ids: the Community IDs of the flows written lately (both ends of a
+	// connection, and its notices, carry the same).
+	ids communityid.Cache
 }
 
 // Options tune the text format.

@@ -26,9 +26,14 @@ const (
 // the IPv4 addresses the packets carry. An invalid address, or a v4/v6
 // mix, gives "" (the spec's "no id").
 func Flow(seed uint16, proto uint8, a, b netip.AddrPort) string {
+	return string(appendFlow(nil, seed, proto, a, b))
+}
+
+// appendFlow appends Flow's ID to dst (nothing where Flow gives "").
+func appendFlow(dst []byte, seed uint16, proto uint8, a, b netip.AddrPort) []byte {
 	aa, ba := a.Addr().Unmap(), b.Addr().Unmap()
 	if !aa.IsValid() || !ba.IsValid() || aa.Is4() != ba.Is4() {
-		return ""
+		return dst
 	}
 	// The numerically smaller address:port goes first, so both
 	// directions hash the same.
@@ -43,7 +48,46 @@ func Flow(seed uint16, proto uint8, a, b netip.AddrPort) string {
 	in = binary.BigEndian.AppendUint16(in, a.Port())
 	in = binary.BigEndian.AppendUint16(in, b.Port())
 	sum := sha1.Sum(in)
-	out := make([]byte, 2, 2+base64.StdEncoding.EncodedLen(len(sum)))
-	copy(out, "1:")
-	return string(base64.StdEncoding.AppendEncode(out, sum[:]))
+	return base64.StdEncoding.AppendEncode(append(dst, "1:"...), sum[:])
+}
+
+// Len is the length of every Community ID Flow returns (other than "").
+const Len = 30
+
+// Cache remembers the Community IDs of the flows it was asked about
+// lately, each under its two directions: a connection between two
+// namespaces or sockets of one host is told from both ends, and with
+// --all each end's line and a notice of TIME_WAIT reuse carry its ID,
+// a SHA-1 each. A zero Cache is ready; not safe for concurrent use.
+type Cache struct {
+	slots [cacheSlots]cacheSlot
+}
+
+const cacheSlots = 256
+
+type cacheSlot struct {
+	seed  uint16
+	proto uint8
+	a, b  netip.AddrPort
+	id    [Len]byte
+	ok    bool
+}
+
+// AppendFlow appends Flow(seed, proto, a, b) to dst.
+func (c *Cache) AppendFlow(dst []byte, seed uint16, proto uint8, a, b netip.AddrPort) []byte {
+	if a.Port() > b.Port() || a.Port() == b.Port() && a.Addr().Less(b.Addr()) {
+		a, b = b, a // either direction, one slot
+	}
+	i := (uint(a.Port())*31 + uint(b.Port())) % cacheSlots
+	s := &c.slots[i]
+	if s.ok && s.a == a && s.b == b && s.seed == seed && s.proto == proto {
+		return append(dst, s.id[:]...)
+	}
+	start := len(dst)
+	dst = appendFlow(dst, seed, proto, a, b)
+	if len(dst)-start == Len {
+		*s = cacheSlot{seed: seed, proto: proto, a: a, b: b, ok: true}
+		copy(s.id[:], dst[start:])
+	}
+	return dst
 }

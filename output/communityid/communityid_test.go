@@ -82,3 +82,32 @@ func BenchmarkFlow(b *testing.B) {
 		Flow(0, TCP, x, y)
 	}
 }
+
+// The cache gives what Flow gives, for either direction of a flow, for
+// flows that share a slot (the same ports, other addresses) and seeds.
+func TestCacheIsFlow(t *testing.T) {
+	var c Cache
+	var flows [][2]netip.AddrPort
+	for i := range 600 {
+		a := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), uint16(1000+i%7))
+		b := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i % 3)}), uint16(80+i%5))
+		flows = append(flows, [2]netip.AddrPort{a, b})
+		// One side the same, the other's address alone differs.
+		flows = append(flows, [2]netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), 80),
+			netip.MustParseAddrPort("10.3.0.1:5000")})
+	}
+	flows = append(flows, [2]netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:443"), netip.MustParseAddrPort("[2001:db8::2]:443")},
+		[2]netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:443"), netip.MustParseAddrPort("[2001:db8::2]:443")})
+	for round := range 3 {
+		for _, seed := range []uint16{0, 1} {
+			for _, f := range flows {
+				for _, dir := range [][2]netip.AddrPort{{f[0], f[1]}, {f[1], f[0]}} {
+					want := Flow(seed, TCP, dir[0], dir[1])
+					if got := string(c.AppendFlow([]byte("x"), seed, TCP, dir[0], dir[1])); got != "x"+want {
+						t.Fatalf("round %d: %v -> %v seed %d: %q, want %q", round, dir[0], dir[1], seed, got, "x"+want)
+					}
+				}
+			}
+		}
+	}
+}

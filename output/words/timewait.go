@@ -18,13 +18,15 @@ type NoticeEntry struct {
 // Notices are every notice the tracker tells.
 var Notices = []NoticeEntry{
 	{Kind: "time_wait_reuse", Summary: func(n *tracker.Notice) string {
-		return fmt.Sprintf("a new connection took over a 4-tuple still in TIME_WAIT (closed %s ago)", Secs(n.Age))
+		// Concatenated, not formatted: with --all a churning host tells
+		// up to one of these a connection.
+		return "a new connection took over a 4-tuple still in TIME_WAIT (closed " + Secs(n.Age) + " ago)"
 	}, Explanation: func(n *tracker.Notice) string {
 		return fmt.Sprintf("The earlier connection on %s -> %s closed actively %s ago; its TIME_WAIT (60 s, TCP_TIMEWAIT_LEN) guards against old duplicates. connect() reused it anyway, which tcp_tw_reuse allows for outgoing connections once the TIME_WAIT is over a second old, with TCP timestamps to tell old segments from new (PAWS).",
 			n.Local, n.Remote, Secs(n.Age))
 	}},
 	{Kind: "time_wait_syn_accepted", Summary: func(n *tracker.Notice) string {
-		return fmt.Sprintf("the peer's SYN reopened a 4-tuple this side held in TIME_WAIT (closed %s ago): its sequence number or timestamp was newer", Secs(n.Age))
+		return "the peer's SYN reopened a 4-tuple this side held in TIME_WAIT (closed " + Secs(n.Age) + " ago): its sequence number or timestamp was newer"
 	}, Explanation: func(n *tracker.Notice) string {
 		return fmt.Sprintf("This side closed %s -> %s first, %s ago, and kept the 4-tuple in TIME_WAIT (60 s, TCP_TIMEWAIT_LEN). A SYN for it arrived: tcp_timewait_state_process() accepts it (TCP_TW_SYN) when its timestamp is newer than the last one seen (PAWS) or, without timestamps, its sequence number is past the old connection's; the TIME_WAIT ends and the listener takes the new connection. An older SYN is answered with the old connection's ACK instead (time_wait_syn_rejected), and the peer's RST to that ACK ends the TIME_WAIT early unless tcp_rfc1337=1 (time_wait_rst_ended).",
 			n.Local, n.Remote, Secs(n.Age))

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -25,7 +26,9 @@ func newCollector() *collector {
 		if it.Narrative == nil {
 			return tracker.Narrative{}, false
 		}
-		return *it.Narrative, true
+		n := *it.Narrative
+		n.Timeline = slices.Clone(n.Timeline) // the tracker reuses its array
+		return n, true
 	})
 }
 

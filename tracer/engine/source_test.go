@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -64,6 +65,7 @@ func newItems() *items {
 		switch {
 		case it.Narrative != nil:
 			n := *it.Narrative
+			n.Timeline = slices.Clone(n.Timeline) // the tracker reuses its array
 			cp.Narrative = &n
 		case it.Event != nil:
 			ev := *it.Event

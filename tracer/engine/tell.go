@@ -12,7 +12,8 @@ import (
 
 // Item is one thing the engine tells: exactly one of Narrative, Notice,
 // Event, Loss and Incident is set. The engine reuses what the pointers point to: a
-// sink that keeps an item beyond Tell copies it.
+// sink that keeps an item beyond Tell copies it, and a narrative's Timeline
+// with it (the tracker reuses the array: tracker.Config.ReuseNarratives).
 type Item struct {
 	Narrative *tracker.Narrative
 	Notice    *tracker.Notice // with --all: TIME_WAIT reuse

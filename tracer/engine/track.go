@@ -24,7 +24,9 @@ var _ dropSource = (*tracer.Tracer)(nil)
 func (e *Engine) newTracker() *tracker.Tracker {
 	cfg := tracker.Config{All: e.cfg.Mode.narratesLifecycles(), MaxConns: e.cfg.MaxConns,
 		ResetReasons: e.src.ResetReasons(), Owners: e.owners,
-		CloseWaitAfter: e.cfg.CloseWaitAfter}
+		CloseWaitAfter: e.cfg.CloseWaitAfter,
+		// Nothing the engine tells is kept beyond Tell (see Item).
+		ReuseNarratives: true}
 	if ds, ok := e.src.(dropSource); ok {
 		cfg.DropsSeen, cfg.DropReasons = ds.SeesDrops(), ds.DropReasons()
 	}

@@ -450,7 +450,10 @@ func (m *Model) Observe(n *tracker.Narrative, container string) Tag {
 		return m.observeListener(n)
 	}
 	ck := connKey{n.NetNS, n.Local, n.Remote}
-	mb := m.byConn[ck]
+	var mb *member
+	if len(m.byConn) > 0 { // with --all, every normal end comes here: most find none to look in
+		mb = m.byConn[ck]
+	}
 	if mb == nil {
 		if !trouble(n.Verdict) || !grouped(n) {
 			return Tag{News: newsOfLone(n)}

@@ -44,6 +44,7 @@ func (t *Tracker) startClosing(c *conn, mono time.Duration, old tcp.State) {
 		// the destroy up to closeWait.
 		c.closeDue = mono + closeWait - t.cfg.Grace
 	}
+	c.queued++ // reuse.go
 	t.closing.Push(c.closeDue, c)
 }
 
@@ -88,26 +89,11 @@ func (t *Tracker) rememberGone(cookie uint64, mono time.Duration) {
 	if cookie == 0 {
 		return
 	}
-	if len(t.gone) >= maxGoneKept {
-		_, old, _ := t.goneOrder.Front()
-		t.goneOrder.Pop()
-		delete(t.gone, old)
-	}
-	t.gone[cookie] = struct{}{}
-	t.goneOrder.Push(mono, cookie)
+	t.gone.Add(cookie, mono)
 }
 
 // forgetGone drops the cookies destroyed more than goneFor before now.
-func (t *Tracker) forgetGone(now time.Duration) {
-	for {
-		at, cookie, ok := t.goneOrder.Front()
-		if !ok || now-at < goneFor {
-			return
-		}
-		t.goneOrder.Pop()
-		delete(t.gone, cookie)
-	}
-}
+func (t *Tracker) forgetGone(now time.Duration) { t.gone.Expire(now) }
 
 // finalize decides why a connection that reached CLOSE died.
 func (t *Tracker) finalize(c *conn, now time.Duration) {

@@ -41,6 +41,12 @@ type conn struct {
 	droppedSteps int
 	lossEpoch    uint64
 
+	// queued counts its entries in the closing queue; pinned: a fold of
+	// connect() failures or the window probes holds it; free: it waits
+	// for reuse (reuse.go).
+	queued       int32
+	pinned, free bool
+
 	// toldStall and toldProbing identify the episode last narrated (its
 	// stallFirst, its probeSince): a narrative of another one begins it.
 	toldStall, toldProbing time.Duration
@@ -151,7 +157,7 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 	if ev.Kind == wire.KindDestroy {
 		return nil
 	}
-	if _, ok := t.gone[ev.Cookie]; ok && ev.Cookie != 0 {
+	if ev.Cookie != 0 && t.gone.Has(ev.Cookie) {
 		return nil // written after the socket's destroy: its story is over
 	}
 	if ev.Cookie == 0 && !hasTuple {
@@ -163,7 +169,8 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 		t.remove(t.lru.prev)
 		t.evictions++
 	}
-	c := &conn{cookie: ev.Cookie, netns: ev.NetNS, firstMono: ev.Mono, state: ev.State, lossEpoch: t.lossEpoch}
+	c := t.newConn()
+	c.cookie, c.netns, c.firstMono, c.state, c.lossEpoch = ev.Cookie, ev.NetNS, ev.Mono, ev.State, t.lossEpoch
 	c.steps = c.stepsHere[:0]
 	if ev.FirstSeen != 0 && ev.FirstSeen < ev.Mono {
 		c.firstMono = ev.FirstSeen
@@ -203,6 +210,7 @@ func (t *Tracker) remove(c *conn) {
 		delete(t.byTuple, c.tuple)
 	}
 	t.tracked--
+	t.removedConn(c)
 	// Go maps keep their buckets: rebuild them once they hold a quarter
 	// of their peak, so memory returns after a burst.
 	if t.peak > 4096 && t.tracked < t.peak/4 {

@@ -37,20 +37,22 @@ func (t *Tracker) onListener(ev *wire.Event) bool {
 // (the full socket goes FIN_WAIT2/CLOSING -> CLOSE and a timewait socket
 // takes its place), and tells when a new connection takes one over.
 func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
-	key := tupleKey{c.netns, c.local, c.remote}
 	switch {
 	case ev.State == tcp.StateClose && (ev.OldState == tcp.StateFinWait2 || ev.OldState == tcp.StateClosing):
 		t.expireTimeWait(ev.Mono)
-		if len(t.timeWait) < maxTimeWaitKept {
-			t.timeWait[key] = ev.Mono
-			t.timeWaitOrder.Push(ev.Mono, key)
+		if t.timeWait.Len() < maxTimeWaitKept {
+			if t.timeWait.Full() {
+				t.timeWait.PopFront()
+			}
+			t.timeWait.Set(twKeyOf(tupleKey{c.netns, c.local, c.remote}), ev.Mono)
 		}
 	case (ev.OldState == tcp.StateSynSent || ev.OldState == tcp.StateSynRecv) && ev.State == tcp.StateEstablished:
-		at, ok := t.timeWait[key]
+		key := twKeyOf(tupleKey{c.netns, c.local, c.remote})
+		at, ok := t.timeWait.Get(key)
 		if !ok {
 			return
 		}
-		delete(t.timeWait, key)
+		t.timeWait.Delete(key)
 		// Our connect() took over our own TIME_WAIT (tcp_tw_reuse), or
 		// the peer's SYN reopened a 4-tuple our side held in TIME_WAIT
 		// (tcp_timewait_state_process: TCP_TW_SYN, its sequence number or
@@ -70,19 +72,16 @@ func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
 // oldest first. It used to scan the whole map whenever it was full: under
 // churn to many peers, where 65,536 TIME_WAIT 4-tuples are younger than a
 // minute, that was a scan of the whole map at every connection's close.
-// The queue in time order makes it the expired entries only; it may hold
-// entries the map no longer has (a reused 4-tuple), or has again with a
-// later time, which it skips, and is kept within twice the map's bound.
+// The memory in time order makes it the expired entries only; it keeps
+// the entries of reused (deleted) 4-tuples until they reach the front, at
+// most twice the bound of live ones in all.
 func (t *Tracker) expireTimeWait(now time.Duration) {
 	for {
-		at, key, ok := t.timeWaitOrder.Front()
-		if !ok || now-at <= timeWaitLen && t.timeWaitOrder.Len() < 2*maxTimeWaitKept {
+		_, at, ok := t.timeWait.Front()
+		if !ok || now-at <= timeWaitLen {
 			return
 		}
-		t.timeWaitOrder.Pop()
-		if kept, ok := t.timeWait[key]; ok && kept == at {
-			delete(t.timeWait, key)
-		}
+		t.timeWait.PopFront()
 	}
 }
 

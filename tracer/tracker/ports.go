@@ -69,7 +69,7 @@ func (t *Tracker) portsExhausted(c *conn, ev *wire.Event) bool {
 	k := portsKey{c.netns, ev.PID, c.remote}
 	if f := t.ports[k]; f != nil && ev.Mono-f.told < portsFold {
 		f.more++
-		f.last = c
+		f.last, c.pinned = c, true
 		c.done = true // its destroy only removes it
 		return true
 	}

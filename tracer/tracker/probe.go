@@ -80,7 +80,7 @@ func (t *Tracker) onProbe0(c *conn, ev *wire.Event) {
 		if t.probing == nil {
 			t.probing = make(map[*conn]struct{})
 		}
-		t.probing[c] = struct{}{}
+		t.probing[c], c.pinned = struct{}{}, true
 	}
 	w.sent++
 	w.answeredLast = ev.ProbesBefore == 0 && w.sent > 1

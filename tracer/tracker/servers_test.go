@@ -400,12 +400,12 @@ func TestGoneCookiesAreBounded(t *testing.T) {
 		ev.Kind = wire.KindDestroy
 		tr.Handle(&ev)
 	}
-	if n := len(tr.gone); n > maxGoneKept {
+	if n := tr.gone.Len(); n > maxGoneKept {
 		t.Errorf("%d cookies kept, bound %d", n, maxGoneKept)
 	}
 	tr.Tick(at(maxGoneKept+10) + goneFor)
-	if n, q := len(tr.gone), tr.goneOrder.Len(); n != 0 || q != 0 {
-		t.Errorf("%d cookies (%d queued) kept %v after the last destroy", n, q, goneFor)
+	if n, q := tr.gone.Len(), tr.gone.Blocks(); n != 0 || q != 0 {
+		t.Errorf("%d cookies (%d blocks) kept %v after the last destroy", n, q, goneFor)
 	}
 }
 

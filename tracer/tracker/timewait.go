@@ -24,7 +24,7 @@ var NoticeKinds = []string{"time_wait_reuse", "time_wait_syn_accepted",
 // belongs to nobody any more: the owner named is the listener's on its
 // port (a server that closed first), when known.
 func (t *Tracker) onTimeWait(ev *wire.Event) {
-	key := tupleKey{ev.NetNS, ev.Local, ev.Remote}
+	key := twKeyOf(tupleKey{ev.NetNS, ev.Local, ev.Remote})
 	n := &Notice{Time: ev.Time, Cookie: ev.Cookie, Local: ev.Local, Remote: ev.Remote, NetNS: ev.NetNS,
 		TimeWait: ev.TimeWait, Owner: t.listeners[listenKey{ev.NetNS, ev.Local.Port()}]}
 	switch ev.TimeWait.Seen {
@@ -39,14 +39,14 @@ func (t *Tracker) onTimeWait(ev *wire.Event) {
 	}
 	// Age: since the close that left the TIME_WAIT, when this tracker saw
 	// it; else what its timer says (it is restarted by some segments).
-	if at, ok := t.timeWait[key]; ok {
+	if at, ok := t.timeWait.Get(key); ok {
 		n.Age = ev.Mono - at
 	} else if ev.TimeWait.Left > 0 && ev.TimeWait.Left <= timeWaitLen {
 		n.Age = timeWaitLen - ev.TimeWait.Left
 	}
 	if ev.TimeWait.Seen == wire.TimeWaitRstEnded {
 		// The 4-tuple is free: a connection that takes it next took no TIME_WAIT over.
-		delete(t.timeWait, key)
+		t.timeWait.Delete(key)
 	}
 	if t.cfg.Notices != nil {
 		t.cfg.Notices(n)

@@ -28,21 +28,21 @@ func TestTimeWaitMemory(t *testing.T) {
 	for i := range maxTimeWaitKept + 1000 {
 		timeWaitClose(tr, i, base+time.Duration(i)*time.Microsecond)
 	}
-	if len(tr.timeWait) != maxTimeWaitKept {
-		t.Fatalf("%d 4-tuples kept, want the bound %d", len(tr.timeWait), maxTimeWaitKept)
+	if tr.timeWait.Len() != maxTimeWaitKept {
+		t.Fatalf("%d 4-tuples kept, want the bound %d", tr.timeWait.Len(), maxTimeWaitKept)
 	}
-	if tr.timeWaitOrder.Len() != maxTimeWaitKept {
-		t.Errorf("queue of %d, want %d (one per 4-tuple kept)", tr.timeWaitOrder.Len(), maxTimeWaitKept)
+	if tr.timeWait.Entries() != maxTimeWaitKept {
+		t.Errorf("queue of %d, want %d (one per 4-tuple kept)", tr.timeWait.Entries(), maxTimeWaitKept)
 	}
 	// A minute later the first 1000 have left TIME_WAIT: room for 1000.
 	later := base + timeWaitLen + 1000*time.Microsecond
 	for i := range 2000 {
 		timeWaitClose(tr, 1<<20+i, later+time.Duration(i)*time.Nanosecond)
 	}
-	if len(tr.timeWait) != maxTimeWaitKept {
-		t.Errorf("%d 4-tuples kept after the first expired, want %d", len(tr.timeWait), maxTimeWaitKept)
+	if tr.timeWait.Len() != maxTimeWaitKept {
+		t.Errorf("%d 4-tuples kept after the first expired, want %d", tr.timeWait.Len(), maxTimeWaitKept)
 	}
-	if _, ok := tr.timeWait[tupleKey{1, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.1.16.0:1024")}]; !ok {
+	if !tr.timeWait.Has(twKeyOf(tupleKey{1, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.1.16.0:1024")})) {
 		t.Error("the first 4-tuple closed after the expiry is not kept")
 	}
 	// A new connection on a kept 4-tuple is a reuse, told once.
@@ -58,9 +58,9 @@ func TestTimeWaitMemory(t *testing.T) {
 		timeWaitClose(tr, 1<<21+i, at)
 		k := tupleKey{1, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 8080),
 			netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte((1<<21 + i) >> 16), byte((1<<21 + i) >> 8)}), uint16(1024+(1<<21+i)&0xff))}
-		delete(tr.timeWait, k) // as a reuse does
+		tr.timeWait.Delete(twKeyOf(k)) // as a reuse does
 	}
-	if n := tr.timeWaitOrder.Len(); n > 2*maxTimeWaitKept {
+	if n := tr.timeWait.Entries(); n > 2*maxTimeWaitKept {
 		t.Errorf("queue of %d after many reuses, want at most %d", n, 2*maxTimeWaitKept)
 	}
 }

@@ -15,7 +15,8 @@ import (
 // The narrative is returned for the caller to amend before it is told.
 func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Narrative {
 	ev := &c.last
-	n := &Narrative{
+	n := t.newNarrative()
+	*n = Narrative{
 		Time:        t.wallAtZero.Add(now),
 		Mono:        now,
 		Verdict:     v,
@@ -36,7 +37,7 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 		CAState:     ev.CAState,
 		SentReset:   c.sentReset,
 		LostRecords: c.lossEpoch != t.lossEpoch,
-		Timeline:    t.timeline(c),
+		Timeline:    t.timeline(n.Timeline, c),
 	}
 	if n.RTOMax <= 0 {
 		n.RTOMax = tcp.RTOMaxDefault
@@ -249,9 +250,14 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// timeline is the connection's steps, as facts.
-func (t *Tracker) timeline(c *conn) []Step {
-	out := make([]Step, len(c.steps))
+// timeline is the connection's steps, as facts, in buf's array when it
+// has room.
+func (t *Tracker) timeline(buf []Step, c *conn) []Step {
+	out := buf[:0]
+	if cap(out) < len(c.steps) {
+		out = make([]Step, 0, max(len(c.steps), 8))
+	}
+	out = out[:len(c.steps)]
 	for i := range c.steps {
 		s := &c.steps[i]
 		out[i] = Step{At: s.mono - c.firstMono, Kind: s.kind, Flags: s.flags, State: s.state, Old: s.old,
@@ -296,8 +302,10 @@ func (t *Tracker) peerEnd(c *conn, v Verdict, now time.Duration) *PeerEnd {
 		return nil
 	}
 	var found *PeerEnd
-	if e, ok := t.ended[endKey{c.remote, c.local}]; ok && e.cookie != c.cookie && e.mono <= now {
-		found = &PeerEnd{Verdict: e.verdict, NetNS: e.netns, Before: now - e.mono}
+	if len(t.ended) > 0 { // with --all every normal end asks: mostly there is none to ask
+		if e, ok := t.ended[endKey{c.remote, c.local}]; ok && e.cookie != c.cookie && e.mono <= now {
+			found = &PeerEnd{Verdict: e.verdict, NetNS: e.netns, Before: now - e.mono}
+		}
 	}
 	if v == KeepaliveTimeout || v == RetransmitTimeout || v == HostUnreachable {
 		k := endKey{c.local, c.remote}

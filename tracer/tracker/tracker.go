@@ -38,6 +38,11 @@ type Config struct {
 	// narratives can say where the packets died; DropReasons names them.
 	DropsSeen   bool
 	DropReasons tcp.DropReasons
+	// ReuseNarratives: emit, and whatever it hands a narrative to, keeps
+	// neither the *Narrative nor its Timeline's array beyond the call (a
+	// copy of the struct keeps a copy of the Timeline too): the tracker
+	// then reuses both for the narratives it tells next (reuse.go).
+	ReuseNarratives bool
 }
 
 // OwnerResolver finds the process that holds a socket.
@@ -74,15 +79,14 @@ type Tracker struct {
 	pending   timeQueue[*Narrative] // told after Grace, in time order
 	evictions uint64
 	counts    map[Verdict]int
-	timeWait  map[tupleKey]time.Duration // 4-tuples that entered TIME_WAIT, and when
-	// timeWaitOrder is timeWait in time order (expireTimeWait).
-	timeWaitOrder timeQueue[tupleKey]
+	// timeWait holds the 4-tuples that entered TIME_WAIT, and when, in
+	// time order (expireTimeWait); live ones up to maxTimeWaitKept.
+	timeWait *fifoSet[twKey]
 	// gone holds the cookies of sockets destroyed lately. The kernel can
 	// still write about a socket after its destroy record: an orphan that
 	// tcp_reset() destroys on data it cannot take then answers that data
 	// with a reset. Such a record must not begin a second story.
-	gone      map[uint64]struct{}
-	goneOrder timeQueue[uint64]
+	gone *goneCookies
 	// ended holds the failures told lately, by 4-tuple: where tcpwatch sees
 	// both ends of a connection (namespaces, containers of one node), the
 	// other end's story explains this one's (see peerEnd).
@@ -98,6 +102,10 @@ type Tracker struct {
 	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
 	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
 	overflows  map[queueKey]*overflow    // listeners' accept queues, by reading (listeners.go)
+	// freeNarratives are told narratives to reuse; freeConns removed
+	// entries to reuse, removed those waiting to be (reuse.go).
+	freeNarratives     []*Narrative
+	freeConns, removed []*conn
 }
 
 type tupleKey struct {
@@ -136,8 +144,8 @@ func New(cfg Config, emit func(*Narrative)) *Tracker {
 		cfg.ResetReasons = tcp.ResetReasons{}
 	}
 	t := &Tracker{cfg: cfg, emit: emit, byCookie: make(map[uint64]*conn), byTuple: make(map[tupleKey]*conn),
-		listeners: make(map[listenKey]Owner), counts: make(map[Verdict]int), timeWait: make(map[tupleKey]time.Duration),
-		gone: make(map[uint64]struct{}), ended: make(map[endKey]endedConn)}
+		listeners: make(map[listenKey]Owner), counts: make(map[Verdict]int), timeWait: newFifoSet(2*maxTimeWaitKept, hashTWKey),
+		gone: newGoneCookies(), ended: make(map[endKey]endedConn)}
 	t.lru.prev, t.lru.next = &t.lru, &t.lru
 	return t
 }
@@ -233,12 +241,16 @@ func (t *Tracker) Tick(now time.Duration) {
 			break
 		}
 		t.closing.Pop()
+		c.queued--
 		// Skip the finalized and the evicted, and an entry left from an
 		// earlier close of the same connection (its current one is queued
 		// under its own time).
 		if c.closing && !c.done && c.prev != nil && c.closeDue == at {
 			c.closing = false
 			t.finalize(c, c.closeMono)
+		}
+		if c.prev == nil {
+			t.removedConn(c)
 		}
 	}
 	t.forgetGone(now)
@@ -261,6 +273,7 @@ func (t *Tracker) release(until time.Duration) {
 		}
 		t.pending.Pop()
 		t.emit(n)
+		t.told(n)
 	}
 }
 
@@ -279,6 +292,7 @@ func (t *Tracker) Flush(now time.Duration) {
 			break
 		}
 		t.closing.Pop()
+		c.queued--
 		if c.closing && !c.done && c.prev != nil {
 			c.closing = false
 			t.finalize(c, c.closeMono)

@@ -70,7 +70,10 @@ type config struct {
 	rounds    int
 	conns     int
 	workloads []string
-	memConns  int
+	// churnTracers picks the churn workload's configurations by short
+	// name (churnTracerNames); empty runs them all.
+	churnTracers []string
+	memConns     int
 	// busy server
 	busyConns    int
 	busyRequests int
@@ -88,6 +91,7 @@ func run(args []string) error {
 	fs.IntVar(&c.busyConns, "busy-conns", 8, "persistent connections of the busy-server workload")
 	fs.IntVar(&c.busyRequests, "busy-requests", 200000, "one-byte requests per busy-server round (all connections)")
 	fs.StringSliceVar(&c.workloads, "workloads", []string{"churn", "busy", "bulk", "timers", "drops", "memory", "startup", "decode"}, "workloads to run")
+	fs.StringSliceVar(&c.churnTracers, "churn-tracers", nil, "the churn workload's configurations: none, floor, tcpwatch, all, bpftrace, baseline, baseline-all (default: all but baseline-all; baseline needs --baseline); with --out elsewhere, for quick A/B work")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ var (
 	tcpwatchDefault = tracer{name: "tcpwatch", args: func(c config) []string { return []string{c.tcpwatch, "-o", "json"} }}
 	tcpwatchAll     = tracer{name: "tcpwatch --all", args: func(c config) []string { return []string{c.tcpwatch, "-o", "json", "--all"} }}
 	tcpwatchBase    = tracer{name: "tcpwatch (baseline)", args: func(c config) []string { return []string{c.baseline, "-o", "json"} }}
+	tcpwatchBaseAll = tracer{name: "tcpwatch --all (baseline)", args: func(c config) []string { return []string{c.baseline, "-o", "json", "--all"} }}
 	bpftracePeer    = tracer{name: "bpftrace", args: func(config) []string { return []string{"bpftrace", "-e", bpftraceScript} }}
 )
 

@@ -71,9 +71,9 @@ func benchChurn(ctx context.Context, c config, rep *report) error {
 	if _, err := churnOnce(2000, 4); err != nil {
 		return err
 	}
-	tracers := []tracer{noTracer, floorTracer, tcpwatchDefault, tcpwatchAll, bpftracePeer}
-	if c.baseline != "" {
-		tracers = append(tracers, tcpwatchBase)
+	tracers, err := churnTracers(c)
+	if err != nil {
+		return err
 	}
 	if err := ensureTracefs(); err != nil {
 		return err
@@ -117,6 +117,34 @@ func benchChurn(ctx context.Context, c config, rep *report) error {
 	}
 	rep.churnBase = res[tcpwatchBase.name]
 	return nil
+}
+
+// churnTracerNames are the churn workload's configurations by the names
+// --churn-tracers takes.
+var churnTracerNames = map[string]tracer{"none": noTracer, "floor": floorTracer, "tcpwatch": tcpwatchDefault,
+	"all": tcpwatchAll, "bpftrace": bpftracePeer, "baseline": tcpwatchBase, "baseline-all": tcpwatchBaseAll}
+
+// churnTracers is what --churn-tracers picks, in its order.
+func churnTracers(c config) ([]tracer, error) {
+	names := c.churnTracers
+	if len(names) == 0 {
+		names = []string{"none", "floor", "tcpwatch", "all", "bpftrace"}
+		if c.baseline != "" {
+			names = append(names, "baseline")
+		}
+	}
+	var ts []tracer
+	for _, n := range names {
+		t, ok := churnTracerNames[n]
+		if !ok {
+			return nil, fmt.Errorf("--churn-tracers: unknown configuration %q", n)
+		}
+		if strings.HasPrefix(n, "baseline") && c.baseline == "" {
+			return nil, fmt.Errorf("--churn-tracers %s needs --baseline", n)
+		}
+		ts = append(ts, t)
+	}
+	return ts, nil
 }
 
 type churnResult struct {
