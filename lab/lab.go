@@ -465,7 +465,8 @@ func (s labSink) Tell(it *engine.Item) error {
 		rec.Type, rec.Host, rec.Event = "event", s.host(ev.NetNS), &ev
 	case it.Loss != nil:
 		l := it.Loss
-		s.r.step("%d kernel records lost (ring buffer full: %d, programs skipped: %d)", l.New, l.RingFull, l.Recursion)
+		s.r.step("%d kernel records lost (ring buffer full: %d, programs skipped: %d), %d kernel skips for want of room (%+v)",
+			l.New, l.RingFull, l.Recursion, l.NewSkipped, l.Skipped)
 		return nil
 	default:
 		return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"reflect"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
@@ -373,5 +375,72 @@ func TestStatsTellUnseenEndsFromLostOnes(t *testing.T) {
 	line := buf.String()
 	if !strings.Contains(line, "2 connections whose end was lost") || !strings.Contains(line, "20 connections from before tcpwatch ended unseen (by design") {
 		t.Errorf("stats: %s", line)
+	}
+}
+
+// The kernel's skips for want of room are in the stats record, each by
+// its counter's name (JSON) and in words (text), and in the loss record
+// written when they grow; none is added to lost.
+func TestStatsAndLossTellSkips(t *testing.T) {
+	st := engine.Stats{Events: 10, Lost: 1, RingFull: 1, Skipped: tracer.Skipped{NoStorage: 3, TroubledFull: 2, KeepaliveFull: 1}}
+	var buf bytes.Buffer
+	w := NewWriter(&buf, JSON, Options{})
+	if err := w.Stats(st); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	var rec struct {
+		Lost    uint64            `json:"lost"`
+		Skipped map[string]uint64 `json:"skipped"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]uint64{"no_storage": 3, "troubled_full": 2, "keepalive_full": 1}; rec.Lost != 1 || !maps.Equal(rec.Skipped, want) {
+		t.Errorf("stats JSON: lost %d, skipped %v; want 1, %v: %s", rec.Lost, rec.Skipped, want, buf.String())
+	}
+
+	buf.Reset()
+	w = NewWriter(&buf, Text, Options{})
+	if err := w.Stats(st); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	for _, want := range []string{"1 lost", "3 sockets without storage (no_storage", "2 marks of a connection in trouble refused (troubled_full",
+		"1 keepalive probe not remembered (keepalive_full"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("stats text lacks %q: %s", want, buf.String())
+		}
+	}
+	buf.Reset()
+	if err := w.Stats(engine.Stats{Events: 10}); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	if strings.Contains(buf.String(), "skips") {
+		t.Errorf("stats text tells skips where none was counted: %s", buf.String())
+	}
+
+	buf.Reset()
+	if err := w.Loss(engine.Loss{Skipped: tracer.Skipped{TroubledFull: 4}, NewSkipped: 4}); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	if line := buf.String(); strings.Contains(line, "records lost (") || !strings.Contains(line, "4 kernel skips for want of room (in all: 4 marks of a connection in trouble refused") {
+		t.Errorf("loss line for skips only: %s", line)
+	}
+	buf.Reset()
+	w = NewWriter(&buf, JSON, Options{})
+	if err := w.Loss(engine.Loss{Total: 2, New: 2, RingFull: 2, Skipped: tracer.Skipped{KeepaliveFull: 1}, NewSkipped: 1}); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	var loss struct {
+		New        uint64            `json:"new"`
+		NewSkipped uint64            `json:"new_skipped"`
+		Skipped    map[string]uint64 `json:"skipped"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &loss); err != nil || loss.New != 2 || loss.NewSkipped != 1 || loss.Skipped["keepalive_full"] != 1 {
+		t.Errorf("loss JSON %+v (%v): %s", loss, err, buf.String())
 	}
 }

@@ -6,17 +6,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 )
 
 // StatsRecord is the last record tcpwatch writes (`type: "stats"`): the
 // run's engine.Stats, how much it saw and whether anything was lost.
 type StatsRecord struct {
-	Type       string         `json:"type"`
-	Time       string         `json:"time"`
-	Host       string         `json:"host"`
-	Events     uint64         `json:"events"`
-	Lost       uint64         `json:"lost"`
+	Type   string `json:"type"`
+	Time   string `json:"time"`
+	Host   string `json:"host"`
+	Events uint64 `json:"events"`
+	Lost   uint64 `json:"lost"`
+	// Skipped is what the kernel half could not keep for want of room,
+	// and so did not send (not part of Lost).
+	Skipped    Skipped        `json:"skipped"`
 	Narratives map[string]int `json:"narratives"`
 	Evictions  uint64         `json:"evictions"`
 	Tracked    int            `json:"tracked"`
@@ -37,6 +41,46 @@ type StatsRecord struct {
 	Incidents map[string]int `json:"incidents"`
 	// OTLP is what became of the records sent to a collector (--otlp).
 	OTLP *OTLPStats `json:"otlp,omitempty"`
+}
+
+// Skipped are the kernel half's skips for want of room (the `skipped`
+// object of `stats` and `loss`; tracer.Skipped).
+type Skipped struct {
+	// NoStorage: sockets whose storage could not be made (no memory):
+	// never marked notable, their later uneventful records (the owner's
+	// close, the destroy) were not sent in default mode.
+	NoStorage uint64 `json:"no_storage"`
+	// TroubledFull: marks of a connection in trouble refused, the map of
+	// them being full: its drops were not joined to it.
+	TroubledFull uint64 `json:"troubled_full"`
+	// KeepaliveFull: keepalive probes not remembered, the map being
+	// full: the peer's answer to them went untold.
+	KeepaliveFull uint64 `json:"keepalive_full"`
+}
+
+func skippedOf(s tracer.Skipped) Skipped {
+	return Skipped{NoStorage: s.NoStorage, TroubledFull: s.TroubledFull, KeepaliveFull: s.KeepaliveFull}
+}
+
+func (s Skipped) total() uint64 { return s.NoStorage + s.TroubledFull + s.KeepaliveFull }
+
+// text says the skips in a few words: "3 sockets without storage, 2
+// connections in trouble not marked, 1 keepalive probe not remembered".
+func (s Skipped) text() string {
+	var parts []string
+	for _, p := range []struct {
+		n    uint64
+		what string
+	}{
+		{s.NoStorage, "socket%s without storage (no_storage: its end may not be sent)"},
+		{s.TroubledFull, "mark%s of a connection in trouble refused (troubled_full: its drops not joined)"},
+		{s.KeepaliveFull, "keepalive probe%s not remembered (keepalive_full: an answer to it not told)"},
+	} {
+		if p.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d "+p.what, p.n, plural(int(p.n))))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // OTLPStats count the OTLP export (the `otlp` object of `stats`).
@@ -64,7 +108,7 @@ func (w *Writer) Stats(st engine.Stats) error { return w.StatsWithOTLP(st, nil) 
 // StatsWithOTLP writes the closing summary of a run that also sent its
 // records to a collector (o: what became of them).
 func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
-	s := StatsRecord{Type: "stats", Time: time.Now().Format(TimeLayout), Host: w.host, Events: st.Events, Lost: st.Lost,
+	s := StatsRecord{Type: "stats", Time: time.Now().Format(TimeLayout), Host: w.host, Events: st.Events, Lost: st.Lost, Skipped: skippedOf(st.Skipped),
 		Narratives: st.Narratives, Evictions: st.Evictions, Tracked: st.Tracked, Reconciled: st.Reconciled,
 		EndedUnseen: st.EndedUnseen, Exposure: w.exposure, ExposureByComm: w.exposureByComm, OTLP: o}
 	if s.Narratives == nil {
@@ -85,6 +129,9 @@ func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 	line := fmt.Sprintf("stats: %d kernel events, %d lost", s.Events, s.Lost)
 	if s.Lost > 0 {
 		line += " (ring buffer full or programs skipped: raise --ring-size or narrow the filters)"
+	}
+	if s.Skipped.total() > 0 {
+		line += ", kernel skips for want of room: " + s.Skipped.text()
 	}
 	if len(verdicts) > 0 {
 		line += ", narratives: " + strings.Join(verdicts, " ")
@@ -140,16 +187,31 @@ type LossRecord struct {
 	Total     uint64 `json:"total"`
 	RingFull  uint64 `json:"ring_full"`
 	Recursion uint64 `json:"recursion"`
+	// Skipped are the kernel half's skips so far, NewSkipped what they
+	// add since the last report.
+	Skipped    Skipped `json:"skipped"`
+	NewSkipped uint64  `json:"new_skipped"`
 }
 
 // Loss reports lost kernel records.
 func (w *Writer) Loss(lost engine.Loss) error {
 	l := LossRecord{Type: "loss", Time: time.Now().Format(TimeLayout), Host: w.host,
-		New: lost.New, Total: lost.Total, RingFull: lost.RingFull, Recursion: lost.Recursion}
+		New: lost.New, Total: lost.Total, RingFull: lost.RingFull, Recursion: lost.Recursion,
+		Skipped: skippedOf(lost.Skipped), NewSkipped: lost.NewSkipped}
 	if w.format == JSON {
 		return w.writeJSON(l)
 	}
-	w.line = fmt.Appendf(w.line[:0], "%s %-20s %d kernel records lost (%d in all: %d ring buffer full, %d programs skipped by recursion): stories told from now on may have gaps",
-		time.Now().Format("15:04:05.000"), "records_lost", l.New, l.Total, l.RingFull, l.Recursion)
+	w.line = fmt.Appendf(w.line[:0], "%s %-20s ", time.Now().Format("15:04:05.000"), "records_lost")
+	if l.New > 0 {
+		w.line = fmt.Appendf(w.line, "%d kernel records lost (%d in all: %d ring buffer full, %d programs skipped by recursion): stories told from now on may have gaps",
+			l.New, l.Total, l.RingFull, l.Recursion)
+	}
+	if l.NewSkipped > 0 {
+		if l.New > 0 {
+			w.line = append(w.line, "; "...)
+		}
+		w.line = fmt.Appendf(w.line, "%d kernel skips for want of room (in all: %s): stories told from now on may miss parts",
+			l.NewSkipped, l.Skipped.text())
+	}
 	return w.writeLine()
 }

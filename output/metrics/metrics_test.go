@@ -11,6 +11,7 @@ import (
 
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/output/words"
+	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/engine"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
@@ -59,7 +60,8 @@ func TestCounts(t *testing.T) {
 	if items := len(passed.Got()); narratives != 9 || items != 10 {
 		t.Errorf("the wrapped sink got %d narratives, %d items", narratives, items)
 	}
-	m.Observe(engine.Stats{Events: 1234, Lost: 7, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3})
+	m.Observe(engine.Stats{Events: 1234, Lost: 7, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3,
+		Skipped: tracer.Skipped{NoStorage: 4, TroubledFull: 6, KeepaliveFull: 8}})
 
 	expected := `
 # HELP tcpwatch_rto_episodes_total Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).
@@ -75,6 +77,11 @@ tcpwatch_records_read_total 1234
 # TYPE tcpwatch_records_lost_total counter
 tcpwatch_records_lost_total{reason="ring_full"} 5
 tcpwatch_records_lost_total{reason="recursion"} 2
+# HELP tcpwatch_kernel_skips_total What the kernel half could not keep for want of room, and so did not send: a socket's storage (no_storage), a connection in trouble (troubled_full), a keepalive probe (keepalive_full).
+# TYPE tcpwatch_kernel_skips_total counter
+tcpwatch_kernel_skips_total{reason="keepalive_full"} 8
+tcpwatch_kernel_skips_total{reason="no_storage"} 4
+tcpwatch_kernel_skips_total{reason="troubled_full"} 6
 # HELP tcpwatch_tracker_evictions_total Connections the tracker forgot to stay under --max-connections.
 # TYPE tcpwatch_tracker_evictions_total counter
 tcpwatch_tracker_evictions_total 3
@@ -84,7 +91,7 @@ tcpwatch_tracked_connections 17
 `
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(expected),
 		"tcpwatch_rto_episodes_total", "tcpwatch_keepalive_episodes_total",
-		"tcpwatch_records_read_total", "tcpwatch_records_lost_total", "tcpwatch_tracker_evictions_total",
+		"tcpwatch_records_read_total", "tcpwatch_records_lost_total", "tcpwatch_kernel_skips_total", "tcpwatch_tracker_evictions_total",
 		"tcpwatch_tracked_connections"); err != nil {
 		t.Error(err)
 	}

@@ -145,7 +145,10 @@ func Explanation(n *tracker.Narrative) string {
 	}
 	why := e.Explain(n)
 	if n.LostRecords {
-		why += " Some kernel records were lost while tcpwatch tracked this connection (see stats.lost): its timeline may have gaps."
+		why += " Some kernel records were lost or skipped while tcpwatch tracked this connection (see stats.lost and stats.skipped): its timeline may have gaps."
+	}
+	if n.Unjoined {
+		why += " The kernel's table of connections in trouble was full while tcpwatch tracked this one (stats.skipped.troubled_full): its dropped packets may not have been joined to it, so none is claimed."
 	}
 	return why
 }

@@ -91,7 +91,7 @@ func TestEveryVerdictIsWorded(t *testing.T) {
 		tracker.ConnectRefused:      "connect() to 192.0.2.7:5432 was refused: the peer answered SYN with RST (ECONNREFUSED (111, connection refused))",
 		tracker.ConnectTimeout:      "connect() to 192.0.2.7:5432 timed out: 3 SYN retransmissions unanswered over 3s (ETIMEDOUT (110, connection timed out))",
 		tracker.ConnectAbandoned:    "the application gave up on connect() to 192.0.2.7:5432 after 3s: 3 SYN retransmissions unanswered, long before the kernel would have (tcp_syn_retries=3: 3s)",
-		tracker.Untold:              "the connection is gone from the kernel's socket table but how it ended was not seen, with no kernel record counted lost (stats.lost); it was last stalled (3 RTO retransmissions, no ACK for 3s)",
+		tracker.Untold:              "the connection is gone from the kernel's socket table but how it ended was not seen, with no kernel record counted lost (stats.lost) nor skipped (stats.skipped); it was last stalled (3 RTO retransmissions, no ACK for 3s)",
 		tracker.CloseWaitStuck:      "psql (pid 4242) holds 2 connections its peers closed, the oldest in CLOSE_WAIT for at least 3s: it has not called close() on them",
 		tracker.LocalPortsExhausted: "connect() to 192.0.2.7:5432 failed with EADDRNOTAVAIL (99, cannot assign requested address): no local port was free toward it: 3 sockets in TIME_WAIT and 1 other to it hold ports of ip_local_port_range 40000-40003 (4 ports); tcp_tw_reuse=0 (off)",
 		tracker.ZeroWindow:          "the peer's application stopped reading: its receive window has been closed (0 bytes) for 3s, 2 window probes answered with a closed window, 4096 bytes from psql (pid 4242) wait to be sent; nothing will end it: answered probes never count toward tcp_retries2 and TCP_USER_TIMEOUT is not set",
@@ -214,7 +214,7 @@ func TestUntoldClaimsOnlyCountedLosses(t *testing.T) {
 		if claims := strings.Contains(said, "records were lost") || strings.Contains(said, "dropped records"); claims != lost {
 			t.Errorf("lost_records %v: claims a loss %v: %q", lost, claims, said)
 		}
-		if !strings.Contains(Summary(n), "(stats.lost)") || !strings.Contains(Summary(n), "stalled (4 RTO retransmissions") {
+		if !strings.Contains(Summary(n), "(stats.lost)") || !strings.Contains(Summary(n), "stats.skipped") || !strings.Contains(Summary(n), "stalled (4 RTO retransmissions") {
 			t.Errorf("lost_records %v: the summary names no counter or no outage: %q", lost, Summary(n))
 		}
 	}

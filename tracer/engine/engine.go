@@ -129,11 +129,14 @@ type Stats struct {
 	// Lost is every kernel record lost: RingFull (no room in the ring
 	// buffer) plus Recursion (a program run skipped on a busy CPU).
 	Lost, RingFull, Recursion uint64
-	Narratives                map[string]int // told (after the filter), by verdict
-	Evictions                 uint64         // connections the tracker forgot to stay in bounds
-	Tracked                   int            // connections the tracker holds
-	Reconciled                uint64         // connections dropped: the kernel no longer had them, their end lost
-	EndedUnseen               uint64         // ... their end unreported by design (healthy, from before tcpwatch)
+	// Skipped: what the kernel half could not keep for want of room, and
+	// so did not send (tracer.Skipped); not part of Lost.
+	Skipped     tracer.Skipped
+	Narratives  map[string]int // told (after the filter), by verdict
+	Evictions   uint64         // connections the tracker forgot to stay in bounds
+	Tracked     int            // connections the tracker holds
+	Reconciled  uint64         // connections dropped: the kernel no longer had them, their end lost
+	EndedUnseen uint64         // ... their end unreported by design (healthy, from before tcpwatch)
 }
 
 // Engine reads one source, tracks, enriches, filters and tells.

@@ -93,18 +93,30 @@ func (e *Engine) checkLoss() error {
 		return err
 	}
 	total := l.Total()
-	lastLoss := e.stats.Lost
+	lastLoss, lastSkipped := e.stats.Lost, e.stats.Skipped
 	e.stats.Lost, e.stats.RingFull, e.stats.Recursion = total, l.RingFull, l.Recursion
+	e.stats.Skipped = l.Skipped
 	e.trackerStats()
 	if e.cfg.Observe != nil {
 		e.cfg.Observe(e.stats)
 	}
-	if total <= lastLoss {
+	newSkipped := l.Skipped.Total() - min(lastSkipped.Total(), l.Skipped.Total())
+	if total <= lastLoss && newSkipped == 0 {
 		return nil
 	}
 	if e.tracker != nil {
-		e.tracker.RecordsLost()
-		e.rec.soon()
+		// A skip that can keep an end from being sent counts as a loss
+		// for the stories (lost_records, untold's words).
+		if total > lastLoss || l.Skipped.EndsAtRisk() > lastSkipped.EndsAtRisk() {
+			e.tracker.RecordsLost()
+			e.rec.soon()
+		}
+		// Drops no longer joined to every connection in trouble: none
+		// is claimed for the connections tracked meanwhile.
+		if l.Skipped.TroubledFull > lastSkipped.TroubledFull {
+			e.tracker.DropsUnjoined()
+		}
 	}
-	return e.sink.Tell(&Item{Loss: &Loss{Total: total, New: total - lastLoss, RingFull: l.RingFull, Recursion: l.Recursion}})
+	return e.sink.Tell(&Item{Loss: &Loss{Total: total, New: total - min(lastLoss, total), RingFull: l.RingFull, Recursion: l.Recursion,
+		Skipped: l.Skipped, NewSkipped: newSkipped}})
 }

@@ -188,6 +188,29 @@ func TestLossesAreTold(t *testing.T) {
 	}
 }
 
+// The kernel's skips for want of room reach the sink as they grow, in a
+// loss report of their own (no record lost), and the stats count them
+// apart from lost.
+func TestSkipsAreTold(t *testing.T) {
+	skipped := tracer.Skipped{NoStorage: 3, TroubledFull: 2, KeepaliveFull: 1}
+	src := &fakeSource{losses: tracer.Losses{Skipped: skipped}}
+	sink := newItems()
+	var observed []Stats
+	stats := run(t, src, Config{Observe: func(s Stats) { observed = append(observed, s) }}, sink)
+	if len(observed) == 0 || observed[len(observed)-1].Skipped != skipped || stats.Skipped != skipped || stats.Lost != 0 {
+		t.Errorf("stats %+v (observed %d times), want skipped %+v and nothing lost", stats, len(observed), skipped)
+	}
+	var losses []Loss
+	for _, it := range sink.Got() {
+		if it.Loss != nil {
+			losses = append(losses, *it.Loss)
+		}
+	}
+	if want := (Loss{Skipped: skipped, NewSkipped: 6}); len(losses) != 1 || losses[0] != want {
+		t.Errorf("losses told %+v, want one report %+v", losses, want)
+	}
+}
+
 // In the default mode a failure is narrated, counted in the stats by
 // verdict, and an answered keepalive probe is not told; with --all it is,
 // and so are normal lifecycles.

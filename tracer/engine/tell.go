@@ -3,6 +3,7 @@ package engine
 import (
 	"net/netip"
 
+	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/containers"
 	"github.com/tcpwatch/tcpwatch/tracer/incident"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
@@ -36,6 +37,11 @@ type Loss struct {
 	// a program could not run because another was already running on
 	// that CPU.
 	RingFull, Recursion uint64
+	// Skipped are the kernel half's skips for want of room since the start
+	// (not records lost in the ring: what it could not keep, so did not
+	// send), NewSkipped what they add since the last report.
+	Skipped    tracer.Skipped
+	NewSkipped uint64
 }
 
 // Sink receives what the engine tells, one item at a time, on the

@@ -27,6 +27,7 @@ type conn struct {
 	cookie        uint64
 	tuple         tupleKey
 	inode         uint32
+	unjoined      uint32 // the tracker's unjoined when it was made (drops.go, DropsUnjoined)
 	cgroupID      uint64 // the socket's cgroup v2 id, from its records
 	local, remote netip.AddrPort
 	netns         uint32
@@ -171,6 +172,7 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 	}
 	c := t.newConn()
 	c.cookie, c.netns, c.firstMono, c.state, c.lossEpoch = ev.Cookie, ev.NetNS, ev.Mono, ev.State, t.lossEpoch
+	c.unjoined = t.unjoined
 	c.steps = c.stepsHere[:0]
 	if ev.FirstSeen != 0 && ev.FirstSeen < ev.Mono {
 		c.firstMono = ev.FirstSeen

@@ -49,6 +49,11 @@ type DropFacts struct {
 	// LeftHost is how many of the episode's retransmissions or probes
 	// left this host: those sent minus those dropped here on the way out.
 	LeftHost int
+	// Unjoined: while the connection was tracked the kernel refused to
+	// mark some connection in trouble, its table of them being full
+	// (stats.skipped.troubled_full): this one's drops may not all have
+	// been joined to it, so DropsSeen is false and none is claimed.
+	Unjoined bool
 }
 
 // DroppedOut and DroppedIn total the drops of each direction in the
@@ -123,7 +128,10 @@ func (t *Tracker) onDrop(ev *wire.Event) {
 // dropFacts fills n's drop facts from the connection's episode: sent is
 // how many retransmissions or probes the episode sent.
 func (t *Tracker) dropFacts(c *conn, n *Narrative) {
-	n.DropsSeen = t.cfg.DropsSeen
+	n.DropsSeen, n.Unjoined = t.cfg.DropsSeen, false
+	if n.DropsSeen && c.unjoined != t.unjoined {
+		n.DropsSeen, n.Unjoined = false, true
+	}
 	if !n.DropsSeen {
 		return
 	}
@@ -146,3 +154,8 @@ func (t *Tracker) dropFacts(c *conn, n *Narrative) {
 	}
 	n.LeftHost = max(sent-n.DroppedOut(), 0)
 }
+
+// DropsUnjoined tells the tracker that the kernel could not mark a
+// connection in trouble (its table of them was full): the drops of the
+// connections tracked now may not all be joined to them.
+func (t *Tracker) DropsUnjoined() { t.unjoined++ }

@@ -96,6 +96,7 @@ type Tracker struct {
 	wallAtZero time.Time
 	lastEmit   time.Duration
 	lossEpoch  uint64                    // bumped whenever the kernel reports lost records
+	unjoined   uint32                    // bumped whenever the kernel could not mark a connection in trouble (DropsUnjoined)
 	reconciled uint64                    // connections dropped because the kernel no longer had them
 	unseen     uint64                    // ... of which, ends the kernel does not report by design
 	cw         closeWaits                // sockets in CLOSE_WAIT (closewait.go)
