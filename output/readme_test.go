@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -322,6 +323,28 @@ func TestEveryVerdictIsColoured(t *testing.T) {
 		want := map[words.Severity]string{words.Normal: ansiGreen, words.Warning: ansiYellow, words.Failure: ansiRed}[e.Severity]
 		if !strings.Contains(buf.String(), want+string(e.Verdict)) {
 			t.Errorf("%s (%s) is not coloured %q: %q", e.Verdict, e.Severity, want, buf.String())
+		}
+	}
+}
+
+// Every field of the stats and loss records (and of their skipped
+// object) is named in docs/json.md.
+func TestStatsAndLossFieldsAreDocumented(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "docs", "json.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	for _, v := range []any{StatsRecord{}, LossRecord{}, Skipped{}} {
+		typ := reflect.TypeOf(v)
+		for i := range typ.NumField() {
+			name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			if name == "" || name == "-" || name == "type" {
+				continue
+			}
+			if !strings.Contains(doc, "`"+name+"`") {
+				t.Errorf("%s.%s: `%s` is not in docs/json.md", typ.Name(), typ.Field(i).Name, name)
+			}
 		}
 	}
 }
