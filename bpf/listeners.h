@@ -24,6 +24,7 @@
 #define TW_LISTENERS_H
 
 #include "config.h"
+#include "maps.h"
 #include "filter.h"
 
 /* A listener as the tracker keys it: its namespace and local port. */
@@ -47,11 +48,15 @@ struct tw_synack {
 /*
  * SYN-ACK retransmissions per listener. Written by tw_synack_retransmit;
  * read and never deleted by user space (tracer.SynackRetransmits): the
- * counters only grow, user space takes differences. An LRU: listeners
- * that closed do not pin memory.
+ * counters only grow, user space takes differences. Deleted by
+ * tw_set_state when a listener closes (LISTEN -> CLOSE), so listeners
+ * that closed do not pin memory. A plain hash, not an LRU: an LRU would
+ * push out a live listener's counters without a word once 4096 listeners
+ * had retransmitted (they would start again from 0); a full map refuses
+ * the insert, counted (TW_CNT_SYNACK_FULL).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 12);
 	__type(key, struct tw_listen_key);
 	__type(value, struct tw_synack);
@@ -92,10 +97,14 @@ static __always_inline int handle_synack_retransmit(const struct sock *sk, const
 	struct tw_synack *s = bpf_map_lookup_elem(&synack_listeners, &k);
 	if (!s) {
 		struct tw_synack fresh = {};
-		bpf_map_update_elem(&synack_listeners, &k, &fresh, BPF_NOEXIST);
+		long err = bpf_map_update_elem(&synack_listeners, &k, &fresh, BPF_NOEXIST);
+		if (err && err != -EEXIST) { /* EEXIST: inserted on another CPU meanwhile */
+			count(TW_CNT_SYNACK_FULL);
+			return 0;
+		}
 		s = bpf_map_lookup_elem(&synack_listeners, &k);
 		if (!s)
-			return 0;
+			return 0; /* its listener closed meanwhile */
 	}
 	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)sk;
 	__u32 qlen = BPF_CORE_READ(icsk, icsk_accept_queue.qlen.counter);
@@ -119,6 +128,25 @@ static __always_inline int handle_synack_retransmit(const struct sock *sk, const
 	s->accept_queue = BPF_CORE_READ(sk, sk_ack_backlog);
 	s->accept_limit = BPF_CORE_READ(sk, sk_max_ack_backlog);
 	return 0;
+}
+
+/*
+ * A listener closes (LISTEN -> CLOSE): its counters go. inet_put_port()
+ * has zeroed skc_num by the tracepoint: inet_sport stays. Listeners that
+ * share a port (SO_REUSEPORT) share the entry: the first to close takes
+ * it, and the others' counters start again (user space sees them shrink
+ * and takes the next reading as its baseline).
+ */
+static __always_inline void synack_forget(const struct sock *sk)
+{
+	struct tw_listen_key k = {
+		.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		.family = BPF_CORE_READ(sk, __sk_common.skc_family),
+	};
+	if (!k.port)
+		k.port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	bpf_map_delete_elem(&synack_listeners, &k);
 }
 
 #endif /* TW_LISTENERS_H */

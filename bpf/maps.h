@@ -32,6 +32,7 @@ enum tw_counter {
 	TW_CNT_NO_STORAGE = 3,   /* a socket's storage could not be made (sock_info_create): its later records may not be sent */
 	TW_CNT_TROUBLED_FULL = 4, /* a connection in trouble not marked: troubled was full, its drops go untold */
 	TW_CNT_KA_FULL = 5,      /* a keepalive probe not remembered: ka_probes was full, an answer to it goes untold */
+	TW_CNT_SYNACK_FULL = 6,  /* a listener's SYN-ACK retransmission not counted: synack_listeners was full */
 	TW_CNT_MAX,
 };
 

@@ -121,6 +121,8 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		if (w)
 			w->killed = 1;
 		always = oldstate == TCP_LISTEN;
+		if (always)
+			synack_forget(sk);
 		/*
 		 * tcp_v4/v6_connect() sets SYN_SENT, then inet_hash_connect()
 		 * looks for a local port toward the destination; when every one

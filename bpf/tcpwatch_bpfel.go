@@ -160,7 +160,8 @@ const (
 	TcpwatchTwCounterTW_CNT_NO_STORAGE    TcpwatchTwCounter = 3
 	TcpwatchTwCounterTW_CNT_TROUBLED_FULL TcpwatchTwCounter = 4
 	TcpwatchTwCounterTW_CNT_KA_FULL       TcpwatchTwCounter = 5
-	TcpwatchTwCounterTW_CNT_MAX           TcpwatchTwCounter = 6
+	TcpwatchTwCounterTW_CNT_SYNACK_FULL   TcpwatchTwCounter = 6
+	TcpwatchTwCounterTW_CNT_MAX           TcpwatchTwCounter = 7
 )
 
 type TcpwatchTwEventFlag uint32

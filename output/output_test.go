@@ -396,7 +396,7 @@ func TestStatsAndLossTellSkips(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]uint64{"no_storage": 3, "troubled_full": 2, "keepalive_full": 1}; rec.Lost != 1 || !maps.Equal(rec.Skipped, want) {
+	if want := map[string]uint64{"no_storage": 3, "troubled_full": 2, "keepalive_full": 1, "synack_full": 0}; rec.Lost != 1 || !maps.Equal(rec.Skipped, want) {
 		t.Errorf("stats JSON: lost %d, skipped %v; want 1, %v: %s", rec.Lost, rec.Skipped, want, buf.String())
 	}
 

@@ -56,13 +56,16 @@ type Skipped struct {
 	// KeepaliveFull: keepalive probes not remembered, the map being
 	// full: the peer's answer to them went untold.
 	KeepaliveFull uint64 `json:"keepalive_full"`
+	// SynackFull: listeners' SYN-ACK retransmissions not counted, the
+	// map of listeners being full.
+	SynackFull uint64 `json:"synack_full"`
 }
 
 func skippedOf(s tracer.Skipped) Skipped {
-	return Skipped{NoStorage: s.NoStorage, TroubledFull: s.TroubledFull, KeepaliveFull: s.KeepaliveFull}
+	return Skipped{NoStorage: s.NoStorage, TroubledFull: s.TroubledFull, KeepaliveFull: s.KeepaliveFull, SynackFull: s.SynackFull}
 }
 
-func (s Skipped) total() uint64 { return s.NoStorage + s.TroubledFull + s.KeepaliveFull }
+func (s Skipped) total() uint64 { return s.NoStorage + s.TroubledFull + s.KeepaliveFull + s.SynackFull }
 
 // text says the skips in a few words: "3 sockets without storage, 2
 // connections in trouble not marked, 1 keepalive probe not remembered".
@@ -75,6 +78,7 @@ func (s Skipped) text() string {
 		{s.NoStorage, "socket%s without storage (no_storage: its end may not be sent)"},
 		{s.TroubledFull, "mark%s of a connection in trouble refused (troubled_full: its drops not joined)"},
 		{s.KeepaliveFull, "keepalive probe%s not remembered (keepalive_full: an answer to it not told)"},
+		{s.SynackFull, "SYN-ACK retransmission%s not counted (synack_full: the map of listeners full)"},
 	} {
 		if p.n > 0 {
 			parts = append(parts, fmt.Sprintf("%d "+p.what, p.n, plural(int(p.n))))

@@ -3,8 +3,11 @@ package tracer_test
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpwatch/tcpwatch/bpf"
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
@@ -155,4 +158,66 @@ func TestKeepaliveFullIsCounted(t *testing.T) {
 	waitEmpty(t, col.t, bpf.TcpwatchMapKaProbes, func(g bpf.TcpwatchTroubleGate) uint64 { return g.KaLive })
 	waitEmpty(t, col.t, bpf.TcpwatchMapTroubled, func(g bpf.TcpwatchTroubleGate) uint64 { return g.TroubledLive })
 	t.Logf("ka_probes (room %d) with %d connections probing: %d probes not remembered", room, conns, sk.KeepaliveFull)
+}
+
+// The same for the listeners' SYN-ACK counters: two listeners whose
+// clients never answer, room for one; the other's retransmissions are
+// counted (TW_CNT_SYNACK_FULL), and the entry goes when its listener
+// closes.
+func TestSynackFullIsCounted(t *testing.T) {
+	testkit.RequirePrivileged(t)
+	a, b := pair(t)
+	col := startTracer(t, tracer.WithMapEntries(tracer.Config{}, map[string]uint32{bpf.TcpwatchMapSynackListeners: 1}))
+	undo, err := a.DropTCPFrom(b.Addr4())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { undo() })
+	var closers []func()
+	for port := uint16(7801); port <= 7802; port++ {
+		addr := netip.AddrPortFrom(b.Addr4(), port)
+		var fd int
+		err := b.Do(func() (err error) {
+			if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+				return err
+			}
+			if err = unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: addr.Addr().As4()}); err != nil {
+				unix.Close(fd)
+				return err
+			}
+			return unix.Listen(fd, 16)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var once sync.Once
+		closeIt := func() { once.Do(func() { unix.Close(fd) }) }
+		t.Cleanup(closeIt)
+		closers = append(closers, closeIt)
+		connectFrom(t, a, addr, 2)
+	}
+	sk := waitSkipped(t, col.t, 15*time.Second, "a SYN-ACK retransmission not counted", func(s tracer.Skipped) bool {
+		return s.SynackFull >= 1
+	})
+	if n, err := col.t.MapEntries(bpf.TcpwatchMapSynackListeners); err != nil || n != 1 {
+		t.Errorf("synack_listeners holds %d entries (%v), room for 1", n, err)
+	}
+	for _, c := range closers {
+		c()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := col.t.MapEntries(bpf.TcpwatchMapSynackListeners)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("synack_listeners: %d entries left after its listeners closed", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("synack_listeners (room 1) with 2 listeners: %d retransmissions not counted", sk.SynackFull)
 }

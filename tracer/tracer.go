@@ -595,10 +595,13 @@ type Skipped struct {
 	// KeepaliveFull: a keepalive probe could not be remembered, the map
 	// being full: the peer's answer to it went untold.
 	KeepaliveFull uint64
+	// SynackFull: a listener's SYN-ACK retransmission could not be
+	// counted, the map of listeners being full.
+	SynackFull uint64
 }
 
 // Total is every skip.
-func (s Skipped) Total() uint64 { return s.NoStorage + s.TroubledFull + s.KeepaliveFull }
+func (s Skipped) Total() uint64 { return s.NoStorage + s.TroubledFull + s.KeepaliveFull + s.SynackFull }
 
 // EndsAtRisk counts the skips that can keep a connection's end from being
 // told: a socket never marked notable, or one in trouble not marked
@@ -629,6 +632,7 @@ func (t *Tracer) Losses() (Losses, error) {
 		{bpf.TcpwatchTwCounterTW_CNT_NO_STORAGE, &l.Skipped.NoStorage},
 		{bpf.TcpwatchTwCounterTW_CNT_TROUBLED_FULL, &l.Skipped.TroubledFull},
 		{bpf.TcpwatchTwCounterTW_CNT_KA_FULL, &l.Skipped.KeepaliveFull},
+		{bpf.TcpwatchTwCounterTW_CNT_SYNACK_FULL, &l.Skipped.SynackFull},
 	} {
 		n, err := t.counter(c.idx)
 		if err != nil {

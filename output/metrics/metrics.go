@@ -52,8 +52,8 @@ type Metrics struct {
 
 	events, ringFull, recursion, evictions atomic.Uint64
 	// the kernel half's skips for want of room (engine.Stats.Skipped)
-	noStorage, troubledFull, keepaliveFull atomic.Uint64
-	tracked                                atomic.Int64
+	noStorage, troubledFull, keepaliveFull, synackFull atomic.Uint64
+	tracked                                            atomic.Int64
 }
 
 // New builds the registry.
@@ -94,7 +94,7 @@ func New(opts Options) *Metrics {
 			func() float64 { return float64(v.Load()) })
 	}
 	lostHelp := "Kernel records tcpwatch could not receive: the ring buffer was full, or a program run was skipped by recursion."
-	skipHelp := "What the kernel half could not keep for want of room, and so did not send: a socket's storage (no_storage), a connection in trouble (troubled_full), a keepalive probe (keepalive_full)."
+	skipHelp := "What the kernel half could not keep for want of room, and so did not send: a socket's storage (no_storage), a connection in trouble (troubled_full), a keepalive probe (keepalive_full), a listener's SYN-ACK retransmission (synack_full)."
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tcpwatch_build_info",
 		Help: "tcpwatch's version and the Go it was built with (always 1).",
@@ -110,6 +110,7 @@ func New(opts Options) *Metrics {
 		counter("tcpwatch_kernel_skips_total", skipHelp, &m.noStorage, prometheus.Labels{"reason": "no_storage"}),
 		counter("tcpwatch_kernel_skips_total", skipHelp, &m.troubledFull, prometheus.Labels{"reason": "troubled_full"}),
 		counter("tcpwatch_kernel_skips_total", skipHelp, &m.keepaliveFull, prometheus.Labels{"reason": "keepalive_full"}),
+		counter("tcpwatch_kernel_skips_total", skipHelp, &m.synackFull, prometheus.Labels{"reason": "synack_full"}),
 		counter("tcpwatch_tracker_evictions_total", "Connections the tracker forgot to stay under --max-connections.", &m.evictions, nil),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tcpwatch_tracked_connections",
@@ -136,6 +137,7 @@ func (m *Metrics) Observe(p engine.Stats) {
 	m.noStorage.Store(p.Skipped.NoStorage)
 	m.troubledFull.Store(p.Skipped.TroubledFull)
 	m.keepaliveFull.Store(p.Skipped.KeepaliveFull)
+	m.synackFull.Store(p.Skipped.SynackFull)
 	m.evictions.Store(p.Evictions)
 	m.tracked.Store(int64(p.Tracked))
 }

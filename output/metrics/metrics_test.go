@@ -61,7 +61,7 @@ func TestCounts(t *testing.T) {
 		t.Errorf("the wrapped sink got %d narratives, %d items", narratives, items)
 	}
 	m.Observe(engine.Stats{Events: 1234, Lost: 7, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3,
-		Skipped: tracer.Skipped{NoStorage: 4, TroubledFull: 6, KeepaliveFull: 8}})
+		Skipped: tracer.Skipped{NoStorage: 4, TroubledFull: 6, KeepaliveFull: 8, SynackFull: 9}})
 
 	expected := `
 # HELP tcpwatch_rto_episodes_total Retransmission-timeout episodes begun: a peer stopped acknowledging (the first stalled narrative of an outage).
@@ -77,10 +77,11 @@ tcpwatch_records_read_total 1234
 # TYPE tcpwatch_records_lost_total counter
 tcpwatch_records_lost_total{reason="ring_full"} 5
 tcpwatch_records_lost_total{reason="recursion"} 2
-# HELP tcpwatch_kernel_skips_total What the kernel half could not keep for want of room, and so did not send: a socket's storage (no_storage), a connection in trouble (troubled_full), a keepalive probe (keepalive_full).
+# HELP tcpwatch_kernel_skips_total What the kernel half could not keep for want of room, and so did not send: a socket's storage (no_storage), a connection in trouble (troubled_full), a keepalive probe (keepalive_full), a listener's SYN-ACK retransmission (synack_full).
 # TYPE tcpwatch_kernel_skips_total counter
 tcpwatch_kernel_skips_total{reason="keepalive_full"} 8
 tcpwatch_kernel_skips_total{reason="no_storage"} 4
+tcpwatch_kernel_skips_total{reason="synack_full"} 9
 tcpwatch_kernel_skips_total{reason="troubled_full"} 6
 # HELP tcpwatch_tracker_evictions_total Connections the tracker forgot to stay under --max-connections.
 # TYPE tcpwatch_tracker_evictions_total counter

@@ -489,8 +489,8 @@ func (e *Exporter) Event(ev *wire.Event, reasons tcp.ResetReasons, cg containers
 // Loss sends a loss report: the kernel could not deliver records, so
 // stories told from now on may have gaps.
 func (e *Exporter) Loss(l engine.Loss) {
-	body := fmt.Sprintf("%d kernel records lost (%d in all: %d ring buffer full, %d programs skipped by recursion), %d kernel skips for want of room (in all: %d sockets without storage, %d connections in trouble not marked, %d keepalive probes not remembered): stories told from now on may have gaps",
-		l.New, l.Total, l.RingFull, l.Recursion, l.NewSkipped, l.Skipped.NoStorage, l.Skipped.TroubledFull, l.Skipped.KeepaliveFull)
+	body := fmt.Sprintf("%d kernel records lost (%d in all: %d ring buffer full, %d programs skipped by recursion), %d kernel skips for want of room (in all: %d sockets without storage, %d connections in trouble not marked, %d keepalive probes not remembered, %d SYN-ACK retransmissions not counted): stories told from now on may have gaps",
+		l.New, l.Total, l.RingFull, l.Recursion, l.NewSkipped, l.Skipped.NoStorage, l.Skipped.TroubledFull, l.Skipped.KeepaliveFull, l.Skipped.SynackFull)
 	e.emit("tcpwatch.loss", time.Now(), output.SeverityWarn, body, []output.Attr{
 		{Key: "tcpwatch.new", Value: int64(l.New)}, {Key: "tcpwatch.total", Value: int64(l.Total)},
 		{Key: "tcpwatch.ring_full", Value: int64(l.RingFull)}, {Key: "tcpwatch.recursion", Value: int64(l.Recursion)},
@@ -498,6 +498,7 @@ func (e *Exporter) Loss(l engine.Loss) {
 		{Key: "tcpwatch.skipped.no_storage", Value: int64(l.Skipped.NoStorage)},
 		{Key: "tcpwatch.skipped.troubled_full", Value: int64(l.Skipped.TroubledFull)},
 		{Key: "tcpwatch.skipped.keepalive_full", Value: int64(l.Skipped.KeepaliveFull)},
+		{Key: "tcpwatch.skipped.synack_full", Value: int64(l.Skipped.SynackFull)},
 	})
 }
 

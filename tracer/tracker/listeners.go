@@ -206,9 +206,9 @@ func (t *Tracker) ListenerQueues(now time.Duration, qs []ListenerQueue) {
 		overflowed := q.Space.Read && o.space.Read && q.Space.ListenOverflows > o.space.ListenOverflows
 		full := q.Queue >= q.Limit
 		turned := delta > 0 && (full || overflowed)
-		retrans := int(q.Synack.Retransmits - o.synack.Retransmits)
-		clients := int(q.Synack.Clients - o.synack.Clients)
-		acked := int(q.Synack.Acked - o.synack.Acked)
+		retrans := grewBy(q.Synack.Retransmits, o.synack.Retransmits)
+		clients := grewBy(q.Synack.Clients, o.synack.Clients)
+		acked := grewBy(q.Synack.Acked, o.synack.Acked)
 		var cookies, qfull int
 		if q.Space.Read && o.space.Read {
 			cookies = int(q.Space.CookiesSent - o.space.CookiesSent)
@@ -367,4 +367,15 @@ func unspecified(a netip.Addr) netip.Addr {
 		return netip.IPv6Unspecified()
 	}
 	return netip.IPv4Unspecified()
+}
+
+// grewBy is how much a kernel counter grew between two readings. The
+// SYN-ACK counters start again from 0 when the kernel forgets a port's
+// entry (its listener, or one of those sharing the port, closed): what
+// they hold then is what came since, not a wrap of a few billion.
+func grewBy(now, before uint64) int {
+	if now < before {
+		return int(now)
+	}
+	return int(now - before)
 }
