@@ -22,6 +22,7 @@
 #include <bpf/bpf_endian.h>
 #include "exposure.h"
 #include "sockstore.h"
+#include "counters.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -57,8 +58,10 @@ const volatile __u64 close_wait_after_ns = 0;
 static __always_inline void close_wait_scan(struct tcp_sock *tp, struct tw_sock_row *r)
 {
 	struct sock_info *info = bpf_sk_storage_get(&sock_infos, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!info)
+	if (!info) {
+		count(TW_CNT_NO_STORAGE); /* no memory: the socket cannot be marked, its stuck end goes untold */
 		return;
+	}
 	__u64 now = bpf_ktime_get_ns();
 	if (!info->close_wait_seen_ns)
 		info->close_wait_seen_ns = now;

@@ -91,6 +91,7 @@ type ExposureTwSockRow struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	ExposureMapCounters         = "counters"
 	ExposureMapSockInfos        = "sock_infos"
 	ExposureProgTwExposure      = "tw_exposure"
 	ExposureVarCloseWaitAfterNs = "close_wait_after_ns"
@@ -148,6 +149,7 @@ type ExposureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExposureMapSpecs struct {
+	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	SockInfos *ebpf.MapSpec `ebpf:"sock_infos"`
 }
 
@@ -181,11 +183,13 @@ func (o *ExposureObjects) Close() error {
 //
 // It can be passed to LoadExposureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExposureMaps struct {
+	Counters  *ebpf.Map `ebpf:"counters"`
 	SockInfos *ebpf.Map `ebpf:"sock_infos"`
 }
 
 func (m *ExposureMaps) Close() error {
 	return _ExposureClose(
+		m.Counters,
 		m.SockInfos,
 	)
 }

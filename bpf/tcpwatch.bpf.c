@@ -14,6 +14,7 @@
  *
  *   config.h     the loader's settings (one const volatile struct)
  *   maps.h       every map, with who writes, reads and deletes it
+ *   counters.h   the counters of records lost and of skips (shared with exposure.bpf.c)
  *   sockinfo.h   per-socket owner storage, written in task context only
  *   filter.h     netns/port filters, decided before a record is reserved
  *   fill.h       filling a record: direct loads from a trusted tcp_sock,

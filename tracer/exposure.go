@@ -88,7 +88,13 @@ func OpenSocketReaderWith(opt SocketReaderOptions) (*SocketReader, error) {
 		if err := spec.Variables[bpf.ExposureVarCloseWaitAfterNs].Set(uint64(opt.CloseWaitAfter)); err != nil {
 			return nil, err
 		}
-		load = &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpf.ExposureMapSockInfos: store}}
+		counters := t.coll.Maps[bpf.TcpwatchMapCounters]
+		if counters == nil {
+			return nil, fmt.Errorf("the kernel half has no %s map", bpf.TcpwatchMapCounters)
+		}
+		// A storage the scan cannot make is counted with the kernel half's skips.
+		load = &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpf.ExposureMapSockInfos: store,
+			bpf.ExposureMapCounters: counters}}
 	}
 	if err := spec.LoadAndAssign(&r.objs, load); err != nil {
 		return nil, fmt.Errorf("loading the socket iterator (BPF iterators need Linux 5.9 and BTF): %w", loadError(err))
