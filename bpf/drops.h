@@ -150,7 +150,7 @@ static __always_inline void mark_troubled(const struct sock *sk)
 		if (g)
 			__sync_fetch_and_add(&g->troubled_live, 1);
 	} else if (err != -EEXIST) { /* EEXIST: marked on another CPU meanwhile */
-		count(TW_CNT_TROUBLED_FULL); /* E2BIG: more connections in trouble than the map holds */
+		count(TW_CNT_TROUBLED_FULL); /* E2BIG: more connections in trouble than the map holds (or EBUSY: its bucket locked on this CPU) */
 	}
 }
 
