@@ -151,8 +151,10 @@ struct tw_tuple {
  * keepalive_exit when a probe goes out; read by tw_drop for every dropped
  * TCP packet (everything else is discarded there, before any ring
  * reservation); deleted by tw_cong_state when the outage ends (Loss ->
- * Open), by tw_destroy_sock at every socket's end while any entry exists
- * (trouble_gate.troubled_live), and by tw_drop when the last mark is older
+ * Open), by tw_set_state at every socket's move to CLOSE while any entry
+ * exists (trouble_gate.troubled_live; drops.h, troubled_at_close: the
+ * socket still has its 4-tuple then, not always at its destroy), and by
+ * tw_drop when the last mark is older
  * than TW_TROUBLE_TTL_NS (a probe episode ends with no event: the window
  * opened). The cookie tells a later socket on the same 4-tuple apart.
  *
@@ -202,9 +204,10 @@ struct trouble_gate {
 	__u64 ports[TW_PORT_WORDS];
 	/*
 	 * The entries of troubled and ka_probes, counted as they are inserted
-	 * and deleted (atomic adds, a successful insert or delete only):
-	 * tw_destroy_sock looks for its socket's entries only while some
-	 * exist, so a host with nothing in trouble pays one load per destroy.
+	 * and deleted (atomic adds, a successful insert or delete only): a
+	 * socket's move to CLOSE (troubled) and its destroy (ka_probes) look
+	 * for its entry only while some exist, so a host with nothing in
+	 * trouble pays one load each.
 	 */
 	__u64 troubled_live;
 	__u64 ka_live;
