@@ -184,6 +184,27 @@ static __always_inline void unmark_troubled(const struct sock *sk)
 }
 
 /*
+ * The socket's own troubled entry (its cookie's), with its key in k; NULL
+ * when it has none. The count of entries and the port bit keep this to
+ * two loads for a healthy socket.
+ */
+static __always_inline struct troubled *troubled_of(const struct sock *sk, struct trouble_gate *g, struct tw_tuple *k)
+{
+	if (!troubled_any(g))
+		return NULL;
+	/* skc_num, or inet_sport once inet_put_port() has zeroed it. */
+	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!port)
+		port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	if (!port_marked(g, port) || !tuple_of_sk(sk, k))
+		return NULL;
+	struct troubled *t = bpf_map_lookup_elem(&troubled, k);
+	if (!t || t->cookie != BPF_CORE_READ(sk, __sk_common.skc_cookie.counter))
+		return NULL;
+	return t;
+}
+
+/*
  * A socket's move to CLOSE: its troubled entry goes now, while it still
  * has its 4-tuple (tcp_disconnect, which SO_LINGER 0's close and
  * connect(AF_UNSPEC) run, clears it right after, long before the
@@ -191,29 +212,32 @@ static __always_inline void unmark_troubled(const struct sock *sk)
  * and anything was marked within TW_TROUBLE_TTL_NS: its end must then
  * reach user space even if nothing made it notable (the timer programs
  * cannot create its storage: a window-probe episode ended by close()
- * would otherwise end unseen). The count of entries and the port bit keep
- * this to two loads for a healthy socket.
+ * would otherwise end unseen).
  */
 static __always_inline int troubled_at_close(const struct sock *sk)
 {
 	struct trouble_gate *g = gate();
-	if (!troubled_any(g))
-		return 0;
-	/* skc_num, or inet_sport once inet_put_port() has zeroed it. */
-	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (!port)
-		port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	if (!port_marked(g, port))
-		return 0;
 	struct tw_tuple k;
-	if (!tuple_of_sk(sk, &k))
-		return 0;
-	struct troubled *t = bpf_map_lookup_elem(&troubled, &k);
-	if (!t || t->cookie != BPF_CORE_READ(sk, __sk_common.skc_cookie.counter))
+	struct troubled *t = troubled_of(sk, g, &k);
+	if (!t)
 		return 0;
 	flush_folded(&k, t);
 	troubled_delete(&k);
 	return g->last_mark_ns && bpf_ktime_get_ns() - g->last_mark_ns <= TW_TROUBLE_TTL_NS;
+}
+
+/*
+ * A socket's destroy: an entry a race left (a timer's mark on one CPU just
+ * after the move to CLOSE on another: the timer programs run before the
+ * handler takes the socket's lock) goes now, while the socket has its
+ * 4-tuple (all but a disconnected one). troubled is no LRU: nothing else
+ * would delete it but a drop of that 4-tuple past TW_TROUBLE_TTL_NS.
+ */
+static __always_inline void troubled_forget(const struct sock *sk)
+{
+	struct tw_tuple k;
+	if (troubled_of(sk, gate(), &k))
+		troubled_delete(&k);
 }
 
 /* NETFILTER_DROP's hook, from the packet's state (see enum tw_nf_hook). */

@@ -157,6 +157,18 @@ static __always_inline void ka_remember(__u64 key, struct ka_last *present, __u6
 	}
 }
 
+/*
+ * The user's filters on the timer's socket (probe reads): a socket they
+ * exclude takes no room in ka_probes, its records being dropped anyway.
+ */
+static __always_inline int probed_passes(const struct sock *sk)
+{
+	if (!tw_cfg.filter_netns && !tw_cfg.filter_port)
+		return 1;
+	return filter_pass(BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum), BPF_CORE_READ(sk, __sk_common.skc_num),
+			   bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)));
+}
+
 /* A socket's end: its keepalive entry goes with it (ka_probes is no LRU). */
 static __always_inline void ka_forget(const struct sock *sk)
 {
@@ -191,9 +203,10 @@ static __always_inline __u16 keepalive_exit(struct tw_window *w)
 	/* Any ACK resets probes_out: the peer answered since the last run. */
 	if (last && last->probes_out && w->before == 0)
 		flags |= TW_F_KA_ANSWERED;
-	if (now)
-		ka_remember(key, present, cookie, now);
-	else if (present)
+	if (now) {
+		if (probed_passes(sk))
+			ka_remember(key, present, cookie, now);
+	} else if (present)
 		ka_delete(key);
 	if (!(flags & (TW_F_KA_PROBE | TW_F_KA_ANSWERED)))
 		return 0;

@@ -161,9 +161,11 @@ struct tw_tuple {
  * A plain hash, not an LRU: an LRU pushes out the least recently marked
  * entry without a word when full, and that connection's drops would then
  * go untold while it is still in trouble. Every entry is deleted at its
- * socket's end at the latest, so none is left to pin memory, and a full
- * map (more connections in trouble at once than it holds) refuses the
- * insert, which mark_troubled counts (TW_CNT_TROUBLED_FULL).
+ * socket's end at the latest, so none is left to pin memory (one a race
+ * leaves behind at the move to CLOSE goes at the destroy: drops.h,
+ * troubled_forget), and a full map (more connections in trouble at once
+ * than it holds) refuses the insert, which mark_troubled counts
+ * (TW_CNT_TROUBLED_FULL).
  */
 #define TW_TROUBLE_TTL_NS (240ULL * 1000000000ULL) /* two TCP_RTO_MAX: every episode's timer runs more often */
 #define TW_DROP_FOLD_NS (10ULL * 1000000ULL)

@@ -421,6 +421,7 @@ SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tw_destroy_sock, struct sock *sk)
 {
 	ka_forget(sk);
+	troubled_forget(sk);
 	/*
 	 * The storage goes with the socket; only a notable one is told, or
 	 * one that went to CLOSE in trouble (a window-probe episode its owner

@@ -12,6 +12,7 @@ import (
 	"github.com/tcpwatch/tcpwatch/bpf"
 	"github.com/tcpwatch/tcpwatch/internal/testkit"
 	"github.com/tcpwatch/tcpwatch/internal/testkit/hosts"
+	"github.com/tcpwatch/tcpwatch/lab/netlab"
 	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
@@ -59,6 +60,18 @@ func waitEmpty(t *testing.T, tr *tracer.Tracer, name string, live func(bpf.Tcpwa
 	}
 }
 
+// onlyIn is a tracer config that watches h's namespace only: the maps
+// under test are host-wide, and other tests' connections must not fill
+// them or linger in them.
+func onlyIn(t *testing.T, h *netlab.Host) tracer.Config {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(h.NetnsPath(), &st); err != nil {
+		t.Fatal(err)
+	}
+	return tracer.Config{FilterNetNS: uint32(st.Ino)}
+}
+
 // abort closes c with a reset (SO_LINGER 0): its socket is destroyed at once.
 func abort(t *testing.T, c *net.TCPConn) {
 	t.Helper()
@@ -76,7 +89,7 @@ func TestTroubledFullIsCounted(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	const room, conns = 2, 5
 	a, b := pair(t)
-	col := startTracer(t, tracer.WithMapEntries(tracer.Config{}, map[string]uint32{bpf.TcpwatchMapTroubled: room}))
+	col := startTracer(t, tracer.WithMapEntries(onlyIn(t, a), map[string]uint32{bpf.TcpwatchMapTroubled: room}))
 	if l, err := col.t.Losses(); err != nil || l.Skipped.Total() != 0 {
 		t.Fatalf("skips before any trouble: %+v (%v)", l.Skipped, err)
 	}
@@ -132,7 +145,7 @@ func TestKeepaliveFullIsCounted(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	const room, conns = 1, 2
 	a, b := pair(t)
-	col := startTracer(t, tracer.WithMapEntries(tracer.Config{}, map[string]uint32{bpf.TcpwatchMapKaProbes: room}))
+	col := startTracer(t, tracer.WithMapEntries(onlyIn(t, a), map[string]uint32{bpf.TcpwatchMapKaProbes: room}))
 	var clients []*net.TCPConn
 	for i := range conns {
 		c, _ := hosts.ConnectTo(t, a, b, b.Addr4(), 7701+i, net.ListenConfig{})
@@ -167,7 +180,7 @@ func TestKeepaliveFullIsCounted(t *testing.T) {
 func TestSynackFullIsCounted(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	a, b := pair(t)
-	col := startTracer(t, tracer.WithMapEntries(tracer.Config{}, map[string]uint32{bpf.TcpwatchMapSynackListeners: 1}))
+	col := startTracer(t, tracer.WithMapEntries(onlyIn(t, b), map[string]uint32{bpf.TcpwatchMapSynackListeners: 1}))
 	undo, err := a.DropTCPFrom(b.Addr4())
 	if err != nil {
 		t.Fatal(err)
