@@ -164,6 +164,7 @@ func New(src Source, cfg Config) *Engine {
 	e := &Engine{cfg: cfg, src: src, owners: owners.NewIndex(), stats: Stats{Narratives: map[string]int{}}}
 	if cfg.Mode != ModeEvents {
 		e.tracker = e.newTracker()
+		e.mem.release = e.tracker.ReleaseReusable
 		e.rec = newReconciler(&cfg)
 		e.listen = newListenWatch(&cfg, src)
 		e.closeWaits = newCloseWaitWatch(&cfg)

@@ -111,13 +111,14 @@ func (s *lateSource) drained() bool { return !s.Buffered() }
 // records has been followed by a quiet second; never for small ones.
 func TestMemoryReturnAfterBurst(t *testing.T) {
 	t0 := time.Now()
-	var m memoryReturn
+	released := 0
+	m := memoryReturn{release: func() { released++ }}
 	m.afterTick(returnAfterPeak, 0, t0)
-	if m.afterTick(returnAfterPeak/2, 0, t0) {
-		t.Fatal("returned at half the peak")
+	if m.afterTick(returnAfterPeak/2, 0, t0) || released != 0 {
+		t.Fatalf("returned at half the peak (released %d)", released)
 	}
-	if !m.afterTick(returnAfterPeak/4-1, 0, t0) {
-		t.Fatalf("not returned under a quarter of a %d-connection peak", returnAfterPeak)
+	if !m.afterTick(returnAfterPeak/4-1, 0, t0) || released != 1 {
+		t.Fatalf("not returned under a quarter of a %d-connection peak (released %d)", returnAfterPeak, released)
 	}
 	var small memoryReturn
 	small.afterTick(returnAfterPeak-1, 0, t0)

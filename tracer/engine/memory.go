@@ -23,6 +23,10 @@ type memoryReturn struct {
 	tickEvents uint64
 	tickAt     time.Time
 	lazy       bool
+	// release, when set, lets go of what is kept for reuse (the
+	// tracker's spare entries and narratives) before a return: kept, a
+	// storm's last few thousand would stay resident.
+	release func()
 }
 
 const (
@@ -50,6 +54,9 @@ func (m *memoryReturn) afterTick(tracked int, events uint64, now time.Time) bool
 	floodOver := m.sinceFree >= returnAfterRecords && now.Sub(m.lastRecord) >= quietBeforeReturn
 	if !shrunk && !floodOver {
 		return false
+	}
+	if m.release != nil {
+		m.release()
 	}
 	debug.FreeOSMemory()
 	m.peak, m.sinceFree = tracked, 0

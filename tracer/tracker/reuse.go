@@ -70,6 +70,14 @@ func (t *Tracker) newConn() *conn {
 	return c
 }
 
+// ReleaseReusable lets go of the entries and narratives kept for reuse,
+// for the collector to take: after a storm, before memory is handed back.
+func (t *Tracker) ReleaseReusable() {
+	clear(t.freeNarratives)
+	clear(t.freeConns)
+	t.freeNarratives, t.freeConns = nil, nil
+}
+
 // removed takes an entry remove took out, or one the closing queue let go
 // of after its removal.
 func (t *Tracker) removedConn(c *conn) {

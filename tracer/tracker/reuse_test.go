@@ -107,3 +107,33 @@ func TestConnReusedOnlyWhenUnreachable(t *testing.T) {
 		t.Error("a pinned entry was reused")
 	}
 }
+
+// What is kept for reuse is let go when memory is handed back: a storm's
+// last spare entries and narratives are the collector's again.
+func TestReleaseReusableLetsGo(t *testing.T) {
+	srv, cli := netip.MustParseAddrPort("10.0.0.1:80"), netip.MustParseAddrPort("10.0.0.2:40000")
+	tr := New(Config{All: true, ReuseNarratives: true}, func(*Narrative) {})
+	at := func(ms int) time.Duration { return time.Hour + time.Duration(ms)*time.Millisecond }
+	state := func(cookie uint64, ms int, kind wire.Kind, old, now tcp.State) {
+		ev := wire.Event{Mono: at(ms), Kind: kind, Cookie: cookie, Local: srv,
+			Remote: netip.AddrPortFrom(cli.Addr(), 40000+uint16(cookie)), OldState: old, State: now}
+		tr.Handle(&ev)
+	}
+	// A burst: 50 connections open at once, then all end.
+	for cookie := uint64(1); cookie <= 50; cookie++ {
+		state(cookie, 0, wire.KindState, tcp.StateSynRecv, tcp.StateEstablished)
+	}
+	for cookie := uint64(1); cookie <= 50; cookie++ {
+		state(cookie, 1, wire.KindState, tcp.StateEstablished, tcp.StateClose)
+		state(cookie, 1, wire.KindDestroy, tcp.StateEstablished, tcp.StateClose)
+	}
+	tr.Tick(at(2000)) // their wait for the destroy is over: they leave the closing queue
+	state(99, 2001, wire.KindState, tcp.StateSynRecv, tcp.StateEstablished)
+	if len(tr.freeNarratives) == 0 || len(tr.freeConns) == 0 {
+		t.Fatalf("nothing kept for reuse (%d narratives, %d entries): the test makes no burst", len(tr.freeNarratives), len(tr.freeConns))
+	}
+	tr.ReleaseReusable()
+	if len(tr.freeNarratives) != 0 || len(tr.freeConns) != 0 || cap(tr.freeConns) != 0 {
+		t.Errorf("still kept: %d narratives, %d entries (cap %d)", len(tr.freeNarratives), len(tr.freeConns), cap(tr.freeConns))
+	}
+}
