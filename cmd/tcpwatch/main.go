@@ -400,6 +400,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
+	if mode != engine.ModeDefault {
+		growOutputPipe(stdout)
+	}
 	w := output.NewWriter(stdout, format, output.Options{Color: isTerminal(stdout), Explain: o.explain,
 		Host: fleet.host, Batch: true, Connections: o.conns, CommunityIDSeed: o.pipelines.communityIDSeed,
 		Schema: o.pipelines.schema})
