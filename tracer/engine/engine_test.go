@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -50,25 +49,9 @@ func verdictAt(v tracker.Verdict, local netip.AddrPort) func(tracker.Narrative) 
 func TestExistingProbingConnection(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	a, b := hosts.Pair(t, "a", "b")
-	addr := netip.AddrPortFrom(b.Addr4(), 7301).String()
-	var ln net.Listener
-	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			defer c.Close()
-			c.Read(make([]byte, 1))
-		}
-	}()
-	var client net.Conn
-	if err := a.Do(func() (err error) { client, err = net.Dial("tcp", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client, _ := hosts.Connect(t, a, b, 7301)
 	const startProbes = 60
-	rc, _ := client.(*net.TCPConn).SyscallConn()
+	rc, _ := client.SyscallConn()
 	rc.Control(func(fd uintptr) {
 		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)

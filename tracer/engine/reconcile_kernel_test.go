@@ -32,27 +32,11 @@ import (
 func TestReconcileDuringAKernelDeath(t *testing.T) {
 	testkit.RequirePrivileged(t)
 	a, b := hosts.Pair(t, "a", "b")
-	addr := netip.AddrPortFrom(b.Addr4(), 7302).String()
-	var ln net.Listener
-	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			defer c.Close()
-			c.Read(make([]byte, 1))
-		}
-	}()
-	var client net.Conn
-	if err := a.Do(func() (err error) { client, err = net.Dial("tcp", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client, _ := hosts.Connect(t, a, b, 7302)
 	// Probes 2 s apart: the one-probe-more limit set once the reading has
 	// begun ends the connection at the next expiry, with no record of it
 	// between the reading's start and its death.
-	rc, _ := client.(*net.TCPConn).SyscallConn()
+	rc, _ := client.SyscallConn()
 	setInt := func(level, opt, v int) {
 		t.Helper()
 		var err error
