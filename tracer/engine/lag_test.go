@@ -3,61 +3,13 @@ package engine
 import (
 	"context"
 	"net/netip"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
-
-// lateSource hands out records that were written a while ago, as a ring
-// buffer does when its reader lags (a busy host, qemu TCG), and stalls
-// before one of them long enough for the loop's clock tick to come due
-// right after it.
-type lateSource struct {
-	mu       sync.Mutex
-	events   []wire.Event
-	stallAt  int
-	stall    time.Duration
-	deadline time.Time
-	stopped  bool
-}
-
-func (s *lateSource) Read(ev *wire.Event) error {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		return tracer.ErrClosed
-	}
-	if len(s.events) == 0 {
-		deadline := s.deadline
-		s.mu.Unlock()
-		time.Sleep(time.Until(deadline))
-		return os.ErrDeadlineExceeded
-	}
-	if s.stallAt == 0 {
-		s.mu.Unlock()
-		time.Sleep(s.stall)
-		s.mu.Lock()
-	}
-	s.stallAt--
-	*ev = s.events[0]
-	s.events = s.events[1:]
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *lateSource) SetDeadline(d time.Time) { s.mu.Lock(); s.deadline = d; s.mu.Unlock() }
-func (s *lateSource) Buffered() bool          { s.mu.Lock(); defer s.mu.Unlock(); return len(s.events) > 0 }
-func (s *lateSource) Losses() (tracer.Losses, error) {
-	return tracer.Losses{}, nil
-}
-func (s *lateSource) Stop() error                    { s.mu.Lock(); s.stopped = true; s.mu.Unlock(); return nil }
-func (s *lateSource) ResetReasons() tcp.ResetReasons { return tcp.FallbackResetReasons }
 
 // A connection closed with SO_LINGER 0 sends its reset right after its
 // CLOSE. When the reader lags a second behind the kernel and the clock
@@ -74,12 +26,19 @@ func TestLaggingReaderKeepsTheGrace(t *testing.T) {
 	}
 	reset := ev(5, wire.KindSendReset, 0, tcp.StateClose)
 	reset.Detail = 11
-	src := &lateSource{events: []wire.Event{
+	// The reader stalls before the second record long enough for the
+	// loop's clock tick to come due right after it, as a ring buffer's
+	// reader that lags (a busy host, qemu TCG).
+	src := &fakeSource{events: []wire.Event{
 		ev(0, wire.KindState, tcp.StateSynSent, tcp.StateEstablished),
 		ev(600, wire.KindState, tcp.StateEstablished, tcp.StateClose),
 		func() wire.Event { r := reset; r.Mono += 600 * time.Millisecond; return r }(),
 		ev(606, wire.KindDestroy, 0, tcp.StateClose),
-	}, stallAt: 1, stall: 3 * tickEvery / 2}
+	}, before: func(read int) {
+		if read == 1 {
+			time.Sleep(3 * tickEvery / 2)
+		}
+	}}
 	e := New(src, Config{NoExisting: true, ReconcileEvery: -1})
 	ctx, cancel := context.WithCancel(context.Background())
 	col := newCollector()
@@ -103,8 +62,6 @@ func TestLaggingReaderKeepsTheGrace(t *testing.T) {
 		t.Fatalf("told %v, want one local_abort", vs)
 	}
 }
-
-func (s *lateSource) drained() bool { return !s.Buffered() }
 
 // Memory goes back after a burst, once: when the tracker holds under a
 // quarter of a peak of a few thousand connections, or when a flood of

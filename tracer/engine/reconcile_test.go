@@ -8,60 +8,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpwatch/tcpwatch/tracer"
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 	"github.com/tcpwatch/tcpwatch/tracer/tracker"
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
-// heldSource is a ring whose reader lags: records pushed are written
-// (Buffered says so) but the reader is held before the first of them
-// until release.
-type heldSource struct {
-	mu       sync.Mutex
-	events   []wire.Event
-	held     chan struct{} // nil: not held
-	deadline time.Time
-	stopped  bool
-}
-
-func (s *heldSource) Read(ev *wire.Event) error {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		return tracer.ErrClosed
-	}
-	if len(s.events) == 0 {
-		deadline := s.deadline
-		s.mu.Unlock()
-		time.Sleep(min(time.Until(deadline), 10*time.Millisecond))
-		return os.ErrDeadlineExceeded
-	}
-	if held := s.held; held != nil {
-		s.mu.Unlock()
-		<-held
-		s.mu.Lock()
-		s.held = nil
-	}
-	*ev = s.events[0]
-	s.events = s.events[1:]
-	s.mu.Unlock()
-	return nil
-}
-
-// push writes evs behind the gate.
-func (s *heldSource) push(gate chan struct{}, evs ...wire.Event) {
+// push writes evs behind the gate: the reader is held before the first of
+// them until the gate is closed.
+func (s *fakeSource) push(gate chan struct{}, evs ...wire.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.held = gate
+	s.before = func(int) { <-gate }
 	s.events = append(s.events, evs...)
 }
-
-func (s *heldSource) SetDeadline(d time.Time)        { s.mu.Lock(); s.deadline = d; s.mu.Unlock() }
-func (s *heldSource) Buffered() bool                 { s.mu.Lock(); defer s.mu.Unlock(); return len(s.events) > 0 }
-func (s *heldSource) Stop() error                    { s.mu.Lock(); s.stopped = true; s.mu.Unlock(); return nil }
-func (s *heldSource) ResetReasons() tcp.ResetReasons { return testReasons }
-func (s *heldSource) Losses() (tracer.Losses, error) { return tracer.Losses{}, nil }
 
 // goneCookie is a socket table without one socket.
 type goneCookie uint64
@@ -120,7 +79,7 @@ func TestReconcileWaitsForEndsWrittenWhileTheTableWasRead(t *testing.T) {
 		before[i].Time = before[i].Time.Add(shift)
 	}
 
-	src := &heldSource{events: before}
+	src := &fakeSource{events: before}
 	started, finish := make(chan time.Duration, 1), make(chan struct{})
 	var once sync.Once
 	cfg := Config{NoExisting: true, ReconcileEvery: 50 * time.Millisecond,

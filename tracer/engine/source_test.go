@@ -18,12 +18,16 @@ import (
 
 // fakeSource hands out its records at once, then waits for the deadline
 // like a quiet ring; the kernel's loss counters are whatever the test sets.
+// before, when set, runs before the record numbered read (from 0) is handed
+// out, the source unlocked: a reader that lags behind the ring.
 type fakeSource struct {
 	mu       sync.Mutex
 	events   []wire.Event
 	deadline time.Time
 	stopped  bool
 	losses   tracer.Losses
+	before   func(read int)
+	read     int
 }
 
 func (s *fakeSource) Read(ev *wire.Event) error {
@@ -38,11 +42,20 @@ func (s *fakeSource) Read(ev *wire.Event) error {
 		time.Sleep(min(time.Until(deadline), 10*time.Millisecond))
 		return os.ErrDeadlineExceeded
 	}
+	if before, n := s.before, s.read; before != nil {
+		s.mu.Unlock()
+		before(n)
+		s.mu.Lock()
+	}
+	s.read++
 	*ev = s.events[0]
 	s.events = s.events[1:]
 	s.mu.Unlock()
 	return nil
 }
+
+// drained says whether every record has been handed out.
+func (s *fakeSource) drained() bool { return !s.Buffered() }
 
 func (s *fakeSource) SetDeadline(d time.Time)        { s.mu.Lock(); s.deadline = d; s.mu.Unlock() }
 func (s *fakeSource) Buffered() bool                 { s.mu.Lock(); defer s.mu.Unlock(); return len(s.events) > 0 }
