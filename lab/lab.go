@@ -167,6 +167,7 @@ type run struct {
 	appPIDs    map[string][]int
 	changed    chan struct{}
 	kernelDone chan struct{}
+	traceErr   error // why tracing stopped before the run ended (read after kernelDone)
 	// seesTimeWait: the drop path names the TIME_WAIT a dropped SYN or
 	// RST met (Scenario.ToldFromTimeWaitDrops).
 	seesTimeWait bool
@@ -306,6 +307,9 @@ func Run(ctx context.Context, name string, opt Options, sink Reporter) (*Result,
 	time.Sleep(300 * time.Millisecond)
 	stopTrace()
 	<-r.kernelDone
+	if r.traceErr != nil {
+		return nil, fmt.Errorf("tracing stopped before the scenario ended: %w", r.traceErr)
+	}
 	res := r.result()
 	if r.opt.Record != nil {
 		for _, h := range []string{"A", "B"} {
@@ -427,7 +431,13 @@ func (r *run) ours(ev *wire.Event) bool {
 // trace runs the engine over the lab's hosts until ctx ends.
 func (r *run) trace(ctx context.Context, e *engine.Engine) {
 	defer close(r.kernelDone)
-	_, _ = e.Run(ctx, labSink{r})
+	st, err := e.Run(ctx, labSink{r})
+	// What tcpwatch read and lost is part of the account: a verdict that
+	// did not come is a lost record or a wrong story, and the difference
+	// matters to whoever reads a failed run.
+	r.step("tcpwatch read %d records of the lab's hosts; lost %d (ring full %d, programs skipped %d), kernel skips %+v",
+		st.Events, st.Lost, st.RingFull, st.Recursion, st.Skipped)
+	r.traceErr = err
 }
 
 // labSink records what tcpwatch tells about each host (an engine.Sink).

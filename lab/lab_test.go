@@ -123,6 +123,9 @@ func TestScenarios(t *testing.T) {
 			var recording strings.Builder
 			defer func() {
 				if t.Failed() {
+					for _, d := range digest(recording.String()) {
+						t.Logf("records: %s", d)
+					}
 					for _, l := range lines {
 						t.Logf("%s", describe(l))
 					}
