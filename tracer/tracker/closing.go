@@ -44,6 +44,9 @@ func (t *Tracker) startClosing(c *conn, mono time.Duration, old tcp.State) {
 		// the destroy up to closeWait.
 		c.closeDue = mono + closeWait - t.cfg.Grace
 	}
+	if c.scratch {
+		return // its destroy is in the same record (whole.go)
+	}
 	c.queued++ // reuse.go
 	t.closing.Push(c.closeDue, c)
 }

@@ -47,6 +47,8 @@ type conn struct {
 	// for reuse (reuse.go).
 	queued       int32
 	pinned, free bool
+	// scratch: the entry of a whole lifecycle (whole.go), held by nothing.
+	scratch bool
 
 	// toldStall and toldProbing identify the episode last narrated (its
 	// stallFirst, its probeSince): a narrative of another one begins it.
@@ -171,12 +173,7 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 		t.evictions++
 	}
 	c := t.newConn()
-	c.cookie, c.netns, c.firstMono, c.state, c.lossEpoch = ev.Cookie, ev.NetNS, ev.Mono, ev.State, t.lossEpoch
-	c.unjoined = t.unjoined
-	c.steps = c.stepsHere[:0]
-	if ev.FirstSeen != 0 && ev.FirstSeen < ev.Mono {
-		c.firstMono = ev.FirstSeen
-	}
+	t.begin(c, ev, tk)
 	c.prev, c.next = &t.lru, t.lru.next
 	t.lru.next.prev = c
 	t.lru.next = c
@@ -184,12 +181,22 @@ func (t *Tracker) lookup(ev *wire.Event) *conn {
 		t.byCookie[c.cookie] = c
 	}
 	if hasTuple {
-		c.tuple = tk
 		t.byTuple[tk] = c // a newer socket on the same 4-tuple takes it over
 	}
 	t.tracked++
 	t.peak = max(t.peak, t.tracked)
 	return c
+}
+
+// begin fills a new entry from its first record.
+func (t *Tracker) begin(c *conn, ev *wire.Event, tk tupleKey) {
+	c.cookie, c.netns, c.firstMono, c.state, c.lossEpoch = ev.Cookie, ev.NetNS, ev.Mono, ev.State, t.lossEpoch
+	c.unjoined = t.unjoined
+	c.steps = c.stepsHere[:0]
+	if ev.FirstSeen != 0 && ev.FirstSeen < ev.Mono {
+		c.firstMono = ev.FirstSeen
+	}
+	c.tuple = tk
 }
 
 func (t *Tracker) touch(c *conn) {

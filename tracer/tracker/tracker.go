@@ -107,6 +107,10 @@ type Tracker struct {
 	// entries to reuse, removed those waiting to be (reuse.go).
 	freeNarratives     []*Narrative
 	freeConns, removed []*conn
+	// scratch is the entry of a whole lifecycle (whole.go); unfoldOnly
+	// turns that path off (tests compare the two).
+	scratch    *conn
+	unfoldOnly bool
 }
 
 type tupleKey struct {
@@ -162,7 +166,9 @@ func (t *Tracker) Handle(ev *wire.Event) {
 	}
 	t.Tick(ev.Mono)
 	if ev.Kind == wire.KindLifecycle {
-		t.unfold(ev)
+		if !t.tellWhole(ev) {
+			t.unfold(ev)
+		}
 		return
 	}
 	t.handle(ev)
