@@ -65,8 +65,11 @@ func (s *fifoSet[K]) Entries() int { return s.count }
 func (s *fifoSet[K]) Full() bool { return s.count == s.maxRing }
 
 // find returns the index slot of k, or -1.
-func (s *fifoSet[K]) find(k K) int {
-	h := uint32(s.hash(k))
+func (s *fifoSet[K]) find(k K) int { return s.findHashed(k, uint32(s.hash(k))) }
+
+// findHashed is find of a key whose hash is h (the hash of a 4-tuple is
+// a fifth of a lookup's work: Set and Take compute it once).
+func (s *fifoSet[K]) findHashed(k K, h uint32) int {
 	mask := len(s.index) - 1
 	for i := int(h) & mask; ; i = (i + 1) & mask {
 		e := s.index[i]
@@ -104,15 +107,20 @@ func (s *fifoSet[K]) Has(k K) bool { return s.find(k) >= 0 }
 // Set holds k from at, as the newest entry: an older entry of k is
 // deleted. The caller makes room first when Full.
 func (s *fifoSet[K]) Set(k K, at time.Duration) {
-	s.Delete(k)
-	s.Push(k, at)
+	h := uint32(s.hash(k))
+	if i := s.findHashed(k, h); i >= 0 {
+		s.kill(i)
+	}
+	s.pushHashed(k, h, at)
 }
 
 // Push adds k from at as the newest entry, for a key that is not held
 // (a socket's cookie, destroyed once). A key pushed twice is held until
 // its later entry leaves, and Delete forgets only one of its entries.
 // The caller makes room first when Full.
-func (s *fifoSet[K]) Push(k K, at time.Duration) {
+func (s *fifoSet[K]) Push(k K, at time.Duration) { s.pushHashed(k, uint32(s.hash(k)), at) }
+
+func (s *fifoSet[K]) pushHashed(k K, h uint32, at time.Duration) {
 	if s.count == len(s.ring) {
 		if len(s.ring) >= s.maxRing {
 			panic("tracker: fifoSet.Push on a full set")
@@ -123,7 +131,7 @@ func (s *fifoSet[K]) Push(k K, at time.Duration) {
 	s.ring[pos] = fifoEntry[K]{key: k, at: at}
 	s.count++
 	s.live++
-	s.insert(uint32(s.hash(k)), pos)
+	s.insert(h, pos)
 }
 
 // Delete forgets k, if it is held.
@@ -132,10 +140,28 @@ func (s *fifoSet[K]) Delete(k K) bool {
 	if i < 0 {
 		return false
 	}
+	s.kill(i)
+	return true
+}
+
+// Take forgets k and returns its time, if it is held: Get and Delete in
+// one look-up (a TIME_WAIT 4-tuple reopened, for half the connections of
+// a churn whose client ports come round within TIME_WAIT).
+func (s *fifoSet[K]) Take(k K) (time.Duration, bool) {
+	i := s.find(k)
+	if i < 0 {
+		return 0, false
+	}
+	at := s.ring[s.index[i].pos-1].at
+	s.kill(i)
+	return at, true
+}
+
+// kill marks the entry of index slot i dead and unindexes it.
+func (s *fifoSet[K]) kill(i int) {
 	s.ring[s.index[i].pos-1].dead = true
 	s.live--
 	s.unindex(i)
-	return true
 }
 
 // Front returns the oldest live entry.

@@ -31,7 +31,7 @@ func (m *fifoModel) live() int {
 	return n
 }
 
-// The set against the model, through random pushes, deletes, pops and
+// The set against the model, through random pushes, deletes, takes, pops and
 // lookups over a small key space (so keys come back after they left),
 // with hashes good and bad: a hash of few values makes long probe runs
 // that wrap around the index, where a wrong backward shift loses keys.
@@ -61,11 +61,20 @@ func TestFifoSetMatchesModel(t *testing.T) {
 						m.entries[i].dead = true
 					}
 					m.entries = append(m.entries, fifoEntry[uint64]{key: k, at: at})
-				case op < 7:
+				case op < 6:
 					deleted := s.Delete(k)
 					i := m.find(k)
 					if deleted != (i >= 0) {
 						t.Fatalf("step %d: Delete(%d) = %v, model has it at %d", step, k, deleted, i)
+					}
+					if i >= 0 {
+						m.entries[i].dead = true
+					}
+				case op < 7:
+					took, ok := s.Take(k)
+					i := m.find(k)
+					if ok != (i >= 0) || ok && took != m.entries[i].at {
+						t.Fatalf("step %d: Take(%d) = %v %v, model has it at %d", step, k, took, ok, i)
 					}
 					if i >= 0 {
 						m.entries[i].dead = true

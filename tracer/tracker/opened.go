@@ -48,11 +48,10 @@ func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
 		}
 	case (ev.OldState == tcp.StateSynSent || ev.OldState == tcp.StateSynRecv) && ev.State == tcp.StateEstablished:
 		key := twKeyOf(tupleKey{c.netns, c.local, c.remote})
-		at, ok := t.timeWait.Get(key)
+		at, ok := t.timeWait.Take(key)
 		if !ok {
 			return
 		}
-		t.timeWait.Delete(key)
 		// Our connect() took over our own TIME_WAIT (tcp_tw_reuse), or
 		// the peer's SYN reopened a 4-tuple our side held in TIME_WAIT
 		// (tcp_timewait_state_process: TCP_TW_SYN, its sequence number or
