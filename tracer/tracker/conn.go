@@ -238,7 +238,7 @@ func maps[K comparable](m map[K]*conn) map[K]*conn {
 }
 
 // observe records what every event tells about the connection.
-func (c *conn) observe(ev *wire.Event) {
+func (c *conn) observe(ev *wire.Event, names *wire.Names) {
 	// Keep the addresses the connection had: a failed connect() clears
 	// the local address before its last records.
 	if ev.Local.Port() != 0 && !ev.Local.Addr().IsUnspecified() || !c.local.IsValid() {
@@ -257,7 +257,7 @@ func (c *conn) observe(ev *wire.Event) {
 	// thread of an earlier record (an accepted socket named from /proc,
 	// then closed by an exiting thread of that process).
 	if ev.PID != 0 && (ev.PID != c.owner.PID || c.owner.Source == wire.OwnerListener || ev.Thread() != c.owner.Thread) {
-		c.owner = Owner{PID: ev.PID, Comm: ev.Comm(), Thread: ev.Thread(), Source: ownerSource(ev.Owner)}
+		c.owner = Owner{PID: ev.PID, Comm: names.Comm(ev), Thread: ev.Thread(), Source: ownerSource(ev.Owner)}
 	}
 	// Orphan is a fact of the connection while it lived: an application
 	// that closes its socket after the kernel ended the connection (psql

@@ -111,6 +111,7 @@ type Tracker struct {
 	// turns that path off (tests compare the two).
 	scratch    *conn
 	unfoldOnly bool
+	names      wire.Names // the owners' names, made once (observe)
 }
 
 type tupleKey struct {
@@ -208,7 +209,7 @@ func (t *Tracker) handleConn(c *conn, ev *wire.Event) {
 		}
 		return
 	}
-	c.observe(ev)
+	c.observe(ev, &t.names)
 	// Without --all the kernel sends no record for an uneventful CLOSE
 	// transition (a reset sent on close comes right after it): a record
 	// that shows the socket closed starts the end all the same.

@@ -232,6 +232,9 @@ func (e *Event) SetComm(s string) {
 // thread-group leader acted, its thread has the process's name, or the
 // kernel did not say (a record from before the field, or no owner).
 func (e *Event) Thread() string {
+	if e.thread == e.comm || e.thread[0] == 0 {
+		return "" // the same bytes, or none: no name to compare (a step of every record)
+	}
 	if t := cString(&e.thread); t != e.Comm() {
 		return t
 	}
