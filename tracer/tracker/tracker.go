@@ -107,6 +107,7 @@ type Tracker struct {
 	// entries to reuse, removed those waiting to be (reuse.go).
 	freeNarratives     []*Narrative
 	freeConns, removed []*conn
+	freeHead           int // freeNarratives[freeHead:] wait, oldest first
 	// scratch is the entry of a whole lifecycle (whole.go); unfoldOnly
 	// turns that path off (tests compare the two).
 	scratch    *conn
