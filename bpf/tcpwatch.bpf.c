@@ -373,6 +373,7 @@ int BPF_PROG(tw_error_report, const struct sock *sk)
 	/* error == 0 is ICMP error-queue noise, not an error the application sees. */
 	if (!err)
 		return 0;
+	closed_in_window(sk);
 	struct sock_info *info = sock_info_create(sk);
 	if (!wanted(info, 1))
 		return 0;
@@ -420,6 +421,7 @@ int BPF_PROG(tw_cong_state, struct sock *sk, const __u8 ca_state)
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tw_destroy_sock, struct sock *sk)
 {
+	closed_in_window(sk);
 	ka_forget(sk);
 	troubled_forget(sk);
 	/*
