@@ -84,6 +84,12 @@ type TcpwatchKaLast struct {
 	Pad       [7]uint8
 }
 
+type TcpwatchLifeClone struct {
+	_    structs.HostLayout
+	Sk   uint64
+	AtNs uint64
+}
+
 type TcpwatchLifeSlot struct {
 	_        structs.HostLayout
 	Cookie   uint64
