@@ -96,10 +96,9 @@ static __always_inline struct life_slot *life_held(const struct sock *sk)
 	return life_held_cookie(sk->__sk_common.skc_cookie.counter);
 }
 
-/* The socket's first state change: a slot, unless another socket holds it. */
-static __always_inline struct life_slot *life_claim(const struct sock *sk)
+/* The socket's first state change: a slot, unless another socket holds it. cookie: made by the caller. */
+static __always_inline struct life_slot *life_claim_cookie(__u64 cookie)
 {
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
 	struct life_slot *s = life_slot_of(cookie);
 	if (!s)
 		return NULL;
@@ -110,6 +109,11 @@ static __always_inline struct life_slot *life_claim(const struct sock *sk)
 	s->steps = 0;
 	s->inode = 0;
 	return s;
+}
+
+static __always_inline struct life_slot *life_claim(const struct sock *sk)
+{
+	return life_claim_cookie(bpf_get_socket_cookie((void *)sk));
 }
 
 /*
@@ -212,12 +216,14 @@ static __always_inline void life_free(struct life_slot *s)
 	__atomic_exchange_n(&s->cookie, 0, __ATOMIC_SEQ_CST);
 }
 
-static __always_inline void life_step(struct life_slot *s, const struct sock *sk, int oldstate, int newstate)
+/* A state change at now (bpf_ktime_get_ns) into the socket's slot. */
+static __always_inline void life_step_at(struct life_slot *s, const struct sock *sk, int oldstate, int newstate,
+					 __u64 now)
 {
 	__u64 n = s->steps;
 	if (n >= TW_LIFE_STEPS)
 		return;
-	s->at_ns[n] = bpf_ktime_get_ns();
+	s->at_ns[n] = now;
 	s->old_state[n] = oldstate;
 	s->new_state[n] = newstate;
 	/* Fully ordered (life_send_entry): the step is there before the count says so. */
@@ -236,6 +242,11 @@ static __always_inline void life_step(struct life_slot *s, const struct sock *sk
 			s->inode = f ? f->f_inode->i_ino : BPF_CORE_READ((struct socket_alloc *)so, vfs_inode.i_ino);
 		}
 	}
+}
+
+static __always_inline void life_step(struct life_slot *s, const struct sock *sk, int oldstate, int newstate)
+{
+	life_step_at(s, sk, oldstate, newstate, bpf_ktime_get_ns());
 }
 
 static __always_inline struct lifecycle *life_reserve(void)

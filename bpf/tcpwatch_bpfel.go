@@ -17,9 +17,9 @@ type TcpwatchConnectOwner struct {
 	_      structs.HostLayout
 	Cookie uint64
 	TsNs   uint64
-	Pid    uint32
 	Comm   [16]uint8
 	Thread [16]uint8
+	Pid    uint32
 	Pad    [4]uint8
 }
 
