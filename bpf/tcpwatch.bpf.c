@@ -104,8 +104,13 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		always = 1;
 		break;
 	case TCP_ESTABLISHED:
-		/* Every established socket gets its cookie: the timer programs can only read it. */
-		bpf_get_socket_cookie((void *)sk);
+		/*
+		 * Every established socket gets its cookie: the timer programs
+		 * can only read it. Most have one already (a connect's, an
+		 * adopted clone's): a load, not a helper call.
+		 */
+		if (!sk->__sk_common.skc_cookie.counter)
+			bpf_get_socket_cookie((void *)sk);
 		if (!tw_cfg.emit_all)
 			return 0;
 		info = sock_info_lookup(sk);
