@@ -34,6 +34,50 @@ static __always_inline int v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
 }
 
+/*
+ * A dual-stack socket talking to an IPv4 peer (a server on [::] that
+ * accepted an IPv4 client): its packets are IPv4, so is its key.
+ */
+static __always_inline void tuple_unmap_v4(struct tw_tuple *k)
+{
+	if (v4_mapped(k->laddr) && v4_mapped(k->raddr)) {
+		k->family = AF_INET;
+		__builtin_memcpy(k->laddr, k->laddr + 12, 4);
+		__builtin_memcpy(k->raddr, k->raddr + 12, 4);
+		__builtin_memset(k->laddr + 4, 0, 12);
+		__builtin_memset(k->raddr + 4, 0, 12);
+	}
+}
+
+/*
+ * The same from a trusted socket's tcp_sock, by direct loads: a probe
+ * read is a helper call each, and a socket's move to CLOSE and its
+ * destroy look for its troubled entry whenever any connection on the
+ * host is in trouble (troubled_of).
+ */
+static __always_inline int tuple_of_tp(const struct tcp_sock *tp, struct tw_tuple *k)
+{
+	const struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	__builtin_memset(k, 0, sizeof(*k));
+	k->family = sk->__sk_common.skc_family;
+	k->lport = tp_sport(tp);
+	k->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	k->netns = tp_netns(tp);
+	if (k->family == AF_INET6) {
+		for (int i = 0; i < 4; i++) {
+			((__u32 *)k->laddr)[i] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			((__u32 *)k->raddr)[i] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];
+		}
+		tuple_unmap_v4(k);
+	} else if (k->family == AF_INET) {
+		*(__u32 *)k->laddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)k->raddr = sk->__sk_common.skc_daddr;
+	} else {
+		return 0;
+	}
+	return k->lport && k->rport;
+}
+
 /* The tuple of a socket, local side first. Probe reads: works on a trusted socket and a timer's. */
 static __always_inline int tuple_of_sk(const struct sock *sk, struct tw_tuple *k)
 {
@@ -47,18 +91,7 @@ static __always_inline int tuple_of_sk(const struct sock *sk, struct tw_tuple *k
 	if (k->family == AF_INET6) {
 		BPF_CORE_READ_INTO((struct in6_addr *)k->laddr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO((struct in6_addr *)k->raddr, sk, __sk_common.skc_v6_daddr);
-		/*
-		 * A dual-stack socket talking to an IPv4 peer (a server on [::]
-		 * that accepted an IPv4 client): its packets are IPv4, so is
-		 * its key.
-		 */
-		if (v4_mapped(k->laddr) && v4_mapped(k->raddr)) {
-			k->family = AF_INET;
-			__builtin_memcpy(k->laddr, k->laddr + 12, 4);
-			__builtin_memcpy(k->raddr, k->raddr + 12, 4);
-			__builtin_memset(k->laddr + 4, 0, 12);
-			__builtin_memset(k->raddr + 4, 0, 12);
-		}
+		tuple_unmap_v4(k);
 	} else if (k->family == AF_INET) {
 		BPF_CORE_READ_INTO((__u32 *)k->laddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)k->raddr, sk, __sk_common.skc_daddr);
@@ -186,20 +219,18 @@ static __always_inline void unmark_troubled(const struct sock *sk)
 /*
  * The socket's own troubled entry (its cookie's), with its key in k; NULL
  * when it has none. The count of entries and the port bit keep this to
- * two loads for a healthy socket.
+ * two loads for a healthy socket. sk is a tracepoint's (trusted) full
+ * TCP socket: direct loads.
  */
 static __always_inline struct troubled *troubled_of(const struct sock *sk, struct trouble_gate *g, struct tw_tuple *k)
 {
 	if (!troubled_any(g))
 		return NULL;
-	/* skc_num, or inet_sport once inet_put_port() has zeroed it. */
-	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (!port)
-		port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	if (!port_marked(g, port) || !tuple_of_sk(sk, k))
+	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp || !port_marked(g, tp_sport(tp)) || !tuple_of_tp(tp, k))
 		return NULL;
 	struct troubled *t = bpf_map_lookup_elem(&troubled, k);
-	if (!t || t->cookie != BPF_CORE_READ(sk, __sk_common.skc_cookie.counter))
+	if (!t || t->cookie != sk->__sk_common.skc_cookie.counter)
 		return NULL;
 	return t;
 }

@@ -86,6 +86,23 @@ static __always_inline struct tw_window *window_for(const struct sock *sk)
 	return NULL;
 }
 
+/*
+ * A timer's socket that reached CLOSE inside the timer's window: the
+ * window must know, or its exit reads a socket that may be gone and sends
+ * a probe record after the end. tw_set_state marks it; the error report
+ * (tcp_done_with_error) and the destroy (an orphan's tcp_done) mark it
+ * too, because tw_set_state can be skipped: a timer that fires while the
+ * same program runs in process context on this CPU (another socket's
+ * state change) finds it active, and the kernel skips the nested run
+ * (counted in its recursion_misses, the loss record's programs_skipped).
+ */
+static __always_inline void closed_in_window(const struct sock *sk)
+{
+	struct tw_window *w = window_for(sk);
+	if (w)
+		w->killed = 1;
+}
+
 static __always_inline void keepalive_entry(struct tw_window *w, const struct timer_list *timer)
 {
 	const struct sock *sk = keepalive_sock(timer);

@@ -96,10 +96,9 @@ static __always_inline struct life_slot *life_held(const struct sock *sk)
 	return life_held_cookie(sk->__sk_common.skc_cookie.counter);
 }
 
-/* The socket's first state change: a slot, unless another socket holds it. */
-static __always_inline struct life_slot *life_claim(const struct sock *sk)
+/* The socket's first state change: a slot, unless another socket holds it. cookie: made by the caller. */
+static __always_inline struct life_slot *life_claim_cookie(__u64 cookie)
 {
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
 	struct life_slot *s = life_slot_of(cookie);
 	if (!s)
 		return NULL;
@@ -112,10 +111,15 @@ static __always_inline struct life_slot *life_claim(const struct sock *sk)
 	return s;
 }
 
+static __always_inline struct life_slot *life_claim(const struct sock *sk)
+{
+	return life_claim_cookie(bpf_get_socket_cookie((void *)sk));
+}
+
 /*
  * An accepted socket between LISTEN -> SYN_RECV and its next state change
- * (or its first record), keyed by its address, with the time of that
- * change. Its cookie is not yet its own at LISTEN -> SYN_RECV on every
+ * (or its first record), with the time of that change. Its cookie is not
+ * yet its own at LISTEN -> SYN_RECV on every
  * kernel: 6.1's inet_csk_clone_lock() fires the tracepoint, then copies
  * the request socket's cookie (ir_cookie, most often 0) over the clone's,
  * so a slot claimed then would be keyed by a cookie the socket has already
@@ -125,36 +129,67 @@ static __always_inline struct life_slot *life_claim(const struct sock *sk)
  * (the listener's record says it all); a clone that gets no slot, or is
  * told of before its next state change (life_flush), has it told then as
  * the state record it would have been, with its own time.
- * The entry lives microseconds (the handshake's last ACK makes the clone
- * ESTABLISHED in the same softirq) or, for a Fast Open child, until the
- * client's ACK; when the map is full the clone goes the full way. The
- * loader shrinks it to one entry when nothing is summarised.
+ *
+ * The clone waits in an array direct-mapped by its address (a hash of
+ * it), tagged with the address: it was a hash map, whose insert, lookup
+ * and delete (a bucket lock each, the insert a free-list pop) were about
+ * a tenth of --all's tw_set_state cost on loopback churn. Only the clone
+ * whose address is the tag writes or frees its entry: claimed with a
+ * compare-and-exchange (two clones of one index may be made on two CPUs at
+ * once), its time written after, read and freed (tag -> 0, exchanged
+ * after the read) at the clone's next state change, which its lock
+ * serialises with the first. An entry lives microseconds (the handshake's
+ * last ACK makes the clone ESTABLISHED in the same softirq) or, for a Fast
+ * Open child, until the client's ACK; a clone whose entry is held by
+ * another waiting clone goes the full way, its LISTEN -> SYN_RECV told as
+ * the state record it is. The loader shrinks it to one entry when nothing
+ * is summarised. Never deleted (array).
  */
 #define TW_LIFE_CLONES 4096
 
+struct life_clone {
+	__u64 sk;    /* the clone's address; 0: free */
+	__u64 at_ns; /* when it went LISTEN -> SYN_RECV (ktime ns) */
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, TW_LIFE_CLONES);
-	__type(key, __u64);   /* the clone's address */
-	__type(value, __u64); /* when it went LISTEN -> SYN_RECV (ktime ns) */
+	__type(key, __u32);
+	__type(value, struct life_clone);
 } life_clones SEC(".maps");
+
+/*
+ * The clone's entry: sockets are slab objects a few KiB apart, a
+ * multiplicative hash spreads them. The verifier allows no arithmetic on
+ * a socket pointer but its difference with another pointer (a privileged
+ * program's, as tcpwatch's are): the map's address, a constant, will do.
+ */
+static __always_inline struct life_clone *life_clone_of(const struct sock *sk)
+{
+	__u64 addr = (__u64)sk - (__u64)(void *)&life_clones;
+	__u32 i = (__u32)((addr * 0x9E3779B97F4A7C15ULL) >> 52) & (TW_LIFE_CLONES - 1);
+	return bpf_map_lookup_elem(&life_clones, &i);
+}
 
 /* LISTEN -> SYN_RECV: 1 if the clone waits for its next state change. */
 static __always_inline int life_defer_clone(const struct sock *sk)
 {
-	__u64 key = (__u64)sk, at = bpf_ktime_get_ns();
-	return bpf_map_update_elem(&life_clones, &key, &at, BPF_ANY) == 0;
+	struct life_clone *c = life_clone_of(sk);
+	if (!c || READ_ONCE(c->sk) || __sync_val_compare_and_swap(&c->sk, 0, (__u64)sk) != 0)
+		return 0;
+	c->at_ns = bpf_ktime_get_ns();
+	return 1;
 }
 
 /* A clone that waited: its LISTEN -> SYN_RECV time, and it waits no more. */
 static __always_inline int life_take_clone(const struct sock *sk, __u64 *at)
 {
-	__u64 key = (__u64)sk;
-	__u64 *v = bpf_map_lookup_elem(&life_clones, &key);
-	if (!v)
+	struct life_clone *c = life_clone_of(sk);
+	if (!c || READ_ONCE(c->sk) != (__u64)sk)
 		return 0;
-	*at = *v;
-	bpf_map_delete_elem(&life_clones, &key);
+	*at = c->at_ns;
+	__atomic_exchange_n(&c->sk, 0, __ATOMIC_SEQ_CST); /* free once read */
 	return 1;
 }
 
@@ -181,12 +216,14 @@ static __always_inline void life_free(struct life_slot *s)
 	__atomic_exchange_n(&s->cookie, 0, __ATOMIC_SEQ_CST);
 }
 
-static __always_inline void life_step(struct life_slot *s, const struct sock *sk, int oldstate, int newstate)
+/* A state change at now (bpf_ktime_get_ns) into the socket's slot. */
+static __always_inline void life_step_at(struct life_slot *s, const struct sock *sk, int oldstate, int newstate,
+					 __u64 now)
 {
 	__u64 n = s->steps;
 	if (n >= TW_LIFE_STEPS)
 		return;
-	s->at_ns[n] = bpf_ktime_get_ns();
+	s->at_ns[n] = now;
 	s->old_state[n] = oldstate;
 	s->new_state[n] = newstate;
 	/* Fully ordered (life_send_entry): the step is there before the count says so. */
@@ -194,10 +231,22 @@ static __always_inline void life_step(struct life_slot *s, const struct sock *sk
 	if (READ_ONCE(s->cookie) != sk->__sk_common.skc_cookie.counter)
 		count(TW_CNT_LOST); /* a timer program sent and freed the slot meanwhile: this change is lost */
 	if (!s->inode) {
+		/*
+		 * The inode around the struct socket (fill_sock.h): its file's
+		 * f_inode, direct loads, where there is a file (a kernel socket
+		 * has none: a probe read then, as fill_tp's).
+		 */
 		struct socket *so = sk->sk_socket;
-		if (so)
-			s->inode = BPF_CORE_READ((struct socket_alloc *)so, vfs_inode.i_ino);
+		if (so) {
+			struct file *f = so->file;
+			s->inode = f ? f->f_inode->i_ino : BPF_CORE_READ((struct socket_alloc *)so, vfs_inode.i_ino);
+		}
 	}
+}
+
+static __always_inline void life_step(struct life_slot *s, const struct sock *sk, int oldstate, int newstate)
+{
+	life_step_at(s, sk, oldstate, newstate, bpf_ktime_get_ns());
 }
 
 static __always_inline struct lifecycle *life_reserve(void)

@@ -49,9 +49,9 @@ struct {
 struct connect_owner {
 	__u64 cookie; /* 0: empty or being written */
 	__u64 ts_ns;  /* bpf_ktime_get_ns() at connect */
-	__u32 pid;
-	__u8 comm[TW_COMM_LEN];
+	__u8 comm[TW_COMM_LEN];   /* 8-byte aligned: owner_names stores words */
 	__u8 thread[TW_COMM_LEN]; /* the connecting thread's own comm */
+	__u32 pid;
 	__u8 _pad[4];
 };
 

@@ -84,12 +84,16 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 
 	switch (newstate) {
 	case TCP_SYN_SENT: /* connect() */
-		if (!tw_cfg.emit_all || (tw_cfg.summarize && (ls = life_claim(sk)))) {
-			/* Storage only if it becomes notable: the owner waits in a slot. */
-			remember_connect(sk);
-			if (ls)
-				life_step(ls, sk, oldstate, newstate);
-			return 0;
+		if (!tw_cfg.emit_all || tw_cfg.summarize) {
+			__u64 cookie = bpf_get_socket_cookie((void *)sk);
+			if (!tw_cfg.emit_all || (ls = life_claim_cookie(cookie))) {
+				/* Storage only if it becomes notable: the owner waits in a slot. */
+				__u64 now = bpf_ktime_get_ns(); /* one clock read for both */
+				remember_connect(cookie, now);
+				if (ls)
+					life_step_at(ls, sk, oldstate, newstate, now);
+				return 0;
+			}
 		}
 		info = sock_info_create(sk);
 		set_owner(info, TW_OWNER_CONNECT);
@@ -100,8 +104,13 @@ int BPF_PROG(tw_set_state, const struct sock *sk, const int oldstate, const int 
 		always = 1;
 		break;
 	case TCP_ESTABLISHED:
-		/* Every established socket gets its cookie: the timer programs can only read it. */
-		bpf_get_socket_cookie((void *)sk);
+		/*
+		 * Every established socket gets its cookie: the timer programs
+		 * can only read it. Most have one already (a connect's, an
+		 * adopted clone's): a load, not a helper call.
+		 */
+		if (!sk->__sk_common.skc_cookie.counter)
+			bpf_get_socket_cookie((void *)sk);
 		if (!tw_cfg.emit_all)
 			return 0;
 		info = sock_info_lookup(sk);
@@ -373,6 +382,7 @@ int BPF_PROG(tw_error_report, const struct sock *sk)
 	/* error == 0 is ICMP error-queue noise, not an error the application sees. */
 	if (!err)
 		return 0;
+	closed_in_window(sk);
 	struct sock_info *info = sock_info_create(sk);
 	if (!wanted(info, 1))
 		return 0;
@@ -420,6 +430,7 @@ int BPF_PROG(tw_cong_state, struct sock *sk, const __u8 ca_state)
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tw_destroy_sock, struct sock *sk)
 {
+	closed_in_window(sk);
 	ka_forget(sk);
 	troubled_forget(sk);
 	/*

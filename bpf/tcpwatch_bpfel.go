@@ -17,9 +17,9 @@ type TcpwatchConnectOwner struct {
 	_      structs.HostLayout
 	Cookie uint64
 	TsNs   uint64
-	Pid    uint32
 	Comm   [16]uint8
 	Thread [16]uint8
+	Pid    uint32
 	Pad    [4]uint8
 }
 
@@ -82,6 +82,12 @@ type TcpwatchKaLast struct {
 	Cookie    uint64
 	ProbesOut uint8
 	Pad       [7]uint8
+}
+
+type TcpwatchLifeClone struct {
+	_    structs.HostLayout
+	Sk   uint64
+	AtNs uint64
 }
 
 type TcpwatchLifeSlot struct {

@@ -61,6 +61,12 @@ func probeInterval(base time.Duration, backoff uint8, rtoMax time.Duration) time
 // onProbe0 follows the probe timer: every expiry that counted a probe,
 // and the one that found nothing left to probe.
 func (t *Tracker) onProbe0(c *conn, ev *wire.Event) {
+	if c.closing {
+		// The run that killed the socket, read after its CLOSE (or its
+		// error report, when the kernel skipped the CLOSE's program): an
+		// episode does not go on after the end.
+		return
+	}
 	w := &c.window
 	if ev.ProbesOut == 0 {
 		// tcp_send_probe0 found data in flight or nothing to send: the

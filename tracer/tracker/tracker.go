@@ -212,9 +212,16 @@ func (t *Tracker) handleConn(c *conn, ev *wire.Event) {
 	}
 	c.observe(ev, &t.names)
 	// Without --all the kernel sends no record for an uneventful CLOSE
-	// transition (a reset sent on close comes right after it): a record
-	// that shows the socket closed starts the end all the same.
+	// transition (a reset sent on close comes right after it), and even
+	// a notable one is missing when the kernel skipped tw_set_state (a
+	// timer that killed the socket while the program ran on the same CPU
+	// for another socket: counted as programs skipped). A record that
+	// shows the socket closed starts the end all the same, with the error
+	// that closed it if the socket still holds it.
 	if ev.State == tcp.StateClose && ev.Kind != wire.KindState && !c.closing {
+		if c.errno == 0 && ev.SkErr != 0 {
+			c.errno = ev.SkErr
+		}
 		t.startClosing(c, ev.Mono, c.closeOld)
 	}
 

@@ -469,6 +469,14 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("retransmit_timeout: %+v %+v errno %s", rt.WindowFacts, rt.DropFacts, tcp.ErrnoName(rt.Errno))
 			}
 		},
+		// The same, with the CLOSE record missing (see the recording's
+		// first line): the error report ends the story.
+		"firewall-drops-own-set-state-skipped": func(t *testing.T, got map[string][]Narrative) {
+			rt := last(t, got["A"], RetransmitTimeout)
+			if rt.WindowProbes < 2 || tcp.ErrnoName(rt.Errno) != "ETIMEDOUT" || rt.LeftHost != 0 {
+				t.Errorf("retransmit_timeout: %+v %+v errno %s", rt.WindowFacts, rt.DropFacts, tcp.ErrnoName(rt.Errno))
+			}
+		},
 		// IPv4 names the failed route lookup (IP_OUTNOROUTES); IPv6 frees
 		// the segment in inet6_csk_xmit with no reason, and the kernel
 		// half names that place.
