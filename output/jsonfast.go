@@ -197,6 +197,9 @@ func appendNarrativeJSON(b []byte, r *NarrativeRecord) []byte {
 	b = appendIntField(b, "exit_status", int64(r.ExitStatus))
 	b = appendBoolField(b, "sent_reset", r.SentReset)
 	b = appendBoolField(b, "lost_records", r.LostRecords)
+	if r.EndUnseen {
+		b = appendBoolField(b, "end_unseen", true)
+	}
 	b = appendStringField(b, "peer_verdict", r.PeerVerdict)
 	b = appendUintField(b, "peer_netns", uint64(r.PeerNetNS))
 	b = appendIntField(b, "peer_ended_ms_before", r.PeerEndedMsBefore)

@@ -41,6 +41,9 @@ type NarrativeRecord struct {
 	ExitStatus  int     `json:"exit_status"`
 	SentReset   bool    `json:"sent_reset"`
 	LostRecords bool    `json:"lost_records"`
+	// A final the kernel's deadline decided, its records of the end
+	// never seen (tracker.Narrative.EndUnseen).
+	EndUnseen bool `json:"end_unseen,omitempty"`
 	// The other end of the connection, where this host has it too: its
 	// verdict, namespace and how long before this one it ended.
 	PeerVerdict       string `json:"peer_verdict"`
@@ -129,6 +132,7 @@ func NewNarrativeRecordSeeded(n *tracker.Narrative, cg containers.Info, seed uin
 		ExitStatus:       n.ExitStatus,
 		SentReset:        n.SentReset,
 		LostRecords:      n.LostRecords,
+		EndUnseen:        n.EndUnseen,
 		CloseWaitSockets: n.CloseWaitSockets,
 		CloseWaitMs:      n.CloseWaitFor.Milliseconds(),
 		CloseWaitExited:  n.CloseWaitExited,
@@ -295,6 +299,9 @@ func evidence(n *tracker.Narrative) string {
 	}
 	if n.LostRecords {
 		parts = append(parts, "records_lost")
+	}
+	if n.EndUnseen {
+		parts = append(parts, "end_unseen")
 	}
 	if len(parts) == 0 {
 		return ""

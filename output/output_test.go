@@ -143,6 +143,8 @@ func TestNarrativeJSONMatchesEncodingJSON(t *testing.T) {
 			RTOMax: 120 * time.Second,
 		},
 		{Verdict: tracker.Stalled, Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2")},
+		{Verdict: tracker.RetransmitTimeout, Final: true, EndUnseen: true, Errno: 110, Local: netip.MustParseAddrPort("10.0.0.1:1"),
+			Remote: netip.MustParseAddrPort("10.0.0.2:2"), WindowFacts: tracker.WindowFacts{WindowProbes: 3}},
 		{Verdict: tracker.Stalled, Local: netip.MustParseAddrPort("[fd00::1]:1"), Remote: netip.MustParseAddrPort("[fd00::2]:2"),
 			WindowFacts: tracker.WindowFacts{WindowProbes: 3},
 			DropFacts: tracker.DropFacts{DropsSeen: true, Drops: []tracker.Drop{{Reason: "NOT_SPECIFIED", Site: tracker.SiteNoRoute6, Count: 3},
@@ -442,5 +444,20 @@ func TestStatsAndLossTellSkips(t *testing.T) {
 	}
 	if err := json.Unmarshal(buf.Bytes(), &loss); err != nil || loss.New != 2 || loss.NewSkipped != 1 || loss.Skipped["keepalive_full"] != 1 {
 		t.Errorf("loss JSON %+v (%v): %s", loss, err, buf.String())
+	}
+}
+
+// A final the deadline decided says so in both forms.
+func TestEndUnseenIsShown(t *testing.T) {
+	n := &tracker.Narrative{Verdict: tracker.RetransmitTimeout, Final: true, EndUnseen: true, Errno: 110,
+		Local: netip.MustParseAddrPort("10.0.0.1:1"), Remote: netip.MustParseAddrPort("10.0.0.2:2")}
+	rec := NewNarrativeRecord(n, containers.Info{})
+	if got := string(appendNarrativeJSON(nil, &rec)); !strings.Contains(got, `"end_unseen":true`) {
+		t.Errorf("JSON lacks end_unseen: %s", got)
+	}
+	n.EndUnseen = false
+	rec = NewNarrativeRecord(n, containers.Info{})
+	if got := string(appendNarrativeJSON(nil, &rec)); strings.Contains(got, "end_unseen") {
+		t.Errorf("JSON names end_unseen when it is false: %s", got)
 	}
 }

@@ -144,6 +144,9 @@ func Explanation(n *tracker.Narrative) string {
 		return fmt.Sprintf("tcpwatch has no words for the verdict %q.", n.Verdict)
 	}
 	why := e.Explain(n)
+	if n.EndUnseen {
+		why += fmt.Sprintf(" No record of this end reached tcpwatch (no CLOSE, error report or timer record; the kernel counted %s): the episode's deadline passed, and the kernel's socket table no longer had the connection, or its owner closed it with no word of why. So the verdict is the one the kernel reaches at that deadline, not one read from the end.", lostCounted(n))
+	}
 	if n.LostRecords {
 		why += " Some kernel records were lost or skipped while tcpwatch tracked this connection (see stats.lost and stats.skipped): its timeline may have gaps."
 	}
@@ -151,4 +154,13 @@ func Explanation(n *tracker.Narrative) string {
 		why += " The kernel's table of connections in trouble was full while tcpwatch tracked this one (stats.skipped.troubled_full): its dropped packets may not have been joined to it, so none is claimed."
 	}
 	return why
+}
+
+// lostCounted says whether the kernel counted records lost or skipped
+// while n's connection was tracked.
+func lostCounted(n *tracker.Narrative) string {
+	if n.LostRecords {
+		return "records lost or skipped meanwhile"
+	}
+	return "none lost"
 }

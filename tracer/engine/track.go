@@ -88,6 +88,9 @@ func (e *Engine) tick(now time.Time) {
 	if drained {
 		e.tracker.Tick(mono - inFlight)
 	}
+	if e.tracker.WantsReconcile() {
+		e.rec.soon() // an episode silent past its deadline: alive or killed?
+	}
 	// Lost records count as read: a ring that overflows is a flood the
 	// reader went through at full speed.
 	e.mem.afterTick(e.tracker.Stats().Tracked, e.stats.Events+e.stats.Lost, now)

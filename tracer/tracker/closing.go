@@ -100,7 +100,13 @@ func (t *Tracker) forgetGone(now time.Duration) { t.gone.Expire(now) }
 
 // finalize decides why a connection that reached CLOSE died.
 func (t *Tracker) finalize(c *conn, now time.Duration) {
-	t.finish(c, c.finalVerdict(), now)
+	v := c.finalVerdict()
+	if v == LocalClosed && c.closeOld == 0 && !c.sentReset && c.pastDeadline(now) {
+		// Closed with no record of how (no CLOSE, error or reset came)
+		// after its episode's deadline: the kernel ended it there.
+		v = c.endAtDeadline()
+	}
+	t.finish(c, v, now)
 }
 
 // finish tells a connection's final verdict, once: nothing is told about

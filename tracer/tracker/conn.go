@@ -64,6 +64,14 @@ type conn struct {
 	closeOld   tcp.State
 	done       bool // narrated as final; kept to swallow the socket's last events
 
+	// giveUpAt: when the kernel gives up on the episode last told (0:
+	// never, or none told); overdue: its window probes went silent past
+	// it, and the socket table is to say whether it lives (deadline.go).
+	// endUnseen: its end is the kernel's at that deadline, its records
+	// of it never seen.
+	giveUpAt           time.Duration
+	overdue, endUnseen bool
+
 	// The current outage: RTO retransmissions with no ACK.
 	stallFirst   time.Duration // first retransmission of the outage (kernel's retrans_stamp)
 	silenceStart time.Duration // when the peer went silent

@@ -176,6 +176,11 @@ type Narrative struct {
 	// LostRecords: the kernel dropped records while this connection was
 	// tracked, so its story may have a hole.
 	LostRecords bool
+	// EndUnseen: the verdict is the kernel's at the episode's deadline
+	// (GiveUpIn), not read from the records of the end: none came, and
+	// the socket was gone from its table (or closed with no word of
+	// why) after that deadline (deadline.go).
+	EndUnseen bool
 	// Begins: the first narrative of this stalled or keepalive_probing
 	// episode (the later ones repeat it with new figures).
 	Begins bool

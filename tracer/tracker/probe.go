@@ -132,6 +132,13 @@ func (t *Tracker) expireWindowProbes(now time.Duration) {
 		case c.done || c.prev == nil || w.sent == 0:
 			delete(t.probing, c)
 		case now > w.next+(w.next-w.last)+time.Second:
+			if c.pastDeadline(now) {
+				// Silent past the kernel's deadline: killed or answered,
+				// only the socket table can say (deadline.go).
+				delete(t.probing, c)
+				c.overdue, t.checkWanted = true, true
+				continue
+			}
 			t.endWindowProbe(c, now)
 		}
 	}

@@ -35,13 +35,24 @@ func (t *Tracker) Reconcile(asOf, now time.Duration, alive Alive) (dropped int) 
 		case c.closing && !c.done:
 		case c.last.Mono >= asOf || c.firstMono >= asOf:
 		case alive(c.netns, c.cookie, c.local, c.remote):
+			if c.overdue && !c.done {
+				// Its probes went silent past the deadline and it lives:
+				// an answer stopped the probe timer.
+				c.overdue = false
+				t.endWindowProbe(c, now)
+			}
 		default:
 			if !c.done && (c.stallFirst != 0 || c.kaAnnounced || c.window.announced) {
+				v := Untold
+				if c.pastDeadline(asOf) {
+					// Gone after the kernel's deadline: the kernel's end.
+					v = c.endAtDeadline()
+				}
 				c.done, c.closing = true, false
 				// LostRecords says whether the kernel counted records
 				// lost while it was tracked: the words claim no loss
 				// the counters did not see.
-				t.narrate(c, Untold, true, max(now, c.last.Mono))
+				t.narrate(c, v, true, max(now, c.last.Mono))
 				// Its final is told: a record of its end read after all
 				// (the kernel wrote it late) tells nothing more.
 				t.rememberGone(c.cookie, max(now, c.last.Mono))

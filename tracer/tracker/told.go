@@ -58,6 +58,7 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 	case KeepaliveProbing:
 		n.Begins, c.toldProbing = c.toldProbing != c.probeSince, c.probeSince
 	}
+	n.EndUnseen = final && c.endUnseen
 	n.Errno = c.errnoSeen(v)
 	n.Budget = budgetOf(c, ev, v)
 	c.outageFacts(n, now)
@@ -65,6 +66,8 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 	t.dropFacts(c, n)
 	if final {
 		n.PeerEnd = t.peerEnd(c, v, now)
+	} else if v == Stalled || v == KeepaliveProbing {
+		c.noteDeadline(n, now)
 	}
 	t.counts[v]++
 	t.pending.Push(n.Mono, n)

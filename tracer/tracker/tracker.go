@@ -102,7 +102,9 @@ type Tracker struct {
 	cw         closeWaits                // sockets in CLOSE_WAIT (closewait.go)
 	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
 	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
-	overflows  map[queueKey]*overflow    // listeners' accept queues, by reading (listeners.go)
+	// checkWanted: an episode went silent past its deadline (deadline.go)
+	checkWanted bool
+	overflows   map[queueKey]*overflow // listeners' accept queues, by reading (listeners.go)
 	// freeNarratives are told narratives to reuse; freeConns removed
 	// entries to reuse, removed those waiting to be (reuse.go).
 	freeNarratives     []*Narrative

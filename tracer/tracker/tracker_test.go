@@ -477,6 +477,15 @@ func TestRecordedScenarios(t *testing.T) {
 				t.Errorf("retransmit_timeout: %+v %+v errno %s", rt.WindowFacts, rt.DropFacts, tcp.ErrnoName(rt.Errno))
 			}
 		},
+		// The same, with no record of the kill at all: the probe timer's
+		// silence past the deadline is not taken for an answer.
+		"firewall-drops-own-end-unseen": func(t *testing.T, got map[string][]Narrative) {
+			for _, n := range got["A"] {
+				if n.Verdict != Stalled {
+					t.Errorf("A told %s without the socket table", n.Verdict)
+				}
+			}
+		},
 		// IPv4 names the failed route lookup (IP_OUTNOROUTES); IPv6 frees
 		// the segment in inet6_csk_xmit with no reason, and the kernel
 		// half names that place.

@@ -1,0 +1,72 @@
+package tracker
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// An episode's deadline. A stalled or keepalive_probing narrative projects
+// when the kernel will give up (GiveUpIn); once that time has passed the
+// kernel has killed the socket, unless an answer came. Its end is told by
+// the records of the kill (the CLOSE, the error report). Those can fail to
+// arrive: the kernel skips a tracing program that is already running on
+// the CPU (recursion_misses), and the lab has seen a probe timer's kill
+// whose CLOSE and error report never reached any of tcpwatch's programs,
+// with nothing counted. Without them the tracker would take the probe
+// timer's silence for an answer and tell recovered, or, when the owner
+// closes the dead socket, a normal local close that the default mode does
+// not tell: a failure told as a success, or not told at all.
+//
+// So silence past the deadline is checked before it is believed: the
+// tracker asks for the socket table (WantsReconcile), and Reconcile tells
+// recovered if the socket is still there, or, if it is gone, the verdict
+// the kernel reaches at that deadline, marked EndUnseen. A connection
+// closed with no word of why after its deadline is told the same way.
+
+// noteDeadline keeps the kernel's projected give-up time of the episode
+// just told (n, a stalled or keepalive_probing narrative told at now).
+func (c *conn) noteDeadline(n *Narrative, now time.Duration) {
+	if n.GiveUpIn > 0 {
+		c.giveUpAt = now + n.GiveUpIn
+	} else if n.Endless {
+		c.giveUpAt = 0
+	}
+}
+
+// pastDeadline says whether c is in a told episode whose kernel deadline
+// has passed at now.
+func (c *conn) pastDeadline(now time.Duration) bool {
+	return c.giveUpAt != 0 && now >= c.giveUpAt && (c.stallFirst != 0 || c.kaAnnounced || c.window.announced)
+}
+
+// deadlineVerdict is the verdict the kernel reaches at c's deadline: the
+// keepalive timer's, or the retransmission or probe timer's.
+func (c *conn) deadlineVerdict() Verdict {
+	if c.kaAnnounced && c.stallFirst == 0 && !c.window.announced {
+		return KeepaliveTimeout
+	}
+	return RetransmitTimeout
+}
+
+// endAtDeadline makes c's end the kernel's at its deadline, its own
+// records of it unseen: the error is the one tcp_write_err() sets (the
+// last soft error, else ETIMEDOUT).
+func (c *conn) endAtDeadline() Verdict {
+	c.endUnseen = true
+	if c.errno == 0 {
+		c.errno = c.last.SkErrSoft
+		if c.errno == 0 {
+			c.errno = int32(unix.ETIMEDOUT)
+		}
+	}
+	return c.deadlineVerdict()
+}
+
+// WantsReconcile says, once, that an episode went silent past its deadline
+// and only the socket table can tell whether it ended or recovered.
+func (t *Tracker) WantsReconcile() bool {
+	w := t.checkWanted
+	t.checkWanted = false
+	return w
+}
