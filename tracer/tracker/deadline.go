@@ -34,10 +34,16 @@ func (c *conn) noteDeadline(n *Narrative, now time.Duration) {
 	}
 }
 
+// deadlineSlack absorbs the projection's own error: it is dated from the
+// record of the timer run that armed the next expiry, read a few
+// microseconds after the arming, and the kernel counts in jiffies (4 ms at
+// HZ=250). The timer never fires earlier than that.
+const deadlineSlack = 10 * time.Millisecond
+
 // pastDeadline says whether c is in a told episode whose kernel deadline
 // has passed at now.
 func (c *conn) pastDeadline(now time.Duration) bool {
-	return c.giveUpAt != 0 && now >= c.giveUpAt && (c.stallFirst != 0 || c.kaAnnounced || c.window.announced)
+	return c.giveUpAt != 0 && now >= c.giveUpAt-deadlineSlack && (c.stallFirst != 0 || c.kaAnnounced || c.window.announced)
 }
 
 // deadlineVerdict is the verdict the kernel reaches at c's deadline: the

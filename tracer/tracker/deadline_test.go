@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer/tcp"
+	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
 // A window-probe stall whose kill never reached tcpwatch (a real run of the
@@ -61,6 +62,66 @@ func TestEndUnseenAfterDeadline(t *testing.T) {
 				if n.Final || n.EndUnseen || n.WindowProbes != 3 {
 					t.Errorf("final=%v end_unseen=%v window probes %d", n.Final, n.EndUnseen, n.WindowProbes)
 				}
+			}
+		})
+	}
+}
+
+// A keepalive kill none of whose records came (keepalive-dead's recording
+// without them), then the owner's close of the dead socket: told as the
+// kernel's keepalive_timeout when the close comes after the deadline, and
+// not when it comes before (the owner closed a connection still probing).
+func TestClosedAfterKeepaliveDeadline(t *testing.T) {
+	rec := loadRecording(t, "keepalive-dead")
+	var kept []wire.Event
+	var kill *wire.Event
+	for i := range rec.events {
+		ev := rec.events[i]
+		if rec.hostOf[ev.NetNS] == "A" && (ev.Kind == wire.KindSendReset || ev.Kind == wire.KindError ||
+			ev.Kind == wire.KindState && ev.State == tcp.StateClose || ev.Flags&wire.FlagKeepaliveKill != 0) {
+			if kill == nil && ev.Kind == wire.KindState {
+				kill = &rec.events[i]
+			}
+			continue
+		}
+		kept = append(kept, ev)
+	}
+	if kill == nil {
+		t.Fatal("the recording has no CLOSE of A's connection")
+	}
+	for _, tc := range []struct {
+		name  string
+		after time.Duration // the owner's close, after the kill
+		want  bool          // a keepalive_timeout decided by the deadline
+	}{{"after the deadline", 100 * time.Millisecond, true}, {"before the deadline", -600 * time.Millisecond, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []Narrative
+			tr := New(Config{ResetReasons: testReasons}, func(n *Narrative) {
+				if rec.hostOf[n.NetNS] == "A" {
+					got = append(got, *n)
+				}
+			})
+			for i := range kept {
+				tr.Handle(&kept[i])
+			}
+			destroy := *kill
+			destroy.Kind, destroy.Mono, destroy.SkErr = wire.KindDestroy, kill.Mono+tc.after, 0
+			tr.Handle(&destroy)
+			tr.Flush(destroy.Mono + time.Second)
+			var final *Narrative
+			for i := range got {
+				if got[i].Final {
+					final = &got[i]
+				}
+			}
+			if !tc.want {
+				if final != nil && final.Verdict == KeepaliveTimeout {
+					t.Errorf("closed before the deadline, told %s end_unseen=%v", final.Verdict, final.EndUnseen)
+				}
+				return
+			}
+			if final == nil || final.Verdict != KeepaliveTimeout || !final.EndUnseen || final.Probes != 3 || tcp.ErrnoName(final.Errno) != "ETIMEDOUT" {
+				t.Fatalf("told %v; final %+v", verdictsOf(got), final)
 			}
 		})
 	}

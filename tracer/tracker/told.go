@@ -175,7 +175,10 @@ func (c *conn) outageFacts(n *Narrative, now time.Duration) {
 		left := int(ev.Settings.KeepaliveProbes) - c.probes
 		n.GiveUpIn = max(time.Duration(left+1)*ev.Settings.KeepaliveIntvl-(now-ev.Mono), 0)
 	case KeepaliveTimeout:
-		n.Probes = max(c.probes, int(ev.Settings.KeepaliveProbes)*boolInt(c.kaKilled && c.probes == 0))
+		// The kernel kills when the unanswered probes reach TCP_KEEPCNT:
+		// a kill seen without its probes, or one decided by the deadline
+		// (deadline.go), had that many.
+		n.Probes = max(c.probes, int(ev.Settings.KeepaliveProbes)*boolInt(c.kaKilled && c.probes == 0 || c.endUnseen && ev.Settings.UserTimeout == 0))
 		if c.probeSince != 0 {
 			n.Outage = now - c.probeSince
 		} else {
