@@ -65,8 +65,8 @@ type conn struct {
 	done       bool // narrated as final; kept to swallow the socket's last events
 
 	// giveUpAt: when the kernel gives up on the episode last told (0:
-	// never, or none told); overdue: its window probes went silent past
-	// it, and the socket table is to say whether it lives (deadline.go).
+	// never, or none told); overdue: the episode went silent past it,
+	// and the socket table is to say whether it lives (deadline.go).
 	// endUnseen: its end is the kernel's at that deadline, its records
 	// of it never seen.
 	giveUpAt           time.Duration

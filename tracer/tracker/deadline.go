@@ -25,12 +25,46 @@ import (
 // closed with no word of why after its deadline is told the same way.
 
 // noteDeadline keeps the kernel's projected give-up time of the episode
-// just told (n, a stalled or keepalive_probing narrative told at now).
-func (c *conn) noteDeadline(n *Narrative, now time.Duration) {
-	if n.GiveUpIn > 0 {
+// just told (n, a stalled or keepalive_probing narrative of c told at now),
+// and watches it (checkDeadlines).
+func (t *Tracker) noteDeadline(c *conn, n *Narrative, now time.Duration) {
+	switch {
+	case n.GiveUpIn > 0:
 		c.giveUpAt = now + n.GiveUpIn
-	} else if n.Endless {
+		if t.awaiting == nil {
+			t.awaiting = make(map[*conn]struct{})
+		}
+		// Pinned: a removed entry still in the set must not be reused for
+		// another connection.
+		t.awaiting[c], c.pinned = struct{}{}, true
+	case n.Endless:
 		c.giveUpAt = 0
+	}
+}
+
+// overdueAfter is how long past its deadline an episode may stay silent
+// before the socket table is asked: the kill's records are written at the
+// deadline and read within milliseconds; a second covers a busy reader.
+const overdueAfter = time.Second
+
+// checkDeadlines asks for the socket table (WantsReconcile) when an episode
+// with a kernel deadline has gone silent well past it: the periodic
+// comparison would find it too, but up to ReconcileEvery later. The
+// window-probe episodes have their own watch (expireWindowProbes), which
+// also knows when the probe timer stopped.
+func (t *Tracker) checkDeadlines(now time.Duration) {
+	for c := range t.awaiting {
+		switch {
+		case c.done || c.prev == nil || c.giveUpAt == 0 || c.closing:
+			delete(t.awaiting, c)
+		case c.window.announced:
+			delete(t.awaiting, c) // expireWindowProbes watches it
+		case now > c.giveUpAt+overdueAfter:
+			delete(t.awaiting, c)
+			if c.last.Mono < c.giveUpAt && c.pastDeadline(now) {
+				c.overdue, t.checkWanted = true, true
+			}
+		}
 	}
 }
 
@@ -46,18 +80,13 @@ func (c *conn) pastDeadline(now time.Duration) bool {
 	return c.giveUpAt != 0 && now >= c.giveUpAt-deadlineSlack && (c.stallFirst != 0 || c.kaAnnounced || c.window.announced)
 }
 
-// deadlineVerdict is the verdict the kernel reaches at c's deadline: the
-// keepalive timer's, or the retransmission or probe timer's.
-func (c *conn) deadlineVerdict() Verdict {
-	if c.kaAnnounced && c.stallFirst == 0 && !c.window.announced {
-		return KeepaliveTimeout
-	}
-	return RetransmitTimeout
-}
-
 // endAtDeadline makes c's end the kernel's at its deadline, its own
 // records of it unseen: the error is the one tcp_write_err() sets (the
-// last soft error, else ETIMEDOUT).
+// last soft error, else ETIMEDOUT), and the verdict the one the kill's
+// records would have given. The keepalive timer's kill is a keepalive
+// timeout whatever the error; the retransmission or probe timer's is a
+// host unreachable when a router's ICMP left EHOSTUNREACH or ENETUNREACH
+// as the soft error (finalVerdict's rule for a CLOSE with that error).
 func (c *conn) endAtDeadline() Verdict {
 	c.endUnseen = true
 	if c.errno == 0 {
@@ -66,7 +95,13 @@ func (c *conn) endAtDeadline() Verdict {
 			c.errno = int32(unix.ETIMEDOUT)
 		}
 	}
-	return c.deadlineVerdict()
+	switch {
+	case c.kaAnnounced && c.stallFirst == 0 && !c.window.announced:
+		return KeepaliveTimeout
+	case isUnreachable(c.errno):
+		return HostUnreachable
+	}
+	return RetransmitTimeout
 }
 
 // WantsReconcile says, once, that an episode went silent past its deadline

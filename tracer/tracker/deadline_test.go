@@ -126,3 +126,49 @@ func TestClosedAfterKeepaliveDeadline(t *testing.T) {
 		})
 	}
 }
+
+// A retransmission timer's kill after a router's ICMP host unreachable,
+// none of whose records came (router-unreachable's recording without its
+// CLOSE and error report, as a CI run of the lab saw it): the socket gone
+// past the deadline is told as the kill's records would have told it,
+// host_unreachable with the soft error the ICMP left, not as a plain
+// retransmission timeout.
+func TestUnseenKillKeepsTheRoutersError(t *testing.T) {
+	rec := loadRecording(t, "router-unreachable")
+	var kept []wire.Event
+	dropped := 0
+	for i := range rec.events {
+		ev := rec.events[i]
+		if rec.hostOf[ev.NetNS] == "A" && (ev.Kind == wire.KindError || ev.Kind == wire.KindState && ev.State == tcp.StateClose) {
+			dropped++
+			continue
+		}
+		kept = append(kept, ev)
+	}
+	if dropped != 2 {
+		t.Fatalf("dropped %d records of A's kill, want its CLOSE and its error report", dropped)
+	}
+	var got []Narrative
+	tr := New(Config{ResetReasons: testReasons}, func(n *Narrative) {
+		if rec.hostOf[n.NetNS] == "A" {
+			got = append(got, *n)
+		}
+	})
+	for i := range kept {
+		tr.Handle(&kept[i])
+	}
+	now := kept[len(kept)-1].Mono + 10*time.Second
+	tr.Tick(now)
+	if !tr.WantsReconcile() {
+		t.Fatal("silent past the deadline, the tracker did not ask for the socket table")
+	}
+	tr.Reconcile(now, now, func(uint32, uint64, netip.AddrPort, netip.AddrPort) bool { return false })
+	tr.Tick(now + time.Second)
+	if len(got) == 0 {
+		t.Fatal("nothing told")
+	}
+	n := got[len(got)-1]
+	if n.Verdict != HostUnreachable || !n.Final || !n.EndUnseen || tcp.ErrnoName(n.Errno) != "EHOSTUNREACH" {
+		t.Fatalf("told %v; last: final=%v end_unseen=%v errno=%s", verdictsOf(got), n.Final, n.EndUnseen, tcp.ErrnoName(n.Errno))
+	}
+}

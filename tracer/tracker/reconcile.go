@@ -36,8 +36,9 @@ func (t *Tracker) Reconcile(asOf, now time.Duration, alive Alive) (dropped int) 
 		case c.last.Mono >= asOf || c.firstMono >= asOf:
 		case alive(c.netns, c.cookie, c.local, c.remote):
 			if c.overdue && !c.done {
-				// Its probes went silent past the deadline and it lives:
-				// an answer stopped the probe timer.
+				// Silent past the deadline and alive: for window
+				// probes, an answer stopped the probe timer; a
+				// stall's or keepalive's next record will tell.
 				c.overdue = false
 				t.endWindowProbe(c, now)
 			}

@@ -67,7 +67,7 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 	if final {
 		n.PeerEnd = t.peerEnd(c, v, now)
 	} else if v == Stalled || v == KeepaliveProbing {
-		c.noteDeadline(n, now)
+		t.noteDeadline(c, n, now)
 	}
 	t.counts[v]++
 	t.pending.Push(n.Mono, n)

@@ -102,6 +102,7 @@ type Tracker struct {
 	cw         closeWaits                // sockets in CLOSE_WAIT (closewait.go)
 	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
 	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
+	awaiting   map[*conn]struct{}        // connections in a told episode with a kernel deadline (deadline.go)
 	// checkWanted: an episode went silent past its deadline (deadline.go)
 	checkWanted bool
 	overflows   map[queueKey]*overflow // listeners' accept queues, by reading (listeners.go)
@@ -278,6 +279,9 @@ func (t *Tracker) Tick(now time.Duration) {
 	t.forgetEnded(now)
 	if len(t.probing) > 0 {
 		t.expireWindowProbes(now)
+	}
+	if len(t.awaiting) > 0 {
+		t.checkDeadlines(now)
 	}
 	t.release(now - t.cfg.Grace)
 }
