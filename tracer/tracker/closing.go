@@ -106,6 +106,9 @@ func (t *Tracker) finalize(c *conn, now time.Duration) {
 		// after its episode's deadline: the kernel ended it there.
 		v = c.endAtDeadline()
 	}
+	if v == ConnectAbandoned && c.connectDeadlinePassed(now) {
+		v = c.connectEndAtDeadline()
+	}
 	t.finish(c, v, now)
 }
 

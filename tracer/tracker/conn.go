@@ -98,9 +98,13 @@ type conn struct {
 	failedSends  int   // retransmissions that never left this host
 	failedErrno  int32 // ... and the error of the last one
 	synRetrans   int
-	synSent      bool        // connect()ed: seen in SYN_SENT
-	drops        connDrops   // this host's drops of its packets, during the episode (drops.go)
-	window       windowProbe // the zero-window probe timer's episode (probe.go)
+	synSent      bool // connect()ed: seen in SYN_SENT
+	// connectAt: when connect() sent the first SYN (the kernel's time the
+	// socket was first seen, else the SYN_SENT record's), from which the
+	// kernel counts tcp_syn_retries' budget.
+	connectAt time.Duration
+	drops     connDrops   // this host's drops of its packets, during the episode (drops.go)
+	window    windowProbe // the zero-window probe timer's episode (probe.go)
 
 	// Keepalive.
 	probes      int
@@ -281,6 +285,12 @@ func (c *conn) observe(ev *wire.Event, names *wire.Names) {
 		c.exiting, c.exitCode = true, ev.ExitCode
 	}
 	if ev.State == tcp.StateSynSent || ev.Kind == wire.KindState && ev.OldState == tcp.StateSynSent {
+		if !c.synSent {
+			c.connectAt = ev.FirstSeen
+			if c.connectAt == 0 || ev.Kind == wire.KindState && ev.State == tcp.StateSynSent {
+				c.connectAt = ev.Mono
+			}
+		}
 		c.synSent = true
 	}
 	switch ev.State {

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpwatch/tcpwatch/tracer/tcp"
 )
 
 // An episode's deadline. A stalled or keepalive_probing narrative projects
@@ -102,6 +104,35 @@ func (c *conn) endAtDeadline() Verdict {
 		return HostUnreachable
 	}
 	return RetransmitTimeout
+}
+
+// connectDeadlinePassed says whether a connect whose SYNs went unanswered
+// was closed, with no word of why, at or after the moment the kernel gives
+// up on it (tcp_syn_retries' budget from the first SYN). The kernel kills
+// the attempt there and connect() returns its error: a close after that
+// point is the application's answer to the kernel's timeout, whose CLOSE
+// and error report did not reach tcpwatch, not a timeout of its own.
+func (c *conn) connectDeadlinePassed(now time.Duration) bool {
+	if c.connectAt == 0 {
+		return false
+	}
+	budget := tcp.SynBudget(c.last.Settings.SynRetries, c.last.RTOMax)
+	return now >= c.connectAt+budget-deadlineSlack
+}
+
+// connectEndAtDeadline makes a connect's end the kernel's at its deadline:
+// its timeout (or, after a router's ICMP, host unreachable), unseen.
+func (c *conn) connectEndAtDeadline() Verdict {
+	c.endUnseen = true
+	c.closeOld = tcp.StateSynSent
+	c.errno = c.last.SkErrSoft
+	if c.errno == 0 {
+		c.errno = int32(unix.ETIMEDOUT)
+	}
+	if isUnreachable(c.errno) {
+		return HostUnreachable
+	}
+	return ConnectTimeout
 }
 
 // WantsReconcile says, once, that an episode went silent past its deadline

@@ -172,3 +172,52 @@ func TestUnseenKillKeepsTheRoutersError(t *testing.T) {
 		t.Fatalf("told %v; last: final=%v end_unseen=%v errno=%s", verdictsOf(got), n.Final, n.EndUnseen, tcp.ErrnoName(n.Errno))
 	}
 }
+
+// A connect whose SYN timeout's CLOSE and error report never came
+// (connect-timeout's recording without them): the application's close at
+// the kernel's deadline is the kernel's connect_timeout, unseen; the same
+// close before the deadline is the application's own (connect_abandoned).
+func TestConnectClosedAfterSynDeadline(t *testing.T) {
+	rec := loadRecording(t, "connect-timeout")
+	for _, tc := range []struct {
+		name  string
+		shift time.Duration // the close, moved from where the kernel killed
+		want  Verdict
+	}{{"at the deadline", 0, ConnectTimeout}, {"before the deadline", -time.Second, ConnectAbandoned}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []Narrative
+			tr := New(Config{ResetReasons: testReasons}, func(n *Narrative) {
+				if rec.hostOf[n.NetNS] == "A" {
+					got = append(got, *n)
+				}
+			})
+			dropped := 0
+			for i := range rec.events {
+				ev := rec.events[i]
+				if rec.hostOf[ev.NetNS] == "A" && ev.Cookie != 0 && (ev.Kind == wire.KindError || ev.Kind == wire.KindState && ev.State == tcp.StateClose) {
+					dropped++
+					continue
+				}
+				if rec.hostOf[ev.NetNS] == "A" && ev.Kind == wire.KindDestroy && ev.Remote.Port() == 8080 {
+					ev.Mono += tc.shift
+					ev.SkErr = 0 // connect() took the error
+				}
+				tr.Handle(&ev)
+			}
+			if dropped != 2 {
+				t.Fatalf("dropped %d records of A's kill, want its CLOSE and its error report", dropped)
+			}
+			tr.Flush(rec.events[len(rec.events)-1].Mono + time.Second)
+			if len(got) == 0 {
+				t.Fatal("nothing told")
+			}
+			n := got[len(got)-1]
+			if n.Verdict != tc.want || n.EndUnseen != (tc.want == ConnectTimeout) {
+				t.Fatalf("told %v, end_unseen=%v; want %s last", verdictsOf(got), n.EndUnseen, tc.want)
+			}
+			if tc.want == ConnectTimeout && tcp.ErrnoName(n.Errno) != "ETIMEDOUT" {
+				t.Errorf("errno %s, want ETIMEDOUT", tcp.ErrnoName(n.Errno))
+			}
+		})
+	}
+}
