@@ -88,11 +88,14 @@ func (t *Tracker) newConn() *conn {
 }
 
 // ReleaseReusable lets go of the entries and narratives kept for reuse,
-// for the collector to take: after a storm, before memory is handed back.
+// and of the room the narratives waiting out the grace period no longer
+// need, for the collector to take: after a storm, before memory is handed
+// back.
 func (t *Tracker) ReleaseReusable() {
 	clear(t.freeNarratives)
 	clear(t.freeConns)
 	t.freeNarratives, t.freeConns, t.freeHead = nil, nil, 0
+	t.pending.shrink()
 }
 
 // removed takes an entry remove took out, or one the closing queue let go

@@ -119,21 +119,28 @@ func TestReleaseReusableLetsGo(t *testing.T) {
 			Remote: netip.AddrPortFrom(cli.Addr(), 40000+uint16(cookie)), OldState: old, State: now}
 		tr.Handle(&ev)
 	}
-	// A burst: 50 connections open at once, then all end.
-	for cookie := uint64(1); cookie <= 50; cookie++ {
+	// A burst: 500 connections open at once, then all end, one in ten
+	// reset by its peer (a narrative held whole, then kept for reuse),
+	// the others normally (held compact, held.go).
+	for cookie := uint64(1); cookie <= 500; cookie++ {
 		state(cookie, 0, wire.KindState, tcp.StateSynRecv, tcp.StateEstablished)
 	}
-	for cookie := uint64(1); cookie <= 50; cookie++ {
+	for cookie := uint64(1); cookie <= 500; cookie++ {
+		if cookie%10 == 0 {
+			state(cookie, 1, wire.KindRecvReset, tcp.StateEstablished, tcp.StateEstablished)
+		}
 		state(cookie, 1, wire.KindState, tcp.StateEstablished, tcp.StateClose)
 		state(cookie, 1, wire.KindDestroy, tcp.StateEstablished, tcp.StateClose)
 	}
 	tr.Tick(at(2000)) // their wait for the destroy is over: they leave the closing queue
 	state(99, 2001, wire.KindState, tcp.StateSynRecv, tcp.StateEstablished)
-	if len(tr.freeNarratives)-tr.freeHead == 0 || len(tr.freeConns) == 0 {
-		t.Fatalf("nothing kept for reuse (%d narratives, %d entries): the test makes no burst", len(tr.freeNarratives)-tr.freeHead, len(tr.freeConns))
+	if len(tr.freeNarratives)-tr.freeHead == 0 || len(tr.freeConns) == 0 || len(tr.pending.ring) <= minHeld {
+		t.Fatalf("nothing kept for reuse (%d narratives, %d entries, room for %d held): the test makes no burst",
+			len(tr.freeNarratives)-tr.freeHead, len(tr.freeConns), len(tr.pending.ring))
 	}
 	tr.ReleaseReusable()
-	if len(tr.freeNarratives) != 0 || len(tr.freeConns) != 0 || cap(tr.freeConns) != 0 {
-		t.Errorf("still kept: %d narratives, %d entries (cap %d)", len(tr.freeNarratives), len(tr.freeConns), cap(tr.freeConns))
+	if len(tr.freeNarratives) != 0 || len(tr.freeConns) != 0 || cap(tr.freeConns) != 0 || tr.pending.ring != nil {
+		t.Errorf("still kept: %d narratives, %d entries (cap %d), room for %d held", len(tr.freeNarratives), len(tr.freeConns),
+			cap(tr.freeConns), len(tr.pending.ring))
 	}
 }

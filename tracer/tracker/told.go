@@ -12,10 +12,21 @@ import (
 
 // narrate gathers the facts behind verdict v for c and queues the
 // narrative: it is told once the grace period has passed, in time order.
-// The narrative is returned for the caller to amend before it is told.
+// The narrative is returned for the caller to amend before it is told,
+// except a normal end's, held compact (held.go): nil then.
 func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Narrative {
 	ev := &c.last
-	n := t.newNarrative()
+	normal := final && (v == LocalClosed || v == PeerClosed) && !t.holdWhole
+	var n *Narrative
+	if normal {
+		if t.building == nil {
+			t.building = new(Narrative)
+		}
+		n = t.building
+	} else {
+		n = t.newNarrative()
+	}
+	tl := n.Timeline
 	*n = Narrative{
 		Time:        t.wallAtZero.Add(now),
 		Mono:        now,
@@ -37,7 +48,9 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 		CAState:     ev.CAState,
 		SentReset:   c.sentReset,
 		LostRecords: c.lossEpoch != t.lossEpoch,
-		Timeline:    t.timeline(n.Timeline, c),
+	}
+	if !normal { // (a held end's is made when it is told)
+		n.Timeline = t.timeline(tl, c)
 	}
 	if n.RTOMax <= 0 {
 		n.RTOMax = tcp.RTOMaxDefault
@@ -70,8 +83,21 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 		t.noteDeadline(c, n, now)
 	}
 	t.counts[v]++
-	t.pending.Push(n.Mono, n)
-	return n
+	if !normal {
+		t.pending.Push(n.Mono, n)
+		return n
+	}
+	h := t.pending.slot(n.Mono)
+	if h.end.pack(n, c) {
+		return nil
+	}
+	// Not one a held end can carry (a peer's end, a reset's reason): held
+	// whole, as any other.
+	h.full = t.newNarrative()
+	tl = h.full.Timeline
+	*h.full = *n
+	h.full.Timeline = t.timeline(tl, c)
+	return h.full
 }
 
 // ownerOf names the process that holds c's socket: the one the kernel saw
@@ -259,14 +285,20 @@ func boolInt(b bool) int {
 // timeline is the connection's steps, as facts, in buf's array when it
 // has room.
 func (t *Tracker) timeline(buf []Step, c *conn) []Step {
+	return t.timelineOf(buf, c.steps, c.firstMono, c.droppedSteps)
+}
+
+// timelineOf is timeline of a connection's steps, first seen at
+// firstMono, dropped steps not kept.
+func (t *Tracker) timelineOf(buf []Step, steps []step, firstMono time.Duration, dropped int) []Step {
 	out := buf[:0]
-	if cap(out) < len(c.steps) {
-		out = make([]Step, 0, max(len(c.steps), 8))
+	if cap(out) < len(steps) {
+		out = make([]Step, 0, max(len(steps), 8))
 	}
-	out = out[:len(c.steps)]
-	for i := range c.steps {
-		s := &c.steps[i]
-		out[i] = Step{At: s.mono - c.firstMono, Kind: s.kind, Flags: s.flags, State: s.state, Old: s.old,
+	out = out[:len(steps)]
+	for i := range steps {
+		s := &steps[i]
+		out[i] = Step{At: s.mono - firstMono, Kind: s.kind, Flags: s.flags, State: s.state, Old: s.old,
 			CA: s.ca, OldCA: s.oldCA, Retransmits: s.retransmits, Probes: s.probes, Detail: s.detail,
 			RTO: time.Duration(s.rtoMs) * time.Millisecond, Existing: s.existing, Resent: s.resent}
 		if s.kind == wire.KindSendReset {
@@ -274,7 +306,7 @@ func (t *Tracker) timeline(buf []Step, c *conn) []Step {
 		}
 	}
 	if len(out) > 0 {
-		out[0].Dropped = c.droppedSteps
+		out[0].Dropped = dropped
 	}
 	return out
 }

@@ -75,8 +75,8 @@ type Tracker struct {
 	peak     int
 
 	listeners map[listenKey]Owner
-	closing   timeQueue[*conn]      // by closeDue; finalized after Grace
-	pending   timeQueue[*Narrative] // told after Grace, in time order
+	closing   timeQueue[*conn] // by closeDue; finalized after Grace
+	pending   heldQueue        // told after Grace, in time order (held.go)
 	evictions uint64
 	counts    map[Verdict]int
 	// timeWait holds the 4-tuples that entered TIME_WAIT, and when, in
@@ -115,7 +115,12 @@ type Tracker struct {
 	// turns that path off (tests compare the two).
 	scratch    *conn
 	unfoldOnly bool
-	names      wire.Names // the owners' names, made once (observe)
+	// building is where a normal end is narrated before it is held
+	// compact, unpacked where it is unpacked to be told (held.go);
+	// holdWhole turns that off (tests compare the two).
+	building, unpacked *Narrative
+	holdWhole          bool
+	names              wire.Names // the owners' names, made once (observe)
 }
 
 type tupleKey struct {
@@ -289,13 +294,26 @@ func (t *Tracker) Tick(now time.Duration) {
 // release tells the pending narratives older than until, oldest first.
 func (t *Tracker) release(until time.Duration) {
 	for {
-		at, n, ok := t.pending.Front()
-		if !ok || at > until {
+		h := t.pending.Front()
+		if h == nil || h.at > until {
 			return
 		}
+		if n := h.full; n != nil {
+			t.pending.Pop()
+			t.emit(n)
+			t.told(n)
+			continue
+		}
+		n := t.unpacked
+		if n == nil || !t.cfg.ReuseNarratives {
+			n = new(Narrative)
+		}
+		if t.cfg.ReuseNarratives {
+			t.unpacked = n
+		}
+		t.unpack(n, &h.end, h.at)
 		t.pending.Pop()
 		t.emit(n)
-		t.told(n)
 	}
 }
 
