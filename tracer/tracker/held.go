@@ -147,6 +147,7 @@ func (h *heldEnd) pack(n *Narrative, c *conn) bool {
 // unpack fills n with the narrative h holds, dated mono, its timeline in
 // n's array when it has room.
 func (t *Tracker) unpack(n *Narrative, h *heldEnd, mono time.Duration) {
+	tl := t.timelineOf(n.Timeline, h.step[:h.steps], h.firstMono, int(h.dropped))
 	b := h.bits
 	*n = Narrative{
 		Time:        h.time,
@@ -171,7 +172,7 @@ func (t *Tracker) unpack(n *Narrative, h *heldEnd, mono time.Duration) {
 		SentReset:   b&heldSentReset != 0,
 		LostRecords: b&heldLostRecords != 0,
 		EndUnseen:   b&heldEndUnseen != 0,
-		Timeline:    t.timelineOf(n.Timeline, h.step[:h.steps], h.firstMono, int(h.dropped)),
+		Timeline:    tl,
 		Settings: tcp.Settings{Retries2: h.retries2, SynRetries: h.synRetries, SynLinearTimeouts: h.synLinear,
 			OrphanRetries: h.orphanRetries, KeepaliveOn: b&heldKeepaliveOn != 0, KeepaliveTime: h.kaTime,
 			KeepaliveIntvl: h.kaIntvl, KeepaliveProbes: h.kaProbes, UserTimeout: h.userTimout},

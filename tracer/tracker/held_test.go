@@ -95,6 +95,7 @@ func compareHeld(t *testing.T, name string, evs []wire.Event, closeWaitAfter tim
 			last = max(last, ev.Mono)
 		}
 		tr.Flush(last + time.Second)
+		sortFolds(told)
 		return told, held
 	}
 	whole, none := run(true, true)

@@ -9,7 +9,8 @@
 // connection, observing the record), opened.go (listeners, connections found
 // at start-up, TIME_WAIT reuse), outage.go (retransmissions and recovery),
 // keepalive.go, closing.go (the end and its verdict), told.go (the facts of
-// a narrative as they were when the kernel decided, and its telling).
+// a narrative as they were when the kernel decided, and its telling),
+// held.go (a normal end held compact while it waits to be told).
 package tracker
 
 import (

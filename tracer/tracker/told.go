@@ -297,12 +297,15 @@ func (t *Tracker) timelineOf(buf []Step, steps []step, firstMono time.Duration, 
 	}
 	out = out[:len(steps)]
 	for i := range steps {
-		s := &steps[i]
-		out[i] = Step{At: s.mono - firstMono, Kind: s.kind, Flags: s.flags, State: s.state, Old: s.old,
-			CA: s.ca, OldCA: s.oldCA, Retransmits: s.retransmits, Probes: s.probes, Detail: s.detail,
-			RTO: time.Duration(s.rtoMs) * time.Millisecond, Existing: s.existing, Resent: s.resent}
+		// Field by field into the zeroed step: a literal would be built
+		// aside and copied, a cost a connection's every step paid twice.
+		s, o := &steps[i], &out[i]
+		*o = Step{}
+		o.At, o.Kind, o.Flags, o.State, o.Old = s.mono-firstMono, s.kind, s.flags, s.state, s.old
+		o.CA, o.OldCA, o.Retransmits, o.Probes, o.Detail = s.ca, s.oldCA, s.retransmits, s.probes, s.detail
+		o.RTO, o.Existing, o.Resent = time.Duration(s.rtoMs)*time.Millisecond, s.existing, s.resent
 		if s.kind == wire.KindSendReset {
-			out[i].ResetReason = t.cfg.ResetReasons.Name(s.detail)
+			o.ResetReason = t.cfg.ResetReasons.Name(s.detail)
 		}
 	}
 	if len(out) > 0 {

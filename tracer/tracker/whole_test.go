@@ -114,26 +114,8 @@ func compareWhole(t *testing.T, name string, evs []wire.Event, closeWaitAfter ti
 		return out
 	}
 	generic, whole := run(true), run(false)
-	// The folds of connect() failures are told in map order at one time.
-	for _, told := range [][]Narrative{generic.narratives, whole.narratives} {
-		slices.SortStableFunc(told, func(a, b Narrative) int {
-			key := func(n Narrative) (time.Duration, bool, uint64) {
-				if n.Verdict != LocalPortsExhausted {
-					return n.Mono, false, 0
-				}
-				return n.Mono, true, n.Cookie
-			}
-			am, af, ac := key(a)
-			bm, bf, bc := key(b)
-			switch {
-			case am != bm:
-				return cmp.Compare(am, bm)
-			case af != bf:
-				return boolInt(af) - boolInt(bf)
-			}
-			return cmp.Compare(ac, bc)
-		})
-	}
+	sortFolds(generic.narratives)
+	sortFolds(whole.narratives)
 	if generic.whole != 0 {
 		t.Fatalf("%s: the generic path told %d lifecycles without an entry", name, generic.whole)
 	}
@@ -158,6 +140,28 @@ func compareWhole(t *testing.T, name string, evs []wire.Event, closeWaitAfter ti
 		t.Fatalf("%s: stats %+v without an entry, %+v with one", name, whole.stats, generic.stats)
 	}
 	return whole.whole
+}
+
+// sortFolds puts the folds of connect() failures, told in map order at
+// one time, in the order of their cookies.
+func sortFolds(told []Narrative) {
+	slices.SortStableFunc(told, func(a, b Narrative) int {
+		key := func(n Narrative) (time.Duration, bool, uint64) {
+			if n.Verdict != LocalPortsExhausted {
+				return n.Mono, false, 0
+			}
+			return n.Mono, true, n.Cookie
+		}
+		am, af, ac := key(a)
+		bm, bf, bc := key(b)
+		switch {
+		case am != bm:
+			return cmp.Compare(am, bm)
+		case af != bf:
+			return boolInt(af) - boolInt(bf)
+		}
+		return cmp.Compare(ac, bc)
+	})
 }
 
 func countNotices(t *testing.T, evs []wire.Event, kind string) int {
