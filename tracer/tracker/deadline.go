@@ -113,8 +113,8 @@ func (c *conn) endAtDeadline() Verdict {
 // point is the application's answer to the kernel's timeout, whose CLOSE
 // and error report did not reach tcpwatch, not a timeout of its own.
 func (c *conn) connectDeadlinePassed(now time.Duration) bool {
-	if c.connectAt == 0 {
-		return false
+	if c.connectAt == 0 || c.last.Settings.SynRetries == 0 {
+		return false // no SYN seen, or a record without the socket's settings
 	}
 	budget := tcp.SynBudget(c.last.Settings.SynRetries, c.last.RTOMax)
 	return now >= c.connectAt+budget-deadlineSlack
