@@ -49,6 +49,11 @@ func (t *Tracker) noteDeadline(c *conn, n *Narrative, now time.Duration) {
 // deadline and read within milliseconds; a second covers a busy reader.
 const overdueAfter = time.Second
 
+// awaitingScanEvery spaces checkDeadlines' scans: Tick runs at every
+// record, and an outage of thousands of connections keeps thousands
+// awaiting while records pour in.
+const awaitingScanEvery = 100 * time.Millisecond
+
 // checkDeadlines asks for the socket table (WantsReconcile) when an episode
 // with a kernel deadline has gone silent well past it: the periodic
 // comparison would find it too, but up to ReconcileEvery later. The
