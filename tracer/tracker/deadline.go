@@ -49,6 +49,11 @@ func (t *Tracker) noteDeadline(c *conn, n *Narrative, now time.Duration) {
 // deadline and read within milliseconds; a second covers a busy reader.
 const overdueAfter = time.Second
 
+// awaitingScanEvery spaces checkDeadlines' scans: Tick runs at every
+// record, and an outage of thousands of connections keeps thousands
+// awaiting while records pour in.
+const awaitingScanEvery = 100 * time.Millisecond
+
 // checkDeadlines asks for the socket table (WantsReconcile) when an episode
 // with a kernel deadline has gone silent well past it: the periodic
 // comparison would find it too, but up to ReconcileEvery later. The
@@ -113,8 +118,8 @@ func (c *conn) endAtDeadline() Verdict {
 // point is the application's answer to the kernel's timeout, whose CLOSE
 // and error report did not reach tcpwatch, not a timeout of its own.
 func (c *conn) connectDeadlinePassed(now time.Duration) bool {
-	if c.connectAt == 0 {
-		return false
+	if c.connectAt == 0 || c.last.Settings.SynRetries == 0 {
+		return false // no SYN seen, or a record without the socket's settings
 	}
 	budget := tcp.SynBudget(c.last.Settings.SynRetries, c.last.RTOMax)
 	return now >= c.connectAt+budget-deadlineSlack

@@ -95,12 +95,7 @@ func TestClosedAfterKeepaliveDeadline(t *testing.T) {
 		want  bool          // a keepalive_timeout decided by the deadline
 	}{{"after the deadline", 100 * time.Millisecond, true}, {"before the deadline", -600 * time.Millisecond, false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got []Narrative
-			tr := New(Config{ResetReasons: testReasons}, func(n *Narrative) {
-				if rec.hostOf[n.NetNS] == "A" {
-					got = append(got, *n)
-				}
-			})
+			tr, told := trackerOfA(rec)
 			for i := range kept {
 				tr.Handle(&kept[i])
 			}
@@ -109,9 +104,9 @@ func TestClosedAfterKeepaliveDeadline(t *testing.T) {
 			tr.Handle(&destroy)
 			tr.Flush(destroy.Mono + time.Second)
 			var final *Narrative
-			for i := range got {
-				if got[i].Final {
-					final = &got[i]
+			for i := range *told {
+				if (*told)[i].Final {
+					final = &(*told)[i]
 				}
 			}
 			if !tc.want {
@@ -121,7 +116,7 @@ func TestClosedAfterKeepaliveDeadline(t *testing.T) {
 				return
 			}
 			if final == nil || final.Verdict != KeepaliveTimeout || !final.EndUnseen || final.Probes != 3 || tcp.ErrnoName(final.Errno) != "ETIMEDOUT" {
-				t.Fatalf("told %v; final %+v", verdictsOf(got), final)
+				t.Fatalf("told %v; final %+v", verdictsOf(*told), final)
 			}
 		})
 	}
@@ -148,12 +143,7 @@ func TestUnseenKillKeepsTheRoutersError(t *testing.T) {
 	if dropped != 2 {
 		t.Fatalf("dropped %d records of A's kill, want its CLOSE and its error report", dropped)
 	}
-	var got []Narrative
-	tr := New(Config{ResetReasons: testReasons}, func(n *Narrative) {
-		if rec.hostOf[n.NetNS] == "A" {
-			got = append(got, *n)
-		}
-	})
+	tr, told := trackerOfA(rec)
 	for i := range kept {
 		tr.Handle(&kept[i])
 	}
@@ -164,12 +154,12 @@ func TestUnseenKillKeepsTheRoutersError(t *testing.T) {
 	}
 	tr.Reconcile(now, now, func(uint32, uint64, netip.AddrPort, netip.AddrPort) bool { return false })
 	tr.Tick(now + time.Second)
-	if len(got) == 0 {
+	if len(*told) == 0 {
 		t.Fatal("nothing told")
 	}
-	n := got[len(got)-1]
+	n := (*told)[len(*told)-1]
 	if n.Verdict != HostUnreachable || !n.Final || !n.EndUnseen || tcp.ErrnoName(n.Errno) != "EHOSTUNREACH" {
-		t.Fatalf("told %v; last: final=%v end_unseen=%v errno=%s", verdictsOf(got), n.Final, n.EndUnseen, tcp.ErrnoName(n.Errno))
+		t.Fatalf("told %v; last: final=%v end_unseen=%v errno=%s", verdictsOf(*told), n.Final, n.EndUnseen, tcp.ErrnoName(n.Errno))
 	}
 }
 
@@ -185,12 +175,7 @@ func TestConnectClosedAfterSynDeadline(t *testing.T) {
 		want  Verdict
 	}{{"at the deadline", 0, ConnectTimeout}, {"before the deadline", -time.Second, ConnectAbandoned}} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got []Narrative
-			tr := New(Config{ResetReasons: testReasons}, func(n *Narrative) {
-				if rec.hostOf[n.NetNS] == "A" {
-					got = append(got, *n)
-				}
-			})
+			tr, told := trackerOfA(rec)
 			dropped := 0
 			for i := range rec.events {
 				ev := rec.events[i]
@@ -208,16 +193,28 @@ func TestConnectClosedAfterSynDeadline(t *testing.T) {
 				t.Fatalf("dropped %d records of A's kill, want its CLOSE and its error report", dropped)
 			}
 			tr.Flush(rec.events[len(rec.events)-1].Mono + time.Second)
-			if len(got) == 0 {
+			if len(*told) == 0 {
 				t.Fatal("nothing told")
 			}
-			n := got[len(got)-1]
+			n := (*told)[len(*told)-1]
 			if n.Verdict != tc.want || n.EndUnseen != (tc.want == ConnectTimeout) {
-				t.Fatalf("told %v, end_unseen=%v; want %s last", verdictsOf(got), n.EndUnseen, tc.want)
+				t.Fatalf("told %v, end_unseen=%v; want %s last", verdictsOf(*told), n.EndUnseen, tc.want)
 			}
 			if tc.want == ConnectTimeout && tcp.ErrnoName(n.Errno) != "ETIMEDOUT" {
 				t.Errorf("errno %s, want ETIMEDOUT", tcp.ErrnoName(n.Errno))
 			}
 		})
 	}
+}
+
+// trackerOfA is a default-mode tracker and what it tells of host A's
+// connections in rec.
+func trackerOfA(rec recording) (*Tracker, *[]Narrative) {
+	var got []Narrative
+	tr := New(Config{ResetReasons: testReasons}, func(n *Narrative) {
+		if rec.hostOf[n.NetNS] == "A" {
+			got = append(got, *n)
+		}
+	})
+	return tr, &got
 }

@@ -103,6 +103,8 @@ type Tracker struct {
 	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
 	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
 	awaiting   map[*conn]struct{}        // connections in a told episode with a kernel deadline (deadline.go)
+	// awaitingScan: when checkDeadlines next looks at them.
+	awaitingScan time.Duration
 	// checkWanted: an episode went silent past its deadline (deadline.go)
 	checkWanted bool
 	overflows   map[queueKey]*overflow // listeners' accept queues, by reading (listeners.go)
@@ -285,7 +287,8 @@ func (t *Tracker) Tick(now time.Duration) {
 	if len(t.probing) > 0 {
 		t.expireWindowProbes(now)
 	}
-	if len(t.awaiting) > 0 {
+	if len(t.awaiting) > 0 && now >= t.awaitingScan {
+		t.awaitingScan = now + awaitingScanEvery
 		t.checkDeadlines(now)
 	}
 	t.release(now - t.cfg.Grace)
