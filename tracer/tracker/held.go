@@ -20,8 +20,9 @@ import (
 //
 // A normal end (local_closed, peer_closed) is therefore narrated into one
 // narrative that stays in the cache (Tracker.building), by the same code
-// as any other, and held as a heldEnd: the facts it has, in about 7 cache
-// lines, inline in the queue's ring (heldQueue), written and read in the
+// as any other, and held as a heldEnd: the facts it has, in 520 bytes
+// (about 8 cache lines), inline in the queue's ring (heldQueue), written
+// and read in the
 // order of time, which the memory's prefetching follows. At its time it
 // is unpacked into one other narrative (Tracker.unpacked) that is told
 // and reused at once. Anything a heldEnd cannot carry exactly (a peer's

@@ -252,3 +252,74 @@ func oddValues(t reflect.Type) []reflect.Value {
 	}
 	return out
 }
+
+// The held queue gives what a stable sort by time of everything held
+// gives, whatever the order of the pushes, the takes and the drops, held
+// whole or compact, across the ring's growth, wrap and shrink.
+func TestHeldQueueIsAStableSort(t *testing.T) {
+	type item struct {
+		at    time.Duration
+		seq   uint64
+		whole bool
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	var q heldQueue
+	var ref []item // what is still held, in push order
+	seqOf := func(h *held) (uint64, bool) {
+		if h.full != nil {
+			return h.full.Cookie, true
+		}
+		return h.end.cookie, false
+	}
+	taken, dropped, room := 0, 0, 0
+	var seq uint64
+	now := time.Duration(0)
+	for round := 0; round < 40000; round++ {
+		switch k := r.IntN(20); {
+		case k < 9:
+			// Mostly in order, sometimes late, sometimes equal times; in
+			// bursts that grow the ring.
+			for range 1 + r.IntN(3)*r.IntN(200)/100 {
+				now += time.Duration(r.IntN(3))
+				at := now - time.Duration(r.IntN(2)*r.IntN(5))
+				whole := r.IntN(3) == 0
+				if whole {
+					q.Push(at, &Narrative{Cookie: seq})
+				} else {
+					q.slot(at).end.cookie = seq
+				}
+				ref = append(ref, item{at, seq, whole})
+				seq++
+			}
+		case k < 18:
+			slices.SortStableFunc(ref, func(a, b item) int { return int(a.at - b.at) })
+			h := q.Front()
+			if (h != nil) != (len(ref) > 0) {
+				t.Fatalf("round %d: Front %v with %d held", round, h, len(ref))
+			}
+			if h == nil {
+				continue
+			}
+			if s, whole := seqOf(h); h.at != ref[0].at || s != ref[0].seq || whole != ref[0].whole {
+				t.Fatalf("round %d: Front = (%v, %d, whole %v), want %+v", round, h.at, s, whole, ref[0])
+			}
+			q.Pop()
+			taken++
+			ref = ref[1:]
+		case k == 18:
+			// refuseAfterEnd's kind of drop: some whole ones.
+			odd := func(at time.Duration, n *Narrative) bool { return n.Cookie%5 == 0 }
+			dropped += q.DropIf(odd)
+			ref = slices.DeleteFunc(ref, func(it item) bool { return it.whole && it.seq%5 == 0 })
+		default:
+			q.shrink()
+		}
+		if q.Len() != len(ref) {
+			t.Fatalf("round %d: Len = %d, want %d", round, q.Len(), len(ref))
+		}
+		room = max(room, len(q.ring))
+	}
+	if taken == 0 || dropped == 0 || room <= minHeld {
+		t.Fatalf("%d taken, %d dropped, room for %d at most: the test did not exercise the queue", taken, dropped, room)
+	}
+}
