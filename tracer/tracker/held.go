@@ -204,8 +204,9 @@ func (q *heldQueue) Len() int { return q.n }
 
 func (q *heldQueue) at(i int) *held { return &q.ring[(q.head+i)&(len(q.ring)-1)] }
 
-// minHeld is the smallest ring: room for what waits at a quiet host.
-const minHeld = 256
+// minHeld is the smallest ring: room for what waits at a quiet host
+// (34 KiB; without --all few narratives wait).
+const minHeld = 64
 
 // resize makes the ring size long, the items in order from its start.
 func (q *heldQueue) resize(size int) {
