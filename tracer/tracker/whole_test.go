@@ -2,11 +2,9 @@ package tracker
 
 import (
 	"cmp"
-	"compress/gzip"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -194,20 +192,7 @@ func (o *loggedOwners) Known(inode uint32) (uint32, string, bool) {
 // churnSummary is the engine's churn recording with --all's summaries: 200
 // loopback connections, both ends.
 func churnSummary(t *testing.T) []wire.Event {
-	f, err := os.Open("../engine/testdata/churn200-summary.rec.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := wire.ReadRecording(gz, time.Unix(1_800_000_000, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return evs
+	return churnRecording(t, "../engine/testdata/churn200-summary.rec.gz")
 }
 
 // summarise folds each socket's state records into one lifecycle record
