@@ -32,19 +32,3 @@ func (t *Tracker) refuseAfterEnd(c *conn, end time.Duration) {
 		return at > end && !n.Final && n.Cookie == c.cookie && n.NetNS == c.netns && n.Local == c.local && n.Remote == c.remote
 	})
 }
-
-// DropIf removes the values drop says to, keeping the others in order.
-func (q *timeQueue[T]) DropIf(drop func(at time.Duration, v T) bool) (dropped int) {
-	kept := q.head
-	for i := q.head; i < len(q.items); i++ {
-		if drop(q.items[i].at, q.items[i].v) {
-			dropped++
-			continue
-		}
-		q.items[kept] = q.items[i]
-		kept++
-	}
-	clear(q.items[kept:])
-	q.items = q.items[:kept]
-	return dropped
-}
