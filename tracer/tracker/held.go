@@ -28,7 +28,9 @@ import (
 // and reused at once. Anything a heldEnd cannot carry exactly (a peer's
 // end, a reset's reason, a long timeline, figures of an outage) keeps the
 // narrative as it is, held by pointer as before. TestHeldEndCarriesEverything
-// checks every field of Narrative either survives or is refused.
+// checks every field of Narrative either survives or is refused;
+// TestHeldEndsTellTheSame and TestHeldEndsWriteTheSame compare the
+// narratives and the lines written with ends held whole.
 
 // maxHeldSteps bounds a held end's timeline: a lifecycle record's steps
 // (wire.LifeSteps) and its destroy.
