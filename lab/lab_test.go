@@ -367,7 +367,10 @@ func checkStories(t *testing.T, lines []Record) {
 				restarted[k] = min(n.RTOs[len(n.RTOs)-1]*2, tcp.RTOMaxDefault) // icsk_rto after the last expiry
 			}
 			projected[k] = append(projected[k], n)
-		case n.Final && (n.Verdict == tracker.RetransmitTimeout || n.Verdict == tracker.HostUnreachable) && !n.Connecting:
+		case n.Final && (n.Verdict == tracker.RetransmitTimeout || n.Verdict == tracker.HostUnreachable) && !n.Connecting && !n.EndUnseen:
+			// (An end told from the socket table, its records unseen, is
+			// dated when tcpwatch learned it: there is no kill time to
+			// hold the projections against.)
 			for _, p := range projected[k] {
 				at := p.Mono + p.GiveUpIn
 				// The timer wheel fires up to an eighth of the time to
