@@ -486,6 +486,17 @@ func TestRecordedScenarios(t *testing.T) {
 				}
 			}
 		},
+		// A retransmission timer's kill with no record of it (see the
+		// recording's first line): replayed alone, without the socket
+		// table, its silence is neither an answer nor an end
+		// (TestUnseenKillKeepsTheRoutersError gives it the table).
+		"router-unreachable-end-unseen": func(t *testing.T, got map[string][]Narrative) {
+			for _, n := range got["A"] {
+				if n.Verdict != Stalled {
+					t.Errorf("A told %s without the socket table", n.Verdict)
+				}
+			}
+		},
 		// IPv4 names the failed route lookup (IP_OUTNOROUTES); IPv6 frees
 		// the segment in inet6_csk_xmit with no reason, and the kernel
 		// half names that place.
