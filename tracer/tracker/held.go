@@ -43,26 +43,26 @@ const maxHeldSteps = wire.LifeSteps + 1
 // when it is told, by the same code, in memory that is in the cache).
 // Its Mono is the queue's time.
 type heldEnd struct {
-	time                        time.Time
-	cookie, cgroupID            uint64
-	local, remote               netip.AddrPort
-	comm, thread                string
-	rtoMax, budgetLimit         time.Duration
-	kaTime, kaIntvl, userTimout time.Duration
-	firstMono                   time.Duration
-	pid, netns, inode           uint32
-	errno, skErrSoft            int32
-	budgetValue, dropped        int32
-	verdict, budgetSetting      uint8
-	source                      wire.OwnerSource
-	state, resetState           tcp.State
-	caState                     tcp.CAState
-	retries2, synRetries        uint8
-	synLinear, orphanRetries    uint8
-	kaProbes                    uint8
-	bits                        heldBits
-	steps                       uint8
-	step                        [maxHeldSteps]step
+	time                         time.Time
+	cookie, cgroupID             uint64
+	local, remote                netip.AddrPort
+	comm, thread                 string
+	rtoMax, budgetLimit          time.Duration
+	kaTime, kaIntvl, userTimeout time.Duration
+	firstMono                    time.Duration
+	pid, netns, inode            uint32
+	errno, skErrSoft             int32
+	budgetValue, dropped         int32
+	verdict, budgetSetting       uint8
+	source                       wire.OwnerSource
+	state, resetState            tcp.State
+	caState                      tcp.CAState
+	retries2, synRetries         uint8
+	synLinear, orphanRetries     uint8
+	kaProbes                     uint8
+	bits                         heldBits
+	steps                        uint8
+	step                         [maxHeldSteps]step
 }
 
 type heldBits uint16
@@ -136,7 +136,7 @@ func (h *heldEnd) pack(n *Narrative, c *conn) bool {
 	h.time, h.cookie, h.cgroupID, h.local, h.remote = n.Time, n.Cookie, n.CgroupID, n.Local, n.Remote
 	h.comm, h.thread, h.pid, h.source = n.Owner.Comm, n.Owner.Thread, n.Owner.PID, n.Owner.Source
 	h.rtoMax, h.budgetLimit, h.budgetValue, h.budgetSetting = n.RTOMax, n.Budget.Limit, int32(n.Budget.Value), setting
-	h.kaTime, h.kaIntvl, h.userTimout, h.kaProbes = st.KeepaliveTime, st.KeepaliveIntvl, st.UserTimeout, st.KeepaliveProbes
+	h.kaTime, h.kaIntvl, h.userTimeout, h.kaProbes = st.KeepaliveTime, st.KeepaliveIntvl, st.UserTimeout, st.KeepaliveProbes
 	h.retries2, h.synRetries, h.synLinear, h.orphanRetries = st.Retries2, st.SynRetries, st.SynLinearTimeouts, st.OrphanRetries
 	h.netns, h.inode, h.errno, h.skErrSoft = n.NetNS, n.Inode, n.Errno, n.SkErrSoft
 	h.verdict, h.state, h.resetState, h.caState = verdict, n.State, n.ResetState, n.CAState
@@ -178,7 +178,7 @@ func (t *Tracker) unpack(n *Narrative, h *heldEnd, mono time.Duration) {
 		Timeline:    tl,
 		Settings: tcp.Settings{Retries2: h.retries2, SynRetries: h.synRetries, SynLinearTimeouts: h.synLinear,
 			OrphanRetries: h.orphanRetries, KeepaliveOn: b&heldKeepaliveOn != 0, KeepaliveTime: h.kaTime,
-			KeepaliveIntvl: h.kaIntvl, KeepaliveProbes: h.kaProbes, UserTimeout: h.userTimout},
+			KeepaliveIntvl: h.kaIntvl, KeepaliveProbes: h.kaProbes, UserTimeout: h.userTimeout},
 		RTOMax:    h.rtoMax,
 		DropFacts: DropFacts{DropsSeen: b&heldDropsSeen != 0, Unjoined: b&heldUnjoined != 0},
 	}
