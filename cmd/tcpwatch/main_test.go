@@ -50,6 +50,9 @@ func tcpwatch(t *testing.T, args ...string) *exec.Cmd {
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), "TCPWATCH_MAIN=1")
+	// Output copied into buffers: a descendant holding the pipe after
+	// tcpwatch exits (a lab agent) must not hold Wait forever.
+	cmd.WaitDelay = 10 * time.Second
 	return cmd
 }
 

@@ -58,6 +58,12 @@ func Start(tb testing.TB, cmd *exec.Cmd, withStdin bool) *Process {
 		tb.Fatal(err)
 	}
 	cmd.Stderr = p.Stderr
+	// A descendant that outlives the process (or the process's own
+	// threads, in states the kill does not reach at once) can hold its
+	// standard error open: Wait would wait for the pipe forever, and the
+	// test with it (a cleanup hung for 7 minutes once, until the
+	// package's timeout). After the exit, the pipes get this long.
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("%s: %v", cmd.Path, err)
 	}
