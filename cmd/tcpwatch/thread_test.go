@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -68,7 +67,7 @@ while True:
 // handedServer starts script in s on ap: a python3 server that says
 // "listening", accepts one connection and, once a thread of its own holds
 // it, says "holding". It connects from c and waits for that.
-func handedServer(t *testing.T, s, c *netlab.Host, ap netip.AddrPort, script string) (*exec.Cmd, net.Conn) {
+func handedServer(t *testing.T, s, c *netlab.Host, ap netip.AddrPort, script string) (*testkit.Process, net.Conn) {
 	t.Helper()
 	srv, lines := startPython(t, s, "listening", script, ap.Addr().String(), strconv.Itoa(int(ap.Port())))
 	var conn net.Conn
@@ -91,7 +90,7 @@ func handedServer(t *testing.T, s, c *netlab.Host, ap netip.AddrPort, script str
 }
 
 // killAndWait kills srv with SIGKILL and waits until it is gone.
-func killAndWait(t *testing.T, srv *exec.Cmd) func() {
+func killAndWait(t *testing.T, srv *testkit.Process) func() {
 	return func() {
 		if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)

@@ -30,7 +30,7 @@ const python3 = "/usr/bin/python3"
 // startPython runs script with python3 in h, and waits for the line it
 // prints to say it is ready. The rest of its output is returned by the
 // channel, line by line.
-func startPython(t *testing.T, h *netlab.Host, ready, script string, args ...string) (*exec.Cmd, <-chan string) {
+func startPython(t *testing.T, h *netlab.Host, ready, script string, args ...string) (*testkit.Process, <-chan string) {
 	t.Helper()
 	requireInstalled(t, python3, "python3")
 	p := testkit.Start(t, h.Command(python3, append([]string{"-c", script}, args...)...), false)
@@ -42,7 +42,7 @@ func startPython(t *testing.T, h *netlab.Host, ready, script string, args ...str
 	case <-time.After(10 * time.Second):
 		t.Fatalf("python3 did not say %q within 10s (stderr %s)", ready, p.Stderr.String())
 	}
-	return p.Cmd, p.Lines
+	return p, p.Lines
 }
 
 // leaderGoneServer accepts one connection and hands it to a thread named

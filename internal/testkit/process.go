@@ -37,6 +37,17 @@ type Process struct {
 	Lines  <-chan string  // standard output, closed at its end
 	Stderr *LockedBuffer
 	Exited <-chan struct{} // closed once the process was waited for
+	// waitErr is what the one Wait of the process returned (see Wait).
+	waitErr error
+}
+
+// Wait waits until the process has exited and been waited for, and
+// returns what exec.Cmd.Wait returned. Start waits for the process itself:
+// a second exec.Cmd.Wait would race it, and the loser can block forever
+// (both reap, and only one receives the output copier's result).
+func (p *Process) Wait() error {
+	<-p.Exited
+	return p.waitErr
 }
 
 // Start starts cmd with its standard output read line by line (and a pipe
@@ -76,7 +87,7 @@ func Start(tb testing.TB, cmd *exec.Cmd, withStdin bool) *Process {
 		}
 		close(lines)
 		io.Copy(io.Discard, out)
-		cmd.Wait()
+		p.waitErr = cmd.Wait()
 		close(exited)
 	}()
 	tb.Cleanup(func() {
