@@ -79,6 +79,12 @@ var Scenarios = withIPv6([]*Scenario{
 			if err := r.tell("A", "write"); err != nil {
 				return err
 			}
+			// The command is read by A's client in its own time: both
+			// queues are empty before the write too, and on a slow guest
+			// the kill came first once (A then wrote to a dead socket).
+			if err := r.waitAppSaid("A", "wrote once"); err != nil {
+				return err
+			}
 			if err := r.waitDrained("B's server to have read all A wrote"); err != nil {
 				return err
 			}
