@@ -245,6 +245,10 @@ type binaries struct {
 	tcpwatch string
 	tests    []testBinary
 	busybox  string
+	// testdata are every package's testdata files, shipped whole: a
+	// package's tests may read a sibling's recordings (the engine's
+	// reconcile test replays one of the tracker's).
+	testdata []guestFile
 }
 
 type testBinary struct{ pkg, dir, file string }
@@ -281,6 +285,28 @@ func needsKernel(dir string, testFiles []string) bool {
 		}
 	}
 	return false
+}
+
+// repoTestdata lists every regular file under a directory named testdata
+// in the repository at root, placed at the same path under the guest's
+// /src, where each test binary runs in its package's directory: a test
+// that reads ../tracker/testdata finds it as it does on the host.
+func repoTestdata(root string) ([]guestFile, error) {
+	var files []guestFile
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "build") {
+			return filepath.SkipDir
+		}
+		rel, _ := filepath.Rel(root, p)
+		if d.Type().IsRegular() && slices.Contains(strings.Split(filepath.Dir(rel), string(filepath.Separator)), "testdata") {
+			files = append(files, guestFile{path: "src/" + filepath.ToSlash(rel), perm: 0o644, host: p})
+		}
+		return nil
+	})
+	return files, err
 }
 
 // hostOnlyPackages are test packages that only check the repository's
@@ -330,6 +356,15 @@ func buildBinaries(c *config) (*binaries, error) {
 		}
 		if _, err := os.Stat(file); err == nil {
 			b.tests = append(b.tests, testBinary{pkg: rel, dir: f[1], file: file})
+		}
+	}
+	if c.steps["tests"] {
+		root, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		if b.testdata, err = repoTestdata(root); err != nil {
+			return nil, err
 		}
 	}
 	if c.steps["tests"] && len(b.tests) == 0 {
@@ -402,16 +437,10 @@ func makeImage(c *config, k *Kernel, b *binaries, img string, steps map[string]b
 		files = append(files, guestFile{path: "tests/" + filepath.Base(t.file), perm: 0o755, host: t.file})
 		gdir := "/src/" + t.pkg
 		files = append(files, guestFile{path: "src/" + t.pkg + "/.keep", perm: 0o644})
-		// A package's testdata goes along: its tests run in its directory.
-		td := filepath.Join(t.dir, "testdata")
-		filepath.WalkDir(td, func(p string, d os.DirEntry, err error) error {
-			if err == nil && !d.IsDir() && d.Type().IsRegular() {
-				rel, _ := filepath.Rel(t.dir, p)
-				files = append(files, guestFile{path: "src/" + t.pkg + "/" + rel, perm: 0o644, host: p})
-			}
-			return nil
-		})
 		tests = append(tests, t.pkg+"="+gdir)
+	}
+	if len(tests) > 0 {
+		files = append(files, b.testdata...)
 	}
 	labInTests := ""
 	if labRunsInTests(c, steps, tests) {

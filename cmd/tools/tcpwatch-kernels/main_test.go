@@ -298,3 +298,26 @@ func TestLabResultsFromTests(t *testing.T) {
 		t.Errorf("allowances misapplied:\n%s\nallowed: %v", diffs, r.Allowed)
 	}
 }
+
+// A guest's test binary runs in its package's directory under /src, and
+// the engine's reconcile test reads the tracker's recording through
+// ../tracker/testdata: every package's testdata must be in the image, at
+// the repository's layout (CI's 6.1 and newest guests failed without it).
+func TestGuestCarriesEveryPackagesTestdata(t *testing.T) {
+	files, err := repoTestdata("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, f := range files {
+		have[f.path] = true
+		if strings.Contains(f.path, "/.git/") || strings.HasPrefix(f.path, "src/build/") {
+			t.Errorf("ships %s", f.path)
+		}
+	}
+	for _, want := range []string{"src/tracer/tracker/testdata/firewall-drops-replies.hex", "src/tracer/engine/testdata/churn200.rec.gz"} {
+		if !have[want] {
+			t.Errorf("%s is not in the guest image (have %d testdata files)", want, len(files))
+		}
+	}
+}
