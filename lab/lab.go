@@ -435,8 +435,8 @@ func (r *run) trace(ctx context.Context, e *engine.Engine) {
 	// What tcpwatch read and lost is part of the account: a verdict that
 	// did not come is a lost record or a wrong story, and the difference
 	// matters to whoever reads a failed run.
-	r.step("tcpwatch read %d records of the lab's hosts; lost %d (ring full %d, programs skipped %d), kernel skips %+v",
-		st.Events, st.Lost, st.RingFull, st.Recursion, st.Skipped)
+	r.step("tcpwatch read %d records of the lab's hosts; lost %d (ring full %d, programs skipped %d), kernel skips %+v; ends told at the kernel's deadline, their records unseen: %d",
+		st.Events, st.Lost, st.RingFull, st.Recursion, st.Skipped, st.EndsAtDeadline)
 	r.traceErr = err
 }
 

@@ -370,13 +370,26 @@ func TestBatchHoldsWholeLinesUntilFlush(t *testing.T) {
 func TestStatsTellUnseenEndsFromLostOnes(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewWriter(&buf, Text, Options{})
-	if err := w.Stats(engine.Stats{Events: 10, Reconciled: 2, EndedUnseen: 20}); err != nil {
+	if err := w.Stats(engine.Stats{Events: 10, Reconciled: 2, EndedUnseen: 20, EndsAtDeadline: 1}); err != nil {
 		t.Fatal(err)
 	}
 	w.Flush()
 	line := buf.String()
-	if !strings.Contains(line, "2 connections whose end was lost") || !strings.Contains(line, "20 connections from before tcpwatch ended unseen (by design") {
+	if !strings.Contains(line, "2 connections whose end was lost") || !strings.Contains(line, "20 connections from before tcpwatch ended unseen (by design") ||
+		!strings.Contains(line, "1 connections whose end was told at the kernel's deadline (end_unseen") {
 		t.Errorf("stats: %s", line)
+	}
+	buf.Reset()
+	w = NewWriter(&buf, JSON, Options{})
+	if err := w.Stats(engine.Stats{Events: 10, EndsAtDeadline: 3}); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	var rec struct {
+		EndsAtDeadline *uint64 `json:"ends_at_deadline"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil || rec.EndsAtDeadline == nil || *rec.EndsAtDeadline != 3 {
+		t.Errorf("stats JSON %s: ends_at_deadline missing or wrong (%v)", buf.Bytes(), err)
 	}
 }
 

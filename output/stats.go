@@ -31,6 +31,10 @@ type StatsRecord struct {
 	// kernel reports by design to no one: healthy connections that predate
 	// tcpwatch end without a record in default mode. Nothing was lost.
 	EndedUnseen uint64 `json:"ended_unseen"`
+	// EndsAtDeadline counts ends told at the kernel's deadline because
+	// the kill's own records never arrived: narratives marked end_unseen,
+	// kernel records missing that no kernel counter saw.
+	EndsAtDeadline uint64 `json:"ends_at_deadline"`
 	// Exposure counts the connections of the last exposure snapshot
 	// (--exposure-every) by class (never, hours, minutes, seconds), and
 	// ExposureByComm the same per process name; absent when none was taken.
@@ -114,7 +118,7 @@ func (w *Writer) Stats(st engine.Stats) error { return w.StatsWithOTLP(st, nil) 
 func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 	s := StatsRecord{Type: "stats", Time: time.Now().Format(TimeLayout), Host: w.host, Events: st.Events, Lost: st.Lost, Skipped: skippedOf(st.Skipped),
 		Narratives: st.Narratives, Evictions: st.Evictions, Tracked: st.Tracked, Reconciled: st.Reconciled,
-		EndedUnseen: st.EndedUnseen, Exposure: w.exposure, ExposureByComm: w.exposureByComm, OTLP: o}
+		EndedUnseen: st.EndedUnseen, EndsAtDeadline: st.EndsAtDeadline, Exposure: w.exposure, ExposureByComm: w.exposureByComm, OTLP: o}
 	if s.Narratives == nil {
 		s.Narratives = map[string]int{}
 	}
@@ -160,6 +164,9 @@ func (w *Writer) StatsWithOTLP(st engine.Stats, o *OTLPStats) error {
 	}
 	if s.Reconciled > 0 {
 		line += fmt.Sprintf(", %d connections whose end was lost dropped (gone from the kernel's socket table)", s.Reconciled)
+	}
+	if s.EndsAtDeadline > 0 {
+		line += fmt.Sprintf(", %d connections whose end was told at the kernel's deadline (end_unseen: the kill's records never arrived, and no kernel counter saw them go)", s.EndsAtDeadline)
 	}
 	if s.EndedUnseen > 0 {
 		line += fmt.Sprintf(", %d connections from before tcpwatch ended unseen (by design: in default mode the kernel reports no normal end of a connection it did not see begin)", s.EndedUnseen)

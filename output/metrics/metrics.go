@@ -50,7 +50,7 @@ type Metrics struct {
 	exposure   *prometheus.GaugeVec
 	incidents  incidentMetrics
 
-	events, ringFull, recursion, evictions atomic.Uint64
+	events, ringFull, recursion, evictions, endsAtDeadline atomic.Uint64
 	// the kernel half's skips for want of room (engine.Stats.Skipped)
 	noStorage, troubledFull, keepaliveFull, synackFull atomic.Uint64
 	tracked                                            atomic.Int64
@@ -112,6 +112,7 @@ func New(opts Options) *Metrics {
 		counter("tcpwatch_kernel_skips_total", skipHelp, &m.keepaliveFull, prometheus.Labels{"reason": "keepalive_full"}),
 		counter("tcpwatch_kernel_skips_total", skipHelp, &m.synackFull, prometheus.Labels{"reason": "synack_full"}),
 		counter("tcpwatch_tracker_evictions_total", "Connections the tracker forgot to stay under --max-connections.", &m.evictions, nil),
+		counter("tcpwatch_ends_at_deadline_total", "Ends told at the kernel's deadline because the kill's records never arrived (narratives marked end_unseen): records missing that no kernel counter saw.", &m.endsAtDeadline, nil),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tcpwatch_tracked_connections",
 			Help: "Connections the tracker holds now.",
@@ -139,6 +140,7 @@ func (m *Metrics) Observe(p engine.Stats) {
 	m.keepaliveFull.Store(p.Skipped.KeepaliveFull)
 	m.synackFull.Store(p.Skipped.SynackFull)
 	m.evictions.Store(p.Evictions)
+	m.endsAtDeadline.Store(p.EndsAtDeadline)
 	m.tracked.Store(int64(p.Tracked))
 }
 

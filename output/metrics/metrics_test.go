@@ -60,7 +60,7 @@ func TestCounts(t *testing.T) {
 	if items := len(passed.Got()); narratives != 9 || items != 10 {
 		t.Errorf("the wrapped sink got %d narratives, %d items", narratives, items)
 	}
-	m.Observe(engine.Stats{Events: 1234, Lost: 7, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3,
+	m.Observe(engine.Stats{Events: 1234, Lost: 7, RingFull: 5, Recursion: 2, Tracked: 17, Evictions: 3, EndsAtDeadline: 2,
 		Skipped: tracer.Skipped{NoStorage: 4, TroubledFull: 6, KeepaliveFull: 8, SynackFull: 9}})
 
 	expected := `
@@ -86,6 +86,9 @@ tcpwatch_kernel_skips_total{reason="troubled_full"} 6
 # HELP tcpwatch_tracker_evictions_total Connections the tracker forgot to stay under --max-connections.
 # TYPE tcpwatch_tracker_evictions_total counter
 tcpwatch_tracker_evictions_total 3
+# HELP tcpwatch_ends_at_deadline_total Ends told at the kernel's deadline because the kill's records never arrived (narratives marked end_unseen): records missing that no kernel counter saw.
+# TYPE tcpwatch_ends_at_deadline_total counter
+tcpwatch_ends_at_deadline_total 2
 # HELP tcpwatch_tracked_connections Connections the tracker holds now.
 # TYPE tcpwatch_tracked_connections gauge
 tcpwatch_tracked_connections 17
@@ -93,7 +96,7 @@ tcpwatch_tracked_connections 17
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(expected),
 		"tcpwatch_rto_episodes_total", "tcpwatch_keepalive_episodes_total",
 		"tcpwatch_records_read_total", "tcpwatch_records_lost_total", "tcpwatch_kernel_skips_total", "tcpwatch_tracker_evictions_total",
-		"tcpwatch_tracked_connections"); err != nil {
+		"tcpwatch_ends_at_deadline_total", "tcpwatch_tracked_connections"); err != nil {
 		t.Error(err)
 	}
 	told := map[[2]string]float64{{"connect_refused", "ipv4"}: 2, {"connect_refused", "ipv6"}: 1,

@@ -137,6 +137,9 @@ type Stats struct {
 	Tracked     int            // connections the tracker holds
 	Reconciled  uint64         // connections dropped: the kernel no longer had them, their end lost
 	EndedUnseen uint64         // ... their end unreported by design (healthy, from before tcpwatch)
+	// EndsAtDeadline: ends told at the kernel's deadline, the kill's
+	// records never having arrived (narratives marked end_unseen).
+	EndsAtDeadline uint64
 }
 
 // Engine reads one source, tracks, enriches, filters and tells.
@@ -245,5 +248,5 @@ func (e *Engine) trackerStats() {
 	}
 	ts := e.tracker.Stats()
 	e.stats.Evictions, e.stats.Tracked, e.stats.Reconciled = ts.Evictions, ts.Tracked, ts.Reconciled
-	e.stats.EndedUnseen = ts.EndedUnseen
+	e.stats.EndedUnseen, e.stats.EndsAtDeadline = ts.EndedUnseen, ts.EndsAtDeadline
 }

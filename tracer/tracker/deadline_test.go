@@ -63,6 +63,11 @@ func TestEndUnseenAfterDeadline(t *testing.T) {
 					t.Errorf("final=%v end_unseen=%v window probes %d", n.Final, n.EndUnseen, n.WindowProbes)
 				}
 			}
+			// The hole no kernel counter saw is counted: once, and only
+			// when the end was told unseen.
+			if want := uint64(boolInt(tc.want == RetransmitTimeout)); tr.Stats().EndsAtDeadline != want {
+				t.Errorf("ends at deadline %d, want %d", tr.Stats().EndsAtDeadline, want)
+			}
 		})
 	}
 }
@@ -152,6 +157,9 @@ func TestUnseenKillKeepsTheRoutersError(t *testing.T) {
 	n := (*told)[len(*told)-1]
 	if n.Verdict != HostUnreachable || !n.Final || !n.EndUnseen || tcp.ErrnoName(n.Errno) != "EHOSTUNREACH" {
 		t.Fatalf("told %v; last: final=%v end_unseen=%v errno=%s", verdictsOf(*told), n.Final, n.EndUnseen, tcp.ErrnoName(n.Errno))
+	}
+	if got := tr.Stats().EndsAtDeadline; got != 1 {
+		t.Errorf("ends at deadline %d, want 1", got)
 	}
 }
 

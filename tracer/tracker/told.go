@@ -72,6 +72,9 @@ func (t *Tracker) narrate(c *conn, v Verdict, final bool, now time.Duration) *Na
 		n.Begins, c.toldProbing = c.toldProbing != c.probeSince, c.probeSince
 	}
 	n.EndUnseen = final && c.endUnseen
+	if n.EndUnseen {
+		t.endsAtDeadline++
+	}
 	n.Errno = c.errnoSeen(v)
 	n.Budget = budgetOf(c, ev, v)
 	c.outageFacts(n, now)

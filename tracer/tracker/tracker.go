@@ -93,16 +93,17 @@ type Tracker struct {
 	ended      map[endKey]endedConn
 	endedOrder timeQueue[endKey]
 	// wallAtZero turns kernel CLOCK_MONOTONIC into wall time (from the events).
-	wallAtZero time.Time
-	lastEmit   time.Duration
-	lossEpoch  uint64                    // bumped whenever the kernel reports lost records
-	unjoined   uint32                    // bumped whenever the kernel could not mark a connection in trouble (DropsUnjoined)
-	reconciled uint64                    // connections dropped because the kernel no longer had them
-	unseen     uint64                    // ... of which, ends the kernel does not report by design
-	cw         closeWaits                // sockets in CLOSE_WAIT (closewait.go)
-	ports      map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
-	probing    map[*conn]struct{}        // connections in a window-probe episode (probe.go)
-	awaiting   map[*conn]struct{}        // connections in a told episode with a kernel deadline (deadline.go)
+	wallAtZero     time.Time
+	lastEmit       time.Duration
+	lossEpoch      uint64                    // bumped whenever the kernel reports lost records
+	unjoined       uint32                    // bumped whenever the kernel could not mark a connection in trouble (DropsUnjoined)
+	reconciled     uint64                    // connections dropped because the kernel no longer had them
+	unseen         uint64                    // ... of which, ends the kernel does not report by design
+	endsAtDeadline uint64                    // ends told at the kernel's deadline, the kill's records unseen
+	cw             closeWaits                // sockets in CLOSE_WAIT (closewait.go)
+	ports          map[portsKey]*portsFolded // connect() failures for want of a port (ports.go)
+	probing        map[*conn]struct{}        // connections in a window-probe episode (probe.go)
+	awaiting       map[*conn]struct{}        // connections in a told episode with a kernel deadline (deadline.go)
 	// awaitingScan: when checkDeadlines next looks at them.
 	awaitingScan time.Duration
 	// checkWanted: an episode went silent past its deadline (deadline.go)
@@ -369,12 +370,17 @@ type Stats struct {
 	// kernel does not report by design: healthy connections that predate
 	// tcpwatch end without a record in default mode.
 	EndedUnseen uint64
+	// EndsAtDeadline counts ends told at the kernel's deadline because the
+	// kill's own records never arrived (narratives marked EndUnseen):
+	// records missing that no kernel counter saw.
+	EndsAtDeadline uint64
 }
 
 // Stats reports narratives by verdict, evictions and connections tracked.
 func (t *Tracker) Stats() Stats {
 	s := Stats{Narratives: make(map[string]int, len(t.counts)), Evictions: t.evictions, Tracked: t.tracked,
-		Reconciled: t.reconciled - t.unseen, EndedUnseen: t.unseen}
+		Reconciled: t.reconciled - t.unseen, EndedUnseen: t.unseen,
+		EndsAtDeadline: t.endsAtDeadline}
 	for v, n := range t.counts {
 		s.Narratives[string(v)] = n
 	}
