@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -428,5 +429,91 @@ func TestListenerIncidentKeyedPerListener(t *testing.T) {
 	}
 	if m.Open() != 0 {
 		t.Errorf("listeners counted as peer incidents: %d", m.Open())
+	}
+}
+
+// The reading loop waits for a namespace's first socket table only: later
+// readings happen on the reader's own goroutine while the loop goes on
+// with the table it has, one reading at a time per namespace, and a
+// table's keepalive deadlines count from when it was read.
+func TestSharedFateReaderReadsOffTheLoop(t *testing.T) {
+	inc := &Incident{NetNS: 7, Peer: peerA.Addr(), Port: peerA.Port()}
+	idle := func(cookie uint64) sockdiag.Socket {
+		return sockdiag.Socket{Cookie: cookie, NetNS: 7, Local: netip.AddrPortFrom(client, uint16(cookie)), Remote: peerA,
+			State: tcp.StateEstablished, PID: 10, Comm: "app", KeepaliveOn: true, TimerExpires: time.Minute,
+			Settings: tcp.Settings{KeepaliveProbes: 9, KeepaliveIntvl: 75 * time.Second}}
+	}
+	var (
+		mu      sync.Mutex
+		reads   int
+		release = make(chan struct{})
+		started = make(chan struct{}, 8)
+	)
+	r := &SharedFateReader{snapshot: func(ns uint32) ([]sockdiag.Socket, error) {
+		mu.Lock()
+		reads++
+		n := reads
+		mu.Unlock()
+		if n == 1 {
+			return []sockdiag.Socket{idle(1)}, nil
+		}
+		started <- struct{}{}
+		<-release // a slow reading: the loop must not wait for it
+		return []sockdiag.Socket{idle(1), idle(2)}, nil
+	}}
+	follows := func(uint32, uint64) bool { return false }
+
+	before := time.Now()
+	r.Read(inc, follows)
+	if inc.SharedFate == nil || inc.SharedFate.Idle != 1 {
+		t.Fatalf("first reading: %+v", inc.SharedFate)
+	}
+	if nf := inc.SharedFate.NoticeFirst; nf.Before(before.Add(time.Minute+9*75*time.Second)) || nf.After(time.Now().Add(time.Minute+9*75*time.Second)) {
+		t.Errorf("notice first %v is not counted from the reading", nf)
+	}
+
+	// The table is over a second old: the next Read starts a reading and
+	// answers from the old table at once, however long the reading takes.
+	r.mu.Lock()
+	tb := r.tables[7]
+	tb.at = tb.at.Add(-2 * sharedFateReuse)
+	r.tables[7] = tb
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		for range 3 {
+			r.Read(inc, follows)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read waited for a reading off the loop")
+	}
+	if inc.SharedFate.Idle != 1 {
+		t.Errorf("while the next table is read: %d idle, want the old table's 1", inc.SharedFate.Idle)
+	}
+	if !inc.SharedFate.NoticeFirst.Equal(tb.at.Add(time.Minute + 9*75*time.Second)) {
+		t.Errorf("notice first %v, want it counted from the old table's reading %v", inc.SharedFate.NoticeFirst, tb.at)
+	}
+	<-started
+	close(release)
+	// The new table replaces the old once read.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.Read(inc, follows)
+		if inc.SharedFate.Idle == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the table read off the loop never replaced the old one: %d idle", inc.SharedFate.Idle)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if reads != 2 {
+		t.Errorf("%d readings, want 2: one at the first incident, one when the table was old (not one per Read)", reads)
 	}
 }

@@ -2,6 +2,7 @@ package incident
 
 import (
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/tcpwatch/tcpwatch/tracer/sockdiag"
@@ -33,45 +34,109 @@ func ReadSharedFate(inc *Incident, follows func(netns uint32, cookie uint64) boo
 	(&SharedFateReader{}).Read(inc, follows)
 }
 
-// SharedFateReader reads shared fates (one goroutine at a time), reusing a namespace's socket table
-// for a second: incidents with many peers at once (a node losing a rack)
-// cost one sock_diag dump and one /proc scan, not one per peer.
+// SharedFateReader reads shared fates (Read from one goroutine at a time),
+// reusing a namespace's socket table for a second: incidents with many
+// peers at once (a node losing a rack) cost one sock_diag dump and one
+// /proc scan, not one per peer.
+//
+// Only a namespace's first table is read on the caller's goroutine, the
+// engine's reading loop: an older one is used as it is while a goroutine
+// of the reader's own reads the next. A reading is a sock_diag dump, the
+// /proc scan that names the owners and, with Keepalive, a socket
+// iterator in the namespace: tens of milliseconds on a busy host, once a
+// second while incidents are open, during which the loop would not read
+// the ring (under a churn with failures, about a tenth of tcpwatch's CPU
+// was this reading on the loop).
 type SharedFateReader struct {
 	// Keepalive, if set, reads each socket's own keepalive settings in a
 	// namespace, by socket cookie (sock_diag does not show them).
 	Keepalive func(netns uint32) (map[uint64]SocketKeepalive, error)
-	tables    map[uint32]sharedFateTable
+	// snapshot reads a namespace's socket table (sockdiag.Snapshot; tests
+	// replace it).
+	snapshot func(netns uint32) ([]sockdiag.Socket, error)
+
+	mu      sync.Mutex
+	tables  map[uint32]sharedFateTable
+	reading map[uint32]bool // namespaces whose next table is being read
 }
 
 type sharedFateTable struct {
-	at    time.Time
+	at    time.Time // when the table was read: its timers count from then
 	socks []sockdiag.Socket
 	own   map[uint64]SocketKeepalive
 }
 
-// sharedFateReuse is how long a namespace's socket table is reused.
+// sharedFateReuse is how long a namespace's socket table is used before
+// the next is read.
 const sharedFateReuse = time.Second
 
 // Read is ReadSharedFate through the reader's tables.
 func (r *SharedFateReader) Read(inc *Incident, follows func(netns uint32, cookie uint64) bool) {
-	now := time.Now()
-	t, ok := r.tables[inc.NetNS]
-	if !ok || now.Sub(t.at) > sharedFateReuse {
-		socks, err := sockdiag.Snapshot(inc.NetNS)
-		if err != nil && len(socks) == 0 {
+	ns := inc.NetNS
+	r.mu.Lock()
+	t, ok := r.tables[ns]
+	if ok && time.Since(t.at) > sharedFateReuse && !r.reading[ns] {
+		if r.reading == nil {
+			r.reading = map[uint32]bool{}
+		}
+		r.reading[ns] = true
+		go r.refresh(ns)
+	}
+	r.mu.Unlock()
+	if !ok {
+		// The namespace's first incident: its record waits for a table.
+		if t, ok = r.read(ns); !ok {
 			return
 		}
-		if r.tables == nil || len(r.tables) > 64 {
-			r.tables = map[uint32]sharedFateTable{}
-		}
-		t = sharedFateTable{at: now, socks: socks}
-		if r.Keepalive != nil {
-			// Unread (an error): the namespace's settings, as before.
-			t.own, _ = r.Keepalive(inc.NetNS)
-		}
-		r.tables[inc.NetNS] = t
+		r.store(ns, t)
 	}
-	inc.SharedFate = sharedFateOf(inc, t.socks, t.own, follows, now)
+	inc.SharedFate = sharedFateOf(inc, t.socks, t.own, follows, t.at)
+}
+
+// refresh reads a namespace's next table off the caller's goroutine. A
+// namespace that cannot be read any more (gone) loses its table: the
+// next incident there reads again, and tells no shared fate if it fails.
+func (r *SharedFateReader) refresh(ns uint32) {
+	t, ok := r.read(ns)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.reading, ns)
+	if !ok {
+		delete(r.tables, ns)
+		return
+	}
+	r.storeLocked(ns, t)
+}
+
+func (r *SharedFateReader) read(ns uint32) (sharedFateTable, bool) {
+	snapshot := r.snapshot
+	if snapshot == nil {
+		snapshot = sockdiag.Snapshot
+	}
+	at := time.Now()
+	socks, err := snapshot(ns)
+	if err != nil && len(socks) == 0 {
+		return sharedFateTable{}, false
+	}
+	t := sharedFateTable{at: at, socks: socks}
+	if r.Keepalive != nil {
+		// Unread (an error): the namespace's settings, as before.
+		t.own, _ = r.Keepalive(ns)
+	}
+	return t, true
+}
+
+func (r *SharedFateReader) store(ns uint32, t sharedFateTable) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.storeLocked(ns, t)
+}
+
+func (r *SharedFateReader) storeLocked(ns uint32, t sharedFateTable) {
+	if r.tables == nil || len(r.tables) > 64 {
+		r.tables = map[uint32]sharedFateTable{}
+	}
+	r.tables[ns] = t
 }
 
 func sharedFateOf(inc *Incident, socks []sockdiag.Socket, own map[uint64]SocketKeepalive, follows func(uint32, uint64) bool, now time.Time) *SharedFate {
