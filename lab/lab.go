@@ -738,5 +738,13 @@ func (r *run) result() *Result {
 			}
 		}
 	}
+	for h, unwanted := range r.sc.ForbidNotice {
+		for _, k := range r.notices[h] {
+			if slices.Contains(unwanted, k) {
+				res.OK = false
+				res.Missing = append(res.Missing, "unexpected "+h+":"+k)
+			}
+		}
+	}
 	return res
 }

@@ -134,7 +134,8 @@ func TestNoticeJSONHandWritten(t *testing.T) {
 	n, cg := fleetNarrative()
 	for _, explain := range []bool{false, true} {
 		notice := &tracker.Notice{Time: n.Time, Kind: "time_wait_syn_accepted", Cookie: 7, Local: n.Local, Remote: n.Remote,
-			NetNS: 4026531833, Owner: tracker.Owner{PID: 42, Comm: "java", Thread: "worker-3 <&>"}, Age: 367 * time.Millisecond}
+			NetNS: 4026531833, Owner: tracker.Owner{PID: 42, Comm: "java", Thread: "worker-3 <&>"}, Age: 367 * time.Millisecond,
+			CauseUnseen: explain}
 		rec := NewNoticeRecord(notice, cg)
 		rec.Host = "node-7\"quoted"
 		if !explain {
@@ -184,7 +185,8 @@ func TestNoticeLineIsTheRecord(t *testing.T) {
 					for _, seed := range []uint16{0, 7} {
 						for _, explain := range []bool{false, true} {
 							notice := &tracker.Notice{Time: n.Time, Kind: kind, Cookie: 7, Local: addrs[0], Remote: addrs[1],
-								NetNS: 4026531833, Owner: tracker.Owner{PID: 42, Comm: "java", Thread: thread}, Age: 367 * time.Millisecond}
+								NetNS: 4026531833, Owner: tracker.Owner{PID: 42, Comm: "java", Thread: thread}, Age: 367 * time.Millisecond,
+								CauseUnseen: kind == "time_wait_syn_accepted" && seed == 7}
 							rec := NewNoticeRecordSeeded(notice, c, seed)
 							rec.Host = "node-7\"quoted"
 							if !explain && RoutineNotice(notice) {

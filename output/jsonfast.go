@@ -158,6 +158,9 @@ func appendNoticeJSON(b []byte, r *NoticeRecord) []byte {
 	if r.Explanation != "" {
 		b = appendStringField(b, "explanation", r.Explanation)
 	}
+	if r.CauseUnseen {
+		b = appendBoolField(b, "cause_unseen", true)
+	}
 	return append(b, '}')
 }
 
@@ -469,6 +472,9 @@ func appendNoticeLine(b []byte, n *tracker.Notice, cg containers.Info, host stri
 		if e := words.NoticeExplanation(n); e != "" {
 			b = appendStringField(b, "explanation", e)
 		}
+	}
+	if n.CauseUnseen {
+		b = appendBoolField(b, "cause_unseen", true)
 	}
 	return append(b, '}')
 }

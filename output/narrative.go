@@ -329,6 +329,10 @@ type NoticeRecord struct {
 	TimeWait *TimeWaitRecord `json:"time_wait,omitempty"`
 	// ResetReason: syn_answered_old_ack's reset, as the kernel names it.
 	ResetReason string `json:"reset_reason,omitempty"`
+	// CauseUnseen: a time_wait_syn_accepted on a kernel before 6.11,
+	// which cannot show whether the SYN was newer than the old connection
+	// or an RST had ended the TIME_WAIT first (tracker.Notice.CauseUnseen).
+	CauseUnseen bool `json:"cause_unseen,omitempty"`
 }
 
 // TimeWaitRecord is what a SYN or RST met in TIME_WAIT (docs/json.md).
@@ -373,7 +377,7 @@ func NewNoticeRecordSeeded(n *tracker.Notice, cg containers.Info, seed uint16) N
 	r := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Kind: n.Kind,
 		ConnFields: connFields(seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
 		Summary:    words.NoticeSummary(n), Explanation: words.NoticeExplanation(n), TimeWait: newTimeWaitRecord(n),
-		ResetReason: n.ResetReason}
+		ResetReason: n.ResetReason, CauseUnseen: n.CauseUnseen}
 	r.setCgroup(cg)
 	return r
 }
@@ -401,7 +405,7 @@ func (w *Writer) Notice(n *tracker.Notice, cg containers.Info) error {
 		}
 		rec := NoticeRecord{Type: "event", Time: n.Time.Format(TimeLayout), Host: w.host, Kind: n.Kind,
 			ConnFields: connFields(w.seed, n.Cookie, n.Local, n.Remote, n.NetNS, n.Owner.PID, n.Owner.Comm, n.Owner.Thread),
-			Summary:    words.NoticeSummary(n), TimeWait: newTimeWaitRecord(n), ResetReason: n.ResetReason}
+			Summary:    words.NoticeSummary(n), TimeWait: newTimeWaitRecord(n), ResetReason: n.ResetReason, CauseUnseen: n.CauseUnseen}
 		rec.setCgroup(cg)
 		if w.explain || !RoutineNotice(n) {
 			rec.Explanation = words.NoticeExplanation(n)

@@ -26,8 +26,15 @@ var Notices = []NoticeEntry{
 			n.Local, n.Remote, Secs(n.Age))
 	}},
 	{Kind: "time_wait_syn_accepted", Summary: func(n *tracker.Notice) string {
+		if n.CauseUnseen {
+			return "the peer's SYN reopened a 4-tuple this side held in TIME_WAIT (closed " + Secs(n.Age) + " ago): its sequence number or timestamp was newer, or an RST had ended the TIME_WAIT first (this kernel, before 6.11, does not show which)"
+		}
 		return "the peer's SYN reopened a 4-tuple this side held in TIME_WAIT (closed " + Secs(n.Age) + " ago): its sequence number or timestamp was newer"
 	}, Explanation: func(n *tracker.Notice) string {
+		if n.CauseUnseen {
+			return fmt.Sprintf("This side closed %s -> %s first, %s ago, and kept the 4-tuple in TIME_WAIT (60 s, TCP_TIMEWAIT_LEN). A new connection from the peer now has it. Either tcp_timewait_state_process() accepted the peer's SYN (TCP_TW_SYN: its timestamp newer than the last one seen, PAWS, or without timestamps its sequence number past the old connection's), or it had answered an older SYN with the old connection's ACK, the peer's RST to that ACK ended the TIME_WAIT (tcp_rfc1337=0), and the peer's next SYN reached the listener. The kernel drops those segments in TIME_WAIT without naming the timewait socket before 6.11 (kfree_skb's rx_sk), so this kernel cannot show which; 6.11+ tells time_wait_syn_rejected and time_wait_rst_ended.",
+				n.Local, n.Remote, Secs(n.Age))
+		}
 		return fmt.Sprintf("This side closed %s -> %s first, %s ago, and kept the 4-tuple in TIME_WAIT (60 s, TCP_TIMEWAIT_LEN). A SYN for it arrived: tcp_timewait_state_process() accepts it (TCP_TW_SYN) when its timestamp is newer than the last one seen (PAWS) or, without timestamps, its sequence number is past the old connection's; the TIME_WAIT ends and the listener takes the new connection. An older SYN is answered with the old connection's ACK instead (time_wait_syn_rejected), and the peer's RST to that ACK ends the TIME_WAIT early unless tcp_rfc1337=1 (time_wait_rst_ended).",
 			n.Local, n.Remote, Secs(n.Age))
 	}},

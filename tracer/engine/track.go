@@ -19,6 +19,12 @@ type dropSource interface {
 
 var _ dropSource = (*tracer.Tracer)(nil)
 
+// timeWaitSource says whether the kernel names the timewait socket a
+// dropped segment met (tracer.Tracer.SeesTimeWait).
+type timeWaitSource interface{ SeesTimeWait() bool }
+
+var _ timeWaitSource = (*tracer.Tracer)(nil)
+
 // newTracker makes the tracker for the mode: it tells narratives, and
 // notices only with --all (or the lab's ModeRoutine).
 func (e *Engine) newTracker() *tracker.Tracker {
@@ -29,6 +35,9 @@ func (e *Engine) newTracker() *tracker.Tracker {
 		ReuseNarratives: true}
 	if ds, ok := e.src.(dropSource); ok {
 		cfg.DropsSeen, cfg.DropReasons = ds.SeesDrops(), ds.DropReasons()
+	}
+	if ts, ok := e.src.(timeWaitSource); ok {
+		cfg.TimeWaitSeen = ts.SeesTimeWait()
 	}
 	if e.cfg.Mode.tellsRoutine() {
 		cfg.Notices = func(n *tracker.Notice) { e.tell(Item{Notice: n}) }

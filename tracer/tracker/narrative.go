@@ -244,4 +244,8 @@ type Notice struct {
 	ResetReason string
 	// CgroupID: as in Narrative.
 	CgroupID uint64
+	// CauseUnseen: a time_wait_syn_accepted on a kernel that cannot show
+	// a TIME_WAIT ended early by an RST (Config.TimeWaitSeen false): the
+	// SYN was newer, or an RST had ended the TIME_WAIT first.
+	CauseUnseen bool
 }

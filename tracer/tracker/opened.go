@@ -56,13 +56,23 @@ func (t *Tracker) watchTimeWait(c *conn, ev *wire.Event) {
 		// the peer's SYN reopened a 4-tuple our side held in TIME_WAIT
 		// (tcp_timewait_state_process: TCP_TW_SYN, its sequence number or
 		// timestamp newer than the old connection's).
-		kind := "time_wait_reuse"
+		kind, causeUnseen := "time_wait_reuse", false
 		if ev.OldState == tcp.StateSynRecv {
-			kind = "time_wait_syn_accepted"
+			kind, causeUnseen = "time_wait_syn_accepted", !t.cfg.TimeWaitSeen
+			// A connect() of this host met this TIME_WAIT's old ACK and
+			// reset it since the TIME_WAIT began: the RST ended it
+			// (tcp_rfc1337=0, or the 60 s would not be over yet), and the
+			// SYN that opened this connection reached the listener. The
+			// TIME_WAIT took nothing over: told by the connecting side's
+			// syn_answered_old_ack, and with rx_sk by time_wait_rst_ended.
+			if resetAt, ok := t.oldAckResets[[2]netip.AddrPort{c.local, c.remote}]; len(t.oldAckResets) > 0 && ok && resetAt >= at {
+				return
+			}
 		}
 		if age := ev.Mono - at; age < timeWaitLen {
 			t.cfg.Notices(&Notice{Time: ev.Time, Kind: kind, Cookie: c.cookie, Local: c.local,
-				Remote: c.remote, NetNS: c.netns, Owner: t.ownerOf(c), Age: age, CgroupID: c.cgroupID})
+				Remote: c.remote, NetNS: c.netns, Owner: t.ownerOf(c), Age: age, CgroupID: c.cgroupID,
+				CauseUnseen: causeUnseen})
 		}
 	}
 }

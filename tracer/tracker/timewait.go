@@ -1,6 +1,9 @@
 package tracker
 
 import (
+	"net/netip"
+	"time"
+
 	"github.com/tcpwatch/tcpwatch/tracer/wire"
 )
 
@@ -63,6 +66,32 @@ func (t *Tracker) onSynAnsweredOldAck(c *conn, ev *wire.Event) {
 	if t.cfg.Notices == nil {
 		return
 	}
+	t.rememberOldAckReset(c.remote, c.local, ev.Mono)
 	t.cfg.Notices(&Notice{Time: ev.Time, Kind: NoticeSynAnsweredOldAck, Cookie: c.cookie, Local: c.local, Remote: c.remote,
 		NetNS: c.netns, Owner: t.ownerOf(c), CgroupID: c.cgroupID, ResetReason: t.cfg.ResetReasons.Name(ev.Detail)})
+}
+
+// maxOldAckResets bounds oldAckResets: each is a connect() that met an
+// old ACK, a few a minute on a host that reuses ports this way.
+const maxOldAckResets = 4096
+
+// rememberOldAckReset notes, as the peer sees the 4-tuple (its local,
+// its remote), that this host reset the old ACK its TIME_WAIT sent.
+// Entries older than a TIME_WAIT are of no use: they go when the map
+// fills, and all of them if it is still full.
+func (t *Tracker) rememberOldAckReset(peerLocal, peerRemote netip.AddrPort, now time.Duration) {
+	if t.oldAckResets == nil {
+		t.oldAckResets = make(map[[2]netip.AddrPort]time.Duration)
+	}
+	if len(t.oldAckResets) >= maxOldAckResets {
+		for k, at := range t.oldAckResets {
+			if now-at > timeWaitLen {
+				delete(t.oldAckResets, k)
+			}
+		}
+		if len(t.oldAckResets) >= maxOldAckResets {
+			clear(t.oldAckResets)
+		}
+	}
+	t.oldAckResets[[2]netip.AddrPort{peerLocal, peerRemote}] = now
 }

@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -142,5 +143,79 @@ func TestTimeWaitOldSyn(t *testing.T) {
 				t.Errorf("A told %d %s, want 1 by lab-client with its reset's reason", len(client), NoticeSynAnsweredOldAck)
 			}
 		})
+	}
+}
+
+// noticesOf replays a recording's records (those keep says) and returns
+// every notice, with the kernel's view of TIME_WAIT as timeWaitSeen says.
+func noticesOf(t *testing.T, name string, timeWaitSeen bool, keep func(*wire.Event) bool) (notices []Notice, hostOf map[uint32]string) {
+	t.Helper()
+	rec := loadRecording(t, name)
+	tr := New(Config{All: true, ResetReasons: testReasons, DropsSeen: true, DropReasons: testDropReasons, TimeWaitSeen: timeWaitSeen,
+		Notices: func(n *Notice) { notices = append(notices, *n) }}, func(*Narrative) {})
+	var last time.Duration
+	for i := range rec.events {
+		if keep(&rec.events[i]) {
+			tr.Handle(&rec.events[i])
+			last = rec.events[i].Mono
+		}
+	}
+	tr.Flush(last + time.Second)
+	return notices, rec.hostOf
+}
+
+// timewait-syn-old as a kernel before 6.11 shows it: kfree_skb names no
+// timewait socket, so B's TIME_WAIT answering the old SYN and A's RST
+// ending it leave no record (the 6.18 recording without them). A's reset
+// of the old ACK is seen on every kernel; B's listener then takes A's
+// next SYN. That is not a TIME_WAIT taking a newer SYN: the 6.1 guest told
+// time_wait_syn_accepted ("its sequence number or timestamp was newer")
+// for this SYN, whose sequence number was behind.
+func TestOldSynSeenWithoutTimeWaitRecords(t *testing.T) {
+	notices, hostOf := noticesOf(t, "timewait-syn-old", false, func(ev *wire.Event) bool { return ev.Kind != wire.KindTimeWait })
+	var a, b []string
+	for _, n := range notices {
+		switch hostOf[n.NetNS] {
+		case "A":
+			a = append(a, n.Kind)
+		case "B":
+			b = append(b, n.Kind)
+		}
+	}
+	if len(a) != 1 || a[0] != NoticeSynAnsweredOldAck {
+		t.Errorf("A's notices %v, want its reset of the old ACK", a)
+	}
+	if len(b) != 0 {
+		t.Errorf("B's notices %v, want none: its TIME_WAIT took no SYN over, A's RST ended it", b)
+	}
+	// The same records with the TIME_WAIT's own (6.11+): B tells what its
+	// TIME_WAIT did, and still no takeover.
+	notices, hostOf = noticesOf(t, "timewait-syn-old", true, func(*wire.Event) bool { return true })
+	b = nil
+	for _, n := range notices {
+		if hostOf[n.NetNS] == "B" {
+			b = append(b, n.Kind)
+		}
+	}
+	if !slices.Equal(b, []string{NoticeTimeWaitSynRejected, NoticeTimeWaitRstEnded}) {
+		t.Errorf("with rx_sk, B's notices %v", b)
+	}
+}
+
+// A newer SYN taken over by the TIME_WAIT (timewait-syn): on a kernel
+// that would show an RST ending the TIME_WAIT, time_wait_syn_accepted is
+// what happened; on one before 6.11 it says it cannot tell the two apart.
+func TestSynAcceptedSaysWhatTheKernelCannotShow(t *testing.T) {
+	for _, seen := range []bool{true, false} {
+		notices, _ := noticesOf(t, "timewait-syn", seen, func(*wire.Event) bool { return true })
+		var accepted []Notice
+		for _, n := range notices {
+			if n.Kind == "time_wait_syn_accepted" {
+				accepted = append(accepted, n)
+			}
+		}
+		if len(accepted) != 1 || accepted[0].CauseUnseen == seen {
+			t.Errorf("TIME_WAIT seen %v: %+v, want one time_wait_syn_accepted, cause unseen %v", seen, accepted, !seen)
+		}
 	}
 }

@@ -38,6 +38,12 @@ type Config struct {
 	// narratives can say where the packets died; DropReasons names them.
 	DropsSeen   bool
 	DropReasons tcp.DropReasons
+	// TimeWaitSeen: the drop path names the timewait socket a dropped SYN
+	// or RST met (kfree_skb's rx_sk, 6.11+), so an RST that ends a
+	// TIME_WAIT early is told (time_wait_rst_ended). Without it a new
+	// connection on a 4-tuple still in TIME_WAIT cannot say whether the
+	// TIME_WAIT took its SYN or an RST had ended it first.
+	TimeWaitSeen bool
 	// ReuseNarratives: emit, and whatever it hands a narrative to, keeps
 	// neither the *Narrative nor its Timeline's array beyond the call (a
 	// copy of the struct keeps a copy of the Timeline too): the tracker
@@ -82,6 +88,12 @@ type Tracker struct {
 	// timeWait holds the 4-tuples that entered TIME_WAIT, and when, in
 	// time order (expireTimeWait); live ones up to maxTimeWaitKept.
 	timeWait *fifoSet[twKey]
+	// oldAckResets: the 4-tuples (as their peer sees them: local and
+	// remote swapped) on which a connect() of this host met an old ACK
+	// and reset it lately (syn_answered_old_ack), when. That RST ended
+	// the peer's TIME_WAIT if the peer is this host too (another
+	// namespace): its next connection there took over no TIME_WAIT.
+	oldAckResets map[[2]netip.AddrPort]time.Duration
 	// gone holds the cookies of sockets destroyed lately. The kernel can
 	// still write about a socket after its destroy record: an orphan that
 	// tcp_reset() destroys on data it cannot take then answers that data

@@ -91,6 +91,20 @@ func TestParseAndCompare(t *testing.T) {
 	if strings.Contains(all, "MISSING") || strings.Contains(all, "cable-pull") || !strings.Contains(all, "TestB") {
 		t.Errorf("allowances misapplied:\n%s\nallowed: %v", all, r.Allowed)
 	}
+
+	// With Missing, only with exactly those expectations unmet: one more
+	// (an unexpected notice, say) is a difference.
+	for _, tc := range []struct {
+		missing []string
+		allowed bool
+	}{{cp.Missing, true}, {append(slices.Clone(cp.Missing), "unexpected B:time_wait_syn_accepted"), false}} {
+		r.Diffs, r.Allowed = nil, nil
+		compare([]*KernelResult{r}, &Expect{Allow: []Allow{
+			{Scenario: "cable-pull", Verdicts: map[string][]string{"A": {"retransmit_timeout"}}, Missing: tc.missing, Why: "w"}}})
+		if got := !strings.Contains(strings.Join(r.Diffs, "\n"), "scenario cable-pull"); got != tc.allowed {
+			t.Errorf("missing %q allowed: %v, want %v (the run's: %q)", tc.missing, got, tc.allowed, cp.Missing)
+		}
+	}
 }
 
 func TestUpstream(t *testing.T) {
