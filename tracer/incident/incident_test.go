@@ -472,11 +472,12 @@ func TestSharedFateReaderReadsOffTheLoop(t *testing.T) {
 		t.Errorf("notice first %v is not counted from the reading", nf)
 	}
 
-	// The table is over a second old: the next Read starts a reading and
-	// answers from the old table at once, however long the reading takes.
+	// The table is over a second old but not stale: the next Read starts
+	// a reading and answers from the old table at once, however long the
+	// reading takes.
 	r.mu.Lock()
 	tb := r.tables[7]
-	tb.at = tb.at.Add(-2 * sharedFateReuse)
+	tb.at = tb.at.Add(-(sharedFateReuse + sharedFateStale) / 2)
 	r.tables[7] = tb
 	r.mu.Unlock()
 	done := make(chan struct{})
@@ -512,8 +513,20 @@ func TestSharedFateReaderReadsOffTheLoop(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	if reads != 2 {
 		t.Errorf("%d readings, want 2: one at the first incident, one when the table was old (not one per Read)", reads)
+	}
+	mu.Unlock()
+	// A stale table (no incident there for a while) is never told: the
+	// record waits for the next reading, on the caller's goroutine.
+	r.mu.Lock()
+	tb = r.tables[7]
+	tb.at = tb.at.Add(-time.Hour)
+	tb.socks = nil
+	r.tables[7] = tb
+	r.mu.Unlock()
+	r.Read(inc, follows)
+	if inc.SharedFate.Idle != 2 {
+		t.Errorf("after an hour: %d idle, want the fresh reading's 2, not the stale table's 0", inc.SharedFate.Idle)
 	}
 }

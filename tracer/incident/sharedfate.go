@@ -67,14 +67,22 @@ type sharedFateTable struct {
 }
 
 // sharedFateReuse is how long a namespace's socket table is used before
-// the next is read.
-const sharedFateReuse = time.Second
+// the next is read. A table older than sharedFateStale (no incident there
+// for a while, or one whose records are 10 s apart) is not used while the
+// next is read: the record waits for a fresh one, as the first does.
+const (
+	sharedFateReuse = time.Second
+	sharedFateStale = 2 * time.Second
+)
 
 // Read is ReadSharedFate through the reader's tables.
 func (r *SharedFateReader) Read(inc *Incident, follows func(netns uint32, cookie uint64) bool) {
 	ns := inc.NetNS
 	r.mu.Lock()
 	t, ok := r.tables[ns]
+	if ok && time.Since(t.at) > sharedFateStale {
+		ok = false
+	}
 	if ok && time.Since(t.at) > sharedFateReuse && !r.reading[ns] {
 		if r.reading == nil {
 			r.reading = map[uint32]bool{}
@@ -84,7 +92,8 @@ func (r *SharedFateReader) Read(inc *Incident, follows func(netns uint32, cookie
 	}
 	r.mu.Unlock()
 	if !ok {
-		// The namespace's first incident: its record waits for a table.
+		// The namespace's first incident, or a stale table: the record
+		// waits for a table.
 		if t, ok = r.read(ns); !ok {
 			return
 		}
